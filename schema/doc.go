@@ -1,0 +1,100 @@
+// Package schema defines the fleet manifests of a Gitfleet repository and
+// loads them into typed Go values.
+//
+// # The model
+//
+// A fleet repository is a tree of YAML (or CUE) documents in Kubernetes
+// style. Every document has the same envelope:
+//
+//	apiVersion: gitfleet.io/v1
+//	kind: Rollout
+//	metadata:
+//	  name: hello-2
+//	  labels: {team: platform}
+//	spec: {...}
+//
+// There are eight kinds. Each becomes one Go type whose Spec mirrors the
+// document's spec field by field, so a path in an error message such as
+// spec.phases[1].percent names both the YAML and the Go field:
+//
+//   - [Artifact]: an update image (a path in the artifact store or an https
+//     URL), its sha256, the device types it fits, what it provides and
+//     depends on, and the [SigningKey]s that must have signed it.
+//   - [Rollout]: one artifact to a target, in ordered phases. Phases are
+//     cumulative: each admits a larger share of the target (a percentage or a
+//     device count), may hold for a while after completing, may wait for an
+//     approval, and aborts the rollout on too many failures or on named
+//     monitoring alerts. An approval is a later commit that adds the phase to
+//     spec.approvedPhases, so the Git history records who promoted what.
+//   - [DeviceGroup]: static members (Device names) and/or a [Selector].
+//   - [Device]: admission. A device is accepted when its identity
+//     attributes and/or public-key fingerprint are declared. One manifest may
+//     declare several devices under spec.devices; the loader returns one
+//     [Device] per declared device.
+//   - [MonitorCheck]: something devices watch (a log file or command output,
+//     a service, or one of the built-in security probes) and the alert it
+//     raises.
+//   - [DeviceConfig]: key/value configuration for the whole fleet, groups or
+//     devices. When several apply to a device the most specific wins
+//     (device over group over fleet).
+//   - [SigningKey]: a trusted artifact-signing public key for an environment.
+//   - [Notification]: a webhook or e-mail sink and the events it receives.
+//
+// Manifests refer to each other by metadata.name; names are unique per kind.
+//
+// # Loading
+//
+// [Load] reads every *.yaml, *.yml and *.cue file of a tree (an os.DirFS of
+// a work tree or an fs.FS of a Git commit) and returns a [Fleet]. Each
+// document is checked against the CUE definitions embedded in this package
+// (see the *.cue files), decoded into its Go type, and then the whole fleet
+// is cross-checked (references, duplicate names, overlapping rollouts, phase
+// sizes, configuration conflicts). Load reports every problem it finds, not
+// just the first, as [Errors]; each [Error] points at the manifest, not at
+// the schema, and prints as
+//
+//	rollouts/hello.yaml:14:18: spec.phases[1].percent: phase sizes must grow: 5 is not more than 10 (phase "canary")
+//
+// Files the loader ignores:
+//
+//   - anything that is not *.yaml, *.yml or *.cue;
+//   - dot-files and dot-directories (.git, .github, .gitlab-ci.yml);
+//   - the top-level policies/ directory, which holds CUE policies for the
+//     policies package, not manifests;
+//   - a YAML file none of whose documents looks like a manifest. A document
+//     looks like a manifest when its apiVersion starts with "gitfleet.io/" or
+//     its kind is one of the eight kinds above. So a CI file or a Kubernetes
+//     manifest that happens to live in the tree is skipped, while a Gitfleet
+//     manifest with a typo in apiVersion is reported. Once a file holds one
+//     manifest, every document in it must be a manifest.
+//
+// Malformed YAML or CUE is always an error, as is a manifest file that is a
+// symbolic link (links are never followed, so nothing outside the tree is
+// read), larger than [MaxFileSize], not UTF-8 text, or holding more than
+// [MaxDocuments] documents.
+//
+// A .cue file is evaluated on its own (no imports) and must evaluate to one
+// manifest or to a list of manifests.
+//
+// # Cross-checks
+//
+// After every document has been validated on its own, Load checks the fleet
+// as a whole: references to unknown artifacts, groups, devices, keys, checks
+// and rollouts; duplicate names per kind; phases whose sizes do not grow or
+// pass 100 %; approvals of unknown phases; DeviceConfigs of equal
+// specificity that set one key to different values for devices they may
+// share; and rollouts that may target the same device without distinct
+// priorities.
+//
+// "May target the same device" is decided offline and conservatively: two
+// targets are disjoint only when that can be proven from the repository
+// alone, for example two groups with disjoint static members, two selectors
+// that require different values of the same attribute, or two artifacts
+// without a device type in common. Anything else is treated as overlapping.
+//
+// # Durations
+//
+// Durations are written as Go durations ("90m", "1h30m") extended with days
+// ("2d") and weeks ("1w"); see [ParseDuration]. They decode into [Duration],
+// which wraps a time.Duration.
+package schema

@@ -1,0 +1,89 @@
+package schema
+
+import "iter"
+
+// A Fleet is every manifest of a fleet repository, grouped by kind, each
+// kind in file order (by path, then by position in the file).
+type Fleet struct {
+	Artifacts     []Artifact
+	Rollouts      []Rollout
+	Groups        []DeviceGroup
+	Devices       []Device
+	Checks        []MonitorCheck
+	Configs       []DeviceConfig
+	Keys          []SigningKey
+	Notifications []Notification
+}
+
+// All yields every manifest of f, kind by kind in the order of the Fleet's
+// fields.
+func (f *Fleet) All() iter.Seq[Manifest] {
+	return func(yield func(Manifest) bool) {
+		_ = each(f.Artifacts, yield) &&
+			each(f.Rollouts, yield) &&
+			each(f.Groups, yield) &&
+			each(f.Devices, yield) &&
+			each(f.Checks, yield) &&
+			each(f.Configs, yield) &&
+			each(f.Keys, yield) &&
+			each(f.Notifications, yield)
+	}
+}
+
+// each yields a pointer to every element of s, and reports whether to go
+// on.
+func each[T any, P interface {
+	*T
+	Manifest
+}](s []T, yield func(Manifest) bool) bool {
+	for i := range s {
+		if !yield(P(&s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// Len returns the number of manifests in f.
+func (f *Fleet) Len() int {
+	return len(f.Artifacts) + len(f.Rollouts) + len(f.Groups) + len(f.Devices) +
+		len(f.Checks) + len(f.Configs) + len(f.Keys) + len(f.Notifications)
+}
+
+// Artifact returns the Artifact called name, or nil.
+func (f *Fleet) Artifact(name string) *Artifact { return find(f.Artifacts, name) }
+
+// Rollout returns the Rollout called name, or nil.
+func (f *Fleet) Rollout(name string) *Rollout { return find(f.Rollouts, name) }
+
+// Group returns the DeviceGroup called name, or nil.
+func (f *Fleet) Group(name string) *DeviceGroup { return find(f.Groups, name) }
+
+// Device returns the Device called name, or nil.
+func (f *Fleet) Device(name string) *Device { return find(f.Devices, name) }
+
+// Check returns the MonitorCheck called name, or nil.
+func (f *Fleet) Check(name string) *MonitorCheck { return find(f.Checks, name) }
+
+// Config returns the DeviceConfig called name, or nil.
+func (f *Fleet) Config(name string) *DeviceConfig { return find(f.Configs, name) }
+
+// Key returns the SigningKey called name, or nil.
+func (f *Fleet) Key(name string) *SigningKey { return find(f.Keys, name) }
+
+// Notification returns the Notification called name, or nil.
+func (f *Fleet) Notification(name string) *Notification { return find(f.Notifications, name) }
+
+// find returns the first element of s called name. A linear scan keeps a
+// Fleet a plain value; callers that look up in a loop build their own map.
+func find[T any, P interface {
+	*T
+	Manifest
+}](s []T, name string) *T {
+	for i := range s {
+		if P(&s[i]).Metadata().Name == name {
+			return &s[i]
+		}
+	}
+	return nil
+}
