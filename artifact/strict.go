@@ -1,0 +1,102 @@
+package artifact
+
+import (
+	"archive/tar"
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// blockSize is the tar block size.
+const blockSize = 512
+
+// padding returns the zero padding that follows size bytes of tar content.
+func padding(size int64) int64 { return (blockSize - size%blockSize) % blockSize }
+
+// strictSource is the stream under a tar.Reader. archive/tar skips the
+// padding after each entry without looking at it; strictSource makes the
+// padding count: after an entry has been read to its end, expectPadding
+// demands that the next bytes through, which tar.Reader reads as padding
+// before the following header, are zero. A flipped byte anywhere in an
+// artifact thus fails a digest, a tar header checksum, or this check.
+type strictSource struct {
+	r     io.Reader
+	zeros int64
+	// offset counts bytes read, for error messages.
+	offset int64
+}
+
+var errPadding = errors.New("non-zero tar padding")
+
+func (s *strictSource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if s.zeros > 0 && n > 0 {
+		k := min(int64(n), s.zeros)
+		for i, b := range p[:k] {
+			if b != 0 {
+				return 0, fmt.Errorf("%w: %w at offset %d", ErrFormat, errPadding, s.offset+int64(i))
+			}
+		}
+		s.zeros -= k
+	}
+	s.offset += int64(n)
+	return n, err
+}
+
+func (s *strictSource) expectPadding(size int64) { s.zeros = padding(size) }
+
+// drainZeros reads r to its end and fails if it holds anything but at most
+// limit zero bytes: the end-of-archive record padding tar tools write.
+func drainZeros(r io.Reader, limit int64, what string) error {
+	buf := make([]byte, 4096)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return fmt.Errorf("%w: data after the end of %s", ErrFormat, what)
+			}
+		}
+		total += int64(n)
+		if total > limit {
+			return fmt.Errorf("%w: more than %d bytes of padding after the end of %s", ErrTooLarge, limit, what)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return readErr(what, err)
+		}
+	}
+}
+
+// readErr turns I/O errors from tar and decompressors into artifact errors.
+func readErr(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: %s ends early", ErrTruncated, what)
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrInsecurePath):
+		return fmt.Errorf("%w: %s: %v", ErrFormat, what, err)
+	case isArtifactErr(err):
+		return fmt.Errorf("%s: %w", what, err)
+	default:
+		return fmt.Errorf("%w: %s: %v", ErrFormat, what, err)
+	}
+}
+
+func isArtifactErr(err error) bool {
+	for _, e := range []error{ErrFormat, ErrVersion, ErrOrder, ErrUnexpected, ErrPath, ErrManifest,
+		ErrDigest, ErrSignatureMissing, ErrSignature, ErrTooLarge, ErrTruncated, ErrUnsupportedKey, ErrUnknownCompression} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// byteReader gives a decompressor an io.ByteReader so that it reads no
+// further than the end of its stream; what remains can then be checked.
+func byteReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }
