@@ -110,6 +110,9 @@ func (ar *Reader) nextOuter() (*tar.Header, error) {
 	if err != nil {
 		return nil, readErr("artifact", err)
 	}
+	if err := ar.src.checkHeaderBlock(h.Name); err != nil {
+		return nil, err
+	}
 	if err := checkName(h.Name); err != nil {
 		return nil, err
 	}
@@ -406,6 +409,9 @@ func (ar *Reader) headerEntries(tr *tar.Reader, src *strictSource, archive strin
 		if err != nil {
 			return readErr(archive, err)
 		}
+		if err := src.checkHeaderBlock(h.Name); err != nil {
+			return fmt.Errorf("%s: %w", archive, err)
+		}
 		if err := checkName(h.Name); err != nil {
 			return fmt.Errorf("%s: %w", archive, err)
 		}
@@ -650,6 +656,9 @@ func (ar *Reader) next() (*File, error) {
 		}
 		if err != nil {
 			return nil, readErr(d.name, err)
+		}
+		if err := d.src.checkHeaderBlock(h.Name); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.name, err)
 		}
 		return ar.openFile(d, h)
 	}

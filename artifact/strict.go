@@ -25,6 +25,9 @@ type strictSource struct {
 	zeros int64
 	// offset counts bytes read, for error messages.
 	offset int64
+	// last holds the last blockSize bytes read: right after tar.Reader.Next
+	// returns, that is the header block of the entry it returned.
+	last [blockSize]byte
 }
 
 var errPadding = errors.New("non-zero tar padding")
@@ -41,7 +44,37 @@ func (s *strictSource) Read(p []byte) (int, error) {
 		s.zeros -= k
 	}
 	s.offset += int64(n)
+	s.remember(p[:n])
 	return n, err
+}
+
+func (s *strictSource) remember(p []byte) {
+	if len(p) >= blockSize {
+		copy(s.last[:], p[len(p)-blockSize:])
+		return
+	}
+	copy(s.last[:], s.last[len(p):])
+	copy(s.last[blockSize-len(p):], p)
+}
+
+// checkHeaderBlock checks the checksum field of the header block just read
+// is in its one canonical form, six octal digits, NUL, space: archive/tar
+// stops reading the field at the NUL, so the byte after it would otherwise
+// be covered by nothing.
+func (s *strictSource) checkHeaderBlock(name string) error {
+	blk := s.last
+	var sum int64
+	for i, c := range blk {
+		if i >= 148 && i < 156 {
+			c = ' '
+		}
+		sum += int64(c)
+	}
+	want := fmt.Sprintf("%06o\x00 ", sum)
+	if string(blk[148:156]) != want {
+		return fmt.Errorf("%w: tar header of %s: checksum field is not in canonical form", ErrFormat, clip(name))
+	}
+	return nil
 }
 
 func (s *strictSource) expectPadding(size int64) { s.zeros = padding(size) }

@@ -391,14 +391,15 @@ func writeData(ctx context.Context, out io.Writer, p PayloadSpec, digests []file
 			return err
 		}
 		h := sha256.New()
-		n, err := io.Copy(io.MultiWriter(tw, h, prog), &ctxReader{ctx, io.LimitReader(rc, fd.size+1)})
+		n, err := io.Copy(io.MultiWriter(tw, h, prog), &ctxReader{ctx, io.LimitReader(rc, fd.size)})
+		extra, _ := rc.Read(make([]byte, 1))
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.name(), err)
 		}
 		var got Digest
 		h.Sum(got[:0])
-		if n != fd.size || got != fd.digest {
+		if n != fd.size || extra > 0 || got != fd.digest {
 			return fmt.Errorf("%s changed while the artifact was being written", f.name())
 		}
 	}
