@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"cuelang.org/go/cue/ast"
 )
@@ -64,8 +65,10 @@ type Meta struct {
 	// Source is the position of the document (of its first key).
 	Source Source
 
-	// doc is the document's syntax tree, kept to answer Pos.
-	doc ast.Node
+	// doc is the document's syntax tree, kept to answer Pos. For one of
+	// several devices of a manifest, entry is its path ("spec.devices[2]").
+	doc   ast.Node
+	entry string
 }
 
 // Metadata returns m. Every manifest type embeds Meta, so this is how code
@@ -79,6 +82,16 @@ func (m *Meta) Metadata() *Meta { return m }
 func (m *Meta) Pos(path string) Source {
 	if m.doc == nil {
 		return m.Source
+	}
+	if m.entry != "" {
+		switch {
+		case path == "metadata.name":
+			path = m.entry + ".name"
+		case path == "spec":
+			path = m.entry
+		case strings.HasPrefix(path, "spec."):
+			path = m.entry + path[len("spec"):]
+		}
 	}
 	return lookupPos(m.doc, path, m.Source)
 }

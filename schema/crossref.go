@@ -1,0 +1,190 @@
+package schema
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// index maps the names of each kind to their manifests.
+type index struct {
+	artifacts map[string]*Artifact
+	rollouts  map[string]*Rollout
+	groups    map[string]*DeviceGroup
+	devices   map[string]*Device
+	checks    map[string]*MonitorCheck
+	configs   map[string]*DeviceConfig
+	keys      map[string]*SigningKey
+	notifs    map[string]*Notification
+}
+
+// crossCheck runs the checks that need the whole fleet.
+func (l *loader) crossCheck() {
+	f := l.fleet
+	ix := &index{
+		artifacts: indexNames(l, f.Artifacts),
+		rollouts:  indexNames(l, f.Rollouts),
+		groups:    indexNames(l, f.Groups),
+		devices:   indexNames(l, f.Devices),
+		checks:    indexNames(l, f.Checks),
+		configs:   indexNames(l, f.Configs),
+		keys:      indexNames(l, f.Keys),
+		notifs:    indexNames(l, f.Notifications),
+	}
+	for i := range f.Artifacts {
+		a := &f.Artifacts[i]
+		refs(l, &a.Meta, "spec.signedBy", KindSigningKey, a.Spec.SignedBy, ix.keys)
+	}
+	for i := range f.Rollouts {
+		r := &f.Rollouts[i]
+		ref(l, &r.Meta, "spec.artifact", KindArtifact, r.Spec.Artifact, ix.artifacts)
+		l.checkTargetRefs(&r.Meta, "spec.target", &r.Spec.Target, ix)
+		for j, p := range r.Spec.Phases {
+			refs(l, &r.Meta, fmt.Sprintf("spec.phases[%d].abort.alerts", j), KindMonitorCheck, p.Abort.Alerts, ix.checks)
+		}
+	}
+	for i := range f.Groups {
+		g := &f.Groups[i]
+		refs(l, &g.Meta, "spec.members", KindDevice, g.Spec.Members, ix.devices)
+	}
+	for i := range f.Checks {
+		c := &f.Checks[i]
+		l.checkTargetRefs(&c.Meta, "spec.target", &c.Spec.Target, ix)
+	}
+	for i := range f.Configs {
+		c := &f.Configs[i]
+		l.checkTargetRefs(&c.Meta, "spec.target", &c.Spec.Target, ix)
+	}
+	for i := range f.Notifications {
+		n := &f.Notifications[i]
+		refs(l, &n.Meta, "spec.rollouts", KindRollout, n.Spec.Rollouts, ix.rollouts)
+		refs(l, &n.Meta, "spec.checks", KindMonitorCheck, n.Spec.Checks, ix.checks)
+	}
+	l.checkRolloutOverlaps(ix)
+	l.checkConfigConflicts(ix)
+}
+
+// indexNames maps names to manifests, reporting duplicates.
+func indexNames[T any, P interface {
+	*T
+	Manifest
+}](l *loader, s []T) map[string]*T {
+	ix := make(map[string]*T, len(s))
+	for i := range s {
+		m := P(&s[i]).Metadata()
+		if first, ok := ix[m.Name]; ok {
+			l.errs.at(m, "metadata.name", "duplicate %s name %q; first declared at %s", m.Kind, m.Name, P(first).Metadata().Source)
+			continue
+		}
+		ix[m.Name] = &s[i]
+	}
+	return ix
+}
+
+// ref reports a reference at path to a name that is not declared.
+func ref[T any](l *loader, m *Meta, path string, kind Kind, name string, names map[string]*T) {
+	if _, ok := names[name]; ok || name == "" {
+		return
+	}
+	l.errs.at(m, path, "unknown %s %q%s", kind, name, didYouMean(name, slices.Sorted(maps.Keys(names))))
+}
+
+func refs[T any](l *loader, m *Meta, path string, kind Kind, list []string, names map[string]*T) {
+	for i, name := range list {
+		ref(l, m, fmt.Sprintf("%s[%d]", path, i), kind, name, names)
+	}
+}
+
+func (l *loader) checkTargetRefs(m *Meta, at string, t *Target, ix *index) {
+	refs(l, m, at+".groups", KindDeviceGroup, t.Groups, ix.groups)
+	refs(l, m, at+".devices", KindDevice, t.Devices, ix.devices)
+}
+
+// checkRolloutOverlaps reports rollouts of equal priority that may target
+// the same device: the controller could not tell which one a device gets.
+func (l *loader) checkRolloutOverlaps(ix *index) {
+	rs := l.fleet.Rollouts
+	byPriority := make(map[int][]int)
+	for i := range rs {
+		if ix.rollouts[rs[i].Name] != &rs[i] {
+			continue // a duplicate, reported already
+		}
+		byPriority[rs[i].Spec.Priority] = append(byPriority[rs[i].Spec.Priority], i)
+	}
+	for _, prio := range slices.Sorted(maps.Keys(byPriority)) {
+		group := byPriority[prio]
+		reaches := make([]reach, len(group))
+		for k, i := range group {
+			reaches[k] = l.reachOf(&rs[i].Spec.Target, ix)
+			if a := ix.artifacts[rs[i].Spec.Artifact]; a != nil {
+				reaches[k].deviceTypes = a.Spec.DeviceTypes
+			}
+		}
+		for b := range group {
+			for a := range b {
+				why, ok := mayOverlap(&reaches[a], &reaches[b], ix)
+				if !ok {
+					continue
+				}
+				first, r := &rs[group[a]], &rs[group[b]]
+				at := "spec.priority"
+				if r.Pos(at) == r.Source {
+					at = "spec.target"
+				}
+				l.errs.at(&r.Meta, at, "rollouts %q and %q (%s) may target the same devices (%s) and both have priority %d; give one a higher spec.priority",
+					r.Name, first.Name, first.Source, why, prio)
+			}
+		}
+	}
+}
+
+// checkConfigConflicts reports DeviceConfigs of equal specificity that set
+// a key to different values for devices they may both target.
+func (l *loader) checkConfigConflicts(ix *index) {
+	cs := l.fleet.Configs
+	type setting struct {
+		config int
+		value  string
+	}
+	byKey := make(map[Specificity]map[string][]setting)
+	for i := range cs {
+		if ix.configs[cs[i].Name] != &cs[i] {
+			continue
+		}
+		spec := cs[i].Specificity()
+		if byKey[spec] == nil {
+			byKey[spec] = make(map[string][]setting)
+		}
+		for k, v := range cs[i].Spec.Values {
+			byKey[spec][k] = append(byKey[spec][k], setting{i, v})
+		}
+	}
+	reaches := make(map[int]*reach)
+	reachOf := func(i int) *reach {
+		if r, ok := reaches[i]; ok {
+			return r
+		}
+		r := l.reachOf(&cs[i].Spec.Target, ix)
+		reaches[i] = &r
+		return &r
+	}
+	for _, keys := range byKey {
+		for key, settings := range keys {
+			for b := range settings {
+				for a := range b {
+					sa, sb := settings[a], settings[b]
+					if sa.value == sb.value {
+						continue
+					}
+					why, ok := mayOverlap(reachOf(sa.config), reachOf(sb.config), ix)
+					if !ok {
+						continue
+					}
+					first, c := &cs[sa.config], &cs[sb.config]
+					l.errs.at(&c.Meta, formatPath([]string{"spec", "values", key}), "%q is %q here but %q in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
+						key, sb.value, sa.value, first.Name, first.Source, why)
+				}
+			}
+		}
+	}
+}

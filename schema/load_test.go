@@ -1,0 +1,100 @@
+package schema
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/tools/txtar"
+)
+
+var update = flag.Bool("update", false, "rewrite the want section of testdata/*.txtar")
+
+// TestGolden loads each testdata/*.txtar archive as a fleet (every file but
+// "want") and compares the result with its "want" file: the errors, one
+// per line, or, when the fleet is valid, every manifest with its position
+// and its JSON.
+func TestGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no testdata/*.txtar")
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			ar, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fsys, want := archiveFS(ar)
+			got := result(Load(fsys))
+			if *update {
+				setWant(ar, got)
+				if err := os.WriteFile(file, txtar.Format(ar), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Load mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// archiveFS returns the fleet of an archive and its want file.
+func archiveFS(ar *txtar.Archive) (fstest.MapFS, string) {
+	fsys := fstest.MapFS{}
+	var want string
+	for _, f := range ar.Files {
+		if f.Name == "want" {
+			want = string(f.Data)
+			continue
+		}
+		fsys[f.Name] = &fstest.MapFile{Data: f.Data, Mode: 0o644}
+	}
+	return fsys, want
+}
+
+func setWant(ar *txtar.Archive, want string) {
+	for i := range ar.Files {
+		if ar.Files[i].Name == "want" {
+			ar.Files[i].Data = []byte(want)
+			return
+		}
+	}
+	ar.Files = append(ar.Files, txtar.File{Name: "want", Data: []byte(want)})
+}
+
+// result formats what Load returned.
+func result(f *Fleet, err error) string {
+	var b strings.Builder
+	if err != nil {
+		es, ok := err.(Errors)
+		if !ok {
+			return "unexpected error type: " + err.Error() + "\n"
+		}
+		for _, e := range es {
+			b.WriteString(e.Error())
+			b.WriteByte('\n')
+		}
+		return b.String()
+	}
+	for m := range f.All() {
+		meta := m.Metadata()
+		js, err := json.Marshal(m)
+		if err != nil {
+			js = []byte(err.Error())
+		}
+		fmt.Fprintf(&b, "%s %s %s\n\t%s\n", meta.Source, meta.Kind, meta.Name, js)
+	}
+	return b.String()
+}

@@ -1,0 +1,122 @@
+package schema
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"cuelang.org/go/cue"
+)
+
+// patterns describes the regular expressions of the schema in words, keyed
+// by a fragment that identifies each.
+var patterns = []struct{ fragment, want string }{
+	{"{0,126}", "a name of letters, digits, '.', '_' and '-' that starts and ends with a letter or digit, at most 128 characters"},
+	{"(ns|us|", `a duration such as "90m", "12h", "2d" or "1w"`},
+	{"{64}", "a sha256 of 64 lowercase hex digits"},
+	{"2[0-3]", `a time of day as "HH:MM"`},
+	{"^https://", "an https:// URL"},
+	{"@", "an e-mail address"},
+}
+
+var (
+	outOfBound = regexp.MustCompile(`^invalid value (.*) \(out of bound =~"(.*)"\)$`)
+	mismatched = regexp.MustCompile(`^conflicting values (.*) and (.*) \(mismatched types (\w+) and (\w+)\)$`)
+	conflict   = regexp.MustCompile(`^conflicting values (.*) and (.*)$`)
+)
+
+// friendly rewrites a CUE error message about the user's value into words
+// for someone editing YAML.
+func friendly(msg string, user cue.Value) string {
+	if m := outOfBound.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("invalid value %s: want %s", m[1], describePattern(m[2]))
+	}
+	if m := mismatched.FindStringSubmatch(msg); m != nil && user.Exists() {
+		got := fmt.Sprint(user)
+		want, wantType := m[2], m[4]
+		if m[2] == got {
+			want, wantType = m[1], m[3]
+		}
+		if want == wantType || strings.HasPrefix(want, "{") || strings.HasPrefix(want, "[") {
+			want = ""
+		}
+		return strings.TrimSpace(fmt.Sprintf("invalid value %s: want %s %s", got, kindWord(wantType), want))
+	}
+	switch msg {
+	case "field is required but not present":
+		return "missing required field"
+	}
+	return msg
+}
+
+// describeDisjunction words the errors of a value that matched none of a
+// disjunction's alternatives.
+func describeDisjunction(user cue.Value, msgs []string) string {
+	got := fmt.Sprint(user)
+	var want []string
+	add := func(s string) {
+		for _, w := range want {
+			if w == s {
+				return
+			}
+		}
+		want = append(want, s)
+	}
+	for _, m := range msgs {
+		if s := outOfBound.FindStringSubmatch(m); s != nil {
+			add(describePattern(s[2]))
+			continue
+		}
+		if s := mismatched.FindStringSubmatch(m); s != nil {
+			if s[1] == got {
+				add(kindWord(s[4]))
+			} else {
+				add(kindWord(s[3]))
+			}
+			continue
+		}
+		if s := conflict.FindStringSubmatch(m); s != nil {
+			if s[1] == got {
+				add(s[2])
+			} else {
+				add(s[1])
+			}
+			continue
+		}
+		add(m)
+	}
+	if len(want) == 1 {
+		return fmt.Sprintf("invalid value %s: want %s", got, want[0])
+	}
+	return fmt.Sprintf("invalid value %s: want one of %s", got, strings.Join(want, ", "))
+}
+
+func describePattern(re string) string {
+	for _, p := range patterns {
+		if strings.Contains(re, p.fragment) {
+			return p.want
+		}
+	}
+	return "a match of " + re
+}
+
+// kindWord names a CUE kind for a YAML author.
+func kindWord(k string) string {
+	switch k {
+	case "int":
+		return "an integer"
+	case "float", "number":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "struct":
+		return "a mapping"
+	case "list":
+		return "a list"
+	case "null":
+		return "null"
+	}
+	return k
+}
