@@ -42,12 +42,13 @@ func Load(fsys fs.FS) (*Fleet, error) {
 
 // A loader holds the state of one Load.
 type loader struct {
-	fsys   fs.FS
-	ctx    *cue.Context
-	schema cue.Value
-	fields map[string]cue.Value // schema values by path, see checkUnknown
-	errs   errorList
-	fleet  *Fleet
+	fsys      fs.FS
+	ctx       *cue.Context
+	schema    cue.Value
+	fields    map[string]cue.Value // schema values by path, see checkUnknown
+	required_ map[string][]string  // required fields by schema path
+	errs      errorList
+	fleet     *Fleet
 
 	files int   // manifest files read
 	total int64 // bytes read
@@ -60,11 +61,12 @@ func newLoader(fsys fs.FS) (*loader, error) {
 		return nil, err
 	}
 	return &loader{
-		fsys:   fsys,
-		ctx:    ctx,
-		schema: s,
-		fields: make(map[string]cue.Value),
-		fleet:  &Fleet{},
+		fsys:      fsys,
+		ctx:       ctx,
+		schema:    s,
+		fields:    make(map[string]cue.Value),
+		required_: make(map[string][]string),
+		fleet:     &Fleet{},
 	}, nil
 }
 

@@ -20,10 +20,22 @@ var patterns = []struct{ fragment, want string }{
 }
 
 var (
-	outOfBound = regexp.MustCompile(`^invalid value (.*) \(out of bound =~"(.*)"\)$`)
-	mismatched = regexp.MustCompile(`^conflicting values (.*) and (.*) \(mismatched types (\w+) and (\w+)\)$`)
-	conflict   = regexp.MustCompile(`^conflicting values (.*) and (.*)$`)
+	outOfBound  = regexp.MustCompile(`^invalid value (.*) \(out of bound =~"(.*)"\)$`)
+	mismatched  = regexp.MustCompile(`^conflicting values (.*) and (.*) \(mismatched types (\w+) and (\w+)\)$`)
+	conflict    = regexp.MustCompile(`^conflicting values (.*) and (.*)$`)
+	bound       = regexp.MustCompile(`^invalid value (.*) \(out of bound (<=|<|>=|>|!=)(.*)\)$`)
+	listLengths = regexp.MustCompile(`^incompatible list lengths \((\d+) and (\d+)\)$`)
 )
+
+// otherType returns whichever of the kinds a and b is not the kind of the
+// user's value.
+func otherType(a, b string, user cue.Value) string {
+	k := user.IncompleteKind().String()
+	if a == k || user.IncompleteKind()&cue.NumberKind != 0 && (a == "int" || a == "float" || a == "number") {
+		return b
+	}
+	return a
+}
 
 // friendly rewrites a CUE error message about the user's value into words
 // for someone editing YAML.
@@ -32,19 +44,17 @@ func friendly(msg string, user cue.Value) string {
 		return fmt.Sprintf("invalid value %s: want %s", m[1], describePattern(m[2]))
 	}
 	if m := mismatched.FindStringSubmatch(msg); m != nil && user.Exists() {
-		got := fmt.Sprint(user)
-		want, wantType := m[2], m[4]
-		if m[2] == got {
-			want, wantType = m[1], m[3]
-		}
-		if want == wantType || strings.HasPrefix(want, "{") || strings.HasPrefix(want, "[") {
-			want = ""
-		}
-		return strings.TrimSpace(fmt.Sprintf("invalid value %s: want %s %s", got, kindWord(wantType), want))
+		return fmt.Sprintf("invalid value %v: want %s", user, kindWord(otherType(m[3], m[4], user)))
 	}
-	switch msg {
-	case "field is required but not present":
-		return "missing required field"
+	if m := listLengths.FindStringSubmatch(msg); m != nil {
+		if m[2] == "1" {
+			return "want a non-empty list"
+		}
+		return fmt.Sprintf("want a list of at least %s elements", m[2])
+	}
+	if m := bound.FindStringSubmatch(msg); m != nil {
+		words := map[string]string{"<=": "at most", "<": "less than", ">=": "at least", ">": "more than", "!=": "not"}
+		return fmt.Sprintf("invalid value %s: want %s %s", m[1], words[m[2]], m[3])
 	}
 	return msg
 }
@@ -68,11 +78,7 @@ func describeDisjunction(user cue.Value, msgs []string) string {
 			continue
 		}
 		if s := mismatched.FindStringSubmatch(m); s != nil {
-			if s[1] == got {
-				add(kindWord(s[4]))
-			} else {
-				add(kindWord(s[3]))
-			}
+			add(kindWord(otherType(s[3], s[4], user)))
 			continue
 		}
 		if s := conflict.FindStringSubmatch(m); s != nil {

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -76,8 +77,10 @@ func kindList() string {
 }
 
 // checkUnknown reports every field of the document syntax n that the
-// schema s does not declare, with a suggestion when one is close. key
-// identifies s in the loader's cache.
+// schema s does not declare, with a suggestion when one is close, and
+// every required field that n lacks. key identifies s in the loader's
+// cache. (CUE reports these too, but drops them when a struct has other
+// errors; reporting them here makes the list complete.)
 func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string) {
 	var decls []ast.Decl
 	switch x := n.(type) {
@@ -101,6 +104,7 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 	if !st.Exists() {
 		return // not a struct in the schema: CUE reports the type error
 	}
+	present := make(map[string]bool)
 	for _, d := range decls {
 		if e, ok := d.(*ast.EmbedDecl); ok {
 			l.checkUnknown(e.Expr, s, path, key)
@@ -114,6 +118,7 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 		if err != nil {
 			continue
 		}
+		present[name] = true
 		fpath := append(slices.Clip(path), name)
 		if !st.Allows(cue.Str(name)) {
 			msg := fmt.Sprintf("unknown field %q", name)
@@ -133,6 +138,43 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 			l.checkUnknown(f.Value, c, fpath, ckey)
 		}
 	}
+	if _, ok := n.(*ast.File); ok && len(decls) > 0 && !hasFields(decls) {
+		return // a CUE file made of embeddings; nothing to require here
+	}
+	for _, name := range l.required(key, st) {
+		if !present[name] {
+			pos := lookupPos(n, "", Source{})
+			l.errs.add(pos, formatPath(append(slices.Clip(path), name)), "missing required field")
+		}
+	}
+}
+
+func hasFields(decls []ast.Decl) bool {
+	for _, d := range decls {
+		if _, ok := d.(*ast.Field); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// required lists the required fields of the struct schema s, caching by
+// key.
+func (l *loader) required(key string, s cue.Value) []string {
+	if r, ok := l.required_[key]; ok {
+		return r
+	}
+	var names []string
+	it, err := s.Fields(cue.Optional(true))
+	if err == nil {
+		for it.Next() {
+			if it.FieldType()&cue.RequiredConstraint != 0 {
+				names = append(names, it.Selector().Unquoted())
+			}
+		}
+	}
+	l.required_[key] = names
+	return names
 }
 
 // schemaChild returns the schema of sel in s (taking the alternative of
@@ -143,7 +185,16 @@ func (l *loader) schemaChild(key string, s cue.Value, k cue.Kind, sel cue.Select
 	}
 	c := alternative(s, k)
 	if c.Exists() {
-		c = c.LookupPath(cue.MakePath(sel))
+		// A field's schema is found under the selector of its own
+		// constraint: regular, optional (name?) or required (name!).
+		base := c
+		c = base.LookupPath(cue.MakePath(sel))
+		if !c.Exists() && sel.IsString() {
+			c = base.LookupPath(cue.MakePath(sel.Optional()))
+			if !c.Exists() {
+				c = base.LookupPath(cue.MakePath(sel.Required()))
+			}
+		}
 	}
 	l.fields[key] = c
 	return c
@@ -192,6 +243,11 @@ func (l *loader) cueErrors(src Source, node ast.Node, v cue.Value, err error) {
 		disj  bool
 		order int
 	}
+	var ce cueerrors.Error
+	if !errors.As(err, &ce) {
+		l.errs.add(plainErrorPos(src.File, err))
+		return
+	}
 	var groups []*group
 	byPath := make(map[string]*group)
 	for _, e := range cueerrors.Errors(err) {
@@ -205,8 +261,11 @@ func (l *loader) cueErrors(src Source, node ast.Node, v cue.Value, err error) {
 		}
 		format, args := e.Msg()
 		msg := fmt.Sprintf(format, args...)
-		if msg == "field not allowed" {
-			continue // reported by checkUnknown, with suggestions
+		if format == "" {
+			msg = e.Error() // not a CUE error, such as a YAML syntax error
+		}
+		if msg == "field not allowed" || msg == "field is required but not present" {
+			continue // reported by checkUnknown
 		}
 		g := byPath[p]
 		if g == nil {
@@ -247,6 +306,20 @@ func (l *loader) cueErrors(src Source, node ast.Node, v cue.Value, err error) {
 			}
 		}
 	}
+}
+
+// plainErrorPos splits an error of the YAML parser, "file:line: message",
+// into a position and a message.
+func plainErrorPos(file string, err error) (Source, string, string, any) {
+	msg := err.Error()
+	src := Source{File: file}
+	if rest, ok := strings.CutPrefix(msg, file+":"); ok {
+		num, m, _ := strings.Cut(rest, ": ")
+		if n, err := strconv.Atoi(num); err == nil {
+			src.Line, msg = n, m
+		}
+	}
+	return src, "", "%s", msg
 }
 
 // userPos returns the first position of e in file.
