@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -107,14 +108,14 @@ func readFileLimit(path string, limit int64) ([]byte, error) {
 // directory, synced, then renamed into place (or, when overwrite is false,
 // linked, which fails if path exists) and the directory synced. On any
 // failure path is untouched and the temporary file removed.
-func writeFileAtomic(path string, mode os.FileMode, overwrite bool, fill func(*os.File) error) (err error) {
+func writeFileAtomic(path string, mode os.FileMode, overwrite bool, fill func(*os.File) error) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return err
+		return fmt.Errorf("create temporary file next to %s: %w", path, err)
 	}
 	defer func() {
 		tmp.Close()           // no-op error after the explicit Close
@@ -132,12 +133,7 @@ func writeFileAtomic(path string, mode os.FileMode, overwrite bool, fill func(*o
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if overwrite {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := install(tmp.Name(), path, overwrite); err != nil {
 		return err
 	}
 	if d, err := os.Open(dir); err == nil {
@@ -145,6 +141,23 @@ func writeFileAtomic(path string, mode os.FileMode, overwrite bool, fill func(*o
 		d.Close()
 	}
 	return nil
+}
+
+// install moves the finished temporary file tmp to path. Without overwrite
+// it hard-links, which fails atomically if path exists; on filesystems
+// without hard links it checks and renames instead.
+func install(tmp, path string, overwrite bool) error {
+	if overwrite {
+		return os.Rename(tmp, path)
+	}
+	err := os.Link(tmp, path)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, statErr := os.Lstat(path); statErr == nil {
+		return fmt.Errorf("%s: %w", path, fs.ErrExist)
+	}
+	return os.Rename(tmp, path)
 }
 
 // failed marks err as an operational failure (exit 1) rather than a usage
@@ -615,6 +628,9 @@ func (o *writeOptions) run(cmd *cobra.Command) error {
 	if out == "" {
 		out = spec.Name + ".mender"
 	}
+	if note := extensionUse(spec); note != "" && !o.quiet {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %s: mender-artifact 3.9 and stock Mender 3.x clients cannot read this artifact\n", note)
+	}
 	prog := newProgress(cmd.ErrOrStderr(), o.quiet, "writing "+filepath.Base(out), payloadBytes)
 	// Write reads every file twice; show progress in payload bytes.
 	spec.Progress = func(done, _ int64) { prog.Update(done / 2) }
@@ -631,6 +647,18 @@ func (o *writeOptions) run(cmd *cobra.Command) error {
 	}
 	_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s, %s)\n", out, spec.Compression, signed)
 	return err
+}
+
+// extensionUse names the Gitfleet extensions spec uses, or returns "".
+func extensionUse(spec artifact.Spec) string {
+	var used []string
+	if spec.Compression == artifact.Zstd {
+		used = append(used, "zstd compression")
+	}
+	if spec.Signer != nil && spec.Signer.Algorithm() == artifact.Ed25519 {
+		used = append(used, "ed25519 signature")
+	}
+	return strings.Join(used, " and ")
 }
 
 // indent puts every line after the first of a joined error under the first.
@@ -692,6 +720,14 @@ func (o *writeOptions) spec() (artifact.Spec, int64, error) {
 		k, v, err := parseKV("-p/--provides", kv)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		switch k {
+		case "artifact_name":
+			bad("-p/--provides %s: the artifact name is set with -n/--artifact-name", kv)
+			continue
+		case "artifact_group":
+			bad("-p/--provides %s: the artifact group is set with -g/--provides-group", kv)
 			continue
 		}
 		if old, dup := provides[k]; dup {

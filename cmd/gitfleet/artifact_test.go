@@ -146,7 +146,14 @@ func TestWriteInterop(t *testing.T) {
 					} else {
 						args = append(args, "-T", "single-file", "-f", img, "-f", extra, "-m", meta)
 					}
-					mustGitfleet(t, args...)
+					_, stderr, err := gitfleet(t, args...)
+					if err != nil {
+						t.Fatalf("write: %v", err)
+					}
+					extension := comp == "zstd" || alg == "ed25519"
+					if noted := strings.Contains(stderr, "note: ") && strings.Contains(stderr, "cannot read this artifact"); noted != extension {
+						t.Errorf("write stderr %q: want a note on Gitfleet extensions: %v", stderr, extension)
+					}
 
 					got := mustGitfleet(t, "artifact", "verify", out, "-k", keys[alg].pub)
 					if !strings.HasPrefix(got, "verified: release-1 signed by ") {
@@ -427,7 +434,7 @@ func TestWriteFlags(t *testing.T) {
 	want := map[string]any{
 		"group": "beta", "depends_groups": []any{"alpha", "beta"},
 		"depends_names": []any{"app-2.0"}, "scripts": []any{"ArtifactInstall_Enter_00_migrate"},
-		"type": "single-file",
+		"type":     "single-file",
 		"provides": map[string]any{"app.version": "2.1", "url": "http://x:8080/", "data.app.version": "2.1.0"},
 		"depends":  map[string]any{"hw": []any{"rev1", "rev2"}, "app.version": "2.0"},
 		"clears":   []any{"app.*", "data.app.*"},
@@ -492,6 +499,7 @@ func TestWriteErrors(t *testing.T) {
 		{"module without type", append(module, "-f", img), []string{"-T/--type is required"}, 2},
 		{"bad provides", append(base, "-f", img, "-p", "novalue"), []string{`-p/--provides "novalue": want KEY:VALUE`}, 2},
 		{"duplicate provides", append(base, "-f", img, "-p", "a:1", "-p", "a:2"), []string{"a given twice"}, 2},
+		{"artifact_name as provides", append(base, "-f", img, "-p", "artifact_name:y"), []string{"set with -n/--artifact-name"}, 2},
 		{"bad depends", append(base, "-f", img, "-d", ":v"), []string{"-d/--depends", "want KEY:VALUE"}, 2},
 		{"bad compression", append(base, "-f", img, "--compression", "bz2"), []string{"--compression", "use none, gzip, zstd or xz"}, 2},
 		{"public key to sign", append(base, "-f", img, "-k", keys["ed25519"].pub), []string{"-k/--key", "public key; signing needs the private key"}, 2},
