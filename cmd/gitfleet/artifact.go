@@ -175,7 +175,9 @@ type readResult struct {
 	compression artifact.Compression
 	signed      bool
 	signedBy    *artifact.Verifier
-	files       map[string]*artifact.File // by "NNNN/name"
+	// sizes of the payload files by fileKey. Only the sizes are kept: a
+	// *artifact.File holds on to its payload's decompressor.
+	sizes map[string]int64
 }
 
 func fileKey(payload int, name string) string { return fmt.Sprintf("%04d/%s", payload, name) }
@@ -203,7 +205,7 @@ func readArtifact(path string, verifiers []*artifact.Verifier, stderr io.Writer,
 		compression: ar.HeaderCompression(),
 		signed:      ar.Signed(),
 		signedBy:    ar.SignedBy(),
-		files:       map[string]*artifact.File{},
+		sizes:       map[string]int64{},
 	}
 	for {
 		af, err := ar.Next()
@@ -216,7 +218,7 @@ func readArtifact(path string, verifiers []*artifact.Verifier, stderr io.Writer,
 		if _, err := io.Copy(io.Discard, af); err != nil {
 			return nil, err
 		}
-		res.files[fileKey(af.Payload, af.Name)] = af
+		res.sizes[fileKey(af.Payload, af.Name)] = af.Size
 	}
 }
 
@@ -320,8 +322,8 @@ func printSummary(w io.Writer, r *readResult) error {
 		fmt.Fprintln(&b)
 		for _, fi := range p.Files {
 			fmt.Fprintf(&b, "      name:     %s\n", fi.Name)
-			if f := r.files[fileKey(p.Index, fi.Name)]; f != nil {
-				fmt.Fprintf(&b, "      size:     %d\n", f.Size)
+			if size, ok := r.sizes[fileKey(p.Index, fi.Name)]; ok {
+				fmt.Fprintf(&b, "      size:     %d\n", size)
 			}
 			fmt.Fprintf(&b, "      checksum: %s\n", fi.Digest)
 		}
@@ -364,8 +366,8 @@ func summaryJSON(r *readResult) ([]byte, error) {
 		for _, f := range files {
 			fm, _ := f.(map[string]any)
 			name, _ := fm["name"].(string)
-			if af := r.files[fileKey(i, name)]; af != nil {
-				fm["size"] = af.Size
+			if size, ok := r.sizes[fileKey(i, name)]; ok {
+				fm["size"] = size
 			}
 		}
 	}
@@ -419,7 +421,7 @@ any of the given keys; nothing is printed to stdout then.`,
 			return printSummary(cmd.OutOrStdout(), res)
 		},
 	}
-	cmd.Flags().StringArrayVarP(&keys, "key", "k", nil, "public key (PEM) that must have signed the artifact; repeat to trust several")
+	cmd.Flags().StringArrayVarP(&keys, "key", "k", nil, "public key `PEM` file that must have signed the artifact; repeat to trust several")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of text")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress line")
 	return cmd
@@ -454,7 +456,7 @@ when it does; exits 1 with the reason when it does not.`,
 			return err
 		},
 	}
-	cmd.Flags().StringArrayVarP(&keys, "key", "k", nil, "trusted public key (PEM); repeat to trust several")
+	cmd.Flags().StringArrayVarP(&keys, "key", "k", nil, "trusted public key `PEM` file; repeat to trust several")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress line")
 	return cmd
 }
@@ -494,8 +496,8 @@ half-written.
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&key, "key", "k", "", "private key (PEM: PKCS#8, SEC1 or PKCS#1) to sign with")
-	cmd.Flags().StringVarP(&output, "output-path", "o", "", "write the signed artifact here instead of replacing FILE")
+	cmd.Flags().StringVarP(&key, "key", "k", "", "private key `PEM` file (PKCS#8, SEC1 or PKCS#1) to sign with")
+	cmd.Flags().StringVarP(&output, "output-path", "o", "", "write the signed artifact to `OUT` instead of replacing FILE")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress line")
 	return cmd
 }
@@ -590,31 +592,32 @@ when complete.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.name, "artifact-name", "n", "", "name of the artifact (required)")
-	f.StringArrayVarP(&o.deviceTypes, "device-type", "t", nil, "compatible device type (required); repeat for several")
+	f.StringVarP(&o.name, "artifact-name", "n", "", "`NAME` of the artifact (required)")
+	f.StringArrayVarP(&o.deviceTypes, "device-type", "t", nil, "compatible `DEVICE_TYPE` (required); repeat for several")
 	if module {
-		f.StringVarP(&o.moduleType, "type", "T", "", "payload type: the name of the update module (required)")
-		f.StringArrayVarP(&o.files, "file", "f", nil, "payload file; repeat for several")
+		f.StringVarP(&o.moduleType, "type", "T", "", "payload `TYPE`: the name of the update module (required)")
+		f.StringArrayVarP(&o.files, "file", "f", nil, "payload `FILE`; repeat for several")
 		f.StringVarP(&o.metaData, "meta-data", "m", "", "JSON `FILE` with the payload's meta-data (an object)")
 	} else {
-		f.StringArrayVarP(&o.files, "file", "f", nil, "the root filesystem image (required, exactly one)")
+		f.StringArrayVarP(&o.files, "file", "f", nil, "the root filesystem image `FILE` (required, exactly one)")
 	}
-	f.StringVarP(&o.output, "output-path", "o", "", "artifact file to write (default NAME.mender)")
-	f.StringVarP(&o.key, "key", "k", "", "private key (PEM: PKCS#8, SEC1 or PKCS#1) to sign the artifact with")
+	f.StringVarP(&o.output, "output-path", "o", "", "artifact `FILE` to write (default NAME.mender)")
+	f.StringVarP(&o.key, "key", "k", "", "private key `PEM` file (PKCS#8, SEC1 or PKCS#1) to sign the artifact with")
 	f.StringArrayVarP(&o.provides, "provides", "p", nil, "`KEY:VALUE` added to the payload's artifact_provides; repeatable")
 	f.StringArrayVarP(&o.depends, "depends", "d", nil, "`KEY:VALUE` added to the payload's artifact_depends; repeatable, a repeated KEY makes a list")
-	f.StringArrayVar(&o.clearsProvides, "clears-provides", nil, "pattern added to the payload's clears_artifact_provides; repeatable")
-	f.StringVarP(&o.providesGroup, "provides-group", "g", "", "the artifact group the artifact provides")
-	f.StringArrayVarP(&o.dependsGroups, "depends-groups", "G", nil, "artifact group the device must be in; repeatable")
-	f.StringArrayVarP(&o.nameDepends, "artifact-name-depends", "N", nil, "artifact name the device must have installed; repeatable")
+	f.StringArrayVar(&o.clearsProvides, "clears-provides", nil, "`PATTERN` added to the payload's clears_artifact_provides; repeatable")
+	f.StringVarP(&o.providesGroup, "provides-group", "g", "", "the artifact `GROUP` the artifact provides")
+	f.StringArrayVarP(&o.dependsGroups, "depends-groups", "G", nil, "artifact `GROUP` the device must be in; repeatable")
+	f.StringArrayVarP(&o.nameDepends, "artifact-name-depends", "N", nil, "artifact `NAME` the device must have installed; repeatable")
 	f.StringArrayVarP(&o.scripts, "script", "s", nil, "state script `FILE`, named by its base name (e.g. ArtifactInstall_Enter_00); repeatable")
-	f.StringVar(&o.compression, "compression", "gzip", "compression of the header and payloads: none, gzip, zstd or xz (lzma)")
-	f.StringVar(&o.software.Name, "software-name", "", "store the version under rootfs-image.NAME.version")
-	f.StringVar(&o.software.Version, "software-version", "", "software version to provide (default the artifact name)")
-	f.StringVar(&o.software.Filesystem, "software-filesystem", "", "use this instead of rootfs-image in the version key")
+	f.StringVar(&o.compression, "compression", "gzip", "`COMPRESSION` of the header and payloads: none, gzip, zstd or xz (lzma)")
+	f.StringVar(&o.software.Name, "software-name", "", "store the version under rootfs-image.`NAME`.version")
+	f.StringVar(&o.software.Version, "software-version", "", "software `VERSION` to provide (default the artifact name)")
+	f.StringVar(&o.software.Filesystem, "software-filesystem", "", "`NAME` to use instead of rootfs-image in the version key")
 	f.BoolVar(&o.software.NoDefault, "no-default-software-version", false, "do not add the software version provides")
 	f.BoolVar(&o.software.NoDefaultClears, "no-default-clears-provides", false, "do not add the default clears_artifact_provides")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress line")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress line and no notes")
+	f.BoolVar(&o.quiet, "no-progress", false, "same as --quiet (mender-artifact's name)")
 	f.SortFlags = false
 	return cmd
 }

@@ -80,8 +80,8 @@ not support.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&typ, "type", "ecdsa", "key type: ecdsa (P-256), rsa (3072 bits) or ed25519 (Gitfleet extension)")
-	cmd.Flags().StringVar(&prefix, "out", "gitfleet", "path prefix of the files to write: PREFIX.key and PREFIX.pub")
+	cmd.Flags().StringVar(&typ, "type", "ecdsa", "key `TYPE`: ecdsa (P-256), rsa (3072 bits) or ed25519 (Gitfleet extension)")
+	cmd.Flags().StringVar(&prefix, "out", "gitfleet", "path `PREFIX` of the files to write: PREFIX.key and PREFIX.pub")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
 	return cmd
 }
