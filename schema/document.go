@@ -23,7 +23,7 @@ func (l *loader) loadYAML(file string, data []byte) {
 		if expr != nil {
 			if len(docs) == MaxDocuments {
 				l.errs.add(Source{File: file}, "", "more than %d documents in one file", MaxDocuments)
-				break
+				return
 			}
 			docs = append(docs, expr)
 		}

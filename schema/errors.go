@@ -59,16 +59,40 @@ func (es Errors) sort() {
 	})
 }
 
+// MaxErrors bounds the errors Load returns; past it, one last error says
+// how many were left out.
+const MaxErrors = 1000
+
 // errorList collects errors while loading.
 type errorList struct {
-	errs Errors
+	errs    Errors
+	dropped int
 }
 
 func (l *errorList) add(src Source, path, format string, args ...any) {
+	if len(l.errs) >= MaxErrors {
+		l.dropped++
+		return
+	}
 	l.errs = append(l.errs, &Error{
 		File: src.File, Line: src.Line, Col: src.Col,
 		Path: path, Msg: fmt.Sprintf(format, args...),
 	})
+}
+
+// count returns how many errors were reported, shown or not.
+func (l *errorList) count() int { return len(l.errs) + l.dropped }
+
+// result returns the errors, sorted, or nil.
+func (l *errorList) result() Errors {
+	if len(l.errs) == 0 {
+		return nil
+	}
+	l.errs.sort()
+	if l.dropped > 0 {
+		l.errs = append(l.errs, &Error{Msg: fmt.Sprintf("%d more errors not shown", l.dropped)})
+	}
+	return l.errs
 }
 
 // at reports an error at the field path of the manifest m.

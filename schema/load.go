@@ -33,9 +33,8 @@ func Load(fsys fs.FS) (*Fleet, error) {
 	}
 	l.walk()
 	l.crossCheck()
-	if len(l.errs.errs) > 0 {
-		l.errs.errs.sort()
-		return l.fleet, l.errs.errs
+	if errs := l.errs.result(); errs != nil {
+		return l.fleet, errs
 	}
 	return l.fleet, nil
 }

@@ -23,7 +23,7 @@ import (
 // and returns whether the manifest is valid.
 
 func (l *loader) checkArtifact(a *Artifact) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	s := &a.Spec
 	if u, ok := strings.CutPrefix(s.Source, "https://"); ok {
 		if _, err := url.Parse("https://" + u); err != nil || u == "" {
@@ -42,7 +42,7 @@ func (l *loader) checkArtifact(a *Artifact) bool {
 		s.MinSignatures = 1
 	}
 	l.checkUnique(&a.Meta, "spec.signedBy", s.SignedBy)
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 // checkRelPath checks an artifact-store or repository path: relative,
@@ -60,7 +60,7 @@ func checkRelPath(p string) error {
 }
 
 func (l *loader) checkRollout(r *Rollout) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	s := &r.Spec
 	l.checkTarget(&r.Meta, "spec.target", &s.Target, true)
 
@@ -120,7 +120,7 @@ func (l *loader) checkRollout(r *Rollout) bool {
 		}
 		l.checkUnique(&r.Meta, at+".days", w.Days)
 	}
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 func phaseNames(r *Rollout) []string {
@@ -178,7 +178,7 @@ func (l *loader) checkSelector(m *Meta, at string, s *Selector) {
 }
 
 func (l *loader) checkGroup(g *DeviceGroup) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	if len(g.Spec.Members) == 0 && g.Spec.Selector == nil {
 		l.errs.at(&g.Meta, "spec", "a group needs members or a selector")
 	}
@@ -186,7 +186,7 @@ func (l *loader) checkGroup(g *DeviceGroup) bool {
 	if g.Spec.Selector != nil {
 		l.checkSelector(&g.Meta, "spec.selector", g.Spec.Selector)
 	}
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 func (l *loader) checkDevice(d *Device) bool {
@@ -198,7 +198,7 @@ func (l *loader) checkDevice(d *Device) bool {
 }
 
 func (l *loader) checkMonitor(c *MonitorCheck) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	s := &c.Spec
 	l.checkTarget(&c.Meta, "spec.target", &s.Target, false)
 	var set []string
@@ -231,11 +231,11 @@ func (l *loader) checkMonitor(c *MonitorCheck) bool {
 	if s.Severity == "" {
 		s.Severity = SeverityWarning
 	}
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 func (l *loader) checkConfig(c *DeviceConfig) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	t := &c.Spec.Target
 	scopes := 0
 	for _, set := range []bool{t.All, len(t.Groups) > 0, len(t.Devices) > 0} {
@@ -248,7 +248,7 @@ func (l *loader) checkConfig(c *DeviceConfig) bool {
 	}
 	l.checkUnique(&c.Meta, "spec.target.groups", t.Groups)
 	l.checkUnique(&c.Meta, "spec.target.devices", t.Devices)
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 // maxKeyFile bounds a public key file.
@@ -349,7 +349,7 @@ func readRepoFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 }
 
 func (l *loader) checkNotification(nt *Notification) bool {
-	n := len(l.errs.errs)
+	n := l.errs.count()
 	s := &nt.Spec
 	switch {
 	case s.Webhook != nil && s.Email != nil:
@@ -370,7 +370,7 @@ func (l *loader) checkNotification(nt *Notification) bool {
 		}
 	}
 	l.checkUnique(&nt.Meta, "spec.events", s.Events)
-	return len(l.errs.errs) == n
+	return l.errs.count() == n
 }
 
 // checkUnique reports repeated entries of the list at path.

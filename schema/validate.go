@@ -16,7 +16,7 @@ import (
 // to the fleet. node is the document's syntax, v its value.
 func (l *loader) loadDoc(file string, node ast.Node, v cue.Value) {
 	src := docSource(file, node)
-	before := len(l.errs.errs)
+	before := l.errs.count()
 
 	kind, ok := l.checkKind(src, node, v)
 	if !ok {
@@ -34,7 +34,7 @@ func (l *loader) loadDoc(file string, node ast.Node, v cue.Value) {
 	if err := u.Validate(cue.Concrete(true), cue.All()); err != nil {
 		l.cueErrors(src, node, v, err)
 	}
-	if len(l.errs.errs) > before {
+	if l.errs.count() > before {
 		return
 	}
 	l.decode(kind, src, node, u)
