@@ -1,0 +1,163 @@
+package policies
+
+import (
+	"cmp"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/gitfleet/gitfleet/schema"
+)
+
+// A Severity says what a violation does to validation.
+type Severity string
+
+// The severities.
+const (
+	Deny Severity = "deny" // the violation fails validation
+	Warn Severity = "warn" // the violation is reported and passes
+)
+
+// A Violation is one manifest breaking one policy.
+type Violation struct {
+	// Policy is "pack/policy" for a built-in policy and the policy's name
+	// for one of the repository's own.
+	Policy   string   `json:"policy"`
+	Severity Severity `json:"severity"`
+
+	// File, Line and Col locate the manifest (or, with Path, its field);
+	// for a violation of the fleet as a whole, the policy's declaration.
+	File string `json:"file"`
+	Line int    `json:"line,omitempty"`
+	Col  int    `json:"col,omitempty"`
+
+	// Kind and Name identify the manifest; both are empty for a violation
+	// of the fleet as a whole.
+	Kind schema.Kind `json:"kind,omitempty"`
+	Name string      `json:"name,omitempty"`
+
+	Path    string `json:"path,omitempty"` // the field at fault, may be empty
+	Message string `json:"message"`
+}
+
+// String formats v as "file:line:col: severity: path: message (policy)".
+func (v *Violation) String() string {
+	var b strings.Builder
+	b.WriteString(schema.Source{File: v.File, Line: v.Line, Col: v.Col}.String())
+	fmt.Fprintf(&b, ": %s: ", v.Severity)
+	if v.Path != "" {
+		b.WriteString(v.Path)
+		b.WriteString(": ")
+	}
+	fmt.Fprintf(&b, "%s (%s)", v.Message, v.Policy)
+	return b.String()
+}
+
+// Dir is the folder of a fleet repository that holds its policy files and
+// ConfigFile.
+const Dir = "policies"
+
+// ConfigFile is the path, in a fleet repository, of the file that selects
+// built-in packs.
+const ConfigFile = Dir + "/packs.yaml"
+
+//go:embed packs/*.cue
+var packFS embed.FS
+
+// Packs returns the names of the built-in packs, sorted.
+func Packs() []string {
+	entries, _ := fs.ReadDir(packFS, "packs")
+	var names []string
+	for _, e := range entries {
+		names = append(names, strings.TrimSuffix(e.Name(), ".cue"))
+	}
+	return names
+}
+
+// Check runs the policies the fleet repository in fsys selects (its
+// ConfigFile and its policies/*.cue files) against fleet, which is what
+// [schema.Load] returned for the same tree; fleet may be partial.
+//
+// Violations are sorted by file and position. When a policy cannot run (a
+// malformed ConfigFile, a policy file that does not compile or whose
+// violations do not evaluate), err is a [schema.Errors] pointing into the
+// policies folder, and the violations of every other policy are still
+// returned.
+func Check(fsys fs.FS, fleet *schema.Fleet) ([]Violation, error) {
+	var (
+		errs  schema.Errors
+		cfg   config
+		files []policyFile
+	)
+	fi, err := fs.Lstat(fsys, Dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No policies folder: nothing selected, nothing of its own.
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", Dir, err)
+	case !fi.IsDir():
+		errs = append(errs, &schema.Error{File: Dir, Msg: "not a directory (symbolic links are not followed)"})
+	default:
+		if cfg, err = readConfig(fsys); err != nil {
+			return nil, err
+		}
+		errs = append(errs, cfg.errs...)
+		var ferrs schema.Errors
+		files, ferrs = readPolicyFiles(fsys)
+		errs = append(errs, ferrs...)
+	}
+	for _, p := range cfg.packs {
+		src, err := packFS.ReadFile(path.Join("packs", p.name+".cue"))
+		if err != nil {
+			return nil, fmt.Errorf("read built-in pack %s: %w", p.name, err)
+		}
+		files = append(files, policyFile{
+			file:     "(built-in)/" + p.name + ".cue",
+			pack:     p.name,
+			src:      src,
+			severity: p.severity,
+		})
+	}
+	if len(files) == 0 {
+		return nil, orNil(errs)
+	}
+
+	ev := newEvaluator(fleet)
+	var vs []Violation
+	seen := make(map[string]string) // repository policy name → file
+	for _, f := range files {
+		fvs, ferrs := ev.run(f, seen)
+		vs = append(vs, fvs...)
+		errs = append(errs, ferrs...)
+	}
+	slices.SortStableFunc(vs, func(a, b Violation) int {
+		return cmp.Or(
+			cmp.Compare(a.File, b.File),
+			cmp.Compare(a.Line, b.Line),
+			cmp.Compare(a.Col, b.Col),
+			cmp.Compare(a.Policy, b.Policy),
+			cmp.Compare(a.Message, b.Message),
+		)
+	})
+	return vs, orNil(errs)
+}
+
+// orNil returns errs sorted by position without repeats (CUE reports an
+// error in a comprehension once per iteration), or nil when it is empty.
+func orNil(errs schema.Errors) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(errs, func(a, b *schema.Error) int {
+		return cmp.Or(
+			cmp.Compare(a.File, b.File),
+			cmp.Compare(a.Line, b.Line),
+			cmp.Compare(a.Col, b.Col),
+		)
+	})
+	return slices.CompactFunc(errs, func(a, b *schema.Error) bool { return *a == *b })
+}
