@@ -13,6 +13,7 @@ import (
 type reach struct {
 	all         bool
 	devices     map[string]bool
+	names       []string // the keys of devices, sorted
 	selectors   []*Selector
 	deviceTypes []string // nil: any
 }
@@ -37,6 +38,7 @@ func (l *loader) reachOf(t *Target, ix *index) reach {
 	if t.Selector != nil {
 		r.selectors = append(r.selectors, t.Selector)
 	}
+	r.names = slices.Sorted(maps.Keys(r.devices))
 	return r
 }
 
@@ -61,14 +63,21 @@ func mayOverlap(a, b *reach, ix *index) (string, bool) {
 	case a.all || b.all:
 		return "one targets the whole fleet", true
 	}
-	for _, d := range slices.Sorted(maps.Keys(a.devices)) {
-		if b.devices[d] && admits(a, ix.devices[d]) && admits(b, ix.devices[d]) {
+	small, large := a, b
+	if len(small.names) > len(large.names) {
+		small, large = large, small
+	}
+	for _, d := range small.names {
+		if large.devices[d] && admits(a, ix.devices[d]) && admits(b, ix.devices[d]) {
 			return fmt.Sprintf("both include device %q", d), true
 		}
 	}
 	for _, x := range [][2]*reach{{a, b}, {b, a}} {
 		sels, other := x[0], x[1]
-		for _, d := range slices.Sorted(maps.Keys(other.devices)) {
+		if len(sels.selectors) == 0 {
+			continue
+		}
+		for _, d := range other.names {
 			dev := ix.devices[d]
 			if !admits(sels, dev) || !admits(other, dev) {
 				continue

@@ -100,7 +100,11 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 	default:
 		return
 	}
-	st := alternative(s, cue.StructKind)
+	st, ok := l.fields[key+"{}"]
+	if !ok {
+		st = alternative(s, cue.StructKind)
+		l.fields[key+"{}"] = st
+	}
 	if !st.Exists() {
 		return // not a struct in the schema: CUE reports the type error
 	}
