@@ -1,0 +1,168 @@
+package plan
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/policies"
+	"github.com/gitfleet/gitfleet/schema"
+)
+
+// A Plan is what merging head into base would do.
+type Plan struct {
+	Base Revision `json:"base"`
+	Head Revision `json:"head"`
+
+	// Validation is the validation of the head commit.
+	Validation *policies.Report `json:"validation"`
+
+	// Changes are sorted by kind (rollouts first, in the order of
+	// [Kinds]) and then by name.
+	Changes []Change `json:"changes"`
+}
+
+// A Revision is one side of a plan.
+type Revision struct {
+	Rev     string `json:"rev"`               // as the user wrote it: main, HEAD~1, a SHA
+	Commit  string `json:"commit,omitempty"`  // full SHA
+	Subject string `json:"subject,omitempty"` // first line of the commit message
+}
+
+// Short returns "rev (abcdef1)", or what of it is known.
+func (r Revision) Short() string {
+	c := r.Commit
+	if len(c) > 7 {
+		c = c[:7]
+	}
+	switch {
+	case c == "":
+		return r.Rev
+	case r.Rev == "" || strings.HasPrefix(r.Commit, r.Rev):
+		return c
+	}
+	return fmt.Sprintf("%s (%s)", r.Rev, c)
+}
+
+// An Action is something a change does, in a reviewer's words.
+type Action string
+
+// The actions. A change may carry several (a rollout promoted and
+// retargeted in one commit).
+const (
+	Started       Action = "started"        // a rollout appears and admits devices
+	Stopped       Action = "stopped"        // a rollout disappears: nobody new is admitted
+	NewGeneration Action = "new-generation" // a rollout delivers another artifact
+	Paused        Action = "paused"
+	Resumed       Action = "resumed"
+	Promoted      Action = "promoted"   // a phase was approved
+	Unapproved    Action = "unapproved" // a phase approval was withdrawn
+	Accepted      Action = "accepted"   // a device may now authenticate
+	Added         Action = "added"
+	Changed       Action = "changed"
+	Removed       Action = "removed"
+)
+
+// A Change is one manifest that differs between base and head.
+type Change struct {
+	Kind    schema.Kind `json:"kind"`
+	Name    string      `json:"name"`
+	Actions []Action    `json:"actions"`
+
+	// Summary is one sentence saying what the change does.
+	Summary string `json:"summary"`
+
+	// Details has one line per thing that changed, such as
+	// `phase "canary": percent 5 → 10`.
+	Details []string `json:"details,omitempty"`
+
+	// Targets are the devices the change reaches, when the manifest has a
+	// target (rollouts, groups, checks, configs, devices).
+	Targets *Targets `json:"targets,omitempty"`
+
+	// File and Line locate the manifest in head, or in base when it was
+	// removed.
+	File string `json:"file"`
+	Line int    `json:"line,omitempty"`
+}
+
+// Has reports whether c carries action a.
+func (c *Change) Has(a Action) bool { return slices.Contains(c.Actions, a) }
+
+// Kinds is the order in which a plan lists changes: what acts on devices
+// first.
+func Kinds() []schema.Kind {
+	return []schema.Kind{
+		schema.KindRollout, schema.KindArtifact, schema.KindDevice, schema.KindDeviceGroup,
+		schema.KindDeviceConfig, schema.KindMonitorCheck, schema.KindSigningKey, schema.KindNotification,
+	}
+}
+
+// New compares base with head; validation is that of head and may be nil.
+// Either fleet may be nil (a commit without manifests).
+func New(base, head Revision, baseFleet, headFleet *schema.Fleet, validation *policies.Report) *Plan {
+	if baseFleet == nil {
+		baseFleet = new(schema.Fleet)
+	}
+	if headFleet == nil {
+		headFleet = new(schema.Fleet)
+	}
+	if validation == nil {
+		validation = new(policies.Report)
+	}
+	p := &Plan{Base: base, Head: head, Validation: validation, Changes: diff(baseFleet, headFleet)}
+	order := Kinds()
+	slices.SortStableFunc(p.Changes, func(a, b Change) int {
+		return cmp.Or(
+			cmp.Compare(slices.Index(order, a.Kind), slices.Index(order, b.Kind)),
+			cmp.Compare(a.Name, b.Name),
+		)
+	})
+	return p
+}
+
+// Between plans the merge of headRev into baseRev of repo, reading both
+// commits (never the work tree) and validating the head. The base is
+// loaded leniently: whatever of it is valid is compared.
+func Between(repo *git.Repository, baseRev, headRev string) (*Plan, error) {
+	baseFS, baseCommit, err := gitsource.CommitFS(repo, baseRev)
+	if err != nil {
+		return nil, fmt.Errorf("base: %w", err)
+	}
+	headFS, headCommit, err := gitsource.CommitFS(repo, headRev)
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
+	}
+	baseFleet, err := loadLenient(baseFS)
+	if err != nil {
+		return nil, fmt.Errorf("base %s: %w", baseRev, err)
+	}
+	headFleet, report, err := policies.Validate(headFS)
+	if err != nil {
+		return nil, fmt.Errorf("head %s: %w", headRev, err)
+	}
+	return New(revision(baseRev, baseCommit), revision(headRev, headCommit), baseFleet, headFleet, report), nil
+}
+
+// loadLenient loads what it can of fsys: the errors of a base commit are
+// not the pull request's business.
+func loadLenient(fsys fs.FS) (*schema.Fleet, error) {
+	fleet, err := schema.Load(fsys)
+	var errs schema.Errors
+	if err != nil && !errors.As(err, &errs) {
+		return nil, err
+	}
+	return fleet, nil
+}
+
+func revision(rev string, c *object.Commit) Revision {
+	subject, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+	return Revision{Rev: rev, Commit: c.Hash.String(), Subject: subject}
+}

@@ -1,0 +1,296 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/gitfleet/gitfleet/policies"
+	"github.com/gitfleet/gitfleet/schema"
+)
+
+// Formats lists the output formats of [Plan.Write].
+func Formats() []string { return []string{"text", "markdown", "json"} }
+
+// Write renders p in format, one of [Formats].
+func (p *Plan) Write(w io.Writer, format string) error {
+	switch format {
+	case "text":
+		return p.WriteText(w)
+	case "markdown":
+		return p.WriteMarkdown(w)
+	case "json":
+		return p.WriteJSON(w)
+	}
+	return fmt.Errorf("unknown format %q (want %s)", format, strings.Join(Formats(), ", "))
+}
+
+// WriteJSON writes p as indented JSON.
+func (p *Plan) WriteJSON(w io.Writer) error {
+	out := *p
+	if out.Changes == nil {
+		out.Changes = []Change{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(&out)
+}
+
+// nouns names each kind in the singular and the plural.
+var nouns = map[schema.Kind][2]string{
+	schema.KindRollout:      {"rollout", "rollouts"},
+	schema.KindArtifact:     {"artifact", "artifacts"},
+	schema.KindDevice:       {"device", "devices"},
+	schema.KindDeviceGroup:  {"group", "groups"},
+	schema.KindDeviceConfig: {"config", "configs"},
+	schema.KindMonitorCheck: {"monitor check", "monitor checks"},
+	schema.KindSigningKey:   {"signing key", "signing keys"},
+	schema.KindNotification: {"notification", "notifications"},
+}
+
+func noun(k schema.Kind, n int) string {
+	if n == 1 {
+		return nouns[k][0]
+	}
+	return nouns[k][1]
+}
+
+// section titles the part of a plan about kind k.
+func section(k schema.Kind) string {
+	s := nouns[k][1]
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// actionOrder is the order of actions in a headline.
+var actionOrder = []Action{Started, NewGeneration, Promoted, Paused, Resumed, Unapproved, Stopped, Accepted, Added, Changed, Removed}
+
+// Headline sums up p in one line: "1 rollout started, 2 devices
+// accepted, 1 config changed", or "no change to the fleet". Each change
+// counts once, under its first action.
+func (p *Plan) Headline() string {
+	var parts []string
+	for _, k := range Kinds() {
+		for _, a := range actionOrder {
+			n := 0
+			for _, c := range p.Changes {
+				if c.Kind == k && c.Actions[0] == a {
+					n++
+				}
+			}
+			if n == 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%d %s %s", n, noun(k, n), actionWords(a)))
+		}
+	}
+	if len(parts) == 0 {
+		return "no change to the fleet"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// actionWords writes an action for people.
+func actionWords(a Action) string {
+	switch a {
+	case NewGeneration:
+		return "with a new generation"
+	case Unapproved:
+		return "with an approval withdrawn"
+	}
+	return string(a)
+}
+
+// verdict says what validation concluded, with counts: "failed: 1
+// error, 1 policy denial, 1 warning" or "passed".
+func verdict(r *policies.Report) string {
+	var parts []string
+	if n := len(r.Errors); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d error%s", n, plural(n)))
+	}
+	if n := r.Count(policies.Deny); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d policy denial%s", n, plural(n)))
+	}
+	if n := r.Count(policies.Warn); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d warning%s", n, plural(n)))
+	}
+	v := "passed"
+	if !r.OK() {
+		v = "failed"
+	}
+	if len(parts) > 0 {
+		v += ": " + strings.Join(parts, ", ")
+	}
+	return v
+}
+
+// marker is the first character of a change in text: what it does to the
+// fleet.
+func marker(c *Change) string {
+	switch {
+	case c.Has(Started), c.Has(Added), c.Has(Accepted):
+		return "+"
+	case c.Has(Stopped), c.Has(Removed):
+		return "-"
+	}
+	return "~"
+}
+
+// maxDevices is how many device names a plan prints for one change.
+const maxDevices = 20
+
+// deviceList writes names, at most maxDevices of them.
+func deviceList(names []string, quote func(string) string) string {
+	shown := names[:min(len(names), maxDevices)]
+	q := make([]string, len(shown))
+	for i, n := range shown {
+		q[i] = quote(n)
+	}
+	s := strings.Join(q, ", ")
+	if len(names) > maxDevices {
+		s += fmt.Sprintf(" and %d more", len(names)-maxDevices)
+	}
+	return s
+}
+
+// WriteText writes p for a terminal.
+func (p *Plan) WriteText(w io.Writer) error {
+	b := new(strings.Builder)
+	fmt.Fprintf(b, "Plan: merging %s into %s\n", p.Head.Short(), p.Base.Short())
+	fmt.Fprintf(b, "Validation of %s %s\n", p.Head.Short(), verdict(p.Validation))
+	for _, e := range p.Validation.Errors {
+		fmt.Fprintf(b, "  %s\n", e)
+	}
+	for _, v := range p.Validation.Violations {
+		fmt.Fprintf(b, "  %s\n", v.String())
+	}
+	if len(p.Validation.Errors) > 0 {
+		fmt.Fprintf(b, "  (manifests with errors are left out of the changes below)\n")
+	}
+	fmt.Fprintf(b, "\nSummary: %s\n", p.Headline())
+	for _, k := range Kinds() {
+		var cs []*Change
+		for i := range p.Changes {
+			if p.Changes[i].Kind == k {
+				cs = append(cs, &p.Changes[i])
+			}
+		}
+		if len(cs) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "\n%s\n", section(k))
+		for _, c := range cs {
+			fmt.Fprintf(b, "  %s %s %s\n", marker(c), c.Name, c.Summary)
+			for _, d := range c.Details {
+				fmt.Fprintf(b, "      %s\n", d)
+			}
+			if t := c.Targets; t != nil && len(t.Devices) > 0 {
+				fmt.Fprintf(b, "      %s: %s\n", t.Count(), deviceList(t.Devices, func(s string) string { return s }))
+			}
+			fmt.Fprintf(b, "      (%s)\n", schema.Source{File: c.File, Line: c.Line})
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// CommentMarker starts every Markdown plan, so that CI can find and
+// update its earlier comment on a pull request.
+const CommentMarker = "<!-- gitfleet-plan -->"
+
+// WriteMarkdown writes p as a pull-request comment: a headline, the
+// validation result, then a section per kind.
+func (p *Plan) WriteMarkdown(w io.Writer) error {
+	b := new(strings.Builder)
+	code := func(s string) string { return "`" + strings.ReplaceAll(s, "`", "'") + "`" }
+	cell := func(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", `\|`), "\n", " ") }
+
+	fmt.Fprintf(b, "%s\n## Gitfleet plan: %s\n\n", CommentMarker, p.Headline())
+	fmt.Fprintf(b, "Merging %s into %s.\n\n", revMarkdown(p.Head, code), revMarkdown(p.Base, code))
+
+	r := p.Validation
+	if r.OK() {
+		fmt.Fprintf(b, "✅ **Validation %s.**\n", verdict(r))
+	} else {
+		fmt.Fprintf(b, "❌ **Validation %s.** The controller would refuse this commit and keep serving the current one.\n", verdict(r))
+	}
+	if len(r.Errors) > 0 {
+		b.WriteString("\nManifests with errors are left out of the changes below.\n")
+	}
+	if len(r.Errors)+len(r.Violations) > 0 {
+		b.WriteString("\n| | where | problem | policy |\n|---|---|---|---|\n")
+		for _, e := range r.Errors {
+			msg := e.Msg
+			if e.Path != "" {
+				msg = code(e.Path) + ": " + msg
+			}
+			fmt.Fprintf(b, "| ❌ error | %s | %s | |\n", code(schema.Source{File: e.File, Line: e.Line, Col: e.Col}.String()), cell(msg))
+		}
+		for _, v := range r.Violations {
+			icon := "❌ deny"
+			if v.Severity == policies.Warn {
+				icon = "⚠️ warn"
+			}
+			msg := v.Message
+			if v.Path != "" {
+				msg = code(v.Path) + ": " + msg
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s |\n", icon, code(schema.Source{File: v.File, Line: v.Line, Col: v.Col}.String()), cell(msg), code(v.Policy))
+		}
+	}
+
+	for _, k := range Kinds() {
+		var cs []*Change
+		for i := range p.Changes {
+			if p.Changes[i].Kind == k {
+				cs = append(cs, &p.Changes[i])
+			}
+		}
+		if len(cs) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "\n### %s\n\n", section(k))
+		if k == schema.KindRollout {
+			b.WriteString("| rollout | merging | target | devices |\n|---|---|---|---|\n")
+			for _, c := range cs {
+				target, count := "", ""
+				if c.Targets != nil {
+					target, count = c.Targets.Description, c.Targets.Count()
+				}
+				acts := make([]string, len(c.Actions))
+				for i, a := range c.Actions {
+					acts[i] = strings.ReplaceAll(string(a), "-", " ")
+				}
+				fmt.Fprintf(b, "| %s | %s | %s | %s |\n", code(c.Name), strings.Join(acts, ", "), cell(target), count)
+			}
+			b.WriteString("\n")
+		}
+		for _, c := range cs {
+			fmt.Fprintf(b, "- **%s** %s (%s)\n", code(c.Name), cell(c.Summary), code(schema.Source{File: c.File, Line: c.Line}.String()))
+			for _, d := range c.Details {
+				fmt.Fprintf(b, "  - %s\n", cell(d))
+			}
+			if t := c.Targets; t != nil && len(t.Devices) > 0 {
+				fmt.Fprintf(b, "  - %s: %s\n", t.Count(), deviceList(t.Devices, code))
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func revMarkdown(r Revision, code func(string) string) string {
+	short := r.Commit[:min(len(r.Commit), 7)]
+	switch {
+	case short == "":
+		return code(r.Rev)
+	case r.Rev == "" || strings.HasPrefix(r.Commit, r.Rev):
+		return code(short)
+	}
+	s := fmt.Sprintf("%s (%s", code(r.Rev), code(short))
+	if r.Subject != "" {
+		s += ": " + r.Subject
+	}
+	return s + ")"
+}
