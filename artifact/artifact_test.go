@@ -3,6 +3,7 @@ package artifact
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -253,5 +254,28 @@ func TestFileChangedWhileWriting(t *testing.T) {
 	err := Write(context.Background(), io.Discard, Spec{Name: "n", DeviceTypes: []string{"d"}, Payloads: []PayloadSpec{{Type: "m", Files: []FileSpec{f}}}})
 	if err == nil || !strings.Contains(err.Error(), "changed while") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+func TestMetaDataNumbersKeepPrecision(t *testing.T) {
+	data := build(t, Spec{Name: "n", DeviceTypes: []string{"d"}, Compression: None,
+		Payloads: []PayloadSpec{{Type: "x", MetaData: map[string]any{"n": json.Number("12345678901234567890")}}}})
+	h, _, err := readAll(data, ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Payloads[0].MetaData["n"]; got != json.Number("12345678901234567890") {
+		t.Fatalf("meta-data number read back as %v (%T)", got, got)
+	}
+}
+
+func TestTypeInfoCannotRename(t *testing.T) {
+	spec := Spec{Name: "real", DeviceTypes: []string{"d"}, Payloads: []PayloadSpec{{Type: "x", Provides: map[string]string{"artifact_name": "fake"}}}}
+	if err := Write(context.Background(), io.Discard, spec); err == nil || !strings.Contains(err.Error(), "only header-info") {
+		t.Fatalf("writer: %v", err)
+	}
+	header := tarOf(t, okHeaderInfo, entry{"headers/0000/type-info", []byte(`{"type":"m","artifact_provides":{"artifact_group":"g"}}`), 0})
+	if _, _, err := readAll(assemble(t, header, nil), ReaderOptions{}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "artifact_group") {
+		t.Fatalf("reader: %v", err)
 	}
 }

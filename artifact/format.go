@@ -174,18 +174,33 @@ func (h *Header) DeviceTypes() []string { return h.Info.Depends.DeviceTypes }
 
 // Provides returns what a device provides after installing the artifact,
 // before clears_artifact_provides of the previous artifact are applied:
-// artifact_name, artifact_group and every payload's type-info provides.
+// every payload's type-info provides, then artifact_name and artifact_group
+// from header-info (a Reader refuses type-info that provides those two).
 func (h *Header) Provides() map[string]string {
-	p := map[string]string{"artifact_name": h.Info.Provides.Name}
-	if h.Info.Provides.Group != "" {
-		p["artifact_group"] = h.Info.Provides.Group
-	}
+	p := map[string]string{}
 	for _, pl := range h.Payloads {
 		for k, v := range pl.TypeInfo.Provides {
 			p[k] = v
 		}
 	}
+	p["artifact_name"] = h.Info.Provides.Name
+	delete(p, "artifact_group")
+	if h.Info.Provides.Group != "" {
+		p["artifact_group"] = h.Info.Provides.Group
+	}
 	return p
+}
+
+// reservedProvides are the provides only header-info may set.
+var reservedProvides = []string{"artifact_name", "artifact_group"}
+
+func checkTypeInfoProvides(where string, provides map[string]string) error {
+	for _, k := range reservedProvides {
+		if _, ok := provides[k]; ok {
+			return fmt.Errorf("%w: %s provides %s, which only header-info may set (use -n/--artifact-name or -g/--provides-group)", ErrFormat, where, k)
+		}
+	}
+	return nil
 }
 
 // Depends returns every payload's type-info depends merged, values as lists.
@@ -241,6 +256,9 @@ func validateHeaderInfo(hi *HeaderInfo, lim Limits) error {
 // decodeJSON decodes strict JSON into v: one value, nothing after it.
 func decodeJSON(name string, data []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
+	// Numbers stay as written (json.Number): meta-data is passed on to
+	// update modules, and float64 would round large integers.
+	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrFormat, name, err)
 	}

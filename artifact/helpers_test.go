@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -22,18 +23,35 @@ func memFile(name string, data []byte) FileSpec {
 	}}
 }
 
-// testKey returns a fresh signer for alg.
+// testKeys hands out pre-made keys: 3072-bit RSA generation takes a second
+// or more, and the tests need a dozen distinct keys.
+var testKeys = struct {
+	sync.Mutex
+	made map[Algorithm][]*Signer
+	next map[Algorithm]int
+}{made: map[Algorithm][]*Signer{}, next: map[Algorithm]int{}}
+
+// testKey returns a signer for alg distinct from the ones returned before
+// in this test binary (up to a pool of 4 per algorithm, then reused
+// round-robin; no test needs more than 3 distinct keys at once).
 func testKey(t testing.TB, alg Algorithm) *Signer {
 	t.Helper()
-	priv, _, err := GenerateKey(alg)
-	if err != nil {
-		t.Fatal(err)
+	testKeys.Lock()
+	defer testKeys.Unlock()
+	i := testKeys.next[alg] % 4
+	testKeys.next[alg]++
+	for len(testKeys.made[alg]) <= i {
+		priv, _, err := GenerateKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := LoadSigner(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testKeys.made[alg] = append(testKeys.made[alg], s)
 	}
-	s, err := LoadSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return testKeys.made[alg][i]
 }
 
 // build writes spec to memory.

@@ -483,6 +483,9 @@ func (ar *Reader) parseHeader(tr *tar.Reader, src *strictSource, archive string)
 			if err := decodeJSON(archive+": "+name, data, &p.TypeInfo); err != nil {
 				return err
 			}
+			if err := checkTypeInfoProvides(archive+": "+name, p.TypeInfo.Provides); err != nil {
+				return err
+			}
 			// mender-artifact 3.9 writes an empty type for rootfs-image.
 			if p.TypeInfo.Type != "" && p.TypeInfo.Type != p.Type {
 				return fmt.Errorf("%w: %s: %s says type %q, header-info says %q", ErrFormat, archive, name, clip(p.TypeInfo.Type), p.Type)

@@ -163,6 +163,9 @@ func (s *Spec) validate() error {
 		if p.Type == "rootfs-image" && len(p.Files) != 1 {
 			bad("payload %d: a rootfs-image carries exactly one file, not %d", i, len(p.Files))
 		}
+		if err := checkTypeInfoProvides(fmt.Sprintf("payload %d", i), p.Provides); err != nil {
+			errs = append(errs, err)
+		}
 		names := map[string]bool{}
 		for _, f := range p.Files {
 			n := f.name()
