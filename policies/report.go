@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"github.com/gitfleet/gitfleet/schema"
 )
@@ -58,6 +59,30 @@ func (r *Report) Count(s Severity) int {
 		}
 	}
 	return n
+}
+
+// Summary says what validation concluded, with counts: "passed",
+// "passed: 1 warning", "failed: 1 error, 2 policy denials".
+func (r *Report) Summary() string {
+	var parts []string
+	count := func(n int, what string) {
+		if n == 1 {
+			parts = append(parts, "1 "+what)
+		} else if n > 1 {
+			parts = append(parts, fmt.Sprintf("%d %ss", n, what))
+		}
+	}
+	count(len(r.Errors), "error")
+	count(r.Count(Deny), "policy denial")
+	count(r.Count(Warn), "warning")
+	v := "passed"
+	if !r.OK() {
+		v = "failed"
+	}
+	if len(parts) > 0 {
+		v += ": " + strings.Join(parts, ", ")
+	}
+	return v
 }
 
 // reportJSON is the JSON shape of a Report; its field names are stable.

@@ -34,6 +34,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newArtifactCmd(),
 		newKeysCmd(),
+		newValidateCmd(),
+		newPlanCmd(),
 	)
 	return root
 }

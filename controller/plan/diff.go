@@ -222,9 +222,6 @@ func (d *differ) rollout(b, h *schema.Rollout) *Change {
 
 	changed := phaseChanges(b, h)
 	changed = append(changed, manifestChanges(b, h, "artifact", "paused", "approvedPhases", "phases")...)
-	if delta := deviceDelta(bt, ht); delta != "" {
-		changed = append(changed, delta)
-	}
 	if len(changed) > 0 {
 		c.Actions = append(c.Actions, Changed)
 		c.Details = append(c.Details, changed...)
@@ -235,7 +232,12 @@ func (d *differ) rollout(b, h *schema.Rollout) *Change {
 		says = append(says, what)
 	}
 	if len(c.Actions) == 0 {
+		// Devices joining or leaving through a group change are told
+		// with the group and the devices.
 		return nil
+	}
+	if delta := deviceDelta(bt, ht); delta != "" {
+		c.Details = append(c.Details, delta)
 	}
 	c.Summary = strings.Join(says, "; ")
 	return c

@@ -102,29 +102,6 @@ func actionWords(a Action) string {
 	return string(a)
 }
 
-// verdict says what validation concluded, with counts: "failed: 1
-// error, 1 policy denial, 1 warning" or "passed".
-func verdict(r *policies.Report) string {
-	var parts []string
-	if n := len(r.Errors); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d error%s", n, plural(n)))
-	}
-	if n := r.Count(policies.Deny); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d policy denial%s", n, plural(n)))
-	}
-	if n := r.Count(policies.Warn); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d warning%s", n, plural(n)))
-	}
-	v := "passed"
-	if !r.OK() {
-		v = "failed"
-	}
-	if len(parts) > 0 {
-		v += ": " + strings.Join(parts, ", ")
-	}
-	return v
-}
-
 // marker is the first character of a change in text: what it does to the
 // fleet.
 func marker(c *Change) string {
@@ -158,7 +135,7 @@ func deviceList(names []string, quote func(string) string) string {
 func (p *Plan) WriteText(w io.Writer) error {
 	b := new(strings.Builder)
 	fmt.Fprintf(b, "Plan: merging %s into %s\n", p.Head.Short(), p.Base.Short())
-	fmt.Fprintf(b, "Validation of %s %s\n", p.Head.Short(), verdict(p.Validation))
+	fmt.Fprintf(b, "Validation of %s %s\n", p.Head.Short(), p.Validation.Summary())
 	for _, e := range p.Validation.Errors {
 		fmt.Fprintf(b, "  %s\n", e)
 	}
@@ -211,9 +188,9 @@ func (p *Plan) WriteMarkdown(w io.Writer) error {
 
 	r := p.Validation
 	if r.OK() {
-		fmt.Fprintf(b, "✅ **Validation %s.**\n", verdict(r))
+		fmt.Fprintf(b, "✅ **Validation %s.**\n", r.Summary())
 	} else {
-		fmt.Fprintf(b, "❌ **Validation %s.** The controller would refuse this commit and keep serving the current one.\n", verdict(r))
+		fmt.Fprintf(b, "❌ **Validation %s.** The controller would refuse this commit and keep serving the current one.\n", r.Summary())
 	}
 	if len(r.Errors) > 0 {
 		b.WriteString("\nManifests with errors are left out of the changes below.\n")

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/gitfleet/gitfleet/controller/plan"
+)
+
+func newPlanCmd() *cobra.Command {
+	var repoPath, base, head, format string
+	cmd := &cobra.Command{
+		Use:   "plan --base REV [--head REV] [--repo PATH]",
+		Short: "Say what merging a change to the fleet repository would do",
+		Long: `Plan compares the fleet at two commits of a Git repository and says, in words
+a reviewer reads, what merging HEAD into BASE would do: rollouts started,
+promoted, paused, resumed or stopped, new rollout generations, phase and
+threshold changes, artifacts added or changed, devices accepted or removed,
+groups, configs, checks, keys and notifications changed, with the devices
+each change reaches where the repository alone can tell.
+
+Both revisions are read from Git (never from the work tree) and may be
+anything Git resolves: a branch, a tag, a SHA, HEAD~1, origin/main. The head
+commit is also validated, and the plan starts with the result.
+
+To see what a pull request would do, give its merge base as --base, or, in
+CI on a merge commit, the target branch.
+
+Formats: text (default), markdown (for a pull-request comment) and json.
+
+The exit status is 0 when the plan was written and the head is valid, 1 when
+the plan was written but the head fails validation, 2 on any other error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !slices.Contains(plan.Formats(), format) {
+				return fmt.Errorf("--format: unknown format %q (want %s)", format, strings.Join(plan.Formats(), ", "))
+			}
+			repo, err := git.PlainOpenWithOptions(repoPath, &git.PlainOpenOptions{DetectDotGit: true})
+			if err != nil {
+				if errors.Is(err, git.ErrRepositoryNotExists) {
+					return fmt.Errorf("%s is not in a Git repository", repoPath)
+				}
+				return fmt.Errorf("open %s: %w", repoPath, err)
+			}
+			p, err := plan.Between(repo, base, head)
+			if err != nil {
+				return err
+			}
+			if err := p.Write(cmd.OutOrStdout(), format); err != nil {
+				return err
+			}
+			if !p.Validation.OK() {
+				return &exitError{code: 1, err: fmt.Errorf("head %s: validation %s", head, p.Validation.Summary())}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&repoPath, "repo", ".", "`path` of the Git repository (or a directory inside it)")
+	f.StringVar(&base, "base", "", "`revision` the change is merged into, such as main or origin/main (required)")
+	f.StringVar(&head, "head", "HEAD", "`revision` holding the change")
+	f.StringVar(&format, "format", "text", "output `format`: text, markdown or json")
+	cmd.MarkFlagRequired("base")
+	return cmd
+}
