@@ -106,7 +106,7 @@ func TestCommitFS(t *testing.T) {
 		t.Errorf("Stat README.md = %v, %v; want modtime %v", fi, err, c.Committer.When)
 	}
 
-	for _, rev := range []string{"HEAD~1", "v1", c.Hash.String()[:12] + "~1"} {
+	for _, rev := range []string{"HEAD~1", "HEAD^1", "v1", c.Hash.String()[:12] + "~1"} {
 		base, bc, err := CommitFS(repo, rev)
 		if err != nil {
 			t.Errorf("CommitFS(%q): %v", rev, err)
