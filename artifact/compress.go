@@ -75,6 +75,76 @@ func compressionFor(name, base string) (Compression, bool) {
 // 64 MiB covers every standard level, including zstd --ultra -22.
 const zstdMaxWindow = 64 << 20
 
+// xzMaxDict bounds the LZMA2 dictionary an xz stream may ask for (xz -9
+// uses 64 MiB; mender-artifact uses 8 MiB). The decoder allocates whatever
+// the stream header says, up to 4 GiB, so it is checked before decoding.
+const xzMaxDict = 64 << 20
+
+// checkXZDict peeks at the xz stream header and first block header and
+// refuses an LZMA2 dictionary larger than xzMaxDict. mender-artifact and
+// xz(1) write single-block streams; the decoder checks the rest.
+func checkXZDict(r io.Reader) error {
+	br, ok := r.(interface{ Peek(int) ([]byte, error) })
+	if !ok {
+		return nil
+	}
+	hdr, err := br.Peek(13)
+	if err != nil || string(hdr[:6]) != "\xfd7zXZ\x00" {
+		return nil // the decoder reports what is wrong
+	}
+	size := (int(hdr[12]) + 1) * 4
+	if hdr[12] == 0 {
+		return nil // no blocks: an empty stream
+	}
+	blk, err := br.Peek(12 + size)
+	if err != nil {
+		return nil
+	}
+	blk = blk[12:]
+	flags := blk[1]
+	pos := 2
+	varint := func() (uint64, bool) {
+		var v uint64
+		for i := 0; i < 9 && pos < len(blk); i++ {
+			b := blk[pos]
+			pos++
+			v |= uint64(b&0x7f) << (7 * i)
+			if b&0x80 == 0 {
+				return v, true
+			}
+		}
+		return 0, false
+	}
+	if flags&0x40 != 0 {
+		varint()
+	}
+	if flags&0x80 != 0 {
+		varint()
+	}
+	for f := 0; f <= int(flags&0x03); f++ {
+		id, ok1 := varint()
+		n, ok2 := varint()
+		if !ok1 || !ok2 || pos+int(n) > len(blk) {
+			return nil
+		}
+		if id == 0x21 && n == 1 { // LZMA2
+			bits := uint(blk[pos] & 0x3f)
+			if bits > 40 {
+				return nil
+			}
+			dict := uint64(1<<32 - 1)
+			if bits < 40 {
+				dict = uint64(2|bits&1) << (bits/2 + 11)
+			}
+			if dict > xzMaxDict {
+				return fmt.Errorf("%w: xz stream asks for a %d MiB dictionary, limit %d MiB", ErrTooLarge, dict>>20, xzMaxDict>>20)
+			}
+		}
+		pos += int(n)
+	}
+	return nil
+}
+
 // decompress returns a reader of r's decompressed content. The closer
 // releases decoder resources; it does not close r.
 func decompress(c Compression, r io.Reader) (io.ReadCloser, error) {
@@ -99,6 +169,9 @@ func decompress(c Compression, r io.Reader) (io.ReadCloser, error) {
 		}
 		return readCloser{zr, func() error { zr.Close(); return nil }}, nil
 	case XZ:
+		if err := checkXZDict(r); err != nil {
+			return nil, err
+		}
 		zr, err := xz.NewReader(r)
 		if err != nil {
 			return nil, fmt.Errorf("%w: xz: %v", ErrFormat, err)

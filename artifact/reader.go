@@ -341,14 +341,20 @@ func (ar *Reader) checkDigest(name string, data []byte, m Manifest) error {
 	return nil
 }
 
-// readHeaderArchive reads header.tar* (or header-augment.tar*), hashing the
-// stored bytes; the parsed header is returned only when the digest matches.
+// readHeaderArchive reads header.tar* (or header-augment.tar*). The stored
+// bytes are bounded (Limits.Header), so they are read whole and their digest
+// checked before anything is decompressed or parsed: a tampered header never
+// reaches a decompressor.
 func (ar *Reader) readHeaderArchive(h *tar.Header, comp Compression, want Digest, augment bool) (*Header, error) {
-	if h.Size > ar.lim.Header {
-		return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, h.Name, h.Size, ar.lim.Header)
+	raw, err := ar.readSmall(h, ar.lim.Header)
+	if err != nil {
+		return nil, err
 	}
-	sum := sha256.New()
-	br := byteReader(io.TeeReader(ar.outer, sum))
+	ar.seen[h.Name] = true
+	if got := Digest(sha256.Sum256(raw)); got != want {
+		return nil, fmt.Errorf("%w: %s: sha256 %s, manifest says %s", ErrDigest, h.Name, got, want)
+	}
+	br := byteReader(bytes.NewReader(raw))
 	dec, err := decompress(comp, br)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", h.Name, err)
@@ -364,30 +370,18 @@ func (ar *Reader) readHeaderArchive(h *tar.Header, comp Compression, want Digest
 	} else {
 		hdr, err = ar.parseHeader(tar.NewReader(isrc), isrc, h.Name)
 	}
-	if err != nil {
-		if lr.N <= 0 {
-			return nil, fmt.Errorf("%w: %s unpacks to more than %d bytes", ErrTooLarge, h.Name, ar.lim.Header)
-		}
-		return nil, err
-	}
-	if err := drainZeros(isrc, ar.lim.Trailer, h.Name); err != nil {
-		return nil, err
+	if err == nil {
+		err = drainZeros(isrc, ar.lim.Trailer, h.Name)
 	}
 	if lr.N <= 0 {
 		return nil, fmt.Errorf("%w: %s unpacks to more than %d bytes", ErrTooLarge, h.Name, ar.lim.Header)
 	}
-	// Nothing may follow the compressed stream inside the entry.
-	if n, err := io.Copy(io.Discard, br); err != nil {
-		return nil, readErr(h.Name, err)
-	} else if n > 0 && comp != None {
-		return nil, fmt.Errorf("%w: %d bytes after the end of the compressed stream in %s", ErrFormat, n, h.Name)
+	if err != nil {
+		return nil, err
 	}
-	ar.src.expectPadding(h.Size)
-	var got Digest
-	sum.Sum(got[:0])
-	ar.seen[h.Name] = true
-	if got != want {
-		return nil, fmt.Errorf("%w: %s: sha256 %s, manifest says %s", ErrDigest, h.Name, got, want)
+	// Nothing may follow the compressed stream inside the entry.
+	if n, _ := io.Copy(io.Discard, br); n > 0 && comp != None {
+		return nil, fmt.Errorf("%w: %d bytes after the end of the compressed stream in %s", ErrFormat, n, h.Name)
 	}
 	return hdr, nil
 }
