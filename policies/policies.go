@@ -2,7 +2,9 @@ package policies
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,27 +90,9 @@ func Packs() []string {
 // policies folder, and the violations of every other policy are still
 // returned.
 func Check(fsys fs.FS, fleet *schema.Fleet) ([]Violation, error) {
-	var (
-		errs  schema.Errors
-		cfg   config
-		files []policyFile
-	)
-	fi, err := fs.Lstat(fsys, Dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		// No policies folder: nothing selected, nothing of its own.
-	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", Dir, err)
-	case !fi.IsDir():
-		errs = append(errs, &schema.Error{File: Dir, Msg: "not a directory (symbolic links are not followed)"})
-	default:
-		if cfg, err = readConfig(fsys); err != nil {
-			return nil, err
-		}
-		errs = append(errs, cfg.errs...)
-		var ferrs schema.Errors
-		files, ferrs = readPolicyFiles(fsys)
-		errs = append(errs, ferrs...)
+	cfg, files, errs, err := readSources(fsys)
+	if err != nil {
+		return nil, err
 	}
 	for _, p := range cfg.packs {
 		src, err := packFS.ReadFile(path.Join("packs", p.name+".cue"))
@@ -144,6 +128,57 @@ func Check(fsys fs.FS, fleet *schema.Fleet) ([]Violation, error) {
 		)
 	})
 	return vs, orNil(errs)
+}
+
+// readSources reads the pack selection and the policy files of the
+// repository in fsys. Problems in them are returned in errs; err is for
+// failures to read the tree at all.
+func readSources(fsys fs.FS) (cfg config, files []policyFile, errs schema.Errors, err error) {
+	fi, err := fs.Lstat(fsys, Dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return config{}, nil, nil, nil // nothing selected, nothing of its own
+	case err != nil:
+		return config{}, nil, nil, fmt.Errorf("read %s: %w", Dir, err)
+	case !fi.IsDir():
+		return config{}, nil, schema.Errors{{File: Dir, Msg: "not a directory (symbolic links are not followed)"}}, nil
+	}
+	if cfg, err = readConfig(fsys); err != nil {
+		return config{}, nil, nil, err
+	}
+	files, errs = readPolicyFiles(fsys)
+	return cfg, files, append(cfg.errs, errs...), nil
+}
+
+// A Selection is what a fleet repository asks of policies: the built-in
+// packs it selects and its own policy files. It lets a reviewer see a
+// change to the rules themselves.
+type Selection struct {
+	// Packs maps each selected pack to the severity it is forced to, or
+	// to "" when its policies keep their own.
+	Packs map[string]Severity `json:"packs"`
+
+	// Files maps each of the repository's policy files to the sha256 of
+	// its content, in hex.
+	Files map[string]string `json:"files"`
+}
+
+// Select returns the Selection of the repository in fsys. What cannot be
+// read is left out: Check reports it.
+func Select(fsys fs.FS) Selection {
+	sel := Selection{Packs: map[string]Severity{}, Files: map[string]string{}}
+	cfg, files, _, err := readSources(fsys)
+	if err != nil {
+		return sel
+	}
+	for _, p := range cfg.packs {
+		sel.Packs[p.name] = p.severity
+	}
+	for _, f := range files {
+		sum := sha256.Sum256(f.src)
+		sel.Files[f.file] = hex.EncodeToString(sum[:])
+	}
+	return sel
 }
 
 // orNil returns errs sorted by position without repeats (CUE reports an

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gitfleet/gitfleet/policies"
 	"github.com/gitfleet/gitfleet/schema"
 )
 
@@ -609,4 +610,56 @@ func (d *differ) notification(b, h *schema.Notification) *Change {
 		return nil
 	}
 	return &Change{Actions: []Action{Changed}, Summary: "changes: sends " + dest(h), Details: manifestChanges(b, h)}
+}
+
+// policyChanges describes how the policies a fleet selects changed: packs
+// selected, dropped or given another severity, and policy files added,
+// removed or edited.
+func policyChanges(b, h policies.Selection) []Change {
+	var out []Change
+	sev := func(s policies.Severity) string {
+		switch s {
+		case policies.Warn:
+			return "all as warnings"
+		case policies.Deny:
+			return "all as denials"
+		}
+		return "each at its own severity"
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.Packs)) {
+		hs := h.Packs[name]
+		bs, ok := b.Packs[name]
+		switch {
+		case !ok:
+			out = append(out, Change{Kind: KindPolicy, Name: "pack " + name, Actions: []Action{Added}, File: policies.ConfigFile,
+				Summary: "is selected: its policies now apply, " + sev(hs)})
+		case bs != hs:
+			out = append(out, Change{Kind: KindPolicy, Name: "pack " + name, Actions: []Action{Changed}, File: policies.ConfigFile,
+				Summary: fmt.Sprintf("changes: its policies now apply %s (was %s)", sev(hs), sev(bs))})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(b.Packs)) {
+		if _, ok := h.Packs[name]; !ok {
+			out = append(out, Change{Kind: KindPolicy, Name: "pack " + name, Actions: []Action{Removed}, File: policies.ConfigFile,
+				Summary: "is no longer selected: its policies stop applying"})
+		}
+	}
+	for _, file := range slices.Sorted(maps.Keys(h.Files)) {
+		sum, ok := b.Files[file]
+		switch {
+		case !ok:
+			out = append(out, Change{Kind: KindPolicy, Name: file, Actions: []Action{Added}, File: file,
+				Summary: "is added: its policies now apply"})
+		case sum != h.Files[file]:
+			out = append(out, Change{Kind: KindPolicy, Name: file, Actions: []Action{Changed}, File: file,
+				Summary: "changes: read the diff of this file"})
+		}
+	}
+	for _, file := range slices.Sorted(maps.Keys(b.Files)) {
+		if _, ok := h.Files[file]; !ok {
+			out = append(out, Change{Kind: KindPolicy, Name: file, Actions: []Action{Removed}, File: file,
+				Summary: "is removed: its policies stop applying"})
+		}
+	}
+	return out
 }

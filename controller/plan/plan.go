@@ -96,28 +96,50 @@ type Change struct {
 // Has reports whether c carries action a.
 func (c *Change) Has(a Action) bool { return slices.Contains(c.Actions, a) }
 
+// KindPolicy is the kind of a change to the policies a fleet selects: a
+// built-in pack (named "pack NAME") or one of the repository's policy
+// files (named by its path). It is not a manifest kind.
+const KindPolicy schema.Kind = "Policy"
+
 // Kinds is the order in which a plan lists changes: what acts on devices
-// first.
+// first, the rules last.
 func Kinds() []schema.Kind {
 	return []schema.Kind{
 		schema.KindRollout, schema.KindArtifact, schema.KindDevice, schema.KindDeviceGroup,
 		schema.KindDeviceConfig, schema.KindMonitorCheck, schema.KindSigningKey, schema.KindNotification,
+		KindPolicy,
 	}
 }
 
-// New compares base with head; validation is that of head and may be nil.
-// Either fleet may be nil (a commit without manifests).
-func New(base, head Revision, baseFleet, headFleet *schema.Fleet, validation *policies.Report) *Plan {
-	if baseFleet == nil {
-		baseFleet = new(schema.Fleet)
+// An Input is what a plan compares.
+type Input struct {
+	Base, Head           Revision
+	BaseFleet, HeadFleet *schema.Fleet // nil for a commit without manifests
+
+	// BasePolicies and HeadPolicies are the policy selections at both
+	// commits (see policies.Select); zero when unknown.
+	BasePolicies, HeadPolicies policies.Selection
+
+	// Validation is that of the head commit; nil when not validated.
+	Validation *policies.Report
+}
+
+// New compares in.BaseFleet with in.HeadFleet, and the policies they
+// select.
+func New(in Input) *Plan {
+	base, head := in.BaseFleet, in.HeadFleet
+	if base == nil {
+		base = new(schema.Fleet)
 	}
-	if headFleet == nil {
-		headFleet = new(schema.Fleet)
+	if head == nil {
+		head = new(schema.Fleet)
 	}
+	validation := in.Validation
 	if validation == nil {
 		validation = new(policies.Report)
 	}
-	p := &Plan{Base: base, Head: head, Validation: validation, Changes: diff(baseFleet, headFleet)}
+	p := &Plan{Base: in.Base, Head: in.Head, Validation: validation, Changes: diff(base, head)}
+	p.Changes = append(p.Changes, policyChanges(in.BasePolicies, in.HeadPolicies)...)
 	order := Kinds()
 	slices.SortStableFunc(p.Changes, func(a, b Change) int {
 		return cmp.Or(
@@ -148,7 +170,15 @@ func Between(repo *git.Repository, baseRev, headRev string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("head %s: %w", headRev, err)
 	}
-	return New(revision(baseRev, baseCommit), revision(headRev, headCommit), baseFleet, headFleet, report), nil
+	return New(Input{
+		Base:         revision(baseRev, baseCommit),
+		Head:         revision(headRev, headCommit),
+		BaseFleet:    baseFleet,
+		HeadFleet:    headFleet,
+		BasePolicies: policies.Select(baseFS),
+		HeadPolicies: policies.Select(headFS),
+		Validation:   report,
+	}), nil
 }
 
 // loadLenient loads what it can of fsys: the errors of a base commit are

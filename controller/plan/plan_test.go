@@ -51,10 +51,15 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := New(
-				Revision{Rev: "main", Commit: strings.Repeat("b", 40), Subject: "base commit"},
-				Revision{Rev: "pr", Commit: strings.Repeat("d", 40), Subject: "head commit"},
-				baseFleet, headFleet, report)
+			p := New(Input{
+				Base:         Revision{Rev: "main", Commit: strings.Repeat("b", 40), Subject: "base commit"},
+				Head:         Revision{Rev: "pr", Commit: strings.Repeat("d", 40), Subject: "head commit"},
+				BaseFleet:    baseFleet,
+				HeadFleet:    headFleet,
+				BasePolicies: policies.Select(base),
+				HeadPolicies: policies.Select(head),
+				Validation:   report,
+			})
 
 			for _, format := range Formats() {
 				var got bytes.Buffer

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/gitfleet/gitfleet/policies"
@@ -48,6 +49,7 @@ var nouns = map[schema.Kind][2]string{
 	schema.KindMonitorCheck: {"monitor check", "monitor checks"},
 	schema.KindSigningKey:   {"signing key", "signing keys"},
 	schema.KindNotification: {"notification", "notifications"},
+	KindPolicy:              {"policy", "policies"},
 }
 
 func noun(k schema.Kind, n int) string {
@@ -72,6 +74,14 @@ var actionOrder = []Action{Started, NewGeneration, Promoted, Paused, Resumed, Un
 func (p *Plan) Headline() string {
 	var parts []string
 	for _, k := range Kinds() {
+		if k == KindPolicy {
+			// Packs and files do not add up; that the rules change is
+			// what counts.
+			if slices.ContainsFunc(p.Changes, func(c Change) bool { return c.Kind == KindPolicy }) {
+				parts = append(parts, "policies changed")
+			}
+			continue
+		}
 		for _, a := range actionOrder {
 			n := 0
 			for _, c := range p.Changes {
