@@ -16,6 +16,10 @@ import (
 type differ struct {
 	base, head *schema.Fleet
 	rb, rh     *resolver // resolve targets in base and in head
+
+	// reach maps, in head, each device to the groups and rollouts that
+	// reach it; built on the first accepted device.
+	reach map[string][]string
 }
 
 func diff(base, head *schema.Fleet) []Change {
@@ -427,24 +431,24 @@ func describeDevice(d *schema.Device) string {
 // reaching lists, for a newly declared device, the head's groups it is a
 // static or selected member of and the rollouts that target it.
 func (d *differ) reaching(device string) []string {
-	var lines []string
-	var groups []string
-	for _, g := range d.head.Groups {
-		t := d.rh.target(&schema.Target{Groups: []string{g.Name}})
-		if slices.Contains(t.Devices, device) {
-			groups = append(groups, g.Name)
+	if d.reach == nil {
+		d.reach = make(map[string][]string)
+		groups := make(map[string][]string)
+		for _, g := range d.head.Groups {
+			for _, dev := range d.rh.target(&schema.Target{Groups: []string{g.Name}}).Devices {
+				groups[dev] = append(groups[dev], g.Name)
+			}
+		}
+		for dev, gs := range groups {
+			d.reach[dev] = append(d.reach[dev], "member of "+listed("group", gs))
+		}
+		for _, r := range d.head.Rollouts {
+			for _, dev := range d.rh.target(&r.Spec.Target).Devices {
+				d.reach[dev] = append(d.reach[dev], fmt.Sprintf("targeted by rollout %s (artifact %s)", r.Name, r.Spec.Artifact))
+			}
 		}
 	}
-	if len(groups) > 0 {
-		lines = append(lines, "member of "+listed("group", groups))
-	}
-	for _, r := range d.head.Rollouts {
-		t := d.rh.target(&r.Spec.Target)
-		if slices.Contains(t.Devices, device) {
-			lines = append(lines, fmt.Sprintf("targeted by rollout %s (artifact %s)", r.Name, r.Spec.Artifact))
-		}
-	}
-	return lines
+	return d.reach[device]
 }
 
 func (d *differ) group(b, h *schema.DeviceGroup) *Change {

@@ -132,14 +132,22 @@ func fieldList(fields map[string]leaf) []string {
 // listChange describes a list compared as a set: "members: + d3, - d1",
 // or a change of order alone.
 func listChange(name string, old, new []string) string {
+	in := func(list []string) map[string]bool {
+		m := make(map[string]bool, len(list))
+		for _, s := range list {
+			m[s] = true
+		}
+		return m
+	}
+	inOld, inNew := in(old), in(new)
 	var add, del []string
 	for _, s := range new {
-		if !slices.Contains(old, s) {
+		if !inOld[s] {
 			add = append(add, s)
 		}
 	}
 	for _, s := range old {
-		if !slices.Contains(new, s) {
+		if !inNew[s] {
 			del = append(del, s)
 		}
 	}
