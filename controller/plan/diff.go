@@ -115,17 +115,13 @@ func manifestFields(m schema.Manifest, skip []string) map[string]leaf {
 }
 
 // deviceDelta describes how the devices of a target changed, or "".
+// Targets list devices sorted, so only a change of set shows.
 func deviceDelta(b, h *Targets) string {
-	line := listChange("devices targeted", b.Devices, h.Devices)
-	if strings.Contains(line, "reordered") {
-		return ""
-	}
-	return line
+	return listChange("devices targeted", b.Devices, h.Devices)
 }
 
-// users lists the manifests of f that refer to group (or, with kind
-// MonitorCheck, to a check through abort criteria), as "rollout a,
-// config b".
+// groupUsers lists the rollouts, configs and checks of f that target
+// group, as "rollout a, config b".
 func groupUsers(f *schema.Fleet, group string) string {
 	var out []string
 	for _, r := range f.Rollouts {

@@ -100,3 +100,22 @@ func fileIndex(ar *txtar.Archive, name string) int {
 	}
 	return -1
 }
+
+func TestMarkdownTruncated(t *testing.T) {
+	base, head := benchFleets()
+	p := New(Input{BaseFleet: base, HeadFleet: head})
+	var b bytes.Buffer
+	if err := p.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() > MaxMarkdown || !strings.HasSuffix(b.String(), truncated) {
+		t.Errorf("markdown of %d bytes, ending %q", b.Len(), b.String()[max(0, b.Len()-100):])
+	}
+	var text bytes.Buffer
+	if err := p.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if text.Len() <= MaxMarkdown {
+		t.Errorf("text of %d bytes: the fleets are too small to test truncation", text.Len())
+	}
+}

@@ -263,9 +263,22 @@ func (p *Plan) WriteMarkdown(w io.Writer) error {
 			}
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	out := b.String()
+	if len(out) > MaxMarkdown {
+		// Cut at a line, and say so, rather than have the comment refused.
+		cut := strings.LastIndexByte(out[:MaxMarkdown-len(truncated)], '\n')
+		out = out[:cut+1] + truncated
+	}
+	_, err := io.WriteString(w, out)
 	return err
 }
+
+// MaxMarkdown bounds the Markdown rendering of a plan: GitHub refuses
+// comments over 65,536 characters, and a plan that long is read in full
+// with gitfleet plan anyway.
+const MaxMarkdown = 60_000
+
+const truncated = "\n… The plan is longer than a comment allows; run `gitfleet plan` for the rest.\n"
 
 func revMarkdown(r Revision, code func(string) string) string {
 	short := r.Commit[:min(len(r.Commit), 7)]
