@@ -110,4 +110,17 @@
 //
 // A violation of a built-in policy is named pack/policy
 // (production-safety/canary-first); a repository policy by its name alone.
+//
+// # Using the package
+//
+// [Validate] is what gitfleet validate and the controller run: it loads a
+// tree with [schema.Load] and checks what loaded with [Check], returning a
+// [Report] whose OK method says whether the commit may be served. [Select]
+// says which packs and policy files a tree selects, so that a plan can show
+// a change to the rules themselves.
+//
+// Evaluation is bounded by what policies refer to: only the kinds a file
+// names (fleet.rollouts, fleet.groups, ...) are turned into CUE values, so
+// the thousands of Device manifests of a large fleet cost nothing to a
+// policy about rollouts.
 package policies
