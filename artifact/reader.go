@@ -66,7 +66,7 @@ type dataEntry struct {
 // and header, checking each against the next. It fails with a wrapped
 // artifact error (ErrSignature, ErrDigest, …) on anything it does not trust.
 func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
-	src := &strictSource{r: r}
+	src := &strictSource{r: r, name: "the artifact"}
 	ar := &Reader{
 		lim:      opts.Limits.withDefaults(),
 		src:      src,
@@ -108,7 +108,7 @@ func (ar *Reader) nextOuter() (*tar.Header, error) {
 		return nil, io.EOF
 	}
 	if err != nil {
-		return nil, readErr("artifact", err)
+		return nil, readErr("the artifact", err)
 	}
 	if err := ar.src.checkHeaderBlock(h.Name); err != nil {
 		return nil, err
@@ -363,7 +363,7 @@ func (ar *Reader) readHeaderArchive(h *tar.Header, comp Compression, want Digest
 	// Bound the decompressed size too: a small compressed header must not
 	// unpack into gigabytes.
 	lr := &io.LimitedReader{R: dec, N: ar.lim.Header + 1}
-	isrc := &strictSource{r: lr}
+	isrc := &strictSource{r: lr, name: h.Name + " (unpacked)"}
 	var hdr *Header
 	if augment {
 		hdr, err = ar.parseAugment(tar.NewReader(isrc), isrc, h.Name)
@@ -722,7 +722,7 @@ func (ar *Reader) openData() error {
 	if d.dec, err = decompress(comp, under); err != nil {
 		return fmt.Errorf("%s: %w", h.Name, err)
 	}
-	d.src = &strictSource{r: d.dec}
+	d.src = &strictSource{r: d.dec, name: h.Name + " (unpacked)"}
 	d.inner = tar.NewReader(d.src)
 	ar.cur = d
 	return nil

@@ -1,11 +1,11 @@
 package artifact
 
 import (
-	"archive/tar"
 	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // blockSize is the tar block size.
@@ -22,6 +22,7 @@ func padding(size int64) int64 { return (blockSize - size%blockSize) % blockSize
 // artifact thus fails a digest, a tar header checksum, or this check.
 type strictSource struct {
 	r     io.Reader
+	name  string // for errors: "the artifact", "data/0000.tar.gz"
 	zeros int64
 	// offset counts bytes read, for error messages.
 	offset int64
@@ -38,7 +39,7 @@ func (s *strictSource) Read(p []byte) (int, error) {
 		k := min(int64(n), s.zeros)
 		for i, b := range p[:k] {
 			if b != 0 {
-				return 0, fmt.Errorf("%w: %w at offset %d", ErrFormat, errPadding, s.offset+int64(i))
+				return 0, fmt.Errorf("%w: %w at offset %d of %s", ErrFormat, errPadding, s.offset+int64(i), s.name)
 			}
 		}
 		s.zeros -= k
@@ -111,12 +112,10 @@ func readErr(what string, err error) error {
 		return nil
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %s ends early", ErrTruncated, what)
-	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrInsecurePath):
-		return fmt.Errorf("%w: %s: %v", ErrFormat, what, err)
 	case isArtifactErr(err):
-		return fmt.Errorf("%s: %w", what, err)
+		return err // already says what and where
 	default:
-		return fmt.Errorf("%w: %s: %v", ErrFormat, what, err)
+		return fmt.Errorf("%w: %s in %s", ErrFormat, strings.TrimPrefix(err.Error(), "archive/tar: "), what)
 	}
 }
 
