@@ -182,3 +182,34 @@ func TestPlanErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanTemplate starts a fleet repository from fleet-repo-template, as
+// a team would, and plans the promotion its README describes.
+func TestPlanTemplate(t *testing.T) {
+	r := newGitRepo(t)
+	if err := os.CopyFS(r.dir, os.DirFS("../../fleet-repo-template")); err != nil {
+		t.Fatal(err)
+	}
+	r.commit("Start from the template", map[string]string{})
+	rollout := filepath.Join(r.dir, "rollouts", "app-1.4.0.yaml")
+	data, err := os.ReadFile(rollout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promoted := strings.Replace(string(data), "approvedPhases: []", "approvedPhases: [early]", 1)
+	if promoted == string(data) {
+		t.Fatal("the template's rollout has no approvedPhases: [] to edit")
+	}
+	r.commit("Promote app-1.4.0 to early", map[string]string{"rollouts/app-1.4.0.yaml": promoted})
+
+	md := mustGitfleet(t, "plan", "--repo", r.dir, "--base", "HEAD~1", "--format", "markdown")
+	for _, want := range []string{
+		"## Gitfleet plan: 1 rollout promoted\n",
+		"✅ **Validation passed.**",
+		`**` + "`app-1.4.0`" + `** is promoted: phase "early" approved`,
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("plan lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -172,8 +172,12 @@ func (p *Plan) WriteText(w io.Writer) error {
 			for _, d := range c.Details {
 				fmt.Fprintf(b, "      %s\n", d)
 			}
-			if t := c.Targets; t != nil && len(t.Devices) > 0 {
+			switch t := c.Targets; {
+			case t == nil:
+			case len(t.Devices) > 0:
 				fmt.Fprintf(b, "      %s: %s\n", t.Count(), deviceList(t.Devices, func(s string) string { return s }))
+			default:
+				fmt.Fprintf(b, "      target: %s (%s)\n", t.Description, t.Count())
 			}
 			fmt.Fprintf(b, "      (%s)\n", schema.Source{File: c.File, Line: c.Line})
 		}
@@ -258,8 +262,12 @@ func (p *Plan) WriteMarkdown(w io.Writer) error {
 			for _, d := range c.Details {
 				fmt.Fprintf(b, "  - %s\n", cell(d))
 			}
-			if t := c.Targets; t != nil && len(t.Devices) > 0 {
+			switch t := c.Targets; {
+			case t == nil:
+			case len(t.Devices) > 0:
 				fmt.Fprintf(b, "  - %s: %s\n", t.Count(), deviceList(t.Devices, code))
+			default:
+				fmt.Fprintf(b, "  - target: %s (%s)\n", cell(t.Description), t.Count())
 			}
 		}
 	}

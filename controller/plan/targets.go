@@ -27,9 +27,12 @@ type Targets struct {
 	Exact bool `json:"exact"`
 }
 
-// Count says how many devices are targeted: "3 devices", or "at least 3
-// devices" when Targets is not exact.
+// Count says how many devices are targeted: "3 devices", "at least 3
+// devices" when Targets is not exact, or that only the devices can tell.
 func (t *Targets) Count() string {
+	if len(t.Devices) == 0 && !t.Exact {
+		return "devices known once they report"
+	}
 	n := fmt.Sprintf("%d device%s", len(t.Devices), plural(len(t.Devices)))
 	if !t.Exact {
 		n = "at least " + n
