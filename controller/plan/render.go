@@ -39,34 +39,49 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 	return enc.Encode(&out)
 }
 
-// nouns names each kind in the singular and the plural.
-var nouns = map[schema.Kind][2]string{
-	schema.KindRollout:      {"rollout", "rollouts"},
-	schema.KindArtifact:     {"artifact", "artifacts"},
-	schema.KindDevice:       {"device", "devices"},
-	schema.KindDeviceGroup:  {"group", "groups"},
-	schema.KindDeviceConfig: {"config", "configs"},
-	schema.KindMonitorCheck: {"monitor check", "monitor checks"},
-	schema.KindSigningKey:   {"signing key", "signing keys"},
-	schema.KindNotification: {"notification", "notifications"},
-	KindPolicy:              {"policy", "policies"},
+// nouns names kind k in the singular and the plural.
+func nouns(k schema.Kind) (one, many string) {
+	switch k {
+	case schema.KindRollout:
+		return "rollout", "rollouts"
+	case schema.KindArtifact:
+		return "artifact", "artifacts"
+	case schema.KindDevice:
+		return "device", "devices"
+	case schema.KindDeviceGroup:
+		return "group", "groups"
+	case schema.KindDeviceConfig:
+		return "config", "configs"
+	case schema.KindMonitorCheck:
+		return "monitor check", "monitor checks"
+	case schema.KindSigningKey:
+		return "signing key", "signing keys"
+	case schema.KindNotification:
+		return "notification", "notifications"
+	case KindPolicy:
+		return "policy", "policies"
+	}
+	return string(k), string(k) + "s"
 }
 
 func noun(k schema.Kind, n int) string {
+	one, many := nouns(k)
 	if n == 1 {
-		return nouns[k][0]
+		return one
 	}
-	return nouns[k][1]
+	return many
 }
 
 // section titles the part of a plan about kind k.
 func section(k schema.Kind) string {
-	s := nouns[k][1]
+	_, s := nouns(k)
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // actionOrder is the order of actions in a headline.
-var actionOrder = []Action{Started, NewGeneration, Promoted, Paused, Resumed, Unapproved, Stopped, Accepted, Added, Changed, Removed}
+func actionOrder() []Action {
+	return []Action{Started, NewGeneration, Promoted, Paused, Resumed, Unapproved, Stopped, Accepted, Added, Changed, Removed}
+}
 
 // Headline sums up p in one line: "1 rollout started, 2 devices
 // accepted, 1 config changed", or "no change to the fleet". Each change
@@ -82,7 +97,7 @@ func (p *Plan) Headline() string {
 			}
 			continue
 		}
-		for _, a := range actionOrder {
+		for _, a := range actionOrder() {
 			n := 0
 			for _, c := range p.Changes {
 				if c.Kind == k && c.Actions[0] == a {
