@@ -22,7 +22,8 @@ a reviewer reads, what merging HEAD into BASE would do: rollouts started,
 promoted, paused, resumed or stopped, new rollout generations, phase and
 threshold changes, artifacts added or changed, devices accepted or removed,
 groups, configs, checks, keys and notifications changed, with the devices
-each change reaches where the repository alone can tell.
+each change reaches where the repository alone can tell, and changes to the
+policies themselves (packs selected or dropped, policy files edited).
 
 Both revisions are read from Git (never from the work tree) and may be
 anything Git resolves: a branch, a tag, a SHA, HEAD~1, origin/main. The head

@@ -24,6 +24,9 @@
 //   - Artifacts, groups, monitor checks, configs, signing keys and
 //     notifications are added, changed or removed; a detail line names each
 //     field that changed, with its old and new value.
+//   - The rules change too: a built-in policy pack selected, dropped or
+//     given another severity, a policy file added, edited or removed (kind
+//     [KindPolicy]), so that weakening a policy is as visible as a rollout.
 //
 // Where it can be known offline, a change also lists the devices it
 // targets ([Targets]): the static members of the groups it names, the
