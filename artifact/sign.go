@@ -65,28 +65,19 @@ func LoadSigner(pemBytes []byte) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
-	var alg Algorithm
-	switch k := priv.(type) {
-	case *ecdsa.PrivateKey:
-		if k.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("%w: ECDSA curve %s (only P-256 is supported)", ErrUnsupportedKey, k.Curve.Params().Name)
-		}
-		alg = ECDSAP256
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("%w: RSA key of %d bits (at least %d; 3072 recommended)", ErrUnsupportedKey, k.N.BitLen(), minRSABits)
-		}
-		alg = RSA
-	case ed25519.PrivateKey:
-		alg = Ed25519
-	default:
+	signer, ok := priv.(crypto.Signer)
+	if !ok {
 		return nil, fmt.Errorf("%w: private key type %T", ErrUnsupportedKey, priv)
+	}
+	alg, err := algorithmOf(signer.Public())
+	if err != nil {
+		return nil, err
 	}
 	s, err := signature.LoadSigner(priv, crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
-	return &Signer{alg: alg, signer: s, pub: priv.(crypto.Signer).Public()}, nil
+	return &Signer{alg: alg, signer: s, pub: signer.Public()}, nil
 }
 
 // Algorithm returns the signer's algorithm.
@@ -135,23 +126,30 @@ func LoadVerifier(pemBytes []byte) (*Verifier, error) {
 	return newVerifier(pub)
 }
 
-func newVerifier(pub crypto.PublicKey) (*Verifier, error) {
-	var alg Algorithm
+// algorithmOf returns the algorithm of a supported public key: ECDSA P-256,
+// RSA of at least minRSABits, or Ed25519.
+func algorithmOf(pub crypto.PublicKey) (Algorithm, error) {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		if k.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("%w: ECDSA curve %s (only P-256 is supported)", ErrUnsupportedKey, k.Curve.Params().Name)
+			return "", fmt.Errorf("%w: ECDSA curve %s (only P-256 is supported)", ErrUnsupportedKey, k.Curve.Params().Name)
 		}
-		alg = ECDSAP256
+		return ECDSAP256, nil
 	case *rsa.PublicKey:
 		if k.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("%w: RSA key of %d bits (at least %d)", ErrUnsupportedKey, k.N.BitLen(), minRSABits)
+			return "", fmt.Errorf("%w: RSA key of %d bits (at least %d; 3072 recommended)", ErrUnsupportedKey, k.N.BitLen(), minRSABits)
 		}
-		alg = RSA
+		return RSA, nil
 	case ed25519.PublicKey:
-		alg = Ed25519
-	default:
-		return nil, fmt.Errorf("%w: public key type %T", ErrUnsupportedKey, pub)
+		return Ed25519, nil
+	}
+	return "", fmt.Errorf("%w: key type %T (use ECDSA P-256, RSA or Ed25519)", ErrUnsupportedKey, pub)
+}
+
+func newVerifier(pub crypto.PublicKey) (*Verifier, error) {
+	alg, err := algorithmOf(pub)
+	if err != nil {
+		return nil, err
 	}
 	v, err := signature.LoadVerifier(pub, crypto.SHA256)
 	if err != nil {
