@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// serveConfig is everything `gitfleet serve` takes. Each setting comes, in
+// rising precedence, from its default, the config file (--config, YAML, keys
+// as in the yaml tags), the environment (GITFLEET_ plus the key in upper
+// snake case, e.g. GITFLEET_WEBHOOK_SECRET), and the command line.
+// Secrets can also be given as files (…_file keys), so they stay out of
+// process listings and shell history.
+type serveConfig struct {
+	Repo                string        `yaml:"repo" flag:"repo" help:"fleet repository URL (file://, https://, ssh://)"`
+	Branch              string        `yaml:"branch" flag:"branch" help:"branch (or tag) to follow"`
+	RepoUsername        string        `yaml:"repo_username" flag:"repo-username" help:"HTTPS username (default x-access-token when a token is given)"`
+	RepoToken           string        `yaml:"repo_token" flag:"repo-token" secret:"true" help:"HTTPS token or password"`
+	RepoTokenFile       string        `yaml:"repo_token_file" flag:"repo-token-file" help:"file holding the HTTPS token"`
+	RepoSSHKey          string        `yaml:"repo_ssh_key" flag:"repo-ssh-key" help:"SSH private key file for ssh:// repositories"`
+	RepoKnownHosts      string        `yaml:"repo_known_hosts" flag:"repo-known-hosts" help:"known_hosts file pinning the SSH host key"`
+	RepoCA              string        `yaml:"repo_ca" flag:"repo-ca" help:"PEM CA bundle to trust for the HTTPS repository"`
+	CommitKeys          string        `yaml:"commit_keys" flag:"commit-keys" help:"armored OpenPGP keyring: when set, every new commit must be signed by one of its keys"`
+	PollInterval        time.Duration `yaml:"poll_interval" flag:"poll-interval" help:"how often to fetch the repository without a webhook"`
+	Redis               string        `yaml:"redis" flag:"redis" secret:"url" help:"Redis URL (redis://, rediss://; several comma-separated for a cluster); empty: the embedded store in --data-dir"`
+	DataDir             string        `yaml:"data_dir" flag:"data-dir" help:"directory for the local clone, the embedded store and the development certificate"`
+	Listen              string        `yaml:"listen" flag:"listen" help:"HTTPS address for devices, webhooks and the management API"`
+	TLSCert             string        `yaml:"tls_cert" flag:"tls-cert" help:"TLS certificate (PEM); without it a self-signed development certificate is made"`
+	TLSKey              string        `yaml:"tls_key" flag:"tls-key" help:"TLS private key (PEM)"`
+	Hostnames           []string      `yaml:"hostnames" flag:"hostname" help:"host names the development certificate covers (repeatable)"`
+	WebhookSecret       string        `yaml:"webhook_secret" flag:"webhook-secret" secret:"true" help:"secret Git host webhooks are signed with"`
+	WebhookSecretFile   string        `yaml:"webhook_secret_file" flag:"webhook-secret-file" help:"file holding the webhook secret"`
+	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
+	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
+	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
+}
+
+func defaultServeConfig() serveConfig {
+	return serveConfig{
+		Branch:       "main",
+		PollInterval: time.Minute,
+		DataDir:      ".gitfleet",
+		Listen:       ":8443",
+		LogLevel:     "info",
+	}
+}
+
+// bindFlags declares one flag per field from its tags.
+func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML config file (keys as the flags, with _ for -)")
+	v := reflect.ValueOf(c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		name, help := f.Tag.Get("flag"), f.Tag.Get("help")
+		switch p := v.Field(i).Addr().Interface().(type) {
+		case *string:
+			fs.StringVar(p, name, *p, help)
+		case *time.Duration:
+			fs.DurationVar(p, name, *p, help)
+		case *[]string:
+			fs.StringArrayVar(p, name, *p, help)
+		}
+	}
+}
+
+// loadServeConfig resolves the settings: defaults, then file, then
+// environment, then the flags the user set.
+func loadServeConfig(fs *pflag.FlagSet, getenv func(string) string) (serveConfig, error) {
+	cfg := defaultServeConfig()
+	if path, _ := fs.GetString("config"); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	v := reflect.ValueOf(&cfg).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		env := "GITFLEET_" + strings.ToUpper(f.Tag.Get("yaml"))
+		val := getenv(env)
+		if val == "" {
+			continue
+		}
+		if err := setField(v.Field(i), val); err != nil {
+			return cfg, fmt.Errorf("%s=%q: %w", env, val, err)
+		}
+	}
+	var ferr error
+	fs.Visit(func(fl *pflag.Flag) {
+		if fl.Name == "config" || ferr != nil {
+			return
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).Tag.Get("flag") != fl.Name {
+				continue
+			}
+			if sv, ok := fl.Value.(pflag.SliceValue); ok {
+				v.Field(i).Set(reflect.ValueOf(sv.GetSlice()))
+			} else if err := setField(v.Field(i), fl.Value.String()); err != nil {
+				ferr = fmt.Errorf("--%s: %w", fl.Name, err)
+			}
+		}
+	})
+	if ferr != nil {
+		return cfg, ferr
+	}
+	return cfg, cfg.resolveSecretFiles()
+}
+
+func setField(f reflect.Value, s string) error {
+	switch f.Interface().(type) {
+	case string:
+		f.SetString(s)
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.Set(reflect.ValueOf(d))
+	case []string:
+		f.Set(reflect.ValueOf(strings.Split(s, ",")))
+	default:
+		return fmt.Errorf("unsupported setting type %s", f.Type())
+	}
+	return nil
+}
+
+func (c *serveConfig) resolveSecretFiles() error {
+	for _, p := range []struct {
+		file  string
+		value *string
+		name  string
+	}{
+		{c.RepoTokenFile, &c.RepoToken, "repo_token_file"},
+		{c.WebhookSecretFile, &c.WebhookSecret, "webhook_secret_file"},
+		{c.ManagementTokenFile, &c.ManagementToken, "management_token_file"},
+	} {
+		if p.file == "" {
+			continue
+		}
+		data, err := os.ReadFile(p.file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		*p.value = strings.TrimSpace(string(data))
+	}
+	return nil
+}
+
+// validate reports every problem with the settings at once.
+func (c *serveConfig) validate() error {
+	var errs []error
+	if c.Repo == "" {
+		errs = append(errs, errors.New("the fleet repository is required: --repo URL (or GITFLEET_REPO, or repo: in --config)"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.PollInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--poll-interval %s is too short (at least 1s)", c.PollInterval))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// String renders the settings for the start-up log with secrets redacted.
+func (c serveConfig) String() string {
+	var b strings.Builder
+	v := reflect.ValueOf(c)
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		val := fmt.Sprint(v.Field(i).Interface())
+		switch f.Tag.Get("secret") {
+		case "true":
+			if val != "" {
+				val = "<redacted>"
+			}
+		case "url":
+			val = redactURL(val)
+		}
+		if val == "" || val == "[]" {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%s ", f.Tag.Get("yaml"), strconv.Quote(val))
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// redactURL hides the password in URLs like redis://user:pass@host.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "<redacted>" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
