@@ -1,0 +1,398 @@
+// Package store keeps the controller's shared state.
+//
+// # Model
+//
+// Git says what the fleet should be. The store remembers what the controllers
+// made of it and what they must agree on: which commit is live, which commit
+// was last refused and why, which generation each rollout is in, an event log
+// for auditors and the dashboard, and a little coordination (webhook delivery
+// IDs already seen, secrets every replica signs with).
+//
+// Several controller replicas may share one store, each following Git on its
+// own. Nothing they do twice may break anything, so every write is either a
+// compare-and-set or idempotent:
+//
+//   - The live commit moves only by [Commits.SetLive], a compare-and-set on
+//     the previous SHA. A caller calls SetLive(next, prev) only when next
+//     descends from prev in Git; because the store changes live only while it
+//     still is prev, live only ever moves forward, and a replica with a stale
+//     view loses the race instead of clobbering a newer commit.
+//   - Rollout generations change only through [Generations.PutRollouts] for
+//     the commit that is live, in one atomic transition keyed by that commit:
+//     reconciling a commit twice (or from two replicas at once) increments
+//     nothing twice, and a stale replica cannot apply an older commit.
+//   - A refused commit, an event, a webhook delivery and a shared secret are
+//     each recorded once, whoever records them first; the boolean results say
+//     who that was, so side effects such as notifications happen once.
+//
+// Two implementations pass one conformance suite (storetest.Run): Redis
+// (package redis; standalone or Redis Cluster, shared by replicas) and an
+// embedded bbolt file (package embedded; one controller, no server).
+//
+// # Key layout (Redis)
+//
+// Every key starts with a prefix (default "gf") and carries a hash tag, so
+// the keys one Lua script touches share a Redis Cluster slot. State that
+// reconciling touches together lives under the {fleet} tag; it is small and
+// written once per commit. Per-device and per-rollout-generation state, which
+// device polls touch, is spread over many tags.
+//
+//	gf:{fleet}:live            hash   sha, rec (CommitRecord JSON)
+//	gf:{fleet}:refused         hash   commit SHA → Refusal JSON (last 1,000)
+//	gf:{fleet}:refused:order   list   refused SHAs, newest first (bounds the hash)
+//	gf:{fleet}:refused:last    string SHA of the last refused commit
+//	gf:{fleet}:ro              hash   rollout name → generation record JSON
+//	gf:{fleet}:ro:applied      hash   c (commit last applied), ch (its changes JSON)
+//	gf:{fleet}:ev              stream events, trimmed to the last MaxEvents
+//	gf:{fleet}:ev:d:HASH       string event ID; dedupe of (commit, kind, subject), with TTL
+//	gf:{fleet}:secret:NAME     string shared secret (created once, never expires)
+//	gf:{wh:HASH}               string webhook delivery seen (SET NX PX ttl)
+//
+// Reserved for devices and rollout progress (issue 5; field names are short
+// because a million device hashes must stay under 1 KiB each):
+//
+//	gf:{d:ID}                  hash   i identity JSON, k pubkey fingerprint,
+//	                                  s status (p pending, a accepted),
+//	                                  v inventory JSON, l last seen (unix s),
+//	                                  r current deployment (rollout:generation)
+//	gf:{d:ID}:al               hash   alert name → alert JSON
+//	gf:{k:FINGERPRINT}         string device ID holding that public key
+//	gf:{fleet}:pending         zset   pending device IDs by first seen (bounded)
+//	gf:{r:NAME:GEN}:n          hash   per phase i: a<i> admitted, s<i> succeeded,
+//	                                  f<i> failed; x aborted (reason)
+//	gf:{r:NAME:GEN}:dev        hash   device ID → "phase|state|attempts"
+//	gf:{r:NAME:GEN}:al         hash   alert name → devices alerting
+//
+// Admission into a phase is one script over gf:{r:NAME:GEN}:n and :dev (same
+// tag): return the device's existing admission if it has one, otherwise
+// admit it only if a<i> < limit and the generation is not aborted. A status
+// report moves a device's state in :dev and counts a final state in :n in the
+// same script, once. The device hash then records which deployment it is in.
+//
+// The embedded store keeps the same records in bbolt buckets (see package
+// embedded) and makes each transition one bbolt write transaction.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors every implementation returns (wrapped) for the same conditions.
+var (
+	// ErrNotFound: nothing recorded yet (no live commit, no refusal).
+	ErrNotFound = errors.New("store: not found")
+	// ErrNotLive: PutRollouts for a commit that is not the live one. The
+	// caller's view is stale; it should read Live and reconcile that instead.
+	ErrNotLive = errors.New("store: commit is not live")
+	// ErrInvalid: an argument breaks the method's contract (empty SHA,
+	// duplicate rollout name, bad event ID, …). Nothing was written.
+	ErrInvalid = errors.New("store: invalid argument")
+)
+
+// Store is everything the controller keeps outside Git. Implementations are
+// safe for concurrent use by many goroutines and by many controller replicas
+// sharing the same backing store. Callers that need only part of it should
+// accept the narrower interface (a webhook receiver needs only
+// [Coordination]).
+type Store interface {
+	Commits
+	Generations
+	EventLog
+	Coordination
+
+	// Ping reports whether the backing store answers (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases the store. Methods called after Close fail.
+	Close() error
+}
+
+// Commits records which commit is live and which was last refused.
+type Commits interface {
+	// Live returns the live commit, or ErrNotFound before any commit went live.
+	Live(ctx context.Context) (CommitRecord, error)
+	// SetLive makes next the live commit if the live commit's SHA is still
+	// prevSHA ("" when nothing is live yet). ok reports whether next is live
+	// afterwards: it is also true, without any write, when next.SHA is
+	// already live (another replica got there first), so the record first
+	// written for a commit is kept. ok is false when live is some other
+	// commit; the caller should read Live and decide again.
+	SetLive(ctx context.Context, next CommitRecord, prevSHA string) (ok bool, err error)
+	// RecordRefused records a refused commit and makes it the last refused
+	// one. It is idempotent per SHA: recorded is true only for the first
+	// call for that SHA, and a later call for an already recorded SHA
+	// changes nothing (a slow replica cannot make an older refusal "last").
+	RecordRefused(ctx context.Context, r Refusal) (recorded bool, err error)
+	// LastRefused returns the last refused commit, or ErrNotFound.
+	LastRefused(ctx context.Context) (Refusal, error)
+}
+
+// Generations records rollouts and their generations (DESIGN.md §4).
+type Generations interface {
+	// PutRollouts records the rollouts declared at commitSHA, which must be
+	// the live commit (ErrNotLive otherwise), and returns what changed
+	// against the previously applied commit, sorted by rollout name:
+	//
+	//   - a new name, or a name that was stopped and is declared again,
+	//     starts a new generation (RolloutStarted);
+	//   - a different Artifact starts a new generation (RolloutArtifact);
+	//   - different Settings bytes change the running generation
+	//     (RolloutSettings);
+	//   - a name no longer declared is stopped (RolloutStopped); its record
+	//     and generation number are kept.
+	//
+	// Only Name, Artifact and Settings of each input are read. The
+	// transition is atomic and keyed by commitSHA: calling PutRollouts again
+	// for the commit last applied changes nothing and returns the same
+	// changes, so two replicas reconciling one commit agree.
+	PutRollouts(ctx context.Context, commitSHA string, rollouts []RolloutRecord) ([]RolloutChange, error)
+	// Rollouts returns every rollout ever declared (stopped ones too),
+	// sorted by name.
+	Rollouts(ctx context.Context) ([]RolloutRecord, error)
+}
+
+// EventLog is a bounded, ordered log of what happened, for auditors, the
+// dashboard and notifications. It keeps the last MaxEvents events (default
+// 10,000); older ones are dropped.
+type EventLog interface {
+	// AppendEvent appends e and returns its ID. An event with the same
+	// (Commit, Kind, Subject) as one appended within the dedupe window
+	// (default 7 days) while that one is still retained is not appended
+	// again: added is false and id is the first one's. A zero e.Time is set
+	// to the store's clock.
+	AppendEvent(ctx context.Context, e Event) (id string, added bool, err error)
+	// Events returns up to limit (1…MaxPage; larger is clamped) events
+	// appended after the event with ID afterID ("" for the oldest retained),
+	// oldest first. IDs are opaque strings that only the store that issued
+	// them understands.
+	Events(ctx context.Context, afterID string, limit int) ([]Event, error)
+	// RecentEvents returns the newest n (1…MaxPage) events, oldest first.
+	RecentEvents(ctx context.Context, n int) ([]Event, error)
+}
+
+// Coordination is what replicas share so that they act as one controller.
+type Coordination interface {
+	// FirstDelivery reports whether delivery id (a webhook delivery ID, at
+	// most 1 KiB) is seen for the first time within ttl (≥ 1 ms). Exactly
+	// one of any number of concurrent callers gets true; after ttl the ID
+	// may be delivered again.
+	FirstDelivery(ctx context.Context, id string, ttl time.Duration) (first bool, err error)
+	// SharedSecret returns the secret called name ([a-z0-9._-], at most 64
+	// bytes), creating it with generate the first time. Every caller, on
+	// every replica, gets the same bytes: if two create it at once, one
+	// secret wins and both return it. The secret never expires.
+	SharedSecret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+}
+
+// Limits every implementation enforces (ErrInvalid beyond them).
+const (
+	DefaultMaxEvents   = 10_000
+	DefaultDedupe      = 7 * 24 * time.Hour
+	MaxPage            = 1_000    // events per Events/RecentEvents call
+	MaxRecordBytes     = 1 << 20  // encoded CommitRecord, Refusal, RolloutRecord.Settings, Event
+	MaxRefusalsKept    = 1_000    // refused SHAs remembered for idempotency
+	MaxDeliveryIDBytes = 1 << 10  // FirstDelivery id
+	MaxSecretBytes     = 64 << 10 // SharedSecret value
+)
+
+// CommitRecord describes a commit that went live.
+type CommitRecord struct {
+	SHA       string         `json:"sha"`
+	Branch    string         `json:"branch,omitempty"`
+	Author    string         `json:"author,omitempty"`
+	Message   string         `json:"message,omitempty"`
+	Committed time.Time      `json:"committed"`
+	Loaded    time.Time      `json:"loaded"`              // when the controller loaded it
+	Manifests map[string]int `json:"manifests,omitempty"` // kind → count
+}
+
+// Refusal describes a commit that failed validation or policy, or was not
+// signed as required.
+type Refusal struct {
+	SHA    string    `json:"sha"`
+	Author string    `json:"author,omitempty"`
+	Time   time.Time `json:"time"`             // when it was refused
+	Errors []string  `json:"errors,omitempty"` // e.g. "rollouts/a.yaml:12: …"
+}
+
+// RolloutRecord is one rollout as the store knows it. Callers set Name,
+// Artifact and Settings; the store sets the rest.
+type RolloutRecord struct {
+	Name string `json:"name"`
+	// Artifact identifies what is rolled out (e.g. "name@sha256:…");
+	// changing it starts a new generation.
+	Artifact string `json:"artifact"`
+	// Settings is the rollout's phases, thresholds, windows… as JSON, opaque
+	// to the store and compared byte for byte: encode it deterministically.
+	Settings json.RawMessage `json:"settings,omitempty"`
+
+	Generation  int64     `json:"generation"`   // 1, 2, … per name
+	StartCommit string    `json:"start_commit"` // commit that started the generation
+	Started     time.Time `json:"started"`
+	Commit      string    `json:"commit"` // commit that last changed the record
+	Updated     time.Time `json:"updated"`
+	Stopped     bool      `json:"stopped,omitempty"` // no longer declared in Git
+}
+
+// ChangeKind says how PutRollouts changed a rollout.
+type ChangeKind string
+
+const (
+	RolloutStarted  ChangeKind = "started"  // new (or re-declared) rollout: new generation
+	RolloutArtifact ChangeKind = "artifact" // artifact changed: new generation
+	RolloutSettings ChangeKind = "settings" // settings changed, same generation
+	RolloutStopped  ChangeKind = "stopped"  // no longer declared
+)
+
+// RolloutChange is one change PutRollouts made.
+type RolloutChange struct {
+	Name         string     `json:"n"`
+	Kind         ChangeKind `json:"k"`
+	Generation   int64      `json:"g"`            // after the change
+	Artifact     string     `json:"a"`            // after the change
+	PrevArtifact string     `json:"pa,omitempty"` // before, for RolloutArtifact
+}
+
+// Event is one entry of the event log.
+type Event struct {
+	ID      string    `json:"-"` // set by the store
+	Time    time.Time `json:"time"`
+	Commit  string    `json:"commit,omitempty"` // the commit the event is traced to
+	Author  string    `json:"author,omitempty"`
+	Kind    string    `json:"kind"`              // e.g. "commit.live", "rollout.started"
+	Subject string    `json:"subject,omitempty"` // e.g. "rollout/canary"
+	Message string    `json:"message,omitempty"`
+}
+
+// Validate checks what SetLive requires of a record.
+func (c CommitRecord) Validate() error {
+	if c.SHA == "" {
+		return fmt.Errorf("%w: commit record without SHA", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks what RecordRefused requires of a refusal.
+func (r Refusal) Validate() error {
+	if r.SHA == "" {
+		return fmt.Errorf("%w: refusal without SHA", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks what AppendEvent requires of an event.
+func (e Event) Validate() error {
+	if e.Kind == "" {
+		return fmt.Errorf("%w: event without kind", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateRollouts checks the input of PutRollouts: a commit SHA, unique
+// non-empty names, an artifact each, and settings that are valid JSON.
+func ValidateRollouts(commitSHA string, rs []RolloutRecord) error {
+	if commitSHA == "" {
+		return fmt.Errorf("%w: rollouts without commit SHA", ErrInvalid)
+	}
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		switch {
+		case r.Name == "":
+			return fmt.Errorf("%w: rollout without name", ErrInvalid)
+		case seen[r.Name]:
+			return fmt.Errorf("%w: rollout %q declared twice", ErrInvalid, r.Name)
+		case r.Artifact == "":
+			return fmt.Errorf("%w: rollout %q without artifact", ErrInvalid, r.Name)
+		case len(r.Settings) > MaxRecordBytes:
+			return fmt.Errorf("%w: rollout %q settings larger than %d bytes", ErrInvalid, r.Name, MaxRecordBytes)
+		case len(r.Settings) > 0 && !json.Valid(r.Settings):
+			return fmt.Errorf("%w: rollout %q settings are not valid JSON", ErrInvalid, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
+}
+
+// ValidateDelivery checks the arguments of FirstDelivery.
+func ValidateDelivery(id string, ttl time.Duration) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: empty delivery ID", ErrInvalid)
+	case len(id) > MaxDeliveryIDBytes:
+		return fmt.Errorf("%w: delivery ID longer than %d bytes", ErrInvalid, MaxDeliveryIDBytes)
+	case ttl < time.Millisecond:
+		return fmt.Errorf("%w: delivery TTL %v below 1ms", ErrInvalid, ttl)
+	}
+	return nil
+}
+
+// ValidateSecretName checks a SharedSecret name.
+func ValidateSecretName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("%w: secret name must be 1…64 bytes", ErrInvalid)
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: secret name %q: only a-z, 0-9, '.', '_', '-'", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// GenerateSecret calls generate and checks its result for SharedSecret.
+func GenerateSecret(name string, generate func() ([]byte, error)) ([]byte, error) {
+	if generate == nil {
+		return nil, fmt.Errorf("%w: secret %q: no generator", ErrInvalid, name)
+	}
+	b, err := generate()
+	if err != nil {
+		return nil, fmt.Errorf("generate secret %q: %w", name, err)
+	}
+	if len(b) == 0 || len(b) > MaxSecretBytes {
+		return nil, fmt.Errorf("%w: generated secret %q has %d bytes (want 1…%d)", ErrInvalid, name, len(b), MaxSecretBytes)
+	}
+	return b, nil
+}
+
+// PageLimit checks an Events/RecentEvents limit and clamps it to MaxPage.
+func PageLimit(limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: event limit %d", ErrInvalid, limit)
+	}
+	return min(limit, MaxPage), nil
+}
+
+// EncodeLimited marshals v as JSON and refuses it beyond MaxRecordBytes.
+func EncodeLimited(what string, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", what, err)
+	}
+	if len(b) > MaxRecordBytes {
+		return nil, fmt.Errorf("%w: %s is %d bytes encoded (max %d)", ErrInvalid, what, len(b), MaxRecordBytes)
+	}
+	return b, nil
+}
+
+// DedupeKey names e's (Commit, Kind, Subject) for AppendEvent's dedupe: a
+// hex SHA-256, so arbitrary subjects make fixed-size keys.
+func (e Event) DedupeKey() string {
+	h := sha256.New()
+	for _, s := range []string{e.Commit, e.Kind, e.Subject} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// DeliveryKey names a webhook delivery ID with a fixed-size hex digest, so
+// an untrusted ID of any shape makes a well-formed key.
+func DeliveryKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:16])
+}
