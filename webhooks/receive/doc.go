@@ -59,6 +59,9 @@
 // request body keyed with the secret, except the generic provider's when it
 // sends a timestamp (below). The GitLab token is the secret itself, compared
 // in constant time (over SHA-256 digests, so its length does not leak).
+// Being a token rather than a MAC, it proves who sent a request but not that
+// the body is unchanged; that is acceptable only because the body is never
+// trusted, and it is one more reason to serve webhooks over TLS only.
 // GitHub's legacy SHA-1 X-Hub-Signature is not accepted. Payloads must be
 // JSON: a host configured to send form-encoded payloads gets 415.
 //

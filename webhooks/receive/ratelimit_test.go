@@ -1,0 +1,163 @@
+package receive
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// genericFrom builds a valid generic push from source address ip.
+func genericFrom(ip, delivery string) *http.Request {
+	body := `{"ref":"refs/heads/main"}`
+	r := httptest.NewRequest(http.MethodPost, "/hooks", strings.NewReader(body))
+	r.RemoteAddr = ip + ":40312"
+	r.Header.Set("X-Gitfleet-Delivery", delivery)
+	r.Header.Set("X-Gitfleet-Signature", SignGeneric(testSecret, "", "", []byte(body)))
+	return r
+}
+
+func TestRateLimitPerSource(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		o.PerSource = Limit{Rate: 0.5, Burst: 2} // one every 2s
+		o.Global = Limit{Rate: -1}
+	})
+	n := 0
+	send := func(ip string) (int, string, Outcome) {
+		n++
+		rec, resp := e.do(t, nil, genericFrom(ip, "d"+string(rune('a'+n))))
+		return rec.Code, rec.Header().Get("Retry-After"), resp.Status
+	}
+	for i := range 2 {
+		if code, _, _ := send("192.0.2.1"); code != 202 {
+			t.Fatalf("request %d within the burst: %d", i+1, code)
+		}
+	}
+	code, retry, status := send("192.0.2.1")
+	if code != 429 || status != RateLimited || retry != "2" {
+		t.Fatalf("over the burst: %d %q Retry-After=%q, want 429 rate_limited 2", code, status, retry)
+	}
+	if code, _, _ := send("192.0.2.2"); code != 202 {
+		t.Fatalf("another source: %d", code)
+	}
+	e.clock.Advance(1 * time.Second)
+	if code, retry, _ := send("192.0.2.1"); code != 429 || retry != "1" {
+		t.Fatalf("after 1s: %d Retry-After=%q", code, retry)
+	}
+	e.clock.Advance(1 * time.Second)
+	if code, _, _ := send("192.0.2.1"); code != 202 {
+		t.Fatalf("after 2s: %d", code)
+	}
+	if code, _, _ := send("192.0.2.1"); code != 429 {
+		t.Fatalf("the refilled token is spent: %d", code)
+	}
+	// Rejected requests neither trigger nor reach verification.
+	if got := e.tr.count(); got != 4 {
+		t.Fatalf("triggered %d, want 4", got)
+	}
+}
+
+func TestRateLimitGlobal(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		o.PerSource = Limit{Rate: -1}
+		o.Global = Limit{Rate: 1, Burst: 3}
+	})
+	for i := range 3 {
+		if rec, _ := e.do(t, nil, genericFrom("198.51.100."+string(rune('1'+i)), "g"+string(rune('a'+i)))); rec.Code != 202 {
+			t.Fatalf("request %d: %d", i, rec.Code)
+		}
+	}
+	rec, _ := e.do(t, nil, genericFrom("198.51.100.9", "gz"))
+	if rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("over the global burst: %d Retry-After=%q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	e.clock.Advance(time.Second)
+	if rec, _ := e.do(t, nil, genericFrom("198.51.100.9", "gy")); rec.Code != 202 {
+		t.Fatalf("after 1s: %d", rec.Code)
+	}
+}
+
+func TestRateLimitBeforeVerification(t *testing.T) {
+	// Forged requests use up the budget too: the limiter runs before any
+	// body is read or MAC computed.
+	e := newEnv(t, func(o *Options) { o.PerSource = Limit{Rate: 1, Burst: 1}; o.Global = Limit{Rate: -1} })
+	r := genericFrom("203.0.113.5", "f1")
+	r.Header.Set("X-Gitfleet-Signature", "sha256=00")
+	if rec, _ := e.do(t, nil, r); rec.Code != 401 {
+		t.Fatalf("forged: %d", rec.Code)
+	}
+	if rec, _ := e.do(t, nil, genericFrom("203.0.113.5", "f2")); rec.Code != 429 {
+		t.Fatalf("after a forged request: %d", rec.Code)
+	}
+}
+
+func TestRateLimitClientIP(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		o.PerSource = Limit{Rate: 1, Burst: 1}
+		o.Global = Limit{Rate: -1}
+		o.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Real-IP") }
+	})
+	for i, ip := range []string{"192.0.2.10", "192.0.2.11"} {
+		r := genericFrom("10.0.0.1", "c"+string(rune('a'+i)))
+		r.Header.Set("X-Real-IP", ip)
+		if rec, _ := e.do(t, nil, r); rec.Code != 202 {
+			t.Fatalf("%s behind the proxy: %d", ip, rec.Code)
+		}
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := newClock().Now()
+	t.Run("IPv6 /64", func(t *testing.T) {
+		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: -1}, 10, now)
+		if ok, _ := l.allow(sourceKey("2001:db8:1:2::1"), now); !ok {
+			t.Fatal("first")
+		}
+		if ok, _ := l.allow(sourceKey("2001:db8:1:2:ffff::9"), now); ok {
+			t.Fatal("same /64 got its own bucket")
+		}
+		if ok, _ := l.allow(sourceKey("2001:db8:1:3::1"), now); !ok {
+			t.Fatal("another /64 was limited")
+		}
+		if ok, _ := l.allow(sourceKey("::ffff:192.0.2.1"), now); !ok {
+			t.Fatal("mapped v4")
+		}
+		if ok, _ := l.allow(sourceKey("192.0.2.1"), now); ok {
+			t.Fatal("mapped v4 and v4 differ")
+		}
+	})
+	t.Run("MaxSources", func(t *testing.T) {
+		l := newLimiter(Limit{Rate: 1, Burst: 2}, Limit{Rate: -1}, 2, now)
+		l.allow("a", now)
+		l.allow("b", now)
+		if ok, _ := l.allow("c", now); ok {
+			t.Fatal("a third source got in while two were active")
+		}
+		// Once a and b have refilled they are forgotten, making room.
+		later := now.Add(2 * time.Second)
+		if ok, _ := l.allow("c", later); !ok {
+			t.Fatal("c after a and b refilled")
+		}
+		if len(l.sources) != 1 {
+			t.Fatalf("%d sources remembered, want 1", len(l.sources))
+		}
+	})
+	t.Run("both or neither", func(t *testing.T) {
+		l := newLimiter(Limit{Rate: 1, Burst: 5}, Limit{Rate: 1, Burst: 1}, 10, now)
+		l.allow("a", now)
+		if ok, _ := l.allow("a", now); ok {
+			t.Fatal("global burst exceeded")
+		}
+		if got := l.sources["a"].tokens; got != 4 {
+			t.Fatalf("a refused request took a source token: %v left", got)
+		}
+	})
+	t.Run("Retry-After", func(t *testing.T) {
+		for d, want := range map[time.Duration]int{0: 1, time.Millisecond: 1, time.Second: 1, 1001 * time.Millisecond: 2, time.Hour: 3600} {
+			if got := retryAfter(d); got != want {
+				t.Errorf("retryAfter(%v) = %d, want %d", d, got, want)
+			}
+		}
+	})
+}
