@@ -1,15 +1,3 @@
-// Package gitsource reads a fleet repository out of Git.
-//
-// The controller and the pull-request tools never look at a work tree: they
-// read commits. CommitFS turns one commit into a read-only [fs.FS] over its
-// tree, so the same loader that validates a directory on disk validates a
-// commit, and what a commit contains is exactly what Git recorded for it
-// (uncommitted edits, ignored files and the .git directory are invisible).
-//
-// Blobs are read lazily, when a file is opened. Symbolic links and submodules
-// are listed with their modes (fs.ModeSymlink, fs.ModeIrregular) but never
-// followed: opening one fails, so nothing outside the commit's tree can be
-// reached through the file system.
 package gitsource
 
 import (
