@@ -1,6 +1,7 @@
 package gitsource
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,19 @@ func (a Auth) String() string {
 		s += " (secret " + redacted + ")"
 	}
 	return s
+}
+
+// MarshalJSON writes what LogValue shows, so a configuration dumped as JSON
+// (or logged by slog's JSON handler inside a struct) carries no secret.
+func (a Auth) MarshalJSON() ([]byte, error) {
+	m := map[string]string{"method": a.method()}
+	if a.Username != "" {
+		m["username"] = a.Username
+	}
+	if a.Password != "" || a.Token != "" || len(a.SSHKey) > 0 || a.SSHKeyPassphrase != "" {
+		m["secret"] = redacted
+	}
+	return json.Marshal(m)
 }
 
 // GoString keeps %#v from printing the secrets.

@@ -90,6 +90,29 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// LogValue implements [slog.LogValuer]: the settings an operator checks,
+// with the URL stripped of credentials and Auth redacted.
+func (o Options) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("url", stripCredentials(o.URL)),
+		slog.String("ref", o.Ref),
+		slog.String("dir", o.Dir),
+		slog.Any("auth", o.Auth),
+		slog.Bool("signed_commits", o.TrustedKeys != ""),
+		slog.Duration("poll_interval", o.PollInterval),
+	)
+}
+
+// String describes the options without secrets (the URL loses its
+// credentials, Auth is redacted).
+func (o Options) String() string {
+	return fmt.Sprintf("gitsource.Options{URL:%s Ref:%s Dir:%s %s SignedCommits:%v}",
+		stripCredentials(o.URL), o.Ref, o.Dir, o.Auth, o.TrustedKeys != "")
+}
+
+// GoString keeps %#v from printing secrets.
+func (o Options) GoString() string { return o.String() }
+
 // Person is a commit's author or committer.
 type Person struct {
 	Name  string

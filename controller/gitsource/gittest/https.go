@@ -3,6 +3,8 @@ package gittest
 import (
 	"crypto/subtle"
 	"encoding/pem"
+	"io"
+	"log"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -52,7 +54,7 @@ func StartHTTPS(t testing.TB, repoDir string, opts HTTPSOptions) *HTTPSServer {
 			"GIT_CONFIG_NOSYSTEM=1",
 		},
 	}
-	s.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		if s.down.Load() {
 			// Drop the connection without an answer, as a dead host or a
@@ -78,6 +80,9 @@ func StartHTTPS(t testing.TB, repoDir string, opts HTTPSOptions) *HTTPSServer {
 		}
 		cgiHandler.ServeHTTP(w, r)
 	}))
+	// Clients that refuse the certificate are what some tests want.
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.StartTLS()
 	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL + "/" + filepath.Base(repoDir)
 	s.CAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
