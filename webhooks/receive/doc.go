@@ -43,8 +43,9 @@
 //
 //	provider   authenticity                         event                          delivery ID
 //	github     X-Hub-Signature-256: sha256=<hex>     X-GitHub-Event: push | ping    X-GitHub-Delivery
-//	gitlab     X-Gitlab-Token: <secret>              X-Gitlab-Event: Push Hook |    Idempotency-Key, else
-//	                                                   Tag Push Hook | System Hook  X-Gitlab-Event-UUID
+//	gitlab     X-Gitlab-Token: <secret>, or          X-Gitlab-Event: Push Hook |    Idempotency-Key, else
+//	           webhook-signature (see below)           Tag Push Hook | System Hook  webhook-id, else
+//	                                                                                X-Gitlab-Event-UUID
 //	gitea      X-Gitea-Signature: <hex>              X-Gitea-Event: push            X-Gitea-Delivery
 //	forgejo    X-Forgejo-Signature: <hex>            X-Forgejo-Event: push          X-Forgejo-Delivery
 //	           (else X-Gitea-Signature)
@@ -62,6 +63,12 @@
 // Being a token rather than a MAC, it proves who sent a request but not that
 // the body is unchanged; that is acceptable only because the body is never
 // trusted, and it is one more reason to serve webhooks over TLS only.
+// GitLab can also sign requests with a "signing token" (newer versions,
+// behind GitLab's webhook_signing_token feature flag as of 2026): configure
+// that token, "whsec_<base64 key>", as GitLab's secret and the receiver
+// requires webhook-signature ("v1,<base64 HMAC-SHA256>" of
+// "<webhook-id>.<webhook-timestamp>.<body>", the Standard Webhooks format)
+// with a timestamp within Options.MaxSkew, instead of X-Gitlab-Token.
 // GitHub's legacy SHA-1 X-Hub-Signature is not accepted. Payloads must be
 // JSON: a host configured to send form-encoded payloads gets 415.
 //

@@ -173,7 +173,8 @@ func (h *Handler) handle(r *http.Request, pinned *provider) result {
 	}
 
 	if signed {
-		if err := p.verify(r.Header, body, []byte(secret)); err != nil {
+		clock := skewClock{now: h.opts.Now(), maxSkew: h.opts.MaxSkew}
+		if err := p.verify(r.Header, body, []byte(secret), clock); err != nil {
 			res.level = slog.LevelWarn
 			return done(http.StatusUnauthorized, Unauthorized, err.Error())
 		}

@@ -110,9 +110,15 @@ type Options struct {
 	// in clear inside the TLS connection, so whoever can read a GitLab
 	// request (a proxy's logs, say) learns a shared secret for every
 	// provider.
+	//
+	// For GitLab, a secret of the form "whsec_<base64>" is a signing token:
+	// GitLab then signs each request (webhook-signature, Standard Webhooks
+	// format) and the receiver requires that signature, which covers the
+	// body and a timestamp; any other secret is the plain X-Gitlab-Token.
 	Secrets map[Provider]Secret
 	// Secret is the shared secret for providers without their own.
 	Secret Secret
+
 	// AllowUnsigned accepts requests without any signature for providers
 	// that have no secret. For tests and local demos only: New refuses a
 	// configuration with no secret at all unless it is set. A provider that
@@ -166,8 +172,9 @@ type Options struct {
 	// DedupeTTL is how long a delivery ID is remembered. Default 24h.
 	DedupeTTL time.Duration
 
-	// MaxSkew bounds how far a generic X-Gitfleet-Timestamp may be from
-	// now, either way. Default 5 minutes.
+	// MaxSkew bounds how far a signed timestamp (generic
+	// X-Gitfleet-Timestamp, GitLab webhook-timestamp) may be from now,
+	// either way. Default 5 minutes.
 	MaxSkew time.Duration
 	// RequireTimestamp makes the generic provider refuse requests without
 	// X-Gitfleet-Timestamp.
@@ -212,6 +219,16 @@ func (o Options) withDefaults() (Options, error) {
 	o.Secrets = secrets
 	if len(secrets) == 0 && o.Secret == "" && !o.AllowUnsigned {
 		return o, ErrNoSecret
+	}
+	if s, ok := secrets[GitLab]; ok || o.Secret != "" {
+		if !ok {
+			s = o.Secret
+		}
+		if strings.HasPrefix(string(s), signingKeyPrefix) {
+			if _, ok := signingKey([]byte(s)); !ok {
+				return o, errors.New("receive: GitLab signing token is not whsec_ followed by a base64 key")
+			}
+		}
 	}
 	for _, r := range o.Repositories {
 		if strings.TrimSpace(r) == "" {

@@ -77,7 +77,7 @@ var providers = map[Provider]*provider{
 		name:        GitLab,
 		eventHeader: "X-Gitlab-Event",
 		detect:      []string{"X-Gitlab-Event", "X-Gitlab-Token"},
-		delivery:    []string{"Idempotency-Key", "X-Gitlab-Event-UUID"},
+		delivery:    []string{"Idempotency-Key", "Webhook-Id", "X-Gitlab-Event-UUID"},
 		verify:      verifyGitLab,
 		decode:      decodeGitLab,
 	},
@@ -120,7 +120,7 @@ func detect(h http.Header) *provider {
 	return nil
 }
 
-func verifyGeneric(h http.Header, body, secret []byte) error {
+func verifyGeneric(h http.Header, body, secret []byte, _ skewClock) error {
 	v := h.Get("X-Gitfleet-Signature")
 	if v == "" {
 		return errUnsigned
