@@ -43,7 +43,7 @@ func FuzzPayload(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, which uint8, eventName string, body []byte) {
-		p := providers[Providers[int(which)%len(Providers)]]
+		p := providers[detectOrder[int(which)%len(detectOrder)]]
 		ev, err := p.decode(eventName, body)
 		if err == nil && ev.Kind == kindPush {
 			if len(ev.Updates) == 0 {

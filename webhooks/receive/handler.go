@@ -51,7 +51,7 @@ func (h *Handler) Routes(prefix string) []Route {
 	if prefix == "" {
 		routes[0].Pattern = "/"
 	}
-	for _, p := range Providers {
+	for _, p := range detectOrder {
 		routes = append(routes, Route{Pattern: prefix + "/" + string(p), Provider: p, Handler: h.For(p)})
 	}
 	return routes

@@ -17,11 +17,10 @@ const (
 	DefaultMaxSkew   = 5 * time.Minute
 )
 
-// DefaultPerSource and DefaultGlobal are the rate limits used when
-// [Options.PerSource] or [Options.Global] is left zero.
+// The rate limits used when Options.PerSource or Options.Global is zero.
 var (
-	DefaultPerSource = Limit{Rate: 1, Burst: 20}
-	DefaultGlobal    = Limit{Rate: 10, Burst: 100}
+	defaultPerSource = Limit{Rate: 1, Burst: 20}
+	defaultGlobal    = Limit{Rate: 10, Burst: 100}
 )
 
 // Provider names a kind of webhook sender. Its value is also the path
@@ -38,8 +37,11 @@ const (
 	Generic   Provider = "generic"   // X-Gitfleet-Signature, for scripts and CI
 )
 
-// Providers lists every provider, in detection order.
-var Providers = []Provider{Forgejo, Gitea, GitLab, Bitbucket, GitHub, Generic}
+// detectOrder lists every provider in the order detection tries them.
+var detectOrder = []Provider{Forgejo, Gitea, GitLab, Bitbucket, GitHub, Generic}
+
+// AllProviders lists every provider, in the order detection tries them.
+func AllProviders() []Provider { return append([]Provider(nil), detectOrder...) }
 
 // Secret is a webhook secret. It prints and logs as REDACTED.
 type Secret string
@@ -152,8 +154,8 @@ type Options struct {
 
 	// PerSource limits requests per source address (IPv6 addresses are
 	// grouped by /64); Global limits all requests together. Both apply
-	// before the body is read or any signature checked. Defaults
-	// DefaultPerSource (1/s, burst 20) and DefaultGlobal (10/s, burst 100).
+	// before the body is read or any signature checked. Defaults: per
+	// source 1/s with a burst of 20; global 10/s with a burst of 100.
 	PerSource Limit
 	Global    Limit
 	// MaxSources bounds how many source addresses the per-source limiter
@@ -239,10 +241,10 @@ func (o Options) withDefaults() (Options, error) {
 		o.MaxBody = DefaultMaxBody
 	}
 	if o.PerSource == (Limit{}) {
-		o.PerSource = DefaultPerSource
+		o.PerSource = defaultPerSource
 	}
 	if o.Global == (Limit{}) {
-		o.Global = DefaultGlobal
+		o.Global = defaultGlobal
 	}
 	for _, l := range []Limit{o.PerSource, o.Global} {
 		if l.Rate >= 0 && l.Burst < 1 {
@@ -308,7 +310,7 @@ func validRef(ref string) bool {
 const maxRefLen = 1024
 
 func knownProvider(p Provider) bool {
-	for _, q := range Providers {
+	for _, q := range detectOrder {
 		if p == q {
 			return true
 		}

@@ -107,9 +107,9 @@ var providers = map[Provider]*provider{
 	},
 }
 
-// detect picks the provider from the headers, in the order of Providers.
+// detect picks the provider from the headers, in detectOrder.
 func detect(h http.Header) *provider {
-	for _, name := range Providers {
+	for _, name := range detectOrder {
 		p := providers[name]
 		for _, k := range p.detect {
 			if h.Get(k) != "" {
