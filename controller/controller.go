@@ -1,0 +1,226 @@
+// Package controller assembles the Gitfleet controller: it follows the fleet
+// repository (gitsource), turns each new commit into the live Snapshot
+// (reconcile), keeps shared state in the store, takes Git host webhooks,
+// and serves the HTTPS API: the device API, the read-only management API,
+// health and metrics.
+//
+// Several controllers may share one store. Each follows Git on its own; the
+// store's live commit only moves forward (see reconcile), and each replica
+// watches it, fetching at once when another replica has gone further, so
+// all replicas converge on the same commit.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/webhooks/receive"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Source is what the controller needs from gitsource.
+type Source interface {
+	Run(ctx context.Context, trigger <-chan struct{}, onRevision func(context.Context, gitsource.Revision))
+	Status() gitsource.Status
+	// Revision returns a commit already in the local clone.
+	Revision(ctx context.Context, sha string) (gitsource.Revision, error)
+	reconcile.History
+}
+
+// Options configure a Controller.
+type Options struct {
+	Source Source
+	Store  store.Store
+	// Branch is recorded with each live commit.
+	Branch string
+	// Webhooks configures the receivers; Trigger and Deduper are set by the
+	// controller (the store deduplicates deliveries across replicas). A nil
+	// Webhooks disables /hooks.
+	Webhooks *receive.Options
+	// ManagementToken guards the read-only management API (bearer token);
+	// empty disables it.
+	ManagementToken string
+	// WatchInterval is how often the store's live commit is compared with
+	// the one served here. Default 5s.
+	WatchInterval time.Duration
+	// RetryInterval is the wait before reconciling again after a transient
+	// store failure. Default 2s.
+	RetryInterval time.Duration
+	Logger        *slog.Logger
+	// Registry receives the controller's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	// ReplicaID names this controller in logs and status; default the
+	// process's host name and PID.
+	ReplicaID string
+}
+
+// Controller follows Git and serves. Create it with New, serve its
+// Handler, and call Run.
+type Controller struct {
+	opts     Options
+	rec      *reconcile.Reconciler
+	hooks    *receive.Handler
+	metrics  *metrics
+	trigger  chan struct{}
+	log      *slog.Logger
+	started  time.Time
+	mu       sync.Mutex
+	last     reconcile.Result // the last Apply's result
+	lastErr  error
+	attempts int
+}
+
+// New checks opts and builds a Controller; it starts nothing.
+func New(opts Options) (*Controller, error) {
+	if opts.Source == nil || opts.Store == nil {
+		return nil, errors.New("controller: Source and Store are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.WatchInterval <= 0 {
+		opts.WatchInterval = 5 * time.Second
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = 2 * time.Second
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	c := &Controller{
+		opts:    opts,
+		trigger: make(chan struct{}, 1),
+		log:     opts.Logger,
+		started: time.Now(),
+	}
+	c.metrics = newMetrics(opts.Registry, c)
+	c.rec = reconcile.New(reconcile.Options{
+		Store: opts.Store, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
+	})
+	if opts.Webhooks != nil {
+		wo := *opts.Webhooks
+		wo.Deduper = opts.Store
+		wo.Logger = opts.Logger
+		wo.Trigger = func(ctx context.Context, p receive.Push) {
+			c.log.Info("webhook push", "provider", p.Provider, "delivery", p.DeliveryID, "ref", p.Ref, "after", p.After)
+			c.Trigger()
+		}
+		wo.Observe = func(p receive.Provider, o receive.Outcome) {
+			c.metrics.webhooks.WithLabelValues(string(p), string(o)).Inc()
+		}
+		h, err := receive.New(wo)
+		if err != nil {
+			return nil, fmt.Errorf("controller: webhooks: %w", err)
+		}
+		c.hooks = h
+	}
+	return c, nil
+}
+
+// Trigger asks for a fetch as soon as possible; bursts coalesce.
+func (c *Controller) Trigger() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Live returns the Snapshot served, or nil before the first good commit.
+func (c *Controller) Live() *reconcile.Snapshot { return c.rec.Live() }
+
+// Run restores the live commit from the store, then follows Git until ctx
+// ends.
+func (c *Controller) Run(ctx context.Context) error {
+	c.restore(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.watchLive(ctx)
+	}()
+	c.opts.Source.Run(ctx, c.trigger, c.apply)
+	wg.Wait()
+	return nil
+}
+
+// restore serves the store's live commit at once when the local clone has
+// it, so a restarted controller serves what it served before even if the
+// branch head is now refused or the remote is down.
+func (c *Controller) restore(ctx context.Context) {
+	live, err := c.opts.Store.Live(ctx)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			c.log.Warn("cannot read the live commit; waiting for Git", "err", err)
+		}
+		return
+	}
+	rev, err := c.opts.Source.Revision(ctx, live.SHA)
+	if err != nil {
+		c.log.Info("live commit not in the local clone yet; fetching", "commit", live.SHA)
+		return
+	}
+	c.apply(ctx, rev)
+}
+
+// apply reconciles one revision, retrying transient store failures until
+// it succeeds, the context ends, or a newer revision is waiting.
+func (c *Controller) apply(ctx context.Context, rev gitsource.Revision) {
+	for {
+		start := time.Now()
+		res, err := c.rec.Apply(ctx, rev)
+		c.metrics.observe(res, err, time.Since(start))
+		c.mu.Lock()
+		c.last, c.lastErr = res, err
+		c.mu.Unlock()
+		switch {
+		case err == nil && res.Outcome == reconcile.Behind:
+			c.log.Info("another replica is ahead; fetching again", "commit", rev.SHA, "live", res.LiveSHA)
+			c.Trigger()
+			return
+		case err == nil:
+			return
+		case errors.Is(err, reconcile.ErrTransient):
+			c.log.Warn("reconcile failed; retrying", "commit", rev.SHA, "err", err)
+		default:
+			c.log.Error("reconcile failed", "commit", rev.SHA, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.opts.RetryInterval):
+		}
+	}
+}
+
+// watchLive compares the store's live commit with the one served here and
+// fetches when they differ: another replica has seen a newer commit.
+func (c *Controller) watchLive(ctx context.Context) {
+	t := time.NewTicker(c.opts.WatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		live, err := c.opts.Store.Live(ctx)
+		if err != nil {
+			continue
+		}
+		if snap := c.rec.Live(); snap == nil || snap.Commit.SHA != live.SHA {
+			if rev, err := c.opts.Source.Revision(ctx, live.SHA); err == nil {
+				c.apply(ctx, rev)
+			} else {
+				c.Trigger()
+			}
+		}
+	}
+}

@@ -1,0 +1,225 @@
+package controller
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/labstack/echo/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler returns the controller's HTTP routes. Serve it over TLS only.
+//
+//	GET  /healthz                       the process is up
+//	GET  /readyz                        a commit is served and the store answers
+//	GET  /metrics                       Prometheus
+//	POST /hooks, /hooks/{provider}      Git host webhooks
+//	GET  /api/management/v1/…           read-only management API (bearer token)
+func (c *Controller) Handler() http.Handler {
+	e := echo.New()
+	e.HTTPErrorHandler = jsonErrors
+	e.GET("/healthz", func(ctx *echo.Context) error {
+		return ctx.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", c.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(c.opts.Registry, promhttp.HandlerOpts{})))
+	if c.hooks != nil {
+		for _, rt := range c.hooks.Routes("/hooks") {
+			e.Any(rt.Pattern, echo.WrapHandler(rt.Handler))
+		}
+	}
+	m := e.Group("/api/management/v1", c.requireToken)
+	m.GET("/status", c.status)
+	m.GET("/rollouts", c.rollouts)
+	m.GET("/events", c.events)
+	m.GET("/refused", c.refused)
+	m.GET("/devices", c.devices)
+	return e
+}
+
+func jsonErrors(ctx *echo.Context, err error) {
+	code := http.StatusInternalServerError
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+	}
+	msg := http.StatusText(code)
+	if he != nil && he.Message != "" {
+		msg = he.Message
+	}
+	_ = ctx.JSON(code, map[string]string{"error": msg})
+}
+
+func (c *Controller) readyz(ctx *echo.Context) error {
+	problems := []string{}
+	if c.rec.Live() == nil {
+		problems = append(problems, "no commit served yet")
+	}
+	if err := c.opts.Store.Ping(ctx.Request().Context()); err != nil {
+		problems = append(problems, "store: "+err.Error())
+	}
+	if len(problems) > 0 {
+		return ctx.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"ready": true})
+}
+
+// requireToken guards the management API with a bearer token, compared in
+// constant time.
+func (c *Controller) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(ctx *echo.Context) error {
+		if c.opts.ManagementToken == "" {
+			return echo.NewHTTPError(http.StatusNotFound, "the management API is disabled: start the controller with --management-token")
+		}
+		got, ok := strings.CutPrefix(ctx.Request().Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(c.opts.ManagementToken)) != 1 {
+			ctx.Response().Header().Set("WWW-Authenticate", `Bearer realm="gitfleet"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "a valid bearer token is required")
+		}
+		return next(ctx)
+	}
+}
+
+// Status is the management API's view of the controller.
+type Status struct {
+	Replica  string              `json:"replica"`
+	Started  time.Time           `json:"started"`
+	Serving  *store.CommitRecord `json:"serving"`            // the commit this replica serves
+	Live     *store.CommitRecord `json:"live,omitempty"`     // the store's live commit
+	Refused  *store.Refusal      `json:"refused,omitempty"`  // the last refused commit
+	Warnings []string            `json:"warnings,omitempty"` // policy warnings of the served commit
+	Git      GitStatus           `json:"git"`
+	Last     *LastReconcile      `json:"last_reconcile,omitempty"`
+}
+
+// GitStatus is gitsource's status, JSON-friendly.
+type GitStatus struct {
+	URL         string    `json:"url,omitempty"`
+	Head        string    `json:"head,omitempty"`
+	LastFetch   time.Time `json:"last_fetch"`
+	LastReached time.Time `json:"last_reached"`
+	LastError   string    `json:"last_error,omitempty"`
+	Failures    int       `json:"failures"`
+	Backoff     string    `json:"backoff,omitempty"`
+}
+
+// LastReconcile is the outcome of the last reconcile.
+type LastReconcile struct {
+	Commit  string   `json:"commit"`
+	Outcome string   `json:"outcome"`
+	Errors  []string `json:"errors,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+func (c *Controller) status(ctx *echo.Context) error {
+	rctx := ctx.Request().Context()
+	st := Status{Replica: c.opts.ReplicaID, Started: c.started}
+	if snap := c.rec.Live(); snap != nil {
+		rec := snap.Commit
+		st.Serving, st.Warnings = &rec, snap.Warnings
+	}
+	if live, err := c.opts.Store.Live(rctx); err == nil {
+		st.Live = &live
+	}
+	if ref, err := c.opts.Store.LastRefused(rctx); err == nil {
+		st.Refused = &ref
+	}
+	gs := c.opts.Source.Status()
+	st.Git = GitStatus{Head: gs.SHA, LastFetch: gs.LastFetch, LastReached: gs.LastReached, Failures: gs.Failures}
+	if gs.LastError != nil {
+		st.Git.LastError = gs.LastError.Error()
+	}
+	if gs.Backoff > 0 {
+		st.Git.Backoff = gs.Backoff.String()
+	}
+	c.mu.Lock()
+	if c.last.SHA != "" || c.lastErr != nil {
+		st.Last = &LastReconcile{Commit: c.last.SHA, Outcome: string(c.last.Outcome), Errors: c.last.Errors}
+		if c.lastErr != nil {
+			st.Last.Error = c.lastErr.Error()
+		}
+	}
+	c.mu.Unlock()
+	return ctx.JSON(http.StatusOK, st)
+}
+
+func (c *Controller) rollouts(ctx *echo.Context) error {
+	ros, err := c.opts.Store.Rollouts(ctx.Request().Context())
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"rollouts": ros})
+}
+
+func (c *Controller) events(ctx *echo.Context) error {
+	limit := 100
+	if s := ctx.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > store.MaxPage {
+			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
+		}
+		limit = n
+	}
+	rctx := ctx.Request().Context()
+	var (
+		evs []store.Event
+		err error
+	)
+	if after := ctx.QueryParam("after"); after != "" || ctx.QueryParam("from") == "start" {
+		evs, err = c.opts.Store.Events(rctx, after, limit)
+	} else {
+		evs, err = c.opts.Store.RecentEvents(rctx, limit)
+	}
+	if errors.Is(err, store.ErrInvalid) {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	type event struct {
+		ID string `json:"id"`
+		store.Event
+	}
+	out := make([]event, len(evs))
+	for i, e := range evs {
+		out[i] = event{e.ID, e}
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"events": out})
+}
+
+func (c *Controller) refused(ctx *echo.Context) error {
+	ref, err := c.opts.Store.LastRefused(ctx.Request().Context())
+	if errors.Is(err, store.ErrNotFound) {
+		return ctx.JSON(http.StatusOK, map[string]any{"refused": nil})
+	}
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"refused": ref})
+}
+
+// devices lists the devices the served commit declares. (What each device
+// reports arrives with the device API.)
+func (c *Controller) devices(ctx *echo.Context) error {
+	snap := c.rec.Live()
+	if snap == nil {
+		return ctx.JSON(http.StatusOK, map[string]any{"devices": []any{}})
+	}
+	type device struct {
+		Name       string            `json:"name"`
+		Identity   map[string]string `json:"identity,omitempty"`
+		DeviceType string            `json:"device_type,omitempty"`
+		Source     string            `json:"source"`
+	}
+	out := make([]device, 0, len(snap.Fleet.Devices))
+	for _, d := range snap.Fleet.Devices {
+		out = append(out, device{Name: d.Name, Identity: d.Spec.Identity, DeviceType: d.Spec.DeviceType,
+			Source: d.Source.File + ":" + strconv.Itoa(d.Source.Line)})
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"commit": snap.Commit.SHA, "devices": out})
+}
