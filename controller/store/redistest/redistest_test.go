@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gitfleet/gitfleet/controller/store/redistest"
@@ -33,12 +34,12 @@ func TestStartCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n := 0
+	var n atomic.Int32 // ForEachMaster calls in parallel
 	err := c.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error {
-		n++
+		n.Add(1)
 		return m.Ping(ctx).Err()
 	})
-	if err != nil || n != 3 {
-		t.Fatalf("masters: %d, %v; want 3", n, err)
+	if err != nil || n.Load() != 3 {
+		t.Fatalf("masters: %d, %v; want 3", n.Load(), err)
 	}
 }
