@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -40,10 +41,52 @@ func CommitFS(repo *git.Repository, rev string) (fs.FS, *object.Commit, error) {
 }
 
 // treeFS is an fs.FS over a Git tree. Every file carries the commit time as
-// its modification time.
+// its modification time. Decoded directories are cached by path, so opening
+// every file of a large directory decodes that directory once. A mutex
+// guards the cache; the go-git storage underneath is not safe for concurrent
+// use (Source wraps revisions in a lock for that).
 type treeFS struct {
 	root  *object.Tree
 	mtime time.Time
+
+	mu   sync.Mutex
+	dirs map[string]*object.Tree // "a/b" → its tree; "." is root
+}
+
+// subtree returns the tree at directory path p ("." for the root).
+func (t *treeFS) subtree(p string) (*object.Tree, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.subtreeLocked(p)
+}
+
+func (t *treeFS) subtreeLocked(p string) (*object.Tree, error) {
+	if p == "." {
+		return t.root, nil
+	}
+	if tree, ok := t.dirs[p]; ok {
+		return tree, nil
+	}
+	parent, err := t.subtreeLocked(path.Dir(p))
+	if err != nil {
+		return nil, err
+	}
+	entry, err := parent.FindEntry(path.Base(p))
+	if err != nil {
+		return nil, fs.ErrNotExist
+	}
+	if entry.Mode != filemode.Dir {
+		return nil, fs.ErrNotExist
+	}
+	tree, err := parent.Tree(entry.Name)
+	if err != nil {
+		return nil, err
+	}
+	if t.dirs == nil {
+		t.dirs = map[string]*object.Tree{}
+	}
+	t.dirs[p] = tree
+	return tree, nil
 }
 
 func (t *treeFS) Open(name string) (fs.File, error) {
@@ -53,19 +96,23 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 	if name == "." {
 		return &dir{fsys: t, tree: t.root, info: t.info(".", filemode.Dir, 0)}, nil
 	}
-	entry, err := t.root.FindEntry(name)
+	parent, err := t.subtree(path.Dir(name))
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	entry, err := parent.FindEntry(path.Base(name))
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
 	switch entry.Mode {
 	case filemode.Dir:
-		sub, err := t.root.Tree(name)
+		sub, err := t.subtree(name)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
 		return &dir{fsys: t, tree: sub, info: t.info(path.Base(name), entry.Mode, 0)}, nil
 	case filemode.Regular, filemode.Deprecated, filemode.Executable:
-		f, err := t.root.TreeEntryFile(entry)
+		f, err := parent.TreeEntryFile(entry)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
@@ -126,13 +173,7 @@ func (d *dir) ReadDir(n int) ([]fs.DirEntry, error) {
 	if d.entries == nil {
 		d.entries = make([]fs.DirEntry, 0, len(d.tree.Entries))
 		for _, e := range d.tree.Entries {
-			var size int64
-			if e.Mode.IsFile() {
-				if s, err := d.tree.Size(e.Name); err == nil {
-					size = s
-				}
-			}
-			d.entries = append(d.entries, fs.FileInfoToDirEntry(d.fsys.info(e.Name, e.Mode, size)))
+			d.entries = append(d.entries, &dirEntry{fsys: d.fsys, tree: d.tree, entry: e})
 		}
 		// Git orders a directory "a" as if it were named "a/"; fs wants
 		// plain name order.
@@ -149,6 +190,29 @@ func (d *dir) ReadDir(n int) ([]fs.DirEntry, error) {
 	rest = rest[:min(n, len(rest))]
 	d.offset += len(rest)
 	return rest, nil
+}
+
+// dirEntry reads a file's size only when Info is called: listing a large
+// directory then costs no object reads.
+type dirEntry struct {
+	fsys  *treeFS
+	tree  *object.Tree
+	entry object.TreeEntry
+}
+
+func (e *dirEntry) Name() string      { return e.entry.Name }
+func (e *dirEntry) IsDir() bool       { return e.entry.Mode == filemode.Dir }
+func (e *dirEntry) Type() fs.FileMode { return fsMode(e.entry.Mode).Type() }
+func (e *dirEntry) String() string    { return fs.FormatDirEntry(e) }
+
+func (e *dirEntry) Info() (fs.FileInfo, error) {
+	var size int64
+	if e.entry.Mode.IsFile() {
+		if s, err := e.tree.Size(e.entry.Name); err == nil {
+			size = s
+		}
+	}
+	return e.fsys.info(e.entry.Name, e.entry.Mode, size), nil
 }
 
 type fileInfo struct {

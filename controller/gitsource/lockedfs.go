@@ -57,5 +57,21 @@ type lockedDir struct {
 func (d *lockedDir) ReadDir(n int) ([]fs.DirEntry, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.d.ReadDir(n)
+	entries, err := d.d.ReadDir(n)
+	for i, e := range entries {
+		entries[i] = &lockedEntry{DirEntry: e, mu: d.mu}
+	}
+	return entries, err
+}
+
+// lockedEntry guards Info, which may read the object storage.
+type lockedEntry struct {
+	fs.DirEntry
+	mu *sync.Mutex
+}
+
+func (e *lockedEntry) Info() (fs.FileInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.DirEntry.Info()
 }

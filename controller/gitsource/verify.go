@@ -75,26 +75,30 @@ func (v *verifier) verify(c *object.Commit) (fingerprint, reason string) {
 		return "", fmt.Sprintf("signed by trusted key %s with a signature that has expired", issuer(sig))
 	case errors.Is(err, pgperrors.ErrKeyRevoked):
 		return "", fmt.Sprintf("signed by trusted key %s, which is revoked", issuer(sig))
+	case issuer(sig) == unreadable:
+		return "", fmt.Sprintf("signed with an unreadable OpenPGP signature (%v)", err)
 	default:
 		return "", fmt.Sprintf("signed by key %s, but the signature does not match the commit (%v)", issuer(sig), err)
 	}
 }
+
+const unreadable = "(unreadable)"
 
 // issuer names the key that made an armored signature: its fingerprint when
 // the signature carries one, else its 64-bit key ID.
 func issuer(armored string) string {
 	block, err := armor.Decode(strings.NewReader(armored))
 	if err != nil {
-		return "(unreadable)"
+		return unreadable
 	}
 	p, err := packet.Read(block.Body)
 	if err != nil {
-		return "(unreadable)"
+		return unreadable
 	}
 	sig, ok := p.(*packet.Signature)
 	switch {
 	case !ok:
-		return "(unreadable)"
+		return unreadable
 	case len(sig.IssuerFingerprint) > 0:
 		return fmt.Sprintf("%X", sig.IssuerFingerprint)
 	case sig.IssuerKeyId != nil:

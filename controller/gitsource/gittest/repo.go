@@ -130,9 +130,10 @@ func (r *Repo) Apply(c Change) string {
 			r.t.Fatalf("remove %s: %v", name, err)
 		}
 	}
-	if len(c.Files) > 0 {
-		if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
-			r.t.Fatal(err)
+	for name := range c.Files {
+		// Only the named paths: a commit to a large repository stays cheap.
+		if err := wt.AddWithOptions(&git.AddOptions{Path: name, SkipStatus: true}); err != nil {
+			r.t.Fatalf("add %s: %v", name, err)
 		}
 	}
 	r.n++

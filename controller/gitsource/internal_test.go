@@ -1,0 +1,113 @@
+package gitsource
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
+	"github.com/go-git/go-git/v5/plumbing"
+	gitobject "github.com/go-git/go-git/v5/plumbing/object"
+)
+
+func TestParseRemote(t *testing.T) {
+	for _, tc := range []struct {
+		in, scheme, fetch, display, host string
+	}{
+		{"https://bob:pw-secret@git.example.com/org/fleet.git?x=1#f", "https", "https://git.example.com/org/fleet.git?x=1#f", "https://git.example.com/org/fleet.git", ""},
+		{"https://git.example.com:8443/fleet", "https", "https://git.example.com:8443/fleet", "https://git.example.com:8443/fleet", ""},
+		{"git@github.com:org/fleet.git", "ssh", "git@github.com:org/fleet.git", "git@github.com:org/fleet.git", "github.com:22"},
+		{"ssh://git@host.example:2222/org/fleet.git", "ssh", "ssh://git@host.example:2222/org/fleet.git", "ssh://host.example:2222/org/fleet.git", "host.example:2222"},
+		{"ssh://[::1]:2222/fleet.git", "ssh", "ssh://[::1]:2222/fleet.git", "ssh://[::1]:2222/fleet.git", "[::1]:2222"},
+		{"/srv/fleet.git", "file", "file:///srv/fleet.git", "file:///srv/fleet.git", ""},
+		{"file:///srv/fleet.git", "file", "file:///srv/fleet.git", "file:///srv/fleet.git", ""},
+	} {
+		r, err := parseRemote(tc.in)
+		if err != nil {
+			t.Errorf("parseRemote(%q): %v", tc.in, err)
+			continue
+		}
+		if r.scheme != tc.scheme || r.fetch != tc.fetch || r.display != tc.display || r.host != tc.host {
+			t.Errorf("parseRemote(%q) = scheme %q fetch %q display %q host %q; want %q %q %q %q",
+				tc.in, r.scheme, r.fetch, r.display, r.host, tc.scheme, tc.fetch, tc.display, tc.host)
+		}
+	}
+}
+
+func TestStripCredentials(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://u:p@h/x?token=t":  "https://h/x",
+		"https://h/a@b":            "https://h/a@b",
+		"ssh://git@h:22/x":         "ssh://h:22/x",
+		"git@h:x":                  "git@h:x",
+		"https://u:p%40q@h/x#frag": "https://h/x",
+	} {
+		if got := stripCredentials(in); got != want {
+			t.Errorf("stripCredentials(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: time.Second, max: 10 * time.Second}
+	for round := range 2 {
+		for i, c := range []time.Duration{1, 2, 4, 8, 10, 10, 10} {
+			c *= time.Second
+			for range 20 {
+				saved := b.n
+				if d := b.next(); d < c/2 || d > c {
+					t.Fatalf("round %d, failure %d: %v outside [%v, %v]", round, i, d, c/2, c)
+				}
+				b.n = saved
+			}
+			b.next()
+		}
+		b.reset()
+	}
+}
+
+func TestVerifyReasons(t *testing.T) {
+	alice, trusted := gittest.NewSigningKey(t, "Alice")
+	repo := gittest.NewRepo(t)
+	sha := repo.SignedCommit(alice, map[string]string{"a": "1"}, "signed")
+	v, err := newVerifier(trusted, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func() *gitobject.Commit {
+		c, err := repo.Git().CommitObject(plumbing.NewHash(sha))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if fp, reason := v.verify(load()); reason != "" || fp == "" {
+		t.Fatalf("good commit: %q %q", fp, reason)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(o *gitobject.Commit)
+		want   string
+	}{
+		{"tampered message", func(o *gitobject.Commit) { o.Message = "signed, then edited" }, "does not match"},
+		{"ssh signature", func(o *gitobject.Commit) {
+			o.PGPSignature = "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"
+		}, "SSH key"},
+		{"x509 signature", func(o *gitobject.Commit) {
+			o.PGPSignature = "-----BEGIN SIGNED MESSAGE-----\nMIIB\n-----END SIGNED MESSAGE-----\n"
+		}, "other than OpenPGP"},
+		{"two signatures", func(o *gitobject.Commit) { o.PGPSignature += o.PGPSignature }, "more than one"},
+		{"garbage", func(o *gitobject.Commit) {
+			o.PGPSignature = "-----BEGIN PGP SIGNATURE-----\n\nnot base64\n-----END PGP SIGNATURE-----\n"
+		}, "unreadable OpenPGP signature"},
+		{"empty", func(o *gitobject.Commit) { o.PGPSignature = "  \n" }, "not signed"},
+	} {
+		o := load()
+		tc.change(o)
+		if fp, reason := v.verify(o); fp != "" || !strings.Contains(reason, tc.want) {
+			t.Errorf("%s: verify = %q %q, want a reason containing %q", tc.name, fp, reason, tc.want)
+		} else {
+			t.Logf("%s: %s", tc.name, reason)
+		}
+	}
+}
