@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newArtifactCmd(),
 		newKeysCmd(),
+		newServeCmd(),
 		newValidateCmd(),
 		newPlanCmd(),
 	)

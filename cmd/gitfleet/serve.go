@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/devcert"
+	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/controller/store/embedded"
+	"github.com/gitfleet/gitfleet/controller/store/redis"
+	"github.com/gitfleet/gitfleet/webhooks/receive"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd() *cobra.Command {
+	cfg := defaultServeConfig()
+	cmd := &cobra.Command{
+		Use:   "serve --repo URL [--branch main] [--redis URL | --data-dir DIR] [--tls-cert F --tls-key F] [--webhook-secret S]",
+		Short: "Run the controller: follow the fleet repository and serve devices over HTTPS",
+		Long: `Run the controller. It follows one branch of the fleet repository (fetching
+every --poll-interval, and at once when a Git host webhook arrives on
+/hooks), validates each new commit and makes it live, and serves over HTTPS
+only: webhooks, the read-only management API (/api/management/v1, with
+--management-token), /healthz, /readyz and /metrics.
+
+State lives in Redis (--redis; several controllers may share one) or, by
+default, in an embedded store in --data-dir (one controller). Without
+--tls-cert/--tls-key a self-signed development certificate is made in
+--data-dir and its fingerprint logged.
+
+Every setting can also come from --config FILE (YAML) or a GITFLEET_…
+environment variable (GITFLEET_REPO, GITFLEET_WEBHOOK_SECRET, …).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resolved, err := loadServeConfig(cmd.Flags(), os.Getenv)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := resolved.validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return serve(cmd.Context(), resolved)
+		},
+	}
+	cfg.bindFlags(cmd.Flags())
+	return cmd
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func serve(ctx context.Context, cfg serveConfig) error {
+	log := newLogger(cfg.LogLevel)
+	log.Info("starting gitfleet controller", "settings", cfg.String())
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+
+	src, err := openSource(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	host, _ := os.Hostname()
+	opts := controller.Options{
+		Source: src, Store: st, Branch: cfg.Branch, Logger: log,
+		ManagementToken: cfg.ManagementToken,
+		ReplicaID:       fmt.Sprintf("%s-%d", host, os.Getpid()),
+	}
+	if cfg.WebhookSecret != "" {
+		opts.Webhooks = &receive.Options{Secret: receive.Secret(cfg.WebhookSecret), Ref: src.Ref()}
+	} else {
+		log.Warn("no --webhook-secret: webhooks are disabled; the repository is polled every " + cfg.PollInterval.String())
+	}
+	ctrl, err := controller.New(opts)
+	if err != nil {
+		return err
+	}
+
+	tlsCfg, err := serverTLS(cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           ctrl.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	log.Info("serving HTTPS", "addr", ln.Addr().String())
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { errc <- ctrl.Run(runCtx) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	log.Info("shutting down")
+	cancel()
+	shutdown, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	return srv.Shutdown(shutdown)
+}
+
+func openSource(cfg serveConfig, log *slog.Logger) (*gitsource.Source, error) {
+	opts := gitsource.Options{
+		URL: cfg.Repo, Ref: cfg.Branch, Dir: filepath.Join(cfg.DataDir, "repo"),
+		PollInterval: cfg.PollInterval, Logger: log, KnownHostsFile: cfg.RepoKnownHosts,
+		Auth: gitsource.Auth{Username: cfg.RepoUsername, Token: cfg.RepoToken},
+	}
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+		what string
+	}{{cfg.RepoSSHKey, &opts.Auth.SSHKey, "repo_ssh_key"}, {cfg.RepoCA, &opts.CABundle, "repo_ca"}} {
+		if f.path == "" {
+			continue
+		}
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err)
+		}
+		*f.dst = data
+	}
+	if cfg.CommitKeys != "" {
+		data, err := os.ReadFile(cfg.CommitKeys)
+		if err != nil {
+			return nil, fmt.Errorf("commit_keys: %w", err)
+		}
+		opts.TrustedKeys = string(data)
+	}
+	src, err := gitsource.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
+	if cfg.Redis == "" {
+		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{})
+	}
+	opts := redis.Options{URL: cfg.Redis}
+	if urls := strings.Split(cfg.Redis, ","); len(urls) > 1 {
+		// Several URLs: the nodes of a Redis Cluster.
+		opts = redis.Options{Cluster: true}
+		for i, raw := range urls {
+			u, err := url.Parse(strings.TrimSpace(raw))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("--redis: %q is not a redis:// URL", redactURL(raw))
+			}
+			opts.Addrs = append(opts.Addrs, u.Host)
+			if i == 0 && u.User != nil {
+				opts.Username = u.User.Username()
+				opts.Password, _ = u.User.Password()
+			}
+			if u.Scheme == "rediss" {
+				opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+		}
+	}
+	st, err := redis.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := st.Ping(pctx); err != nil {
+		// Not fatal: the controller retries and /readyz says so.
+		slog.Default().Warn("redis does not answer yet", "err", err)
+	}
+	return st, nil
+}
+
+func serverTLS(cfg serveConfig, log *slog.Logger) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	if cfg.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+		return tc, nil
+	}
+	c, err := devcert.Ensure(cfg.DataDir, cfg.Hostnames, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	log.Warn("DEVELOPMENT CERTIFICATE: no --tls-cert given, serving a self-signed certificate; devices must trust it explicitly (Mender ServerCertificate). Do not use in production.",
+		"cert", c.CertPath, "sha256_fingerprint", c.Fingerprint, "created", c.Created)
+	tc.Certificates = []tls.Certificate{c.TLS}
+	return tc, nil
+}
