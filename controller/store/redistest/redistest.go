@@ -53,8 +53,9 @@ func Binaries(t testing.TB) (server, cli string) {
 // Start starts a redis-server on a free 127.0.0.1 port with an append-only
 // file fsynced on every write, and returns its address and a function that
 // restarts it (SIGTERM, wait, start again on the same port and directory).
-// The server is killed when the test ends.
-func Start(t testing.TB) (addr string, restart func()) {
+// The server is killed when the test ends. Extra redis-server arguments
+// override the defaults (e.g. "--appendfsync", "everysec" for benchmarks).
+func Start(t testing.TB, extra ...string) (addr string, restart func()) {
 	t.Helper()
 	bin, _ := Binaries(t)
 	dir := t.TempDir()
@@ -67,6 +68,7 @@ func Start(t testing.TB) (addr string, restart func()) {
 			"--dir", dir, "--daemonize", "no", "--save", "",
 			"--appendonly", "yes", "--appendfsync", "always",
 		}
+		srv.args = append(srv.args, extra...)
 		if err = srv.start(); err == nil {
 			break
 		}

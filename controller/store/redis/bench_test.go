@@ -1,0 +1,89 @@
+package redis_test
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/controller/store/redis"
+	"github.com/gitfleet/gitfleet/controller/store/redistest"
+)
+
+// benchStore is a store on a fresh redis-server with the default event
+// bound. The server fsyncs its append-only file once a second, as
+// production servers usually do; with GITFLEET_BENCH_FSYNC=always (the
+// tests' setting) every op waits for an fsync, which dominates.
+func benchStore(b *testing.B) *redis.Store {
+	fsync := cmp.Or(os.Getenv("GITFLEET_BENCH_FSYNC"), "everysec")
+	addr, _ := redistest.Start(b, "--appendfsync", fsync)
+	s, err := redis.New(redis.Options{Addrs: []string{addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// BenchmarkSetLive moves the live commit forward one commit per op (one
+// EVALSHA of the compare-and-set script).
+func BenchmarkSetLive(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	rec := store.CommitRecord{Branch: "main", Author: "Ann <ann@example.com>", Message: "rollouts: canary",
+		Committed: time.Now(), Loaded: time.Now(), Manifests: map[string]int{"Rollout": 3, "Artifact": 5, "Device": 1000}}
+	prev := ""
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		rec.SHA = fmt.Sprintf("%040x", i)
+		ok, err := s.SetLive(ctx, rec, prev)
+		if err != nil || !ok {
+			b.Fatalf("SetLive = %v, %v", ok, err)
+		}
+		prev = rec.SHA
+	}
+}
+
+// BenchmarkAppendEvent appends distinct events to a log trimmed at the
+// default 10,000 (the dedupe check, XADD MAXLEN and the dedupe key in one
+// script).
+func BenchmarkAppendEvent(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_, added, err := s.AppendEvent(ctx, store.Event{Commit: "c1", Author: "ann", Kind: "rollout.started",
+			Subject: fmt.Sprint("rollout/r", i), Message: "generation 1 of rollout r started"})
+		if err != nil || !added {
+			b.Fatalf("AppendEvent = %v, %v", added, err)
+		}
+	}
+}
+
+// BenchmarkFirstDelivery records new delivery IDs (SET NX PX), serially and
+// from parallel goroutines (replicas' webhook handlers).
+func BenchmarkFirstDelivery(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	var n atomic.Int64
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.FirstDelivery(ctx, fmt.Sprint("delivery-", n.Add(1)), time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.FirstDelivery(ctx, fmt.Sprint("delivery-", n.Add(1)), time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
