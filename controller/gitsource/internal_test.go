@@ -1,6 +1,8 @@
 package gitsource
 
 import (
+	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +10,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
 	"github.com/go-git/go-git/v5/plumbing"
 	gitobject "github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 func TestParseRemote(t *testing.T) {
@@ -109,5 +112,58 @@ func TestVerifyReasons(t *testing.T) {
 		} else {
 			t.Logf("%s: %s", tc.name, reason)
 		}
+	}
+}
+
+func TestCompactOnRestart(t *testing.T) {
+	repo := gittest.NewRepo(t)
+	dir := t.TempDir()
+	opts := Options{URL: repo.URL(), Dir: dir, TrustedKeys: ""}
+	src, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs := func(s *Source) int {
+		hs, err := s.repo.Storer.(storer.PackedObjectStorer).ObjectPacks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(hs)
+	}
+	var first, abandoned string
+	for i := range maxPacks + 2 {
+		sha := repo.Commit(map[string]string{"f": fmt.Sprint(i)}, fmt.Sprint(i))
+		if first == "" {
+			first = sha
+		}
+		if i == 1 {
+			abandoned = sha
+			repo.Reset(first) // abandon commit 1: repacking drops it
+			sha = repo.Commit(map[string]string{"f": "again"}, "again")
+		}
+		if rev, err := src.Fetch(t.Context()); err != nil || rev.SHA != sha {
+			t.Fatalf("fetch %d: %v", i, err)
+		}
+	}
+	if n := packs(src); n <= maxPacks {
+		t.Fatalf("%d packs after %d fetches; want more than %d", n, maxPacks+2, maxPacks)
+	}
+	src.Close()
+	src, err = New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := packs(src); n != 1 {
+		t.Fatalf("%d packs after a restart, want 1", n)
+	}
+	if _, err := src.repo.CommitObject(plumbing.NewHash(abandoned)); err == nil {
+		t.Errorf("abandoned commit %s survived the repack", abandoned)
+	}
+	rev, err := src.Fetch(t.Context())
+	if err != nil || rev.SHA != repo.Head() {
+		t.Fatalf("fetch after repack: %v", err)
+	}
+	if _, err := fs.ReadFile(rev.FS, "f"); err != nil {
+		t.Fatal(err)
 	}
 }

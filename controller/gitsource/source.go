@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -305,6 +306,39 @@ func (s *Source) openClone() error {
 	if err := repo.SetConfig(cfg); err != nil {
 		return fmt.Errorf("gitsource: write clone config: %w", err)
 	}
+	return s.compact()
+}
+
+// maxPacks is how many pack files the clone may gather before New repacks
+// it. Every fetch that brings objects adds a pack, and every lookup consults
+// each pack's index.
+const maxPacks = 32
+
+// compact repacks the clone into one pack, dropping objects no ref reaches
+// (such as commits a force-push abandoned). It runs only in New: later,
+// revisions being read hold no open files and would lose their packs.
+func (s *Source) compact() error {
+	pos, ok := s.repo.Storer.(storer.PackedObjectStorer)
+	if !ok {
+		return nil
+	}
+	packs, err := pos.ObjectPacks()
+	if err != nil {
+		return fmt.Errorf("gitsource: list packs: %w", err)
+	}
+	if len(packs) <= maxPacks {
+		return nil
+	}
+	if err := s.repo.RepackObjects(&git.RepackConfig{}); err != nil {
+		return fmt.Errorf("gitsource: repack %d packs: %w", len(packs), err)
+	}
+	// The storage still indexes the deleted packs: start afresh.
+	repo, err := git.PlainOpen(s.dir)
+	if err != nil {
+		return fmt.Errorf("gitsource: reopen clone after repack: %w", err)
+	}
+	s.repo = repo
+	s.log.Info("repacked the clone", "dir", s.dir, "packs", len(packs))
 	return nil
 }
 
