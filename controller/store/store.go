@@ -80,6 +80,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -105,6 +107,7 @@ type Store interface {
 	Generations
 	EventLog
 	Coordination
+	Deployments
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -187,6 +190,135 @@ type Coordination interface {
 	// every replica, gets the same bytes: if two create it at once, one
 	// secret wins and both return it. The secret never expires.
 	SharedSecret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+}
+
+// Deployments is rollout progress per generation: which devices a phase
+// admitted, where each device's deployment is, and counts of final states
+// (DESIGN.md §4). Admission is atomic, so replicas never admit more devices
+// than a phase allows.
+type Deployments interface {
+	// Admit admits device into phase of generation g if the generation is
+	// not aborted and the phase has admitted fewer than limit devices. A
+	// device already admitted into g (in any phase) gets its deployment back
+	// with ok true and nothing counted again. ok is false, with a zero
+	// Deployment, when the phase is full or g is aborted.
+	Admit(ctx context.Context, g GenerationRef, phase int, limit int64, device string) (d Deployment, ok bool, err error)
+	// Report moves device's deployment in g to state. Reaching StateSuccess
+	// or StateFailure counts once in the device's phase; a final state never
+	// changes again (changed false). A failure while the device has used
+	// fewer than retries attempts becomes StateRetrying with Attempts+1,
+	// and is not counted. ErrNotFound if the device was never admitted.
+	Report(ctx context.Context, g GenerationRef, device, state string, retries int) (d Deployment, changed bool, err error)
+	// Deployment returns device's deployment in g, or ErrNotFound.
+	Deployment(ctx context.Context, g GenerationRef, device string) (Deployment, error)
+	// Progress returns g's counts per phase and whether it was aborted.
+	// A generation nobody was admitted to has an empty Progress.
+	Progress(ctx context.Context, g GenerationRef) (Progress, error)
+	// Abort marks g aborted with reason; first is true for the call that
+	// did it. An aborted generation admits nobody new.
+	Abort(ctx context.Context, g GenerationRef, reason string) (first bool, err error)
+}
+
+// GenerationRef names one generation of a rollout.
+type GenerationRef struct {
+	Rollout    string
+	Generation int64
+}
+
+func (g GenerationRef) String() string { return fmt.Sprintf("%s:%d", g.Rollout, g.Generation) }
+
+// Deployment is one device's deployment in a rollout generation.
+type Deployment struct {
+	Phase    int    // the phase that admitted the device
+	State    string // StateAdmitted, a device status ("downloading", …), StateRetrying, or a final state
+	Attempts int    // failed attempts retried so far
+}
+
+// Deployment states the store interprets; any other state (the device
+// API's "downloading", "installing", "rebooting", …) is stored as is.
+const (
+	StateAdmitted = "admitted"
+	StateRetrying = "retrying"
+	StateSuccess  = "success" // final, counted
+	StateFailure  = "failure" // final, counted
+)
+
+// Progress is what a generation's phases have done.
+type Progress struct {
+	Phases  []PhaseCounts // index = phase; up to the highest phase with any count
+	Aborted string        // the abort reason; "" while running
+}
+
+// PhaseCounts counts one phase's devices.
+type PhaseCounts struct {
+	Admitted, Succeeded, Failed int64
+}
+
+// MaxPhases bounds phase numbers (0 … MaxPhases-1).
+const MaxPhases = 64
+
+// ValidateGeneration checks a GenerationRef, and a device ID when given.
+func ValidateGeneration(g GenerationRef, device *string) error {
+	switch {
+	case g.Rollout == "" || len(g.Rollout) > 253 || strings.ContainsAny(g.Rollout, "{}"):
+		return fmt.Errorf("%w: rollout name %q", ErrInvalid, g.Rollout)
+	case g.Generation < 1:
+		return fmt.Errorf("%w: generation %d of %s", ErrInvalid, g.Generation, g.Rollout)
+	case device != nil && (*device == "" || len(*device) > 256):
+		return fmt.Errorf("%w: device ID of %d bytes", ErrInvalid, len(*device))
+	}
+	return nil
+}
+
+// ValidateAdmit checks Admit's arguments.
+func ValidateAdmit(g GenerationRef, phase int, limit int64, device string) error {
+	if err := ValidateGeneration(g, &device); err != nil {
+		return err
+	}
+	if phase < 0 || phase >= MaxPhases || limit < 0 {
+		return fmt.Errorf("%w: phase %d, limit %d", ErrInvalid, phase, limit)
+	}
+	return nil
+}
+
+// ValidateAbort checks Abort's arguments.
+func ValidateAbort(g GenerationRef, reason string) error {
+	if err := ValidateGeneration(g, nil); err != nil {
+		return err
+	}
+	if len(reason) > 1024 {
+		return fmt.Errorf("%w: abort reason longer than 1024 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateReport checks Report's arguments.
+func ValidateReport(g GenerationRef, device, state string, retries int) error {
+	if err := ValidateGeneration(g, &device); err != nil {
+		return err
+	}
+	if state == "" || len(state) > 32 || strings.ContainsRune(state, '|') || state == StateAdmitted || state == StateRetrying || retries < 0 {
+		return fmt.Errorf("%w: state %q, retries %d", ErrInvalid, state, retries)
+	}
+	return nil
+}
+
+// EncodeDeployment and ParseDeployment give both stores the compact
+// "phase|state|attempts" form a million devices can afford.
+func EncodeDeployment(d Deployment) string {
+	return strconv.Itoa(d.Phase) + "|" + d.State + "|" + strconv.Itoa(d.Attempts)
+}
+
+// ParseDeployment reverses EncodeDeployment.
+func ParseDeployment(s string) (Deployment, error) {
+	p, rest, ok1 := strings.Cut(s, "|")
+	st, a, ok2 := strings.Cut(rest, "|")
+	phase, err1 := strconv.Atoi(p)
+	attempts, err2 := strconv.Atoi(a)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		return Deployment{}, fmt.Errorf("deployment record %q is malformed", s)
+	}
+	return Deployment{Phase: phase, State: st, Attempts: attempts}, nil
 }
 
 // Limits every implementation enforces (ErrInvalid beyond them).

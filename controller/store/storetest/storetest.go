@@ -2,7 +2,8 @@
 // implementation passes: each method's contract, compare-and-set races,
 // exactly-once effects when many goroutines (standing in for controller
 // replicas) do the same work at once, event bounds and order, TTL expiry, and
-// state surviving a restart of the backing store.
+// state surviving a restart of the backing store; and rollout progress:
+// atomic phase admission, deployment states counted once, aborts.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
@@ -62,6 +63,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FirstDeliveryExpiry", testFirstDeliveryExpiry},
 		{"SharedSecret", testSharedSecret},
 		{"SharedSecretRace", testSharedSecretRace},
+		{"Admit", testAdmit},
+		{"AdmitRace", testAdmitRace},
+		{"Report", testReport},
+		{"ReportRace", testReportRace},
+		{"Abort", testAbort},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +110,10 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	}
 	secret, err := s.SharedSecret(ctx, "jwt", func() ([]byte, error) { return []byte("s3cret"), nil })
 	must(t, "SharedSecret", err)
+	admit(t, s, genA, 0, 2, "d1", store.Deployment{State: store.StateAdmitted}, true)
+	report(t, s, "d1", store.StateSuccess, 0, store.Deployment{State: store.StateSuccess}, true)
+	_, err = s.Abort(ctx, store.GenerationRef{Rollout: "b", Generation: 1}, "alert")
+	must(t, "Abort", err)
 
 	s = restart()
 
@@ -141,6 +151,11 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	})
 	must(t, "SharedSecret", err)
 	diff(t, "SharedSecret after restart", secret, gotSecret)
+
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: 1, Succeeded: 1}}})
+	progressIs(t, s, store.GenerationRef{Rollout: "b", Generation: 1}, store.Progress{Aborted: "alert"})
+	admit(t, s, genA, 0, 2, "d2", store.Deployment{State: store.StateAdmitted}, true)
+	admit(t, s, genA, 0, 2, "d3", store.Deployment{}, false)
 
 	c2 := commit("c2", 3)
 	if ok, err := s.SetLive(ctx, c2, c1.SHA); err != nil || !ok {

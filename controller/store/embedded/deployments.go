@@ -1,0 +1,232 @@
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Rollout progress lives in bucket "progress", one nested bucket per
+// generation (rollout name, 0, generation as 8 bytes big endian) holding
+// bucket "n" (counters a<i>, s<i>, f<i> as 8-byte integers; x → abort
+// reason) and bucket "dev" (device ID → "phase|state|attempts").
+
+var (
+	bProgress = []byte("progress")
+	bCounts   = []byte("n")
+	bDevices  = []byte("dev")
+	kAborted  = []byte("x")
+)
+
+func generationKey(g store.GenerationRef) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(g.Rollout), 0), uint64(g.Generation))
+}
+
+// generation returns g's counter and device buckets, creating them when
+// create is set (in a write transaction); nil buckets when absent.
+func generation(tx *bolt.Tx, g store.GenerationRef, create bool) (counts, devices *bolt.Bucket, err error) {
+	root := tx.Bucket(bProgress)
+	if !create {
+		if root == nil {
+			return nil, nil, nil
+		}
+		b := root.Bucket(generationKey(g))
+		if b == nil {
+			return nil, nil, nil
+		}
+		return b.Bucket(bCounts), b.Bucket(bDevices), nil
+	}
+	root, err = tx.CreateBucketIfNotExists(bProgress)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := root.CreateBucketIfNotExists(generationKey(g))
+	if err != nil {
+		return nil, nil, err
+	}
+	if counts, err = b.CreateBucketIfNotExists(bCounts); err != nil {
+		return nil, nil, err
+	}
+	devices, err = b.CreateBucketIfNotExists(bDevices)
+	return counts, devices, err
+}
+
+func counter(b *bolt.Bucket, name string) uint64 {
+	if v := b.Get([]byte(name)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func incr(b *bolt.Bucket, name string) error {
+	return b.Put([]byte(name), u64(counter(b, name)+1))
+}
+
+// Admit admits a device into a phase if there is room.
+func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, limit int64, device string) (store.Deployment, bool, error) {
+	if err := store.ValidateAdmit(g, phase, limit, device); err != nil {
+		return store.Deployment{}, false, err
+	}
+	var d store.Deployment
+	ok := false
+	err := s.update(ctx, "admit "+g.String(), func(tx *bolt.Tx) error {
+		counts, devices, err := generation(tx, g, true)
+		if err != nil {
+			return err
+		}
+		if v := devices.Get([]byte(device)); v != nil {
+			d, err = store.ParseDeployment(string(v))
+			ok = err == nil
+			return err
+		}
+		field := "a" + strconv.Itoa(phase)
+		if counts.Get(kAborted) != nil || counter(counts, field) >= uint64(limit) {
+			return nil
+		}
+		d, ok = store.Deployment{Phase: phase, State: store.StateAdmitted}, true
+		if err := incr(counts, field); err != nil {
+			return err
+		}
+		return devices.Put([]byte(device), []byte(store.EncodeDeployment(d)))
+	})
+	if err != nil || !ok {
+		return store.Deployment{}, false, err
+	}
+	return d, true, nil
+}
+
+// Report moves a device's deployment to state, counting final states once.
+func (s *Store) Report(ctx context.Context, g store.GenerationRef, device, state string, retries int) (store.Deployment, bool, error) {
+	if err := store.ValidateReport(g, device, state, retries); err != nil {
+		return store.Deployment{}, false, err
+	}
+	var d store.Deployment
+	changed := false
+	err := s.update(ctx, "report "+g.String(), func(tx *bolt.Tx) error {
+		counts, devices, err := generation(tx, g, false)
+		if err != nil {
+			return err
+		}
+		var v []byte
+		if devices != nil {
+			v = devices.Get([]byte(device))
+		}
+		if v == nil {
+			return fmt.Errorf("%w: device %s not admitted to %s", store.ErrNotFound, device, g)
+		}
+		if d, err = store.ParseDeployment(string(v)); err != nil {
+			return err
+		}
+		next, counted := reportTransition(d, state, retries)
+		if next == d {
+			return nil
+		}
+		if counted != "" {
+			if err := incr(counts, counted+strconv.Itoa(d.Phase)); err != nil {
+				return err
+			}
+		}
+		d, changed = next, true
+		return devices.Put([]byte(device), []byte(store.EncodeDeployment(d)))
+	})
+	return d, changed, err
+}
+
+// reportTransition is Report's rule: the next deployment, and the counter
+// ("s" or "f") a final state increments.
+func reportTransition(d store.Deployment, state string, retries int) (store.Deployment, string) {
+	switch {
+	case d.State == store.StateSuccess || d.State == store.StateFailure:
+		return d, ""
+	case state == store.StateFailure && d.Attempts < retries:
+		d.State, d.Attempts = store.StateRetrying, d.Attempts+1
+		return d, ""
+	case state == store.StateSuccess:
+		d.State = state
+		return d, "s"
+	case state == store.StateFailure:
+		d.State = state
+		return d, "f"
+	}
+	d.State = state
+	return d, ""
+}
+
+// Deployment returns a device's deployment.
+func (s *Store) Deployment(ctx context.Context, g store.GenerationRef, device string) (store.Deployment, error) {
+	if err := store.ValidateGeneration(g, &device); err != nil {
+		return store.Deployment{}, err
+	}
+	var d store.Deployment
+	err := s.view(ctx, "deployment "+g.String(), func(tx *bolt.Tx) error {
+		_, devices, err := generation(tx, g, false)
+		if err != nil {
+			return err
+		}
+		var v []byte
+		if devices != nil {
+			v = devices.Get([]byte(device))
+		}
+		if v == nil {
+			return fmt.Errorf("%w: device %s not admitted to %s", store.ErrNotFound, device, g)
+		}
+		d, err = store.ParseDeployment(string(v))
+		return err
+	})
+	return d, err
+}
+
+// Progress returns a generation's counts per phase.
+func (s *Store) Progress(ctx context.Context, g store.GenerationRef) (store.Progress, error) {
+	if err := store.ValidateGeneration(g, nil); err != nil {
+		return store.Progress{}, err
+	}
+	var p store.Progress
+	err := s.view(ctx, "progress "+g.String(), func(tx *bolt.Tx) error {
+		counts, _, err := generation(tx, g, false)
+		if err != nil || counts == nil {
+			return err
+		}
+		p.Aborted = string(counts.Get(kAborted))
+		for phase := range store.MaxPhases {
+			i := strconv.Itoa(phase)
+			c := store.PhaseCounts{
+				Admitted:  int64(counter(counts, "a"+i)),
+				Succeeded: int64(counter(counts, "s"+i)),
+				Failed:    int64(counter(counts, "f"+i)),
+			}
+			if c != (store.PhaseCounts{}) {
+				for len(p.Phases) < phase {
+					p.Phases = append(p.Phases, store.PhaseCounts{})
+				}
+				p.Phases = append(p.Phases, c)
+			}
+		}
+		return nil
+	})
+	return p, err
+}
+
+// Abort marks a generation aborted.
+func (s *Store) Abort(ctx context.Context, g store.GenerationRef, reason string) (bool, error) {
+	if err := store.ValidateAbort(g, reason); err != nil {
+		return false, err
+	}
+	if reason == "" {
+		reason = "aborted"
+	}
+	first := false
+	err := s.update(ctx, "abort "+g.String(), func(tx *bolt.Tx) error {
+		counts, _, err := generation(tx, g, true)
+		if err != nil || counts.Get(kAborted) != nil {
+			return err
+		}
+		first = true
+		return counts.Put(kAborted, []byte(reason))
+	})
+	return first, err
+}

@@ -1,0 +1,202 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+)
+
+var genA = store.GenerationRef{Rollout: "canary", Generation: 1}
+
+func testAdmit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, d := range []string{"d1", "d2", "d3"} {
+		admit(t, s, genA, 0, 3, d, store.Deployment{Phase: 0, State: store.StateAdmitted}, true)
+	}
+	admit(t, s, genA, 0, 3, "d4", store.Deployment{}, false)                                    // phase full
+	admit(t, s, genA, 0, 3, "d1", store.Deployment{Phase: 0, State: store.StateAdmitted}, true) // again: not counted twice
+	admit(t, s, genA, 1, 2, "d5", store.Deployment{Phase: 1, State: store.StateAdmitted}, true)
+	admit(t, s, genA, 1, 2, "d2", store.Deployment{Phase: 0, State: store.StateAdmitted}, true) // keeps its phase
+	admit(t, s, genA, 2, 0, "d6", store.Deployment{}, false)                                    // limit 0 admits nobody
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: 3}, {Admitted: 1}}})
+
+	// Generations are counted apart.
+	gen2 := store.GenerationRef{Rollout: "canary", Generation: 2}
+	admit(t, s, gen2, 0, 3, "d4", store.Deployment{Phase: 0, State: store.StateAdmitted}, true)
+	progressIs(t, s, gen2, store.Progress{Phases: []store.PhaseCounts{{Admitted: 1}}})
+
+	unknown := store.GenerationRef{Rollout: "never", Generation: 1}
+	progressIs(t, s, unknown, store.Progress{})
+	if _, err := s.Deployment(ctx, unknown, "d1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Deployment in an unknown generation: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Deployment(ctx, genA, "d4"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Deployment of a device the phase refused: err = %v, want ErrNotFound", err)
+	}
+
+	for _, bad := range []struct {
+		g      store.GenerationRef
+		phase  int
+		limit  int64
+		device string
+	}{
+		{store.GenerationRef{Rollout: "", Generation: 1}, 0, 1, "d"},
+		{store.GenerationRef{Rollout: "r", Generation: 0}, 0, 1, "d"},
+		{store.GenerationRef{Rollout: "r{x}", Generation: 1}, 0, 1, "d"},
+		{genA, -1, 1, "d"},
+		{genA, store.MaxPhases, 1, "d"},
+		{genA, 0, -1, "d"},
+		{genA, 0, 1, ""},
+	} {
+		if _, _, err := s.Admit(ctx, bad.g, bad.phase, bad.limit, bad.device); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Admit(%v, phase %d, limit %d, %q): err = %v, want ErrInvalid", bad.g, bad.phase, bad.limit, bad.device, err)
+		}
+	}
+}
+
+func testAdmitRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const limit = 5
+	var admitted atomic.Int32
+	race(t, func(i int) error {
+		_, ok, err := s.Admit(ctx, genA, 0, limit, fmt.Sprint("device-", i))
+		if ok {
+			admitted.Add(1)
+		}
+		return err
+	})
+	if n := admitted.Load(); n != limit {
+		t.Errorf("%d of %d racing devices admitted into a phase of %d", n, racers, limit)
+	}
+	// One device polling through many replicas at once counts once.
+	race(t, func(i int) error {
+		_, ok, err := s.Admit(ctx, genA, 1, limit, "same-device")
+		if err == nil && !ok {
+			err = errors.New("same device refused")
+		}
+		return err
+	})
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: limit}, {Admitted: 1}}})
+}
+
+func testReport(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if _, _, err := s.Report(ctx, genA, "d1", "downloading", 0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Report for a device never admitted: err = %v, want ErrNotFound", err)
+	}
+	for _, d := range []string{"d1", "d2", "d3"} {
+		admit(t, s, genA, 0, 10, d, store.Deployment{Phase: 0, State: store.StateAdmitted}, true)
+	}
+	report(t, s, "d1", "downloading", 0, store.Deployment{State: "downloading"}, true)
+	report(t, s, "d1", "downloading", 0, store.Deployment{State: "downloading"}, false)
+	report(t, s, "d1", store.StateSuccess, 0, store.Deployment{State: store.StateSuccess}, true)
+	report(t, s, "d1", store.StateFailure, 0, store.Deployment{State: store.StateSuccess}, false) // final stays final
+	report(t, s, "d1", "installing", 0, store.Deployment{State: store.StateSuccess}, false)
+
+	// d2 may retry once: its first failure is not counted.
+	report(t, s, "d2", store.StateFailure, 1, store.Deployment{State: store.StateRetrying, Attempts: 1}, true)
+	report(t, s, "d2", "downloading", 1, store.Deployment{State: "downloading", Attempts: 1}, true)
+	report(t, s, "d2", store.StateFailure, 1, store.Deployment{State: store.StateFailure, Attempts: 1}, true)
+	report(t, s, "d3", store.StateFailure, 0, store.Deployment{State: store.StateFailure}, true)
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: 3, Succeeded: 1, Failed: 2}}})
+
+	got, err := s.Deployment(ctx, genA, "d2")
+	must(t, "Deployment", err)
+	diff(t, "Deployment(d2)", store.Deployment{State: store.StateFailure, Attempts: 1}, got)
+
+	for _, state := range []string{"", store.StateAdmitted, store.StateRetrying, "a|b"} {
+		if _, _, err := s.Report(ctx, genA, "d1", state, 0); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Report(state %q): err = %v, want ErrInvalid", state, err)
+		}
+	}
+	if _, _, err := s.Report(ctx, genA, "d1", "installing", -1); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Report(retries -1): err = %v, want ErrInvalid", err)
+	}
+}
+
+func testReportRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{State: store.StateAdmitted}, true)
+	admit(t, s, genA, 0, 10, "d2", store.Deployment{State: store.StateAdmitted}, true)
+	var changed atomic.Int32
+	race(t, func(i int) error {
+		state, device := store.StateSuccess, "d1"
+		if i%2 == 1 {
+			state, device = store.StateFailure, "d2"
+		}
+		_, ok, err := s.Report(ctx, genA, device, state, 0)
+		if ok {
+			changed.Add(1)
+		}
+		return err
+	})
+	if n := changed.Load(); n != 2 {
+		t.Errorf("%d racing reports changed a deployment; want 2 (one per device)", n)
+	}
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: 2, Succeeded: 1, Failed: 1}}})
+}
+
+func testAbort(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{State: store.StateAdmitted}, true)
+	var firsts atomic.Int32
+	race(t, func(i int) error {
+		first, err := s.Abort(ctx, genA, fmt.Sprintf("3 failures in phase 0 (replica %d)", i))
+		if first {
+			firsts.Add(1)
+		}
+		return err
+	})
+	if n := firsts.Load(); n != 1 {
+		t.Errorf("%d racers aborted first; want 1", n)
+	}
+	p, err := s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	if p.Aborted == "" {
+		t.Error("Progress after Abort: not aborted")
+	}
+	admit(t, s, genA, 0, 10, "d2", store.Deployment{}, false)                                    // nobody new
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{State: store.StateAdmitted}, true)           // d1 is still in
+	report(t, s, "d1", store.StateFailure, 0, store.Deployment{State: store.StateFailure}, true) // and still reports
+	if _, err := s.Abort(ctx, store.GenerationRef{Rollout: "canary"}, "x"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Abort(generation 0): err = %v, want ErrInvalid", err)
+	}
+	// Aborting a generation nobody was admitted to works too.
+	other := store.GenerationRef{Rollout: "other", Generation: 3}
+	first, err := s.Abort(ctx, other, "")
+	must(t, "Abort", err)
+	if !first {
+		t.Error("Abort(fresh generation) = false")
+	}
+	admit(t, s, other, 0, 10, "d1", store.Deployment{}, false)
+}
+
+func admit(t *testing.T, s store.Store, g store.GenerationRef, phase int, limit int64, device string, want store.Deployment, wantOK bool) {
+	t.Helper()
+	got, ok, err := s.Admit(t.Context(), g, phase, limit, device)
+	must(t, "Admit", err)
+	if ok != wantOK {
+		t.Fatalf("Admit(%s, phase %d, limit %d, %s) ok = %v, want %v", g, phase, limit, device, ok, wantOK)
+	}
+	diff(t, fmt.Sprintf("Admit(%s, phase %d, %s)", g, phase, device), want, got)
+}
+
+func report(t *testing.T, s store.Store, device, state string, retries int, want store.Deployment, wantChanged bool) {
+	t.Helper()
+	got, changed, err := s.Report(t.Context(), genA, device, state, retries)
+	must(t, "Report", err)
+	if changed != wantChanged {
+		t.Errorf("Report(%s, %s) changed = %v, want %v", device, state, changed, wantChanged)
+	}
+	diff(t, fmt.Sprintf("Report(%s, %s)", device, state), want, got)
+}
+
+func progressIs(t *testing.T, s store.Store, g store.GenerationRef, want store.Progress) {
+	t.Helper()
+	got, err := s.Progress(t.Context(), g)
+	must(t, "Progress", err)
+	diff(t, "Progress of "+g.String(), want, got)
+}
