@@ -130,20 +130,24 @@ func TestCompactOnRestart(t *testing.T) {
 		}
 		return len(hs)
 	}
-	var first, abandoned string
+	var prev, abandoned, neverServed string
 	for i := range maxPacks + 2 {
 		sha := repo.Commit(map[string]string{"f": fmt.Sprint(i)}, fmt.Sprint(i))
-		if first == "" {
-			first = sha
-		}
-		if i == 1 {
+		if i == maxPacks {
+			// This commit is served, then abandoned by a force-push; the
+			// commit after it never reaches the Source.
+			if _, err := src.Fetch(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 			abandoned = sha
-			repo.Reset(first) // abandon commit 1: repacking drops it
+			neverServed = repo.Commit(map[string]string{"f": "lost"}, "lost")
+			repo.Reset(prev)
 			sha = repo.Commit(map[string]string{"f": "again"}, "again")
 		}
 		if rev, err := src.Fetch(t.Context()); err != nil || rev.SHA != sha {
 			t.Fatalf("fetch %d: %v", i, err)
 		}
+		prev = sha
 	}
 	if n := packs(src); n <= maxPacks {
 		t.Fatalf("%d packs after %d fetches; want more than %d", n, maxPacks+2, maxPacks)
@@ -156,8 +160,24 @@ func TestCompactOnRestart(t *testing.T) {
 	if n := packs(src); n != 1 {
 		t.Fatalf("%d packs after a restart, want 1", n)
 	}
-	if _, err := src.repo.CommitObject(plumbing.NewHash(abandoned)); err == nil {
-		t.Errorf("abandoned commit %s survived the repack", abandoned)
+	refs, _ := src.repo.References()
+	served := 0
+	refs.ForEach(func(r *plumbing.Reference) error {
+		if strings.HasPrefix(r.Name().String(), servedPrefix.String()) {
+			served++
+		}
+		return nil
+	})
+	if served != keepServed {
+		t.Errorf("%d served refs kept, want %d", served, keepServed)
+	}
+	// The abandoned commit was served, so it is kept for Revision; the
+	// commit before it was never served, so it is gone.
+	if _, err := src.Revision(t.Context(), abandoned); err != nil {
+		t.Errorf("served commit %s lost in the repack: %v", abandoned, err)
+	}
+	if _, err := src.repo.CommitObject(plumbing.NewHash(neverServed)); err == nil {
+		t.Errorf("unreachable commit %s survived the repack", neverServed)
 	}
 	rev, err := src.Fetch(t.Context())
 	if err != nil || rev.SHA != repo.Head() {

@@ -9,19 +9,17 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/storage/filesystem"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -179,6 +177,11 @@ type Source struct {
 const (
 	remoteName  = "origin"
 	acceptedRef = plumbing.ReferenceName("refs/gitfleet/accepted")
+	// servedPrefix names a ref per served commit, so that a commit a
+	// controller still serves survives a repack after a force-push (see
+	// [Source.Revision]). New keeps the newest keepServed of them.
+	servedPrefix = plumbing.ReferenceName("refs/gitfleet/served/")
+	keepServed   = 16
 )
 
 // New checks opts and opens (or creates) the local clone. It does not
@@ -309,6 +312,41 @@ func (s *Source) openClone() error {
 	return s.compact()
 }
 
+// pruneServed keeps the refs of the keepServed most recent served commits
+// (by committer time) and deletes the others.
+func (s *Source) pruneServed() error {
+	refs, err := s.repo.References()
+	if err != nil {
+		return fmt.Errorf("gitsource: list refs: %w", err)
+	}
+	type served struct {
+		name plumbing.ReferenceName
+		when time.Time
+	}
+	var all []served
+	err = refs.ForEach(func(r *plumbing.Reference) error {
+		if !strings.HasPrefix(r.Name().String(), servedPrefix.String()) {
+			return nil
+		}
+		var when time.Time // an unreadable commit sorts last and goes
+		if c, err := s.repo.CommitObject(r.Hash()); err == nil {
+			when = c.Committer.When
+		}
+		all = append(all, served{r.Name(), when})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gitsource: list refs: %w", err)
+	}
+	slices.SortFunc(all, func(a, b served) int { return b.when.Compare(a.when) })
+	for _, r := range all[min(keepServed, len(all)):] {
+		if err := s.repo.Storer.RemoveReference(r.name); err != nil {
+			return fmt.Errorf("gitsource: prune %s: %w", r.name, err)
+		}
+	}
+	return nil
+}
+
 // maxPacks is how many pack files the clone may gather before New repacks
 // it. Every fetch that brings objects adds a pack, and every lookup consults
 // each pack's index.
@@ -328,6 +366,9 @@ func (s *Source) compact() error {
 	}
 	if len(packs) <= maxPacks {
 		return nil
+	}
+	if err := s.pruneServed(); err != nil {
+		return err
 	}
 	if err := s.repo.RepackObjects(&git.RepackConfig{}); err != nil {
 		return fmt.Errorf("gitsource: repack %d packs: %w", len(packs), err)
@@ -455,8 +496,10 @@ func (s *Source) fetch(ctx context.Context) (Revision, error) {
 	if err != nil {
 		return Revision{}, err
 	}
-	if err := s.repo.Storer.SetReference(plumbing.NewHashReference(acceptedRef, head.Hash)); err != nil {
-		return Revision{}, fmt.Errorf("gitsource: record accepted commit: %w", err)
+	for _, name := range []plumbing.ReferenceName{acceptedRef, servedPrefix + plumbing.ReferenceName(head.Hash.String())} {
+		if err := s.repo.Storer.SetReference(plumbing.NewHashReference(name, head.Hash)); err != nil {
+			return Revision{}, fmt.Errorf("gitsource: record accepted commit: %w", err)
+		}
 	}
 	if s.known != nil {
 		if err := addAncestors(s.repo, head.Hash, s.known); err != nil {
@@ -525,10 +568,9 @@ func (s *Source) loadKnown(head *object.Commit) (map[plumbing.Hash]struct{}, *Re
 // revision describes c, with a file system over its tree read through its
 // own repository handle, so that later fetches never race with readers.
 func (s *Source) revision(c *object.Commit, signer string) (Revision, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(s.dir), cache.NewObjectLRU(8*cache.MiByte), filesystem.Options{})
-	repo, err := git.Open(st, nil)
+	repo, err := s.openReader()
 	if err != nil {
-		return Revision{}, fmt.Errorf("gitsource: open clone: %w", err)
+		return Revision{}, err
 	}
 	fsys, _, err := CommitFS(repo, c.Hash.String())
 	if err != nil {
