@@ -179,7 +179,7 @@ const (
 	acceptedRef = plumbing.ReferenceName("refs/gitfleet/accepted")
 	// servedPrefix names a ref per served commit, so that a commit a
 	// controller still serves survives a repack after a force-push (see
-	// [Source.Revision]). New keeps the newest keepServed of them.
+	// [Source.Revision]). Only the newest keepServed are kept.
 	servedPrefix = plumbing.ReferenceName("refs/gitfleet/served/")
 	keepServed   = 16
 )
@@ -367,9 +367,6 @@ func (s *Source) compact() error {
 	if len(packs) <= maxPacks {
 		return nil
 	}
-	if err := s.pruneServed(); err != nil {
-		return err
-	}
 	if err := s.repo.RepackObjects(&git.RepackConfig{}); err != nil {
 		return fmt.Errorf("gitsource: repack %d packs: %w", len(packs), err)
 	}
@@ -500,6 +497,9 @@ func (s *Source) fetch(ctx context.Context) (Revision, error) {
 		if err := s.repo.Storer.SetReference(plumbing.NewHashReference(name, head.Hash)); err != nil {
 			return Revision{}, fmt.Errorf("gitsource: record accepted commit: %w", err)
 		}
+	}
+	if err := s.pruneServed(); err != nil {
+		return Revision{}, err
 	}
 	if s.known != nil {
 		if err := addAncestors(s.repo, head.Hash, s.known); err != nil {
