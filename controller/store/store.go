@@ -48,20 +48,22 @@
 //	gf:{fleet}:secret:NAME     string shared secret (created once, never expires)
 //	gf:{wh:HASH}               string webhook delivery seen (SET NX PX ttl)
 //
-// Reserved for devices and rollout progress (issue 5; field names are short
-// because a million device hashes must stay under 1 KiB each):
+// Devices and rollout progress (issue 5; field names are short because a
+// million device hashes must stay under 1 KiB each; keys marked "not yet
+// used" are reserved):
 //
 //	gf:{d:ID}                  hash   i identity JSON, k pubkey fingerprint,
 //	                                  s status (p pending, a accepted),
-//	                                  v inventory JSON, l last seen (unix s),
-//	                                  r current deployment (rollout:generation)
-//	gf:{d:ID}:al               hash   alert name → alert JSON
-//	gf:{k:FINGERPRINT}         string device ID holding that public key
-//	gf:{fleet}:pending         zset   pending device IDs by first seen (bounded)
+//	                                  v inventory JSON, f first seen and
+//	                                  l last seen (unix ms),
+//	                                  r current deployment (rollout:generation; not yet used)
+//	gf:{d:ID}:al               hash   alert name → alert JSON (not yet used)
+//	gf:{k:FINGERPRINT}         string device ID holding that key (not yet used)
+//	gf:{fleet}:pending         zset   pending device IDs by last seen (newest MaxPending)
 //	gf:{r:NAME:GEN}:n          hash   per phase i: a<i> admitted, s<i> succeeded,
 //	                                  f<i> failed; x aborted (reason)
 //	gf:{r:NAME:GEN}:dev        hash   device ID → "phase|state|attempts"
-//	gf:{r:NAME:GEN}:al         hash   alert name → devices alerting
+//	gf:{r:NAME:GEN}:al         hash   alert name → devices alerting (not yet used)
 //
 // Admission into a phase is one script over gf:{r:NAME:GEN}:n and :dev (same
 // tag): return the device's existing admission if it has one, otherwise
@@ -108,6 +110,7 @@ type Store interface {
 	EventLog
 	Coordination
 	Deployments
+	Devices
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -217,6 +220,75 @@ type Deployments interface {
 	// Abort marks g aborted with reason; first is true for the call that
 	// did it. An aborted generation admits nobody new.
 	Abort(ctx context.Context, g GenerationRef, reason string) (first bool, err error)
+}
+
+// Devices records the devices that talk to the controller. Whether a device
+// is accepted is Git's decision (Device manifests); the store remembers
+// what devices said and when, and lists pending ones for the operator.
+type Devices interface {
+	// SeeDevice records an authentication request: Identity, KeyFingerprint
+	// and Status replace what was stored, LastSeen is d.LastSeen (or now),
+	// FirstSeen is kept from the first call (created true). Inventory is
+	// left alone. Pending devices are listed by PendingDevices.
+	SeeDevice(ctx context.Context, d Device) (created bool, err error)
+	// Device returns a device, or ErrNotFound.
+	Device(ctx context.Context, id string) (Device, error)
+	// SetInventory replaces a known device's inventory (JSON), or
+	// ErrNotFound. Merging a PATCH is the caller's read-modify-write.
+	SetInventory(ctx context.Context, id string, inventory json.RawMessage) error
+	// PendingDevices returns up to limit (1…MaxPage) pending devices,
+	// newest first. Only the newest MaxPending are listed.
+	PendingDevices(ctx context.Context, limit int) ([]Device, error)
+}
+
+// Device is what the store knows about one device.
+type Device struct {
+	ID             string          `json:"id"`
+	Identity       json.RawMessage `json:"identity,omitempty"` // id_data as the device sent it
+	KeyFingerprint string          `json:"key,omitempty"`
+	Status         DeviceStatus    `json:"status"`
+	Inventory      json.RawMessage `json:"inventory,omitempty"`
+	FirstSeen      time.Time       `json:"first_seen"`
+	LastSeen       time.Time       `json:"last_seen"`
+}
+
+// DeviceStatus is a device's admission as last decided.
+type DeviceStatus string
+
+const (
+	DevicePending  DeviceStatus = "pending"
+	DeviceAccepted DeviceStatus = "accepted"
+)
+
+// MaxPending bounds the pending list (a flood of unknown devices must not
+// grow the store without limit); the oldest drop out first.
+const MaxPending = 10_000
+
+// MaxDeviceBytes bounds a device's identity plus inventory.
+const MaxDeviceBytes = 16 << 10
+
+// Validate checks what SeeDevice requires.
+func (d Device) Validate() error {
+	switch {
+	case d.ID == "" || len(d.ID) > 256 || strings.ContainsAny(d.ID, "{}"):
+		return fmt.Errorf("%w: device ID %q", ErrInvalid, d.ID)
+	case d.Status != DevicePending && d.Status != DeviceAccepted:
+		return fmt.Errorf("%w: device status %q", ErrInvalid, d.Status)
+	case len(d.Identity) > MaxDeviceBytes || len(d.Identity) > 0 && !json.Valid(d.Identity):
+		return fmt.Errorf("%w: device %s identity is not JSON of at most %d bytes", ErrInvalid, d.ID, MaxDeviceBytes)
+	}
+	return nil
+}
+
+// ValidateInventory checks SetInventory's arguments.
+func ValidateInventory(id string, inv json.RawMessage) error {
+	if id == "" || len(id) > 256 || strings.ContainsAny(id, "{}") {
+		return fmt.Errorf("%w: device ID %q", ErrInvalid, id)
+	}
+	if len(inv) > MaxDeviceBytes || len(inv) > 0 && !json.Valid(inv) {
+		return fmt.Errorf("%w: device %s inventory is not JSON of at most %d bytes", ErrInvalid, id, MaxDeviceBytes)
+	}
+	return nil
 }
 
 // GenerationRef names one generation of a rollout.

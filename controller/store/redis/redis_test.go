@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 	"github.com/gitfleet/gitfleet/controller/store/redistest"
 	"github.com/gitfleet/gitfleet/controller/store/storetest"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // prefixes gives every store in a test its own key prefix, so parallel
@@ -50,4 +52,41 @@ func TestRestart(t *testing.T) {
 			return s // the same client reconnects by itself
 		}
 	})
+}
+
+// TestDeviceMemory checks a device with a typical Mender inventory stays
+// under the 1 KiB per device that a million devices allow (issue 5).
+func TestDeviceMemory(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	s := newStore(t, redis.Options{Addrs: []string{addr}})
+	ctx := t.Context()
+	id := "0123456789abcdef01234567"
+	_, err := s.SeeDevice(ctx, store.Device{ID: id, Status: store.DeviceAccepted,
+		Identity:       json.RawMessage(`{"mac":"52:54:00:12:34:56","serial":"SN-000123456"}`),
+		KeyFingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := `[{"name":"device_type","value":"raspberrypi4"},{"name":"artifact_name","value":"release-2026.03.1"},` +
+		`{"name":"rootfs-image.version","value":"2026.03.1"},{"name":"kernel","value":"Linux version 6.1.0-rpi7-rpi-v8"},` +
+		`{"name":"mender_client_version","value":"3.4.0"},{"name":"os","value":"Debian GNU/Linux 12 (bookworm)"},` +
+		`{"name":"cpu_model","value":"Cortex-A72"},{"name":"mem_total_kB","value":"3884628"},` +
+		`{"name":"ipv4_eth0","value":"192.168.1.23/24"},{"name":"hostname","value":"pi-0123"}]`
+	if err := s.SetInventory(ctx, id, json.RawMessage(inv)); err != nil {
+		t.Fatal(err)
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "*{d:"+id+"}*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("device keys = %v, %v", keys, err)
+	}
+	n, err := c.MemoryUsage(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device hash with a %d-byte inventory: %d bytes", len(inv), n)
+	if n >= 1024 {
+		t.Errorf("device hash uses %d bytes, want < 1024", n)
+	}
 }
