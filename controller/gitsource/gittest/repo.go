@@ -130,10 +130,17 @@ func (r *Repo) Apply(c Change) string {
 			r.t.Fatalf("remove %s: %v", name, err)
 		}
 	}
-	for name := range c.Files {
-		// Only the named paths: a commit to a large repository stays cheap.
-		if err := wt.AddWithOptions(&git.AddOptions{Path: name, SkipStatus: true}); err != nil {
-			r.t.Fatalf("add %s: %v", name, err)
+	// go-git rewrites the index for every path added: add a few paths one by
+	// one (cheap in a large repository), many in one pass over the tree.
+	if len(c.Files) > 16 {
+		if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
+			r.t.Fatal(err)
+		}
+	} else {
+		for name := range c.Files {
+			if err := wt.AddWithOptions(&git.AddOptions{Path: name, SkipStatus: true}); err != nil {
+				r.t.Fatalf("add %s: %v", name, err)
+			}
 		}
 	}
 	r.n++
