@@ -27,8 +27,9 @@ type Auth struct {
 	// Password is the HTTPS basic-auth password.
 	Password string
 	// Token is an HTTPS access token. It is sent as the basic-auth password
-	// with Username (default "x-access-token"), which is how GitHub, GitLab,
-	// Gitea/Forgejo and Bitbucket accept tokens for Git over HTTPS.
+	// with Username (else the URL's user, else "x-access-token"), which is
+	// how GitHub, GitLab, Gitea/Forgejo and Bitbucket accept tokens for Git
+	// over HTTPS.
 	Token string
 	// SSHKey is a PEM-encoded private key (OpenSSH, PKCS#1 or PKCS#8) for
 	// ssh:// and scp-style URLs.
@@ -202,6 +203,9 @@ func transportAuth(r remote, opts *Options) (transport.AuthMethod, error) {
 				return nil, errors.New("gitsource: give Auth.Token or Auth.Password, not both")
 			}
 			pass = a.Token
+			if user == "" {
+				user = r.user // e.g. https://oauth2@gitlab.example.com/…
+			}
 			if user == "" {
 				user = "x-access-token"
 			}

@@ -28,9 +28,9 @@
 //     stalled: retrying the same commit cannot help, so Run waits for the
 //     next commit (poll or webhook) and the previous Revision stays live.
 //
-// Validation of the manifests themselves happens later, in the controller;
-// a commit refused there is refused in the same way, and for the same
-// reasons.
+// Validation of the manifests happens later, in the controller, which
+// treats a commit it refuses the same way: the previous revision stays live
+// until a new commit arrives.
 //
 // # Signed commits
 //
@@ -60,7 +60,8 @@
 //     restart with the same Dir continues where it stopped.
 //
 // Expiry and revocation of the trusted keys are judged at fetch time, with
-// the Source's clock. SSH and X.509 commit signatures are refused with a
+// the Source's clock. Removing a key from TrustedKeys does not un-accept
+// commits accepted before; it refuses new commits signed by it. SSH and X.509 commit signatures are refused with a
 // message saying so.
 //
 // # Secrets

@@ -11,6 +11,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	gitobject "github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
 func TestParseRemote(t *testing.T) {
@@ -185,5 +186,25 @@ func TestCompactOnRestart(t *testing.T) {
 	}
 	if _, err := fs.ReadFile(rev.FS, "f"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTokenUser(t *testing.T) {
+	for _, tc := range []struct{ url, user, want string }{
+		{"https://git.example.com/fleet.git", "", "x-access-token"},
+		{"https://oauth2@git.example.com/fleet.git", "", "oauth2"},
+		{"https://oauth2@git.example.com/fleet.git", "x-token-auth", "x-token-auth"},
+	} {
+		r, err := parseRemote(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := transportAuth(r, &Options{Auth: Auth{Username: tc.user, Token: "tok-123456"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, ok := a.(*githttp.BasicAuth); !ok || b.Username != tc.want || b.Password != "tok-123456" {
+			t.Errorf("%s with user %q: %#v, want user %q and the token as password", tc.url, tc.user, a, tc.want)
+		}
 	}
 }
