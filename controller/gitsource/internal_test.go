@@ -3,6 +3,7 @@ package gitsource
 import (
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,7 @@ func TestVerifyReasons(t *testing.T) {
 func TestCompactOnRestart(t *testing.T) {
 	repo := gittest.NewRepo(t)
 	dir := t.TempDir()
-	opts := Options{URL: repo.URL(), Dir: dir, TrustedKeys: ""}
+	opts := Options{URL: repo.URL(), Dir: dir, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	src, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
