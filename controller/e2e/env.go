@@ -75,7 +75,7 @@ func Binary(t testing.TB) string {
 
 // Env is one fleet repository, its HTTPS server and one Redis.
 type Env struct {
-	t             *testing.T
+	t             testing.TB
 	Repo          *gittest.Repo
 	Git           *gittest.HTTPSServer
 	RedisAddr     string
@@ -89,13 +89,19 @@ type Env struct {
 // New makes a fleet repository seeded from dir (relative to the module
 // root, e.g. "examples/quickstart"), serves it over HTTPS with basic auth,
 // and starts a Redis.
-func New(t *testing.T, seed string) *Env {
+func New(t testing.TB, seed string) *Env {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return newEnv(t, filepath.Join(filepath.Dir(file), "..", "..", seed))
+}
+
+// newEnv seeds the repository from the directory dir.
+func newEnv(t testing.TB, dir string) *Env {
 	t.Helper()
 	gittest.RequireGit(t)
 	e := &Env{t: t, WebhookSecret: "hook-secret-" + strconv.Itoa(os.Getpid()), Token: "mgmt-token"}
 	e.Repo = gittest.NewRepo(t)
-	_, file, _, _ := runtime.Caller(0)
-	e.Repo.CopyDir(filepath.Join(filepath.Dir(file), "..", "..", seed), "seed fleet from "+seed)
+	e.Repo.CopyDir(dir, "seed fleet from "+filepath.Base(dir))
 	e.Git = gittest.StartHTTPS(t, e.Repo.Dir, gittest.HTTPSOptions{Username: "fleet-bot", Password: "repo-token"})
 	e.caFile = filepath.Join(t.TempDir(), "git-ca.pem")
 	if err := os.WriteFile(e.caFile, e.Git.CAPEM, 0o644); err != nil {
