@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/gitfleet/gitfleet/controller"
 	"net/http"
 	"strings"
 	"testing"
@@ -69,6 +70,21 @@ func TestController(t *testing.T) {
 	if _, body := a.Get("/metrics"); !strings.Contains(body, `gitfleet_webhook_requests_total{outcome="unauthorized",provider="github"} 1`) {
 		t.Errorf("the forged webhook is not counted in /metrics")
 	}
+
+	// The Git host goes down: the controller keeps serving the last good
+	// commit, reports the failures, and catches up once the host is back.
+	env.Git.SetDown(true)
+	env.Push(a, pending, false)
+	st = a.Await("reporting the unreachable repository", func(st controller.Status) bool {
+		return st.Git.Failures > 0 && st.Git.LastError != ""
+	})
+	if st.Serving.SHA != fixed {
+		t.Fatalf("serving %s while the Git host is down, want %s", st.Serving.SHA, fixed)
+	}
+	if code, _ := a.Get("/readyz"); code != 200 {
+		t.Errorf("/readyz while Git is down but a commit is served: %d", code)
+	}
+	env.Git.SetDown(false)
 
 	// Redis restarts mid-run: nothing is lost, and the next push works.
 	eventsBefore, err := a.Events()
