@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -21,6 +22,7 @@ type index struct {
 // crossCheck runs the checks that need the whole fleet.
 func (l *loader) crossCheck() {
 	f := l.fleet
+	l.names = make(map[Kind][]string)
 	ix := &index{
 		artifacts: indexNames(l, f.Artifacts),
 		rollouts:  indexNames(l, f.Rollouts),
@@ -86,8 +88,28 @@ func ref[T any](l *loader, m *Meta, path string, kind Kind, name string, names m
 	if _, ok := names[name]; ok || name == "" {
 		return
 	}
-	l.errs.at(m, path, "unknown %s %q%s", kind, name, didYouMean(name, slices.Sorted(maps.Keys(names))))
+	if l.errs.full() {
+		l.errs.dropped++
+		return
+	}
+	sorted, ok := l.names[kind]
+	if !ok {
+		sorted = slices.Sorted(maps.Keys(names))
+		l.names[kind] = sorted
+	}
+	sug := ""
+	if l.suggested+len(sorted) <= suggestBudget {
+		l.suggested += len(sorted)
+		sug = didYouMean(name, sorted)
+	}
+	l.errs.at(m, path, "unknown %s %q%s", kind, name, sug)
 }
+
+// suggestBudget bounds the names compared to unknown references for a
+// "did you mean" in one Load: a broken fleet of many thousands of
+// manifests may hold a thousand unknown references, each of which would
+// otherwise be compared with every name of its kind.
+const suggestBudget = 1_000_000
 
 func refs[T any](l *loader, m *Meta, path string, kind Kind, list []string, names map[string]*T) {
 	for i, name := range list {
@@ -113,28 +135,26 @@ func (l *loader) checkRolloutOverlaps(ix *index) {
 	}
 	for _, prio := range slices.Sorted(maps.Keys(byPriority)) {
 		group := byPriority[prio]
-		reaches := make([]reach, len(group))
+		if len(group) < 2 {
+			continue
+		}
+		reaches := make([]*reach, len(group))
 		for k, i := range group {
-			reaches[k] = l.reachOf(&rs[i].Spec.Target, ix)
+			r := l.reachOf(&rs[i].Spec.Target, ix)
 			if a := ix.artifacts[rs[i].Spec.Artifact]; a != nil {
-				reaches[k].deviceTypes = a.Spec.DeviceTypes
+				r.deviceTypes = a.Spec.DeviceTypes
 			}
+			reaches[k] = &r
 		}
-		for b := range group {
-			for a := range b {
-				why, ok := mayOverlap(&reaches[a], &reaches[b], ix)
-				if !ok {
-					continue
-				}
-				first, r := &rs[group[a]], &rs[group[b]]
-				at := "spec.priority"
-				if r.Pos(at) == r.Source {
-					at = "spec.target"
-				}
-				l.errs.at(&r.Meta, at, "rollouts %q and %q (%s) may target the same devices (%s) and both have priority %d; give one a higher spec.priority",
-					r.Name, first.Name, first.Source, why, prio)
+		overlaps(reaches, ix, func(a, b int, why string) {
+			first, r := &rs[group[a]], &rs[group[b]]
+			at := "spec.priority"
+			if r.Pos(at) == r.Source {
+				at = "spec.target"
 			}
-		}
+			l.errs.at(&r.Meta, at, "rollouts %q and %q (%s) may target the same devices (%s) and both have priority %d; give one a higher spec.priority",
+				r.Name, first.Name, first.Source, why, prio)
+		})
 	}
 }
 
@@ -146,17 +166,18 @@ func (l *loader) checkConfigConflicts(ix *index) {
 		config int
 		value  string
 	}
-	byKey := make(map[Specificity]map[string][]setting)
+	type bucket struct {
+		spec Specificity
+		key  string
+	}
+	byKey := make(map[bucket][]setting)
 	for i := range cs {
 		if ix.configs[cs[i].Name] != &cs[i] {
 			continue
 		}
 		spec := cs[i].Specificity()
-		if byKey[spec] == nil {
-			byKey[spec] = make(map[string][]setting)
-		}
 		for k, v := range cs[i].Spec.Values {
-			byKey[spec][k] = append(byKey[spec][k], setting{i, v})
+			byKey[bucket{spec, k}] = append(byKey[bucket{spec, k}], setting{i, v})
 		}
 	}
 	reaches := make(map[int]*reach)
@@ -168,23 +189,26 @@ func (l *loader) checkConfigConflicts(ix *index) {
 		reaches[i] = &r
 		return &r
 	}
-	for _, keys := range byKey {
-		for key, settings := range keys {
-			for b := range settings {
-				for a := range b {
-					sa, sb := settings[a], settings[b]
-					if sa.value == sb.value {
-						continue
-					}
-					why, ok := mayOverlap(reachOf(sa.config), reachOf(sb.config), ix)
-					if !ok {
-						continue
-					}
-					first, c := &cs[sa.config], &cs[sb.config]
-					l.errs.at(&c.Meta, formatPath([]string{"spec", "values", key}), "%q is %q here but %q in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
-						key, sb.value, sa.value, first.Name, first.Source, why)
-				}
-			}
+	buckets := slices.SortedFunc(maps.Keys(byKey), func(a, b bucket) int {
+		return cmp.Or(cmp.Compare(a.spec, b.spec), cmp.Compare(a.key, b.key))
+	})
+	for _, bk := range buckets {
+		settings := byKey[bk]
+		if !slices.ContainsFunc(settings, func(s setting) bool { return s.value != settings[0].value }) {
+			continue // one value: no conflict
 		}
+		rs := make([]*reach, len(settings))
+		for k, s := range settings {
+			rs[k] = reachOf(s.config)
+		}
+		overlaps(rs, ix, func(a, b int, why string) {
+			sa, sb := settings[a], settings[b]
+			if sa.value == sb.value {
+				return
+			}
+			first, c := &cs[sa.config], &cs[sb.config]
+			l.errs.at(&c.Meta, formatPath([]string{"spec", "values", bk.key}), "%q is %q here but %q in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
+				bk.key, sb.value, sa.value, first.Name, first.Source, why)
+		})
 	}
 }

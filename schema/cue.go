@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/build"
@@ -48,6 +49,47 @@ func compileSchema(ctx *cue.Context) (cue.Value, error) {
 	return v, nil
 }
 
-// newContext returns a fresh CUE context; one per Load, since a
-// cue.Context is not safe for concurrent use.
-func newContext() *cue.Context { return cuecontext.New() }
+// A cueEnv is a CUE context with the schema compiled in it, and what the
+// loader caches about the schema. A cue.Context is not safe for
+// concurrent use, so each goroutine that validates files takes one from
+// a pool and puts it back when done.
+type cueEnv struct {
+	ctx     *cue.Context
+	schema  cue.Value
+	defs    map[Kind]cue.Value       // definitions by kind
+	fields  map[string]cue.Value     // schema values by path, see checkUnknown
+	structs map[string]*structSchema // struct schemas by path
+	docs    int                      // documents evaluated in ctx
+}
+
+// envs holds the contexts not in use. Compiling the schema takes a few
+// milliseconds, as long as loading a small fleet.
+var envs sync.Pool
+
+// maxEnvDocs bounds the documents one context evaluates before it is
+// dropped: a context keeps every field name it has seen.
+const maxEnvDocs = 100_000
+
+func getEnv() (*cueEnv, error) {
+	if e, ok := envs.Get().(*cueEnv); ok {
+		return e, nil
+	}
+	ctx := cuecontext.New()
+	s, err := compileSchema(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &cueEnv{
+		ctx:     ctx,
+		schema:  s,
+		defs:    make(map[Kind]cue.Value),
+		fields:  make(map[string]cue.Value),
+		structs: make(map[string]*structSchema),
+	}, nil
+}
+
+func putEnv(e *cueEnv) {
+	if e.docs < maxEnvDocs {
+		envs.Put(e)
+	}
+}

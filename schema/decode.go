@@ -1,20 +1,71 @@
 package schema
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 )
 
-// decode turns a document that passed the schema into its Go value, checks
-// the rules the schema leaves to Go, and adds it to the fleet.
-func (l *loader) decode(kind Kind, src Source, node ast.Node, u cue.Value) {
+// A fields decodes the top-level fields of a document (metadata, spec)
+// into Go values.
+type fields interface {
+	decode(name string, x any) error
+}
+
+// cueFields decodes the fields of a value that passed the schema.
+type cueFields struct{ u cue.Value }
+
+func (f cueFields) decode(name string, x any) error {
+	p := pathSpec
+	if name == "metadata" {
+		p = pathMetadata
+	}
+	return f.u.LookupPath(p).Decode(x)
+}
+
+// jsonFields holds the JSON of the fields of a YAML document, which
+// encoding/json decodes several times faster than CUE. A field that is
+// absent decodes as its zero value.
+type jsonFields map[string][]byte
+
+func (f jsonFields) decode(name string, x any) error {
+	js, ok := f[name]
+	if !ok {
+		return nil
+	}
+	return json.Unmarshal(js, x)
+}
+
+// jsonOf returns the JSON of the metadata and spec of the YAML document
+// node without the fields at the paths in skip, or false when the
+// document holds something JSON cannot say (see appendJSON).
+func jsonOf(node ast.Node, skip map[string]bool) (jsonFields, bool) {
+	f := make(jsonFields, 2)
+	for _, name := range []string{"metadata", "spec"} {
+		n := child(node, name)
+		if n == nil || skip[name] {
+			continue
+		}
+		js, ok := appendJSON(nil, n, name, skip)
+		if !ok {
+			return nil, false
+		}
+		f[name] = js
+	}
+	return f, true
+}
+
+// decode turns a document into its Go value, checks the rules the schema
+// leaves to Go, and, if add is set and the rules pass, adds it to the
+// fleet.
+func (l *loader) decode(kind Kind, src Source, node ast.Node, doc fields, add bool) {
 	var md struct {
 		Name   string `json:"name"`
 		Labels Values `json:"labels"`
 	}
-	if err := u.LookupPath(cue.ParsePath("metadata")).Decode(&md); err != nil {
+	if err := doc.decode("metadata", &md); err != nil {
 		l.errs.add(src, "metadata", "%v", err)
 		return
 	}
@@ -26,8 +77,11 @@ func (l *loader) decode(kind Kind, src Source, node ast.Node, u cue.Value) {
 		Source:     src,
 		doc:        node,
 	}
-	spec := u.LookupPath(cue.ParsePath("spec"))
 	f := l.fleet
+	if !add {
+		f = &Fleet{}
+	}
+	spec := doc
 	switch kind {
 	case KindArtifact:
 		x := Artifact{Meta: m}
@@ -72,8 +126,8 @@ func (l *loader) decode(kind Kind, src Source, node ast.Node, u cue.Value) {
 	}
 }
 
-func (l *loader) decodeSpec(m *Meta, spec cue.Value, x any) bool {
-	if err := spec.Decode(x); err != nil {
+func (l *loader) decodeSpec(m *Meta, doc fields, x any) bool {
+	if err := doc.decode("spec", x); err != nil {
 		l.errs.at(m, "spec", "%v", err)
 		return false
 	}

@@ -73,8 +73,39 @@
 // read), larger than [MaxFileSize], not UTF-8 text, or holding more than
 // [MaxDocuments] documents.
 //
-// A .cue file is evaluated on its own (no imports) and must evaluate to one
-// manifest or to a list of manifests.
+// A .cue file holds one manifest or a list of manifests, written as data:
+// structs of regular fields, lists, and string, number, boolean and null
+// literals, the same as YAML can say. No imports, references, let clauses,
+// comprehensions, disjunctions, operators, interpolations, definitions,
+// pattern constraints or optional fields.
+//
+// # Limits
+//
+// A fleet repository is untrusted input to the controller, so every file
+// loads in time and memory proportional to its size, and a file that could
+// not is an error naming it:
+//
+//   - file sizes: [MaxFileSize] per file, [MaxTotalSize] for the tree, at
+//     most [MaxFiles] files and [MaxDocuments] documents per file;
+//   - YAML aliases (*name) and merge keys (<<: *name) copy the value they
+//     name; in one file they may add at most [MaxAliasNodes] nodes, so a
+//     "billion laughs" file is refused on sight;
+//   - nesting: at most 10,000 levels of YAML collections or CUE
+//     expressions (the limits of the YAML and CUE parsers);
+//   - .cue files are data only (see above): CUE's references,
+//     comprehensions and disjunctions can make evaluation exponential in
+//     the size of the file, and CUE cannot stop an evaluation midway;
+//   - errors: at most [MaxErrors] are returned, and "did you mean"
+//     suggestions for unknown references stop after comparing a million
+//     names.
+//
+// # Errors in one pass
+//
+// Load reports the schema's errors and, for the fields of an invalid
+// document that the schema did not object to, the rules checked in Go
+// (phase sizes, probes, keys, ...), so that fixing the reported errors does
+// not reveal more on the next run. A document with errors is left out of
+// the Fleet, and so out of the cross-checks below.
 //
 // # Cross-checks
 //
@@ -91,6 +122,19 @@
 // alone, for example two groups with disjoint static members, two selectors
 // that require different values of the same attribute, or two artifacts
 // without a device type in common. Anything else is treated as overlapping.
+//
+// # Performance
+//
+// Load reads the tree from one goroutine and validates its files on
+// GOMAXPROCS goroutines, each with its own CUE context; contexts, with the
+// schema compiled in them, are kept in a pool between calls. All the
+// documents of a YAML file are validated against their definitions in one
+// CUE evaluation, and decoded into Go values straight from their syntax;
+// only files with errors are evaluated again document by document, to
+// report them well. The cross-checks index targets by device and selector
+// attribute, so that only targets that may overlap are compared. A
+// generated fleet of 10,000 manifests loads in about 1.5 s on two cores
+// (BenchmarkLoad10k).
 //
 // # Durations
 //

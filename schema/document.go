@@ -10,12 +10,18 @@ import (
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
 	"cuelang.org/go/encoding/yaml"
 )
 
 // loadYAML loads the documents of a YAML file, unless none of them looks
 // like a manifest.
 func (l *loader) loadYAML(file string, data []byte) {
+	data = crToLF(data)
+	if err := checkAliases(file, data); err != nil {
+		l.errs.add(plainErrorPos(file, err))
+		return
+	}
 	dec := yaml.NewDecoder(file, bytes.NewReader(data))
 	var docs []ast.Expr
 	for {
@@ -38,12 +44,77 @@ func (l *loader) loadYAML(file string, data []byte) {
 	if !slices.ContainsFunc(docs, looksLikeManifest) {
 		return
 	}
-	for _, expr := range docs {
-		if isEmptyDoc(expr) {
-			continue
-		}
-		l.loadDoc(file, expr, l.ctx.BuildExpr(expr))
+	docs = slices.DeleteFunc(docs, isEmptyDoc)
+	if l.loadValid(file, docs) {
+		return
 	}
+	for _, expr := range docs {
+		l.loadDoc(&doc{file: file, node: expr, yaml: expr})
+	}
+}
+
+// crToLF returns data with every carriage return that does not start a
+// CRLF replaced by a line feed. YAML counts a lone CR as a line break, the
+// CUE decoder's position table does not (and panics on the mismatch);
+// replacing byte for byte keeps every offset, line and column.
+func crToLF(data []byte) []byte {
+	if bytes.IndexByte(data, '\r') < 0 {
+		return data
+	}
+	out := slices.Clone(data)
+	for i, c := range out {
+		if c == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
+			out[i] = '\n'
+		}
+	}
+	return out
+}
+
+// loadValid loads the documents of a YAML file in one evaluation, if they
+// are all valid, and reports whether they were. Evaluating a file's
+// documents together takes less time and memory than one by one; when
+// some document has an error, loadYAML evaluates them one by one to
+// report it well.
+func (l *loader) loadValid(file string, docs []ast.Expr) bool {
+	kinds := make([]Kind, len(docs))
+	list := &ast.ListLit{Elts: make([]ast.Expr, len(docs))}
+	for i, expr := range docs {
+		kind, ok := literalString(expr, "kind")
+		if !ok || !isKind(kind) {
+			return false
+		}
+		if v, ok := literalString(expr, "apiVersion"); !ok || v != APIVersion {
+			return false
+		}
+		kinds[i] = Kind(kind)
+		list.Elts[i] = &ast.BinaryExpr{X: ast.NewIdent("#" + kind), Op: token.AND, Y: expr}
+	}
+	// The definitions are reached through a scope, which leaves them
+	// open: checkUnknown finds unknown fields.
+	saved := l.errs
+	l.errs = errorList{}
+	for i, expr := range docs {
+		l.checkUnknown(expr, l.def(kinds[i]), nil, string(kinds[i]))
+	}
+	unknown := l.errs.count()
+	l.errs = saved
+	if unknown > 0 {
+		return false
+	}
+	u := l.ctx.BuildExpr(list, cue.Scope(l.schema))
+	l.docs += len(docs)
+	if u.Validate(cue.Concrete(true), cue.All()) != nil {
+		return false
+	}
+	for i, expr := range docs {
+		src := docSource(file, expr)
+		if js, ok := jsonOf(expr, nil); ok {
+			l.decode(kinds[i], src, expr, js, true)
+		} else {
+			l.decode(kinds[i], src, expr, cueFields{u.LookupPath(cue.MakePath(cue.Index(i)))}, true)
+		}
+	}
+	return true
 }
 
 // loadCUE loads a .cue file, which evaluates to one manifest or a list of
@@ -58,6 +129,14 @@ func (l *loader) loadCUE(file string, data []byte) {
 		l.errs.add(sourceOf(imp.Pos()), "", "imports are not supported in manifest files")
 		return
 	}
+	if pos, what, ok := checkData(f); !ok {
+		src := sourceOf(pos)
+		if src.File == "" {
+			src.File = file
+		}
+		l.errs.add(src, "", "%s: not supported in manifest files, which hold data only (structs, lists and literals)", what)
+		return
+	}
 	v := l.ctx.BuildFile(f)
 	if err := v.Err(); err != nil {
 		l.cueErrors(Source{File: file}, f, v, err)
@@ -65,7 +144,7 @@ func (l *loader) loadCUE(file string, data []byte) {
 	}
 	switch v.IncompleteKind() {
 	case cue.StructKind:
-		l.loadDoc(file, f, v)
+		l.loadDoc(&doc{file: file, node: f, v: v})
 	case cue.ListKind:
 		it, err := v.List()
 		if err != nil {
@@ -81,7 +160,7 @@ func (l *loader) loadCUE(file string, data []byte) {
 			if node == nil {
 				node = f
 			}
-			l.loadDoc(file, node, it.Value())
+			l.loadDoc(&doc{file: file, node: node, v: it.Value()})
 		}
 	default:
 		l.errs.add(Source{File: file, Line: 1, Col: 1}, "", "a .cue manifest file must evaluate to a manifest or a list of manifests")

@@ -80,6 +80,21 @@ func (l *errorList) add(src Source, path, format string, args ...any) {
 	})
 }
 
+// merge adds the errors of m to l.
+func (l *errorList) merge(m *errorList) {
+	for _, e := range m.errs {
+		if len(l.errs) >= MaxErrors {
+			l.dropped++
+			continue
+		}
+		l.errs = append(l.errs, e)
+	}
+	l.dropped += m.dropped
+}
+
+// full reports whether l holds as many errors as it shows.
+func (l *errorList) full() bool { return len(l.errs) >= MaxErrors }
+
 // count returns how many errors were reported, shown or not.
 func (l *errorList) count() int { return len(l.errs) + l.dropped }
 

@@ -44,6 +44,18 @@ func each[T any, P interface {
 	return true
 }
 
+// append adds the manifests of g to f.
+func (f *Fleet) append(g *Fleet) {
+	f.Artifacts = append(f.Artifacts, g.Artifacts...)
+	f.Rollouts = append(f.Rollouts, g.Rollouts...)
+	f.Groups = append(f.Groups, g.Groups...)
+	f.Devices = append(f.Devices, g.Devices...)
+	f.Checks = append(f.Checks, g.Checks...)
+	f.Configs = append(f.Configs, g.Configs...)
+	f.Keys = append(f.Keys, g.Keys...)
+	f.Notifications = append(f.Notifications, g.Notifications...)
+}
+
 // Len returns the number of manifests in f.
 func (f *Fleet) Len() int {
 	return len(f.Artifacts) + len(f.Rollouts) + len(f.Groups) + len(f.Devices) +

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -27,6 +28,11 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	}
+	for _, tc := range hostileInputs() {
+		if len(tc.data) < 4096 {
+			f.Add(filepath.Ext(tc.name) == ".cue", []byte(tc.data))
+		}
+	}
 	f.Fuzz(func(t *testing.T, isCUE bool, data []byte) {
 		name := "m.yaml"
 		if isCUE {
@@ -46,6 +52,9 @@ func FuzzLoad(f *testing.F) {
 			}
 			if e.Msg == "" {
 				t.Errorf("empty message: %#v", e)
+			}
+			if strings.HasPrefix(e.Msg, errInternal) {
+				t.Errorf("panic: %v", e)
 			}
 		}
 	})

@@ -7,10 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
-
-	"cuelang.org/go/cue"
 )
 
 // Limits on what Load reads. A file over a limit is reported, not read.
@@ -26,12 +27,16 @@ const (
 // Otherwise err is an [Errors] holding every problem found, and the
 // returned Fleet holds the manifests that were valid on their own, so that
 // callers can still report on them. The returned Fleet is never nil.
+//
+// Load reads the tree from one goroutine, then validates its files on as
+// many goroutines as GOMAXPROCS allows, each with its own CUE context. It
+// reads fsys from one goroutine at a time.
 func Load(fsys fs.FS) (*Fleet, error) {
-	l, err := newLoader(fsys)
-	if err != nil {
+	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}}
+	files := l.walk()
+	if err := l.loadFiles(files); err != nil {
 		return &Fleet{}, err
 	}
-	l.walk()
 	l.crossCheck()
 	if errs := l.errs.result(); errs != nil {
 		return l.fleet, errs
@@ -39,34 +44,65 @@ func Load(fsys fs.FS) (*Fleet, error) {
 	return l.fleet, nil
 }
 
-// A loader holds the state of one Load.
+// A loader holds the state of one Load: the errors and the fleet. The
+// loader of each goroutine that validates files also holds a CUE context
+// with the schema compiled in it, which is not safe for concurrent use.
 type loader struct {
-	fsys      fs.FS
-	ctx       *cue.Context
-	schema    cue.Value
-	fields    map[string]cue.Value // schema values by path, see checkUnknown
-	required_ map[string][]string  // required fields by schema path
-	errs      errorList
-	fleet     *Fleet
+	fsys  fs.FS
+	fsMu  *sync.Mutex // held while a worker reads fsys
+	errs  errorList
+	fleet *Fleet
 
 	files int   // manifest files read
 	total int64 // bytes read
+
+	names     map[Kind][]string // sorted names by kind, for suggestions
+	suggested int               // names compared for suggestions
+
+	*cueEnv // set in the loaders of the goroutines that validate files
 }
 
-func newLoader(fsys fs.FS) (*loader, error) {
-	ctx := newContext()
-	s, err := compileSchema(ctx)
-	if err != nil {
-		return nil, err
+// A file is a manifest file read by walk.
+type file struct {
+	path string
+	data []byte
+}
+
+// loadFiles validates files in parallel and adds their manifests and
+// errors to l, in the order of files.
+func (l *loader) loadFiles(files []file) error {
+	type result struct {
+		fleet *Fleet
+		errs  errorList
 	}
-	return &loader{
-		fsys:      fsys,
-		ctx:       ctx,
-		schema:    s,
-		fields:    make(map[string]cue.Value),
-		required_: make(map[string][]string),
-		fleet:     &Fleet{},
-	}, nil
+	results := make([]result, len(files))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(files)) {
+		env, err := getEnv()
+		if err != nil {
+			return err
+		}
+		w := &loader{fsys: l.fsys, fsMu: l.fsMu, cueEnv: env}
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) {
+					putEnv(w.cueEnv)
+					return
+				}
+				w.fleet, w.errs = &Fleet{}, errorList{}
+				w.loadFile(&files[i])
+				results[i] = result{w.fleet, w.errs}
+			}
+		})
+	}
+	wg.Wait()
+	for _, r := range results {
+		l.fleet.append(r.fleet)
+		l.errs.merge(&r.errs)
+	}
+	return nil
 }
 
 // isManifestFile reports whether name has a manifest file extension.
@@ -78,8 +114,33 @@ func isManifestFile(name string) bool {
 	return false
 }
 
-// walk loads every manifest file of the tree in lexical order.
-func (l *loader) walk() {
+// loadFile validates one file. A panic in the YAML or CUE libraries on a
+// hostile file is reported as an error in that file, not allowed to stop
+// the controller; the CUE context it happened in is dropped.
+func (l *loader) loadFile(f *file) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.fleet = &Fleet{}
+			l.errs.add(Source{File: f.path}, "", "%s: %v", errInternal, r)
+			if env, err := getEnv(); err == nil {
+				l.cueEnv = env
+			}
+		}
+	}()
+	if path.Ext(f.path) == ".cue" {
+		l.loadCUE(f.path, f.data)
+	} else {
+		l.loadYAML(f.path, f.data)
+	}
+	f.data = nil
+}
+
+// errInternal starts the message of a panic recovered while loading.
+const errInternal = "internal error (please report it)"
+
+// walk reads every manifest file of the tree in lexical order.
+func (l *loader) walk() []file {
+	var files []file
 	err := fs.WalkDir(l.fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			l.errs.add(Source{File: p}, "", "%v", unwrapPath(err))
@@ -127,16 +188,13 @@ func (l *loader) walk() {
 			}
 			return nil
 		}
-		if path.Ext(name) == ".cue" {
-			l.loadCUE(p, data)
-		} else {
-			l.loadYAML(p, data)
-		}
+		files = append(files, file{p, data})
 		return nil
 	})
 	if err != nil {
 		l.errs.add(Source{}, "", "walk: %v", err)
 	}
+	return files
 }
 
 var errBinary = errors.New("not a text file (binary or not UTF-8)")

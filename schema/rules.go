@@ -266,7 +266,9 @@ func (l *loader) checkKey(k *SigningKey) bool {
 		return false
 	case s.PublicKeyFile != "":
 		at = "spec.publicKeyFile"
+		l.fsMu.Lock()
 		b, err := readRepoFile(l.fsys, s.PublicKeyFile, maxKeyFile)
+		l.fsMu.Unlock()
 		if err != nil {
 			l.errs.at(&k.Meta, at, "%v", err)
 			return false

@@ -10,50 +10,177 @@ import (
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/literal"
+	"cuelang.org/go/cue/token"
+)
+
+// A doc is one document of a manifest file.
+type doc struct {
+	file string
+	node ast.Node  // its syntax
+	yaml ast.Expr  // its syntax, for a document of a YAML file; nil for CUE
+	v    cue.Value // its value; for YAML, built only when needed (see value)
+}
+
+// value returns the user's value of d, building it from the syntax of a
+// YAML document the first time. Valid YAML documents never need it: the
+// loader reads their kind and apiVersion from the syntax and validates
+// them in one evaluation with the schema (see loadDoc), so this second
+// evaluation is spent only on documents with errors, to describe them.
+func (l *loader) value(d *doc) cue.Value {
+	if d.yaml != nil && !d.v.Exists() {
+		d.v = l.ctx.BuildExpr(d.yaml)
+	}
+	return d.v
+}
+
+// Paths looked up in every document, parsed once.
+var (
+	pathAPIVersion = cue.MakePath(cue.Str("apiVersion"))
+	pathKind       = cue.MakePath(cue.Str("kind"))
+	pathMetadata   = cue.MakePath(cue.Str("metadata"))
+	pathSpec       = cue.MakePath(cue.Str("spec"))
 )
 
 // loadDoc validates one document and, when it is valid, adds its Go value
-// to the fleet. node is the document's syntax, v its value.
-func (l *loader) loadDoc(file string, node ast.Node, v cue.Value) {
-	src := docSource(file, node)
-	before := l.errs.count()
+// to the fleet. When only some of its fields are invalid, it still runs
+// the Go rules on the others, so that one run reports every error.
+func (l *loader) loadDoc(d *doc) {
+	src := docSource(d.file, d.node)
+	l.docs++
+	before := len(l.errs.errs)
+	dropped := l.errs.dropped
 
-	kind, ok := l.checkKind(src, node, v)
+	kind, ok := l.checkKind(src, d)
 	if !ok {
 		return
 	}
-	if av := v.LookupPath(cue.ParsePath("apiVersion")); !av.Exists() {
-		l.errs.add(src, "apiVersion", "missing apiVersion (want %s)", APIVersion)
-	} else if s, err := av.String(); err != nil || s != APIVersion {
-		l.errs.add(lookupPos(node, "apiVersion", src), "apiVersion", "unsupported apiVersion %v; want %s", av, APIVersion)
+	if s, ok := literalString(d.yaml, "apiVersion"); !ok || s != APIVersion {
+		if av := l.value(d).LookupPath(pathAPIVersion); !av.Exists() {
+			l.errs.add(src, "apiVersion", "missing apiVersion (want %s)", APIVersion)
+		} else if s, err := av.String(); err != nil || s != APIVersion {
+			l.errs.add(lookupPos(d.node, "apiVersion", src), "apiVersion", "unsupported apiVersion %v; want %s", av, APIVersion)
+		}
 	}
 
-	def := l.schema.LookupPath(cue.MakePath(cue.Def(string(kind))))
-	l.checkUnknown(node, def, nil, string(kind))
-	u := def.Unify(v)
-	if err := u.Validate(cue.Concrete(true), cue.All()); err != nil {
-		l.cueErrors(src, node, v, err)
+	// Unknown and missing fields: CUE reports them only for structs
+	// without other errors, and not at all when the document is unified
+	// with its definition through a scope (see below), which leaves the
+	// definition open.
+	def := l.def(kind)
+	l.checkUnknown(d.node, def, nil, string(kind))
+	var u cue.Value
+	if d.yaml != nil {
+		// One evaluation of the document with its definition: #Kind & doc.
+		x := &ast.BinaryExpr{X: ast.NewIdent("#" + string(kind)), Op: token.AND, Y: d.yaml}
+		u = l.ctx.BuildExpr(x, cue.Scope(l.schema))
+	} else {
+		u = def.Unify(d.v)
 	}
-	if l.errs.count() > before {
+	if err := u.Validate(cue.Concrete(true), cue.All()); err != nil {
+		l.cueErrors(src, d.node, l.value(d), err)
+	}
+	if len(l.errs.errs) == before && l.errs.dropped == dropped {
+		if d.yaml != nil {
+			if js, ok := jsonOf(d.node, nil); ok {
+				l.decode(kind, src, d.node, js, true)
+				return
+			}
+		}
+		l.decode(kind, src, d.node, cueFields{u}, true)
 		return
 	}
-	l.decode(kind, src, node, u)
+	if d.yaml == nil || l.errs.dropped != dropped {
+		return
+	}
+	// The document is invalid, but the Go rules can still speak about
+	// the fields the schema did not object to: decode the document
+	// without the fields in error and keep what the rules say about
+	// other fields. The document is not added to the fleet.
+	bad := make(map[string]bool)
+	for _, e := range l.errs.errs[before:] {
+		bad[e.Path] = true
+	}
+	if bad[""] || bad["spec"] {
+		return
+	}
+	js, ok := jsonOf(d.node, bad)
+	if !ok {
+		return
+	}
+	saved := l.errs
+	l.errs = errorList{}
+	l.decode(kind, src, d.node, js, false)
+	rules := l.errs.errs
+	l.errs = saved
+	for _, e := range rules {
+		if !related(e.Path, bad) {
+			l.errs.add(Source{e.File, e.Line, e.Col}, e.Path, "%s", e.Msg)
+		}
+	}
+}
+
+// related reports whether the field at path is, contains or is inside a
+// field in bad.
+func related(path string, bad map[string]bool) bool {
+	if bad[path] {
+		return true
+	}
+	for p := range bad {
+		if within(path, p) || within(p, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether the field at path is inside the field at outer.
+func within(path, outer string) bool {
+	rest, ok := strings.CutPrefix(path, outer)
+	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
+}
+
+// literalString returns the string literal of the field name of a YAML
+// document, if it has one.
+func literalString(expr ast.Expr, name string) (string, bool) {
+	if expr == nil {
+		return "", false
+	}
+	lit, ok := child(expr, name).(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	s, err := literal.Unquote(lit.Value)
+	return s, err == nil
+}
+
+// def returns the definition of kind in the schema.
+func (l *loader) def(kind Kind) cue.Value {
+	v, ok := l.defs[kind]
+	if !ok {
+		v = l.schema.LookupPath(cue.MakePath(cue.Def(string(kind))))
+		l.defs[kind] = v
+	}
+	return v
 }
 
 // checkKind returns the kind of a document, or reports why it has none.
-func (l *loader) checkKind(src Source, node ast.Node, v cue.Value) (Kind, bool) {
-	kv := v.LookupPath(cue.ParsePath("kind"))
+func (l *loader) checkKind(src Source, d *doc) (Kind, bool) {
+	if s, ok := literalString(d.yaml, "kind"); ok && isKind(s) {
+		return Kind(s), true
+	}
+	kv := l.value(d).LookupPath(pathKind)
 	if !kv.Exists() {
 		l.errs.add(src, "kind", "missing kind (want one of %s)", kindList())
 		return "", false
 	}
 	s, err := kv.String()
-	pos := lookupPos(node, "kind", src)
+	pos := lookupPos(d.node, "kind", src)
 	if err != nil {
 		l.errs.add(pos, "kind", "kind must be a string, one of %s", kindList())
 		return "", false
 	}
-	if !slices.Contains(Kinds(), Kind(s)) {
+	if !isKind(s) {
 		names := make([]string, 0, len(Kinds()))
 		for _, k := range Kinds() {
 			names = append(names, string(k))
@@ -66,6 +193,15 @@ func (l *loader) checkKind(src Source, node ast.Node, v cue.Value) (Kind, bool) 
 		return "", false
 	}
 	return Kind(s), true
+}
+
+func isKind(s string) bool {
+	switch Kind(s) {
+	case KindArtifact, KindRollout, KindDeviceGroup, KindDevice,
+		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification:
+		return true
+	}
+	return false
 }
 
 func kindList() string {
@@ -100,15 +236,12 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 	default:
 		return
 	}
-	st, ok := l.fields[key+"{}"]
-	if !ok {
-		st = alternative(s, cue.StructKind)
-		l.fields[key+"{}"] = st
-	}
-	if !st.Exists() {
+	si := l.structInfo(key, s)
+	if si == nil {
 		return // not a struct in the schema: CUE reports the type error
 	}
-	present := make(map[string]bool)
+	st := si.v
+	present := make(map[string]bool, len(decls))
 	for _, d := range decls {
 		if e, ok := d.(*ast.EmbedDecl); ok {
 			l.checkUnknown(e.Expr, s, path, key)
@@ -124,16 +257,24 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 		}
 		present[name] = true
 		fpath := append(slices.Clip(path), name)
-		if !st.Allows(cue.Str(name)) {
+		declared := si.declared[name]
+		if !declared && !si.any && !st.Allows(cue.Str(name)) {
 			msg := fmt.Sprintf("unknown field %q", name)
-			if sug := suggest(name, fieldNames(st)); sug != "" {
+			if sug := suggest(name, si.names); sug != "" {
 				msg += fmt.Sprintf("; did you mean %q?", sug)
 			}
 			l.errs.add(sourceOf(f.Pos()), formatPath(fpath), "%s", msg)
 			continue
 		}
-		ckey := key + "." + name
-		c := l.schemaChild(ckey, st, cue.StructKind, cue.Str(name))
+		// A declared field has its own schema; any other name allowed
+		// takes the schema of the pattern constraint ([string]: T), cached
+		// under one key so that user-chosen names do not grow the cache.
+		var c cue.Value
+		ckey := key + ".*"
+		if declared {
+			ckey = key + "." + name
+			c = l.schemaChild(ckey, st, cue.StructKind, cue.Str(name))
+		}
 		if !c.Exists() {
 			ckey = key + ".*"
 			c = l.schemaChild(ckey, st, cue.StructKind, cue.AnyString)
@@ -145,12 +286,45 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 	if _, ok := n.(*ast.File); ok && len(decls) > 0 && !hasFields(decls) {
 		return // a CUE file made of embeddings; nothing to require here
 	}
-	for _, name := range l.required(key, st) {
+	for _, name := range si.required {
 		if !present[name] {
 			pos := lookupPos(n, "", Source{})
 			l.errs.add(pos, formatPath(append(slices.Clip(path), name)), "missing required field")
 		}
 	}
+}
+
+// A structSchema is what checkUnknown needs to know of a struct in the
+// schema. Asking CUE (Value.Allows, Value.Fields) costs a new evaluation
+// context each time, more than validating a small document.
+type structSchema struct {
+	v        cue.Value
+	names    []string        // declared fields
+	declared map[string]bool // the names
+	required []string        // required fields
+	any      bool            // a pattern constraint allows any field name
+}
+
+// structInfo returns what checkUnknown needs of the struct schema s (or
+// its alternative that is a struct), caching by key, or nil when s is
+// not a struct.
+func (l *loader) structInfo(key string, s cue.Value) *structSchema {
+	if si, ok := l.structs[key]; ok {
+		return si
+	}
+	var si *structSchema
+	if st := alternative(s, cue.StructKind); st.Exists() {
+		si = &structSchema{v: st, names: fieldNames(st), declared: make(map[string]bool)}
+		for _, n := range si.names {
+			si.declared[n] = true
+		}
+		si.required = requiredFields(st)
+		// No field name starts with a NUL byte: allowing one means
+		// allowing every name.
+		si.any = st.Allows(cue.Str("\x00"))
+	}
+	l.structs[key] = si
+	return si
 }
 
 func hasFields(decls []ast.Decl) bool {
@@ -162,12 +336,8 @@ func hasFields(decls []ast.Decl) bool {
 	return false
 }
 
-// required lists the required fields of the struct schema s, caching by
-// key.
-func (l *loader) required(key string, s cue.Value) []string {
-	if r, ok := l.required_[key]; ok {
-		return r
-	}
+// requiredFields lists the required fields of the struct schema s.
+func requiredFields(s cue.Value) []string {
 	var names []string
 	it, err := s.Fields(cue.Optional(true))
 	if err == nil {
@@ -177,7 +347,6 @@ func (l *loader) required(key string, s cue.Value) []string {
 			}
 		}
 	}
-	l.required_[key] = names
 	return names
 }
 
