@@ -282,7 +282,7 @@ func (c *Cache) Sync(ctx context.Context, fleet *schema.Fleet) error {
 // fetch failed is not fetched again before its backoff ends; Ensure then
 // returns the last error.
 func (c *Cache) Ensure(ctx context.Context, a schema.Artifact, keys []schema.SigningKey) (*Entry, error) {
-	return c.ensure(ctx, a, keys, false)
+	return c.ensure(ctx, &a, keys)
 }
 
 // Lookup returns the offered entry of the artifact called name, or an
