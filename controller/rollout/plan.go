@@ -1,6 +1,15 @@
 package rollout
 
 import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strings"
+	"time"
+	_ "time/tzdata" // windows decide the same on every machine, whatever its zoneinfo
+
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/schema"
 )
@@ -8,37 +17,667 @@ import (
 // A Plan is a Snapshot's rollouts compiled for decisions. It is immutable
 // and safe for concurrent use; build one per Snapshot and keep it beside
 // it.
-type Plan struct{}
+type Plan struct {
+	devices  map[string]int32 // declared device name → index
+	rollouts []*plan          // priority order: highest first, then by name
+	byName   map[string]*plan
+	problems []string
+}
+
+// plan is one compiled rollout.
+type plan struct {
+	ro       *schema.Rollout
+	art      *schema.Artifact
+	artName  string // artifact_name
+	artGroup string // provides artifact_group
+	gen      store.GenerationRef
+	recorded bool
+
+	// Targeting. yes: declared devices certainly targeted; maybe: declared
+	// devices a runtime selector decides (open targets only), checked
+	// against selectors at poll time.
+	exact     bool
+	yes       bitset
+	maybe     bitset
+	selectors []*schema.Selector
+	size      int // N (exact) or the candidate count C
+
+	phases []phase
+	window []window
+
+	versionKeys []string // provides of the artifact ending in ".version"
+	approved    []bool   // per phase: gate open
+}
+
+type phase struct {
+	name  string
+	cum   int64 // L(k)
+	limit int64 // L(k) − L(k−1)
+	hold  time.Duration
+	// Membership. Exact targets: a device is in phase ≤ k when its key is
+	// below bound (all when full). Open targets: count phases take
+	// anybody (arrival order); percent phases devices with hash < bound.
+	bound keyT
+	full  bool
+	count bool // count phase of an open target
+	abort schema.AbortCriteria
+}
+
+// keyT orders devices in a rollout: hash, then ID.
+type keyT struct {
+	h  uint64
+	id string
+}
+
+func (a keyT) less(b keyT) bool { return a.h < b.h || a.h == b.h && a.id < b.id }
+
+type bitset []uint64
+
+func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
+func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
+func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }
+func (b bitset) count() (n int) {
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
 
 // Compile builds the Plan of fleet. records are the store's rollout
 // records (store.Generations.Rollouts) for the fleet's commit: a rollout
 // without a record, or whose record is stopped, admits nobody
 // (ReasonNotRecorded). Compile does not fail; what it cannot use it
-// reports in Problems.
+// reports in Problems, and such a rollout targets nobody.
 func Compile(fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
-	return &Plan{}
+	p := &Plan{devices: make(map[string]int32, len(fleet.Devices)), byName: make(map[string]*plan, len(fleet.Rollouts))}
+	for i := range fleet.Devices {
+		if _, dup := p.devices[fleet.Devices[i].Name]; !dup {
+			p.devices[fleet.Devices[i].Name] = int32(i)
+		}
+	}
+	recs := make(map[string]*store.RolloutRecord, len(records))
+	for i := range records {
+		recs[records[i].Name] = &records[i]
+	}
+	groups := make(map[string]*schema.DeviceGroup, len(fleet.Groups))
+	for i := range fleet.Groups {
+		groups[fleet.Groups[i].Name] = &fleet.Groups[i]
+	}
+	for i := range fleet.Rollouts {
+		ro := &fleet.Rollouts[i]
+		pl, err := p.compile(fleet, ro, groups, recs[ro.Name])
+		if err != nil {
+			p.problems = append(p.problems, fmt.Sprintf("rollout %s: %v", ro.Name, err))
+			continue
+		}
+		p.rollouts = append(p.rollouts, pl)
+		p.byName[ro.Name] = pl
+	}
+	slices.SortFunc(p.rollouts, func(a, b *plan) int {
+		if c := cmp.Compare(b.ro.Spec.Priority, a.ro.Spec.Priority); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ro.Name, b.ro.Name)
+	})
+	return p
+}
+
+func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[string]*schema.DeviceGroup, rec *store.RolloutRecord) (*plan, error) {
+	art := fleet.Artifact(ro.Spec.Artifact)
+	switch {
+	case art == nil:
+		return nil, fmt.Errorf("unknown artifact %q", ro.Spec.Artifact)
+	case len(ro.Spec.Phases) == 0:
+		return nil, fmt.Errorf("no phases")
+	case len(ro.Spec.Phases) > store.MaxPhases:
+		return nil, fmt.Errorf("%d phases, at most %d", len(ro.Spec.Phases), store.MaxPhases)
+	}
+	pl := &plan{ro: ro, art: art, artName: art.ArtifactName(), artGroup: art.Spec.Provides["artifact_group"]}
+	if rec != nil && !rec.Stopped && rec.Generation > 0 {
+		pl.gen, pl.recorded = store.GenerationRef{Rollout: ro.Name, Generation: rec.Generation}, true
+	}
+	for k, v := range art.Spec.Provides {
+		if strings.HasSuffix(k, ".version") && v != "" {
+			pl.versionKeys = append(pl.versionKeys, k)
+		}
+	}
+	slices.Sort(pl.versionKeys)
+	for _, w := range ro.Spec.MaintenanceWindows {
+		cw, err := compileWindow(w)
+		if err != nil {
+			return nil, err
+		}
+		pl.window = append(pl.window, cw)
+	}
+	pl.target(fleet, groups)
+
+	// Phase sizes and boundaries.
+	var keys []keyT
+	if pl.exact {
+		keys = make([]keyT, 0, pl.size)
+		for i := range fleet.Devices {
+			if pl.yes.has(i) {
+				id := fleet.Devices[i].Name
+				keys = append(keys, keyT{Key(ro.Name, id), id})
+			}
+		}
+		slices.SortFunc(keys, func(a, b keyT) int {
+			if c := cmp.Compare(a.h, b.h); c != 0 {
+				return c
+			}
+			return strings.Compare(a.id, b.id)
+		})
+	}
+	n := int64(pl.size)
+	var prev int64
+	for _, sp := range ro.Spec.Phases {
+		ph := phase{name: sp.Name, hold: sp.Hold.Duration, abort: sp.Abort}
+		var l int64
+		if sp.Count > 0 {
+			l = int64(sp.Count)
+		} else {
+			l = ceilPercent(sp.Percent, n)
+		}
+		if pl.exact {
+			l = min(l, n)
+		}
+		l = max(l, prev)
+		ph.cum, ph.limit = l, l-prev
+		switch {
+		case pl.exact && l >= n:
+			ph.full = true
+		case pl.exact:
+			ph.bound = keys[l]
+		case sp.Count > 0:
+			ph.count = true
+		case sp.Percent >= 100:
+			ph.full = true
+		default:
+			ph.bound = keyT{h: uint64(math.Ldexp(sp.Percent/100, 64))}
+		}
+		pl.phases = append(pl.phases, ph)
+		pl.approved = append(pl.approved, ro.Approved(sp.Name))
+		prev = l
+	}
+	return pl, nil
+}
+
+// ceilPercent is ceil(pct × n / 100), taking a product within 1e-9 of an
+// integer as that integer (33.3 % of 1000 is 333, not 334).
+func ceilPercent(pct float64, n int64) int64 {
+	x := pct * float64(n) / 100
+	if r := math.Round(x); math.Abs(x-r) <= 1e-9*max(1, x) {
+		return int64(r)
+	}
+	return int64(math.Ceil(x))
+}
+
+// certainty of an offline match.
+type certainty uint8
+
+const (
+	no certainty = iota
+	maybe
+	yes
+)
+
+// target resolves the rollout's target over the declared devices.
+func (pl *plan) target(fleet *schema.Fleet, groups map[string]*schema.DeviceGroup) {
+	t := &pl.ro.Spec.Target
+	n := len(fleet.Devices)
+	pl.yes, pl.maybe = newBitset(n), newBitset(n)
+	static := make(map[string]bool)
+	for _, d := range t.Devices {
+		static[d] = true
+	}
+	for _, g := range t.Groups {
+		grp := groups[g]
+		if grp == nil {
+			continue
+		}
+		for _, m := range grp.Spec.Members {
+			static[m] = true
+		}
+		if grp.Spec.Selector != nil {
+			pl.selectors = append(pl.selectors, grp.Spec.Selector)
+		}
+	}
+	if t.Selector != nil {
+		pl.selectors = append(pl.selectors, t.Selector)
+	}
+	pl.exact = true
+	for i := range fleet.Devices {
+		d := &fleet.Devices[i]
+		if d.Spec.DeviceType != "" && !slices.Contains(pl.art.Spec.DeviceTypes, d.Spec.DeviceType) {
+			continue // certainly incompatible: not part of the target's size
+		}
+		c := no
+		if t.All || static[d.Name] {
+			c = yes
+		}
+		for _, s := range pl.selectors {
+			if c == yes {
+				break
+			}
+			c = max(c, matchOffline(s, d))
+		}
+		switch c {
+		case yes:
+			pl.yes.set(i)
+		case maybe:
+			pl.maybe.set(i)
+			pl.exact = false
+		}
+	}
+	pl.size = pl.yes.count() + pl.maybe.count()
+}
+
+// matchOffline decides whether declared device d matches s from its
+// manifest: identity attributes it declares, and device_type when it
+// declares one. Anything else only the device can tell.
+func matchOffline(s *schema.Selector, d *schema.Device) certainty {
+	c := yes
+	for attr, m := range s.Identity {
+		v, ok := d.Spec.Identity[attr]
+		switch {
+		case !ok:
+			c = maybe
+		case !m.Matches(v):
+			return no
+		}
+	}
+	for attr, m := range s.Inventory {
+		switch {
+		case attr != "device_type" || d.Spec.DeviceType == "":
+			c = maybe
+		case !m.Matches(d.Spec.DeviceType):
+			return no
+		}
+	}
+	return c
 }
 
 // Problems lists what Compile could not use, in words.
-func (p *Plan) Problems() []string { return nil }
+func (p *Plan) Problems() []string { return slices.Clone(p.problems) }
+
+// targets reports whether pl targets d (index i in the fleet, or -1).
+func (pl *plan) targets(d *Device, i int) bool {
+	if i < 0 {
+		return false
+	}
+	if pl.yes.has(i) {
+		return true
+	}
+	if !pl.maybe.has(i) {
+		return false
+	}
+	for _, s := range pl.selectors {
+		if s.Matches(d.Identity, d.Inventory) {
+			return true
+		}
+	}
+	return false
+}
+
+// route returns the rollout d follows, or nil.
+func (p *Plan) route(d *Device) *plan {
+	i := -1
+	if x, ok := p.devices[d.ID]; ok {
+		i = int(x)
+	}
+	if i < 0 {
+		return nil
+	}
+	for _, pl := range p.rollouts {
+		if pl.targets(d, i) {
+			return pl
+		}
+	}
+	return nil
+}
 
 // Route names the generation d follows: the running generation of the
 // highest-priority rollout that targets d. ok is false when none does;
 // reason then says why (ReasonNotTargeted, ReasonNotRecorded).
 func (p *Plan) Route(d *Device) (g store.GenerationRef, reason Reason, ok bool) {
-	return store.GenerationRef{}, ReasonNotTargeted, false
+	pl := p.route(d)
+	switch {
+	case pl == nil:
+		return store.GenerationRef{}, ReasonNotTargeted, false
+	case !pl.recorded:
+		return store.GenerationRef{Rollout: pl.ro.Name}, ReasonNotRecorded, false
+	}
+	return pl.gen, "", true
 }
 
 // Next decides what d (in.Device) should install now. See the package doc
 // for the rules; the Decision's Reason says which one decided.
-func (p *Plan) Next(in NextInput) Decision { return Decision{Reason: ReasonNotTargeted} }
+func (p *Plan) Next(in NextInput) Decision {
+	d := in.Device
+	pl := p.route(d)
+	if pl == nil {
+		return Decision{Reason: ReasonNotTargeted}
+	}
+	dec := Decision{Generation: pl.gen, Artifact: pl.art.Name, ArtifactName: pl.artName}
+	switch {
+	case !pl.recorded:
+		dec.Generation = store.GenerationRef{Rollout: pl.ro.Name}
+		return dec.none(ReasonNotRecorded)
+	case in.Generation != pl.gen:
+		return dec.none(ReasonStale)
+	}
+	installed := d.Provides["artifact_name"] == pl.artName
+
+	// An admitted device gets the same answer until it finishes.
+	if dep := in.Deployment; dep != nil {
+		dec.Phase, dec.PhaseName, dec.Deployment = dep.Phase, pl.phaseName(dep.Phase), *dep
+		switch {
+		case in.Progress.Aborted != "":
+			return dec.none(ReasonAborted)
+		case dep.State == store.StateSuccess:
+			return dec.none(ReasonDone)
+		case dep.State == store.StateFailure:
+			return dec.none(ReasonFailed)
+		case installed:
+			dec.Action, dec.Reason = Installed, ReasonInstalled
+			dec.Limit = pl.limit(dep.Phase)
+			return dec
+		}
+		dec.Action, dec.Reason = Resume, ReasonResume
+		return dec
+	}
+
+	if in.Progress.Aborted != "" {
+		return dec.none(ReasonAborted)
+	}
+	if !installed {
+		if r := pl.compatible(p, d); r != "" {
+			return dec.none(r)
+		}
+	}
+	if pl.ro.Spec.Paused {
+		return dec.none(ReasonPaused)
+	}
+
+	// Which phases are open.
+	g := pl.gates(&in)
+	dec.NewlyComplete = g.newly
+	pos := Key(pl.ro.Name, d.ID)
+	key := keyT{pos, d.ID}
+	eligible, full := false, false
+	for j := 0; j <= g.open; j++ {
+		if !pl.eligible(j, key) {
+			continue
+		}
+		eligible = true
+		if admittedIn(&in.Progress, j) >= pl.phases[j].limit {
+			full = true
+			continue
+		}
+		if !installed && !pl.inWindow(in.Now) {
+			dec.Until = pl.nextWindow(in.Now)
+			return dec.none(ReasonWindow)
+		}
+		dec.Phase, dec.PhaseName, dec.Limit = j, pl.phases[j].name, pl.phases[j].limit
+		if installed {
+			dec.Action, dec.Reason = Installed, ReasonInstalled
+		} else {
+			dec.Action, dec.Reason = Admit, ReasonAdmit
+		}
+		return dec
+	}
+	// Not admitted: say why.
+	later := false
+	for j := g.open + 1; j < len(pl.phases); j++ {
+		if pl.eligible(j, key) {
+			later = true
+			break
+		}
+	}
+	switch {
+	case installed:
+		return dec.none(ReasonInstalled)
+	case later:
+		dec.Phase, dec.PhaseName, dec.Until = g.open+1, pl.phaseName(g.open+1), g.until
+		return dec.none(g.why)
+	case full || eligible:
+		return dec.none(ReasonPhaseFull)
+	}
+	return dec.none(ReasonBeyondPhases)
+}
+
+func (dec Decision) none(r Reason) Decision {
+	dec.Action, dec.Reason = None, r
+	return dec
+}
+
+func (pl *plan) phaseName(k int) string {
+	if k >= 0 && k < len(pl.phases) {
+		return pl.phases[k].name
+	}
+	return ""
+}
+
+func (pl *plan) limit(k int) int64 {
+	if k >= 0 && k < len(pl.phases) {
+		return pl.phases[k].limit
+	}
+	return 0
+}
+
+// eligible reports whether a device with key may join phase j: from its
+// own phase on (exact targets), or when its position falls in the phase's
+// share (open targets; count phases take anybody).
+func (pl *plan) eligible(j int, key keyT) bool {
+	ph := &pl.phases[j]
+	switch {
+	case ph.full, ph.count:
+		return true
+	case pl.exact:
+		return key.less(ph.bound)
+	}
+	return key.h < ph.bound.h
+}
+
+func admittedIn(p *store.Progress, k int) int64 {
+	if k < len(p.Phases) {
+		return p.Phases[k].Admitted
+	}
+	return 0
+}
+
+func countsOf(p *store.Progress, k int) store.PhaseCounts {
+	if k < len(p.Phases) {
+		return p.Phases[k]
+	}
+	return store.PhaseCounts{}
+}
+
+// complete reports whether phase k's counts make it complete.
+func (pl *plan) complete(c store.PhaseCounts, k int) bool {
+	ph := &pl.phases[k]
+	final := c.Succeeded + c.Failed
+	switch {
+	case ph.limit == 0 || final >= ph.limit:
+		return true
+	case pl.exact:
+		return false
+	}
+	return c.Admitted > 0 && final >= c.Admitted
+}
+
+// gateState is how far the gates let a generation go.
+type gateState struct {
+	open  int       // the last open phase; -1 when phase 0 waits for approval
+	why   Reason    // what keeps phase open+1 closed (when there is one)
+	until time.Time // for ReasonHold
+	newly uint64    // NewlyComplete
+}
+
+func (pl *plan) gates(in *NextInput) gateState {
+	g := gateState{open: -1}
+	if !pl.approved[0] {
+		g.why = ReasonApproval
+		return g
+	}
+	for k := 0; ; k++ {
+		g.open = k
+		var at time.Time
+		if k < len(in.Completed) {
+			at = in.Completed[k]
+		}
+		done := !at.IsZero()
+		if !done && pl.complete(countsOf(&in.Progress, k), k) {
+			done, at = true, in.Now
+			g.newly |= 1 << k
+		}
+		if k == len(pl.phases)-1 {
+			return g
+		}
+		if !done {
+			g.why = ReasonWaitPhase
+			return g
+		}
+		if end := at.Add(pl.phases[k].hold); in.Now.Before(end) {
+			g.why, g.until = ReasonHold, end
+			return g
+		}
+		if !pl.approved[k+1] {
+			g.why = ReasonApproval
+			return g
+		}
+	}
+}
+
+// compatible returns why d cannot install the artifact, or "".
+func (pl *plan) compatible(p *Plan, d *Device) Reason {
+	if !slices.Contains(pl.art.Spec.DeviceTypes, d.DeviceType) {
+		return ReasonDeviceType
+	}
+	for k, v := range pl.art.Spec.Depends {
+		have, ok := d.Provides[k]
+		if k == "device_type" {
+			have, ok = d.DeviceType, true
+		}
+		if !ok || have != v {
+			return ReasonDepends
+		}
+	}
+	if pl.ro.Spec.AllowDowngrade {
+		return ""
+	}
+	if pl.art.Spec.Version != "" {
+		if cur := p.artifactNamed(d.Provides["artifact_name"]); cur != nil && cur.Spec.Version != "" &&
+			d.Provides["artifact_group"] == pl.artGroup {
+			if c, ok := CompareVersions(pl.art.Spec.Version, cur.Spec.Version); ok && c < 0 {
+				return ReasonDowngrade
+			}
+		}
+	}
+	for _, k := range pl.versionKeys {
+		if have, ok := d.Provides[k]; ok {
+			if c, ok := CompareVersions(pl.art.Spec.Provides[k], have); ok && c < 0 {
+				return ReasonDowngrade
+			}
+		}
+	}
+	return ""
+}
+
+// artifactNamed returns the rollout artifact whose artifact_name is name.
+// Only artifacts some rollout uses are indexed: those are the ones a
+// device may run because of Gitfleet.
+func (p *Plan) artifactNamed(name string) *schema.Artifact {
+	if name == "" {
+		return nil
+	}
+	for _, pl := range p.rollouts {
+		if pl.artName == name {
+			return pl.art
+		}
+	}
+	return nil
+}
 
 // OnStatus decides whether the generation aborts after a status report or
 // an alert, and whether the reporting device's phase just completed.
-func (p *Plan) OnStatus(in StatusInput) StatusDecision { return StatusDecision{} }
+func (p *Plan) OnStatus(in StatusInput) StatusDecision {
+	pl := p.byName[in.Generation.Rollout]
+	if pl == nil || !pl.recorded || pl.gen != in.Generation || in.Phase < 0 || in.Phase >= len(pl.phases) {
+		return StatusDecision{}
+	}
+	c := countsOf(&in.Progress, in.Phase)
+	out := StatusDecision{PhaseCompleted: pl.complete(c, in.Phase)}
+	if in.Progress.Aborted != "" {
+		return out
+	}
+	ph := &pl.phases[in.Phase]
+	a := &ph.abort
+	if a.MaxFailures != nil && c.Failed > int64(*a.MaxFailures) {
+		out.Abort, out.Criterion = true, "maxFailures"
+		out.Reason = fmt.Sprintf("phase %q: %d device%s failed, more than maxFailures %d", ph.name, c.Failed, plural(c.Failed), *a.MaxFailures)
+		return out
+	}
+	if a.MaxFailurePercent != nil {
+		finished := c.Succeeded + c.Failed
+		pct := *a.MaxFailurePercent
+		if finished >= int64(max(a.MinSample, 1)) && float64(c.Failed)*100 > pct*float64(finished) {
+			out.Abort, out.Criterion = true, "maxFailurePercent"
+			out.Reason = fmt.Sprintf("phase %q: %d of %d finished devices failed (%s%%), more than maxFailurePercent %s%% (minSample %d)",
+				ph.name, c.Failed, finished, fmtFloat(float64(c.Failed)*100/float64(finished)), fmtFloat(pct), a.MinSample)
+			return out
+		}
+	}
+	for k := range pl.phases {
+		if k != in.Phase && admittedIn(&in.Progress, k) == 0 {
+			continue
+		}
+		for _, name := range pl.phases[k].abort.Alerts {
+			if n := in.Alerts[name]; n > 0 {
+				out.Abort, out.Criterion = true, "alert"
+				out.Reason = fmt.Sprintf("alert %q raised on %d admitted device%s (abort criteria of phase %q)", name, n, plural(n), pl.phases[k].name)
+				return out
+			}
+		}
+	}
+	return out
+}
+
+func plural(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func fmtFloat(f float64) string {
+	s := fmt.Sprintf("%.2f", f)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s
+}
 
 // Rollout describes the rollout called name.
-func (p *Plan) Rollout(name string) (Info, bool) { return Info{}, false }
+func (p *Plan) Rollout(name string) (Info, bool) {
+	pl := p.byName[name]
+	if pl == nil {
+		return Info{}, false
+	}
+	return pl.info(), true
+}
 
 // Rollouts describes every rollout, highest priority first.
-func (p *Plan) Rollouts() []Info { return nil }
+func (p *Plan) Rollouts() []Info {
+	out := make([]Info, 0, len(p.rollouts))
+	for _, pl := range p.rollouts {
+		out = append(out, pl.info())
+	}
+	return out
+}
+
+func (pl *plan) info() Info {
+	in := Info{Name: pl.ro.Name, Generation: pl.gen, Artifact: pl.art.Name, Priority: pl.ro.Spec.Priority, Exact: pl.exact, Size: pl.size}
+	for _, ph := range pl.phases {
+		in.Phases = append(in.Phases, PhaseInfo{Name: ph.name, Cumulative: ph.cum, Limit: ph.limit})
+	}
+	return in
+}
