@@ -1,0 +1,425 @@
+package deviceapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/controller/rollout"
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/labstack/echo/v5"
+)
+
+// Deployment IDs. The Mender protocol names a device's deployment with an
+// opaque ID that comes back in every status and log call. Ours is the
+// rollout name, "-g", and the generation number ("canary-g3"): reversible
+// without any lookup, the same on every replica, and readable in the
+// client's logs. Rollout names use [A-Za-z0-9._-], so the last "-g"
+// followed only by digits splits it unambiguously. A device can only
+// report on a generation that admitted it (the store refuses the rest), so
+// a forged ID gets 404 and changes nothing.
+
+// DeploymentID names generation g's deployments.
+func DeploymentID(g store.GenerationRef) string {
+	return g.Rollout + "-g" + strconv.FormatInt(g.Generation, 10)
+}
+
+// ParseDeploymentID reverses DeploymentID.
+func ParseDeploymentID(id string) (store.GenerationRef, error) {
+	i := strings.LastIndex(id, "-g")
+	if i <= 0 {
+		return store.GenerationRef{}, badRequest("deployment ID %q is not ROLLOUT-gGENERATION", id)
+	}
+	n, err := strconv.ParseInt(id[i+2:], 10, 64)
+	if err != nil || n < 1 || strconv.FormatInt(n, 10) != id[i+2:] {
+		return store.GenerationRef{}, badRequest("deployment ID %q is not ROLLOUT-gGENERATION", id)
+	}
+	g := store.GenerationRef{Rollout: id[:i], Generation: n}
+	for _, r := range g.Rollout {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return store.GenerationRef{}, badRequest("deployment ID %q: bad rollout name", id)
+		}
+	}
+	if err := store.ValidateGeneration(g, nil); err != nil {
+		return store.GenerationRef{}, badRequest("deployment ID %q: %v", id, err)
+	}
+	return g, nil
+}
+
+// NextResponse is the 200 answer of deployments/next.
+type NextResponse struct {
+	ID       string       `json:"id"`
+	Artifact NextArtifact `json:"artifact"`
+}
+
+// NextArtifact is the artifact part of NextResponse.
+type NextArtifact struct {
+	ArtifactName          string     `json:"artifact_name"`
+	Source                NextSource `json:"source"`
+	DeviceTypesCompatible []string   `json:"device_types_compatible"`
+}
+
+// NextSource is where the artifact is downloaded from.
+type NextSource struct {
+	URI    string `json:"uri"`
+	Expire string `json:"expire"` // RFC 3339
+}
+
+func (a *API) nextV2(c *echo.Context) error {
+	body, err := readBody(c, MaxNextBody)
+	if err != nil {
+		return err
+	}
+	req, err := DecodeNextV2(body)
+	if err != nil {
+		return a.httpError("deployments/next", err)
+	}
+	return a.next(c, req)
+}
+
+func (a *API) nextV1(c *echo.Context) error {
+	body, err := readBody(c, MaxNextBody)
+	if err != nil {
+		return err
+	}
+	req, err := DecodeNextV1(body)
+	if err != nil {
+		return a.httpError("deployments/next", err)
+	}
+	return a.next(c, req)
+}
+
+func (a *API) nextGet(c *echo.Context) error {
+	req, err := NextFromQuery(c.QueryParam("artifact_name"), c.QueryParam("device_type"))
+	if err != nil {
+		return a.httpError("deployments/next", err)
+	}
+	return a.next(c, req)
+}
+
+// next answers a poll: 204 when there is nothing to do, otherwise 200 with
+// the deployment. The rollout engine decides (rollout.Plan: Route, then
+// Next from the store's view of the routed generation); this carries the
+// decision out:
+//
+//   - None: 204.
+//   - Admit: store.Admit into the phase, atomically (a phase never admits
+//     more than its quota, whatever the replicas do); admitted → 200 with
+//     a presigned download URL, otherwise (the phase filled, or the
+//     generation was aborted meanwhile) 204.
+//   - Resume: the device was admitted and has not finished: 200 again.
+//   - Installed: the device already runs the artifact: admitted like
+//     Admit, then counted as a success ("already-installed", as the
+//     Mender server does), and 204.
+//
+// Phases the decision finds complete get their completion time recorded.
+func (a *API) next(c *echo.Context, req NextRequest) error {
+	s := sessionOf(c)
+	ctx := c.Request().Context()
+	name := s.manifest.Name
+	log := a.log.With("device_id", s.claims.Subject, "device", name)
+	if s.snap == nil || a.opts.Artifacts == nil {
+		return c.NoContent(http.StatusNoContent)
+	}
+	if want := s.manifest.Spec.DeviceType; want != "" && want != req.DeviceType {
+		log.Warn("device reports another device type than its manifest declares; no deployment",
+			"device_type", req.DeviceType, "declared", want)
+		return c.NoContent(http.StatusNoContent)
+	}
+	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides}
+	rec, err := a.opts.Store.Device(ctx, s.claims.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		dev.Inventory = Attributes{}
+	case err != nil:
+		return a.httpError("read device", err, "device_id", s.claims.Subject)
+	default:
+		dev.Inventory = InventoryAttributes(rec.Inventory)
+	}
+	plan, err := a.planFor(ctx, s.snap)
+	if err != nil {
+		return a.httpError("rollout plan", err)
+	}
+	g, reason, ok := plan.Route(dev)
+	if !ok {
+		log.Debug("no deployment", "reason", reason)
+		return c.NoContent(http.StatusNoContent)
+	}
+	log = log.With("rollout", g.Rollout, "generation", g.Generation)
+	in := rollout.NextInput{Device: dev, Now: a.opts.Now(), Generation: g}
+	if in.Progress, err = a.opts.Store.Progress(ctx, g); err != nil {
+		return a.httpError("read progress", err, "rollout", g.Rollout)
+	}
+	switch d, err := a.opts.Store.Deployment(ctx, g, name); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return a.httpError("read deployment", err, "rollout", g.Rollout)
+	default:
+		in.Deployment = &d
+	}
+	if in.Completed, err = a.completed(ctx, g, len(in.Progress.Phases)); err != nil {
+		return a.httpError("read phase completion", err, "rollout", g.Rollout)
+	}
+	dec := plan.Next(in)
+	a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete)
+
+	switch dec.Action {
+	case rollout.Admit, rollout.Installed:
+		_, ok, err := a.opts.Store.Admit(ctx, dec.Generation, dec.Phase, dec.Limit, name)
+		if err != nil {
+			return a.httpError("admit device", err, "device", name)
+		}
+		if !ok {
+			log.Debug("not admitted: the phase filled or the rollout was aborted", "phase", dec.Phase)
+			return c.NoContent(http.StatusNoContent)
+		}
+		if dec.Action == rollout.Installed {
+			if _, err := a.report(c, s.snap, plan, dec.Generation, name, StatusAlreadyInstalled); err != nil {
+				return err
+			}
+			log.Info("device already runs the artifact; counted as success", "phase", dec.Phase, "artifact_name", dec.ArtifactName)
+			return c.NoContent(http.StatusNoContent)
+		}
+		log.Info("device admitted", "phase", dec.Phase, "artifact", dec.Artifact)
+	case rollout.Resume:
+	default:
+		log.Debug("no deployment", "reason", dec.Reason, "phase", dec.PhaseName, "until", dec.Until)
+		return c.NoContent(http.StatusNoContent)
+	}
+
+	e, err := a.opts.Artifacts.Lookup(dec.Artifact)
+	if err != nil {
+		// Admitted, but the artifact is not offered (yet): the device
+		// asks again at its next poll and gets the same deployment.
+		log.Warn("artifact not available; no deployment this poll", "artifact", dec.Artifact, "err", err)
+		return c.NoContent(http.StatusNoContent)
+	}
+	base := a.opts.PublicURL
+	if base == "" {
+		base = "https://" + c.Request().Host
+	}
+	uri, exp := a.opts.Artifacts.PresignURL(base, e, name, a.opts.DownloadTTL)
+	return c.JSON(http.StatusOK, NextResponse{
+		ID: DeploymentID(dec.Generation),
+		Artifact: NextArtifact{
+			ArtifactName:          e.ArtifactName,
+			Source:                NextSource{URI: uri, Expire: exp.UTC().Format(time.RFC3339)},
+			DeviceTypesCompatible: e.DeviceTypes,
+		},
+	})
+}
+
+// recordCompleted records the completion of each phase in bits (first
+// writer wins) and announces the ones this replica recorded.
+func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g store.GenerationRef, bits uint64) {
+	for k := 0; bits != 0 && k < 64; k++ {
+		if bits&(1<<k) == 0 {
+			continue
+		}
+		bits &^= 1 << k
+		t, first, err := a.markCompleted(ctx, g, k)
+		if err != nil {
+			// The next decision finds the phase complete again and retries.
+			a.log.Warn("record phase completion failed", "rollout", g.Rollout, "phase", k, "err", err)
+			continue
+		}
+		if !first {
+			continue
+		}
+		a.log.Info("rollout phase completed", "rollout", g.Rollout, "generation", g.Generation, "phase", k, "commit", snap.Commit.SHA)
+		a.event(ctx, store.Event{
+			Time: t, Commit: snap.Commit.SHA, Kind: "rollout.phase-completed",
+			Subject: fmt.Sprintf("%s/g%d/phase%d", g.Rollout, g.Generation, k),
+			Message: fmt.Sprintf("rollout %s generation %d: phase %d completed", g.Rollout, g.Generation, k),
+		})
+	}
+}
+
+func (a *API) event(ctx context.Context, e store.Event) {
+	if _, _, err := a.opts.Store.AppendEvent(ctx, e); err != nil {
+		a.log.Error("record event failed", "kind", e.Kind, "subject", e.Subject, "err", err)
+	}
+}
+
+// status serves PUT …/deployments/:id/status: 204 when recorded, 409 when
+// the generation was aborted (the Mender client then stops and rolls
+// back), 404 when the device was never admitted to it.
+func (a *API) status(c *echo.Context) error {
+	s := sessionOf(c)
+	g, err := ParseDeploymentID(c.Param("id"))
+	if err != nil {
+		return a.httpError("status report", err)
+	}
+	body, err := readBody(c, MaxStatusBody)
+	if err != nil {
+		return err
+	}
+	rep, err := DecodeStatus(body)
+	if err != nil {
+		return a.httpError("status report", err)
+	}
+	a.log.Debug("status report", "device_id", s.claims.Subject, "rollout", g.Rollout, "generation", g.Generation,
+		"status", rep.Status, "substate", rep.SubState)
+	var plan Planner
+	if s.snap != nil {
+		if plan, err = a.planFor(c.Request().Context(), s.snap); err != nil {
+			return a.httpError("rollout plan", err)
+		}
+	}
+	code, err := a.report(c, s.snap, plan, g, s.manifest.Name, rep.Status)
+	if err != nil {
+		return err
+	}
+	if code == http.StatusConflict {
+		return echo.NewHTTPError(http.StatusConflict, "the deployment was aborted")
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// storeState maps a device status to what the store records: success
+// and already-installed count as success; failure and noartifact as
+// failure; the rest are progress.
+func storeState(status string) string {
+	switch status {
+	case StatusSuccess, StatusAlreadyInstalled:
+		return store.StateSuccess
+	case StatusFailure, StatusNoArtifact:
+		return store.StateFailure
+	}
+	return status
+}
+
+func final(state string) bool { return state == store.StateSuccess || state == store.StateFailure }
+
+// report records a device's status in g, then lets the plan decide
+// whether g aborts and whether the device's phase just completed. It
+// returns 409 as code when g is aborted and the report is not final (a
+// final report is still counted: the device has finished either way).
+func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, device, status string) (code int, err error) {
+	ctx := c.Request().Context()
+	state := storeState(status)
+	p, err := a.opts.Store.Progress(ctx, g)
+	if err != nil {
+		return 0, a.httpError("read progress", err, "rollout", g.Rollout)
+	}
+	if p.Aborted != "" && !final(state) {
+		if _, err := a.opts.Store.Deployment(ctx, g, device); errors.Is(err, store.ErrNotFound) {
+			return 0, echo.NewHTTPError(http.StatusNotFound, "no such deployment for this device")
+		}
+		return http.StatusConflict, nil
+	}
+	d, changed, err := a.opts.Store.Report(ctx, g, device, state, retriesOf(snap, g.Rollout))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, echo.NewHTTPError(http.StatusNotFound, "no such deployment for this device")
+	}
+	if errors.Is(err, store.ErrInvalid) {
+		return 0, echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	if err != nil {
+		return 0, a.httpError("record status", err, "device", device, "rollout", g.Rollout)
+	}
+	if !changed || !final(d.State) {
+		return http.StatusNoContent, nil
+	}
+	a.log.Info("deployment finished", "device", device, "rollout", g.Rollout, "generation", g.Generation,
+		"phase", d.Phase, "state", d.State, "status", status)
+	if plan == nil || snap == nil {
+		return http.StatusNoContent, nil
+	}
+	if p, err = a.opts.Store.Progress(ctx, g); err != nil {
+		return 0, a.httpError("read progress", err, "rollout", g.Rollout)
+	}
+	dec := plan.OnStatus(rollout.StatusInput{Generation: g, Phase: d.Phase, Progress: p})
+	if dec.PhaseCompleted {
+		a.recordCompleted(ctx, snap, g, 1<<d.Phase)
+	}
+	if dec.Abort && p.Aborted == "" {
+		if err := a.abort(ctx, snap, g, dec); err != nil {
+			return 0, err
+		}
+	}
+	return http.StatusNoContent, nil
+}
+
+// abort aborts g in the store (once, whichever replica gets there first)
+// and announces it with an event traced to the live commit.
+func (a *API) abort(ctx context.Context, snap *reconcile.Snapshot, g store.GenerationRef, dec rollout.StatusDecision) error {
+	reason := dec.Reason
+	if reason == "" {
+		reason = dec.Criterion
+	}
+	first, err := a.opts.Store.Abort(ctx, g, truncate(reason, 1024))
+	if err != nil {
+		return a.httpError("abort rollout", err, "rollout", g.Rollout)
+	}
+	if !first {
+		return nil
+	}
+	a.log.Warn("rollout aborted", "rollout", g.Rollout, "generation", g.Generation, "criterion", dec.Criterion,
+		"reason", reason, "commit", snap.Commit.SHA)
+	a.event(ctx, store.Event{
+		Commit: snap.Commit.SHA, Kind: "rollout.aborted", Subject: g.Rollout,
+		Message: fmt.Sprintf("rollout %s generation %d aborted: %s", g.Rollout, g.Generation, reason),
+	})
+	return nil
+}
+
+// retriesOf is the rollout's retries per device in snap (0 when the
+// rollout is gone).
+func retriesOf(snap *reconcile.Snapshot, rollout string) int {
+	if snap == nil || snap.Fleet == nil {
+		return 0
+	}
+	for i := range snap.Fleet.Rollouts {
+		if snap.Fleet.Rollouts[i].Name == rollout {
+			return max(snap.Fleet.Rollouts[i].Spec.Retries, 0)
+		}
+	}
+	return 0
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// uploadLog serves PUT …/deployments/:id/log. The device's log of a
+// deployment goes to the controller's log (slog), at most MaxLogLines
+// lines per upload, each line at most 1 KiB; 204.
+func (a *API) uploadLog(c *echo.Context) error {
+	s := sessionOf(c)
+	g, err := ParseDeploymentID(c.Param("id"))
+	if err != nil {
+		return a.httpError("deployment log", err)
+	}
+	body, err := readBody(c, a.opts.MaxLogBody)
+	if err != nil {
+		return err
+	}
+	msgs, err := DecodeLog(body)
+	if err != nil {
+		return a.httpError("deployment log", err)
+	}
+	if _, err := a.opts.Store.Deployment(c.Request().Context(), g, s.claims.Subject); errors.Is(err, store.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, "no such deployment for this device")
+	} else if err != nil {
+		return a.httpError("read deployment", err)
+	}
+	log := a.log.With("device_id", s.claims.Subject, "rollout", g.Rollout, "generation", g.Generation)
+	log.Info("deployment log received", "lines", len(msgs))
+	for i, m := range msgs {
+		if i == a.opts.MaxLogLines {
+			log.Info("deployment log truncated", "lines_dropped", len(msgs)-i)
+			break
+		}
+		log.Info("device log", "device_time", truncate(m.Timestamp, 64), "device_level", truncate(m.Level, 16), "message", truncate(m.Message, 1024))
+	}
+	return c.NoContent(http.StatusNoContent)
+}

@@ -1,0 +1,278 @@
+package deviceapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/controller/rollout"
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
+	"github.com/labstack/echo/v5"
+)
+
+// Store is what the device API needs from the store.
+type Store interface {
+	store.Devices
+	store.Deployments
+	store.EventLog
+	store.Generations
+	store.Coordination
+}
+
+// Planner is what the device API needs from a rollout plan compiled for
+// one Snapshot (*rollout.Plan): pure decisions, which the API carries out
+// against the store.
+type Planner interface {
+	Route(d *rollout.Device) (g store.GenerationRef, reason rollout.Reason, ok bool)
+	Next(in rollout.NextInput) rollout.Decision
+	OnStatus(in rollout.StatusInput) rollout.StatusDecision
+}
+
+// CompilePlan builds a Snapshot's Planner from its fleet and the store's
+// rollout records; rollout.Compile by default.
+type CompilePlan func(fleet *schema.Fleet, records []store.RolloutRecord) Planner
+
+// Artifacts is what the device API needs from the artifact cache
+// (*artifacts.Cache): the verified artifact a manifest names, and
+// presigned download URLs for it.
+type Artifacts interface {
+	Lookup(name string) (*artifacts.Entry, error)
+	PresignURL(base string, e *artifacts.Entry, deviceID string, ttl time.Duration) (uri string, expire time.Time)
+}
+
+// Options configure an API. Store and Live are required.
+type Options struct {
+	Store Store
+	// Live returns the Snapshot served (nil before the first commit: every
+	// device is then pending and nothing is deployed).
+	Live func() *reconcile.Snapshot
+	// Artifacts serves artifacts; when nil no deployment is offered
+	// (deployments/next answers 204).
+	Artifacts Artifacts
+	// Compile builds the rollout plan of each Snapshot; default
+	// rollout.Compile.
+	Compile CompilePlan
+	// PublicURL is the scheme and host devices reach the controller at
+	// ("https://gitfleet.example.com"), the base of presigned download
+	// URLs. Default: https:// and the Host the device's request named.
+	PublicURL string
+	// DownloadTTL is how long a presigned download URL is good. Default
+	// artifacts.DefaultURLTTL (1 hour); the Mender client resumes an
+	// interrupted download with the same URL, so keep it generous.
+	DownloadTTL time.Duration
+	// TokenTTL is how long a device token is good. Default 7 days (as
+	// Mender's). Admission is checked on every call anyway, so a device
+	// removed from Git loses access at once, whatever its token says.
+	TokenTTL time.Duration
+	// TokenKey, when set (≥ 32 bytes), signs tokens instead of the
+	// store's shared secret "deviceapi.jwt.hs256". Every replica must use
+	// the same key.
+	TokenKey []byte
+	// MaxLogBody bounds a deployment log upload. Default 1 MiB.
+	MaxLogBody int64
+	// MaxLogLines bounds how many lines of one upload are logged. Default 200.
+	MaxLogLines int
+	Logger      *slog.Logger
+	Now         func() time.Time // default time.Now
+}
+
+// API serves the device endpoints. Create it with New.
+type API struct {
+	opts Options
+	log  *slog.Logger
+	adm  admissions
+	plan plans
+	clk  phaseClock
+
+	keyMu sync.Mutex
+	key   []byte
+}
+
+// New checks opts and returns an API; it does no I/O.
+func New(opts Options) (*API, error) {
+	if opts.Store == nil || opts.Live == nil {
+		return nil, errors.New("deviceapi: Store and Live are required")
+	}
+	if opts.TokenKey != nil && len(opts.TokenKey) < 32 {
+		return nil, errors.New("deviceapi: TokenKey must be at least 32 bytes")
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = 7 * 24 * time.Hour
+	}
+	if opts.MaxLogBody <= 0 {
+		opts.MaxLogBody = 1 << 20
+	}
+	if opts.MaxLogLines <= 0 {
+		opts.MaxLogLines = 200
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Compile == nil {
+		opts.Compile = func(f *schema.Fleet, r []store.RolloutRecord) Planner { return rollout.Compile(f, r) }
+	}
+	if opts.DownloadTTL <= 0 {
+		opts.DownloadTTL = artifacts.DefaultURLTTL
+	}
+	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey}
+	return a, nil
+}
+
+// Register adds the device routes to g, which must be rooted at
+// /api/devices:
+//
+//	POST  v1/authentication/auth_requests
+//	POST  v2/deployments/device/deployments/next
+//	POST  v1/deployments/device/deployments/next
+//	GET   v1/deployments/device/deployments/next
+//	PUT   v1/deployments/device/deployments/:id/status
+//	PUT   v1/deployments/device/deployments/:id/log
+//	PUT   v1/inventory/device/attributes
+//	PATCH v1/inventory/device/attributes
+//
+// All but auth_requests need a device token.
+func (a *API) Register(g *echo.Group) {
+	g.POST("/v1/authentication/auth_requests", a.authRequest)
+	dev := g.Group("", a.authenticate)
+	dev.POST("/v2/deployments/device/deployments/next", a.nextV2)
+	dev.POST("/v1/deployments/device/deployments/next", a.nextV1)
+	dev.GET("/v1/deployments/device/deployments/next", a.nextGet)
+	dev.PUT("/v1/deployments/device/deployments/:id/status", a.status)
+	dev.PUT("/v1/deployments/device/deployments/:id/log", a.uploadLog)
+	dev.PUT("/v1/inventory/device/attributes", a.inventoryPut)
+	dev.PATCH("/v1/inventory/device/attributes", a.inventoryPatch)
+}
+
+// Handler serves only the device routes (for tests and tools); the
+// controller mounts them with Register next to its own.
+func (a *API) Handler() http.Handler {
+	e := echo.New()
+	e.HTTPErrorHandler = JSONErrors
+	a.Register(e.Group("/api/devices"))
+	return e
+}
+
+// JSONErrors answers {"error": message}, as the Mender server does.
+func JSONErrors(c *echo.Context, err error) {
+	code := http.StatusInternalServerError
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+	}
+	msg := http.StatusText(code)
+	if he != nil && he.Message != "" {
+		msg = he.Message
+	}
+	_ = c.JSON(code, map[string]string{"error": msg})
+}
+
+// tokenKey returns the HMAC key, reading (or creating) the shared secret
+// the first time.
+func (a *API) tokenKey(ctx context.Context) ([]byte, error) {
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	if a.key != nil {
+		return a.key, nil
+	}
+	k, err := a.opts.Store.SharedSecret(ctx, tokenSecretName, newTokenKey)
+	if err != nil {
+		return nil, fmt.Errorf("read token key: %w", err)
+	}
+	if len(k) < 32 {
+		return nil, fmt.Errorf("token key %q in the store is %d bytes (want ≥ 32)", tokenSecretName, len(k))
+	}
+	a.key = k
+	return k, nil
+}
+
+// session is what authenticate puts in the context for a device call.
+type session struct {
+	claims   Claims
+	manifest *schema.Device
+	snap     *reconcile.Snapshot
+}
+
+const sessionKey = "gitfleet.device"
+
+func sessionOf(c *echo.Context) *session { s, _ := c.Get(sessionKey).(*session); return s }
+
+// authenticate checks the bearer token (signature, expiry) and that the
+// live Snapshot still admits the device; 401 otherwise, which makes the
+// Mender client authenticate again.
+func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c *echo.Context) error {
+		tok, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			return unauthorized(c, "a device token is required")
+		}
+		key, err := a.tokenKey(c.Request().Context())
+		if err != nil {
+			a.log.Error("device token key unavailable", "err", err)
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "store unavailable")
+		}
+		claims, err := verifyToken(key, strings.TrimSpace(tok), a.opts.Now())
+		if err != nil {
+			a.log.Debug("device token refused", "err", err)
+			return unauthorized(c, "invalid or expired device token")
+		}
+		snap := a.opts.Live()
+		m := a.adm.get(snap).admit(claims.Identity, claims.Key)
+		if m == nil {
+			a.log.Info("device no longer accepted", "device_id", claims.Subject)
+			return unauthorized(c, "the device is not accepted")
+		}
+		c.Set(sessionKey, &session{claims: claims, manifest: m, snap: snap})
+		return next(c)
+	}
+}
+
+func unauthorized(c *echo.Context, msg string) error {
+	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gitfleet"`)
+	return echo.NewHTTPError(http.StatusUnauthorized, msg)
+}
+
+// readBody reads the request body up to limit bytes: 413 beyond it.
+func readBody(c *echo.Context, limit int64) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > limit {
+		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+	}
+	if err != nil {
+		return nil, echo.NewHTTPError(http.StatusBadRequest, "reading the body: "+err.Error())
+	}
+	return b, nil
+}
+
+// httpError maps errors to answers: bad requests are the device's fault
+// (400, with the reason), the rest is ours (500/503, logged).
+func (a *API) httpError(what string, err error, attrs ...any) error {
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.Is(err, ErrBadRequest):
+		return echo.NewHTTPError(http.StatusBadRequest, strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": "))
+	case errors.Is(err, context.Canceled):
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "request canceled")
+	}
+	a.log.Error(what+" failed", append(attrs, "err", err)...)
+	return echo.NewHTTPError(http.StatusServiceUnavailable, what+" failed; try again")
+}
