@@ -90,7 +90,8 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		ReplicaID:       fmt.Sprintf("%s-%d", host, os.Getpid()),
 	}
 	if cfg.WebhookSecret != "" {
-		opts.Webhooks = &receive.Options{Secret: receive.Secret(cfg.WebhookSecret), Ref: src.Ref()}
+		opts.Webhooks = &receive.Options{Secret: receive.Secret(cfg.WebhookSecret), Ref: src.Ref(),
+			PerSource: receive.Limit{Rate: cfg.WebhookRate, Burst: cfg.WebhookBurst}}
 	} else {
 		log.Warn("no --webhook-secret: webhooks are disabled; the repository is polled every " + cfg.PollInterval.String())
 	}

@@ -39,6 +39,8 @@ type serveConfig struct {
 	Hostnames           []string      `yaml:"hostnames" flag:"hostname" help:"host names the development certificate covers (repeatable)"`
 	WebhookSecret       string        `yaml:"webhook_secret" flag:"webhook-secret" secret:"true" help:"secret Git host webhooks are signed with"`
 	WebhookSecretFile   string        `yaml:"webhook_secret_file" flag:"webhook-secret-file" help:"file holding the webhook secret"`
+	WebhookRate         float64       `yaml:"webhook_rate" flag:"webhook-rate" help:"webhook requests per second allowed from one source address"`
+	WebhookBurst        int           `yaml:"webhook_burst" flag:"webhook-burst" help:"webhook requests one source may send at once before --webhook-rate applies"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
 	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
@@ -50,6 +52,8 @@ func defaultServeConfig() serveConfig {
 		PollInterval: time.Minute,
 		DataDir:      ".gitfleet",
 		Listen:       ":8443",
+		WebhookRate:  1,
+		WebhookBurst: 20,
 		LogLevel:     "info",
 	}
 }
@@ -68,6 +72,10 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 			fs.DurationVar(p, name, *p, help)
 		case *[]string:
 			fs.StringArrayVar(p, name, *p, help)
+		case *float64:
+			fs.Float64Var(p, name, *p, help)
+		case *int:
+			fs.IntVar(p, name, *p, help)
 		}
 	}
 }
@@ -133,6 +141,18 @@ func setField(f reflect.Value, s string) error {
 		f.Set(reflect.ValueOf(d))
 	case []string:
 		f.Set(reflect.ValueOf(strings.Split(s, ",")))
+	case float64:
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(v)
+	case int:
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(v))
 	default:
 		return fmt.Errorf("unsupported setting type %s", f.Type())
 	}
@@ -177,6 +197,9 @@ func (c *serveConfig) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	if c.WebhookRate <= 0 || c.WebhookBurst < 1 {
+		errs = append(errs, fmt.Errorf("--webhook-rate (%g) must be > 0 and --webhook-burst (%d) at least 1", c.WebhookRate, c.WebhookBurst))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))

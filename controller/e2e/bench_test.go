@@ -64,7 +64,8 @@ func groupYAML(g, devices, groups, shift int) string {
 // resident memory (current and peak).
 func BenchmarkWebhookToLive(b *testing.B) {
 	env := newBenchEnv(b, 1000)
-	c := env.StartController("bench")
+	// Pushes come faster than the default per-source webhook rate (1/s).
+	c := env.StartController("bench", "--webhook-rate", "1000", "--webhook-burst", "1000")
 	c.AwaitServing(env.Repo.Head())
 	devices, groups := 1000-1-50-10, 50
 	var lat []time.Duration
