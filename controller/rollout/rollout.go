@@ -1,6 +1,8 @@
 package rollout
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
@@ -188,4 +190,40 @@ type PhaseInfo struct {
 	Name       string
 	Cumulative int64 // L(k): devices admitted by the end of this phase
 	Limit      int64 // the phase's quota, L(k) − L(k−1)
+}
+
+// String describes d in one line, for logs and golden files.
+func (d Decision) String() string {
+	var b strings.Builder
+	b.WriteString(d.Action.String())
+	b.WriteString(" ")
+	b.WriteString(string(d.Reason))
+	if d.Generation.Rollout != "" {
+		fmt.Fprintf(&b, " %s:%d", d.Generation.Rollout, d.Generation.Generation)
+	}
+	switch {
+	case d.Action != None:
+		fmt.Fprintf(&b, " phase %d %q", d.Phase, d.PhaseName)
+		if d.Action != Resume {
+			fmt.Fprintf(&b, " limit %d", d.Limit)
+		}
+		fmt.Fprintf(&b, " artifact %s", d.ArtifactName)
+		if d.Action == Resume {
+			fmt.Fprintf(&b, " (%s, attempt %d)", d.Deployment.State, d.Deployment.Attempts+1)
+		}
+	case d.PhaseName != "":
+		fmt.Fprintf(&b, " phase %d %q", d.Phase, d.PhaseName)
+	}
+	if !d.Until.IsZero() {
+		fmt.Fprintf(&b, " until %s", d.Until.UTC().Format(time.RFC3339))
+	}
+	if d.NewlyComplete != 0 {
+		b.WriteString(" newly-complete")
+		for k := range 64 {
+			if d.NewlyComplete&(1<<k) != 0 {
+				fmt.Fprintf(&b, " %d", k)
+			}
+		}
+	}
+	return b.String()
 }
