@@ -291,7 +291,16 @@ func (c *Cache) download(ctx context.Context, a *schema.Artifact, digest string)
 	if err != nil {
 		return failf(ErrSource, "%v", err)
 	}
-	defer f.Close()
+	discard := false
+	defer func() {
+		// Keep a partial download to resume, unless it is empty or its
+		// bytes are known to be wrong.
+		fi, err := f.Stat()
+		f.Close()
+		if discard || (err == nil && fi.Size() == 0) {
+			_ = c.dir.Remove(part)
+		}
+	}()
 	off, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return failf(ErrSource, "%v", err)
@@ -342,11 +351,11 @@ func (c *Cache) download(ctx context.Context, a *schema.Artifact, digest string)
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != off {
-			_ = restart()
+			discard = true
 			return failf(ErrSource, "GET %s: asked for bytes from %d, got Content-Range %q", shown, off, resp.Header.Get("Content-Range"))
 		}
 		if total > c.opts.MaxSize {
-			_ = restart()
+			discard = true
 			return failf(ErrTooLarge, "GET %s: %d bytes, the limit is %d", shown, total, c.opts.MaxSize)
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && off > 0:
@@ -355,20 +364,20 @@ func (c *Cache) download(ctx context.Context, a *schema.Artifact, digest string)
 		if ok, err := c.partIsWhole(f, digest); err == nil && ok {
 			return c.finishPart(f, part, digest)
 		}
-		_ = restart()
+		discard = true
 		return failf(ErrSource, "GET %s: %s for the rest from byte %d; starting over", shown, resp.Status, off)
 	default:
 		return failf(ErrSource, "GET %s: %s", shown, resp.Status)
 	}
 	if resp.ContentLength >= 0 && off+resp.ContentLength > c.opts.MaxSize {
-		_ = restart()
+		discard = true
 		return failf(ErrTooLarge, "GET %s: %d bytes, the limit is %d", shown, off+resp.ContentLength, c.opts.MaxSize)
 	}
 
 	h := sha256.New()
 	if off > 0 {
 		if err := hashPrefix(h, f, off); err != nil {
-			_ = restart()
+			discard = true
 			return failf(ErrSource, "read partial download: %v", err)
 		}
 	}
@@ -379,7 +388,7 @@ func (c *Cache) download(ctx context.Context, a *schema.Artifact, digest string)
 		err = ferr
 	}
 	if off+n > c.opts.MaxSize {
-		_ = restart()
+		discard = true
 		return failf(ErrTooLarge, "GET %s: more than %d bytes", shown, c.opts.MaxSize)
 	}
 	if err != nil {
@@ -390,7 +399,7 @@ func (c *Cache) download(ctx context.Context, a *schema.Artifact, digest string)
 		return failf(ErrSource, "GET %s: interrupted after %d bytes (kept; the next attempt resumes): %v", shown, off+n, urlErr(err))
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
-		_ = restart()
+		discard = true
 		return failf(ErrDigest, "GET %s: downloaded %d bytes with sha256 %s, the manifest says %s", shown, off+n, got, digest)
 	}
 	c.log.Info("artifact downloaded", "artifact", a.Name, "source", shown, "sha256", digest, "size", off+n, "resumed_at", off)
