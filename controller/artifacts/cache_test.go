@@ -27,7 +27,7 @@ func TestEnsure(t *testing.T) {
 		provides: map[string]string{"app.channel": "stable"}}.bytes(t)
 	corrupt := bytes.Clone(good)
 	corrupt[len(corrupt)-1500] ^= 1 // inside the payload archive
-	noise := make([]byte, 2<<20) // incompressible: the artifact is over MaxSize
+	noise := make([]byte, 2<<20)    // incompressible: the artifact is over MaxSize
 	rand.Read(noise)
 	big := build{name: "app-1", signer: key(t, "release"), payload: noise}.bytes(t)
 
@@ -644,4 +644,73 @@ func TestMenderArtifactInterop(t *testing.T) {
 	pub := filepath.Join(dir, "release.pub")
 	os.WriteFile(pub, k.pub, 0o644)
 	run(t, ma, "validate", "-k", pub, ent.Path)
+}
+
+// TestStoreFileArrivesLater: a manifest committed before its file is in
+// the store fails, and the next sync (no backoff for store paths) offers
+// it.
+func TestStoreFileArrivesLater(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	fleet := &schema.Fleet{Artifacts: []schema.Artifact{manifest("app-1", "a.mender")}}
+	if err := e.cache.Sync(ctx, fleet); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cache.Lookup("app-1"); !errors.Is(err, ErrSource) {
+		t.Fatalf("before upload: %v", err)
+	}
+	e.put("a.mender", build{name: "app-1"}.bytes(t))
+	if err := e.cache.Sync(ctx, fleet); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cache.Lookup("app-1"); err != nil {
+		t.Fatalf("after upload: %v", err)
+	}
+}
+
+// TestStalledDownload: a server that stops sending is given up on after
+// StallTimeout, and what arrived is kept for the next attempt.
+func TestStalledDownload(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.StallTimeout = 200 * time.Millisecond })
+	data := build{name: "app-1"}.bytes(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.Write(data[:100])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	e.serve.Store(&h)
+	_, err := e.cache.Ensure(context.Background(), manifest("app-1", e.srv.URL+"/a", withSHA(sum(data))), nil)
+	if !errors.Is(err, ErrSource) || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("%v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(e.dir, tmpDir, sum(data)+partSuffix)); err != nil || fi.Size() != 100 {
+		t.Errorf("partial file: %v", err)
+	}
+}
+
+// TestPartialCollected: the partial download of an artifact that left the
+// fleet goes after KeepUnused.
+func TestPartialCollected(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, func(o *Options) { o.KeepUnused = time.Hour })
+	part := filepath.Join(e.dir, tmpDir, strings.Repeat("c", 64)+partSuffix)
+	os.WriteFile(part, []byte("half"), 0o644)
+	old := e.clock.Now().Add(-2 * time.Hour)
+	os.Chtimes(part, old, old)
+	fail := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) })
+	e.serve.Store(&fail)
+	fleet := &schema.Fleet{Artifacts: []schema.Artifact{manifest("app-1", e.srv.URL+"/a", withSHA(strings.Repeat("c", 64)))}}
+	if err := e.cache.Sync(ctx, fleet); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(part); err != nil {
+		t.Fatalf("partial of a fleet artifact removed: %v", err)
+	}
+	if err := e.cache.Sync(ctx, &schema.Fleet{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(part); !os.IsNotExist(err) {
+		t.Errorf("partial of a removed artifact kept: %v", err)
+	}
 }

@@ -11,7 +11,10 @@
 //   - a slash-separated path relative to the artifact store
 //     ([Options].StoreDir): a plain directory on the controller's machine (a
 //     mounted volume, an rsync target, a CI upload directory). The fleet
-//     repository's checkout is never used as the store; or
+//     repository's checkout is never used as the store. Paths and symlinks
+//     that lead out of the store are refused. When the manifest gives no
+//     sha256, a sha256sum-style SOURCE.sha256 beside the file is checked
+//     if present; otherwise the file's own digest is taken; or
 //   - an https URL (an object store, a release server). Its sha256 is
 //     required, so the bytes are pinned by the reviewed commit.
 //
@@ -48,10 +51,18 @@
 // an [*Error] that says which check failed and why, [Cache.Status] lists
 // every artifact with its state, and the download handler refuses its
 // digest. Fetch failures (a missing file, a network error, a short or wrong
-// download) are retried with exponential backoff on later syncs; the other
-// checks are deterministic for a given file and are re-evaluated cheaply
-// (their results are memoized per digest) whenever the manifest or the
-// file changes.
+// download) are retried by later syncs, downloads with exponential
+// backoff. The other checks are deterministic for a given file; their
+// results are memoized per digest (a restarted controller reads each cached
+// file once more) and re-evaluated cheaply whenever the manifest, the keys
+// or the file change.
+//
+// The controller calls [Cache.Sync] with every new snapshot and also on a
+// timer (a minute is fine): that is when a file added to the store after
+// its manifest was committed is picked up, and when failed downloads are
+// retried. A Sync with nothing to do costs a stat per store artifact: a
+// store file is copied and hashed again only when its size or modification
+// time changes.
 //
 // # More than one signature
 //
@@ -84,5 +95,8 @@
 // can be rotated in by adding it first and rotated out after the longest
 // URL lifetime. [Cache.Handler] serves GET and HEAD of such URLs from the
 // cache with Content-Length, ETag (the digest), Accept-Ranges and 206
-// partial content for Range requests, so interrupted downloads resume.
+// partial content for Range requests, so interrupted downloads resume. It
+// serves only digests of artifacts offered now: a manifest deleted from
+// Git, or an artifact that fails a check after a key change, stops
+// downloading at once, even through URLs already issued.
 package artifacts

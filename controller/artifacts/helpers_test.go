@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"io/fs"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -168,7 +169,7 @@ var downloadKey = bytes.Repeat([]byte("k"), 32)
 func newEnv(t testing.TB, mod ...func(*Options)) *env {
 	t.Helper()
 	e := &env{t: t, store: t.TempDir(), dir: t.TempDir(), clock: newClock()}
-	e.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.gets.Add(1)
 		if f := e.serve.Load(); f != nil {
 			(*f)(w, r)
@@ -181,6 +182,8 @@ func newEnv(t testing.TB, mod ...func(*Options)) *env {
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data.([]byte)))
 	}))
+	e.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // dropped connections are on purpose
+	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
 	opts := Options{
 		Dir: e.dir, StoreDir: e.store, HTTPClient: e.srv.Client(), Now: e.clock.Now,

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,9 @@ type record struct {
 	// digest is the last file the source gave, kept (not collected) while
 	// the manifest exists even if a check failed.
 	digest string
+	// partial is the digest an https download in progress is kept under
+	// (tmp/<partial>.part).
+	partial string
 
 	entry    *Entry // set when offered
 	err      *Error // set when a check failed
@@ -111,6 +115,9 @@ func (c *Cache) ensureGen(ctx context.Context, a *schema.Artifact, keys []schema
 	r := c.arts[a.Name]
 	if r == nil || r.want != want {
 		r = &record{want: want, source: a.Spec.Source}
+		if isHTTPS(a.Spec.Source) && isDigest(strings.ToLower(a.Spec.SHA256)) {
+			r.partial = strings.ToLower(a.Spec.SHA256)
+		}
 		c.arts[a.Name] = r
 		c.reindex()
 	}
@@ -153,7 +160,11 @@ func (c *Cache) ensureGen(ctx context.Context, a *schema.Artifact, keys []schema
 	r.entry, r.err = nil, ferr
 	if ferr.Retry {
 		r.attempts++
-		r.next = now.Add(c.backoff(r.attempts))
+		// Only network fetches back off; a store path is a stat away
+		// and is looked at again by every sync.
+		if isHTTPS(a.Spec.Source) {
+			r.next = now.Add(c.backoff(r.attempts))
+		}
 	} else {
 		r.attempts, r.next = 0, time.Time{}
 	}
@@ -294,4 +305,25 @@ func (c *Cache) collect(gen uint64) {
 		delete(c.blobs, name)
 		c.log.Info("artifact cache: removed unused file", "sha256", name, "size", fi.Size())
 	}
+
+	// Partial downloads of artifacts that left the fleet.
+	partials := map[string]bool{}
+	for _, r := range c.arts {
+		partials[r.partial+partSuffix] = true
+	}
+	ents, err = fs.ReadDir(c.dir.FS(), tmpDir)
+	if err != nil {
+		return
+	}
+	for _, de := range ents {
+		name := de.Name()
+		if !strings.HasSuffix(name, partSuffix) || partials[name] {
+			continue
+		}
+		if fi, err := de.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			_ = c.dir.Remove(path.Join(tmpDir, name))
+		}
+	}
 }
+
+func isHTTPS(source string) bool { return strings.HasPrefix(source, "https://") }
