@@ -407,12 +407,12 @@ func (a *API) uploadLog(c *echo.Context) error {
 	if err != nil {
 		return a.httpError("deployment log", err)
 	}
-	if _, err := a.opts.Store.Deployment(c.Request().Context(), g, s.claims.Subject); errors.Is(err, store.ErrNotFound) {
+	if _, err := a.opts.Store.Deployment(c.Request().Context(), g, s.manifest.Name); errors.Is(err, store.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusNotFound, "no such deployment for this device")
 	} else if err != nil {
 		return a.httpError("read deployment", err)
 	}
-	log := a.log.With("device_id", s.claims.Subject, "rollout", g.Rollout, "generation", g.Generation)
+	log := a.log.With("device_id", s.claims.Subject, "device", s.manifest.Name, "rollout", g.Rollout, "generation", g.Generation)
 	log.Info("deployment log received", "lines", len(msgs))
 	for i, m := range msgs {
 		if i == a.opts.MaxLogLines {

@@ -278,3 +278,9 @@ func (f *fakeArtifacts) PresignURL(base string, e *artifacts.Entry, device strin
 }
 
 func ctx() context.Context { return context.Background() }
+
+func rolloutManifest(name string, retries int) schema.Rollout {
+	r := schema.Rollout{Spec: schema.RolloutSpec{Artifact: "hello-2", Retries: retries}}
+	r.Name, r.Kind, r.APIVersion = name, "Rollout", "gitfleet.io/v1"
+	return r
+}
