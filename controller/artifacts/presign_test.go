@@ -17,7 +17,7 @@ import (
 )
 
 // presignEnv caches one artifact and returns it with its bytes.
-func presignEnv(t *testing.T, mod ...func(*Options)) (*env, *Entry, []byte) {
+func presignEnv(t testing.TB, mod ...func(*Options)) (*env, *Entry, []byte) {
 	t.Helper()
 	e := newEnv(t, mod...)
 	data := build{name: "app-1", payload: bytes.Repeat([]byte("abcdefghij"), 3000)}.bytes(t)
