@@ -54,7 +54,7 @@ func BenchmarkReadVerify(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				stop := samplePeakHeap(&peak)
-				_, err = Verify(bufio.NewReaderSize(f, 1<<20), ReaderOptions{Verifiers: []*Verifier{signer.Verifier()}})
+				_, err = Verify(f, ReaderOptions{Verifiers: []*Verifier{signer.Verifier()}})
 				stop()
 				readTime += time.Since(start)
 				f.Close()

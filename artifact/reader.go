@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -594,6 +595,42 @@ func (f *File) Read(p []byte) (int, error) {
 		return n, f.err
 	}
 	return n, nil
+}
+
+// copyBufSize is the chunk WriteTo moves: large enough that per-call costs
+// of the tar and decompression layers vanish next to hashing.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// WriteTo copies the rest of the file to w in large chunks, checking its
+// digest like Read; io.Copy uses it. On a digest mismatch w has received
+// the file's bytes but WriteTo returns ErrDigest: write to a temporary place
+// and commit only on success.
+func (f *File) WriteTo(w io.Writer) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+			if m != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // finish reads what is left of the file, so its digest is checked.
