@@ -39,7 +39,11 @@
 //   - Commit (agent, running the new partition, health checks passed):
 //     upgrade_available=0, bootcount=0 ([Commit]).
 //   - Rollback (agent, before or after the reboot): mender_boot_part and
-//     mender_boot_part_hex = the old partition, upgrade_available=0 ([Rollback]).
+//     mender_boot_part_hex = the old partition, upgrade_available=0,
+//     bootcount=0 ([Rollback]).
+//
+// [ReadState] reads the four back, and refuses a mender_boot_part_hex that
+// names another partition than mender_boot_part.
 //
 // # Backends
 //
@@ -58,6 +62,11 @@
 //   - [Tools]: runs fw_printenv/fw_setenv, for devices whose environment only
 //     the vendor's tools can reach; as atomic as the tools are (fw_setenv -s
 //     writes all variables in one store).
+//
+// Writers in one process are serialised by each value's mutex. Across
+// processes, [UBoot] takes the flock fw_setenv takes; [GRUB] and [File] take
+// none (neither does grub-editenv): two processes writing at once can lose
+// one's update, though never corrupt the file.
 //
 // An empty value in [Env.Set] deletes the variable, as "fw_setenv name" and
 // U-Boot's "setenv name" do, in every backend.

@@ -384,26 +384,25 @@ func (d *devFile) write(img []byte, hdr int) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	if d.kind == kindMTD {
-		if err := d.mtdWrite(f, img); err != nil {
-			return err
+		err = d.mtdWrite(f, img) // MTD writes reach the flash before returning
+	} else {
+		err = writeSynced(f, img[hdr:], d.Offset+int64(hdr))
+		if err == nil {
+			err = writeSynced(f, img[:hdr], d.Offset)
 		}
-		return f.Close()
 	}
-	if _, err := f.WriteAt(img[hdr:], d.Offset+int64(hdr)); err != nil {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func writeSynced(f *os.File, b []byte, off int64) error {
+	if _, err := f.WriteAt(b, off); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(img[:hdr], d.Offset); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	return f.Close()
+	return f.Sync()
 }
 
 // writeFlag overwrites the flags byte of a redundant copy in place (NOR
