@@ -18,7 +18,9 @@ type Device struct {
 	// EnvSize is the size of the copy, header included (U-Boot's
 	// CONFIG_ENV_SIZE). Both copies of a redundant pair have the same size.
 	EnvSize int64
-	// SectorSize is the erase block size (MTD only; 0 asks the device).
+	// SectorSize is the erase block size (MTD only; 0 asks the device). A
+	// write erases every erase block the copy spans, whole: nothing else,
+	// not even the other copy, may share them.
 	SectorSize int64
 	// Sectors is how many erase blocks the copy may span on NAND, bad blocks
 	// skipped (0 means 1).

@@ -45,6 +45,9 @@ func (d *devFile) isBad(f *os.File, off int64) (bool, error) {
 	if d.mtd.typ != mtdNAND {
 		return false, nil
 	}
+	if d.badBlock != nil {
+		return d.badBlock(off)
+	}
 	r, err := ioctl(f, unix.MEMGETBADBLOCK, unsafe.Pointer(&off))
 	if err != nil {
 		return false, fmt.Errorf("MEMGETBADBLOCK at %#x: %w", off, err)

@@ -308,6 +308,8 @@ type devFile struct {
 	scheme flagScheme
 	mtd    mtdInfo // kindMTD
 	sysfs  string
+
+	badBlock func(off int64) (bool, error) // tests: replaces MEMGETBADBLOCK
 }
 
 func probe(d Device, sysfs string) (*devFile, error) {
