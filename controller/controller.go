@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
@@ -59,6 +61,14 @@ type Options struct {
 	// ReplicaID names this controller in logs and status; default the
 	// process's host name and PID.
 	ReplicaID string
+	// Devices configures the device API (package deviceapi) served under
+	// /api/devices; its Store, Live and (when nil) Logger are set by the
+	// controller. Without Devices.Artifacts devices authenticate and
+	// report inventory, but no deployment is offered.
+	Devices deviceapi.Options
+	// Downloads serves presigned artifact downloads (artifacts.Cache's
+	// Handler) under artifacts.DownloadPath; nil serves none.
+	Downloads http.Handler
 }
 
 // Controller follows Git and serves. Create it with New, serve its
@@ -67,6 +77,7 @@ type Controller struct {
 	opts     Options
 	rec      *reconcile.Reconciler
 	hooks    *receive.Handler
+	devices  *deviceapi.API
 	metrics  *metrics
 	trigger  chan struct{}
 	log      *slog.Logger
@@ -104,6 +115,16 @@ func New(opts Options) (*Controller, error) {
 	c.rec = reconcile.New(reconcile.Options{
 		Store: opts.Store, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
 	})
+	dopts := opts.Devices
+	dopts.Store, dopts.Live = opts.Store, c.rec.Live
+	if dopts.Logger == nil {
+		dopts.Logger = opts.Logger
+	}
+	devices, err := deviceapi.New(dopts)
+	if err != nil {
+		return nil, fmt.Errorf("controller: device API: %w", err)
+	}
+	c.devices = devices
 	if opts.Webhooks != nil {
 		wo := *opts.Webhooks
 		wo.Deduper = opts.Store

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/labstack/echo/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,8 @@ import (
 //	GET  /readyz                        a commit is served and the store answers
 //	GET  /metrics                       Prometheus
 //	POST /hooks, /hooks/{provider}      Git host webhooks
+//	     /api/devices/…                 the Mender device API (package deviceapi)
+//	GET  /api/devices/v1/download/…     presigned artifact downloads (Options.Downloads)
 //	GET  /api/management/v1/…           read-only management API (bearer token)
 func (c *Controller) Handler() http.Handler {
 	e := echo.New()
@@ -33,12 +36,20 @@ func (c *Controller) Handler() http.Handler {
 			e.Any(rt.Pattern, echo.WrapHandler(rt.Handler))
 		}
 	}
+	c.devices.Register(e.Group("/api/devices"))
+	if c.opts.Downloads != nil {
+		dl := echo.WrapHandler(c.opts.Downloads)
+		e.GET(artifacts.DownloadPath+"*", dl)
+		e.HEAD(artifacts.DownloadPath+"*", dl)
+	}
 	m := e.Group("/api/management/v1", c.requireToken)
 	m.GET("/status", c.status)
 	m.GET("/rollouts", c.rollouts)
 	m.GET("/events", c.events)
 	m.GET("/refused", c.refused)
-	m.GET("/devices", c.devices)
+	m.GET("/devices", c.declaredDevices)
+	m.GET("/devices/pending", c.pendingDevices)
+	m.GET("/devices/:id", c.device)
 	return e
 }
 
@@ -203,9 +214,8 @@ func (c *Controller) refused(ctx *echo.Context) error {
 	return ctx.JSON(http.StatusOK, map[string]any{"refused": ref})
 }
 
-// devices lists the devices the served commit declares. (What each device
-// reports arrives with the device API.)
-func (c *Controller) devices(ctx *echo.Context) error {
+// declaredDevices lists the devices the served commit declares.
+func (c *Controller) declaredDevices(ctx *echo.Context) error {
 	snap := c.rec.Live()
 	if snap == nil {
 		return ctx.JSON(http.StatusOK, map[string]any{"devices": []any{}})
@@ -222,4 +232,44 @@ func (c *Controller) devices(ctx *echo.Context) error {
 			Source: d.Source.File + ":" + strconv.Itoa(d.Source.Line)})
 	}
 	return ctx.JSON(http.StatusOK, map[string]any{"commit": snap.Commit.SHA, "devices": out})
+}
+
+// pendingDevices lists devices that authenticated without being declared,
+// newest first (?limit=1…1000, default 100): what `gitfleet devices
+// pending` shows.
+func (c *Controller) pendingDevices(ctx *echo.Context) error {
+	limit := 100
+	if s := ctx.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > store.MaxPage {
+			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
+		}
+		limit = n
+	}
+	devs, err := c.opts.Store.PendingDevices(ctx.Request().Context(), limit)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	if devs == nil {
+		devs = []store.Device{}
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"devices": devs})
+}
+
+// device returns what the store knows of one device (by the ID the device
+// API derives from its identity): identity, key fingerprint, status,
+// inventory, first and last seen.
+func (c *Controller) device(ctx *echo.Context) error {
+	id := ctx.Param("id")
+	if err := store.ValidateInventory(id, nil); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "bad device ID")
+	}
+	d, err := c.opts.Store.Device(ctx.Request().Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, "no device "+id)
+	}
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	return ctx.JSON(http.StatusOK, d)
 }
