@@ -14,8 +14,9 @@
 //
 // # The Mender convention
 //
-// The variables are those Mender uses, so bootloader integrations written for
-// Mender (meta-mender's U-Boot patches, grub-mender-grubenv) work unchanged:
+// The variables are those Mender uses, so bootloader scripts written for
+// Mender (meta-mender's U-Boot integration, grub-mender-grubenv) read them
+// unchanged:
 //
 //	mender_boot_part      partition number to boot, decimal ("2", "3")
 //	mender_boot_part_hex  the same number in lowercase hex ("2", "3", "a"),

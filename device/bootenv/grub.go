@@ -32,6 +32,10 @@ const (
 // so after a power cut the file holds the old block or the new one. Changes
 // are made to the block the way grub-editenv makes them (a variable keeps its
 // line; new ones are appended), so both tools leave identical bytes.
+//
+// Mender's grub-mender-grubenv keeps two such blocks (mender_grubenv1/env and
+// mender_grubenv2/env, each guarded by a lock block with editing=1 while it
+// is written); GRUB edits one block and does not write that pair yet.
 type GRUB struct {
 	path string
 	mu   sync.Mutex
