@@ -76,7 +76,9 @@ func TestKey(t *testing.T) {
 
 func TestWindow(t *testing.T) {
 	berlin, _ := time.LoadLocation("Europe/Berlin")
-	at := func(y int, m time.Month, d, h, min int, loc *time.Location) time.Time { return time.Date(y, m, d, h, min, 0, 0, loc) }
+	at := func(y int, m time.Month, d, h, min int, loc *time.Location) time.Time {
+		return time.Date(y, m, d, h, min, 0, 0, loc)
+	}
 	cases := []struct {
 		w    schema.MaintenanceWindow
 		t    time.Time
