@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newValidateCmd(),
 		newPlanCmd(),
+		newDevicesCmd(),
 	)
 	return root
 }

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+)
+
+func newDevicesCmd() *cobra.Command {
+	var mc mgmtClient
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List pending devices and print the manifest that accepts one",
+		Long: `Devices that authenticate without being declared in the fleet repository are
+recorded as pending and refused. 'gitfleet devices pending' lists them;
+'gitfleet devices accept ID' prints the Device manifest that accepts one (its
+identity and key fingerprint), or writes it into a checkout of the fleet
+repository with --write. Accepting a device is a commit: review it, merge it,
+and the device is accepted at its next authentication.
+
+Both talk to the controller's management API: --server (or GITFLEET_SERVER)
+and --token (or GITFLEET_TOKEN, the controller's --management-token).`,
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&mc.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
+	pf.StringVar(&mc.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
+	pf.StringVar(&mc.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
+	cmd.AddCommand(newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc))
+	return cmd
+}
+
+func newDevicesPendingCmd(mc *mgmtClient) *cobra.Command {
+	var (
+		limit  int
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "pending",
+		Short: "List devices waiting to be accepted, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp struct {
+				Devices []store.Device `json:"devices"`
+			}
+			if err := mc.get(cmd.Context(), "/api/management/v1/devices/pending?limit="+fmt.Sprint(limit), &resp); err != nil {
+				return failed(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Devices)
+			}
+			if len(resp.Devices) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "no pending devices")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tLAST SEEN\tKEY SHA256\tIDENTITY")
+			for _, d := range resp.Devices {
+				key := d.KeyFingerprint
+				if len(key) > 16 {
+					key = key[:16] + "…"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, d.LastSeen.UTC().Format(time.RFC3339), key, d.Identity)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "accept one with: gitfleet devices accept ID [--write CHECKOUT]")
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1…1000)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the store's records as JSON")
+	return cmd
+}
+
+func newDevicesAcceptCmd(mc *mgmtClient) *cobra.Command {
+	var (
+		name, deviceType, dir string
+		force                 bool
+	)
+	cmd := &cobra.Command{
+		Use:   "accept ID [--name NAME] [--write CHECKOUT]",
+		Short: "Print (or write) the Device manifest that accepts a pending device",
+		Long: `Print the Device manifest that accepts the device with this ID (from
+'gitfleet devices pending'): its identity and the SHA-256 fingerprint of its
+public key, so that only that device with that key is accepted.
+
+With --write CHECKOUT the manifest is written to CHECKOUT/devices/NAME.yaml
+instead; commit it (and open a pull request) to accept the device.
+
+NAME defaults to one derived from the device's hostname, serial or MAC
+identity attribute, else "device-" and the ID's first 12 characters. It is
+how groups and rollouts refer to the device.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			var d store.Device
+			if err := mc.get(cmd.Context(), "/api/management/v1/devices/"+url.PathEscape(id), &d); err != nil {
+				return failed(err)
+			}
+			identity := map[string]string{}
+			if len(d.Identity) > 0 {
+				if err := json.Unmarshal(d.Identity, &identity); err != nil {
+					return failed(fmt.Errorf("device %s: identity %s is not an object of strings: %w", id, d.Identity, err))
+				}
+			}
+			if name == "" {
+				name = deviceName(id, identity)
+			}
+			if !manifestName.MatchString(name) {
+				return fmt.Errorf("--name %q: use letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 128 characters", name)
+			}
+			if d.Status == store.DeviceAccepted {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: device %s is already accepted by the served commit\n", id)
+			}
+			doc := deviceManifest(name, id, deviceType, identity, d)
+			if dir == "" {
+				_, err := io.WriteString(cmd.OutOrStdout(), doc)
+				return err
+			}
+			path := filepath.Join(dir, "devices", name+".yaml")
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				return failed(err)
+			}
+			flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+			if force {
+				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+			}
+			f, err := os.OpenFile(path, flags, 0o644)
+			if errors.Is(err, os.ErrExist) {
+				return failed(fmt.Errorf("%s already exists: choose another --name, or pass --force to replace it", path))
+			}
+			if err != nil {
+				return failed(err)
+			}
+			if _, err := io.WriteString(f, doc); err != nil {
+				f.Close()
+				return failed(err)
+			}
+			if err := f.Close(); err != nil {
+				return failed(err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s; commit it to accept the device:\n  git -C %s add %s && git -C %s commit -m 'Accept device %s'\n",
+				path, dir, filepath.Join("devices", name+".yaml"), dir, name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "metadata.name of the Device manifest")
+	cmd.Flags().StringVar(&deviceType, "device-type", "", "also require the device to report this device type")
+	cmd.Flags().StringVar(&dir, "write", "", "write the manifest into this checkout of the fleet repository (devices/NAME.yaml)")
+	cmd.Flags().BoolVar(&force, "force", false, "with --write, replace an existing file")
+	return cmd
+}
+
+// manifestName is the schema's #Name.
+var manifestName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
+
+// deviceName derives a manifest name from the identity attributes people
+// recognize, falling back to the ID.
+func deviceName(id string, identity map[string]string) string {
+	bad := regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+	for _, k := range []string{"hostname", "serial", "serial_number", "serialno", "mac"} {
+		v := strings.Trim(bad.ReplaceAllString(identity[k], "-"), "-._")
+		if k == "mac" {
+			v = strings.ToLower(v)
+		}
+		if v != "" && len(v) <= 120 {
+			if k == "mac" {
+				v = "mac-" + v
+			}
+			if manifestName.MatchString(v) {
+				return v
+			}
+		}
+	}
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return "device-" + id
+}
+
+// deviceManifest renders a Device manifest. Strings are written as JSON
+// strings, which YAML reads as double-quoted scalars, so any value is
+// quoted safely.
+func deviceManifest(name, id, deviceType string, identity map[string]string, d store.Device) string {
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Accepted with `gitfleet devices accept %s`; first seen %s.\n", id, d.FirstSeen.UTC().Format(time.RFC3339))
+	b.WriteString("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata:\n")
+	fmt.Fprintf(&b, "  name: %s\nspec:\n", q(name))
+	if len(identity) > 0 {
+		b.WriteString("  identity:\n")
+		keys := make([]string, 0, len(identity))
+		for k := range identity {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "    %s: %s\n", q(k), q(identity[k]))
+		}
+	}
+	if d.KeyFingerprint != "" {
+		fmt.Fprintf(&b, "  publicKeySHA256: %s\n", d.KeyFingerprint)
+	}
+	if deviceType != "" {
+		fmt.Fprintf(&b, "  deviceType: %s\n", q(deviceType))
+	}
+	return b.String()
+}
+
+// mgmtClient calls the controller's management API.
+type mgmtClient struct {
+	server, token, caCert string
+}
+
+// maxMgmtResponse bounds what the CLI reads from the management API.
+const maxMgmtResponse = 16 << 20
+
+func (m *mgmtClient) get(ctx context.Context, path string, out any) error {
+	if m.server == "" {
+		return errors.New("--server (or GITFLEET_SERVER) is required: the controller's URL")
+	}
+	u, err := url.Parse(m.server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("--server %q: want an https:// URL (the controller serves HTTPS only)", m.server)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if m.caCert != "" {
+		pemBytes, err := os.ReadFile(m.caCert)
+		if err != nil {
+			return fmt.Errorf("--ca-cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("--ca-cert %s: no PEM certificate in it", m.caCert)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(m.server, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	if m.token != "" {
+		req.Header.Set("Authorization", "Bearer "+m.token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("management API: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMgmtResponse))
+	if err != nil {
+		return fmt.Errorf("management API: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		if e.Error == "" {
+			e.Error = http.StatusText(resp.StatusCode)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			e.Error += " (check --token)"
+		}
+		return fmt.Errorf("management API: %s: %d %s", req.URL.Path, resp.StatusCode, e.Error)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("management API: %s: %w", req.URL.Path, err)
+	}
+	return nil
+}
