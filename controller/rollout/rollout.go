@@ -196,8 +196,10 @@ type PhaseInfo struct {
 func (d Decision) String() string {
 	var b strings.Builder
 	b.WriteString(d.Action.String())
-	b.WriteString(" ")
-	b.WriteString(string(d.Reason))
+	if string(d.Reason) != d.Action.String() {
+		b.WriteString(" ")
+		b.WriteString(string(d.Reason))
+	}
 	if d.Generation.Rollout != "" {
 		fmt.Fprintf(&b, " %s:%d", d.Generation.Rollout, d.Generation.Generation)
 	}
