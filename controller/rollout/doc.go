@@ -18,7 +18,9 @@
 // includes it, the one with the highest priority (ties, which the schema
 // forbids for overlapping targets, go to the smaller name). The device gets
 // that rollout's answer even when it is "wait" or "aborted": a lower
-// priority rollout never fills in. [Plan.Route] names that rollout's
+// priority rollout never fills in. A rollout does not target a device
+// whose Device manifest declares a device type its artifact lacks, so such
+// a device falls through to the next rollout. [Plan.Route] names that rollout's
 // generation, so the caller reads only that generation's progress and the
 // device's deployment in it before calling [Plan.Next].
 //
