@@ -12,6 +12,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
 )
 
@@ -162,7 +163,11 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	default:
 		in.Deployment = &d
 	}
-	if in.Completed, err = a.completed(ctx, g, len(in.Progress.Phases)); err != nil {
+	phases := len(in.Progress.Phases)
+	if ro := rolloutOf(s.snap, g.Rollout); ro != nil {
+		phases = max(phases, len(ro.Spec.Phases))
+	}
+	if in.Completed, err = a.completed(ctx, g, phases); err != nil {
 		return a.httpError("read phase completion", err, "rollout", g.Rollout)
 	}
 	dec := plan.Next(in)
@@ -371,16 +376,24 @@ func (a *API) abort(ctx context.Context, snap *reconcile.Snapshot, g store.Gener
 
 // retriesOf is the rollout's retries per device in snap (0 when the
 // rollout is gone).
-func retriesOf(snap *reconcile.Snapshot, rollout string) int {
-	if snap == nil || snap.Fleet == nil {
-		return 0
-	}
-	for i := range snap.Fleet.Rollouts {
-		if snap.Fleet.Rollouts[i].Name == rollout {
-			return max(snap.Fleet.Rollouts[i].Spec.Retries, 0)
-		}
+func retriesOf(snap *reconcile.Snapshot, name string) int {
+	if ro := rolloutOf(snap, name); ro != nil {
+		return max(ro.Spec.Retries, 0)
 	}
 	return 0
+}
+
+// rolloutOf returns the Rollout manifest called name in snap, or nil.
+func rolloutOf(snap *reconcile.Snapshot, name string) *schema.Rollout {
+	if snap == nil || snap.Fleet == nil {
+		return nil
+	}
+	for i := range snap.Fleet.Rollouts {
+		if snap.Fleet.Rollouts[i].Name == name {
+			return &snap.Fleet.Rollouts[i]
+		}
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -276,3 +276,10 @@ func (a *API) httpError(what string, err error, attrs ...any) error {
 	a.log.Error(what+" failed", append(attrs, "err", err)...)
 	return echo.NewHTTPError(http.StatusServiceUnavailable, what+" failed; try again")
 }
+
+// The real implementations satisfy what the API needs.
+var (
+	_ Planner   = (*rollout.Plan)(nil)
+	_ Artifacts = (*artifacts.Cache)(nil)
+	_ Store     = store.Store(nil)
+)
