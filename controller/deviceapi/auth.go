@@ -38,6 +38,11 @@ func (a *API) authRequest(c *echo.Context) error {
 	id := DeviceID(identity)
 	ctx := c.Request().Context()
 	snap := a.opts.Live()
+	if snap == nil {
+		// Before the first commit is served nobody can be judged: not
+		// pending (which would mislabel accepted devices), just later.
+		return notReady()
+	}
 	manifest := a.adm.get(snap).admit(identity, fp)
 	rec := store.Device{ID: id, Identity: identity.Canonical(), KeyFingerprint: fp, Status: store.DevicePending, LastSeen: a.opts.Now()}
 	if manifest != nil {

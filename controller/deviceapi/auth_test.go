@@ -32,13 +32,16 @@ func TestAdmissionLifecycle(t *testing.T) {
 			e := newEnv(t)
 			d := newDevice(t, alg, map[string]any{"mac": "dc:a6:32:00:00:01", "serial": "A1"})
 
-			// No commit served yet: pending.
-			if code, h := d.auth(e); code != http.StatusUnauthorized || !strings.Contains(h.Get("WWW-Authenticate"), "Bearer") {
-				t.Fatalf("auth before any commit: %d, want 401 with WWW-Authenticate", code)
+			// No commit served yet: come back later, nothing recorded.
+			if code, _ := d.auth(e); code != http.StatusServiceUnavailable {
+				t.Fatalf("auth before any commit: %d, want 503", code)
+			}
+			if _, err := e.store.Device(ctx(), d.id()); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("recorded before any commit: %v", err)
 			}
 			e.setFleet(manifest("other", 1, map[string]string{"mac": "x"}, ""))
-			if code, _ := d.auth(e); code != http.StatusUnauthorized {
-				t.Fatalf("unknown device: %d, want 401", code)
+			if code, h := d.auth(e); code != http.StatusUnauthorized || !strings.Contains(h.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("unknown device: %d, want 401 with WWW-Authenticate", code)
 			}
 			pending, err := e.store.PendingDevices(ctx(), 10)
 			if err != nil || len(pending) != 1 {

@@ -53,8 +53,8 @@ type Artifacts interface {
 // Options configure an API. Store and Live are required.
 type Options struct {
 	Store Store
-	// Live returns the Snapshot served (nil before the first commit: every
-	// device is then pending and nothing is deployed).
+	// Live returns the Snapshot served; nil before the first commit, when
+	// every device call answers 503 (try later).
 	Live func() *reconcile.Snapshot
 	// Artifacts serves artifacts; when nil no deployment is offered
 	// (deployments/next answers 204).
@@ -229,6 +229,9 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return unauthorized(c, "invalid or expired device token")
 		}
 		snap := a.opts.Live()
+		if snap == nil {
+			return notReady()
+		}
 		m := a.adm.get(snap).admit(claims.Identity, claims.Key)
 		if m == nil {
 			a.log.Info("device no longer accepted", "device_id", claims.Subject)
@@ -237,6 +240,12 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(sessionKey, &session{claims: claims, manifest: m, snap: snap})
 		return next(c)
 	}
+}
+
+// notReady answers 503 while no Snapshot is served (a controller that just
+// started): the client retries later and keeps its token.
+func notReady() error {
+	return echo.NewHTTPError(http.StatusServiceUnavailable, "the controller has not loaded the fleet yet; try again later")
 }
 
 func unauthorized(c *echo.Context, msg string) error {

@@ -21,6 +21,8 @@
 // later call carries the token and is checked against the live Snapshot
 // again, from the token's own claims and without a store read, so a device
 // removed from Git gets 401 at its next call, whatever its token's expiry.
+// Until the controller serves its first commit every device call gets 503
+// (try later): nobody is judged, or marked pending, against no fleet.
 //
 // Two names. A device's ID is derived from its identity ([DeviceID]: the
 // first 16 bytes of SHA-256 over the canonical id_data, hex): it exists
