@@ -23,6 +23,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
 	"github.com/gitfleet/gitfleet/webhooks/receive"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -69,6 +70,14 @@ type Options struct {
 	// Downloads serves presigned artifact downloads (artifacts.Cache's
 	// Handler) under artifacts.DownloadPath; nil serves none.
 	Downloads http.Handler
+	// SyncArtifacts, when set, fetches and verifies the artifacts a fleet
+	// declares (artifacts.Cache.Sync). The controller calls it whenever a
+	// commit goes live and every SyncInterval, so an artifact uploaded
+	// after its commit is picked up; it runs in the background and never
+	// delays a commit going live.
+	SyncArtifacts func(ctx context.Context, fleet *schema.Fleet) error
+	// SyncInterval is the period of SyncArtifacts. Default 1 minute.
+	SyncInterval time.Duration
 }
 
 // Controller follows Git and serves. Create it with New, serve its
@@ -80,6 +89,7 @@ type Controller struct {
 	devices  *deviceapi.API
 	metrics  *metrics
 	trigger  chan struct{}
+	sync     chan struct{} // asks the artifact sync loop to run now
 	log      *slog.Logger
 	started  time.Time
 	mu       sync.Mutex
@@ -102,12 +112,16 @@ func New(opts Options) (*Controller, error) {
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = 2 * time.Second
 	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = time.Minute
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	c := &Controller{
 		opts:    opts,
 		trigger: make(chan struct{}, 1),
+		sync:    make(chan struct{}, 1),
 		log:     opts.Logger,
 		started: time.Now(),
 	}
@@ -161,10 +175,14 @@ func (c *Controller) Live() *reconcile.Snapshot { return c.rec.Live() }
 func (c *Controller) Run(ctx context.Context) error {
 	c.restore(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		c.watchLive(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		c.syncArtifacts(ctx)
 	}()
 	c.opts.Source.Run(ctx, c.trigger, c.apply)
 	wg.Wait()
@@ -206,6 +224,9 @@ func (c *Controller) apply(ctx context.Context, rev gitsource.Revision) {
 			c.Trigger()
 			return
 		case err == nil:
+			if res.Outcome == reconcile.Applied {
+				c.requestSync()
+			}
 			return
 		case errors.Is(err, reconcile.ErrTransient):
 			c.log.Warn("reconcile failed; retrying", "commit", rev.SHA, "err", err)
@@ -242,6 +263,38 @@ func (c *Controller) watchLive(ctx context.Context) {
 			} else {
 				c.Trigger()
 			}
+		}
+	}
+}
+
+func (c *Controller) requestSync() {
+	select {
+	case c.sync <- struct{}{}:
+	default:
+	}
+}
+
+// syncArtifacts keeps the artifact cache in step with the live fleet: at
+// once when a commit goes live, and every SyncInterval.
+func (c *Controller) syncArtifacts(ctx context.Context) {
+	if c.opts.SyncArtifacts == nil {
+		return
+	}
+	t := time.NewTicker(c.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.sync:
+		}
+		snap := c.rec.Live()
+		if snap == nil {
+			continue
+		}
+		if err := c.opts.SyncArtifacts(ctx, snap.Fleet); err != nil && ctx.Err() == nil {
+			c.log.Warn("artifact sync failed", "err", err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/devcert"
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
@@ -95,6 +98,14 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	} else {
 		log.Warn("no --webhook-secret: webhooks are disabled; the repository is polled every " + cfg.PollInterval.String())
 	}
+	cache, err := openArtifacts(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: cfg.PublicURL}
+	opts.Downloads = cache.Handler()
+	opts.SyncArtifacts = cache.Sync
 	ctrl, err := controller.New(opts)
 	if err != nil {
 		return err
@@ -225,4 +236,39 @@ func serverTLS(cfg serveConfig, log *slog.Logger) (*tls.Config, error) {
 		"cert", c.CertPath, "sha256_fingerprint", c.Fingerprint, "created", c.Created)
 	tc.Certificates = []tls.Certificate{c.TLS}
 	return tc, nil
+}
+
+// openArtifacts makes the artifact cache in the data dir. The key that signs
+// download URLs comes from the store, so every replica accepts the others'.
+func openArtifacts(ctx context.Context, cfg serveConfig, st store.Store, log *slog.Logger) (*artifacts.Cache, error) {
+	// The store may still be starting (Redis restarting with the
+	// controller): retry for a while before giving up.
+	var key []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		key, err = st.SharedSecret(ctx, "artifacts.download.hmac", func() ([]byte, error) {
+			b := make([]byte, 32)
+			_, err := rand.Read(b)
+			return b, err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("download signing key from the store: %w", err)
+		}
+		log.Warn("store not answering yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	if cfg.ArtifactStore == "" {
+		log.Info("no --artifact-store: only Artifact manifests with an https source can be served")
+	}
+	return artifacts.New(artifacts.Options{
+		Dir: filepath.Join(cfg.DataDir, "artifact-cache"), StoreDir: cfg.ArtifactStore,
+		DownloadKeys: [][]byte{key}, Logger: log,
+	})
 }

@@ -31,6 +31,8 @@ type serveConfig struct {
 	RepoCA              string        `yaml:"repo_ca" flag:"repo-ca" help:"PEM CA bundle to trust for the HTTPS repository"`
 	CommitKeys          string        `yaml:"commit_keys" flag:"commit-keys" help:"armored OpenPGP keyring: when set, every new commit must be signed by one of its keys"`
 	PollInterval        time.Duration `yaml:"poll_interval" flag:"poll-interval" help:"how often to fetch the repository without a webhook"`
+	ArtifactStore       string        `yaml:"artifact_store" flag:"artifact-store" help:"directory holding the artifact files that Artifact manifests name by path (https sources need none)"`
+	PublicURL           string        `yaml:"public_url" flag:"public-url" help:"https://host[:port] devices reach the controller at, for download URLs (default: the host each device asked for)"`
 	Redis               string        `yaml:"redis" flag:"redis" secret:"url" help:"Redis URL (redis://, rediss://; several comma-separated for a cluster); empty: the embedded store in --data-dir"`
 	DataDir             string        `yaml:"data_dir" flag:"data-dir" help:"directory for the local clone, the embedded store and the development certificate"`
 	Listen              string        `yaml:"listen" flag:"listen" help:"HTTPS address for devices, webhooks and the management API"`
