@@ -167,9 +167,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	if ro := rolloutOf(s.snap, g.Rollout); ro != nil {
 		phases = max(phases, len(ro.Spec.Phases))
 	}
-	if in.Completed, err = a.completed(ctx, g, phases); err != nil {
-		return a.httpError("read phase completion", err, "rollout", g.Rollout)
-	}
+	in.Completed = completed(in.Progress, phases)
 	dec := plan.Next(in)
 	a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete)
 
@@ -227,7 +225,7 @@ func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g s
 			continue
 		}
 		bits &^= 1 << k
-		t, first, err := a.markCompleted(ctx, g, k)
+		t, first, err := a.opts.Store.CompletePhase(ctx, g, k, a.opts.Now())
 		if err != nil {
 			// The next decision finds the phase complete again and retries.
 			a.log.Warn("record phase completion failed", "rollout", g.Rollout, "phase", k, "err", err)

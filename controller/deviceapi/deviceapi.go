@@ -92,7 +92,6 @@ type API struct {
 	log  *slog.Logger
 	adm  admissions
 	plan plans
-	clk  phaseClock
 
 	keyMu sync.Mutex
 	key   []byte

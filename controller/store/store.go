@@ -220,6 +220,12 @@ type Deployments interface {
 	// Abort marks g aborted with reason; first is true for the call that
 	// did it. An aborted generation admits nobody new.
 	Abort(ctx context.Context, g GenerationRef, reason string) (first bool, err error)
+	// CompletePhase records at (to the millisecond) as the moment phase of
+	// g completed, unless a moment is recorded already, and returns the
+	// recorded moment: the first writer's, on every replica, so holds run
+	// from one instant. first is true for the call that recorded it.
+	// Progress reports the moment as PhaseCounts.Completed.
+	CompletePhase(ctx context.Context, g GenerationRef, phase int, at time.Time) (recorded time.Time, first bool, err error)
 }
 
 // Devices records the devices that talk to the controller. Whether a device
@@ -324,6 +330,9 @@ type Progress struct {
 // PhaseCounts counts one phase's devices.
 type PhaseCounts struct {
 	Admitted, Succeeded, Failed int64
+	// Completed is when the phase was recorded complete (CompletePhase),
+	// to the millisecond; zero while it is not.
+	Completed time.Time
 }
 
 // MaxPhases bounds phase numbers (0 … MaxPhases-1).
@@ -360,6 +369,20 @@ func ValidateAbort(g GenerationRef, reason string) error {
 	}
 	if len(reason) > 1024 {
 		return fmt.Errorf("%w: abort reason longer than 1024 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidatePhase checks CompletePhase's arguments.
+func ValidatePhase(g GenerationRef, phase int, at time.Time) error {
+	if err := ValidateGeneration(g, nil); err != nil {
+		return err
+	}
+	if phase < 0 || phase >= MaxPhases {
+		return fmt.Errorf("%w: phase %d out of range 0…%d", ErrInvalid, phase, MaxPhases-1)
+	}
+	if at.UnixMilli() <= 0 {
+		return fmt.Errorf("%w: phase completion time %v", ErrInvalid, at)
 	}
 	return nil
 }

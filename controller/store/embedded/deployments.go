@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 	bolt "go.etcd.io/bbolt"
@@ -199,6 +200,9 @@ func (s *Store) Progress(ctx context.Context, g store.GenerationRef) (store.Prog
 				Succeeded: int64(counter(counts, "s"+i)),
 				Failed:    int64(counter(counts, "f"+i)),
 			}
+			if ms := counter(counts, "c"+i); ms > 0 {
+				c.Completed = time.UnixMilli(int64(ms))
+			}
 			if c != (store.PhaseCounts{}) {
 				for len(p.Phases) < phase {
 					p.Phases = append(p.Phases, store.PhaseCounts{})
@@ -229,4 +233,27 @@ func (s *Store) Abort(ctx context.Context, g store.GenerationRef, reason string)
 		return counts.Put(kAborted, []byte(reason))
 	})
 	return first, err
+}
+
+// CompletePhase records when a phase completed, first writer wins.
+func (s *Store) CompletePhase(ctx context.Context, g store.GenerationRef, phase int, at time.Time) (time.Time, bool, error) {
+	if err := store.ValidatePhase(g, phase, at); err != nil {
+		return time.Time{}, false, err
+	}
+	var recorded time.Time
+	first := false
+	err := s.update(ctx, "complete phase of "+g.String(), func(tx *bolt.Tx) error {
+		counts, _, err := generation(tx, g, true)
+		if err != nil {
+			return err
+		}
+		key := "c" + strconv.Itoa(phase)
+		if ms := counter(counts, key); ms > 0 {
+			recorded = time.UnixMilli(int64(ms))
+			return nil
+		}
+		first, recorded = true, time.UnixMilli(at.UnixMilli())
+		return counts.Put([]byte(key), u64(uint64(at.UnixMilli())))
+	})
+	return recorded, first, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 	goredis "github.com/redis/go-redis/v9"
@@ -152,6 +153,8 @@ func (s *Store) Progress(ctx context.Context, g store.GenerationRef) (store.Prog
 			p.Phases[phase].Succeeded = n
 		case 'f':
 			p.Phases[phase].Failed = n
+		case 'c':
+			p.Phases[phase].Completed = time.UnixMilli(n)
 		}
 	}
 	return p, nil
@@ -170,4 +173,28 @@ func (s *Store) Abort(ctx context.Context, g store.GenerationRef, reason string)
 		return false, fmt.Errorf("redis: abort %s: %w", g, err)
 	}
 	return first, nil
+}
+
+// CompletePhase records when a phase completed: HSETNX and HGET of field
+// c<phase> in one MULTI, so every caller reads the first writer's moment.
+func (s *Store) CompletePhase(ctx context.Context, g store.GenerationRef, phase int, at time.Time) (time.Time, bool, error) {
+	if err := store.ValidatePhase(g, phase, at); err != nil {
+		return time.Time{}, false, err
+	}
+	key, field := s.k.genCounts(g), "c"+strconv.Itoa(phase)
+	var set *goredis.BoolCmd
+	var get *goredis.StringCmd
+	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		set = p.HSetNX(ctx, key, field, at.UnixMilli())
+		get = p.HGet(ctx, key, field)
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("redis: complete phase %d of %s: %w", phase, g, err)
+	}
+	ms, err := strconv.ParseInt(get.Val(), 10, 64)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("redis: complete phase %d of %s: bad time %q", phase, g, get.Val())
+	}
+	return time.UnixMilli(ms), set.Val(), nil
 }

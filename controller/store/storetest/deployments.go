@@ -3,8 +3,10 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -199,4 +201,64 @@ func progressIs(t *testing.T, s store.Store, g store.GenerationRef, want store.P
 	got, err := s.Progress(t.Context(), g)
 	must(t, "Progress", err)
 	diff(t, "Progress of "+g.String(), want, got)
+}
+
+func testCompletePhase(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{State: store.StateAdmitted}, true)
+	base := time.UnixMilli(1_800_000_000_000)
+	var firsts atomic.Int32
+	var mu sync.Mutex
+	seen := map[int64]int{}
+	race(t, func(i int) error {
+		// Every racer offers a different moment; all must read back one.
+		got, first, err := s.CompletePhase(ctx, genA, 0, base.Add(time.Duration(i)*time.Second))
+		if first {
+			firsts.Add(1)
+		}
+		mu.Lock()
+		seen[got.UnixMilli()]++
+		mu.Unlock()
+		return err
+	})
+	if n := firsts.Load(); n != 1 {
+		t.Errorf("%d racers recorded the completion first; want 1", n)
+	}
+	if len(seen) != 1 {
+		t.Errorf("racers read back %d different completion times: %v", len(seen), seen)
+	}
+	var recorded time.Time
+	for ms := range seen {
+		recorded = time.UnixMilli(ms)
+	}
+	// Later calls change nothing; Progress reports the moment.
+	got, first, err := s.CompletePhase(ctx, genA, 0, base.Add(time.Hour))
+	must(t, "CompletePhase", err)
+	if first || !got.Equal(recorded) {
+		t.Errorf("CompletePhase again = %v, %v; want %v, false", got, first, recorded)
+	}
+	p, err := s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	if len(p.Phases) < 1 || !p.Phases[0].Completed.Equal(recorded) || p.Phases[0].Admitted != 1 {
+		t.Errorf("Progress = %+v; want phase 0 admitted 1, completed %v", p, recorded)
+	}
+	// A phase nobody was admitted to can complete (an empty quota), and
+	// other phases stay open.
+	if _, _, err := s.CompletePhase(ctx, genA, 2, base); err != nil {
+		t.Fatal(err)
+	}
+	p, err = s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	if len(p.Phases) != 3 || !p.Phases[1].Completed.IsZero() || !p.Phases[2].Completed.Equal(base) {
+		t.Errorf("Progress = %+v; want phase 1 open, phase 2 completed at %v", p, base)
+	}
+	for _, bad := range []struct {
+		g     store.GenerationRef
+		phase int
+		at    time.Time
+	}{{store.GenerationRef{Rollout: "canary"}, 0, base}, {genA, -1, base}, {genA, store.MaxPhases, base}, {genA, 0, time.Time{}}} {
+		if _, _, err := s.CompletePhase(ctx, bad.g, bad.phase, bad.at); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("CompletePhase(%v, %d, %v): err = %v, want ErrInvalid", bad.g, bad.phase, bad.at, err)
+		}
+	}
 }

@@ -68,6 +68,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Report", testReport},
 		{"ReportRace", testReportRace},
 		{"Abort", testAbort},
+		{"CompletePhase", testCompletePhase},
 		{"Devices", testDevices},
 	}
 	for _, tc := range tests {
