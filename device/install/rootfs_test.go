@@ -291,7 +291,9 @@ func TestRootfsBootStateRefusals(t *testing.T) {
 	}{
 		{"update on trial", func(d *device) { _ = d.env.Set(ctx, map[string]string{"upgrade_available": "1"}) }},
 		{"running another partition", func(d *device) { d.boot(t, 3) }},
-		{"unknown partition", func(d *device) { _ = d.env.Set(ctx, map[string]string{"mender_boot_part": "5", "mender_boot_part_hex": "5"}) }},
+		{"unknown partition", func(d *device) {
+			_ = d.env.Set(ctx, map[string]string{"mender_boot_part": "5", "mender_boot_part_hex": "5"})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := newDevice(t, 2*MiB)
