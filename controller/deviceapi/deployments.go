@@ -337,7 +337,13 @@ func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g 
 	if p, err = a.opts.Store.Progress(ctx, g); err != nil {
 		return 0, a.httpError("read progress", err, "rollout", g.Rollout)
 	}
-	dec := plan.OnStatus(rollout.StatusInput{Generation: g, Phase: d.Phase, Progress: p})
+	// Alerts raised on the generation's devices count against the abort
+	// criteria that name them (they arrive from the agents' monitoring).
+	alerts, err := a.opts.Store.AlertCounts(ctx, g)
+	if err != nil {
+		return 0, a.httpError("read alerts", err, "rollout", g.Rollout)
+	}
+	dec := plan.OnStatus(rollout.StatusInput{Generation: g, Phase: d.Phase, Progress: p, Alerts: alerts})
 	if dec.PhaseCompleted {
 		a.recordCompleted(ctx, snap, g, 1<<d.Phase)
 	}

@@ -24,6 +24,7 @@ import (
 type Store interface {
 	store.Devices
 	store.Deployments
+	store.Alerts
 	store.EventLog
 	store.Generations
 	store.Coordination

@@ -111,6 +111,7 @@ type Store interface {
 	Coordination
 	Deployments
 	Devices
+	Alerts
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -369,6 +370,29 @@ func ValidateAbort(g GenerationRef, reason string) error {
 	}
 	if len(reason) > 1024 {
 		return fmt.Errorf("%w: abort reason longer than 1024 bytes", ErrInvalid)
+	}
+	return nil
+}
+
+// Alerts records the monitoring alerts raised on devices admitted to a
+// rollout generation, which its abort criteria name (DESIGN.md §4).
+type Alerts interface {
+	// SetAlert raises (raised true) or clears the alert called check on
+	// device within generation g. It is idempotent: changed reports whether
+	// this call changed anything, so a repeated report counts once.
+	SetAlert(ctx context.Context, g GenerationRef, device, check string, raised bool) (changed bool, err error)
+	// AlertCounts returns, per check, how many devices of g have it raised;
+	// checks with none are absent.
+	AlertCounts(ctx context.Context, g GenerationRef) (map[string]int64, error)
+}
+
+// ValidateAlert checks SetAlert's arguments.
+func ValidateAlert(g GenerationRef, device, check string) error {
+	if err := ValidateGeneration(g, &device); err != nil {
+		return err
+	}
+	if check == "" || len(check) > 253 || strings.ContainsAny(check, "\x00|") {
+		return fmt.Errorf("%w: alert name %q", ErrInvalid, check)
 	}
 	return nil
 }

@@ -262,3 +262,58 @@ func testCompletePhase(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+func testAlerts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	genB := store.GenerationRef{Rollout: "other", Generation: 2}
+	var firsts atomic.Int32
+	race(t, func(i int) error {
+		// Every racer raises the same alert on the same device: one counts.
+		changed, err := s.SetAlert(ctx, genA, "d1", "app-errors", true)
+		if changed {
+			firsts.Add(1)
+		}
+		return err
+	})
+	if n := firsts.Load(); n != 1 {
+		t.Errorf("%d racers raised the alert first; want 1", n)
+	}
+	for _, step := range []struct {
+		g       store.GenerationRef
+		device  string
+		check   string
+		raised  bool
+		changed bool
+	}{
+		{genA, "d2", "app-errors", true, true},
+		{genA, "d2", "ssh-root-login", true, true},
+		{genB, "d1", "app-errors", true, true}, // another generation counts apart
+		{genA, "d1", "app-errors", false, true},
+		{genA, "d1", "app-errors", false, false}, // clearing twice changes nothing
+		{genA, "d3", "never-raised", false, false},
+	} {
+		changed, err := s.SetAlert(ctx, step.g, step.device, step.check, step.raised)
+		must(t, "SetAlert", err)
+		if changed != step.changed {
+			t.Errorf("SetAlert(%v, %s, %s, %v) changed = %v, want %v", step.g, step.device, step.check, step.raised, changed, step.changed)
+		}
+	}
+	got, err := s.AlertCounts(ctx, genA)
+	must(t, "AlertCounts", err)
+	if len(got) != 2 || got["app-errors"] != 1 || got["ssh-root-login"] != 1 {
+		t.Errorf("AlertCounts(A) = %v; want app-errors 1, ssh-root-login 1", got)
+	}
+	got, err = s.AlertCounts(ctx, genB)
+	must(t, "AlertCounts", err)
+	if len(got) != 1 || got["app-errors"] != 1 {
+		t.Errorf("AlertCounts(B) = %v; want app-errors 1", got)
+	}
+	got, err = s.AlertCounts(ctx, store.GenerationRef{Rollout: "none", Generation: 1})
+	must(t, "AlertCounts", err)
+	if len(got) != 0 {
+		t.Errorf("AlertCounts(fresh) = %v; want none", got)
+	}
+	if _, err := s.SetAlert(ctx, genA, "d1", "bad|name", true); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("SetAlert(bad name): err = %v, want ErrInvalid", err)
+	}
+}

@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReportRace", testReportRace},
 		{"Abort", testAbort},
 		{"CompletePhase", testCompletePhase},
+		{"Alerts", testAlerts},
 		{"Devices", testDevices},
 	}
 	for _, tc := range tests {
