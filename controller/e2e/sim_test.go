@@ -600,7 +600,9 @@ func (s *simEnv) update(phase int, devs []*simDev, fails map[*simDev]bool) {
 	}
 }
 
-func (s *simEnv) gen() store.GenerationRef { return store.GenerationRef{Rollout: "fleet", Generation: 1} }
+func (s *simEnv) gen() store.GenerationRef {
+	return store.GenerationRef{Rollout: "fleet", Generation: 1}
+}
 
 func (s *simEnv) progress() store.Progress {
 	s.t.Helper()
