@@ -1,0 +1,557 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gitfleet/gitfleet/artifact"
+)
+
+// Version is the agent's version, reported in the inventory.
+var Version = "dev"
+
+// ExitRebootRequested is the exit status of gitfleet-agent when
+// RebootByExit is set and the agent wants the device rebooted (EX_TEMPFAIL).
+const ExitRebootRequested = 75
+
+// Options configure an Agent.
+type Options struct {
+	// Config is the configuration; New fills in its defaults.
+	Config Config
+	// Server is the controller's device API; nil allows standalone use
+	// only (install, commit, rollback, show-artifact).
+	Server Server
+	// Installers makes the installer of each payload; required to update.
+	Installers NewInstaller
+	// Types lists the payload types the device can install (the
+	// inventory's update_modules); optional.
+	Types func() []string
+	// Scripts runs state scripts; nil runs none.
+	Scripts Scripts
+	// Rebooter reboots the device. Default: RebootByExit → ExitRebooter,
+	// otherwise CommandRebooter with Config.RebootCommand.
+	Rebooter Rebooter
+	// Commands runs the health check, identity and inventory scripts and
+	// the reboot command. Default OSCommander.
+	Commands Commander
+	// Verifiers are the trusted artifact keys. Default: loaded from
+	// Config.ArtifactVerifyKey(s).
+	Verifiers []*artifact.Verifier
+	// Download configures artifact downloads (HTTP client, retries).
+	Download DownloadOptions
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now and Sleep are the clock; defaults time.Now and a timer.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Agent is the device agent: it polls the server, runs deployments through
+// the state machine and reports their outcome.
+type Agent struct {
+	cfg          Config
+	server       Server
+	newInstaller NewInstaller
+	types        func() []string
+	scripts      Scripts
+	rebooter     Rebooter
+	cmds         Commander
+	verifiers    []*artifact.Verifier
+	dl           DownloadOptions
+	log          *slog.Logger
+	now          func() time.Time
+	sleep        func(ctx context.Context, d time.Duration) error
+	records      *Records
+	deplog       *deploymentLog
+}
+
+// New returns an agent. It creates the data directory.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:          cfg,
+		server:       opts.Server,
+		newInstaller: opts.Installers,
+		types:        opts.Types,
+		scripts:      opts.Scripts,
+		rebooter:     opts.Rebooter,
+		cmds:         opts.Commands,
+		verifiers:    opts.Verifiers,
+		dl:           opts.Download,
+		log:          opts.Logger,
+		now:          opts.Now,
+		sleep:        opts.Sleep,
+	}
+	if a.cmds == nil {
+		a.cmds = OSCommander{}
+	}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.sleep == nil {
+		a.sleep = sleepCtx
+	}
+	if a.dl.Sleep == nil {
+		a.dl.Sleep = a.sleep
+	}
+	if a.rebooter == nil {
+		if cfg.RebootByExit {
+			a.rebooter = ExitRebooter{}
+		} else {
+			a.rebooter = &CommandRebooter{Command: cfg.RebootCommand, Commands: a.cmds}
+		}
+	}
+	if a.newInstaller == nil {
+		a.newInstaller = func(p Payload) (Installer, error) {
+			return nil, fmt.Errorf("no installer for payload type %q", p.Header.Payloads[p.Index].Type)
+		}
+	}
+	if a.verifiers == nil {
+		for _, p := range cfg.VerifyKeys() {
+			b, err := readFileBounded(p, 64<<10)
+			if err != nil {
+				return nil, fmt.Errorf("artifact verify key: %w", err)
+			}
+			v, err := artifact.LoadVerifier(b)
+			if err != nil {
+				return nil, fmt.Errorf("artifact verify key %s: %w", p, err)
+			}
+			a.verifiers = append(a.verifiers, v)
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	a.records = NewRecords(filepath.Join(cfg.DataDir, "state.json"))
+	a.deplog = &deploymentLog{path: filepath.Join(cfg.DataDir, "deployment.log")}
+	return a, nil
+}
+
+// Config returns the configuration in use (defaults filled in).
+func (a *Agent) Config() Config { return a.cfg }
+
+// Record returns the state record of the deployment in progress, or nil.
+func (a *Agent) Record() (*Record, error) { return a.records.Load() }
+
+func (a *Agent) providesPath() string { return filepath.Join(a.cfg.DataDir, "artifact_info") }
+
+// KeyPath is where the device key lives.
+func (a *Agent) KeyPath() string { return filepath.Join(a.cfg.DataDir, "device.key") }
+
+// Errors of the standalone commands.
+var (
+	ErrBusy        = errors.New("agent: an update is in progress")
+	ErrNothingToDo = errors.New("agent: no update in progress")
+)
+
+// Resume carries on with the deployment the state record names, if any:
+// after a reboot, a crash or a power cut. It returns ErrRebooting when it
+// stopped for a reboot. A standalone install waiting for commit or
+// rollback is left alone (ok is false for it, as for no record).
+func (a *Agent) Resume(ctx context.Context) (ok bool, err error) {
+	rec, err := a.records.Load()
+	if err != nil || rec == nil {
+		return false, err
+	}
+	if rec.Deployment.Standalone() && (rec.State == StateArtifactReboot || rec.State == StateArtifactCommit) {
+		a.log.Warn("a standalone install waits for commit or rollback", "artifact", rec.Deployment.ArtifactName, "state", rec.State)
+		return false, nil
+	}
+	return true, a.resume(ctx, rec, false)
+}
+
+func (a *Agent) resume(ctx context.Context, rec *Record, commit bool) error {
+	d := &deployment{a: a, rec: rec, resumed: true, commit: commit}
+	st := d.resumeState()
+	a.log.Info("resuming deployment", "deployment", rec.Deployment.ID, "artifact", rec.Deployment.ArtifactName, "state", rec.State, "next", st.Name())
+	switch st.Name() {
+	case StateArtifactVerifyReboot, StateArtifactCommit:
+		// A start in the new software before it was committed: count it,
+		// and break the loop of a software that keeps dying.
+		if !rec.Committed && rec.Reboot != "" && rec.Reboot != RebootNo.String() {
+			rec.Boots++
+			if rec.Boots > a.cfg.MaxBootCount {
+				err := fmt.Errorf("started %d times without committing (MaxBootCount %d)", rec.Boots, a.cfg.MaxBootCount)
+				st = d.fail(ctx, err)
+			}
+			if err := d.save(); err != nil {
+				return err
+			}
+		}
+	}
+	return d.run(ctx, st)
+}
+
+// CheckUpdate resumes a deployment in progress or asks the server for one
+// and runs it to its end (or to a reboot: ErrRebooting). It reports
+// whether there was a deployment.
+func (a *Agent) CheckUpdate(ctx context.Context) (bool, error) {
+	rec, err := a.records.Load()
+	if err != nil {
+		return false, err
+	}
+	if rec != nil {
+		if rec.Deployment.Standalone() {
+			return false, fmt.Errorf("%w: standalone install of %s (state %s): commit or roll it back", ErrBusy, rec.Deployment.ArtifactName, rec.State)
+		}
+		return true, a.resume(ctx, rec, false)
+	}
+	if a.server == nil {
+		return false, errors.New("agent: no server configured")
+	}
+	provides, err := a.ArtifactInfo()
+	if err != nil {
+		return false, err
+	}
+	dt, err := a.DeviceType()
+	if err != nil {
+		return false, err
+	}
+	provides["device_type"] = dt
+	dep, err := a.server.Next(ctx, provides)
+	if err != nil || dep == nil {
+		return false, err
+	}
+	log := a.log.With("deployment", dep.ID, "artifact", dep.ArtifactName)
+	if dep.ArtifactName != "" && dep.ArtifactName == provides["artifact_name"] {
+		log.Info("artifact already installed")
+		if err := a.server.Status(ctx, dep.ID, StatusAlreadyInstalled, ""); err != nil && !errors.Is(err, ErrAborted) {
+			return true, err
+		}
+		return true, nil
+	}
+	log.Info("deployment")
+	return true, a.start(ctx, *dep)
+}
+
+func (a *Agent) start(ctx context.Context, dep Deployment) error {
+	a.deplog.reset()
+	now := a.now()
+	rec := &Record{Deployment: dep, Started: now}
+	d := &deployment{a: a, rec: rec}
+	d.logf(slog.LevelInfo, "deployment of %s from %s", orUnknown(dep.ArtifactName), redactURI(dep.URI))
+	return d.run(ctx, download{})
+}
+
+// Install installs an artifact from a file or an http(s) URL without a
+// server (standalone). It stops at the reboot (or, when none is needed,
+// before the commit): reboot, then Commit or Rollback. ErrBusy when a
+// deployment is in progress.
+func (a *Agent) Install(ctx context.Context, src string) error {
+	rec, err := a.records.Load()
+	if err != nil {
+		return err
+	}
+	if rec != nil {
+		return fmt.Errorf("%w: %s (state %s)", ErrBusy, orUnknown(rec.Deployment.ArtifactName), rec.State)
+	}
+	err = a.start(ctx, Deployment{URI: src})
+	if errors.Is(err, errStandaloneWait) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return a.outcome()
+}
+
+// Commit commits the update in progress: it checks (after the reboot) that
+// the new software runs and passes the health check, then makes it
+// permanent.
+func (a *Agent) Commit(ctx context.Context) error {
+	rec, err := a.records.Load()
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return ErrNothingToDo
+	}
+	switch rec.State {
+	case StateDownload, StateArtifactInstall:
+		return fmt.Errorf("%w: %s is not installed yet (state %s)", ErrBusy, orUnknown(rec.Deployment.ArtifactName), rec.State)
+	case StateArtifactReboot:
+		if a.sameBoot(rec.BootID) {
+			return fmt.Errorf("%w: reboot before committing %s", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
+		}
+	}
+	if err := a.resume(ctx, rec, true); err != nil {
+		return err
+	}
+	return a.outcomeOf(rec)
+}
+
+// Rollback abandons the update in progress: before the commit it returns
+// to the old software (reboot to run it); a download is cleaned up.
+func (a *Agent) Rollback(ctx context.Context) error {
+	rec, err := a.records.Load()
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return ErrNothingToDo
+	}
+	d := &deployment{a: a, rec: rec, resumed: true}
+	if rec.Committed {
+		return fmt.Errorf("%w: %s is committed", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
+	}
+	st := d.fail(ctx, errors.New("rolled back on request"))
+	return d.run(ctx, st)
+}
+
+// outcome reports how the last standalone deployment ended: the record is
+// gone, so the provides tell.
+func (a *Agent) outcome() error { return nil }
+
+func (a *Agent) outcomeOf(rec *Record) error {
+	if rec.Status == StatusSuccess {
+		return nil
+	}
+	if rec.Error != "" {
+		return fmt.Errorf("agent: update failed: %s", rec.Error)
+	}
+	return errors.New("agent: update failed")
+}
+
+// SendInventory sends the inventory: the inventory scripts' attributes,
+// artifact_name, device_type, every provide, the installable payload types
+// (update_modules) and the agent's version.
+func (a *Agent) SendInventory(ctx context.Context) error {
+	if a.server == nil {
+		return errors.New("agent: no server configured")
+	}
+	attrs, errs := Inventory(ctx, a.cmds, a.cfg.InventoryScriptsDir)
+	for _, err := range errs {
+		a.log.Warn("inventory", "err", err)
+	}
+	set := func(k string, v ...string) { attrs[k] = v }
+	if p, err := a.ArtifactInfo(); err == nil {
+		for k, v := range p {
+			set(k, v)
+		}
+	}
+	if dt, err := a.DeviceType(); err == nil {
+		set("device_type", dt)
+	}
+	if a.types != nil {
+		if t := a.types(); len(t) > 0 {
+			set("update_modules", t...)
+		}
+	}
+	set("gitfleet_agent_version", Version)
+	names := make([]string, 0, len(attrs))
+	for k := range attrs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]Attribute, 0, len(names))
+	for _, k := range names {
+		vs := attrs[k]
+		if len(vs) == 1 {
+			out = append(out, Attribute{Name: k, Value: vs[0]})
+		} else {
+			out = append(out, Attribute{Name: k, Value: vs})
+		}
+	}
+	return a.server.Inventory(ctx, out)
+}
+
+// Daemon runs the managed mode: it resumes a deployment in progress, then
+// polls for deployments every UpdatePollIntervalSeconds and sends the
+// inventory every InventoryPollIntervalSeconds, each with ±10 % jitter;
+// while the server cannot be reached it backs off exponentially up to
+// RetryPollIntervalSeconds. It returns when ctx is done, or ErrRebooting.
+func (a *Agent) Daemon(ctx context.Context) error {
+	if _, err := a.Resume(ctx); err != nil {
+		if isStop(err) {
+			return err
+		}
+		a.log.Error("resuming the deployment failed", "err", err)
+	}
+	now := a.now()
+	nextUpdate, nextInv := now, now
+	updBackoff, invBackoff := a.backoff(), a.backoff()
+	for {
+		wait := nextUpdate.Sub(a.now())
+		if w := nextInv.Sub(a.now()); w < wait {
+			wait = w
+		}
+		if wait > 0 {
+			if err := a.sleep(ctx, wait); err != nil {
+				return nil
+			}
+		}
+		if !a.now().Before(nextInv) {
+			if err := a.SendInventory(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				d := invBackoff.next()
+				a.log.Warn("sending the inventory failed", "err", err, "retry_in", d.Round(time.Second))
+				nextInv = a.now().Add(d)
+			} else {
+				invBackoff.reset()
+				nextInv = a.now().Add(a.jitter(seconds(a.cfg.InventoryPollIntervalSeconds)))
+			}
+		}
+		if !a.now().Before(nextUpdate) {
+			_, err := a.CheckUpdate(ctx)
+			switch {
+			case errors.Is(err, ErrRebooting):
+				return err
+			case ctx.Err() != nil:
+				return nil
+			case isStop(err):
+				return err
+			case err != nil && !errors.Is(err, ErrBusy):
+				d := updBackoff.next()
+				a.log.Warn("checking for an update failed", "err", err, "retry_in", d.Round(time.Second))
+				nextUpdate = a.now().Add(d)
+			default:
+				updBackoff.reset()
+				nextUpdate = a.now().Add(a.jitter(seconds(a.cfg.UpdatePollIntervalSeconds)))
+			}
+		}
+	}
+}
+
+// jitter spreads d by ±10 %.
+func (a *Agent) jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// backoff doubles from 5 s (with jitter) up to RetryPollIntervalSeconds.
+type backoff struct {
+	cur, min, max time.Duration
+}
+
+func (a *Agent) backoff() *backoff {
+	max := seconds(a.cfg.RetryPollIntervalSeconds)
+	min := 5 * time.Second
+	if min > max {
+		min = max
+	}
+	return &backoff{min: min, max: max}
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else if b.cur *= 2; b.cur > b.max {
+		b.cur = b.max
+	}
+	return time.Duration(float64(b.cur) * (0.75 + 0.5*rand.Float64()))
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// open returns the artifact stream: a resumable HTTP download for http(s)
+// URLs, the file otherwise.
+func (a *Agent) open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	if strings.HasPrefix(uri, "https://") || strings.HasPrefix(uri, "http://") {
+		return Download(ctx, uri, a.dl), nil
+	}
+	f, err := os.Open(uri)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDownload, err)
+	}
+	return f, nil
+}
+
+// ErrHealthCheck: the health check command failed.
+var ErrHealthCheck = errors.New("agent: health check failed")
+
+func (a *Agent) healthCheck(ctx context.Context) error {
+	if len(a.cfg.HealthCheck) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, seconds(a.cfg.HealthCheckTimeoutSeconds))
+	defer cancel()
+	if _, err := a.cmds.Output(ctx, a.cfg.HealthCheck); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrHealthCheck, err)
+	}
+	return nil
+}
+
+func (a *Agent) reboot(ctx context.Context) error { return a.rebooter.Reboot(ctx) }
+
+// bootID identifies the current boot ("" when unknown).
+func (a *Agent) bootID() string {
+	b, err := readFileBounded(a.cfg.BootIDFile, 4<<10)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// sameBoot reports whether id is known and names the current boot.
+func (a *Agent) sameBoot(id string) bool { return id != "" && id == a.bootID() }
+
+// ExitRebooter leaves the reboot to whoever started the agent: the agent
+// stops and gitfleet-agent exits with ExitRebootRequested (the simulated
+// device runs its boot step and starts the agent again).
+type ExitRebooter struct{}
+
+// Reboot implements Rebooter.
+func (ExitRebooter) Reboot(ctx context.Context) error { return nil }
+
+// CommandRebooter runs a command (reboot) and waits for the shutdown to
+// stop the agent.
+type CommandRebooter struct {
+	Command  []string
+	Commands Commander
+	// Wait is how long to wait for the shutdown. Default 10 min.
+	Wait time.Duration
+}
+
+// Reboot implements Rebooter: nil once the shutdown has begun (ctx done),
+// an error when the command fails or nothing happens within Wait.
+func (r *CommandRebooter) Reboot(ctx context.Context) error {
+	if _, err := r.Commands.Output(ctx, r.Command); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	wait := r.Wait
+	if wait <= 0 {
+		wait = 10 * time.Minute
+	}
+	if err := sleepCtx(ctx, wait); err != nil {
+		return nil // being stopped: the shutdown is under way
+	}
+	return fmt.Errorf("%s ran but the device did not reboot within %s", r.Command[0], wait)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown artifact)"
+	}
+	return s
+}
+
+// redactURI drops the query of a URL (presigned credentials).
+func redactURI(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i] + "?…"
+	}
+	return u
+}

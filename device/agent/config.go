@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the agent's configuration file: a JSON object. Where the Mender
+// client (mender.conf) has a name for the same setting, the name and the
+// meaning are Mender's, so a device can switch agents with its existing
+// /etc/mender/mender.conf; settings Mender does not have are Gitfleet's and
+// documented as such. Unknown names are ignored (mender.conf carries settings
+// this agent does not use, such as DBus or Connectivity), so a typo in a
+// Gitfleet name is not caught — [Config.Validate] checks what it can.
+//
+// Durations are whole seconds, as in mender.conf. Zero means the default.
+type Config struct {
+	// ServerURL is the controller, e.g. "https://gitfleet.example.com".
+	// Mender's Servers list is accepted too; its first entry is used when
+	// ServerURL is empty.
+	ServerURL string `json:"ServerURL"`
+	Servers   []struct {
+		ServerURL string `json:"ServerURL"`
+	} `json:"Servers,omitempty"`
+	// ServerCertificate is a PEM file of extra CA certificates trusted for
+	// the server (added to the system pool).
+	ServerCertificate string `json:"ServerCertificate,omitempty"`
+	// TenantToken is sent with every authentication request.
+	TenantToken string `json:"TenantToken,omitempty"`
+
+	// UpdatePollIntervalSeconds: how often to ask for a deployment.
+	// Default 1800.
+	UpdatePollIntervalSeconds int `json:"UpdatePollIntervalSeconds,omitempty"`
+	// InventoryPollIntervalSeconds: how often to send the inventory.
+	// Default 28800.
+	InventoryPollIntervalSeconds int `json:"InventoryPollIntervalSeconds,omitempty"`
+	// RetryPollIntervalSeconds caps the backoff between retries while the
+	// server cannot be reached. Default 300.
+	RetryPollIntervalSeconds int `json:"RetryPollIntervalSeconds,omitempty"`
+
+	// ArtifactVerifyKey and ArtifactVerifyKeys are PEM public keys (paths).
+	// When any is set, only artifacts signed by one of them are installed;
+	// when none is, unsigned artifacts are accepted (as the Mender client
+	// does) and a warning is logged.
+	ArtifactVerifyKey  string   `json:"ArtifactVerifyKey,omitempty"`
+	ArtifactVerifyKeys []string `json:"ArtifactVerifyKeys,omitempty"`
+
+	// RootfsPartA and RootfsPartB are the two root filesystem partitions
+	// (block devices, or files on the simulated device).
+	RootfsPartA string `json:"RootfsPartA,omitempty"`
+	RootfsPartB string `json:"RootfsPartB,omitempty"`
+
+	// DeviceTypeFile holds "device_type=NAME". Default
+	// <DataDir>/device_type, as Mender's /var/lib/mender/device_type.
+	DeviceTypeFile string `json:"DeviceTypeFile,omitempty"`
+
+	// ArtifactScriptsPath is where the state scripts an artifact carries are
+	// kept while it installs (Mender: /var/lib/mender/scripts).
+	// Default <DataDir>/scripts.
+	ArtifactScriptsPath string `json:"ArtifactScriptsPath,omitempty"`
+	// RootfsScriptsPath holds the state scripts installed with the root
+	// filesystem (Mender: /etc/mender/scripts).
+	RootfsScriptsPath string `json:"RootfsScriptsPath,omitempty"`
+	// ModuleTimeoutSeconds bounds one update-module call. Default 14400.
+	ModuleTimeoutSeconds int `json:"ModuleTimeoutSeconds,omitempty"`
+	// StateScriptTimeoutSeconds bounds one state script. Default 3600.
+	StateScriptTimeoutSeconds int `json:"StateScriptTimeoutSeconds,omitempty"`
+
+	// --- Gitfleet's own settings (no Mender equivalent in mender.conf) ---
+
+	// DataDir holds the device key, the state record, artifact_info and
+	// provides, and the deployment log. Default /var/lib/gitfleet.
+	DataDir string `json:"DataDir,omitempty"`
+	// IdentityScript prints the device identity as name=value lines.
+	// Default /usr/share/mender/identity/mender-device-identity.
+	IdentityScript string `json:"IdentityScript,omitempty"`
+	// InventoryScriptsDir holds executables named mender-inventory-* that
+	// print inventory attributes as name=value lines.
+	// Default /usr/share/mender/inventory.
+	InventoryScriptsDir string `json:"InventoryScriptsDir,omitempty"`
+	// ModulesDir holds the update modules (protocol v3).
+	// Default /usr/share/mender/modules/v3.
+	ModulesDir string `json:"ModulesDir,omitempty"`
+	// ModulesWorkDir is where update modules keep their files while they
+	// run. Default <DataDir>/modules/v3.
+	ModulesWorkDir string `json:"ModulesWorkDir,omitempty"`
+	// ArtifactInfoFile holds "artifact_name=NAME" of the running software
+	// (Mender: /etc/mender/artifact_info, which is part of the image).
+	// It is read only until the agent has committed an update; from then
+	// on <DataDir>/artifact_info (same format, every provide) is.
+	// Default /etc/mender/artifact_info.
+	ArtifactInfoFile string `json:"ArtifactInfoFile,omitempty"`
+	// BootEnv selects the bootloader environment: "uboot" (fw_env.config
+	// at BootEnvConfig, default /etc/fw_env.config), "grub" (the block
+	// file at BootEnvFile), "file" (a plain name=value file at
+	// BootEnvFile, for the simulated device) or "tools" (fw_printenv and
+	// fw_setenv). Default "uboot".
+	BootEnv       string `json:"BootEnv,omitempty"`
+	BootEnvConfig string `json:"BootEnvConfig,omitempty"`
+	BootEnvFile   string `json:"BootEnvFile,omitempty"`
+	// BootedPartitionFile, when set, names a file holding the partition
+	// that booted (a path equal to RootfsPartA or RootfsPartB, or the
+	// partition number). The simulated device writes it; on real devices
+	// leave it empty and the partition is found from the mount of "/".
+	BootedPartitionFile string `json:"BootedPartitionFile,omitempty"`
+
+	// AllowDowngrade installs an artifact whose version is lower than the
+	// running one. Default false: such an artifact fails in Download.
+	AllowDowngrade bool `json:"AllowDowngrade,omitempty"`
+	// HealthCheck is a command (argv) run after the reboot into the new
+	// software; a non-zero exit rolls the update back.
+	HealthCheck []string `json:"HealthCheck,omitempty"`
+	// HealthCheckTimeoutSeconds bounds the health check. Default 300.
+	HealthCheckTimeoutSeconds int `json:"HealthCheckTimeoutSeconds,omitempty"`
+	// MaxBootCount is how many times the agent may start in the new
+	// software without committing it before it rolls back (the agent's own
+	// reboot-loop breaker, on top of the bootloader's bootcount).
+	// Default 3.
+	MaxBootCount int `json:"MaxBootCount,omitempty"`
+	// RebootCommand is run to reboot the device. Default ["reboot"].
+	RebootCommand []string `json:"RebootCommand,omitempty"`
+	// RebootByExit: instead of running RebootCommand, gitfleet-agent
+	// exits with status 75 (ExitRebootRequested) and leaves the reboot to
+	// its supervisor. The simulated device uses it: it runs its boot step
+	// and starts the agent again.
+	RebootByExit bool `json:"RebootByExit,omitempty"`
+	// BootIDFile identifies the current boot: finding a reboot state in
+	// the record within the same boot means the reboot has not happened
+	// yet. Default /proc/sys/kernel/random/boot_id.
+	BootIDFile string `json:"BootIDFile,omitempty"`
+}
+
+// Defaults of the Config fields.
+const (
+	DefaultDataDir          = "/var/lib/gitfleet"
+	DefaultUpdatePoll       = 1800
+	DefaultInventoryPoll    = 28800
+	DefaultRetryPoll        = 300
+	DefaultMaxBootCount     = 3
+	DefaultHealthTimeout    = 300
+	DefaultModuleTimeout    = 14400
+	DefaultStateScriptLimit = 3600
+	maxConfigBytes          = 1 << 20
+)
+
+// ErrConfig marks a configuration the agent cannot run with.
+var ErrConfig = errors.New("agent: invalid configuration")
+
+// LoadConfig reads a configuration file and fills in the defaults.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(b) > maxConfigBytes {
+		return Config{}, fmt.Errorf("%w: %s is larger than %d bytes", ErrConfig, path, maxConfigBytes)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses a configuration and fills in the defaults.
+func ParseConfig(b []byte) (Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c.SetDefaults()
+	return c, c.Validate()
+}
+
+// SetDefaults fills every zero field that has a default.
+func (c *Config) SetDefaults() {
+	if c.ServerURL == "" && len(c.Servers) > 0 {
+		c.ServerURL = c.Servers[0].ServerURL
+	}
+	c.ServerURL = strings.TrimRight(c.ServerURL, "/")
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.UpdatePollIntervalSeconds, DefaultUpdatePoll)
+	def(&c.InventoryPollIntervalSeconds, DefaultInventoryPoll)
+	def(&c.RetryPollIntervalSeconds, DefaultRetryPoll)
+	def(&c.MaxBootCount, DefaultMaxBootCount)
+	def(&c.HealthCheckTimeoutSeconds, DefaultHealthTimeout)
+	def(&c.ModuleTimeoutSeconds, DefaultModuleTimeout)
+	def(&c.StateScriptTimeoutSeconds, DefaultStateScriptLimit)
+	str := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	str(&c.DataDir, DefaultDataDir)
+	str(&c.DeviceTypeFile, filepath.Join(c.DataDir, "device_type"))
+	str(&c.ArtifactScriptsPath, filepath.Join(c.DataDir, "scripts"))
+	str(&c.IdentityScript, "/usr/share/mender/identity/mender-device-identity")
+	str(&c.InventoryScriptsDir, "/usr/share/mender/inventory")
+	str(&c.ModulesDir, "/usr/share/mender/modules/v3")
+	str(&c.ModulesWorkDir, filepath.Join(c.DataDir, "modules", "v3"))
+	str(&c.ArtifactInfoFile, "/etc/mender/artifact_info")
+	str(&c.BootEnv, "uboot")
+	str(&c.BootIDFile, "/proc/sys/kernel/random/boot_id")
+	if c.BootEnv == "uboot" {
+		str(&c.BootEnvConfig, "/etc/fw_env.config")
+	}
+	if len(c.RebootCommand) == 0 {
+		c.RebootCommand = []string{"reboot"}
+	}
+}
+
+// Validate reports settings the agent cannot work with.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ServerURL != "" && !strings.HasPrefix(c.ServerURL, "https://") && !strings.HasPrefix(c.ServerURL, "http://") {
+		errs = append(errs, fmt.Errorf("ServerURL %q is not an http(s) URL", c.ServerURL))
+	}
+	switch c.BootEnv {
+	case "uboot", "tools":
+	case "grub", "file":
+		if c.BootEnvFile == "" {
+			errs = append(errs, fmt.Errorf("BootEnv %q needs BootEnvFile", c.BootEnv))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("BootEnv %q is not one of uboot, grub, file, tools", c.BootEnv))
+	}
+	if (c.RootfsPartA == "") != (c.RootfsPartB == "") {
+		errs = append(errs, errors.New("RootfsPartA and RootfsPartB are set together"))
+	}
+	if c.ArtifactVerifyKey != "" && len(c.ArtifactVerifyKeys) > 0 {
+		errs = append(errs, errors.New("only one of ArtifactVerifyKey and ArtifactVerifyKeys may be set"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return nil
+}
+
+// VerifyKeys returns the configured artifact verification key paths.
+func (c *Config) VerifyKeys() []string {
+	if c.ArtifactVerifyKey != "" {
+		return []string{c.ArtifactVerifyKey}
+	}
+	return c.ArtifactVerifyKeys
+}
+
+func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
