@@ -628,6 +628,21 @@ func (c *Controller) AwaitEvent(kind, about string) map[string]any {
 	return found
 }
 
+// AwaitLog waits until a line of the controller's log matches the regular
+// expression.
+func (c *Controller) AwaitLog(expr string) {
+	c.env.t.Helper()
+	re := regexp.MustCompile(expr)
+	c.awaitFunc("logging "+expr, func() bool {
+		for _, line := range strings.Split(c.Logs(), "\n") {
+			if re.MatchString(line) {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "" })
+}
+
 // awaitFunc polls ok until Deadline, then fails with describe() and the
 // controller's log.
 func (c *Controller) awaitFunc(what string, ok func() bool, describe func() string) {

@@ -168,6 +168,9 @@ func TestStockMender(t *testing.T) {
 	if p := c.Progress(g2); len(p.Phases) == 0 || p.Phases[0].Failed != 1 || p.Aborted == "" {
 		t.Fatalf("progress of %s after the failure: %+v", g2, p)
 	}
+	// Its deployment log reached the controller, update module's words
+	// included.
+	c.AwaitLog(`"msg":"device log".*"rollout":"hello-2".*refusing to install, as the test asks`)
 	if states := m.ModuleStates(); !slices.Contains(states, "fail:ArtifactRollback") {
 		t.Errorf("update module calls %v: no rollback after the failed install", states)
 	}
