@@ -40,6 +40,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -284,7 +285,11 @@ func (m *Mender) KeyFingerprint() string {
 	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
 		pub = k.Public()
 	} else if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		pub = k.(interface{ Public() any }).Public()
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			return ""
+		}
+		pub = signer.Public()
 	} else if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
 		pub = k.Public()
 	} else {

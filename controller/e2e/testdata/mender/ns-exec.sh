@@ -8,8 +8,8 @@
 #	ROOT/share  → /usr/share/mender    (identity, inventory, update modules)
 #	ROOT/data   → /var/lib/mender      (agent key, state database, device_type)
 #
-# It must run in a private mount namespace (the harness starts it with
-# CLONE_NEWNS, which Go makes private): the mounts vanish with the last
+# It must run in a private mount namespace (the harness starts it under
+# `unshare --mount --propagation private`): the mounts vanish with the last
 # process in it, and the machine's own directories are never written.
 set -eu
 root=$1
