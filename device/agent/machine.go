@@ -169,6 +169,14 @@ func (d *deployment) fail(ctx context.Context, err error) state {
 	return failure{}
 }
 
+// failed is fail for a state's Run: a stop error stops instead.
+func (d *deployment) failed(ctx context.Context, err error) (state, error) {
+	if isStop(err) {
+		return nil, err
+	}
+	return d.fail(ctx, err), err
+}
+
 func (d *deployment) supportsRollback(ctx context.Context) (bool, error) {
 	ins, err := d.installers()
 	if err != nil || len(ins) == 0 {

@@ -64,7 +64,7 @@ func (download) Run(ctx context.Context, d *deployment) (state, error) {
 	r := d.rec
 	if r.Attempts > maxDownloadAttempts {
 		err := fmt.Errorf("download interrupted %d times", r.Attempts-1)
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if r.Attempts > 1 {
 		d.logf(slog.LevelWarn, "download interrupted; starting over (attempt %d)", r.Attempts)
@@ -74,13 +74,13 @@ func (download) Run(ctx context.Context, d *deployment) (state, error) {
 		d.ins, r.Header, r.Provides = nil, nil, nil
 	}
 	if err := d.status(ctx, StatusDownloading, ""); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.download(ctx); err != nil {
 		if isStop(err) {
 			return nil, err
 		}
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	return install{}, nil
 }
@@ -158,17 +158,17 @@ func (install) Name() StateName { return StateArtifactInstall }
 func (install) Run(ctx context.Context, d *deployment) (state, error) {
 	if d.rec.Header == nil {
 		err := errors.New("ArtifactInstall without a downloaded artifact")
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.status(ctx, StatusInstalling, ""); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.each(ctx, "ArtifactInstall", func(in Installer) error { return in.ArtifactInstall(ctx) }); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	need, err := d.needsReboot(ctx)
 	if err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if need == RebootNo {
 		return commit{}, nil
@@ -184,7 +184,7 @@ func (reboot) Run(ctx context.Context, d *deployment) (state, error) {
 	r := d.rec
 	if r.Attempts > maxRebootAttempts {
 		err := fmt.Errorf("the device did not reboot after %d attempts", r.Attempts-1)
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if r.Deployment.Standalone() {
 		// A standalone install stops here; the user reboots and runs
@@ -196,11 +196,11 @@ func (reboot) Run(ctx context.Context, d *deployment) (state, error) {
 		return nil, errStandaloneWait
 	}
 	if err := d.status(ctx, StatusRebooting, ""); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	need, err := d.needsReboot(ctx)
 	if err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	r.BootID = d.a.bootID()
 	if err := d.save(); err != nil {
@@ -208,7 +208,7 @@ func (reboot) Run(ctx context.Context, d *deployment) (state, error) {
 	}
 	if need == RebootYes {
 		if err := d.each(ctx, "ArtifactReboot", func(in Installer) error { return in.ArtifactReboot(ctx) }); err != nil {
-			return d.fail(ctx, err), err
+			return d.failed(ctx, err)
 		}
 		// The installer rebooted what it updated and we are still here.
 		return verifyReboot{}, nil
@@ -216,7 +216,7 @@ func (reboot) Run(ctx context.Context, d *deployment) (state, error) {
 	d.logf(slog.LevelInfo, "rebooting into the new software")
 	if err := d.a.reboot(ctx); err != nil {
 		err = fmt.Errorf("reboot: %w", err)
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	return nil, ErrRebooting
 }
@@ -227,10 +227,10 @@ func (verifyReboot) Name() StateName { return StateArtifactVerifyReboot }
 
 func (verifyReboot) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.scripts(ctx, StateArtifactReboot, "Leave"); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.verify(ctx); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	return commit{}, nil
 }
@@ -262,16 +262,16 @@ func (commit) Run(ctx context.Context, d *deployment) (state, error) {
 		// since; check again before making anything permanent.
 		if need, _ := parseReboot(r.Reboot); need != RebootNo {
 			if err := d.verify(ctx); err != nil {
-				return d.fail(ctx, err), err
+				return d.failed(ctx, err)
 			}
 		}
 	}
 	// Last chance for the server to call the deployment off.
 	if err := d.status(ctx, StatusInstalling, "committing"); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.each(ctx, "ArtifactCommit", func(in Installer) error { return in.ArtifactCommit(ctx) }); err != nil {
-		return d.fail(ctx, err), err
+		return d.failed(ctx, err)
 	}
 	if err := d.a.saveProvides(r.Provides); err != nil {
 		// The update is committed; what the device reports is stale.
