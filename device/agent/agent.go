@@ -16,6 +16,13 @@ import (
 	"github.com/gitfleet/gitfleet/artifact"
 )
 
+// recordStore is where the state record lives (Records; tests wrap it).
+type recordStore interface {
+	Load() (*Record, error)
+	Save(*Record) error
+	Clear() error
+}
+
 // Version is the agent's version, reported in the inventory.
 var Version = "dev"
 
@@ -70,7 +77,7 @@ type Agent struct {
 	log          *slog.Logger
 	now          func() time.Time
 	sleep        func(ctx context.Context, d time.Duration) error
-	records      *Records
+	records      recordStore
 	deplog       *deploymentLog
 }
 

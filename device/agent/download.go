@@ -89,8 +89,7 @@ func (r *resumable) Read(p []byte) (int, error) {
 				if r.retryable(err) {
 					continue
 				}
-				r.err = err
-				return 0, err
+				return 0, r.err
 			}
 		}
 		r.stall.Reset(r.opts.StallTimeout)

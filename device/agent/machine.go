@@ -58,6 +58,9 @@ type deployment struct {
 // Before a state runs, the record naming it is written.
 func (d *deployment) run(ctx context.Context, st state) error {
 	for st != nil {
+		if err := ctx.Err(); err != nil {
+			return err // stopped: the record names the state to resume
+		}
 		if d.rec.Transitions >= maxTransitions && st.Name() != StateReport {
 			d.logf(slog.LevelError, "state loop: %d transitions; giving up in %s", d.rec.Transitions, st.Name())
 			if !d.rec.Committed {
