@@ -254,7 +254,7 @@ type simDev struct {
 
 // simEnv is the controller, its Redis, the fleet repository and the devices.
 type simEnv struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	clock    *simClock
 	repo     *gittest.Repo
@@ -300,7 +300,7 @@ var simCriteria = []struct {
 	minSample   int64
 }{{3, -1, 0}, {-1, 10, 500}, {-1, 2, 1000}}
 
-func newSimEnv(t *testing.T, n int) *simEnv {
+func newSimEnv(t testing.TB, n int) *simEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -692,3 +692,30 @@ type simClock struct{ ns atomic.Int64 }
 
 func (c *simClock) Now() time.Time  { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *simClock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// BenchmarkDevicePoll measures one POST v2 deployments/next of an
+// accepted device that gets no deployment (the canary phase is full), over
+// a kept-alive TLS connection, against the in-process controller on real
+// Redis, from as many goroutines as GOMAXPROCS × 8. Profile it with
+//
+//	go test ./controller/e2e -run '^$' -bench DevicePoll -cpuprofile cpu.out
+func BenchmarkDevicePoll(b *testing.B) {
+	s := newSimEnv(b, 2000)
+	s.each(s.all(), func(d *simDev) error { return d.Authenticate(s.ctx) })
+	s.each(s.all(), func(d *simDev) error {
+		_, err := d.Next(s.ctx) // the canaries are admitted; the rest wait
+		return err
+	})
+	var i atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			d := s.devices[int(i.Add(1))%len(s.devices)]
+			if _, err := d.Next(s.ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type driveOptions struct {
+	mode     string // keepalive, h2, newconn
+	target   string // for the report
+	addr     string
+	ca       *x509.CertPool
+	clients  int
+	duration time.Duration
+	warmup   time.Duration
+	tokens   *tokens
+}
+
+type result struct {
+	mode, target  string
+	polls, errors int64
+	all           int64 // polls including the warm-up
+	conns         int64
+	rate          float64
+	p50, p99      time.Duration
+}
+
+// transport returns the client side of a mode, counting the connections
+// it dials.
+func transport(o driveOptions, dials *atomic.Int64) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	t := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: o.ca},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: o.clients,
+		TLSHandshakeTimeout: 5 * time.Second,
+	}
+	switch o.mode {
+	case "keepalive":
+		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
+	case "h2":
+		t.ForceAttemptHTTP2 = true
+	case "newconn":
+		// A full TLS handshake per poll: no keep-alive, no session
+		// resumption (the client keeps no session cache).
+		t.DisableKeepAlives = true
+		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return t
+}
+
+// drive polls o.addr from o.clients goroutines, each poll for a random
+// device, for o.warmup (not measured) and then o.duration.
+func drive(ctx context.Context, o driveOptions) (result, error) {
+	var dials atomic.Int64
+	tr := transport(o, &dials)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	base := "https://" + o.addr
+	measureFrom := time.Now().Add(o.warmup)
+	end := measureFrom.Add(o.duration)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		errs     atomic.Int64
+		firstErr atomic.Value
+		proto    atomic.Int64
+		total    atomic.Int64
+	)
+	for w := range o.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			mine := make([]time.Duration, 0, 1<<14)
+			for {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					break
+				}
+				tok := o.tokens.all[rng.IntN(len(o.tokens.all))]
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/devices/v2/deployments/device/deployments/next", bytes.NewReader(nextBody))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := client.Do(req)
+				total.Add(1)
+				if err == nil {
+					_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+					resp.Body.Close()
+					proto.Store(int64(resp.ProtoMajor))
+					if err == nil && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+						err = fmt.Errorf("%s", resp.Status)
+					}
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				if !t0.Before(measureFrom) && !time.Now().After(end) {
+					mine = append(mine, time.Since(t0))
+				}
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return result{}, err
+	}
+	r := result{mode: o.mode, target: o.target, polls: int64(len(lat)), errors: errs.Load(), conns: dials.Load(), all: total.Load()}
+	if want := int64(2); o.mode == "h2" && proto.Load() != want {
+		return r, fmt.Errorf("%s %s: answered over HTTP/%d, not HTTP/2", o.mode, o.target, proto.Load())
+	}
+	if r.polls == 0 || r.errors*100 > r.polls {
+		return r, fmt.Errorf("%s %s: %d polls, %d errors (first: %v)", o.mode, o.target, r.polls, r.errors, firstErr.Load())
+	}
+	slices.Sort(lat)
+	r.rate = float64(r.polls) / o.duration.Seconds()
+	r.p50 = lat[len(lat)/2]
+	r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	return r, nil
+}

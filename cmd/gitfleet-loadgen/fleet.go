@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
+)
+
+// fleet names the simulated devices: device i is declared as d<i> with
+// the identity {mac: 02:xx:xx:xx:xx:xx} (i in the last three bytes).
+type fleet struct{ n int }
+
+func newFleet(n int) *fleet {
+	if n > 1<<24 {
+		panic("at most 16,777,216 devices")
+	}
+	return &fleet{n: n}
+}
+
+func (f *fleet) name(i int) string { return fmt.Sprintf("d%07d", i) }
+func (f *fleet) mac(i int) string {
+	return fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)
+}
+func (f *fleet) identity(i int) deviceapi.Attributes { return deviceapi.Attributes{"mac": f.mac(i)} }
+
+// id is the controller's device ID (deviceapi.DeviceID of the identity).
+func (f *fleet) id(i int) string { return deviceapi.DeviceID(f.identity(i)) }
+
+// inventory is a typical Mender inventory, as the device API stores it
+// (an object with sorted keys).
+func (f *fleet) inventory(i int) []byte {
+	return fmt.Appendf(nil, `{"artifact_name":"app-1","cpu_model":"Cortex-A72","device_type":"sim","hostname":"%s",`+
+		`"ipv4_eth0":"10.%d.%d.%d/8","kernel":"Linux version 6.1.0-rpi7-rpi-v8","mem_total_kB":"3884628",`+
+		`"mender_client_version":"3.4.0","os":"Debian GNU/Linux 12 (bookworm)","rootfs-image.version":"2026.03.1"}`,
+		f.name(i), i>>16&0xff, i>>8&0xff, i&0xff)
+}
+
+const devicesPerManifest = 10_000
+
+const rolloutYAML = `apiVersion: gitfleet.io/v1
+kind: Rollout
+metadata: {name: fleet}
+spec:
+  artifact: app-2
+  target: {all: true}
+  phases:
+    - {name: canary, count: 10, hold: 1h}
+    - {name: all, percent: 100, requiresApproval: true}
+`
+
+// writeRepo writes the fleet repository (Device manifests, a signing key,
+// a signed artifact's manifest, the rollout) and commits it with git; the
+// artifact file goes to a separate artifact store. It returns the
+// repository's file:// URL and the store directory.
+func writeRepo(ctx context.Context, dir string, f *fleet) (repoURL, storeDir string, err error) {
+	repo, storeDir := filepath.Join(dir, "repo"), filepath.Join(dir, "artifacts")
+	for _, d := range []string{filepath.Join(repo, "devices"), filepath.Join(repo, "fleet"), storeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", "", err
+		}
+	}
+	write := func(name string, data []byte) error { return os.WriteFile(filepath.Join(repo, name), data, 0o644) }
+	var b bytes.Buffer
+	for i := 0; i < f.n; i++ {
+		if i%devicesPerManifest == 0 {
+			fmt.Fprintf(&b, "apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: sims-%04d}\nspec:\n  devices:\n", i/devicesPerManifest)
+		}
+		fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, deviceType: sim}\n", f.name(i), f.mac(i))
+		if (i+1)%devicesPerManifest == 0 || i+1 == f.n {
+			if err := write(fmt.Sprintf("devices/sims-%04d.yaml", i/devicesPerManifest), b.Bytes()); err != nil {
+				return "", "", err
+			}
+			b.Reset()
+		}
+	}
+
+	// A signed module-image artifact.
+	priv, pub, err := artifact.GenerateKey(artifact.ECDSAP256)
+	if err != nil {
+		return "", "", err
+	}
+	signer, err := artifact.LoadSigner(priv)
+	if err != nil {
+		return "", "", err
+	}
+	payload := make([]byte, 64<<10)
+	rand.Read(payload)
+	p := artifact.ModuleImage("app", []artifact.FileSpec{{Name: "app.bin", Open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(payload)), nil
+	}}}, "app-2", artifact.Software{})
+	var art bytes.Buffer
+	if err := artifact.Write(ctx, &art, artifact.Spec{Name: "app-2", DeviceTypes: []string{"sim"},
+		Payloads: []artifact.PayloadSpec{p}, Signer: signer, TempDir: dir}); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(storeDir, "app-2.mender"), art.Bytes(), 0o644); err != nil {
+		return "", "", err
+	}
+	files := map[string]string{
+		"fleet/key.yaml": "apiVersion: gitfleet.io/v1\nkind: SigningKey\nmetadata: {name: release}\nspec:\n  algorithm: ecdsa-p256\n  publicKey: |\n    " +
+			strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n    ") + "\n",
+		"fleet/artifact.yaml": "apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: app-2}\nspec:\n  source: app-2.mender\n  version: \"2\"\n  deviceTypes: [sim]\n  signedBy: [release]\n",
+		"fleet/rollout.yaml":  rolloutYAML,
+	}
+	for name, data := range files {
+		if err := write(name, []byte(data)); err != nil {
+			return "", "", err
+		}
+	}
+	for _, args := range [][]string{
+		{"init", "-q", "-b", "main"},
+		{"add", "-A"},
+		{"-c", "user.name=gitfleet-loadgen", "-c", "user.email=loadgen@gitfleet.invalid", "commit", "-q", "-m", fmt.Sprintf("%d simulated devices", f.n)},
+	} {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("git %s: %v\n%s", args[0], err, out)
+		}
+	}
+	return "file://" + repo, storeDir, nil
+}

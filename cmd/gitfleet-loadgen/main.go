@@ -1,0 +1,268 @@
+// Command gitfleet-loadgen measures how many device polls `gitfleet serve`
+// answers on this machine, beside the same generator against a trivial
+// HTTPS handler (the ceiling), and how much Redis memory a device takes.
+//
+// In one run it
+//
+//  1. starts its own redis-server (hash-max-listpack-value 1024, no
+//     persistence) and registers -devices accepted devices in it through
+//     the store API (store.SeeDevice and SetInventory with a typical
+//     Mender inventory, -seeders at once), measuring INFO used_memory
+//     before and after; then the same for -compare-devices devices in a
+//     second redis-server with Redis's default hash-max-listpack-value
+//     (64), so both figures are reported;
+//  2. writes a fleet repository declaring every device (Device manifests
+//     with spec.devices lists of 10,000, admitted by identity), a signed
+//     artifact and a rollout targeting the whole fleet (a canary of 10
+//     that never finishes, so every poll goes through the whole rollout
+//     decision: route, progress, deployment, gates; the canaries get their
+//     deployment again, everyone else 204);
+//  3. starts `gitfleet serve` on 127.0.0.1 with that repository and Redis,
+//     and waits until it serves the commit and offers the artifact;
+//  4. authenticates -auth-sample devices for real (Ed25519-signed
+//     auth_requests) and mints a token for every device with the key
+//     the controller shares through the store (the same JWT the device
+//     API issues), checking that the controller accepts minted tokens;
+//  5. for each mode — kept-alive HTTP/1.1 connections, kept-alive HTTP/2,
+//     and a new TLS connection (full handshake) per poll — drives POST v2
+//     deployments/next from -clients concurrent clients, each poll for a
+//     random device, for -duration, first against a trivial HTTPS handler
+//     (a separate process serving 204 with the controller's certificate),
+//     then against gitfleet; and prints polls/s, p50/p99 latency and the
+//     ratio to the ceiling.
+//
+// Everything listens on 127.0.0.1 and is stopped at the end.
+//
+//	go run ./cmd/gitfleet-loadgen -devices 1000000
+//	go run ./cmd/gitfleet-loadgen -devices 100000 -clients 32 -duration 10s
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	devices        int
+	compareDevices int
+	seeders        int
+	clients        int
+	duration       time.Duration
+	warmup         time.Duration
+	authSample     int
+	modes          string
+	gitfleet       string
+	keep           bool
+	startTimeout   time.Duration
+}
+
+func main() {
+	// The ceiling server is this program run again.
+	if len(os.Args) > 1 && os.Args[1] == "ceiling-server" {
+		if err := ceilingServer(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "ceiling server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var c config
+	flag.IntVar(&c.devices, "devices", 1_000_000, "devices registered in Redis and declared in the fleet repository")
+	flag.IntVar(&c.compareDevices, "compare-devices", 100_000, "devices registered in a second Redis with default hash settings, for its memory figure (0: skip)")
+	flag.IntVar(&c.seeders, "seeders", 128, "concurrent store writers while registering devices")
+	flag.IntVar(&c.clients, "clients", 32, "concurrent polling clients")
+	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured duration of each mode and target")
+	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured polling before each measurement")
+	flag.IntVar(&c.authSample, "auth-sample", 1000, "devices that authenticate with signed auth requests")
+	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll)")
+	flag.StringVar(&c.gitfleet, "gitfleet", "", "gitfleet binary (default: go build ./cmd/gitfleet)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (repository, logs)")
+	flag.DurationVar(&c.startTimeout, "start-timeout", 10*time.Minute, "how long gitfleet serve may take to serve the fleet")
+	flag.Parse()
+	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 {
+		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -devices, -clients, -seeders and -duration must be positive")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c); err != nil {
+		fmt.Fprintln(os.Stderr, "gitfleet-loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config) (err error) {
+	dir, err := os.MkdirTemp("", "gitfleet-loadgen-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if c.keep || err != nil {
+			fmt.Printf("work directory kept: %s\n", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+	var procs procs
+	defer procs.stopAll()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_ = log
+	fmt.Printf("gitfleet-loadgen: %d devices, %d clients, %s per run, GOMAXPROCS %d, %d CPUs\n",
+		c.devices, c.clients, c.duration, runtime.GOMAXPROCS(0), runtime.NumCPU())
+
+	// 1. Redis and the device records.
+	rd, err := startRedis(ctx, &procs, filepath.Join(dir, "redis"), "--hash-max-listpack-value", "1024")
+	if err != nil {
+		return err
+	}
+	fleet := newFleet(c.devices)
+	mem, err := seed(ctx, rd.addr, fleet, c.seeders, "hash-max-listpack-value 1024")
+	if err != nil {
+		return err
+	}
+	var memDefault *memReport
+	if c.compareDevices > 0 {
+		rd2, err := startRedis(ctx, &procs, filepath.Join(dir, "redis-default"))
+		if err != nil {
+			return err
+		}
+		m, err := seed(ctx, rd2.addr, newFleet(min(c.compareDevices, c.devices)), c.seeders, "Redis defaults")
+		if err != nil {
+			return err
+		}
+		memDefault = &m
+		procs.stop(rd2.proc)
+	}
+
+	// 2. The fleet repository and artifact store.
+	start := time.Now()
+	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), fleet)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("fleet repository with %d declared devices written and committed in %s\n", c.devices, time.Since(start).Round(time.Millisecond))
+
+	// 3. gitfleet serve.
+	bin := c.gitfleet
+	if bin == "" {
+		if bin, err = buildGitfleet(ctx, dir); err != nil {
+			return err
+		}
+	}
+	srv, err := startServe(ctx, &procs, bin, filepath.Join(dir, "serve"), repo, store, rd.addr, fleet, c.startTimeout)
+	if err != nil {
+		return err
+	}
+
+	// 4. Tokens.
+	toks, err := prepareTokens(ctx, rd.addr, srv, fleet, c.authSample)
+	if err != nil {
+		return err
+	}
+
+	// 5. The ceiling, then gitfleet, per mode.
+	ceil, err := startCeiling(ctx, &procs, srv.certFile, srv.keyFile)
+	if err != nil {
+		return err
+	}
+	var results []result
+	for _, mode := range strings.Split(c.modes, ",") {
+		mode = strings.TrimSpace(mode)
+		if mode != "keepalive" && mode != "h2" && mode != "newconn" {
+			return fmt.Errorf("unknown mode %q", mode)
+		}
+		for _, target := range []struct{ name, addr string }{{"ceiling", ceil.addr}, {"gitfleet", srv.addr}} {
+			before, _ := commandStats(ctx, rd.addr)
+			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool,
+				clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
+			if err != nil {
+				return err
+			}
+			after, _ := commandStats(ctx, rd.addr)
+			perPoll := ""
+			if target.name == "gitfleet" {
+				perPoll = ", Redis per poll: " + perPollStats(before, after, r.all)
+			}
+			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
+				mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.polls, r.errors, r.conns, perPoll)
+			results = append(results, r)
+		}
+	}
+	rss, peak := rssOf(srv.proc.Process.Pid)
+
+	// Report.
+	fmt.Println()
+	fmt.Printf("gitfleet-loadgen report: %d devices registered in Redis and declared in Git, %d clients, %s per run, %d CPUs\n",
+		c.devices, c.clients, c.duration, runtime.NumCPU())
+	fmt.Printf("%-10s %12s %12s %7s %9s %9s %9s  %s\n", "mode", "ceiling/s", "gitfleet/s", "ratio", "p50", "p99", "goal", "")
+	for i := 0; i+1 < len(results); i += 2 {
+		ce, gf := results[i], results[i+1]
+		ratio := gf.rate / ce.rate
+		goal, ok := 0.5, gf.p99 < 20*time.Millisecond
+		if gf.mode == "newconn" {
+			goal, ok = 0.7, true
+		}
+		verdict := "met"
+		if ratio < goal || !ok {
+			verdict = "NOT met"
+		}
+		p99goal := ""
+		if gf.mode != "newconn" {
+			p99goal = ", p99 < 20ms"
+		}
+		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s)\n", gf.mode, ce.rate, gf.rate, ratio,
+			fmtDur(gf.p50), fmtDur(gf.p99), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99))
+	}
+	fmt.Printf("Redis memory per device: %s\n", mem)
+	if memDefault != nil {
+		fmt.Printf("                         %s\n", memDefault)
+	}
+	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB (peak %d MiB)\n",
+		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
+	if toks.authRate > 0 {
+		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients): %.0f/s\n", toks.authN, authClients, toks.authRate)
+	}
+	return nil
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%dµs", d.Microseconds())
+}
+
+// rssOf returns a process's resident and peak resident memory in bytes.
+func rssOf(pid int) (cur, peak int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var kb int64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			fmt.Sscanf(strings.TrimPrefix(line, "VmRSS:"), "%d", &kb)
+			cur = kb << 10
+		case strings.HasPrefix(line, "VmHWM:"):
+			fmt.Sscanf(strings.TrimPrefix(line, "VmHWM:"), "%d", &kb)
+			peak = kb << 10
+		}
+	}
+	return cur, peak
+}
+
+var errStopped = errors.New("stopped")

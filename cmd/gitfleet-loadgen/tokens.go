@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/rollout"
+	"github.com/gitfleet/gitfleet/controller/store/redis"
+)
+
+// tokenSecret is the store.SharedSecret the device API signs tokens with
+// (deviceapi's tokenSecretName). Minted tokens are checked against the
+// controller before use, so a change there fails the run at once.
+const tokenSecret = "deviceapi.jwt.hs256"
+
+// authClients is how many devices authenticate at once in the sample.
+const authClients = 16
+
+type tokens struct {
+	all      []string // by device index
+	authN    int
+	authRate float64 // signed auth requests per second
+}
+
+// prepareTokens authenticates a sample of devices with signed auth
+// requests (and checks that one of the rollout's canaries is offered the
+// artifact, so the artifact is synced), then mints a token for every
+// device as the device API issues them, with the key it shares through
+// the store, and checks that the controller takes a minted token.
+func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet, sample int) (*tokens, error) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: srv.pool}, MaxIdleConnsPerHost: authClients}}
+	base := "https://" + srv.addr
+	out := &tokens{all: make([]string, f.n)}
+
+	// The canary of the rollout: the device of lowest key.
+	canary := 0
+	var low uint64 = ^uint64(0)
+	for i := range f.n {
+		if k := rollout.Key("fleet", f.name(i)); k < low {
+			low, canary = k, i
+		}
+	}
+	tok, err := authenticate(ctx, client, base, f, canary)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body, err := poll(ctx, client, base, tok)
+		if err != nil {
+			return nil, err
+		}
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("canary %s is not offered the artifact within a minute (last answer %d %s)", f.name(canary), code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The sample, spread over the fleet.
+	if sample = min(sample, f.n); sample > 0 {
+		idx := make([]int, sample)
+		for j := range idx {
+			idx[j] = int(int64(j) * int64(f.n) / int64(sample))
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		var firstErr error
+		var once sync.Once
+		start := time.Now()
+		for range authClients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					j := int(next.Add(1)) - 1
+					if j >= len(idx) {
+						return
+					}
+					t, err := authenticate(ctx, client, base, f, idx[j])
+					if err != nil {
+						once.Do(func() { firstErr = err })
+						return
+					}
+					out.all[idx[j]] = t
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		out.authN, out.authRate = sample, float64(sample)/time.Since(start).Seconds()
+		fmt.Printf("%d devices authenticated with signed auth requests: %.0f/s\n", sample, out.authRate)
+	}
+
+	// Mint the rest.
+	st, err := redis.New(redis.Options{Addrs: []string{redisAddr}})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	key, err := st.SharedSecret(ctx, tokenSecret, func() ([]byte, error) {
+		return nil, fmt.Errorf("the controller has not created its token key %q", tokenSecret)
+	})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			now := time.Now()
+			for i := w; i < f.n; i += workers {
+				if out.all[i] == "" {
+					out.all[i] = mint(key, f, i, now)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("%d tokens minted in %s\n", f.n, time.Since(start).Round(time.Millisecond))
+	probe := slices.IndexFunc(out.all, func(t string) bool { return t != "" && t != tok })
+	if probe < 0 {
+		probe = 0
+	}
+	probe = (probe + f.n/2) % f.n
+	if code, body, err := poll(ctx, client, base, out.all[probe]); err != nil || (code != 200 && code != 204) {
+		return nil, fmt.Errorf("the controller refuses a minted token (%d %s, %v): has the device API's token format changed?", code, body, err)
+	}
+	return out, nil
+}
+
+// mint makes the token the device API issues to device i (see
+// controller/deviceapi/token.go): HS256 over the claims, with identity and
+// key fingerprint as private claims.
+func mint(key []byte, f *fleet, i int, now time.Time) string {
+	id := f.id(i)
+	jti := make([]byte, 16)
+	rand.Read(jti)
+	claims, _ := json.Marshal(map[string]any{
+		"sub": id, "jti": hex.EncodeToString(jti), "iat": now.Unix(), "exp": now.Add(7 * 24 * time.Hour).Unix(),
+		"iss": "gitfleet", "mender.device": true, "gf.id": f.identity(i), "gf.key": fingerprintOf(id),
+	})
+	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
+	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(signed))
+	return signed + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// authenticate sends device i's auth request, signed with an Ed25519 key
+// derived from its name, and returns the token.
+func authenticate(ctx context.Context, c *http.Client, base string, f *fleet, i int) (string, error) {
+	seed := sha256.Sum256([]byte("gitfleet-loadgen\x00" + f.name(i)))
+	k := ed25519.NewKeyFromSeed(seed[:])
+	der, _ := x509.MarshalPKIXPublicKey(k.Public())
+	idData, _ := json.Marshal(f.identity(i))
+	body, _ := json.Marshal(deviceapi.AuthRequest{IDData: string(idData),
+		PubKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/devices/v1/authentication/auth_requests", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-MEN-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(k, body)))
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("auth request of %s: %w", f.name(i), err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("auth request of %s: %s %s", f.name(i), resp.Status, b)
+	}
+	return string(b), nil
+}
+
+var nextBody = []byte(`{"device_provides":{"artifact_name":"app-1","device_type":"sim"}}`)
+
+// poll sends one POST v2 deployments/next.
+func poll(ctx context.Context, c *http.Client, base, token string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/devices/v2/deployments/device/deployments/next", bytes.NewReader(nextBody))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, b, err
+}
