@@ -222,6 +222,9 @@ func (f *fakeInstaller) ArtifactVerifyReboot(ctx context.Context) error {
 		if d.running != d.target {
 			return fmt.Errorf("running partition %d, expected %d", d.running, d.target)
 		}
+		if !d.upgrade {
+			return errors.New("no upgrade on trial")
+		}
 		return nil
 	})
 }

@@ -298,7 +298,7 @@ func (d *deployment) scripts(ctx context.Context, st StateName, action string) e
 		return nil
 	}
 	switch st {
-	case StateArtifactVerifyReboot, StateArtifactVerifyRollbackReboot, StateReport:
+	case StateArtifactVerifyReboot, StateArtifactVerifyRollbackReboot, StateCleanup, StateReport:
 		return nil // no scripts for these states
 	}
 	err := d.a.scripts.Run(ctx, st, action)

@@ -74,7 +74,7 @@ func TestResumeFromEachState(t *testing.T) {
 		{StateArtifactReboot, false, true, false, "ArtifactVerifyReboot", "success"},
 		{StateArtifactReboot, true, true, false, "", "success"}, // no reboot happened: reboot again
 		{StateArtifactVerifyReboot, false, true, false, "ArtifactVerifyReboot", "success"},
-		{StateArtifactCommit, false, true, false, "ArtifactVerifyReboot", "success"},
+		{StateArtifactCommit, false, true, false, "ArtifactCommit", "success"},
 		{StateArtifactRollback, false, true, false, "ArtifactRollback", "failure"},
 		{StateArtifactRollbackReboot, false, true, false, "ArtifactVerifyRollbackReboot", "failure"},
 		{StateArtifactFailure, false, true, false, "ArtifactFailure", "failure"},

@@ -257,15 +257,11 @@ func (commit) Run(ctx context.Context, d *deployment) (state, error) {
 	if r.Deployment.Standalone() && !d.commit {
 		return nil, errStandaloneWait
 	}
-	if d.resumed || r.Attempts > 1 {
-		// Cut off while committing: the bootloader may have fallen back
-		// since; check again before making anything permanent.
-		if need, _ := parseReboot(r.Reboot); need != RebootNo {
-			if err := d.verify(ctx); err != nil {
-				return d.failed(ctx, err)
-			}
-		}
-	}
+	// After a crash in this state the verification is not repeated (it
+	// passed, or the record would not name this state, and a commit may
+	// have ended the trial already): installers refuse to commit what does
+	// not run, e.g. when the bootloader fell back in the meantime, and
+	// that refusal rolls back.
 	// Last chance for the server to call the deployment off.
 	if err := d.status(ctx, StatusInstalling, "committing"); err != nil {
 		return d.failed(ctx, err)
