@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestDependencies keeps the device side apart from the controller: nothing
+// under device/ and nothing gitfleet-agent links may import the controller,
+// Redis, CUE or the controller's HTTP and CLI frameworks.
+func TestDependencies(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}",
+		"github.com/gitfleet/gitfleet/device/...", "github.com/gitfleet/gitfleet/cmd/gitfleet-agent")
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("go list: %v\n%s", err, stderr)
+	}
+	forbidden := []string{
+		"github.com/gitfleet/gitfleet/controller",
+		"github.com/gitfleet/gitfleet/schema",
+		"github.com/gitfleet/gitfleet/policies",
+		"github.com/gitfleet/gitfleet/webhooks",
+		"github.com/redis/",
+		"cuelang.org/",
+		"cuelabs.dev/",
+		"github.com/labstack/echo",
+		"github.com/spf13/cobra",
+		"github.com/go-git/",
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) == 0 {
+		t.Fatal("go list printed no dependencies")
+	}
+	for _, p := range deps {
+		for _, f := range forbidden {
+			if p == f || strings.HasPrefix(p, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(p, f)) {
+				t.Errorf("device/... or cmd/gitfleet-agent depends on %s", p)
+			}
+		}
+	}
+}
