@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -60,7 +60,9 @@ func TestClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := NewClient(ClientOptions{ServerURL: srv.URL, HTTP: srv.Client(), Key: key, PublicKeyPEM: pub,
-		Identity: func(context.Context) (map[string]string, error) { return map[string]string{"mac": "02:00:00:00:00:01"}, nil }})
+		Identity: func(context.Context) (map[string]string, error) {
+			return map[string]string{"mac": "02:00:00:00:00:01"}, nil
+		}})
 	ctx := context.Background()
 	dep, err := c.Next(ctx, map[string]string{"device_type": "sim", "artifact_name": "r1"})
 	if err != nil || dep == nil || dep.ID != "d1" || dep.URI != "https://s/a?sig=x" {
