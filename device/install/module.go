@@ -457,10 +457,9 @@ func (d *moduleDownload) file(f *artifact.File) error {
 		}
 		fifo, err := d.openFIFO(d.next)
 		switch {
+		case errors.Is(err, errExited) && *d.exitErr != nil:
+			return d.m.failed(d.ctx, "Download", *d.exitErr)
 		case errors.Is(err, errExited) && d.mode == undecided:
-			if *d.exitErr != nil {
-				return d.m.failed(d.ctx, "Download", *d.exitErr)
-			}
 			if err := d.storeMode(); err != nil {
 				return err
 			}
@@ -484,6 +483,9 @@ func (d *moduleDownload) file(f *artifact.File) error {
 // stream writes f into the FIFO streams/<name> once the module opens it.
 func (d *moduleDownload) stream(path string, f *artifact.File) error {
 	fifo, err := d.openFIFO(path)
+	if errors.Is(err, errExited) && *d.exitErr != nil {
+		return d.m.failed(d.ctx, "Download", *d.exitErr)
+	}
 	if errors.Is(err, errExited) {
 		return fmt.Errorf("%w: the module exited without reading %s", ErrProtocol, f.Name)
 	}
@@ -494,6 +496,19 @@ func (d *moduleDownload) stream(path string, f *artifact.File) error {
 	stop := context.AfterFunc(d.ctx, func() { _ = fifo.SetWriteDeadline(time.Now()) })
 	defer stop()
 	if _, err := io.Copy(fifo, f); err != nil {
+		if errors.Is(err, syscall.EPIPE) {
+			// The module closed the stream early; say why when it exits.
+			t := time.NewTimer(5 * time.Second)
+			defer t.Stop()
+			select {
+			case <-d.exited:
+				if *d.exitErr != nil {
+					return d.m.failed(d.ctx, "Download", *d.exitErr)
+				}
+				return fmt.Errorf("%w: the module stopped reading %s after part of it and exited", ErrProtocol, f.Name)
+			case <-t.C:
+			}
+		}
 		return fmt.Errorf("download: stream %s: %w", f.Name, err)
 	}
 	return fifo.Close()
