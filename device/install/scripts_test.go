@@ -57,7 +57,7 @@ func TestScriptsOrderAndOutcome(t *testing.T) {
 		e.script("ArtifactInstall_Enter_10", 0),
 		e.script("ArtifactInstall_Enter_01", 0),
 		e.script("ArtifactInstall_Enter_05_wifi-driver", 0),
-		e.script("ArtifactInstall_Enter_5", 0),      // malformed: not run
+		e.script("ArtifactInstall_Enter_5", 0),       // malformed: not run
 		e.script("ArtifactInstall_Enter_07.bak~", 0), // no "_" before the comment: not run
 		e.script("ArtifactInstall_Leave_00", 0),
 		e.script("ArtifactCommit_Enter_01", 1),
