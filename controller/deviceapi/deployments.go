@@ -133,18 +133,22 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		return c.NoContent(http.StatusNoContent)
 	}
 	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides}
-	rec, err := a.opts.Store.Device(ctx, s.claims.Subject)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		dev.Inventory = Attributes{}
-	case err != nil:
-		return a.httpError("read device", err, "device_id", s.claims.Subject)
-	default:
-		dev.Inventory = InventoryAttributes(rec.Inventory)
-	}
 	plan, err := a.planFor(ctx, s.snap)
 	if err != nil {
 		return a.httpError("rollout plan", err)
+	}
+	// The stored inventory matters only when a rollout selects on it; most
+	// polls skip the read (one store round trip fewer on the hot path).
+	if ni, ok := plan.(interface{ NeedsInventory(string) bool }); !ok || ni.NeedsInventory(name) {
+		rec, err := a.opts.Store.Device(ctx, s.claims.Subject)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			dev.Inventory = Attributes{}
+		case err != nil:
+			return a.httpError("read device", err, "device_id", s.claims.Subject)
+		default:
+			dev.Inventory = InventoryAttributes(rec.Inventory)
+		}
 	}
 	g, reason, ok := plan.Route(dev)
 	if !ok {
@@ -153,7 +157,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	}
 	log = log.With("rollout", g.Rollout, "generation", g.Generation)
 	in := rollout.NextInput{Device: dev, Now: a.opts.Now(), Generation: g}
-	if in.Progress, err = a.opts.Store.Progress(ctx, g); err != nil {
+	if in.Progress, err = a.progress(ctx, g); err != nil {
 		return a.httpError("read progress", err, "rollout", g.Rollout)
 	}
 	switch d, err := a.opts.Store.Deployment(ctx, g, name); {
@@ -226,6 +230,7 @@ func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g s
 		}
 		bits &^= 1 << k
 		t, first, err := a.opts.Store.CompletePhase(ctx, g, k, a.opts.Now())
+		a.prog.forget(g)
 		if err != nil {
 			// The next decision finds the phase complete again and retries.
 			a.log.Warn("record phase completion failed", "rollout", g.Rollout, "phase", k, "err", err)
@@ -337,6 +342,7 @@ func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g 
 	if p, err = a.opts.Store.Progress(ctx, g); err != nil {
 		return 0, a.httpError("read progress", err, "rollout", g.Rollout)
 	}
+	a.prog.put(g, p)
 	// Alerts raised on the generation's devices count against the abort
 	// criteria that name them (they arrive from the agents' monitoring).
 	alerts, err := a.opts.Store.AlertCounts(ctx, g)
@@ -363,6 +369,7 @@ func (a *API) abort(ctx context.Context, snap *reconcile.Snapshot, g store.Gener
 		reason = dec.Criterion
 	}
 	first, err := a.opts.Store.Abort(ctx, g, truncate(reason, 1024))
+	a.prog.forget(g)
 	if err != nil {
 		return a.httpError("abort rollout", err, "rollout", g.Rollout)
 	}

@@ -93,6 +93,7 @@ type API struct {
 	log  *slog.Logger
 	adm  admissions
 	plan plans
+	prog progressCache
 
 	keyMu sync.Mutex
 	key   []byte

@@ -319,6 +319,33 @@ func (pl *plan) targets(d *Device, i int) bool {
 	return false
 }
 
+// NeedsInventory reports whether routing the declared device id may depend
+// on the inventory it reports: some rollout that could take it before a
+// rollout that certainly does has a selector over inventory attributes.
+// When it returns false, Route and Next ignore Device.Inventory, so a
+// caller can skip reading it.
+func (p *Plan) NeedsInventory(id string) bool {
+	x, ok := p.devices[id]
+	if !ok {
+		return false
+	}
+	i := int(x)
+	for _, pl := range p.rollouts {
+		if pl.yes.has(i) {
+			return false
+		}
+		if !pl.maybe.has(i) {
+			continue
+		}
+		for _, s := range pl.selectors {
+			if len(s.Inventory) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // route returns the rollout d follows, or nil.
 func (p *Plan) route(d *Device) *plan {
 	i := -1

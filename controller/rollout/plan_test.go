@@ -1,0 +1,68 @@
+package rollout
+
+import (
+	"testing"
+	"testing/fstest"
+
+	"github.com/gitfleet/gitfleet/schema"
+)
+
+func TestNeedsInventory(t *testing.T) {
+	fleet := loadFleet(t, `
+apiVersion: gitfleet.io/v1
+kind: Artifact
+metadata: {name: app}
+spec: {source: a.mender, deviceTypes: [board]}
+---
+apiVersion: gitfleet.io/v1
+kind: Device
+metadata: {name: lab}
+spec:
+  devices:
+    - {name: static-1, identity: {mac: "01"}, deviceType: board}
+    - {name: open-1, identity: {mac: "02"}, deviceType: board}
+    - {name: other-1, identity: {mac: "03"}, deviceType: board}
+---
+apiVersion: gitfleet.io/v1
+kind: DeviceGroup
+metadata: {name: statics}
+spec: {members: [static-1]}
+---
+apiVersion: gitfleet.io/v1
+kind: Rollout
+metadata: {name: a-static}
+spec:
+  artifact: app
+  priority: 2
+  target: {groups: [statics]}
+  phases: [{name: all, percent: 100, abort: {maxFailures: 0}}]
+---
+apiVersion: gitfleet.io/v1
+kind: Rollout
+metadata: {name: b-by-inventory}
+spec:
+  artifact: app
+  priority: 1
+  target: {selector: {inventory: {site: berlin}}}
+  phases: [{name: all, percent: 100, abort: {maxFailures: 0}}]
+`)
+	p := Compile(fleet, nil)
+	for id, want := range map[string]bool{
+		"static-1": false, // the higher-priority static rollout takes it first
+		"open-1":   true,  // only its inventory can tell whether b targets it
+		"unknown":  false, // not declared: routed nowhere
+	} {
+		if got := p.NeedsInventory(id); got != want {
+			t.Errorf("NeedsInventory(%s) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func loadFleet(t *testing.T, yaml string) *schema.Fleet {
+	t.Helper()
+	fleet, err := schema.Load(fstest.MapFS{"fleet.yaml": {Data: []byte(yaml)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fleet
+}
