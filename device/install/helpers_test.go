@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,9 @@ import (
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/device/bootenv"
 )
+
+// quiet discards the installers' logs in tests.
+var quiet = slog.New(slog.DiscardHandler)
 
 // memFile is a payload file held in memory.
 func memFile(name string, data []byte) artifact.FileSpec {
@@ -117,6 +121,7 @@ func (d *device) opts() RootfsOptions {
 		Env:      d.env,
 		StateDir: d.stateDir,
 		Booted:   FileBooted(d.bootedPath),
+		Logger:   quiet,
 	}
 }
 

@@ -53,7 +53,8 @@ func (e *moduleEnv) opts() ModuleOptions {
 	return ModuleOptions{
 		Dir: e.dir, WorkDir: e.work,
 		ArtifactName: "release-1", ArtifactGroup: "prod", DeviceType: "test-board",
-		Exec: OSExec{KillGrace: 200 * time.Millisecond},
+		Exec:   OSExec{KillGrace: 200 * time.Millisecond},
+		Logger: quiet,
 	}
 }
 
