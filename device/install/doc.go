@@ -100,6 +100,25 @@
 // ArtifactVerifyReboot, and no scripts run between ArtifactReboot and
 // ArtifactVerifyReboot (there are no ArtifactVerifyReboot scripts).
 //
+// # What the agent does with this package
+//
+//   - Once the artifact's header is read (signature checked): make the
+//     installers with [Installers.New], one per payload, and store the
+//     header's scripts with [Runner.Store]; clear them ([Runner.Clear]) when
+//     the deployment ends.
+//   - Download: [DownloadAll], between the Download_Enter and Download_Leave
+//     scripts.
+//   - Reboots: combine the installers' NeedsArtifactReboot answers with
+//     [CombineReboots]; for RebootYes call ArtifactReboot, for
+//     RebootAutomatic reboot the host (the same for ArtifactRollbackReboot).
+//   - After any restart, make the installers again from the stored
+//     artifact header and enter the recorded state again: every method
+//     finds what it needs on disk.
+//   - Health checks: [RootfsOptions.HealthCheck] runs a command inside
+//     ArtifactVerifyReboot; checks of the agent's own (services, the server
+//     reachable) go between ArtifactVerifyReboot and ArtifactCommit, and a
+//     failure there leads to ArtifactRollback like any other.
+//
 // # Processes
 //
 // Modules, scripts and the health check run through the small [Exec]

@@ -175,8 +175,7 @@ func (r *Rootfs) other(n int) int {
 // (upgrade_available=1), when mender_boot_part names neither A nor B, and
 // when the running partition is not the one the environment boots.
 func (r *Rootfs) Inactive(ctx context.Context) (Partition, error) {
-	from, to, err := r.inactive(ctx)
-	_ = from
+	_, to, err := r.inactive(ctx)
 	if err != nil {
 		return Partition{}, err
 	}
