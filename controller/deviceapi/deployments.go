@@ -123,7 +123,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	s := sessionOf(c)
 	ctx := c.Request().Context()
 	name := s.manifest.Name
-	log := a.log.With("device_id", s.claims.Subject, "device", name)
+	log := lazyLog{l: a.log, attrs: []any{"device_id", s.claims.Subject, "device", name}}
 	if s.snap == nil || a.opts.Artifacts == nil {
 		return c.NoContent(http.StatusNoContent)
 	}
@@ -155,7 +155,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		log.Debug("no deployment", "reason", reason)
 		return c.NoContent(http.StatusNoContent)
 	}
-	log = log.With("rollout", g.Rollout, "generation", g.Generation)
+	log = log.with("rollout", g.Rollout, "generation", g.Generation)
 	in := rollout.NextInput{Device: dev, Now: a.opts.Now(), Generation: g}
 	if in.Progress, err = a.progress(ctx, g); err != nil {
 		return a.httpError("read progress", err, "rollout", g.Rollout)

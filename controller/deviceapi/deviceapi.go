@@ -89,11 +89,12 @@ type Options struct {
 
 // API serves the device endpoints. Create it with New.
 type API struct {
-	opts Options
-	log  *slog.Logger
-	adm  admissions
-	plan plans
-	prog progressCache
+	opts   Options
+	log    *slog.Logger
+	adm    admissions
+	plan   plans
+	prog   progressCache
+	tokens tokenCache
 
 	keyMu sync.Mutex
 	key   []byte
@@ -224,7 +225,7 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			a.log.Error("device token key unavailable", "err", err)
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "store unavailable")
 		}
-		claims, err := verifyToken(key, strings.TrimSpace(tok), a.opts.Now())
+		claims, err := a.verify(key, strings.TrimSpace(tok))
 		if err != nil {
 			a.log.Debug("device token refused", "err", err)
 			return unauthorized(c, "invalid or expired device token")

@@ -1,0 +1,37 @@
+package deviceapi
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTokenCacheHonoursExpiry(t *testing.T) {
+	var c tokenCache
+	now := time.Unix(1_800_000_000, 0)
+	c.put("tok", Claims{Subject: "d", Expires: now.Unix() + 60})
+	if _, ok := c.get("tok", now); !ok {
+		t.Fatal("fresh token not cached")
+	}
+	if _, ok := c.get("tok", now.Add(61*time.Second)); ok {
+		t.Fatal("expired token served from the cache")
+	}
+	if _, ok := c.get("other", now); ok {
+		t.Fatal("unknown token served from the cache")
+	}
+}
+
+func TestLazyLogWritesOnlyEnabledLevels(t *testing.T) {
+	var buf bytes.Buffer
+	l := lazyLog{l: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})), attrs: []any{"device", "d1"}}
+	l2 := l.with("rollout", "r")
+	l.with("unrelated", "x") // must not leak into l2
+	l2.Debug("hidden")
+	l2.Info("shown", "phase", 1)
+	out := buf.String()
+	if strings.Contains(out, "hidden") || !strings.Contains(out, "device=d1 rollout=r phase=1") || strings.Contains(out, "unrelated") {
+		t.Fatalf("log output %q", out)
+	}
+}
