@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -125,6 +126,9 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if cfg.DebugListen != "" {
+		go servePprof(cfg.DebugListen, log)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
@@ -271,4 +275,19 @@ func openArtifacts(ctx context.Context, cfg serveConfig, st store.Store, log *sl
 		Dir: filepath.Join(cfg.DataDir, "artifact-cache"), StoreDir: cfg.ArtifactStore,
 		DownloadKeys: [][]byte{key}, Logger: log,
 	})
+}
+
+// servePprof serves Go's profiles on a loopback address (validated), for
+// diagnosing a controller under load.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("serving pprof profiles", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Warn("pprof server stopped", "err", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"strconv"
@@ -45,6 +46,7 @@ type serveConfig struct {
 	WebhookBurst        int           `yaml:"webhook_burst" flag:"webhook-burst" help:"webhook requests one source may send at once before --webhook-rate applies"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
+	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
 	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
 }
 
@@ -202,6 +204,11 @@ func (c *serveConfig) validate() error {
 	}
 	if c.WebhookRate <= 0 || c.WebhookBurst < 1 {
 		errs = append(errs, fmt.Errorf("--webhook-rate (%g) must be > 0 and --webhook-burst (%d) at least 1", c.WebhookRate, c.WebhookBurst))
+	}
+	if c.DebugListen != "" {
+		if host, _, err := net.SplitHostPort(c.DebugListen); err != nil || !net.ParseIP(host).IsLoopback() {
+			errs = append(errs, fmt.Errorf("--debug-listen %q: give a loopback address such as 127.0.0.1:6060 (profiles must not be exposed)", c.DebugListen))
+		}
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
