@@ -168,6 +168,20 @@ func TestStockMender(t *testing.T) {
 	if p := c.Progress(g2); len(p.Phases) == 0 || p.Phases[0].Failed != 1 || p.Aborted == "" {
 		t.Fatalf("progress of %s after the failure: %+v", g2, p)
 	}
+	// The management API shows the same to an operator.
+	ros, err := c.Rollouts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown map[string]any
+	for _, r := range ros {
+		if r["name"] == "hello-2" {
+			shown = r
+		}
+	}
+	if phases, _ := shown["phases"].([]any); shown == nil || shown["aborted"] == "" || len(phases) == 0 || phases[0].(map[string]any)["failed"] != float64(1) {
+		t.Fatalf("management API rollout view: %v", shown)
+	}
 	// Its deployment log reached the controller, update module's words
 	// included.
 	c.AwaitLog(`"msg":"device log".*"rollout":"hello-2".*refusing to install, as the test asks`)
