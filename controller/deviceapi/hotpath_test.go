@@ -2,6 +2,7 @@ package deviceapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -33,5 +34,29 @@ func TestLazyLogWritesOnlyEnabledLevels(t *testing.T) {
 	out := buf.String()
 	if strings.Contains(out, "hidden") || !strings.Contains(out, "device=d1 rollout=r phase=1") || strings.Contains(out, "unrelated") {
 		t.Fatalf("log output %q", out)
+	}
+}
+
+// The one-pass decoder of next requests flattens values exactly as flatten
+// does for raw JSON (inventory uses that).
+func TestFlattenValueMatchesFlatten(t *testing.T) {
+	for _, v := range []string{`"x"`, `"a,b"`, `12`, `1.50`, `-0`, `1e3`, `true`, `false`, `null`,
+		`["a", 1, true, null]`, `[]`, `{"a":1}`, `[["x"]]`, `[{"a":1}]`, `"\u00e9\n"`} {
+		want, werr := flatten(json.RawMessage(v))
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.UseNumber()
+		var x any
+		if err := dec.Decode(&x); err != nil {
+			t.Fatal(err)
+		}
+		got, gerr := flattenValue(x)
+		if got != want || (werr == nil) != (gerr == nil) {
+			t.Errorf("%s: flattenValue = %q, %v; flatten = %q, %v", v, got, gerr, want, werr)
+		}
+	}
+	for _, body := range []string{`{"device_provides":{"device_type":"x"}}}`, `{"device_provides":null}`, `{"device_provides":{"device_type":"x"}} x`} {
+		if _, err := DecodeNextV2([]byte(body)); err == nil {
+			t.Errorf("DecodeNextV2(%s) accepted", body)
+		}
 	}
 }

@@ -79,9 +79,19 @@ func DecodeAuthRequest(body []byte) (AuthRequest, Attributes, error) {
 // decodeAttributeObject reads {"name": value, …} where each value is a
 // string, number, boolean or a list of those.
 func decodeAttributeObject(b []byte, what string) (Attributes, error) {
-	var raw map[string]json.RawMessage
-	if err := strictJSON(b, &raw); err != nil {
+	// One pass: numbers stay as spelled (json.Number), every value is then
+	// flattened the way flatten does for raw JSON.
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
 		return nil, badRequest("%s is not a JSON object: %v", what, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, badRequest("%s is not a JSON object: trailing data after the JSON value", what)
+	}
+	if raw == nil {
+		return nil, badRequest("%s is not a JSON object: null", what)
 	}
 	if len(raw) > MaxAttributes {
 		return nil, badRequest("%s has %d attributes (max %d)", what, len(raw), MaxAttributes)
@@ -91,13 +101,52 @@ func decodeAttributeObject(b []byte, what string) (Attributes, error) {
 		if err := checkName(name); err != nil {
 			return nil, badRequest("%s: %v", what, err)
 		}
-		s, err := flatten(v)
+		s, err := flattenValue(v)
 		if err != nil {
 			return nil, badRequest("%s attribute %q: %v", what, name, err)
 		}
 		out[name] = s
 	}
 	return out, nil
+}
+
+// flattenValue is flatten for a value already decoded (with UseNumber): a
+// string, number or boolean as spelled, null as "", a list of those joined
+// with commas.
+func flattenValue(v any) (string, error) {
+	if list, ok := v.([]any); ok {
+		parts := make([]string, 0, len(list))
+		for _, e := range list {
+			s, err := scalarValue(e)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+		}
+		return checkValue(strings.Join(parts, ","))
+	}
+	s, err := scalarValue(v)
+	if err != nil {
+		return "", err
+	}
+	return checkValue(s)
+}
+
+func scalarValue(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case json.Number:
+		return string(v), nil
+	case bool:
+		if v {
+			return "true", nil
+		}
+		return "false", nil
+	case nil:
+		return "", nil
+	}
+	return "", errors.New("value must be a string, number, boolean or a list of those")
 }
 
 func checkName(name string) error {
@@ -182,16 +231,36 @@ type NextRequest struct {
 // {"device_provides": {...}, "update_control_map": bool}.
 func DecodeNextV2(body []byte) (NextRequest, error) {
 	var req struct {
-		DeviceProvides   json.RawMessage `json:"device_provides"`
-		UpdateControlMap bool            `json:"update_control_map"`
+		DeviceProvides   map[string]any `json:"device_provides"`
+		UpdateControlMap bool           `json:"update_control_map"`
 	}
-	if err := strictJSON(body, &req); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&req); err != nil {
 		return NextRequest{}, badRequest("body is not {\"device_provides\": {...}}: %v", err)
 	}
-	if len(req.DeviceProvides) == 0 {
+	if _, err := dec.Token(); err != io.EOF {
+		return NextRequest{}, badRequest("body is not {\"device_provides\": {...}}: trailing data after the JSON value")
+	}
+	if req.DeviceProvides == nil {
 		return NextRequest{}, badRequest("body has no device_provides")
 	}
-	return decodeProvides(req.DeviceProvides)
+	if len(req.DeviceProvides) > MaxAttributes {
+		return NextRequest{}, badRequest("device_provides has %d attributes (max %d)", len(req.DeviceProvides), MaxAttributes)
+	}
+	p := make(Attributes, len(req.DeviceProvides))
+	for name, v := range req.DeviceProvides {
+		if err := checkName(name); err != nil {
+			return NextRequest{}, badRequest("device_provides: %v", err)
+		}
+		s, err := flattenValue(v)
+		if err != nil {
+			return NextRequest{}, badRequest("device_provides attribute %q: %v", name, err)
+		}
+		p[name] = s
+	}
+	r := NextRequest{DeviceType: p["device_type"], ArtifactName: p["artifact_name"], Provides: p}
+	return r, r.check()
 }
 
 // DecodeNextV1 parses the body of POST v1 …/deployments/next: the provides
