@@ -98,3 +98,28 @@ func result(f *Fleet, err error) string {
 	}
 	return b.String()
 }
+
+func TestCompactKeepsValuesDropsSyntax(t *testing.T) {
+	fleet, err := Load(os.DirFS("../examples/quickstart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := &fleet.Rollouts[0]
+	deep := ro.Pos("spec.phases[1].percent")
+	if deep == ro.Source {
+		t.Fatalf("Pos before Compact points at the document, not the field: %v", deep)
+	}
+	n := fleet.Len()
+	fleet.Compact()
+	if fleet.Len() != n || ro.Spec.Phases[1].Percent == 0 {
+		t.Fatal("Compact changed the fleet's values")
+	}
+	if got := ro.Pos("spec.phases[1].percent"); got != ro.Source {
+		t.Fatalf("Pos after Compact = %v, want the document's own position %v", got, ro.Source)
+	}
+	for m := range fleet.All() {
+		if m.Metadata().doc != nil {
+			t.Fatalf("%s %s still holds its syntax tree", m.Metadata().Kind, m.Metadata().Name)
+		}
+	}
+}

@@ -163,6 +163,10 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	for _, v := range report.Violations {
 		snap.Warnings = append(snap.Warnings, v.String())
 	}
+	// Positions were needed for the errors above; the served snapshot keeps
+	// only values (the syntax trees are most of a large fleet's memory, and
+	// the collector would scan them on every cycle).
+	fleet.Compact()
 
 	// 3. go live
 	outcome, liveSHA, err := r.goLive(ctx, snap.Commit)
