@@ -352,6 +352,16 @@ func (a *Agent) Outcome(c *Controller, rollout string) (string, error) {
 // has finished with it (no state record), and returns the outcome.
 func (a *Agent) AwaitOutcome(c *Controller, rollout string) string {
 	a.t.Helper()
+	o, err := a.awaitOutcome(c, rollout)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return o
+}
+
+// awaitOutcome is AwaitOutcome for any goroutine: it returns an error
+// instead of failing the test.
+func (a *Agent) awaitOutcome(c *Controller, rollout string) (string, error) {
 	deadline := time.Now().Add(Deadline)
 	var state string
 	var lastErr error
@@ -359,15 +369,15 @@ func (a *Agent) AwaitOutcome(c *Controller, rollout string) string {
 		state, lastErr = a.Outcome(c, rollout)
 		if state == store.StateSuccess || state == store.StateFailure {
 			if rec, err := a.Record(); err == nil && rec == nil {
-				return state
+				return state, nil
 			}
 		}
 		if err := a.Err(); err != nil {
-			a.t.Fatalf("agent %s stopped: %v\n%s", a.Name, err, tailLines(a.Logs(), 40))
+			return "", fmt.Errorf("agent %s stopped: %v\n%s", a.Name, err, tailLines(a.Logs(), 40))
 		}
 		if time.Now().After(deadline) {
 			rec, recErr := a.Record()
-			a.t.Fatalf("agent %s: no outcome of %s within %s: controller says %q (%v); state record %+v (%v)\nagent log:\n%s",
+			return "", fmt.Errorf("agent %s: no outcome of %s within %s: controller says %q (%v); state record %+v (%v)\nagent log:\n%s",
 				a.Name, rollout, Deadline, state, lastErr, rec, recErr, tailLines(a.Logs(), 40))
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -1,13 +1,21 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
 	"maps"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/agent"
 )
 
 // agentImageSize is the size of the test images (partitions are 4 MiB).
@@ -115,7 +123,10 @@ func TestAgentEndToEnd(t *testing.T) {
 		rollout string
 	}{{dev1, "good"}, {dev2, "good"}, {dev3, "sick"}} {
 		wg.Go(func() {
-			o := x.d.AwaitOutcome(c, x.rollout)
+			o, err := x.d.awaitOutcome(c, x.rollout)
+			if err != nil {
+				t.Error(err)
+			}
 			mu.Lock()
 			outcomes[x.d.Name] = o
 			mu.Unlock()
@@ -209,4 +220,305 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Errorf("%s: %v", d.Name, err)
 		}
 	}
+}
+
+// powerCutImageSize is the size of the power-cut test's images.
+const powerCutImageSize = 2 << 20
+
+// cutStates are the agent states a power cut aims at: download, install,
+// reboot, verify and commit, the rollback path and the report.
+var cutStates = []agent.StateName{
+	agent.StateDownload, agent.StateArtifactInstall, agent.StateArtifactReboot,
+	agent.StateArtifactVerifyReboot, agent.StateArtifactCommit, agent.StateCleanup, agent.StateReport,
+	agent.StateArtifactRollback, agent.StateArtifactRollbackReboot, agent.StateArtifactVerifyRollbackReboot,
+	agent.StateArtifactFailure,
+}
+
+// cutPaths are the states a deployment goes through, in order, when its
+// image is healthy (true) and when its health check fails (false).
+var cutPaths = map[bool][]agent.StateName{
+	true: {agent.StateDownload, agent.StateArtifactInstall, agent.StateArtifactReboot,
+		agent.StateArtifactVerifyReboot, agent.StateArtifactCommit, agent.StateCleanup, agent.StateReport},
+	false: {agent.StateDownload, agent.StateArtifactInstall, agent.StateArtifactReboot,
+		agent.StateArtifactVerifyReboot, agent.StateArtifactRollback, agent.StateArtifactRollbackReboot,
+		agent.StateArtifactVerifyRollbackReboot, agent.StateArtifactFailure, agent.StateCleanup, agent.StateReport},
+}
+
+// cutDevice is one device of the power-cut test and what it should run.
+type cutDevice struct {
+	*Agent
+	rng *rand.Rand
+
+	mu       sync.Mutex
+	known    map[string]bool // digests of the images the boot step may boot
+	partials int             // boots of an incomplete image (a bug)
+	cur      RootfsArtifact  // the committed image
+}
+
+func (d *cutDevice) bootable(img []byte) bool {
+	ok := len(img) >= powerCutImageSize
+	if ok {
+		d.mu.Lock()
+		ok = d.known[digest(img[:powerCutImageSize])]
+		if !ok {
+			d.partials++
+		}
+		d.mu.Unlock()
+	}
+	return ok
+}
+
+// TestAgentPowerCuts cuts the power of simulated devices (SIGKILL to the
+// agent's process group) at seeded random points of deployments from the
+// real controller, runs the boot step and starts the agent again. Each
+// round rolls out a new signed image (every third one fails its health
+// check) to three devices; each device is cut one to three times per round,
+// each cut aimed at a random agent state (download, install, reboot,
+// verify, commit, rollback, report) and landing a random 0-15 ms after the
+// state record names it. After every cut the boot step must find a
+// complete image (old or new, by digest) and the state record must load
+// and name the round's deployment; after every round the controller's
+// recorded outcome must match the device: success ⇔ it boots the new
+// image and calls itself by its name, failure ⇔ the old one.
+//
+// GITFLEET_POWERCUTS sets the number of cuts (default 40; the full
+// run is 200), GITFLEET_POWERCUT_SEED the seed (default 1).
+func TestAgentPowerCuts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: cuts the power of three agents many times")
+	}
+	want := 40
+	if s := os.Getenv("GITFLEET_POWERCUTS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("GITFLEET_POWERCUTS=%q: want a positive number", s)
+		}
+		want = n
+	}
+	seed := uint64(1)
+	if s := os.Getenv("GITFLEET_POWERCUT_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("GITFLEET_POWERCUT_SEED=%q: %v", s, err)
+		}
+		seed = n
+	}
+	start := time.Now()
+	work := t.TempDir()
+	storeDir := filepath.Join(work, "artifact-store")
+	priv, pub := generateKey(t)
+	env, c := agentFleet(t, storeDir, map[string][]byte{"release": pub})
+
+	initial := RootfsArtifact{Name: "pc-000", Image: TestImage("pc-000", powerCutImageSize, true)}
+	var devs []*cutDevice
+	var names []string
+	declare := map[string]string{}
+	for i := range 3 {
+		d := &cutDevice{rng: rand.New(rand.NewPCG(seed, uint64(i))), cur: initial,
+			known: map[string]bool{digest(initial.Image): true}}
+		d.Agent = NewAgent(t, c, AgentOptions{
+			Name: fmt.Sprintf("pc-dev-%d", i+1), Image: initial.Image, ArtifactName: initial.Name,
+			VerifyKeys: [][]byte{pub}, Bootable: d.bootable,
+		})
+		devs = append(devs, d)
+		names = append(names, d.Name)
+		maps.Copy(declare, d.Manifest())
+	}
+	env.CommitAndServe(c, declare, "declare the power-cut devices")
+	for _, d := range devs {
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var (
+		cuts, rounds, healthyFailures int
+		perState                      = map[agent.StateName]int{}
+		outcomes                      = map[string]int{}
+		prev                          RootfsArtifact
+	)
+	for round := 1; cuts < want; round++ {
+		rounds = round
+		healthy := round%3 != 0
+		name := fmt.Sprintf("pc-%03d", round)
+		a := WriteRootfsArtifact(t, storeDir, name, TestImage(name, powerCutImageSize, healthy), priv)
+		for _, d := range devs {
+			d.mu.Lock()
+			d.known = map[string]bool{digest(d.cur.Image): true, digest(a.Image): true}
+			d.mu.Unlock()
+		}
+		files := merge(ArtifactManifest(a, strconv.Itoa(round), "release"), RolloutManifest(name, a.Name, names, false))
+		if prev.Name != "" {
+			files["rollouts/"+prev.Name+".yaml"] = ""
+			files["artifacts/"+prev.Name+".yaml"] = ""
+		}
+		env.CommitAndServe(c, files, "power-cut round "+name)
+		if prev.Name != "" {
+			os.Remove(filepath.Join(storeDir, prev.File))
+		}
+		prev = a
+		rec, err := c.RolloutRecord(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		depID := fmt.Sprintf("%s-g%d", rec.Name, rec.Generation)
+
+		type result struct {
+			outcome string
+			cutAt   []agent.StateName
+			err     error
+		}
+		results := make([]result, len(devs))
+		var wg sync.WaitGroup
+		for i, d := range devs {
+			wg.Go(func() {
+				r := &results[i]
+				for range 1 + d.rng.IntN(3) {
+					state, err := d.cut(c, name, depID, healthy)
+					r.cutAt = append(r.cutAt, state)
+					if err != nil {
+						r.err = err
+						return
+					}
+				}
+				r.outcome, r.err = d.awaitOutcome(c, name)
+			})
+		}
+		wg.Wait()
+		for i, d := range devs {
+			r := results[i]
+			cuts += len(r.cutAt)
+			for _, s := range r.cutAt {
+				perState[s]++
+			}
+			if r.err != nil {
+				t.Fatalf("round %s, %s (cuts at %v): %v", name, d.Name, r.cutAt, r.err)
+			}
+			outcomes[r.outcome]++
+			if err := d.check(a, r.outcome, healthy); err != nil {
+				t.Fatalf("round %s, %s (cuts at %v): %v", name, d.Name, r.cutAt, err)
+			}
+			if healthy && r.outcome == store.StateFailure {
+				healthyFailures++
+			}
+		}
+	}
+	for _, d := range devs {
+		if d.partials > 0 {
+			t.Errorf("%s: the boot step met an incomplete image %d times", d.Name, d.partials)
+		}
+	}
+	var states []string
+	for _, s := range cutStates {
+		states = append(states, fmt.Sprintf("%s %d", s, perState[s]))
+	}
+	if n := perState[""]; n > 0 {
+		states = append(states, fmt.Sprintf("idle %d", n))
+	}
+	t.Logf("seed %d: %d power cuts over %d rounds × %d devices in %s; outcomes: %d success, %d failure (%d of them healthy images rolled back after a cut); 0 partial boots; cuts by state: %v",
+		seed, cuts, rounds, len(devs), time.Since(start).Round(time.Second), outcomes[store.StateSuccess], outcomes[store.StateFailure], healthyFailures, states)
+}
+
+// cut waits until the agent's state record names a randomly chosen state
+// of deployment depID (or the deployment is over), lets 0-15 ms pass,
+// cuts the power, and checks what the boot step and the state record
+// find. It returns the state the cut landed in ("" when idle).
+func (d *cutDevice) cut(c *Controller, rollout, depID string, healthy bool) (agent.StateName, error) {
+	path := cutPaths[healthy]
+	target := d.rng.IntN(len(path))
+	delay := time.Duration(d.rng.IntN(15)) * time.Millisecond
+	deadline := time.Now().Add(Deadline)
+	var at agent.StateName
+	var asked time.Time
+	for {
+		rec, _ := d.Record()
+		if rec != nil && rec.Deployment.ID == depID {
+			// At the target, or past it (a state already left): cut.
+			if i := slices.Index(path, rec.State); i >= target || (i < 0 && rec.State != "") {
+				break
+			}
+		}
+		if rec == nil && time.Since(asked) > 50*time.Millisecond {
+			asked = time.Now()
+			if o, _ := d.Outcome(c, rollout); o == store.StateSuccess || o == store.StateFailure {
+				break // over: the cut lands on an idle agent
+			}
+		}
+		if err := d.Err(); err != nil {
+			return "", fmt.Errorf("agent exited: %v", err)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no state %s of %s within %s (record %+v)", path[target], depID, Deadline, rec)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(delay)
+	if rec, _ := d.Record(); rec != nil {
+		at = rec.State
+	}
+	if err := d.Kill(); err != nil {
+		return at, fmt.Errorf("kill: %v", err)
+	}
+	if _, err := d.Boot(); err != nil {
+		return at, fmt.Errorf("boot after a cut in %s: %v", at, err)
+	}
+	d.mu.Lock()
+	partials := d.partials
+	d.mu.Unlock()
+	if partials > 0 {
+		return at, fmt.Errorf("after a cut in %s the boot step met an incomplete image", at)
+	}
+	rec, err := d.Record()
+	if err != nil {
+		return at, fmt.Errorf("state record after a cut in %s: %v", at, err)
+	}
+	if rec != nil {
+		switch {
+		case rec.Deployment.ID != depID:
+			return at, fmt.Errorf("state record after a cut in %s names deployment %q, not %q", at, rec.Deployment.ID, depID)
+		case !slices.Contains(cutStates, rec.State) && rec.State != agent.StateName(""):
+			return at, fmt.Errorf("state record after a cut in %s is in state %q", at, rec.State)
+		case rec.Committed && rec.Status == store.StateFailure:
+			return at, fmt.Errorf("state record after a cut in %s: committed, yet failure", at)
+		}
+	}
+	if err := d.Start(); err != nil {
+		return at, err
+	}
+	return at, nil
+}
+
+// check compares the device with the controller's outcome of a round
+// that rolled out a.
+func (d *cutDevice) check(a RootfsArtifact, outcome string, healthy bool) error {
+	want := d.cur
+	switch outcome {
+	case store.StateSuccess:
+		if !healthy {
+			return errors.New("an image whose health check fails was reported a success")
+		}
+		want = a
+	case store.StateFailure:
+	default:
+		return fmt.Errorf("outcome %q", outcome)
+	}
+	booted := d.Booted()
+	img, err := d.Image()
+	if err != nil {
+		return err
+	}
+	vars, err := d.Env().Get(d.t.Context())
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(img) < powerCutImageSize || digest(img[:powerCutImageSize]) != digest(want.Image):
+		return fmt.Errorf("controller says %s, but partition %s does not hold %s", outcome, booted, want.Name)
+	case d.ArtifactName() != want.Name:
+		return fmt.Errorf("controller says %s, but the device calls itself %s, not %s", outcome, d.ArtifactName(), want.Name)
+	case vars["upgrade_available"] != "0":
+		return fmt.Errorf("controller says %s, but the boot environment still tries an upgrade: %v", outcome, vars)
+	}
+	d.cur = want
+	return nil
 }
