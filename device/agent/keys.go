@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // LoadOrCreateKey returns the device key at path, creating it on first use:
@@ -33,7 +35,7 @@ func LoadOrCreateKey(path string) (crypto.Signer, []byte, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, nil, fmt.Errorf("device key: %w", err)
 		}
-		if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := atomicfile.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("device key: %w", err)
 		}
 		return withPublic(k)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // Errors from the checks Download makes on an artifact's header.
@@ -44,7 +45,7 @@ func (a *Agent) ArtifactInfo() (map[string]string, error) {
 }
 
 func (a *Agent) saveProvides(p map[string]string) error {
-	if err := writeFileAtomic(a.providesPath(), formatKeyValues(p), 0o644); err != nil {
+	if err := atomicfile.WriteFile(a.providesPath(), formatKeyValues(p), 0o644); err != nil {
 		return fmt.Errorf("artifact info: %w", err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // StateName names a state of the agent's update state machine. The names
@@ -218,7 +219,7 @@ func (s *Records) Save(r *Record) error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("state record: %w", err)
 	}
-	if err := writeFileAtomic(s.path, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("state record: %w", err)
 	}
 	return nil
@@ -226,7 +227,7 @@ func (s *Records) Save(r *Record) error {
 
 // Clear removes the record: the agent is idle.
 func (s *Records) Clear() error {
-	if err := removeDurable(s.path); err != nil {
+	if err := atomicfile.Remove(s.path); err != nil {
 		return fmt.Errorf("state record: %w", err)
 	}
 	return nil

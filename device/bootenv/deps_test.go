@@ -9,7 +9,8 @@ import (
 )
 
 // TestDependencies keeps the agent small: this package may use the standard
-// library and golang.org/x/sys only (never the controller, Redis or CUE).
+// library, golang.org/x/sys and device/atomicfile (itself standard library
+// only) — never the controller, Redis or CUE.
 func TestDependencies(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
@@ -17,7 +18,7 @@ func TestDependencies(t *testing.T) {
 		t.Skipf("go list: %v", err)
 	}
 	for _, p := range strings.Fields(string(out)) {
-		if p == "github.com/gitfleet/gitfleet/device/bootenv" || strings.HasPrefix(p, "golang.org/x/sys/") {
+		if p == "github.com/gitfleet/gitfleet/device/bootenv" || p == "github.com/gitfleet/gitfleet/device/atomicfile" || strings.HasPrefix(p, "golang.org/x/sys/") {
 			continue
 		}
 		t.Errorf("device/bootenv depends on %s", p)

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // File is a plain environment file, for tests and the simulated device: one
@@ -65,7 +67,7 @@ func (f *File) Set(ctx context.Context, vars map[string]string) error {
 	if len(data) > maxFileSize {
 		return fmt.Errorf("%w: %s would be %d bytes", ErrTooLarge, f.path, len(data))
 	}
-	if err := writeAtomic(f.path, data, perm); err != nil {
+	if err := atomicfile.WriteFile(f.path, data, perm); err != nil {
 		return fmt.Errorf("write %s: %w", f.path, err)
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // The GRUB environment block, as grub-core/lib/envblk.c and grub-editenv
@@ -89,7 +91,7 @@ func (g *GRUB) Set(ctx context.Context, vars map[string]string) error {
 	if bytes.Equal(next, blk) {
 		return nil
 	}
-	if err := writeAtomic(g.path, next, perm); err != nil {
+	if err := atomicfile.WriteFile(g.path, next, perm); err != nil {
 		return fmt.Errorf("write %s: %w", g.path, err)
 	}
 	return nil

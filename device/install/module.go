@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // ModuleOptions configure update modules. The defaults are the Mender
@@ -351,7 +352,7 @@ func (m *Module) Cleanup(ctx context.Context) error {
 	if err := os.RemoveAll(payloadDir); err != nil {
 		return errors.Join(modErr, fmt.Errorf("remove %s: %w", payloadDir, err))
 	}
-	_ = syncDir(filepath.Dir(payloadDir))
+	_ = atomicfile.SyncDir(filepath.Dir(payloadDir))
 	return modErr
 }
 
@@ -425,7 +426,7 @@ func (m *Module) Download(ctx context.Context, files Files) (err error) {
 		return m.failed(ctx, "Download", exitErr)
 	}
 	if d.mode == storeFiles {
-		return syncDir(filepath.Join(m.tree, "files"))
+		return atomicfile.SyncDir(filepath.Join(m.tree, "files"))
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 	"github.com/gitfleet/gitfleet/device/bootenv"
 )
 
@@ -496,7 +497,7 @@ func (r *Rootfs) Cleanup(context.Context) error {
 	if err := os.Remove(r.record); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	return syncDir(filepath.Dir(r.record))
+	return atomicfile.SyncDir(filepath.Dir(r.record))
 }
 
 func (r *Rootfs) readRecord() (rootfsRecord, error) {
@@ -522,5 +523,5 @@ func (r *Rootfs) writeRecord(rec rootfsRecord) error {
 	if err := os.MkdirAll(r.opts.StateDir, 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(r.record, append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(r.record, append(b, '\n'), 0o600)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/atomicfile"
 )
 
 // State names a state of the update flow, as state scripts and update
@@ -208,7 +209,7 @@ func (r *Runner) Store(scripts []artifact.Script) error {
 	if err := write("version", []byte("3"), 0o644); err != nil {
 		return fmt.Errorf("store scripts: %w", err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := r.Clear(); err != nil {
@@ -217,7 +218,7 @@ func (r *Runner) Store(scripts []artifact.Script) error {
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("store scripts: %w", err)
 	}
-	return syncDir(parent)
+	return atomicfile.SyncDir(parent)
 }
 
 // Clear removes the artifact scripts.
@@ -229,7 +230,7 @@ func (r *Runner) Clear() error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clear scripts: %w", err)
 	}
-	return syncDir(filepath.Dir(dir))
+	return atomicfile.SyncDir(filepath.Dir(dir))
 }
 
 // Scripts returns the paths of the scripts Run(state, action) runs, in
