@@ -509,7 +509,8 @@ func (p *CutProxy) relay(client net.Conn) {
 				part := p.cutAfter - n
 				client.Write(buf[:part])
 				p.relayed.Add(part)
-				break // drop both ends mid-body
+				p.drop(client, server, done)
+				return
 			}
 			if _, werr := client.Write(buf[:k]); werr != nil {
 				break
@@ -524,4 +525,21 @@ func (p *CutProxy) relay(client net.Conn) {
 	client.Close()
 	server.Close()
 	<-done
+}
+
+// drop ends a connection mid-body the way a broken link looks to the
+// client: no more bytes, then end of stream. It half-closes (FIN) rather
+// than closing, and reads the client's side until it closes: closing with
+// unread bytes would send a reset, which makes the client's kernel discard
+// what it has received but not yet read, and the client would resume
+// further back than the proxy counted.
+func (p *CutProxy) drop(client, server net.Conn, done <-chan struct{}) {
+	server.Close()
+	if tc, ok := client.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	client.SetReadDeadline(time.Now().Add(Deadline))
+	<-done // the copy to the server ends at the client's next byte or its close
+	io.Copy(io.Discard, client)
+	client.Close()
 }
