@@ -56,6 +56,28 @@ func generateKey(t *testing.T) (priv, pub []byte) {
 	return priv, pub
 }
 
+// rolloutView reads a rollout's first phase counts and whether it
+// aborted from the management API.
+func rolloutView(t *testing.T, c *Controller, name string) [3]any {
+	t.Helper()
+	ros, err := c.Rollouts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ros {
+		if r["name"] != name {
+			continue
+		}
+		phases, _ := r["phases"].([]any)
+		if len(phases) == 0 {
+			return [3]any{nil, nil, r["aborted"] != nil}
+		}
+		p, _ := phases[0].(map[string]any)
+		return [3]any{p["succeeded"], p["failed"], r["aborted"] != nil && r["aborted"] != ""}
+	}
+	return [3]any{}
+}
+
 // TestAgentEndToEnd is the agent's story against the real controller
 // (gitfleet serve, Redis, a fleet repository over HTTPS): three simulated
 // devices running gitfleet-agent are declared in Git by identity. A
@@ -184,6 +206,18 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Errorf("dev-3: partition A holds %s, rel-1's image is %s", got, want)
 	}
 	c.AwaitEvent("rollout.aborted", "sick")
+	// The management API shows both rollouts' counts to an operator.
+	for name, want := range map[string][3]any{"good": {float64(2), float64(0), false}, "sick": {float64(0), float64(1), true}} {
+		var got [3]any
+		for deadline := time.Now().Add(Deadline); ; time.Sleep(50 * time.Millisecond) {
+			if got = rolloutView(t, c, name); got == want || time.Now().After(deadline) {
+				break
+			}
+		}
+		if got != want {
+			t.Errorf("management API, rollout %s: succeeded, failed, aborted = %v, want %v", name, got, want)
+		}
+	}
 	c.AwaitLog(`"msg":"device log".*"rollout":"sick".*health check`)
 	c.AwaitDevice(dev3.ID(), "still reporting rel-1", func(rec store.Device) bool { return Inventory(rec)["artifact_name"] == "rel-1" })
 	t.Logf("(b) dev-3: failure, back on A, rollout sick aborted")
