@@ -231,7 +231,16 @@ func (a *Agent) CheckUpdate(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	provides["device_type"] = dt
+	// Sync: the Sync scripts (Mender's rootfs scripts, e.g. to bring a
+	// link up) run around asking the server; a failing Sync_Enter skips
+	// this check, and the daemon tries again after its back-off.
+	if err := a.loopScripts(ctx, StateSync, "Enter"); err != nil {
+		return false, err
+	}
 	dep, err := a.server.Next(ctx, provides)
+	if lerr := a.loopScripts(ctx, StateSync, "Leave"); lerr != nil && err == nil {
+		return false, lerr
+	}
 	if err != nil || dep == nil {
 		return false, err
 	}
@@ -399,9 +408,14 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			wait = w
 		}
 		if wait > 0 {
+			// Idle: its scripts run when the daemon starts waiting and
+			// when it stops; a failure is logged (and its Error scripts
+			// run), and the daemon goes on.
+			_ = a.loopScripts(ctx, StateIdle, "Enter")
 			if err := a.sleep(ctx, wait); err != nil {
 				return nil
 			}
+			_ = a.loopScripts(ctx, StateIdle, "Leave")
 		}
 		if !a.now().Before(nextInv) {
 			if err := a.SendInventory(ctx); err != nil {
@@ -435,6 +449,25 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// loopScripts runs the state scripts of the daemon loop's states (Idle,
+// Sync), which come from the root file system, not from an artifact. An
+// Enter or Leave failure runs the state's Error scripts and is returned;
+// failing Error scripts are only logged.
+func (a *Agent) loopScripts(ctx context.Context, st StateName, action string) error {
+	if a.scripts == nil {
+		return nil
+	}
+	err := a.scripts.Run(ctx, st, action)
+	if err == nil {
+		return nil
+	}
+	a.log.Warn("state scripts failed", "state", st, "action", action, "err", err)
+	if eerr := a.scripts.Run(ctx, st, "Error"); eerr != nil {
+		a.log.Warn("state scripts failed", "state", st, "action", "Error", "err", eerr)
+	}
+	return fmt.Errorf("%s_%s scripts: %w", st, action, err)
 }
 
 // jitter spreads d by ±10 %.

@@ -291,11 +291,19 @@ type fakeServer struct {
 	abortAt string
 	aborted bool
 	down    bool
+	polls   int // Next calls
+}
+
+func (s *fakeServer) nextCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.polls
 }
 
 func (s *fakeServer) Next(ctx context.Context, provides map[string]string) (*Deployment, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.polls++
 	if s.down {
 		return nil, ErrServer
 	}
