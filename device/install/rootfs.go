@@ -355,25 +355,35 @@ func (r *Rootfs) ArtifactReboot(context.Context) error { return nil }
 // ArtifactVerifyReboot implements Installer: the running partition must be
 // the new one, still on trial, and the health check (if any) must pass.
 func (r *Rootfs) ArtifactVerifyReboot(ctx context.Context) error {
+	if _, err := r.onNewPartition(ctx); err != nil {
+		return err
+	}
+	return r.healthCheck(ctx)
+}
+
+// onNewPartition checks that a verified image was installed, that the
+// system runs its partition, and that the boot environment agrees; it
+// returns the boot state.
+func (r *Rootfs) onNewPartition(ctx context.Context) (bootenv.State, error) {
 	rec, err := r.verified()
 	if err != nil {
-		return err
+		return bootenv.State{}, err
 	}
 	running, err := r.opts.Booted(ctx)
 	if err != nil {
-		return fmt.Errorf("running partition: %w", err)
+		return bootenv.State{}, fmt.Errorf("running partition: %w", err)
 	}
 	if running != rec.To {
-		return fmt.Errorf("%w: running %d, expected the new partition %d", ErrWrongPartition, running, rec.To)
+		return bootenv.State{}, fmt.Errorf("%w: running %d, expected the new partition %d", ErrWrongPartition, running, rec.To)
 	}
 	st, err := bootenv.ReadState(ctx, r.opts.Env)
 	if err != nil {
-		return fmt.Errorf("read boot state: %w", err)
+		return bootenv.State{}, fmt.Errorf("read boot state: %w", err)
 	}
 	if st.Part != rec.To {
-		return fmt.Errorf("%w: running %d but %s=%d", ErrBootState, running, bootenv.VarBootPart, st.Part)
+		return bootenv.State{}, fmt.Errorf("%w: running %d but %s=%d", ErrBootState, running, bootenv.VarBootPart, st.Part)
 	}
-	return r.healthCheck(ctx)
+	return st, nil
 }
 
 func (r *Rootfs) healthCheck(ctx context.Context) error {
@@ -399,23 +409,9 @@ func (r *Rootfs) healthCheck(ctx context.Context) error {
 // ArtifactCommit implements Installer: upgrade_available=0, bootcount=0,
 // only while running the new partition.
 func (r *Rootfs) ArtifactCommit(ctx context.Context) error {
-	rec, err := r.verified()
+	st, err := r.onNewPartition(ctx)
 	if err != nil {
 		return err
-	}
-	running, err := r.opts.Booted(ctx)
-	if err != nil {
-		return fmt.Errorf("running partition: %w", err)
-	}
-	if running != rec.To {
-		return fmt.Errorf("%w: running %d, expected the new partition %d", ErrWrongPartition, running, rec.To)
-	}
-	st, err := bootenv.ReadState(ctx, r.opts.Env)
-	if err != nil {
-		return fmt.Errorf("read boot state: %w", err)
-	}
-	if st.Part != rec.To {
-		return fmt.Errorf("%w: running %d but %s=%d", ErrBootState, running, bootenv.VarBootPart, st.Part)
 	}
 	if !st.UpgradeAvailable && st.BootCount == 0 {
 		return nil // committed already
@@ -423,7 +419,7 @@ func (r *Rootfs) ArtifactCommit(ctx context.Context) error {
 	if err := bootenv.Commit(ctx, r.opts.Env); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	r.log.Info("committed", "partition", rec.To)
+	r.log.Info("committed", "partition", st.Part)
 	return nil
 }
 
