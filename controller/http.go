@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/labstack/echo/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,7 +26,7 @@ import (
 //	GET  /api/management/v1/…           read-only management API (bearer token)
 func (c *Controller) Handler() http.Handler {
 	e := echo.New()
-	e.HTTPErrorHandler = jsonErrors
+	e.HTTPErrorHandler = deviceapi.JSONErrors
 	e.GET("/healthz", func(ctx *echo.Context) error {
 		return ctx.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -51,19 +52,6 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/devices/pending", c.pendingDevices)
 	m.GET("/devices/:id", c.device)
 	return e
-}
-
-func jsonErrors(ctx *echo.Context, err error) {
-	code := http.StatusInternalServerError
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		code = he.Code
-	}
-	msg := http.StatusText(code)
-	if he != nil && he.Message != "" {
-		msg = he.Message
-	}
-	_ = ctx.JSON(code, map[string]string{"error": msg})
 }
 
 func (c *Controller) readyz(ctx *echo.Context) error {
