@@ -543,3 +543,12 @@ func (p *CutProxy) drop(client, server net.Conn, done <-chan struct{}) {
 	io.Copy(io.Discard, client)
 	client.Close()
 }
+
+// indent prefixes every line of s (for output quoted in failures).
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n") + "\n"
+}

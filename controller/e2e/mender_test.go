@@ -230,11 +230,3 @@ func hostMenderDirs(t *testing.T) func() {
 		}
 	}
 }
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + l
-	}
-	return strings.Join(lines, "\n") + "\n"
-}
