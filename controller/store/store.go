@@ -215,6 +215,16 @@ type Deployments interface {
 	Report(ctx context.Context, g GenerationRef, device, state string, retries int) (d Deployment, changed bool, err error)
 	// Deployment returns device's deployment in g, or ErrNotFound.
 	Deployment(ctx context.Context, g GenerationRef, device string) (Deployment, error)
+	// Changes returns g's deployment changes from position from (0-based)
+	// on, at most max (1…MaxChangesPage), oldest first. A change is recorded
+	// atomically with what it describes: one when a device is admitted
+	// (State StateAdmitted, its phase) and one when its deployment reaches a
+	// final state (StateSuccess or StateFailure). So g has exactly Σ
+	// (Admitted + Succeeded + Failed) changes over its Progress phases
+	// (ChangeCount), and a replica that applied that many knows, without
+	// asking, which devices have a deployment in g and which finished. The
+	// device API keeps such an index so that a poll needs no store read.
+	Changes(ctx context.Context, g GenerationRef, from int64, max int) ([]Change, error)
 	// Progress returns g's counts per phase and whether it was aborted.
 	// A generation nobody was admitted to has an empty Progress.
 	Progress(ctx context.Context, g GenerationRef) (Progress, error)
@@ -321,6 +331,52 @@ const (
 	StateSuccess  = "success" // final, counted
 	StateFailure  = "failure" // final, counted
 )
+
+// Change is one entry of a generation's change log (Deployments.Changes).
+type Change struct {
+	Device string
+	Phase  int
+	State  string // StateAdmitted, StateSuccess or StateFailure
+}
+
+// EncodeChange and ParseChange give both stores the "phase|state|device"
+// form of a Change (the device last: it is the only free-form part).
+func EncodeChange(c Change) string {
+	return strconv.Itoa(c.Phase) + "|" + c.State + "|" + c.Device
+}
+
+// ParseChange reverses EncodeChange.
+func ParseChange(s string) (Change, error) {
+	p, rest, ok1 := strings.Cut(s, "|")
+	st, dev, ok2 := strings.Cut(rest, "|")
+	phase, err := strconv.Atoi(p)
+	if !ok1 || !ok2 || err != nil || phase < 0 || phase >= MaxPhases || dev == "" ||
+		(st != StateAdmitted && st != StateSuccess && st != StateFailure) {
+		return Change{}, fmt.Errorf("change record %q is malformed", s)
+	}
+	return Change{Device: dev, Phase: phase, State: st}, nil
+}
+
+// ChangeCount is how many changes a generation with progress p has
+// recorded (see Deployments.Changes).
+func (p Progress) ChangeCount() int64 {
+	var n int64
+	for _, c := range p.Phases {
+		n += c.Admitted + c.Succeeded + c.Failed
+	}
+	return n
+}
+
+// ValidateChanges checks Changes' arguments.
+func ValidateChanges(g GenerationRef, from int64, max int) error {
+	if err := ValidateGeneration(g, nil); err != nil {
+		return err
+	}
+	if from < 0 || max < 1 || max > MaxChangesPage {
+		return fmt.Errorf("%w: changes from %d, at most %d (1…%d)", ErrInvalid, from, max, MaxChangesPage)
+	}
+	return nil
+}
 
 // Progress is what a generation's phases have done.
 type Progress struct {
@@ -445,6 +501,7 @@ const (
 	DefaultMaxEvents   = 10_000
 	DefaultDedupe      = 7 * 24 * time.Hour
 	MaxPage            = 1_000    // events per Events/RecentEvents call
+	MaxChangesPage     = 10_000   // changes per Deployments.Changes call
 	MaxRecordBytes     = 1 << 20  // encoded CommitRecord, Refusal, RolloutRecord.Settings, Event
 	MaxRefusalsKept    = 1_000    // refused SHAs remembered for idempotency
 	MaxDeliveryIDBytes = 1 << 10  // FirstDelivery id

@@ -14,12 +14,15 @@ import (
 // Rollout progress lives in bucket "progress", one nested bucket per
 // generation (rollout name, 0, generation as 8 bytes big endian) holding
 // bucket "n" (counters a<i>, s<i>, f<i> as 8-byte integers; x → abort
-// reason) and bucket "dev" (device ID → "phase|state|attempts").
+// reason), bucket "dev" (device ID → "phase|state|attempts") and bucket
+// "log" (the change list: position as 8 bytes big endian →
+// "phase|state|device").
 
 var (
 	bProgress = []byte("progress")
 	bCounts   = []byte("n")
 	bDevices  = []byte("dev")
+	bLog      = []byte("log")
 	kAborted  = []byte("x")
 )
 
@@ -54,6 +57,40 @@ func generation(tx *bolt.Tx, g store.GenerationRef, create bool) (counts, device
 	}
 	devices, err = b.CreateBucketIfNotExists(bDevices)
 	return counts, devices, err
+}
+
+// changeLog returns g's change list bucket, creating it when create is
+// set; nil when absent.
+func changeLog(tx *bolt.Tx, g store.GenerationRef, create bool) (*bolt.Bucket, error) {
+	root := tx.Bucket(bProgress)
+	if root == nil {
+		return nil, nil
+	}
+	b := root.Bucket(generationKey(g))
+	switch {
+	case b == nil:
+		return nil, nil
+	case create:
+		return b.CreateBucketIfNotExists(bLog)
+	}
+	return b.Bucket(bLog), nil
+}
+
+// appendChange appends c to g's change list (within the transaction that
+// made the change).
+func appendChange(tx *bolt.Tx, g store.GenerationRef, c store.Change) error {
+	log, err := changeLog(tx, g, true)
+	if err != nil {
+		return err
+	}
+	if log == nil {
+		return fmt.Errorf("embedded: change list of %s: generation missing", g)
+	}
+	seq, err := log.NextSequence()
+	if err != nil {
+		return err
+	}
+	return log.Put(u64(seq-1), []byte(store.EncodeChange(c)))
 }
 
 func counter(b *bolt.Bucket, name string) uint64 {
@@ -92,6 +129,9 @@ func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, lim
 		if err := incr(counts, field); err != nil {
 			return err
 		}
+		if err := appendChange(tx, g, store.Change{Device: device, Phase: phase, State: store.StateAdmitted}); err != nil {
+			return err
+		}
 		return devices.Put([]byte(device), []byte(store.EncodeDeployment(d)))
 	})
 	if err != nil || !ok {
@@ -128,6 +168,9 @@ func (s *Store) Report(ctx context.Context, g store.GenerationRef, device, state
 		}
 		if counted != "" {
 			if err := incr(counts, counted+strconv.Itoa(d.Phase)); err != nil {
+				return err
+			}
+			if err := appendChange(tx, g, store.Change{Device: device, Phase: d.Phase, State: next.State}); err != nil {
 				return err
 			}
 		}
@@ -179,6 +222,30 @@ func (s *Store) Deployment(ctx context.Context, g store.GenerationRef, device st
 		return err
 	})
 	return d, err
+}
+
+// Changes returns a range of the generation's change list.
+func (s *Store) Changes(ctx context.Context, g store.GenerationRef, from int64, max int) ([]store.Change, error) {
+	if err := store.ValidateChanges(g, from, max); err != nil {
+		return nil, err
+	}
+	var out []store.Change
+	err := s.view(ctx, "changes "+g.String(), func(tx *bolt.Tx) error {
+		log, err := changeLog(tx, g, false)
+		if err != nil || log == nil {
+			return err
+		}
+		c := log.Cursor()
+		for k, v := c.Seek(u64(uint64(from))); k != nil && len(out) < max; k, v = c.Next() {
+			ch, err := store.ParseChange(string(v))
+			if err != nil {
+				return fmt.Errorf("embedded: changes of %s: %w", g, err)
+			}
+			out = append(out, ch)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Progress returns a generation's counts per phase.

@@ -22,8 +22,14 @@ func (k keys) genDevices(g store.GenerationRef) string {
 	return k.prefix + ":{r:" + g.Rollout + ":" + strconv.FormatInt(g.Generation, 10) + "}:dev"
 }
 
+// genLog is the generation's change list (store.Deployments.Changes):
+// "phase|state|device" entries pushed by the admit and report scripts.
+func (k keys) genLog(g store.GenerationRef) string {
+	return k.prefix + ":{r:" + g.Rollout + ":" + strconv.FormatInt(g.Generation, 10) + "}:log"
+}
+
 var admitScript = goredis.NewScript(`
--- KEYS[1] counters hash, KEYS[2] devices hash
+-- KEYS[1] counters hash, KEYS[2] devices hash, KEYS[3] change list
 -- ARGV[1] phase, ARGV[2] limit, ARGV[3] device
 local cur = redis.call('HGET', KEYS[2], ARGV[3])
 if cur then return cur end
@@ -33,6 +39,7 @@ if tonumber(redis.call('HGET', KEYS[1], field) or '0') >= tonumber(ARGV[2]) then
 redis.call('HINCRBY', KEYS[1], field, 1)
 local rec = ARGV[1] .. '|admitted|0'
 redis.call('HSET', KEYS[2], ARGV[3], rec)
+redis.call('RPUSH', KEYS[3], ARGV[1] .. '|admitted|' .. ARGV[3])
 return rec
 `)
 
@@ -41,7 +48,7 @@ func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, lim
 	if err := store.ValidateAdmit(g, phase, limit, device); err != nil {
 		return store.Deployment{}, false, err
 	}
-	rec, err := admitScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g)}, phase, limit, device).Text()
+	rec, err := admitScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g), s.k.genLog(g)}, phase, limit, device).Text()
 	if err != nil {
 		return store.Deployment{}, false, fmt.Errorf("redis: admit %s to %s: %w", device, g, err)
 	}
@@ -56,7 +63,7 @@ func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, lim
 }
 
 var reportScript = goredis.NewScript(`
--- KEYS[1] counters hash, KEYS[2] devices hash
+-- KEYS[1] counters hash, KEYS[2] devices hash, KEYS[3] change list
 -- ARGV[1] device, ARGV[2] state, ARGV[3] retries
 -- Returns {0|1 changed, record}; {-1, ''} when the device was never admitted.
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
@@ -70,8 +77,10 @@ if st == 'failure' and attempts < tonumber(ARGV[3]) then
   st, attempts = 'retrying', attempts + 1
 elseif st == 'success' then
   redis.call('HINCRBY', KEYS[1], 's' .. phase, 1)
+  redis.call('RPUSH', KEYS[3], phase .. '|success|' .. ARGV[1])
 elseif st == 'failure' then
   redis.call('HINCRBY', KEYS[1], 'f' .. phase, 1)
+  redis.call('RPUSH', KEYS[3], phase .. '|failure|' .. ARGV[1])
 end
 local rec = phase .. '|' .. st .. '|' .. attempts
 if rec == cur then return {0, cur} end
@@ -85,7 +94,7 @@ func (s *Store) Report(ctx context.Context, g store.GenerationRef, device, state
 	if err := store.ValidateReport(g, device, state, retries); err != nil {
 		return store.Deployment{}, false, err
 	}
-	res, err := reportScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g)}, device, state, retries).Slice()
+	res, err := reportScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g), s.k.genLog(g)}, device, state, retries).Slice()
 	if err != nil {
 		return store.Deployment{}, false, fmt.Errorf("redis: report %s in %s: %w", device, g, err)
 	}
@@ -121,6 +130,24 @@ func (s *Store) Deployment(ctx context.Context, g store.GenerationRef, device st
 		return store.Deployment{}, fmt.Errorf("redis: deployment of %s in %s: %w", device, g, err)
 	}
 	return d, nil
+}
+
+// Changes returns a range of the generation's change list (LRANGE).
+func (s *Store) Changes(ctx context.Context, g store.GenerationRef, from int64, max int) ([]store.Change, error) {
+	if err := store.ValidateChanges(g, from, max); err != nil {
+		return nil, err
+	}
+	recs, err := s.c.LRange(ctx, s.k.genLog(g), from, from+int64(max)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis: changes of %s: %w", g, err)
+	}
+	out := make([]store.Change, len(recs))
+	for i, rec := range recs {
+		if out[i], err = store.ParseChange(rec); err != nil {
+			return nil, fmt.Errorf("redis: changes of %s at %d: %w", g, from+int64(i), err)
+		}
+	}
+	return out, nil
 }
 
 // Progress returns a generation's counts per phase.

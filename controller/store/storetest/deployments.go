@@ -317,3 +317,85 @@ func testAlerts(t *testing.T, s store.Store) {
 		t.Errorf("SetAlert(bad name): err = %v, want ErrInvalid", err)
 	}
 }
+
+func testChanges(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	changes := func(from int64, max int) []store.Change {
+		t.Helper()
+		cs, err := s.Changes(ctx, genA, from, max)
+		must(t, "Changes", err)
+		return cs
+	}
+	if got := changes(0, 10); len(got) != 0 {
+		t.Errorf("Changes of a fresh generation = %v, want none", got)
+	}
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{Phase: 0, State: store.StateAdmitted}, true)
+	admit(t, s, genA, 1, 10, "dev|with|bars", store.Deployment{Phase: 1, State: store.StateAdmitted}, true)
+	admit(t, s, genA, 0, 10, "d1", store.Deployment{Phase: 0, State: store.StateAdmitted}, true) // again: no change
+	admit(t, s, genA, 0, 1, "d3", store.Deployment{}, false)                                     // full: no change
+	report(t, s, "d1", "downloading", 1, store.Deployment{State: "downloading"}, true)            // not final: no change
+	report(t, s, "d1", store.StateFailure, 1, store.Deployment{State: store.StateRetrying, Attempts: 1}, true)
+	report(t, s, "d1", store.StateSuccess, 1, store.Deployment{State: store.StateSuccess, Attempts: 1}, true)
+	report(t, s, "d1", store.StateFailure, 1, store.Deployment{State: store.StateSuccess, Attempts: 1}, false)
+	_, _, err := s.Report(ctx, genA, "dev|with|bars", store.StateFailure, 0)
+	must(t, "Report", err)
+	want := []store.Change{
+		{Device: "d1", Phase: 0, State: store.StateAdmitted},
+		{Device: "dev|with|bars", Phase: 1, State: store.StateAdmitted},
+		{Device: "d1", Phase: 0, State: store.StateSuccess},
+		{Device: "dev|with|bars", Phase: 1, State: store.StateFailure},
+	}
+	diff(t, "Changes(0, 10)", want, changes(0, 10))
+	diff(t, "Changes(1, 2)", want[1:3], changes(1, 2))
+	if got := changes(4, 10); len(got) != 0 {
+		t.Errorf("Changes past the end = %v, want none", got)
+	}
+	p, err := s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	if n := p.ChangeCount(); n != int64(len(want)) {
+		t.Errorf("Progress.ChangeCount() = %d, want %d (the length of the change list)", n, len(want))
+	}
+	// Other generations have lists of their own.
+	if cs, err := s.Changes(ctx, store.GenerationRef{Rollout: "canary", Generation: 2}, 0, 10); err != nil || len(cs) != 0 {
+		t.Errorf("Changes(canary:2) = %v, %v; want none", cs, err)
+	}
+	for _, bad := range []struct {
+		g    store.GenerationRef
+		from int64
+		max  int
+	}{{genA, -1, 10}, {genA, 0, 0}, {genA, 0, store.MaxChangesPage + 1}, {store.GenerationRef{Rollout: "canary"}, 0, 10}} {
+		if _, err := s.Changes(ctx, bad.g, bad.from, bad.max); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Changes(%v, %d, %d): err = %v, want ErrInvalid", bad.g, bad.from, bad.max, err)
+		}
+	}
+
+	// Racing admissions and reports: the list holds each change once and
+	// its length is what Progress counts.
+	race(t, func(i int) error {
+		dev := fmt.Sprint("racer-", i%4)
+		if _, _, err := s.Admit(ctx, genA, 2, 3, dev); err != nil {
+			return err
+		}
+		_, _, err := s.Report(ctx, genA, dev, store.StateSuccess, 0)
+		if errors.Is(err, store.ErrNotFound) { // the phase was full
+			err = nil
+		}
+		return err
+	})
+	p, err = s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	all := changes(0, store.MaxChangesPage)
+	if int64(len(all)) != p.ChangeCount() {
+		t.Errorf("after racing: %d changes listed, Progress counts %d", len(all), p.ChangeCount())
+	}
+	seen := map[store.Change]bool{}
+	for _, c := range all {
+		if seen[c] {
+			t.Errorf("change %+v listed twice", c)
+		}
+		seen[c] = true
+	}
+	if n := len(all) - len(want); n != 6 {
+		t.Errorf("racing 4 devices into a phase of 3: %d new changes, want 6 (3 admitted, 3 succeeded)", n)
+	}
+}

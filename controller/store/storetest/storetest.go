@@ -67,6 +67,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AdmitRace", testAdmitRace},
 		{"Report", testReport},
 		{"ReportRace", testReportRace},
+		{"Changes", testChanges},
 		{"Abort", testAbort},
 		{"CompletePhase", testCompletePhase},
 		{"Alerts", testAlerts},
