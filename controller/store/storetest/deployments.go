@@ -333,7 +333,7 @@ func testChanges(t *testing.T, s store.Store) {
 	admit(t, s, genA, 1, 10, "dev|with|bars", store.Deployment{Phase: 1, State: store.StateAdmitted}, true)
 	admit(t, s, genA, 0, 10, "d1", store.Deployment{Phase: 0, State: store.StateAdmitted}, true) // again: no change
 	admit(t, s, genA, 0, 1, "d3", store.Deployment{}, false)                                     // full: no change
-	report(t, s, "d1", "downloading", 1, store.Deployment{State: "downloading"}, true)            // not final: no change
+	report(t, s, "d1", "downloading", 1, store.Deployment{State: "downloading"}, true)           // not final: no change
 	report(t, s, "d1", store.StateFailure, 1, store.Deployment{State: store.StateRetrying, Attempts: 1}, true)
 	report(t, s, "d1", store.StateSuccess, 1, store.Deployment{State: store.StateSuccess, Attempts: 1}, true)
 	report(t, s, "d1", store.StateFailure, 1, store.Deployment{State: store.StateSuccess, Attempts: 1}, false)
