@@ -160,12 +160,20 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	if in.Progress, err = a.progress(ctx, g); err != nil {
 		return a.httpError("read progress", err, "rollout", g.Rollout)
 	}
-	switch d, err := a.opts.Store.Deployment(ctx, g, name); {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return a.httpError("read deployment", err, "rollout", g.Rollout)
-	default:
-		in.Deployment = &d
+	gi := a.index.gen(g)
+	if d, ok := gi.lookup(name, &in.Progress); ok {
+		in.Deployment = d
+	} else {
+		if err := gi.catchUp(ctx, a.opts.Store, g, in.Progress.ChangeCount()); err != nil {
+			log.Warn("deployment index not brought up to date; reading the store", "err", err)
+		}
+		switch d, err := a.opts.Store.Deployment(ctx, g, name); {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return a.httpError("read deployment", err, "rollout", g.Rollout)
+		default:
+			in.Deployment = &d
+		}
 	}
 	phases := len(in.Progress.Phases)
 	if ro := rolloutOf(s.snap, g.Rollout); ro != nil {
@@ -177,12 +185,21 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 
 	switch dec.Action {
 	case rollout.Admit, rollout.Installed:
-		_, ok, err := a.opts.Store.Admit(ctx, dec.Generation, dec.Phase, dec.Limit, name)
+		d, ok, err := a.opts.Store.Admit(ctx, dec.Generation, dec.Phase, dec.Limit, name)
 		if err != nil {
 			return a.httpError("admit device", err, "device", name)
 		}
 		if !ok {
 			log.Debug("not admitted: the phase filled or the rollout was aborted", "phase", dec.Phase)
+			return c.NoContent(http.StatusNoContent)
+		}
+		if dec.Generation == g {
+			gi.note(name, d)
+		}
+		if dec.Action == rollout.Admit && final(d.State) {
+			// Admitted and finished earlier (on another replica, within
+			// the staleness the index allows): nothing to do.
+			log.Debug("device already finished this rollout", "phase", d.Phase, "state", d.State)
 			return c.NoContent(http.StatusNoContent)
 		}
 		if dec.Action == rollout.Installed {
@@ -334,6 +351,7 @@ func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g 
 	if !changed || !final(d.State) {
 		return http.StatusNoContent, nil
 	}
+	a.index.gen(g).note(device, d)
 	a.log.Info("deployment finished", "device", device, "rollout", g.Rollout, "generation", g.Generation,
 		"phase", d.Phase, "state", d.State, "status", status)
 	if plan == nil || snap == nil {

@@ -94,6 +94,7 @@ type API struct {
 	adm    admissions
 	plan   plans
 	prog   progressCache
+	index  depIndex
 	tokens tokenCache
 
 	keyMu sync.Mutex

@@ -38,6 +38,7 @@ import (
 type env struct {
 	t     *testing.T
 	store *embedded.Store
+	seen  *countingStore // what the API's store calls were
 	api   *API
 	srv   *httptest.Server
 	snap  atomic.Pointer[reconcile.Snapshot]
@@ -69,8 +70,9 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { st.Close() })
 	e := &env{t: t, store: st, plan: &fakePlan{}, arts: &fakeArtifacts{entries: map[string]*artifacts.Entry{}},
 		clock: &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}}
+	e.seen = &countingStore{Store: st}
 	e.api, err = New(Options{
-		Store:     st,
+		Store:     e.seen,
 		Live:      e.snap.Load,
 		Artifacts: e.arts,
 		Compile:   func(*schema.Fleet, []store.RolloutRecord) Planner { return e.plan },
@@ -82,6 +84,27 @@ func newEnv(t *testing.T) *env {
 	e.srv = httptest.NewTLSServer(e.api.Handler())
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// countingStore counts the device API's deployment reads; with
+// noChanges set its change list is empty (a generation recorded before
+// change lists existed).
+type countingStore struct {
+	*embedded.Store
+	deploymentReads atomic.Int64
+	noChanges       atomic.Bool
+}
+
+func (c *countingStore) Deployment(ctx context.Context, g store.GenerationRef, device string) (store.Deployment, error) {
+	c.deploymentReads.Add(1)
+	return c.Store.Deployment(ctx, g, device)
+}
+
+func (c *countingStore) Changes(ctx context.Context, g store.GenerationRef, from int64, max int) ([]store.Change, error) {
+	if c.noChanges.Load() {
+		return nil, nil
+	}
+	return c.Store.Changes(ctx, g, from, max)
 }
 
 // setFleet publishes a new Snapshot declaring these devices.
