@@ -39,10 +39,10 @@ import (
 // dropped.
 
 const (
-	maxIndexed       = 4_000_000      // deployments indexed per generation
-	maxIndexedGens   = 256            // generations indexed at once
+	maxIndexed       = 4_000_000 // deployments indexed per generation
+	maxIndexedGens   = 256       // generations indexed at once
 	indexIdle        = 10 * time.Minute
-	indexPagesPerRun = 20             // change pages one poll applies
+	indexPagesPerRun = 20 // change pages one poll applies
 )
 
 // Index entry: the phase and what is known of the deployment.
