@@ -31,6 +31,7 @@ type result struct {
 	mode, target  string
 	polls, errors int64
 	all           int64 // polls including the warm-up
+	offered       int64 // polls answered 200 (a deployment), warm-up included
 	conns         int64
 	rate          float64
 	p50, p99      time.Duration
@@ -81,6 +82,7 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 		firstErr atomic.Value
 		proto    atomic.Int64
 		total    atomic.Int64
+		offered  atomic.Int64
 	)
 	for w := range o.clients {
 		wg.Add(1)
@@ -106,6 +108,9 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 					if err == nil && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 						err = fmt.Errorf("%s", resp.Status)
 					}
+					if err == nil && resp.StatusCode == http.StatusOK {
+						offered.Add(1)
+					}
 				}
 				if err != nil {
 					errs.Add(1)
@@ -125,7 +130,7 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 	if err := ctx.Err(); err != nil {
 		return result{}, err
 	}
-	r := result{mode: o.mode, target: o.target, polls: int64(len(lat)), errors: errs.Load(), conns: dials.Load(), all: total.Load()}
+	r := result{mode: o.mode, target: o.target, polls: int64(len(lat)), errors: errs.Load(), conns: dials.Load(), all: total.Load(), offered: offered.Load()}
 	if want := int64(2); o.mode == "h2" && proto.Load() != want {
 		return r, fmt.Errorf("%s %s: answered over HTTP/%d, not HTTP/2", o.mode, o.target, proto.Load())
 	}

@@ -46,14 +46,17 @@ func (f *fleet) inventory(i int) []byte {
 
 const devicesPerManifest = 10_000
 
+const rolloutName = "fleet"
+
 const rolloutYAML = `apiVersion: gitfleet.io/v1
 kind: Rollout
-metadata: {name: fleet}
+metadata: {name: ` + rolloutName + `}
 spec:
   artifact: app-2
   target: {all: true}
   phases:
-    - {name: canary, count: 10, hold: 1h}
+    - {name: canary, count: 10}
+    - {name: half, percent: 50}
     - {name: all, percent: 100, requiresApproval: true}
 `
 

@@ -177,8 +177,14 @@ func run(ctx context.Context, c config) (err error) {
 		return err
 	}
 
+	// The rollout's progress: canary and half done, a few in flight.
+	deps, err := seedDeployments(ctx, rd.addr, fleet, c.seeders)
+	if err != nil {
+		return err
+	}
+
 	// 4. Tokens.
-	toks, err := prepareTokens(ctx, rd.addr, srv, fleet, c.authSample)
+	toks, err := prepareTokens(ctx, rd.addr, srv, fleet, deps.probe, c.authSample)
 	if err != nil {
 		return err
 	}
@@ -204,10 +210,13 @@ func run(ctx context.Context, c config) (err error) {
 			after, _ := commandStats(ctx, rd.addr)
 			perPoll := ""
 			if target.name == "gitfleet" {
-				perPoll = ", Redis per poll: " + perPollStats(before, after, r.all)
+				perPoll = fmt.Sprintf(", %d answered 200, Redis per poll: %s", r.offered, perPollStats(before, after, r.all))
 			}
 			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
 				mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.polls, r.errors, r.conns, perPoll)
+			if target.name == "gitfleet" && r.offered == 0 {
+				return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
+			}
 			results = append(results, r)
 		}
 	}
@@ -240,6 +249,7 @@ func run(ctx context.Context, c config) (err error) {
 	if memDefault != nil {
 		fmt.Printf("                         %s\n", memDefault)
 	}
+	fmt.Printf("                         + %s\n", deps)
 	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB (peak %d MiB)\n",
 		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
 	if toks.authRate > 0 {

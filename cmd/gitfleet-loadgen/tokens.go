@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
-	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 )
 
@@ -42,25 +41,17 @@ type tokens struct {
 }
 
 // prepareTokens authenticates a sample of devices with signed auth
-// requests (and checks that one of the rollout's canaries is offered the
+// requests (and checks that probe, a device in flight, is offered the
 // artifact, so the artifact is synced), then mints a token for every
 // device as the device API issues them, with the key it shares through
 // the store, and checks that the controller takes a minted token.
-func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet, sample int) (*tokens, error) {
+func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet, probe, sample int) (*tokens, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: srv.pool}, MaxIdleConnsPerHost: authClients}}
 	base := "https://" + srv.addr
 	out := &tokens{all: make([]string, f.n)}
 
-	// The canary of the rollout: the device of lowest key.
-	canary := 0
-	var low uint64 = ^uint64(0)
-	for i := range f.n {
-		if k := rollout.Key("fleet", f.name(i)); k < low {
-			low, canary = k, i
-		}
-	}
-	tok, err := authenticate(ctx, client, base, f, canary)
+	tok, err := authenticate(ctx, client, base, f, probe)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +65,7 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("canary %s is not offered the artifact within a minute (last answer %d %s)", f.name(canary), code, body)
+			return nil, fmt.Errorf("device %s, in flight, is not offered the artifact within a minute (last answer %d %s)", f.name(probe), code, body)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -145,12 +136,12 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 	}
 	wg.Wait()
 	fmt.Printf("%d tokens minted in %s\n", f.n, time.Since(start).Round(time.Millisecond))
-	probe := slices.IndexFunc(out.all, func(t string) bool { return t != "" && t != tok })
-	if probe < 0 {
-		probe = 0
+	minted := slices.IndexFunc(out.all, func(t string) bool { return t != "" && t != tok })
+	if minted < 0 {
+		minted = 0
 	}
-	probe = (probe + f.n/2) % f.n
-	if code, body, err := poll(ctx, client, base, out.all[probe]); err != nil || (code != 200 && code != 204) {
+	minted = (minted + f.n/2) % f.n
+	if code, body, err := poll(ctx, client, base, out.all[minted]); err != nil || (code != 200 && code != 204) {
 		return nil, fmt.Errorf("the controller refuses a minted token (%d %s, %v): has the device API's token format changed?", code, body, err)
 	}
 	return out, nil
