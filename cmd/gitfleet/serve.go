@@ -218,6 +218,10 @@ func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
 	if err := st.Ping(pctx); err != nil {
 		// Not fatal: the controller retries and /readyz says so.
 		slog.Default().Warn("redis does not answer yet", "err", err)
+		return st, nil
+	}
+	for _, a := range st.Advice(pctx) {
+		slog.Default().Warn("redis setting to change", "advice", a)
 	}
 	return st, nil
 }

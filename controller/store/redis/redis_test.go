@@ -3,6 +3,7 @@ package redis_test
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -92,4 +93,38 @@ func TestDeviceMemory(t *testing.T) {
 	if n >= 1024 {
 		t.Errorf("device hash uses %d bytes, want < 1024", n)
 	}
+}
+
+// Advice names exactly the settings that hurt: eviction, and the hash
+// encoding limit that doubles a device record's size.
+func TestAdvice(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // substrings, one per advice
+	}{
+		{"defaults", nil, []string{"hash-max-listpack-value is 64"}},
+		{"recommended", []string{"--hash-max-listpack-value", "1024"}, nil},
+		{"evicting", []string{"--hash-max-listpack-value", "1024", "--maxmemory-policy", "allkeys-lru"}, []string{"maxmemory-policy is allkeys-lru"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := redistest.Start(t, tc.args...)
+			got := newStore(t, redis.Options{Addrs: []string{addr}}).Advice(t.Context())
+			if len(got) != len(tc.want) {
+				t.Fatalf("advice %q, want %d", got, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) || !strings.Contains(got[i], addr) {
+					t.Errorf("advice %q, want it to name %s and say %q", got[i], addr, w)
+				}
+			}
+		})
+	}
+	t.Run("cluster", func(t *testing.T) {
+		addrs := redistest.StartCluster(t)
+		got := newStore(t, redis.Options{Addrs: addrs}).Advice(t.Context())
+		if len(got) != len(addrs) {
+			t.Fatalf("advice %q: want one per master (%d)", got, len(addrs))
+		}
+	})
 }
