@@ -181,7 +181,17 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	}
 	in.Completed = completed(in.Progress, phases)
 	dec := plan.Next(in)
-	a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete)
+	if a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete) {
+		// Another replica recorded a completion this poll's (cached)
+		// progress did not show yet, at an earlier moment than now: a
+		// hold runs from that moment, so decide again with it.
+		if in.Progress, err = a.opts.Store.Progress(ctx, g); err != nil {
+			return a.httpError("read progress", err, "rollout", g.Rollout)
+		}
+		a.prog.put(g, in.Progress)
+		in.Completed = completed(in.Progress, max(phases, len(in.Progress.Phases)))
+		dec = plan.Next(in)
+	}
 
 	switch dec.Action {
 	case rollout.Admit, rollout.Installed:
@@ -239,8 +249,9 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 }
 
 // recordCompleted records the completion of each phase in bits (first
-// writer wins) and announces the ones this replica recorded.
-func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g store.GenerationRef, bits uint64) {
+// writer wins) and announces the ones this replica recorded. earlier is
+// true when some phase was recorded complete before (by another replica).
+func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g store.GenerationRef, bits uint64) (earlier bool) {
 	for k := 0; bits != 0 && k < 64; k++ {
 		if bits&(1<<k) == 0 {
 			continue
@@ -254,6 +265,7 @@ func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g s
 			continue
 		}
 		if !first {
+			earlier = true
 			continue
 		}
 		a.log.Info("rollout phase completed", "rollout", g.Rollout, "generation", g.Generation, "phase", k, "commit", snap.Commit.SHA)
@@ -263,6 +275,7 @@ func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g s
 			Message: fmt.Sprintf("rollout %s generation %d: phase %d completed", g.Rollout, g.Generation, k),
 		})
 	}
+	return earlier
 }
 
 func (a *API) event(ctx context.Context, e store.Event) {

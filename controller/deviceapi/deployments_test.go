@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,5 +367,40 @@ func TestDeploymentIDs(t *testing.T) {
 		if _, err := ParseDeploymentID(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+// A poll whose cached progress does not show a phase completion another
+// replica already recorded decides again with the recorded moment (a
+// hold runs from it), instead of treating the phase as completing now.
+func TestNextCompletionRecordedElsewhere(t *testing.T) {
+	e, d1, _ := deploymentEnv(t, 10)
+	admit := e.plan.next
+	var phaseDone atomic.Bool // phase 0's counts say it is complete
+	e.plan.next = func(in rollout.NextInput) rollout.Decision {
+		switch {
+		case !phaseDone.Load():
+			return rollout.Decision{Reason: rollout.ReasonWaitPhase, Generation: gen1}
+		case len(in.Completed) == 0 || in.Completed[0].IsZero():
+			// Complete but unrecorded: its hold would run from now.
+			return rollout.Decision{Reason: rollout.ReasonHold, Generation: gen1, NewlyComplete: 1}
+		case !in.Now.After(in.Completed[0].Add(time.Hour)):
+			return rollout.Decision{Reason: rollout.ReasonHold, Generation: gen1}
+		}
+		return admit(in)
+	}
+	if code, _ := e.poll(d1); code != http.StatusNoContent { // caches the progress
+		t.Fatalf("first poll: %d, want 204", code)
+	}
+	// Another replica saw phase 0 complete two hours ago and recorded it.
+	if _, _, err := e.store.CompletePhase(ctx(), gen1, 0, e.clock.Now().Add(-2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	phaseDone.Store(true)
+	if code, _ := e.poll(d1); code != http.StatusOK {
+		t.Fatalf("poll after another replica recorded the completion 2h ago: %d, want 200 (the 1h hold is over)", code)
+	}
+	if n := len(e.plan.seen); n != 3 {
+		t.Fatalf("%d decisions, want 3 (the second poll decided twice)", n)
 	}
 }
