@@ -75,20 +75,35 @@ import (
 // Range (a 206 with the right Content-Range proves the presigned URI
 // works; the cache's own tests cover whole and resumed downloads).
 //
-// GITFLEET_SIM_DEVICES=N runs it with another fleet size (≥ 1,000).
+// Two controller replicas share the Redis (each with its own Git clone,
+// store client and artifact cache, as in production), and every device's
+// requests take turns between them, as behind a load balancer that does
+// not pin devices: one replica admits a device, the other hears its
+// status reports and its next poll. Exact phase sizes then also show
+// that replicas never admit beyond a quota, and that each replica's
+// deployment index follows what the other did.
+//
+// GITFLEET_SIM_DEVICES=N runs it with another fleet size (≥ 1,000),
+// GITFLEET_SIM_REPLICAS=R with R replicas (1…8).
 func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulation of 10,000 devices: not in -short")
 	}
-	n := 10_000
+	n, replicas := 10_000, 2
 	if v := os.Getenv("GITFLEET_SIM_DEVICES"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 1000 {
 			t.Fatalf("GITFLEET_SIM_DEVICES=%q: want a number ≥ 1000", v)
 		}
 	}
+	if v := os.Getenv("GITFLEET_SIM_REPLICAS"); v != "" {
+		var err error
+		if replicas, err = strconv.Atoi(v); err != nil || replicas < 1 || replicas > 8 {
+			t.Fatalf("GITFLEET_SIM_REPLICAS=%q: want 1…8", v)
+		}
+	}
 	start := time.Now()
-	s := newSimEnv(t, n)
+	s := newSimEnv(t, n, replicas)
 	t.Logf("setup (keys, repository of %d devices, controller, artifact): %s", n, time.Since(start).Round(time.Millisecond))
 
 	// Everyone authenticates (Ed25519-signed auth requests) and sends
@@ -242,6 +257,13 @@ func TestSimulation(t *testing.T) {
 	}
 	t.Logf("%d requests in %s (%.0f/s); total %s", s.requests.Load(), time.Since(start).Round(time.Millisecond),
 		float64(s.requests.Load())/time.Since(start).Seconds(), time.Since(start).Round(time.Millisecond))
+	for r, n := range s.served {
+		share := float64(n.Load()) / float64(s.requests.Load())
+		t.Logf("replica %d served %d requests (%.1f %%)", r, n.Load(), share*100)
+		if share < 0.8/float64(len(s.served)) {
+			t.Errorf("replica %d served %.1f %% of the requests; the devices should spread them evenly", r, share*100)
+		}
+	}
 }
 
 // simDev is a SimDevice with what the test remembers of it.
@@ -258,12 +280,13 @@ type simEnv struct {
 	ctx      context.Context
 	clock    *simClock
 	repo     *gittest.Repo
-	ctrl     *controller.Controller
-	store    *redis.Store
-	srv      *httptest.Server
+	ctrls    []*controller.Controller // the replicas
+	store    *redis.Store             // the test's own client of the shared Redis
+	srvs     []*httptest.Server       // one per replica
 	devices  []*simDev
 	fleet    map[string]string // the repository's files
 	requests atomic.Int64
+	served   []*atomic.Int64 // requests per replica
 	logs     *lockedBuffer
 	workers  int
 	token    string
@@ -300,7 +323,7 @@ var simCriteria = []struct {
 	minSample   int64
 }{{3, -1, 0}, {-1, 10, 500}, {-1, 2, 1000}}
 
-func newSimEnv(t testing.TB, n int) *simEnv {
+func newSimEnv(t testing.TB, n, replicas int) *simEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -362,19 +385,13 @@ func newSimEnv(t testing.TB, n int) *simEnv {
 	s.repo = gittest.NewRepo(t)
 	head := s.repo.Commit(s.fleet, "fleet of simulated devices, rollout of app-2")
 
-	// Redis (fsync every second, as for benchmarks), the controller.
+	// Redis (fsync every second, as for benchmarks), the controllers.
 	addr, _ := redistest.Start(t, "--appendfsync", "everysec")
 	s.store, err = redis.New(redis.Options{Addrs: []string{addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.store.Close() })
-	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	src, err := gitsource.New(gitsource.Options{URL: s.repo.URL(), Ref: "main", PollInterval: time.Hour, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
 	dlKey, err := s.store.SharedSecret(ctx, "artifacts.download", func() ([]byte, error) {
 		k := make([]byte, 32)
 		_, err := rand.Read(k)
@@ -383,60 +400,87 @@ func newSimEnv(t testing.TB, n int) *simEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := artifacts.New(artifacts.Options{Dir: t.TempDir(), StoreDir: storeDir, DownloadKeys: [][]byte{dlKey}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cache.Close() })
-	s.ctrl, err = controller.New(controller.Options{
-		Source: src, Store: s.store, Branch: "main", Logger: log, ManagementToken: s.token,
-		Devices:   deviceapi.Options{Artifacts: cache, Now: s.clock.Now, Logger: log},
-		Downloads: cache.Handler(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler := s.ctrl.Handler()
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		handler.ServeHTTP(w, r)
-	}))
-	s.srv.StartTLS()
-	t.Cleanup(s.srv.Close)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.ctrl.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
-	s.awaitServing(head)
-	if err := cache.Sync(ctx, s.ctrl.Live().Fleet); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cache.Lookup("app-2"); err != nil {
-		t.Fatalf("artifact not offered: %v", err)
+	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var bases []string
+	for r := range replicas {
+		// Each replica as in production: its own Git clone, store client
+		// and artifact cache; only Redis is shared.
+		st, err := redis.New(redis.Options{Addrs: []string{addr}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		rlog := log.With("replica", r)
+		src, err := gitsource.New(gitsource.Options{URL: s.repo.URL(), Ref: "main", PollInterval: time.Hour, Logger: rlog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+		cache, err := artifacts.New(artifacts.Options{Dir: t.TempDir(), StoreDir: storeDir, DownloadKeys: [][]byte{dlKey}, Logger: rlog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cache.Close() })
+		ctrl, err := controller.New(controller.Options{
+			Source: src, Store: st, Branch: "main", Logger: rlog, ManagementToken: s.token,
+			Devices:   deviceapi.Options{Artifacts: cache, Now: s.clock.Now, Logger: rlog},
+			Downloads: cache.Handler(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handler := ctrl.Handler()
+		served := new(atomic.Int64)
+		s.served = append(s.served, served)
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.requests.Add(1)
+			served.Add(1)
+			handler.ServeHTTP(w, r)
+		}))
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		runCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); ctrl.Run(runCtx) }()
+		t.Cleanup(func() { stop(); <-done })
+		s.ctrls, s.srvs = append(s.ctrls, ctrl), append(s.srvs, srv)
+		bases = append(bases, srv.URL)
+		s.awaitServing(head)
+		if err := cache.Sync(ctx, ctrl.Live().Fleet); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cache.Lookup("app-2"); err != nil {
+			t.Fatalf("replica %d: artifact not offered: %v", r, err)
+		}
 	}
 
-	tr := s.srv.Client().Transport.(*http.Transport).Clone()
+	// The replicas' test servers share one certificate: one client
+	// trusts both.
+	tr := s.srvs[0].Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = s.workers
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	for _, d := range s.devices {
-		d.base, d.client = s.srv.URL, client
+		d.client = client
+		d.SetBases(bases...)
 	}
 	return s
 }
 
-// awaitServing triggers a fetch and waits until the controller serves sha.
+// awaitServing triggers a fetch and waits until every replica serves sha.
 func (s *simEnv) awaitServing(sha string) {
 	s.t.Helper()
 	deadline := time.Now().Add(Deadline)
-	for {
-		if l := s.ctrl.Live(); l != nil && l.Commit.SHA == sha {
-			return
+	for r, c := range s.ctrls {
+		for {
+			if l := c.Live(); l != nil && l.Commit.SHA == sha {
+				break
+			}
+			if time.Now().After(deadline) || s.ctx.Err() != nil {
+				s.t.Fatalf("replica %d does not serve %.12s within %s", r, sha, Deadline)
+			}
+			c.Trigger()
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) || s.ctx.Err() != nil {
-			s.t.Fatalf("controller does not serve %.12s within %s", sha, Deadline)
-		}
-		s.ctrl.Trigger()
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -658,9 +702,9 @@ type simEvent struct {
 // events reads the event log through the management API.
 func (s *simEnv) events() []simEvent {
 	s.t.Helper()
-	req, _ := http.NewRequestWithContext(s.ctx, http.MethodGet, s.srv.URL+"/api/management/v1/events?limit=1000", nil)
+	req, _ := http.NewRequestWithContext(s.ctx, http.MethodGet, s.srvs[0].URL+"/api/management/v1/events?limit=1000", nil)
 	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := s.srv.Client().Do(req)
+	resp, err := s.srvs[0].Client().Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -700,7 +744,7 @@ func (c *simClock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
 //
 //	go test ./controller/e2e -run '^$' -bench DevicePoll -cpuprofile cpu.out
 func BenchmarkDevicePoll(b *testing.B) {
-	s := newSimEnv(b, 2000)
+	s := newSimEnv(b, 2000, 1)
 	s.each(s.all(), func(d *simDev) error { return d.Authenticate(s.ctx) })
 	s.each(s.all(), func(d *simDev) error {
 		_, err := d.Next(s.ctx) // the canaries are admitted; the rest wait

@@ -44,9 +44,24 @@ type SimDevice struct {
 	Token string
 
 	key    crypto.Signer
-	base   string // https://host:port
+	base   string   // https://host:port
+	bases  []string // SetBases: requests take turns
+	turn   int
 	client *http.Client
 	pubPEM string
+}
+
+// SetBases makes the device's requests take turns among several
+// controllers (replicas behind a load balancer that does not pin
+// devices): its first request goes to bases[0], the next to bases[1], …
+func (d *SimDevice) SetBases(bases ...string) {
+	d.bases = nil
+	for _, b := range bases {
+		d.bases = append(d.bases, strings.TrimSuffix(b, "/"))
+	}
+	if len(d.bases) > 0 {
+		d.base = d.bases[0]
+	}
 }
 
 // ErrPending is returned by Authenticate when the controller answers 401:
@@ -280,7 +295,12 @@ func (d *SimDevice) Update(ctx context.Context, dep *deviceapi.NextResponse, out
 
 // do sends one request and returns the status and (bounded) body.
 func (d *SimDevice) do(ctx context.Context, method, path string, body []byte, hdr map[string]string, auth bool) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, d.base+path, bytes.NewReader(body))
+	base := d.base
+	if len(d.bases) > 0 {
+		base = d.bases[d.turn%len(d.bases)]
+		d.turn++
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, fmt.Errorf("sim device %s: %s %s: %w", d.Name, method, path, err)
 	}
