@@ -57,6 +57,19 @@
 // Mender server does; a client that reports "already-installed" itself is
 // counted the same way.
 //
+// # The cost of a poll
+//
+// A poll of an accepted device needs no store round trip in the common
+// case: the token is verified from a cache, admission is checked against
+// the Snapshot, the device's inventory is read only when a rollout selects
+// on inventory, the routed generation's progress is read at most once a
+// second (progress.go), and whether the device has a deployment in it,
+// and whether that finished, comes from the deployment index (index.go),
+// which follows the store's change list. Admitting a device and recording
+// a status stay atomic operations in the store; what any replica decides
+// from its caches is at most a second behind the store, and a stale view
+// can only delay an admission, never admit beyond a quota or twice.
+//
 // Every request body is bounded (MaxAuthBody, MaxNextBody, …), every
 // decoder refuses what it does not understand with 400 and a reason, and
 // nothing is written for a request that fails its checks.
