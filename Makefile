@@ -23,6 +23,7 @@ run: build ## Run the quickstart (embedded store, no Redis needed)
 
 test: ## Install missing test peers (Debian packages), then run every test
 	@./scripts/test-deps
+	$(GO) build $(PKGS)
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 bench: ## Run the benchmarks (artifact read+verify of 1 GiB, …)
