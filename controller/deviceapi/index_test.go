@@ -1,7 +1,10 @@
 package deviceapi
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"runtime"
 	"testing"
 
 	"github.com/gitfleet/gitfleet/controller/store"
@@ -150,4 +153,59 @@ func TestIndexMergeOrder(t *testing.T) {
 	if _, ok := gi.lookup("a", &p); ok {
 		t.Error("index behind the progress answered")
 	}
+}
+
+// changeFeed serves a generated change list: n admissions, then a success
+// for each.
+type changeFeed struct {
+	store.Deployments
+	n int64
+}
+
+func (f changeFeed) Changes(_ context.Context, g store.GenerationRef, from int64, max int) ([]store.Change, error) {
+	var out []store.Change
+	for i := from; i < 2*f.n && len(out) < max; i++ {
+		c := store.Change{Device: fmt.Sprintf("d%07d", i%f.n), Phase: 1, State: store.StateAdmitted}
+		if i >= f.n {
+			c.State = store.StateSuccess
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// BenchmarkIndexCatchUp applies the change list of a generation with
+// 1,000,000 finished deployments (2,000,000 changes) to an empty index,
+// and reports the index's heap per device.
+//
+//	go test ./controller/deviceapi -run '^$' -bench IndexCatchUp -benchtime 3x
+func BenchmarkIndexCatchUp(b *testing.B) {
+	const n = 1_000_000
+	feed := changeFeed{n: n}
+	p := store.Progress{Phases: []store.PhaseCounts{{}, {Admitted: n, Succeeded: n}}}
+	var heap float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var x depIndex
+		gi := x.gen(gen1)
+		for {
+			if _, ok := gi.lookup("d0000001", &p); ok {
+				break
+			}
+			if err := gi.catchUp(context.Background(), feed, gen1, p.ChangeCount()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap = float64(after.HeapAlloc-before.HeapAlloc) / n
+		if d, ok := gi.lookup("d0999999", &p); !ok || d == nil || d.State != store.StateSuccess {
+			b.Fatalf("lookup after catch-up: %+v, %v", d, ok)
+		}
+		runtime.KeepAlive(gi)
+	}
+	b.ReportMetric(heap, "heapB/device")
+	b.ReportMetric(float64(2*n)*float64(b.N)/b.Elapsed().Seconds(), "changes/s")
 }
