@@ -98,16 +98,16 @@ func (x *depIndex) gen(g store.GenerationRef) *genIndex {
 	if x.gens == nil {
 		x.gens = map[store.GenerationRef]*genIndex{}
 	}
-	if len(x.gens) >= maxIndexedGens {
-		x.evict()
-	}
+	x.evict()
 	gi = &genIndex{recs: map[string]idxRec{}, used: time.Now()}
 	x.gens[g] = gi
 	return gi
 }
 
-// evict drops idle generations, or, when none is idle, the least recently
-// used one. x.mu is held.
+// evict drops the generations unused for indexIdle (a rollout moved on
+// to a new generation, or stopped), and the least recently used one while
+// there are maxIndexedGens. x.mu is held; it runs when a generation is
+// added.
 func (x *depIndex) evict() {
 	var oldest store.GenerationRef
 	var oldestAt time.Time
@@ -126,6 +126,13 @@ func (x *depIndex) evict() {
 	if len(x.gens) >= maxIndexedGens {
 		delete(x.gens, oldest)
 	}
+}
+
+// indexed reports how many generations are indexed (for tests).
+func (x *depIndex) indexed() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.gens)
 }
 
 // lookup answers from the index whether device has a deployment in g

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -208,4 +209,25 @@ func BenchmarkIndexCatchUp(b *testing.B) {
 	}
 	b.ReportMetric(heap, "heapB/device")
 	b.ReportMetric(float64(2*n)*float64(b.N)/b.Elapsed().Seconds(), "changes/s")
+}
+
+// A generation nobody polled for indexIdle is dropped when another one
+// is indexed (its rollout moved on), and the number indexed stays bounded.
+func TestIndexEviction(t *testing.T) {
+	var x depIndex
+	old := x.gen(gen1)
+	old.note("a", store.Deployment{State: store.StateSuccess})
+	old.mu.Lock()
+	old.used = time.Now().Add(-indexIdle - time.Minute)
+	old.mu.Unlock()
+	x.gen(store.GenerationRef{Rollout: gen1.Rollout, Generation: 2})
+	if n := x.indexed(); n != 1 || x.gen(gen1) == old {
+		t.Fatalf("after a new generation: %d indexed, idle one kept: %v", n, x.gen(gen1) == old)
+	}
+	for i := range 2 * maxIndexedGens {
+		x.gen(store.GenerationRef{Rollout: fmt.Sprint("r", i), Generation: 1})
+	}
+	if n := x.indexed(); n > maxIndexedGens {
+		t.Fatalf("%d generations indexed, bound %d", n, maxIndexedGens)
+	}
 }
