@@ -21,9 +21,13 @@ type Report struct {
 // Validate loads the fleet repository in fsys with [schema.Load] and runs
 // its policies over what loaded. The fleet is nil only when err is not:
 // err is for failures to read the tree at all, never for a problem in it.
-func Validate(fsys fs.FS) (*schema.Fleet, *Report, error) {
+func Validate(fsys fs.FS) (*schema.Fleet, *Report, error) { return ValidateCached(fsys, nil) }
+
+// ValidateCached is Validate with [schema.LoadCached] and cache c, for
+// callers that validate one repository commit after commit.
+func ValidateCached(fsys fs.FS, c *schema.Cache) (*schema.Fleet, *Report, error) {
 	r := new(Report)
-	fleet, err := schema.Load(fsys)
+	fleet, err := schema.LoadCached(fsys, c)
 	if err != nil {
 		if !errors.As(err, &r.Errors) {
 			return nil, nil, fmt.Errorf("load fleet: %w", err)

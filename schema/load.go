@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -31,17 +32,54 @@ const (
 // Load reads the tree from one goroutine, then validates its files on as
 // many goroutines as GOMAXPROCS allows, each with its own CUE context. It
 // reads fsys from one goroutine at a time.
-func Load(fsys fs.FS) (*Fleet, error) {
+func Load(fsys fs.FS) (*Fleet, error) { return LoadCached(fsys, nil) }
+
+// LoadCached is Load with a cache of the files it validated before (nil:
+// none): a file whose path and content are in c is not parsed nor
+// validated again, so loading the next commit of a repository costs the
+// files that changed (and the checks across files). When the result has
+// errors and some files came from c, the tree is loaded again without c,
+// so that every error has the position an uncached Load gives it.
+func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}}
 	files := l.walk()
-	if err := l.loadFiles(files); err != nil {
+	hits, err := l.loadFiles(files, c)
+	if err != nil {
 		return &Fleet{}, err
 	}
 	l.crossCheck()
 	if errs := l.errs.result(); errs != nil {
+		if hits > 0 {
+			return Load(fsys)
+		}
 		return l.fleet, errs
 	}
 	return l.fleet, nil
+}
+
+// A Cache holds the manifests of valid files by path and content digest,
+// for LoadCached. It keeps the files of the last load that used it (so
+// its size is one repository's, less the syntax trees: see
+// [Fleet.Compact]); use one Cache per repository followed. Safe for
+// concurrent use.
+type Cache struct {
+	mu sync.Mutex
+	m  map[cacheKey]*Fleet
+}
+
+type cacheKey struct {
+	path string
+	sum  [sha256.Size]byte
+}
+
+// NewCache returns an empty Cache.
+func NewCache() *Cache { return &Cache{m: map[cacheKey]*Fleet{}} }
+
+// Len returns how many files c holds.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 // A loader holds the state of one Load: the errors and the fleet. The
@@ -69,28 +107,53 @@ type file struct {
 }
 
 // loadFiles validates files in parallel and adds their manifests and
-// errors to l, in the order of files.
-func (l *loader) loadFiles(files []file) error {
+// errors to l, in the order of files. Files found in c (when not nil) are
+// taken from it (hits counts them); c is left holding exactly the valid
+// files of this load.
+func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 	type result struct {
 		fleet *Fleet
 		errs  errorList
 	}
 	results := make([]result, len(files))
+	var keys []cacheKey
+	var todo []int // indexes of files to validate
+	if c != nil {
+		keys = make([]cacheKey, len(files))
+		c.mu.Lock()
+		for i := range files {
+			keys[i] = cacheKey{files[i].path, sha256.Sum256(files[i].data)}
+			if f, ok := c.m[keys[i]]; ok {
+				results[i].fleet = f
+				files[i].data = nil
+				hits++
+				continue
+			}
+			todo = append(todo, i)
+		}
+		c.mu.Unlock()
+	} else {
+		todo = make([]int, len(files))
+		for i := range todo {
+			todo[i] = i
+		}
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(files)) {
+	for range min(runtime.GOMAXPROCS(0), len(todo)) {
 		env, err := getEnv()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		w := &loader{fsys: l.fsys, fsMu: l.fsMu, cueEnv: env}
 		wg.Go(func() {
 			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(files) {
+				n := int(next.Add(1) - 1)
+				if n >= len(todo) {
 					putEnv(w.cueEnv)
 					return
 				}
+				i := todo[n]
 				w.fleet, w.errs = &Fleet{}, errorList{}
 				w.loadFile(&files[i])
 				results[i] = result{w.fleet, w.errs}
@@ -102,7 +165,22 @@ func (l *loader) loadFiles(files []file) error {
 		l.fleet.append(r.fleet)
 		l.errs.merge(&r.errs)
 	}
-	return nil
+	if c != nil {
+		// Keep this load's valid files, without their syntax trees (the
+		// fleet just built has its own copies of the manifests, with
+		// them).
+		m := make(map[cacheKey]*Fleet, len(files))
+		for i, r := range results {
+			if len(r.errs.errs) == 0 && r.errs.dropped == 0 {
+				r.fleet.Compact()
+				m[keys[i]] = r.fleet
+			}
+		}
+		c.mu.Lock()
+		c.m = m
+		c.mu.Unlock()
+	}
+	return hits, nil
 }
 
 // isManifestFile reports whether name has a manifest file extension.

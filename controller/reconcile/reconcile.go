@@ -79,6 +79,9 @@ type Reconciler struct {
 	opts    Options
 	live    atomic.Pointer[Snapshot]
 	applyMu chan struct{}
+	// files caches the validated manifest files of the last commit
+	// loaded: the next commit parses only the files it changed.
+	files *schema.Cache
 	// unknownLive remembers a live SHA missing from the local clone, so a
 	// second fetch of the same head that still lacks it is taken as a
 	// force-push rather than as being behind.
@@ -93,7 +96,7 @@ func New(opts Options) *Reconciler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Reconciler{opts: opts, applyMu: make(chan struct{}, 1)}
+	return &Reconciler{opts: opts, applyMu: make(chan struct{}, 1), files: schema.NewCache()}
 }
 
 // Live returns the Snapshot being served, or nil before the first commit.
@@ -136,7 +139,7 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	}
 
 	// 1. load
-	fleet, report, err := policies.Validate(rev.FS)
+	fleet, report, err := policies.ValidateCached(rev.FS, r.files)
 	if err != nil {
 		// The tree could not be read at all: a refusal too, with its reason.
 		report = &policies.Report{Errors: schema.Errors{{File: ".", Msg: err.Error()}}}
