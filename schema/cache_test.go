@@ -102,14 +102,23 @@ func TestLoadCached(t *testing.T) {
 	same("valid again")
 }
 
-// BenchmarkLoadCachedCommit loads a fleet of 100,000 devices (ten Device
+// BenchmarkLoadCachedCommit loads a fleet of 100,000 devices (Device
 // manifests of 10,000) after a commit that changed only a rollout: the
 // work a controller does per commit at that size, with the cache.
 //
 //	go test ./schema -run '^$' -bench LoadCachedCommit -benchtime 5x
+//
+// GITFLEET_BENCH_DEVICES=1000000 sets another fleet size (a multiple of
+// 10,000).
 func BenchmarkLoadCachedCommit(b *testing.B) {
+	devices := 100_000
+	if v := os.Getenv("GITFLEET_BENCH_DEVICES"); v != "" {
+		if _, err := fmt.Sscan(v, &devices); err != nil || devices < 10_000 || devices%10_000 != 0 {
+			b.Fatalf("GITFLEET_BENCH_DEVICES=%q: want a multiple of 10000", v)
+		}
+	}
 	fsys := fstest.MapFS{}
-	for f := range 10 {
+	for f := range devices / 10_000 {
 		var buf bytes.Buffer
 		fmt.Fprintf(&buf, "apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: sims-%04d}\nspec:\n  devices:\n", f)
 		for i := f * 10000; i < (f+1)*10000; i++ {
@@ -132,7 +141,7 @@ func BenchmarkLoadCachedCommit(b *testing.B) {
 		n++
 		fsys["rollout.yaml"] = rollout(n)
 		f, err := LoadCached(fsys, c)
-		if err != nil || len(f.Devices) != 100_000 {
+		if err != nil || len(f.Devices) != devices {
 			b.Fatal(err, len(f.Devices))
 		}
 	}
