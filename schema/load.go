@@ -120,9 +120,11 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 	var todo []int // indexes of files to validate
 	if c != nil {
 		keys = make([]cacheKey, len(files))
-		c.mu.Lock()
 		for i := range files {
 			keys[i] = cacheKey{files[i].path, sha256.Sum256(files[i].data)}
+		}
+		c.mu.Lock()
+		for i := range files {
 			if f, ok := c.m[keys[i]]; ok {
 				results[i].fleet = f
 				files[i].data = nil
@@ -172,8 +174,12 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 		m := make(map[cacheKey]*Fleet, len(files))
 		for i, r := range results {
 			if len(r.errs.errs) == 0 && r.errs.dropped == 0 {
-				r.fleet.Compact()
 				m[keys[i]] = r.fleet
+			}
+		}
+		for _, i := range todo { // hits are compact already
+			if r := results[i]; m[keys[i]] == r.fleet {
+				r.fleet.Compact()
 			}
 		}
 		c.mu.Lock()

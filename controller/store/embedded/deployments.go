@@ -30,27 +30,31 @@ func generationKey(g store.GenerationRef) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(g.Rollout), 0), uint64(g.Generation))
 }
 
+// genBucket returns g's bucket, creating it (and the progress root) when
+// create is set (in a write transaction); nil when absent.
+func genBucket(tx *bolt.Tx, g store.GenerationRef, create bool) (*bolt.Bucket, error) {
+	if !create {
+		if root := tx.Bucket(bProgress); root != nil {
+			return root.Bucket(generationKey(g)), nil
+		}
+		return nil, nil
+	}
+	root, err := tx.CreateBucketIfNotExists(bProgress)
+	if err != nil {
+		return nil, err
+	}
+	return root.CreateBucketIfNotExists(generationKey(g))
+}
+
 // generation returns g's counter and device buckets, creating them when
 // create is set (in a write transaction); nil buckets when absent.
 func generation(tx *bolt.Tx, g store.GenerationRef, create bool) (counts, devices *bolt.Bucket, err error) {
-	root := tx.Bucket(bProgress)
+	b, err := genBucket(tx, g, create)
+	if err != nil || b == nil {
+		return nil, nil, err
+	}
 	if !create {
-		if root == nil {
-			return nil, nil, nil
-		}
-		b := root.Bucket(generationKey(g))
-		if b == nil {
-			return nil, nil, nil
-		}
 		return b.Bucket(bCounts), b.Bucket(bDevices), nil
-	}
-	root, err = tx.CreateBucketIfNotExists(bProgress)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := root.CreateBucketIfNotExists(generationKey(g))
-	if err != nil {
-		return nil, nil, err
 	}
 	if counts, err = b.CreateBucketIfNotExists(bCounts); err != nil {
 		return nil, nil, err
@@ -62,14 +66,10 @@ func generation(tx *bolt.Tx, g store.GenerationRef, create bool) (counts, device
 // changeLog returns g's change list bucket, creating it when create is
 // set; nil when absent.
 func changeLog(tx *bolt.Tx, g store.GenerationRef, create bool) (*bolt.Bucket, error) {
-	root := tx.Bucket(bProgress)
-	if root == nil {
-		return nil, nil
-	}
-	b := root.Bucket(generationKey(g))
+	b, err := genBucket(tx, g, false)
 	switch {
-	case b == nil:
-		return nil, nil
+	case err != nil || b == nil:
+		return nil, err
 	case create:
 		return b.CreateBucketIfNotExists(bLog)
 	}
