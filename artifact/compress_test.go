@@ -13,26 +13,7 @@ import (
 )
 
 func TestXZDictionaryBound(t *testing.T) {
-	var buf bytes.Buffer
-	zw, err := xz.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zw.Write([]byte("hello hello hello"))
-	zw.Close()
-	good := buf.Bytes()
-
-	// Same stream, but the LZMA2 properties ask for a 4 GiB dictionary;
-	// the block header's CRC32 is fixed up so only the bound can refuse it.
-	bad := bytes.Clone(good)
-	hsize := (int(bad[12]) + 1) * 4
-	blk := bad[12 : 12+hsize]
-	props := bytes.Index(blk, []byte{0x21, 0x01}) + 2
-	if props < 2 {
-		t.Fatal("no LZMA2 filter in the block header")
-	}
-	blk[props] = 40
-	binary.LittleEndian.PutUint32(blk[hsize-4:], crc32.ChecksumIEEE(blk[:hsize-4]))
+	good, bad := xzHugeDict(t)
 
 	for _, tc := range []struct {
 		name string
@@ -56,6 +37,30 @@ func TestXZDictionaryBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// xzHugeDict returns an xz stream of "hello hello hello" and the same
+// stream whose LZMA2 properties ask for a 4 GiB dictionary; the block
+// header's CRC32 is fixed up so only the bound can refuse it.
+func xzHugeDict(t testing.TB) (good, bad []byte) {
+	var buf bytes.Buffer
+	zw, err := xz.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write([]byte("hello hello hello"))
+	zw.Close()
+	good = buf.Bytes()
+	bad = bytes.Clone(good)
+	hsize := (int(bad[12]) + 1) * 4
+	blk := bad[12 : 12+hsize]
+	props := bytes.Index(blk, []byte{0x21, 0x01}) + 2
+	if props < 2 {
+		t.Fatal("no LZMA2 filter in the block header")
+	}
+	blk[props] = 40
+	binary.LittleEndian.PutUint32(blk[hsize-4:], crc32.ChecksumIEEE(blk[:hsize-4]))
+	return good, bad
 }
 
 func TestParseCompression(t *testing.T) {

@@ -27,6 +27,10 @@ var (
 	ErrTruncated          = errors.New("artifact: truncated")
 	ErrUnsupportedKey     = errors.New("artifact: unsupported key")
 	ErrUnknownCompression = errors.New("artifact: unknown compression")
+	// ErrAugmented: the artifact carries augmented content (manifest-augment,
+	// header-augment, payload files listed only in manifest-augment), which
+	// no signature covers, and a signature is required. See [Header.Covered].
+	ErrAugmented = errors.New("artifact: augmented content is not covered by the signature")
 )
 
 // Limits bound everything a Reader holds in memory. The zero value of a field
@@ -157,6 +161,39 @@ type Header struct {
 	// Augment holds what header-augment said, if present. It is covered by
 	// manifest-augment only, never by the signature.
 	Augment *Augment
+	// Augmented names the parts of the artifact that the signed manifest
+	// does not cover: "manifest-augment" itself, then every entry it lists
+	// (header-augment.tar*, data/NNNN/<file>). Empty for an artifact whose
+	// every byte the manifest covers.
+	Augmented []string
+}
+
+// Covered is the rule for an artifact whose signature is required: every
+// byte that can reach an installer, a state script or an update module must
+// be covered by the signed manifest. It returns nil when h has no augmented
+// parts, or ErrAugmented naming them.
+//
+// Mender meant augmented artifacts (manifest-augment, header-augment) for
+// delta updates, whose payload is rewritten after signing; Gitfleet does
+// not support delta updates with signatures, so no augmented part is
+// trusted when a key is required. A Reader given Verifiers (or
+// RequireCovered) applies this rule itself; callers that check signatures
+// on their own (detached signatures) call Covered.
+func (h *Header) Covered() error { return coveredErr(h.Augmented) }
+
+func coveredErr(augmented []string) error {
+	if len(augmented) == 0 {
+		return nil
+	}
+	parts := make([]string, 0, len(augmented))
+	for _, p := range augmented {
+		parts = append(parts, clip(p))
+		if len(parts) == 8 && len(augmented) > 8 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(augmented)-8))
+			break
+		}
+	}
+	return fmt.Errorf("%w: the artifact carries %s; augmented artifacts are only for delta updates, which Gitfleet does not support with signatures: rebuild the artifact without augment options (mender-artifact write --augment-*), so the signed manifest lists every file", ErrAugmented, strings.Join(parts, ", "))
 }
 
 // Augment is the unsigned augmented header (delta updates). Only payload

@@ -120,15 +120,7 @@ func TestMalformed(t *testing.T) {
 		{"unknown header entry", assemble(t, hdrTar(t, okHeaderInfo, okTypeInfo, entry{"headers/0000/files", nil, 0}), nil), ReaderOptions{}, ErrUnexpected, "files"},
 		{"oversized header entry", assemble(t, hdrTar(t, okHeaderInfo, okTypeInfo, entry{"headers/0000/meta-data", []byte(`{"x":"` + strings.Repeat("y", 2<<20) + `"}`), 0}), nil), ReaderOptions{}, ErrTooLarge, "limit"},
 		{"oversized manifest", tarOf(t, okVersion, entry{"manifest", bytes.Repeat([]byte("x"), 2<<20), 0}), ReaderOptions{}, ErrTooLarge, "manifest"},
-		{"header bomb", func() []byte {
-			var z bytes.Buffer
-			zw := gzip.NewWriter(&z)
-			zw.Write(hdrTar(t, okHeaderInfo, okTypeInfo))
-			zw.Write(make([]byte, 20<<20)) // 20 MiB of zeros after the tar end
-			zw.Close()
-			h := entry{"header.tar.gz", z.Bytes(), 0}
-			return tarOf(t, okVersion, entry{"manifest", manifestOf(okVersion, h), 0}, h)
-		}(), ReaderOptions{}, ErrTooLarge, ""},
+		{"header bomb", headerBomb(t), ReaderOptions{}, ErrTooLarge, ""},
 		{"garbage after archive", append(bytes.Clone(good), []byte("trailing garbage")...), ReaderOptions{}, ErrFormat, "after the end"},
 		{"signature missing", unsigned, keys, ErrSignatureMissing, "not signed"},
 		{"signature mismatch", func() []byte {
@@ -160,6 +152,17 @@ func TestMalformed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// headerBomb is an artifact whose 20 KiB gzip header unpacks to 20 MiB.
+func headerBomb(t *testing.T) []byte {
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(hdrTar(t, okHeaderInfo, okTypeInfo))
+	zw.Write(make([]byte, 20<<20)) // 20 MiB of zeros after the tar end
+	zw.Close()
+	h := entry{"header.tar.gz", z.Bytes(), 0}
+	return tarOf(t, okVersion, entry{"manifest", manifestOf(okVersion, h), 0}, h)
 }
 
 // fixChecksum recomputes a tar header block's checksum after an edit.

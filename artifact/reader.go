@@ -22,6 +22,12 @@ type ReaderOptions struct {
 	// Verifiers are the trusted public keys. When there are any, the artifact
 	// must carry a signature that one of them verifies.
 	Verifiers []*Verifier
+	// RequireCovered refuses, with ErrAugmented, an artifact any part of
+	// which the signed manifest does not cover (see [Header.Covered]). It is
+	// implied by Verifiers; set it alone when the signature is checked
+	// elsewhere (detached signatures). Default false: augmented artifacts
+	// read as mender-artifact reads them.
+	RequireCovered bool
 	// Limits bound what the reader holds in memory; zero fields take
 	// DefaultLimits.
 	Limits Limits
@@ -42,6 +48,8 @@ type Reader struct {
 	header            *Header
 	headerCompression Compression
 	seen              map[string]bool
+	requireCovered    bool     // refuse augmented parts (Header.Covered)
+	augmented         []string // parts the signed manifest does not cover
 
 	pending  *tar.Header // outer entry read ahead of Next
 	lastData int         // index of the last data/NNNN entry opened
@@ -75,6 +83,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 		seen:     map[string]bool{},
 		lastData: -1,
 	}
+	ar.requireCovered = opts.RequireCovered || len(opts.Verifiers) > 0
 	if err := ar.readHead(opts.Verifiers); err != nil {
 		return nil, err
 	}
@@ -203,6 +212,12 @@ func (ar *Reader) readHead(verifiers []*Verifier) error {
 			if ar.augment, err = parseManifest("manifest-augment", text); err != nil {
 				return err
 			}
+			ar.augmented = append([]string{"manifest-augment"}, sortedKeys(ar.augment)...)
+			// Refuse before anything of the augment is believed, read or
+			// decompressed.
+			if ar.requireCovered {
+				return coveredErr(ar.augmented)
+			}
 			for name := range ar.augment {
 				if _, dup := ar.manifest[name]; dup {
 					return fmt.Errorf("%w: %s is listed in both manifest and manifest-augment", ErrManifest, name)
@@ -242,6 +257,7 @@ func (ar *Reader) readHead(verifiers []*Verifier) error {
 		return err
 	}
 	ar.header = hdr
+	hdr.Augmented = ar.augmented
 
 	// Optional header-augment, covered by manifest-augment only.
 	h, err = ar.nextOuter()
