@@ -31,7 +31,8 @@ var (
 	// (artifact_name, device types, provides, depends).
 	ErrHeader = errors.New("artifacts: header does not match manifest")
 	// ErrUnsigned: spec.signedBy requires a signature and the artifact
-	// carries none.
+	// carries none, or carries augmented parts (manifest-augment) that no
+	// signature covers (then it also wraps artifact.ErrAugmented).
 	ErrUnsigned = errors.New("artifacts: artifact not signed")
 	// ErrSignature: too few of the spec.signedBy keys signed the
 	// artifact (a signature by an untrusted key counts for nothing).

@@ -184,7 +184,8 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // checkSignatures returns the signedBy keys whose signatures verify, when
-// there are at least minSignatures of them. Each key counts once, embedded
+// there are at least minSignatures of them, and refuses an artifact with
+// augmented parts that no signature covers (artifact.Header.Covered). Each key counts once, embedded
 // (manifest.sig) or detached (SOURCE.sigs); the detached file is read only
 // when the embedded signature is not enough.
 func (c *Cache) checkSignatures(ctx context.Context, a *schema.Artifact, vs []namedVerifier, keys []schema.SigningKey, b *blob) ([]namedVerifier, *Error) {
@@ -194,6 +195,11 @@ func (c *Cache) checkSignatures(ctx context.Context, a *schema.Artifact, vs []na
 	}
 	if need == 0 {
 		return nil, nil
+	}
+	// A required signature must cover every byte a device installs or
+	// runs: the same rule the agent and `gitfleet artifact verify` apply.
+	if err := b.header.Covered(); err != nil {
+		return nil, &Error{Name: a.Name, Kind: ErrUnsigned, Err: err}
 	}
 	signed := make([]bool, len(vs))
 	count := 0
