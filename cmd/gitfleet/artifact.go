@@ -266,6 +266,9 @@ func printSummary(w io.Writer, r *readResult) error {
 	fmt.Fprintf(&b, "  Name: %s\n", h.Name())
 	fmt.Fprintf(&b, "  Format: mender\n  Version: %d\n", artifact.FormatVersion)
 	fmt.Fprintf(&b, "  Signature: %s\n", signatureText(r))
+	if len(r.header.Augmented) > 0 {
+		fmt.Fprintf(&b, "  Not covered by the signature: %s (refused wherever a key is required)\n", strings.Join(r.header.Augmented, ", "))
+	}
 	fmt.Fprintf(&b, "  Compression: %s\n", r.compression)
 	fmt.Fprintf(&b, "  Compatible devices: %s\n", listText(h.DeviceTypes()))
 	fmt.Fprintf(&b, "  Provides group: %s\n", listText(nonEmpty(h.Info.Provides.Group)))
@@ -377,6 +380,9 @@ func summaryJSON(r *readResult) ([]byte, error) {
 		sig = map[string]any{"status": "verified", "algorithm": r.signedBy.Algorithm(), "key_fingerprint": r.signedBy.Fingerprint()}
 	case r.signed:
 		sig["status"] = "present"
+	}
+	if len(r.header.Augmented) > 0 {
+		sig["not_covered"] = r.header.Augmented
 	}
 	out["signature"] = sig
 	out["format"] = "mender"
