@@ -56,10 +56,14 @@
 //	                                  s status (p pending, a accepted),
 //	                                  v inventory JSON, f first seen and
 //	                                  l last seen (unix ms),
-//	                                  r current deployment (rollout:generation; not yet used)
+//	                                  r current deployment (rollout:generation; not yet used);
+//	                                  a pending one expires (PEXPIRE) PendingTTL after l
 //	gf:{d:ID}:al               hash   alert name → alert JSON (not yet used)
 //	gf:{k:FINGERPRINT}         string device ID holding that key (not yet used)
-//	gf:{fleet}:pending         zset   pending device IDs by last seen (newest MaxPending)
+//	gf:{fleet}:pending         zset   pending device IDs by last seen (at most MaxPending;
+//	                                  entries older than PendingTTL swept with their hash)
+//	gf:{fleet}:conflicts       zset   "ID KEY" by last seen (newest MaxConflicts, swept alike)
+//	gf:{fleet}:conflicts:rec   hash   "ID KEY" → Conflict JSON
 //	gf:{r:NAME:GEN}:n          hash   per phase i: a<i> admitted, s<i> succeeded,
 //	                                  f<i> failed; x aborted (reason)
 //	gf:{r:NAME:GEN}:dev        hash   device ID → "phase|state|attempts"
@@ -241,28 +245,59 @@ type Deployments interface {
 
 // Devices records the devices that talk to the controller. Whether a device
 // is accepted is Git's decision (Device manifests); the store remembers
-// what devices said and when, and lists pending ones for the operator.
+// what devices said and when, which key is bound to each device, and lists
+// pending devices and key conflicts for the operator.
+//
+// The first key recorded for a device ID sticks. Only an accepted request
+// whose key Git names (SeeDevice with DeviceAccepted) replaces it: nothing
+// an unauthenticated caller sends changes what the store holds about a
+// device that has a record, and a request with another key is recorded as a
+// [Conflict] instead. What unauthenticated callers can make the store keep
+// is bounded: at most MaxPending pending records (new ones are refused with
+// ErrFull), each expiring PendingTTL after it was last seen, and at most
+// MaxConflicts conflicts (the oldest dropped), expiring alike.
 type Devices interface {
-	// SeeDevice records an authentication request: Identity, KeyFingerprint
-	// and Status replace what was stored, LastSeen is d.LastSeen (or now),
-	// FirstSeen is kept from the first call (created true). Inventory is
-	// left alone. Pending devices are listed by PendingDevices.
+	// SeeDevice records an authentication request.
+	//
+	// With Status DeviceAccepted (the live commit accepts the device by
+	// the key fingerprint it names): Identity, KeyFingerprint, Status and
+	// LastSeen replace what was stored, and the record no longer expires.
+	//
+	// With Status DevicePending (the live commit does not accept the
+	// device): with no record for d.ID, a pending record is created
+	// (created true), or ErrFull when MaxPending pending records exist. A
+	// record holding the same key: a pending one gets LastSeen and expires
+	// PendingTTL after it; an accepted one is left alone. A record holding
+	// another key is left alone and the request recorded as a Conflict:
+	// ErrKeyConflict.
+	//
+	// FirstSeen is kept from the first call; Inventory is left alone.
 	SeeDevice(ctx context.Context, d Device) (created bool, err error)
+	// BindDevice accepts a device by trust on first use: when no record
+	// holds a key for d.ID, d.KeyFingerprint becomes its key, atomically,
+	// so of concurrent calls with different keys (on any replica) exactly
+	// one wins. A record holding the same key becomes accepted with
+	// d.LastSeen. A record holding another key is left alone and the
+	// request recorded as a Conflict: ErrKeyConflict.
+	BindDevice(ctx context.Context, d Device) (created bool, err error)
 	// Device returns a device, or ErrNotFound.
 	Device(ctx context.Context, id string) (Device, error)
 	// SetInventory replaces a known device's inventory (JSON), or
 	// ErrNotFound. Merging a PATCH is the caller's read-modify-write.
 	SetInventory(ctx context.Context, id string, inventory json.RawMessage) error
 	// PendingDevices returns up to limit (1…MaxPage) pending devices,
-	// newest first. Only the newest MaxPending are listed.
+	// newest first.
 	PendingDevices(ctx context.Context, limit int) ([]Device, error)
+	// Conflicts returns up to limit (1…MaxPage) key conflicts, the most
+	// recently seen first.
+	Conflicts(ctx context.Context, limit int) ([]Conflict, error)
 }
 
 // Device is what the store knows about one device.
 type Device struct {
 	ID             string          `json:"id"`
 	Identity       json.RawMessage `json:"identity,omitempty"` // id_data as the device sent it
-	KeyFingerprint string          `json:"key,omitempty"`
+	KeyFingerprint string          `json:"key,omitempty"`      // the key bound to the device (the first recorded, or the one Git names)
 	Status         DeviceStatus    `json:"status"`
 	Inventory      json.RawMessage `json:"inventory,omitempty"`
 	FirstSeen      time.Time       `json:"first_seen"`
@@ -277,20 +312,53 @@ const (
 	DeviceAccepted DeviceStatus = "accepted"
 )
 
-// MaxPending bounds the pending list (a flood of unknown devices must not
-// grow the store without limit); the oldest drop out first.
-const MaxPending = 10_000
+// Conflict is a signed authentication request for a device whose record
+// holds another key: someone else's key claiming the device's identity, or
+// the device itself with a new key. The device's record is left alone;
+// committing the new key's fingerprint in the device's manifest (when it is
+// the device's) makes Git bind it.
+type Conflict struct {
+	ID             string          `json:"id"`                 // the device's ID
+	Identity       json.RawMessage `json:"identity,omitempty"` // id_data of the request
+	KeyFingerprint string          `json:"key"`                // the key of the refused request
+	BoundKey       string          `json:"bound_key"`          // the key the device's record holds
+	Count          int64           `json:"count"`              // requests seen with this key
+	FirstSeen      time.Time       `json:"first_seen"`
+	LastSeen       time.Time       `json:"last_seen"`
+}
+
+// ErrKeyConflict: a device's record holds another key than the request's;
+// the request was recorded as a Conflict and nothing else changed.
+var ErrKeyConflict = errors.New("store: another key is bound to this device")
+
+// ErrFull: the store holds as many pending records as it may; nothing was
+// written. Accepted devices are not affected.
+var ErrFull = errors.New("store: too many pending devices")
+
+// Defaults for the bounds on what unauthenticated callers make the store
+// keep (both implementations take them as options).
+const (
+	// DefaultMaxPending bounds pending device records.
+	DefaultMaxPending = 10_000
+	// DefaultMaxConflicts bounds conflict records (the oldest drop out).
+	DefaultMaxConflicts = 1_000
+	// DefaultPendingTTL is how long a pending or conflict record is kept
+	// after it was last seen.
+	DefaultPendingTTL = 7 * 24 * time.Hour
+)
 
 // MaxDeviceBytes bounds a device's identity plus inventory.
 const MaxDeviceBytes = 16 << 10
 
-// Validate checks what SeeDevice requires.
+// Validate checks what SeeDevice and BindDevice require.
 func (d Device) Validate() error {
 	switch {
 	case d.ID == "" || len(d.ID) > 256 || strings.ContainsAny(d.ID, "{}"):
 		return fmt.Errorf("%w: device ID %q", ErrInvalid, d.ID)
 	case d.Status != DevicePending && d.Status != DeviceAccepted:
 		return fmt.Errorf("%w: device status %q", ErrInvalid, d.Status)
+	case len(d.KeyFingerprint) > 256:
+		return fmt.Errorf("%w: device %s key fingerprint longer than 256 bytes", ErrInvalid, d.ID)
 	case len(d.Identity) > MaxDeviceBytes || len(d.Identity) > 0 && !json.Valid(d.Identity):
 		return fmt.Errorf("%w: device %s identity is not JSON of at most %d bytes", ErrInvalid, d.ID, MaxDeviceBytes)
 	}

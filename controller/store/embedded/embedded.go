@@ -55,6 +55,15 @@ type Options struct {
 	Dedupe time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// MaxPending bounds pending device records. Default
+	// store.DefaultMaxPending.
+	MaxPending int
+	// MaxConflicts bounds key conflict records. Default
+	// store.DefaultMaxConflicts.
+	MaxConflicts int
+	// PendingTTL is how long a pending or conflict record is kept after it
+	// was last seen. Default store.DefaultPendingTTL.
+	PendingTTL time.Duration
 	// NoSync skips fsync after each write: faster, and a power cut can lose
 	// or corrupt the file. For tests only.
 	NoSync bool
@@ -102,6 +111,15 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = store.DefaultMaxPending
+	}
+	if opts.MaxConflicts <= 0 {
+		opts.MaxConflicts = store.DefaultMaxConflicts
+	}
+	if opts.PendingTTL <= 0 {
+		opts.PendingTTL = store.DefaultPendingTTL
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {

@@ -57,6 +57,15 @@ type Options struct {
 	Dedupe time.Duration
 	// Now is the clock for the times the store records. Default time.Now.
 	Now func() time.Time
+	// MaxPending bounds pending device records. Default
+	// store.DefaultMaxPending.
+	MaxPending int
+	// MaxConflicts bounds key conflict records. Default
+	// store.DefaultMaxConflicts.
+	MaxConflicts int
+	// PendingTTL is how long a pending or conflict record is kept after it
+	// was last seen. Default store.DefaultPendingTTL.
+	PendingTTL time.Duration
 }
 
 // Store is the Redis store. Create it with New.
@@ -86,6 +95,15 @@ func New(opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = store.DefaultMaxPending
+	}
+	if opts.MaxConflicts <= 0 {
+		opts.MaxConflicts = store.DefaultMaxConflicts
+	}
+	if opts.PendingTTL <= 0 {
+		opts.PendingTTL = store.DefaultPendingTTL
 	}
 	s := &Store{c: opts.Client, k: keys{opts.Prefix}, opts: opts}
 	switch {

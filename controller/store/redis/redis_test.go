@@ -22,6 +22,7 @@ func newStore(t *testing.T, opts redis.Options) *redis.Store {
 	t.Helper()
 	opts.Prefix = fmt.Sprintf("gft%d", prefixes.Add(1))
 	opts.MaxEvents = storetest.MaxEvents
+	opts.MaxPending, opts.MaxConflicts, opts.PendingTTL = storetest.MaxPending, storetest.MaxConflicts, storetest.PendingTTL
 	s, err := redis.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -127,4 +128,40 @@ func TestAdvice(t *testing.T) {
 			t.Fatalf("advice %q: want one per master (%d)", got, len(addrs))
 		}
 	})
+}
+
+// TestPendingExpires: a pending device's hash carries a TTL in Redis itself
+// (so a replica that stops sweeping still loses it); an accepted one does
+// not.
+func TestPendingExpires(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	s := newStore(t, redis.Options{Addrs: []string{addr}})
+	ctx := t.Context()
+	for _, d := range []store.Device{
+		{ID: "pending", KeyFingerprint: "k", Status: store.DevicePending},
+		{ID: "accepted", KeyFingerprint: "k", Status: store.DeviceAccepted},
+	} {
+		if _, err := s.SeeDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "*{d:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		ttl, err := c.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := strings.Contains(k, "{d:pending}")
+		if pending && (ttl <= 0 || ttl > storetest.PendingTTL) || !pending && ttl != -1 {
+			t.Errorf("PTTL %s = %v", k, ttl)
+		}
+	}
+	if len(keys) != 2 {
+		t.Errorf("device keys %v, want 2", keys)
+	}
 }

@@ -33,6 +33,14 @@ import (
 // suite can overflow the log quickly.
 const MaxEvents = 50
 
+// Device bounds newStore must configure (MaxPending, MaxConflicts,
+// PendingTTL options): small, so the suite can fill them quickly.
+const (
+	MaxPending   = 8
+	MaxConflicts = 4
+	PendingTTL   = time.Hour
+)
+
 // racers is how many goroutines race for the same transition.
 const racers = 16
 
@@ -40,7 +48,8 @@ const racers = 16
 const waitLimit = 10 * time.Second
 
 // Run runs the conformance suite. newStore returns an empty store configured
-// with MaxEvents; the caller's cleanup (t.Cleanup) closes it.
+// with MaxEvents, MaxPending, MaxConflicts and PendingTTL; the caller's
+// cleanup (t.Cleanup) closes it.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -72,6 +81,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CompletePhase", testCompletePhase},
 		{"Alerts", testAlerts},
 		{"Devices", testDevices},
+		{"DeviceKeyStays", testDeviceKeyStays},
+		{"DeviceBindRace", testDeviceBindRace},
+		{"DeviceBindAfterPending", testDeviceBindAfterPending},
+		{"PendingBound", testPendingBound},
+		{"ConflictsBound", testConflictsBound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
