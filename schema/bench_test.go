@@ -53,7 +53,7 @@ func generatedFleet(n int) fstest.MapFS {
 		// manifest declaring 6 more.
 		for j := range 74 {
 			if j%2 == 0 {
-				add("kind: Device\nmetadata: {name: %s, labels: {site: %s}}\nspec: {identity: {mac: \"02:%02x:%02x:00:00:01\", serial: %s}, deviceType: %s}\n",
+				add("kind: Device\nmetadata: {name: %s, labels: {site: %s}}\nspec: {identity: {mac: \"02:%02x:%02x:00:00:01\", serial: %s}, trustOnFirstUse: true, deviceType: %s}\n",
 					dev(j), site, s%256, j, serial(j), dtype)
 			} else {
 				add("kind: Device\nmetadata:\n  name: %s\n  labels:\n    site: %s\n    rack: r%d\nspec:\n  identity:\n    mac: \"02:%02x:%02x:00:00:01\"\n    serial: %s\n  publicKeySHA256: \"%064x\"\n  deviceType: %s\n",
@@ -62,7 +62,7 @@ func generatedFleet(n int) fstest.MapFS {
 		}
 		add("kind: Device\nmetadata: {name: %s-lab}\nspec:\n  devices:\n", site)
 		for j := 74; j < 80; j++ {
-			buf = fmt.Appendf(buf, "    - {name: %s, identity: {serial: %s}, deviceType: %s}\n", dev(j), serial(j), dtype)
+			buf = fmt.Appendf(buf, "    - {name: %s, identity: {serial: %s}, trustOnFirstUse: true, deviceType: %s}\n", dev(j), serial(j), dtype)
 		}
 		flush("devices/" + site + ".yaml")
 

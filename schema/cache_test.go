@@ -122,7 +122,7 @@ func BenchmarkLoadCachedCommit(b *testing.B) {
 		var buf bytes.Buffer
 		fmt.Fprintf(&buf, "apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: sims-%04d}\nspec:\n  devices:\n", f)
 		for i := f * 10000; i < (f+1)*10000; i++ {
-			fmt.Fprintf(&buf, "    - {name: d%07d, identity: {mac: \"02:00:00:%02x:%02x:%02x\"}, deviceType: sim}\n", i, i>>16&0xff, i>>8&0xff, i&0xff)
+			fmt.Fprintf(&buf, "    - {name: d%07d, identity: {mac: \"02:00:00:%02x:%02x:%02x\"}, trustOnFirstUse: true, deviceType: sim}\n", i, i>>16&0xff, i>>8&0xff, i&0xff)
 		}
 		fsys[fmt.Sprintf("devices/sims-%04d.yaml", f)] = &fstest.MapFile{Data: buf.Bytes()}
 	}

@@ -146,7 +146,7 @@ type deviceManifestSpec struct {
 
 // devices returns the devices a Device manifest declares.
 func (l *loader) devices(m Meta, s *deviceManifestSpec) []Device {
-	single := len(s.Identity) > 0 || s.PublicKeySHA256 != "" || s.DeviceType != ""
+	single := len(s.Identity) > 0 || s.PublicKeySHA256 != "" || s.DeviceType != "" || s.TrustOnFirstUse
 	if s.Devices == nil {
 		d := Device{Meta: m, Spec: s.DeviceSpec}
 		if !l.checkDevice(&d) {

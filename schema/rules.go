@@ -189,12 +189,24 @@ func (l *loader) checkGroup(g *DeviceGroup) bool {
 	return l.errs.count() == n
 }
 
+// checkDevice enforces that a device's key is bound: by the fingerprint in
+// Git, or by the first key accepted when the manifest opts into trust on
+// first use. An identity alone (a MAC anyone can read) binds nothing.
 func (l *loader) checkDevice(d *Device) bool {
-	if len(d.Spec.Identity) == 0 && d.Spec.PublicKeySHA256 == "" {
+	s := &d.Spec
+	switch {
+	case len(s.Identity) == 0 && s.PublicKeySHA256 == "":
 		l.errs.at(&d.Meta, "spec", "device %q needs identity or publicKeySHA256", d.Name)
-		return false
+	case s.TrustOnFirstUse && s.PublicKeySHA256 != "":
+		l.errs.at(&d.Meta, "spec.trustOnFirstUse", "device %q names its key (publicKeySHA256), so there is no first key to trust: remove trustOnFirstUse", d.Name)
+	case s.TrustOnFirstUse && len(s.Identity) == 0:
+		l.errs.at(&d.Meta, "spec.trustOnFirstUse", "device %q: trustOnFirstUse binds the first key that authenticates with an identity: add identity", d.Name)
+	case s.PublicKeySHA256 == "" && !s.TrustOnFirstUse:
+		l.errs.at(&d.Meta, "spec", "device %q is declared by identity alone, which any key could claim: add publicKeySHA256 (`gitfleet devices accept ID` prints it), or set trustOnFirstUse: true to bind the first key that authenticates", d.Name)
+	default:
+		return true
 	}
-	return true
+	return false
 }
 
 func (l *loader) checkMonitor(c *MonitorCheck) bool {

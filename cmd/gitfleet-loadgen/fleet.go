@@ -77,7 +77,7 @@ func writeRepo(ctx context.Context, dir string, f *fleet) (repoURL, storeDir str
 		if i%devicesPerManifest == 0 {
 			fmt.Fprintf(&b, "apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: sims-%04d}\nspec:\n  devices:\n", i/devicesPerManifest)
 		}
-		fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, deviceType: sim}\n", f.name(i), f.mac(i))
+		fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, trustOnFirstUse: true, deviceType: sim}\n", f.name(i), f.mac(i))
 		if (i+1)%devicesPerManifest == 0 || i+1 == f.n {
 			if err := write(fmt.Sprintf("devices/sims-%04d.yaml", i/devicesPerManifest), b.Bytes()); err != nil {
 				return "", "", err

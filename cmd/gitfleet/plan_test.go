@@ -66,7 +66,7 @@ func pullRequest(t *testing.T) *gitRepo {
 	r.run("switch", "--quiet", "-c", "promote")
 	r.commit("Promote app-2 to all of prod\n\nThe canary has been healthy for a day.", map[string]string{
 		"rollouts/app-2.yaml":   strings.Replace(testRollout, "  phases:\n", "  approvedPhases: [all]\n  phases:\n", 1),
-		"devices/gateways.yaml": testDevices + `    - {name: gw-3, identity: {mac: "02:00:00:00:00:03"}}` + "\n",
+		"devices/gateways.yaml": testDevices + `    - {name: gw-3, identity: {mac: "02:00:00:00:00:03"}, trustOnFirstUse: true}` + "\n",
 		"groups/prod.yaml":      strings.Replace(testGroup, "[gw-1, gw-2]", "[gw-1, gw-2, gw-3]", 1),
 	})
 	return r

@@ -57,8 +57,8 @@ kind: Device
 metadata: {name: gateways}
 spec:
   devices:
-    - {name: gw-1, identity: {mac: "02:00:00:00:00:01"}}
-    - {name: gw-2, identity: {mac: "02:00:00:00:00:02"}}
+    - {name: gw-1, identity: {mac: "02:00:00:00:00:01"}, trustOnFirstUse: true}
+    - {name: gw-2, identity: {mac: "02:00:00:00:00:02"}, trustOnFirstUse: true}
 `
 	testRollout = `apiVersion: gitfleet.io/v1
 kind: Rollout

@@ -22,7 +22,7 @@ func TestAlertAborts(t *testing.T) {
 		"artifact.yaml": {Data: []byte("apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: hello-2}\nspec:\n  source: artifacts/hello-2.mender\n  deviceTypes: [qemux86-64]\n")},
 		"check.yaml":    {Data: []byte("apiVersion: gitfleet.io/v1\nkind: MonitorCheck\nmetadata: {name: app-errors}\nspec:\n  target: {all: true}\n  severity: error\n  expiry: 1h\n  log: {path: /var/log/app.log, pattern: ERROR}\n")},
 		"rollout.yaml":  {Data: []byte("apiVersion: gitfleet.io/v1\nkind: Rollout\nmetadata: {name: hello}\nspec:\n  artifact: hello-2\n  target: {all: true}\n  phases:\n    - {name: all, percent: 100, abort: {maxFailures: 5, alerts: [app-errors]}}\n")},
-		"devices.yaml":  {Data: []byte("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: lab}\nspec:\n  devices:\n    - {name: dev-0, identity: {mac: \"00\"}}\n    - {name: dev-1, identity: {mac: \"01\"}}\n")},
+		"devices.yaml":  {Data: []byte("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: lab}\nspec:\n  devices:\n    - {name: dev-0, identity: {mac: \"00\"}, trustOnFirstUse: true}\n    - {name: dev-1, identity: {mac: \"01\"}, trustOnFirstUse: true}\n")},
 	}
 	fleet, err := schema.Load(files)
 	if err != nil {

@@ -47,7 +47,7 @@ spec:
 	var devs strings.Builder
 	devs.WriteString("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: lab}\nspec:\n  devices:\n")
 	for i := range n {
-		fmt.Fprintf(&devs, "    - {name: dev-%02d, identity: {mac: \"%02d\"}}\n", i, i)
+		fmt.Fprintf(&devs, "    - {name: dev-%02d, identity: {mac: \"%02d\"}, trustOnFirstUse: true}\n", i, i)
 	}
 	files["devices/lab.yaml"] = &fstest.MapFile{Data: []byte(devs.String())}
 	fleet, err := schema.Load(files)

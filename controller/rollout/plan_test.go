@@ -19,9 +19,9 @@ kind: Device
 metadata: {name: lab}
 spec:
   devices:
-    - {name: static-1, identity: {mac: "01"}, deviceType: board}
-    - {name: open-1, identity: {mac: "02"}, deviceType: board}
-    - {name: other-1, identity: {mac: "03"}, deviceType: board}
+    - {name: static-1, identity: {mac: "01"}, deviceType: board, trustOnFirstUse: true}
+    - {name: open-1, identity: {mac: "02"}, deviceType: board, trustOnFirstUse: true}
+    - {name: other-1, identity: {mac: "03"}, deviceType: board, trustOnFirstUse: true}
 ---
 apiVersion: gitfleet.io/v1
 kind: DeviceGroup
