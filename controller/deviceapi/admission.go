@@ -12,23 +12,24 @@ import (
 // Admission rule. A Device manifest admits a device when
 //
 //   - its identity, when listed, equals the device's id_data: the same
-//     attribute names with the same values (a list value compared in its
-//     flattened "a,b" form), and
+//     attribute names with the same values, each a JSON string in id_data
+//     (a list, number or boolean never equals a string), and
 //   - its publicKeySHA256, when set, is the fingerprint of the key that
-//     signed the auth request.
+//     signed the auth request; without it (trustOnFirstUse) the key must be
+//     the one the store bound to the device on its first accepted request.
 //
 // Equality rather than "these attributes match" keeps one manifest to one
 // device: the rollout engine knows a device by the name of the manifest
-// that admits it. (A manifest with only a key admits whatever identity
-// holds that key; devices should not share keys.) `gitfleet devices
-// accept` prints both identity and key. When several manifests admit a
-// device, the first in file and line order wins.
+// that admits it. A manifest with only a key admits whatever identity
+// holds that key: the key is the device (devices should not share keys).
+// `gitfleet devices accept` prints both identity and key. When several
+// manifests admit a device, the first in file and line order wins.
 
 // admission indexes a Snapshot's Device manifests so that a lookup costs
 // two map reads, whatever the fleet's size.
 type admission struct {
 	byKey      map[string][]*schema.Device // by fingerprint, manifests with a key
-	byIdentity map[string][]*schema.Device // by canonical identity, identity-only manifests
+	byIdentity map[string][]*schema.Device // by canonical identity, trust-on-first-use manifests
 }
 
 func newAdmission(f *schema.Fleet) *admission {
@@ -42,7 +43,7 @@ func newAdmission(f *schema.Fleet) *admission {
 		case d.Spec.PublicKeySHA256 != "":
 			fp := strings.ToLower(d.Spec.PublicKeySHA256)
 			a.byKey[fp] = append(a.byKey[fp], d)
-		case len(d.Spec.Identity) > 0:
+		case len(d.Spec.Identity) > 0 && d.Spec.TrustOnFirstUse:
 			k := string(Attributes(d.Spec.Identity).Canonical())
 			a.byIdentity[k] = append(a.byIdentity[k], d)
 		}
@@ -50,17 +51,22 @@ func newAdmission(f *schema.Fleet) *admission {
 	return a
 }
 
-// admit returns the manifest that admits a device with this identity and
-// key fingerprint, or nil.
-func (a *admission) admit(identity Attributes, fp string) *schema.Device {
+// admit returns the manifest that admits a device with this identity
+// (its string attributes; typed when id_data has other values, which no
+// manifest identity equals) and key fingerprint, or nil. A
+// trust-on-first-use manifest it returns (no PublicKeySHA256) admits the
+// device only if the store binds fp to it.
+func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.Device {
 	var best *schema.Device
 	for _, d := range a.byKey[strings.ToLower(fp)] {
-		if len(d.Spec.Identity) == 0 || maps.Equal(d.Spec.Identity, identity) {
+		if len(d.Spec.Identity) == 0 || !typed && maps.Equal(d.Spec.Identity, identity) {
 			best = first(best, d)
 		}
 	}
-	for _, d := range a.byIdentity[string(identity.Canonical())] {
-		best = first(best, d)
+	if !typed {
+		for _, d := range a.byIdentity[string(identity.Canonical())] {
+			best = first(best, d)
+		}
 	}
 	return best
 }

@@ -97,12 +97,13 @@ func TestAdmissionLifecycle(t *testing.T) {
 	}
 }
 
-// Admission by identity alone, by key alone, and a key manifest whose
-// identity differs.
+// Admission by identity (trust on first use), by key alone, and a key
+// manifest whose identity differs.
 func TestAdmissionRule(t *testing.T) {
 	e := newEnv(t)
-	d := newDevice(t, "ecdsa", map[string]any{"mac": "01", "cpu": []any{"a", "b"}})
+	d := newDevice(t, "ecdsa", map[string]any{"mac": "01", "cpu": "a,b"})
 	other := newDevice(t, "ecdsa", map[string]any{"mac": "01"})
+	impostor := newDevice(t, "ecdsa", map[string]any{"mac": "01"})
 	cases := []struct {
 		name  string
 		fleet []string // "identity", "key", "key+wrong-identity", "subset"
@@ -130,11 +131,18 @@ func TestAdmissionRule(t *testing.T) {
 			}
 		})
 	}
-	// The identity-only manifest {"mac": "01"} admits the device whose
-	// identity is exactly that, with any key.
+	// The trust-on-first-use manifest {"mac": "01"} admits the device
+	// whose identity is exactly that, with the first key it brings; then
+	// that key only.
 	e.setFleet(manifest("d", 1, map[string]string{"mac": "01"}, ""))
 	if code, _ := other.auth(e); code != http.StatusOK {
-		t.Fatalf("exact identity: %d", code)
+		t.Fatalf("exact identity, first key: %d", code)
+	}
+	if code, _ := other.auth(e); code != http.StatusOK {
+		t.Fatalf("exact identity, bound key again: %d", code)
+	}
+	if code, _ := impostor.auth(e); code != http.StatusUnauthorized {
+		t.Fatalf("exact identity, another key: %d, want 401", code)
 	}
 }
 
@@ -283,13 +291,22 @@ func TestTokensAcrossReplicas(t *testing.T) {
 }
 
 func TestDeviceIDStable(t *testing.T) {
-	a, _ := decodeAttributeObject([]byte(`{"b":"2","a":["x","y"],"n":3}`), "id")
-	b, _ := decodeAttributeObject([]byte(`{ "n": 3, "a": ["x", "y"], "b": "2" }`), "id")
-	if DeviceID(a) != DeviceID(b) || len(DeviceID(a)) != 32 {
-		t.Fatalf("IDs differ: %s %s", DeviceID(a), DeviceID(b))
+	a, _ := decodeIdentity([]byte(`{"b":"2","a":["x","y"],"n":3}`))
+	b, _ := decodeIdentity([]byte(`{ "n": 3, "a": ["x", "y"], "b": "2" }`))
+	if a.ID() != b.ID() || len(a.ID()) != 32 {
+		t.Fatalf("IDs differ: %s %s", a.ID(), b.ID())
 	}
-	if got := string(a.Canonical()); got != `{"a":"x,y","b":"2","n":"3"}` {
+	if got := string(a.Canonical()); got != `{"a":["x","y"],"b":"2","n":3}` {
 		t.Fatalf("canonical %s", got)
+	}
+	// No flattening: the list is not the string "x,y".
+	flat, _ := decodeIdentity([]byte(`{"b":"2","a":"x,y","n":"3"}`))
+	if flat.ID() == a.ID() || flat.Typed || !a.Typed {
+		t.Fatalf("typed and string identities collide: %s %v %v", flat.ID(), flat.Typed, a.Typed)
+	}
+	// An identity of strings keeps the ID it always had.
+	if flat.ID() != DeviceID(flat.Strings) {
+		t.Fatalf("string identity ID %s, DeviceID %s", flat.ID(), DeviceID(flat.Strings))
 	}
 }
 

@@ -450,6 +450,9 @@ func truncate(s string, n int) string {
 // lines per upload, each line at most 1 KiB; 204.
 func (a *API) uploadLog(c *echo.Context) error {
 	s := sessionOf(c)
+	if !a.logs.allow(s.claims.Subject, a.opts.Now()) {
+		return tooMany(c, "too many deployment log uploads from this device", a.opts.LogRate)
+	}
 	g, err := ParseDeploymentID(c.Param("id"))
 	if err != nil {
 		return a.httpError("deployment log", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
+	"golang.org/x/time/rate"
 )
 
 // Store is what the device API needs from the store.
@@ -83,8 +84,18 @@ type Options struct {
 	MaxLogBody int64
 	// MaxLogLines bounds how many lines of one upload are logged. Default 200.
 	MaxLogLines int
-	Logger      *slog.Logger
-	Now         func() time.Time // default time.Now
+	// UnknownRate and UnknownBurst bound, per source address (the TCP
+	// peer; IPv6 by /64), the auth requests of devices the live commit
+	// does not accept: beyond them the answer is 429 and nothing is
+	// recorded. Defaults DefaultUnknownRate and DefaultUnknownBurst.
+	UnknownRate  rate.Limit
+	UnknownBurst int
+	// LogRate and LogBurst bound deployment log uploads per device (429
+	// beyond). Defaults DefaultLogRate and DefaultLogBurst.
+	LogRate  rate.Limit
+	LogBurst int
+	Logger   *slog.Logger
+	Now      func() time.Time // default time.Now
 }
 
 // API serves the device endpoints. Create it with New.
@@ -96,6 +107,11 @@ type API struct {
 	prog   progressCache
 	index  depIndex
 	tokens tokenCache
+
+	unknown  *limiter // auth requests of devices not accepted, per source
+	logs     *limiter // log uploads, per device
+	fullLog  everyInterval
+	clashLog everyInterval
 
 	keyMu sync.Mutex
 	key   []byte
@@ -130,7 +146,20 @@ func New(opts Options) (*API, error) {
 	if opts.DownloadTTL <= 0 {
 		opts.DownloadTTL = artifacts.DefaultURLTTL
 	}
-	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey}
+	if opts.UnknownRate <= 0 {
+		opts.UnknownRate = DefaultUnknownRate
+	}
+	if opts.UnknownBurst <= 0 {
+		opts.UnknownBurst = DefaultUnknownBurst
+	}
+	if opts.LogRate <= 0 {
+		opts.LogRate = DefaultLogRate
+	}
+	if opts.LogBurst <= 0 {
+		opts.LogBurst = DefaultLogBurst
+	}
+	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey,
+		unknown: newLimiter(opts.UnknownRate, opts.UnknownBurst), logs: newLimiter(opts.LogRate, opts.LogBurst)}
 	return a, nil
 }
 
@@ -235,7 +264,10 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if snap == nil {
 			return notReady()
 		}
-		m := a.adm.get(snap).admit(claims.Identity, claims.Key)
+		// A trust-on-first-use device's token was issued only after the
+		// store bound its key (claims.Key), and the store never rebinds
+		// it: checking the manifest is enough.
+		m := a.adm.get(snap).admit(claims.Identity, claims.Typed, claims.Key)
 		if m == nil {
 			a.log.Info("device no longer accepted", "device_id", claims.Subject)
 			return unauthorized(c, "the device is not accepted")

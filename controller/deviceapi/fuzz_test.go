@@ -3,6 +3,7 @@ package deviceapi
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"testing"
 )
 
@@ -12,6 +13,10 @@ func FuzzDecoders(f *testing.F) {
 	for _, s := range []string{
 		`{"id_data":"{\"mac\":\"01\"}","pubkey":"-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n","tenant_token":""}`,
 		`{"id_data":"{\"mac\":[\"a\",\"b\"],\"n\":1,\"ok\":true,\"z\":null}","pubkey":"x"}`,
+		`{"id_data":"{\"mac\":[\"02:00:00:00:00:01\"]}","pubkey":"x"}`,
+		`{"mac":["02:00:00:00:00:01"]}`, `{"mac":"02:00:00:00:00:01"}`, `{"mac":[]}`, `{"mac":[["a"]]}`, `{"mac":1e400}`,
+		`{"mac":"a","mac":["a"]}`, `{"\u006dac":"a"}`,
+		"MEUCIQ==", "", "!!!!", testPubPEM,
 		`{"device_provides":{"artifact_name":"a","device_type":"qemu","rootfs-image.version":"1"},"update_control_map":true}`,
 		`{"artifact_name":"a","device_type":"qemu"}`,
 		`{"status":"success","substate":"x"}`,
@@ -23,13 +28,18 @@ func FuzzDecoders(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if req, id, err := DecodeAuthRequest(b); err == nil {
-			if req.IDData == "" || req.PubKey == "" || len(id) == 0 || len(id) > MaxAttributes {
+			if req.IDData == "" || req.PubKey == "" || id.Len() == 0 || id.Len() > MaxAttributes {
 				t.Fatalf("accepted auth request %+v %v", req, id)
 			}
-			again, err := decodeAttributeObject(id.Canonical(), "id")
-			if err != nil || DeviceID(again) != DeviceID(id) {
-				t.Fatalf("canonical identity does not round-trip: %s: %v", id.Canonical(), err)
-			}
+			checkIdentity(t, id)
+		}
+		// id_data on its own (what the auth request carries as a string).
+		if id, err := decodeIdentity(b); err == nil {
+			checkIdentity(t, id)
+		}
+		// The signature header of any key: never a panic, never a pass.
+		if pub, _, err := parseDeviceKey(testPubPEM); err == nil && verifySignature(pub, b, string(b)) == nil {
+			t.Fatalf("signature header %q verified", b)
 		}
 		if r, err := DecodeNextV2(b); err == nil && r.DeviceType == "" {
 			t.Fatal("v2 next without device type accepted")
@@ -57,6 +67,24 @@ func FuzzDecoders(f *testing.F) {
 		_, _, _ = parseDeviceKey(string(b))
 	})
 }
+
+// checkIdentity: a decoded identity round-trips through its canonical
+// form to the same ID and type, and a non-string value is never a string.
+func checkIdentity(t *testing.T, id Identity) {
+	again, err := decodeIdentity(id.Canonical())
+	if err != nil || again.ID() != id.ID() || again.Typed != id.Typed || !maps.Equal(again.Strings, id.Strings) {
+		t.Fatalf("canonical identity does not round-trip: %s: %v", id.Canonical(), err)
+	}
+	if !id.Typed && id.ID() != DeviceID(id.Strings) {
+		t.Fatalf("string identity %s: ID %s, DeviceID %s", id.Canonical(), id.ID(), DeviceID(id.Strings))
+	}
+	if id.Typed && len(id.Strings) == id.Len() {
+		t.Fatalf("typed identity %s has only strings", id.Canonical())
+	}
+}
+
+// testPubPEM is a P-256 public key for the signature fuzzing.
+const testPubPEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9\nq9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==\n-----END PUBLIC KEY-----\n"
 
 func mustInv(t *testing.T, b []byte) map[string]json.RawMessage {
 	var m map[string]json.RawMessage

@@ -118,8 +118,10 @@ func (e *env) setFleet(devices ...schema.Device) *reconcile.Snapshot {
 	return s
 }
 
+// manifest is a Device manifest; with an identity and no fingerprint it
+// trusts the first key (the only form without a key validate accepts).
 func manifest(name string, line int, identity map[string]string, fp string) schema.Device {
-	d := schema.Device{Spec: schema.DeviceSpec{Identity: identity, PublicKeySHA256: fp}}
+	d := schema.Device{Spec: schema.DeviceSpec{Identity: identity, PublicKeySHA256: fp, TrustOnFirstUse: fp == "" && len(identity) > 0}}
 	d.Name, d.Kind, d.APIVersion = name, "Device", "gitfleet.io/v1"
 	d.Source = schema.Source{File: "devices/lab.yaml", Line: line}
 	return d
@@ -196,16 +198,16 @@ func (d *testDevice) fingerprint() string {
 	return fp
 }
 
-func (d *testDevice) attrs() Attributes {
+func (d *testDevice) ident() Identity {
 	b, _ := json.Marshal(d.identity)
-	a, err := decodeAttributeObject(b, "id")
+	id, err := decodeIdentity(b)
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	return a
+	return id
 }
 
-func (d *testDevice) id() string { return DeviceID(d.attrs()) }
+func (d *testDevice) id() string { return d.ident().ID() }
 
 // authBody is the JSON body the Mender client sends (id_data as a string).
 func (d *testDevice) authBody() []byte {

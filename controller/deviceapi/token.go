@@ -42,7 +42,8 @@ type Claims struct {
 	Expires  int64      `json:"exp"`
 	Issuer   string     `json:"iss"`
 	Device   bool       `json:"mender.device"`
-	Identity Attributes `json:"gf.id"`
+	Identity Attributes `json:"gf.id"`            // the string-valued attributes of id_data
+	Typed    bool       `json:"gf.idt,omitempty"` // id_data has a value that is not a string
 	Key      string     `json:"gf.key"`
 }
 

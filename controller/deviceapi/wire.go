@@ -2,6 +2,7 @@ package deviceapi
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,31 +48,96 @@ type AuthRequest struct {
 // ",", numbers and booleans keep their JSON spelling.
 type Attributes map[string]string
 
+// Identity is a device's id_data. Values keep their JSON type: a manifest's
+// identity (strings) matches only attributes whose values are JSON strings
+// equal to its own; a list, number, boolean or null is never flattened into
+// a string, so {"mac": ["a"]} is not {"mac": "a"} and matches no identity
+// in Git (a device that sends one can still be admitted by its key alone).
+type Identity struct {
+	// Strings holds the attributes whose values are JSON strings.
+	Strings Attributes
+	// Typed reports an attribute whose value is not a string.
+	Typed bool
+	canon []byte
+	n     int
+}
+
+// Canonical is the identity as JSON with sorted keys and every value of
+// its own type: the same id_data always gives the same bytes. For an
+// identity of strings it equals Strings.Canonical().
+func (i Identity) Canonical() []byte { return i.canon }
+
+// ID is the device ID of this identity (see DeviceID).
+func (i Identity) ID() string {
+	sum := sha256.Sum256(i.canon)
+	return fmt.Sprintf("%x", sum[:16])
+}
+
+// Len is the number of attributes.
+func (i Identity) Len() int { return i.n }
+
+// decodeIdentity reads id_data: {"name": value, …}, each value a string,
+// number, boolean, null or a list of those, kept as such.
+func decodeIdentity(b []byte) (Identity, error) {
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return Identity{}, badRequest("id_data is not a JSON object: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Identity{}, badRequest("id_data is not a JSON object: trailing data after the JSON value")
+	}
+	if raw == nil {
+		return Identity{}, badRequest("id_data is not a JSON object: null")
+	}
+	if len(raw) == 0 {
+		return Identity{}, badRequest("id_data has no attributes")
+	}
+	if len(raw) > MaxAttributes {
+		return Identity{}, badRequest("id_data has %d attributes (max %d)", len(raw), MaxAttributes)
+	}
+	id := Identity{Strings: make(Attributes, len(raw)), n: len(raw)}
+	for name, v := range raw {
+		if err := checkName(name); err != nil {
+			return Identity{}, badRequest("id_data: %v", err)
+		}
+		// The value's size and shape are checked as for any attribute.
+		if _, err := flattenValue(v); err != nil {
+			return Identity{}, badRequest("id_data attribute %q: %v", name, err)
+		}
+		if s, ok := v.(string); ok {
+			id.Strings[name] = s
+		} else {
+			id.Typed = true
+		}
+	}
+	id.canon, _ = json.Marshal(raw) // sorted keys; json.Number as spelled
+	return id, nil
+}
+
 // DecodeAuthRequest parses an auth request body (the exact bytes the
 // signature covers) and its identity.
-func DecodeAuthRequest(body []byte) (AuthRequest, Attributes, error) {
+func DecodeAuthRequest(body []byte) (AuthRequest, Identity, error) {
 	var req AuthRequest
 	if err := strictJSON(body, &req); err != nil {
-		return AuthRequest{}, nil, badRequest("auth request is not a JSON object with id_data, pubkey and tenant_token: %v", err)
+		return AuthRequest{}, Identity{}, badRequest("auth request is not a JSON object with id_data, pubkey and tenant_token: %v", err)
 	}
 	switch {
 	case req.IDData == "":
-		return AuthRequest{}, nil, badRequest("auth request without id_data")
+		return AuthRequest{}, Identity{}, badRequest("auth request without id_data")
 	case len(req.IDData) > MaxIdentityBytes:
-		return AuthRequest{}, nil, badRequest("id_data is %d bytes (max %d)", len(req.IDData), MaxIdentityBytes)
+		return AuthRequest{}, Identity{}, badRequest("id_data is %d bytes (max %d)", len(req.IDData), MaxIdentityBytes)
 	case req.PubKey == "":
-		return AuthRequest{}, nil, badRequest("auth request without pubkey")
+		return AuthRequest{}, Identity{}, badRequest("auth request without pubkey")
 	case len(req.PubKey) > maxPubKeyBytes:
-		return AuthRequest{}, nil, badRequest("pubkey is %d bytes (max %d)", len(req.PubKey), maxPubKeyBytes)
+		return AuthRequest{}, Identity{}, badRequest("pubkey is %d bytes (max %d)", len(req.PubKey), maxPubKeyBytes)
 	case len(req.TenantToken) > maxTenantToken:
-		return AuthRequest{}, nil, badRequest("tenant_token is %d bytes (max %d)", len(req.TenantToken), maxTenantToken)
+		return AuthRequest{}, Identity{}, badRequest("tenant_token is %d bytes (max %d)", len(req.TenantToken), maxTenantToken)
 	}
-	id, err := decodeAttributeObject([]byte(req.IDData), "id_data")
+	id, err := decodeIdentity([]byte(req.IDData))
 	if err != nil {
-		return AuthRequest{}, nil, err
-	}
-	if len(id) == 0 {
-		return AuthRequest{}, nil, badRequest("id_data has no attributes")
+		return AuthRequest{}, Identity{}, err
 	}
 	return req, id, nil
 }
