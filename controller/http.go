@@ -25,7 +25,10 @@ import (
 //	GET  /api/devices/v1/download/…     presigned artifact downloads (Options.Downloads)
 //	GET  /api/management/v1/…           read-only management API (bearer token)
 func (c *Controller) Handler() http.Handler {
-	e := echo.New()
+	// Group middleware (device tokens, the management token) runs for the
+	// group's routes only: an unknown path is 404 and a known path with
+	// another method 405 (with Allow), for every caller.
+	e := echo.NewWithConfig(echo.Config{NoGroupAutoRegister404Routes: true, Logger: c.log})
 	e.HTTPErrorHandler = deviceapi.JSONErrors
 	e.GET("/healthz", func(ctx *echo.Context) error {
 		return ctx.JSON(http.StatusOK, map[string]string{"status": "ok"})

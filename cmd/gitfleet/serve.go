@@ -120,18 +120,13 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{
-		Handler:           ctrl.Handler(),
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	sopts := controller.ServerOptions{TLS: tlsCfg}
+	srv := ctrl.Server(sopts)
 	if cfg.DebugListen != "" {
 		go servePprof(cfg.DebugListen, log)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	go func() { errc <- srv.Serve(ctrl.Listener(ln, sopts)) }()
 	log.Info("serving HTTPS", "addr", ln.Addr().String())
 
 	runCtx, cancel := context.WithCancel(ctx)

@@ -197,16 +197,43 @@ func (a *API) Handler() http.Handler {
 	return e
 }
 
-// JSONErrors answers {"error": message}, as the Mender server does.
+// JSONErrors answers {"error": message}, as the Mender server does. The
+// status comes from any error that reports one (echo's *HTTPError, and
+// the errors its router returns for an unknown path, 404, or a method the
+// path does not take, 405, with the Allow header the router set). Any
+// other error is ours: it is logged and answered 500 with a generic
+// message, so internal error text never reaches a caller; so is the
+// detail an *HTTPError wraps. HEAD gets the status without a body.
 func JSONErrors(c *echo.Context, err error) {
-	code := http.StatusInternalServerError
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		code = he.Code
+	if r, _ := echo.UnwrapResponse(c.Response()); r != nil && r.Committed {
+		return
+	}
+	code := echo.StatusCode(err)
+	if code < 400 || code > 599 {
+		code = http.StatusInternalServerError
 	}
 	msg := http.StatusText(code)
-	if he != nil && he.Message != "" {
-		msg = he.Message
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he) && he.Code == code:
+		if he.Message != "" {
+			msg = he.Message
+		}
+		if inner := he.Unwrap(); inner != nil {
+			c.Logger().Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", code, "err", inner)
+		}
+	case echo.StatusCode(err) == 0:
+		c.Logger().Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		msg = "internal error; see the controller's log"
+	}
+	if code == http.StatusMethodNotAllowed && c.Response().Header().Get(echo.HeaderAllow) == "" {
+		if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && allow != "" {
+			c.Response().Header().Set(echo.HeaderAllow, allow)
+		}
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(code)
+		return
 	}
 	_ = c.JSON(code, map[string]string{"error": msg})
 }

@@ -1,0 +1,292 @@
+package controller_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/webhooks/receive"
+)
+
+// shortBounds are the server bounds of the slow-client attacks: short, so
+// the test is quick, but every assertion is that the server closed the
+// connection, never how long it took.
+var shortBounds = controller.ServerOptions{
+	HeaderTimeout: 300 * time.Millisecond,
+	BodyTimeout:   300 * time.Millisecond,
+	WriteStall:    300 * time.Millisecond,
+	IdleTimeout:   300 * time.Millisecond,
+}
+
+// dialTLS opens a TLS connection to the controller.
+func dialTLS(t *testing.T, addr string) *tls.Conn {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: deadline}, "tcp", addr,
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// serverClosed reads until the connection ends and reports whether the
+// server ended it (EOF or reset) rather than the test's own deadline.
+func serverClosed(conn net.Conn) (bool, string) {
+	conn.SetReadDeadline(time.Now().Add(deadline))
+	got, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false, string(got)
+	}
+	return true, string(got)
+}
+
+// zeros is a large response body that costs nothing to serve.
+type zeros struct{ off, size int64 }
+
+func (z *zeros) Read(p []byte) (int, error) {
+	if z.off >= z.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), z.size-z.off)
+	clear(p[:n])
+	z.off += n
+	return int(n), nil
+}
+
+func (z *zeros) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+		z.off = off
+	case io.SeekCurrent:
+		z.off += off
+	case io.SeekEnd:
+		z.off = z.size + off
+	}
+	return z.off, nil
+}
+
+// bigDownload stands in for the artifact cache's download handler: a
+// 256 MiB body, far more than the socket buffers hold.
+const bigSize = 256 << 20
+
+var bigDownload = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	http.ServeContent(w, r, "", time.Time{}, &zeros{size: bigSize})
+})
+
+func TestAttackSlowClients(t *testing.T) {
+	tc := startController(t, func(o *controller.Options, s *controller.ServerOptions) {
+		o.Webhooks = &receive.Options{Secret: "webhook-secret", Ref: "main"}
+		o.Downloads = bigDownload
+		*s = shortBounds
+	})
+	stalledBody := func(path string) func(*testing.T, *tls.Conn) {
+		return func(t *testing.T, c *tls.Conn) {
+			io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+				"X-GitHub-Event: push\r\nContent-Length: 1000\r\n\r\n{")
+		}
+	}
+	cases := []struct {
+		name string
+		send func(*testing.T, *tls.Conn)
+	}{
+		{"slow headers (slowloris) → connection closed", func(t *testing.T, c *tls.Conn) {
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+		}},
+		{"no request at all after the handshake → connection closed", func(t *testing.T, c *tls.Conn) {}},
+		{"stalled webhook body (Content-Length 1000, 1 byte sent) → connection closed", stalledBody("/hooks")},
+		{"stalled auth_requests body → connection closed", stalledBody("/api/devices/v1/authentication/auth_requests")},
+		{"idle keep-alive connection → closed after its request", func(t *testing.T, c *tls.Conn) {
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusOK || resp.Close {
+				t.Fatalf("healthz: %s close=%v", resp.Status, resp.Close)
+			}
+		}},
+		{"download never read by the client → connection closed", func(t *testing.T, c *tls.Conn) {
+			io.WriteString(c, "GET /api/devices/v1/download/x HTTP/1.1\r\nHost: x\r\n\r\n")
+			// A stalled reader: read nothing while the server fills the
+			// socket buffers and then waits on them.
+			time.Sleep(10 * shortBounds.WriteStall)
+		}},
+	}
+	for _, tc2 := range cases {
+		t.Run(tc2.name, func(t *testing.T) {
+			c := dialTLS(t, tc.Addr)
+			tc2.send(t, c)
+			closed, got := serverClosed(c)
+			if !closed {
+				t.Fatalf("the server kept the connection open; it sent %q", limit(got))
+			}
+			if int64(len(got)) >= bigSize {
+				t.Fatalf("the whole download arrived (%d bytes)", len(got))
+			}
+		})
+	}
+
+	t.Run("headers over the size bound → 431", func(t *testing.T) {
+		c := dialTLS(t, tc.Addr)
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 2*controller.DefaultMaxHeaderBytes)+"\r\n\r\n")
+		_, got := serverClosed(c)
+		if !strings.HasPrefix(got, "HTTP/1.1 431") {
+			t.Fatalf("got %q", limit(got))
+		}
+	})
+
+	// The counterpart: a download that keeps moving is never cut, however
+	// much longer it takes than every bound above.
+	t.Run("slow but steady download → served whole", func(t *testing.T) {
+		// A small receive buffer keeps TCP's window moving with each
+		// read, as a slow link does.
+		raw, err := net.DialTimeout("tcp", tc.Addr, deadline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.(*net.TCPConn).SetReadBuffer(64 << 10)
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		defer c.Close()
+		const size = 4 << 20
+		io.WriteString(c, "GET /api/devices/v1/download/x HTTP/1.1\r\nHost: x\r\nRange: bytes=0-4194303\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			n    int64
+			rerr error
+		)
+		buf := make([]byte, 256<<10)
+		stop := time.Now().Add(deadline)
+		for time.Now().Before(stop) {
+			m, err := resp.Body.Read(buf)
+			n += int64(m)
+			if err != nil {
+				rerr = err
+				break
+			}
+			time.Sleep(shortBounds.WriteStall / 60)
+		}
+		if n != size {
+			t.Fatalf("got %d of %d bytes: %v\n%s", n, size, rerr, tc.logs)
+		}
+	})
+}
+
+// TestAttackConnectionFlood: one source cannot hold more than its share
+// of connections.
+func TestAttackConnectionFlood(t *testing.T) {
+	tc := startController(t, func(o *controller.Options, s *controller.ServerOptions) {
+		s.MaxConnsPerSource = 8
+	})
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"9 connections from one address, 8 allowed → the 9th closed at once", 8}} {
+		t.Run(c.name, func(t *testing.T) {
+			for range c.n {
+				dialTLS(t, tc.Addr) // held until the subtest ends
+			}
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: deadline}, "tcp", tc.Addr, &tls.Config{InsecureSkipVerify: true})
+			if err == nil {
+				conn.Close()
+				t.Fatal("the connection over the limit was served")
+			}
+		})
+	}
+}
+
+func limit(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
+// TestAttackUnknownRoutes: paths and methods the API does not have get a
+// JSON 404 or 405, never a 500.
+func TestAttackUnknownRoutes(t *testing.T) {
+	tc := startController(t, nil)
+	cases := []struct {
+		name, method, path string
+		want               int
+		allow              string
+	}{
+		{"unknown path → 404", "GET", "/no/such/path", 404, ""},
+		{"unknown device API path → 404", "POST", "/api/devices/v1/nothing", 404, ""},
+		{"unknown management path → 404", "GET", "/api/management/v1/nothing", 404, ""},
+		{"DELETE /healthz → 405 with Allow", "DELETE", "/healthz", 405, "GET"},
+		{"GET auth_requests → 405 with Allow", "GET", "/api/devices/v1/authentication/auth_requests", 405, "POST"},
+		{"POST /readyz → 405 with Allow", "POST", "/readyz", 405, "GET"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest(c.method, tc.URL+c.path, nil)
+			resp, err := tc.client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct{ Error string }
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error == "" {
+				t.Errorf("body is not a JSON error: %v", err)
+			}
+			if resp.StatusCode != c.want {
+				t.Fatalf("status %d, want %d (%q)", resp.StatusCode, c.want, body.Error)
+			}
+			if c.allow != "" && !strings.Contains(resp.Header.Get("Allow"), c.allow) {
+				t.Fatalf("Allow %q, want it to name %s", resp.Header.Get("Allow"), c.allow)
+			}
+		})
+	}
+}
+
+// TestAttackTLS: the server speaks TLS 1.2 or later only.
+func TestAttackTLS(t *testing.T) {
+	tc := startController(t, nil)
+	for _, v := range []struct {
+		name    string
+		version uint16
+	}{{"TLS 1.0 client → handshake refused", tls.VersionTLS10}, {"TLS 1.1 client → handshake refused", tls.VersionTLS11}} {
+		t.Run(v.name, func(t *testing.T) {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: deadline}, "tcp", tc.Addr,
+				&tls.Config{InsecureSkipVerify: true, MinVersion: v.version, MaxVersion: v.version})
+			if err == nil {
+				conn.Close()
+				t.Fatal("handshake succeeded")
+			}
+		})
+	}
+	t.Run("TLS 1.2 client → served", func(t *testing.T) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: deadline}, "tcp", tc.Addr,
+			&tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	})
+	t.Run("plain HTTP → 400 and closed, no API answer", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", tc.Addr, deadline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		closed, got := serverClosed(conn)
+		if !closed || !strings.HasPrefix(got, "HTTP/1.0 400") || strings.Contains(got, `"ok"`) {
+			t.Fatalf("closed=%v, got %q", closed, limit(got))
+		}
+	})
+}
