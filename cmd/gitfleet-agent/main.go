@@ -11,8 +11,9 @@
 //	gitfleet-agent [--config FILE] show-artifact   print the running artifact's name
 //	gitfleet-agent [--config FILE] show-provides   print everything the device provides
 //
-// Exit status: 0 success, 1 failure, 2 usage, 75 (with RebootByExit) the
-// agent wants the device rebooted and started again.
+// Exit status: 0 success, 1 failure (the reason is the last line on
+// stderr), 2 usage, 75 (with RebootByExit) the agent wants the device
+// rebooted and started again. See usage for what counts as a failure.
 package main
 
 import (
@@ -52,6 +53,24 @@ commands:
   rollback          roll the update in progress back
   show-artifact     print the running artifact's name
   show-provides     print everything the device provides
+
+exit status:
+  0   success: install installed the artifact (reboot, then commit),
+      check-update found nothing or its deployment succeeded, commit
+      committed, rollback rolled back
+  1   failure, with a one-line reason as the last line on stderr: the
+      artifact is damaged, unsigned or signed by an untrusted key (when
+      ArtifactVerifyKey(s) is set), carries content its signature does not
+      cover, is not for this device, or its install, commit or rollback
+      failed; a deployment that failed (and was reported to the server);
+      nothing to commit or roll back; a bad configuration
+  2   usage error
+  75  with RebootByExit: reboot the device, then start the agent again
+
+download sources: install takes a local file or an http(s) URL. A
+deployment from the server is downloaded only from an https URL (plain http
+too with "AllowHTTPDownloads": true); any other source it names (a local
+path, file://) fails the deployment, and the failure is reported.
 `)
 }
 
@@ -153,7 +172,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return 0 // stopped by a signal; the state record says where to go on
 	case err != nil:
-		fmt.Fprintln(stderr, "gitfleet-agent:", strings.TrimPrefix(err.Error(), "agent: "))
+		// One line: scripts read the last line of stderr.
+		msg := strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "agent: ")), " ")
+		fmt.Fprintln(stderr, "gitfleet-agent:", msg)
 		return 1
 	}
 	return 0

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -202,7 +204,10 @@ func (a *Agent) resume(ctx context.Context, rec *Record, commit bool) error {
 			}
 		}
 	}
-	return d.run(ctx, st)
+	if err := d.run(ctx, st); err != nil {
+		return err
+	}
+	return a.outcomeOf(rec)
 }
 
 // CheckUpdate resumes a deployment in progress or asks the server for one
@@ -244,6 +249,11 @@ func (a *Agent) CheckUpdate(ctx context.Context) (bool, error) {
 	if err != nil || dep == nil {
 		return false, err
 	}
+	if dep.ID == "" {
+		// Only a standalone install has no ID; a server's deployment must
+		// never be taken for one (local files, no report).
+		return false, fmt.Errorf("%w: deployments/next: deployment without id", ErrRejected)
+	}
 	log := a.log.With("deployment", dep.ID, "artifact", dep.ArtifactName)
 	if dep.ArtifactName != "" && dep.ArtifactName == provides["artifact_name"] {
 		log.Info("artifact already installed")
@@ -256,13 +266,19 @@ func (a *Agent) CheckUpdate(ctx context.Context) (bool, error) {
 	return true, a.start(ctx, *dep)
 }
 
+// start runs a new deployment. It returns ErrFailed when the deployment
+// ran to its end and failed (the failure is reported to the server like
+// any outcome).
 func (a *Agent) start(ctx context.Context, dep Deployment) error {
 	a.deplog.reset()
 	now := a.now()
 	rec := &Record{Deployment: dep, Started: now}
 	d := &deployment{a: a, rec: rec}
 	d.logf(slog.LevelInfo, "deployment of %s from %s", orUnknown(dep.ArtifactName), redactURI(dep.URI))
-	return d.run(ctx, download{})
+	if err := d.run(ctx, download{}); err != nil {
+		return err
+	}
+	return a.outcomeOf(rec)
 }
 
 // Install installs an artifact from a file or an http(s) URL without a
@@ -281,10 +297,7 @@ func (a *Agent) Install(ctx context.Context, src string) error {
 	if errors.Is(err, errStandaloneWait) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	return a.outcome()
+	return err
 }
 
 // Commit commits the update in progress: it checks (after the reboot) that
@@ -306,10 +319,7 @@ func (a *Agent) Commit(ctx context.Context) error {
 			return fmt.Errorf("%w: reboot before committing %s", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
 		}
 	}
-	if err := a.resume(ctx, rec, true); err != nil {
-		return err
-	}
-	return a.outcomeOf(rec)
+	return a.resume(ctx, rec, true)
 }
 
 // Rollback abandons the update in progress: before the commit it returns
@@ -327,21 +337,29 @@ func (a *Agent) Rollback(ctx context.Context) error {
 		return fmt.Errorf("%w: %s is committed", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
 	}
 	st := d.fail(ctx, errors.New("rolled back on request"))
-	return d.run(ctx, st)
+	if err := d.run(ctx, st); err != nil {
+		return err
+	}
+	if d.rollbackErr != nil {
+		return fmt.Errorf("agent: rollback failed: %w", d.rollbackErr)
+	}
+	return nil
 }
 
-// outcome reports how the last standalone deployment ended: the record is
-// gone, so the provides tell.
-func (a *Agent) outcome() error { return nil }
+// ErrFailed: the deployment ran to its end and failed (rolled back, or
+// never installed); the error carries the first reason.
+var ErrFailed = errors.New("agent: update failed")
 
+// outcomeOf is nil when the deployment of rec succeeded, ErrFailed with its
+// first error otherwise.
 func (a *Agent) outcomeOf(rec *Record) error {
 	if rec.Status == StatusSuccess {
 		return nil
 	}
 	if rec.Error != "" {
-		return fmt.Errorf("agent: update failed: %s", rec.Error)
+		return fmt.Errorf("%w: %s", ErrFailed, rec.Error)
 	}
-	return errors.New("agent: update failed")
+	return ErrFailed
 }
 
 // SendInventory sends the inventory: the inventory scripts' attributes,
@@ -397,7 +415,9 @@ func (a *Agent) Daemon(ctx context.Context) error {
 		if isStop(err) {
 			return err
 		}
-		a.log.Error("resuming the deployment failed", "err", err)
+		if !errors.Is(err, ErrFailed) { // a failed deployment is logged and reported
+			a.log.Error("resuming the deployment failed", "err", err)
+		}
 	}
 	now := a.now()
 	nextUpdate, nextInv := now, now
@@ -439,6 +459,11 @@ func (a *Agent) Daemon(ctx context.Context) error {
 				return nil
 			case isStop(err):
 				return err
+			case errors.Is(err, ErrFailed):
+				// The deployment is over and its failure reported: poll
+				// at the normal pace.
+				updBackoff.reset()
+				nextUpdate = a.now().Add(a.jitter(seconds(a.cfg.UpdatePollIntervalSeconds)))
 			case err != nil && !errors.Is(err, ErrBusy):
 				d := updBackoff.next()
 				a.log.Warn("checking for an update failed", "err", err, "retry_in", d.Round(time.Second))
@@ -500,17 +525,80 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.cur = 0 }
 
-// open returns the artifact stream: a resumable HTTP download for http(s)
-// URLs, the file otherwise.
-func (a *Agent) open(ctx context.Context, uri string) (io.ReadCloser, error) {
+// ErrSourceRefused: the server sent a download URI the agent does not
+// read from (a local path, file://, plain http without
+// AllowHTTPDownloads, …).
+var ErrSourceRefused = errors.New("agent: download source refused")
+
+// checkSource applies the download rule: a server's deployment is read
+// only from an https URL (http too with AllowHTTPDownloads); a standalone
+// install, whose source the local operator named, also from a local file.
+func (a *Agent) checkSource(dep Deployment) error {
+	uri := dep.URI
+	if dep.Standalone() {
+		return nil
+	}
+	u, err := url.Parse(uri)
+	switch {
+	case err != nil || u.Host == "" || u.User != nil:
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && a.cfg.AllowHTTPDownloads:
+		return nil
+	}
+	allowed := "https"
+	if a.cfg.AllowHTTPDownloads {
+		allowed = "https or http"
+	}
+	return fmt.Errorf("%w: the server sent %q; the agent downloads deployments only from %s URLs (set AllowHTTPDownloads in the agent configuration to allow plain http)",
+		ErrSourceRefused, redactURI(clipURI(uri)), allowed)
+}
+
+// open returns the artifact stream of dep: a resumable HTTP download for
+// http(s) URLs, the file otherwise (standalone only; see checkSource).
+func (a *Agent) open(ctx context.Context, dep Deployment) (io.ReadCloser, error) {
+	if err := a.checkSource(dep); err != nil {
+		return nil, err
+	}
+	uri := dep.URI
 	if strings.HasPrefix(uri, "https://") || strings.HasPrefix(uri, "http://") {
-		return Download(ctx, uri, a.dl), nil
+		opts := a.dl
+		if !a.cfg.AllowHTTPDownloads && !dep.Standalone() {
+			// A redirect must not lead a server's download off https.
+			c := http.Client{}
+			if opts.HTTP != nil {
+				c = *opts.HTTP
+			}
+			next := c.CheckRedirect
+			c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+				if req.URL.Scheme != "https" {
+					return fmt.Errorf("%w: redirect to a %s URL", ErrSourceRefused, req.URL.Scheme)
+				}
+				if next != nil {
+					return next(req, via)
+				}
+				if len(via) >= 10 {
+					return errors.New("stopped after 10 redirects")
+				}
+				return nil
+			}
+			opts.HTTP = &c
+		}
+		return Download(ctx, uri, opts), nil
 	}
 	f, err := os.Open(uri)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDownload, err)
 	}
 	return f, nil
+}
+
+// clipURI shortens an untrusted URI for messages.
+func clipURI(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 // ErrHealthCheck: the health check command failed.

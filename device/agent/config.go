@@ -111,6 +111,14 @@ type Config struct {
 	// leave it empty and the partition is found from the mount of "/".
 	BootedPartitionFile string `json:"BootedPartitionFile,omitempty"`
 
+	// AllowHTTPDownloads lets the agent download a deployment's artifact
+	// from a plain http URL the server sends. Default false: only https
+	// URLs are read; any other source the server names (http, a local
+	// path, file://) fails the deployment, and the failure is reported.
+	// A standalone `install FILE|URL` may always name a local file or an
+	// http(s) URL.
+	AllowHTTPDownloads bool `json:"AllowHTTPDownloads,omitempty"`
+
 	// AllowDowngrade installs an artifact whose version is lower than the
 	// running one. Default false: such an artifact fails in Download.
 	AllowDowngrade bool `json:"AllowDowngrade,omitempty"`

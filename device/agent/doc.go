@@ -13,7 +13,7 @@
 // DeviceTypeFile, ArtifactScriptsPath, RootfsScriptsPath,
 // ModuleTimeoutSeconds, StateScriptTimeoutSeconds) and Gitfleet's own
 // names for the rest (DataDir, IdentityScript, InventoryScriptsDir,
-// ModulesDir, ModulesWorkDir, ArtifactInfoFile, BootEnv*, AllowDowngrade,
+// ModulesDir, ModulesWorkDir, ArtifactInfoFile, BootEnv*, AllowHTTPDownloads, AllowDowngrade,
 // HealthCheck, MaxBootCount, RebootCommand, RebootByExit, BootIDFile,
 // BootedPartitionFile):
 //

@@ -52,6 +52,8 @@ type deployment struct {
 	// commit: a standalone deployment may go past the reboot or commit
 	// point (the commit command).
 	commit bool
+	// rollbackErr is why rolling back failed, if it did.
+	rollbackErr error
 }
 
 // run drives the machine from st until the deployment ends or stops.

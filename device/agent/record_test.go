@@ -69,7 +69,10 @@ func TestResumeFromEachState(t *testing.T) {
 		// first installer call after the restart, and the outcome
 		first, outcome string
 	}{
-		{StateDownload, false, false, false, "Cleanup", "success"}, // download starts over
+		// The download starts over. The agent stopped as it entered
+		// Download, and an https download stops with it, so no installer
+		// was made and none needs its Cleanup first.
+		{StateDownload, false, false, false, "Download", "success"},
 		{StateArtifactInstall, false, true, false, "ArtifactInstall", "success"},
 		{StateArtifactReboot, false, true, false, "ArtifactVerifyReboot", "success"},
 		{StateArtifactReboot, true, true, false, "", "success"}, // no reboot happened: reboot again

@@ -91,7 +91,7 @@ func (download) Run(ctx context.Context, d *deployment) (state, error) {
 // and the boot switch waits for ArtifactInstall.
 func (d *deployment) download(ctx context.Context) error {
 	a, r := d.a, d.rec
-	src, err := a.open(ctx, r.Deployment.URI)
+	src, err := a.open(ctx, r.Deployment)
 	if err != nil {
 		return err
 	}
@@ -289,6 +289,7 @@ func (rollback) Run(ctx context.Context, d *deployment) (state, error) {
 			return nil, err
 		}
 		d.logf(slog.LevelError, "%v", err)
+		d.rollbackErr = err
 		return failure{}, err
 	}
 	d.logf(slog.LevelInfo, "rolled back")
@@ -360,6 +361,7 @@ func (verifyRollbackReboot) Run(ctx context.Context, d *deployment) (state, erro
 		if d.rec.RollbackReboots < maxRebootAttempts {
 			return rollbackReboot{}, err
 		}
+		d.rollbackErr = err
 		return failure{}, err
 	}
 	return failure{}, nil

@@ -63,6 +63,7 @@ type menderServer struct {
 	inventory []map[string]any
 	downloads []string // Range headers of artifact requests
 	dropFirst bool     // break the first artifact download halfway
+	uri       string   // when set, the source uri deployments/next sends
 }
 
 func newMenderServer(t *testing.T) *menderServer {
@@ -151,11 +152,15 @@ func (s *menderServer) next(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(204)
 		return
 	}
+	uri := s.srv.URL + "/download/" + name + "?X-Sig=secret"
+	if s.uri != "" {
+		uri = s.uri
+	}
 	json.NewEncoder(w).Encode(map[string]any{
 		"id": id,
 		"artifact": map[string]any{
 			"artifact_name":           name,
-			"source":                  map[string]string{"uri": s.srv.URL + "/download/" + name + "?X-Sig=secret", "expire": time.Now().Add(time.Hour).Format(time.RFC3339)},
+			"source":                  map[string]string{"uri": uri, "expire": time.Now().Add(time.Hour).Format(time.RFC3339)},
 			"device_types_compatible": []string{"sim"},
 		},
 	})
