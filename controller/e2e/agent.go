@@ -288,7 +288,9 @@ func (a *Agent) Logs() string { return a.logs.String() }
 func (a *Agent) ID() string { return deviceapi.DeviceID(deviceapi.Attributes(a.Identity)) }
 
 // Manifest is the Device manifest that admits the agent: its identity,
-// exactly as the agent reports it.
+// exactly as the agent reports it, binding the first key the agent
+// authenticates with (trustOnFirstUse: the agent makes its key when it
+// first starts).
 func (a *Agent) Manifest() map[string]string {
 	var ident strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(a.Identity)) {
@@ -300,7 +302,8 @@ metadata:
   name: %s
 spec:
   identity:
-%s  deviceType: %s
+%s  trustOnFirstUse: true
+  deviceType: %s
 `, a.Name, ident.String(), AgentDeviceType)}
 }
 

@@ -27,7 +27,7 @@ func writeFleet(t testing.TB, dir string, n int) (groups int) {
 	}
 	write("artifacts/app.yaml", "apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: app-2}\nspec:\n  source: artifacts/app-2.mender\n  sha256: "+strings.Repeat("ab", 32)+"\n  deviceTypes: [board]\n")
 	for d := 0; d < devices; d++ {
-		write(fmt.Sprintf("devices/dev-%04d.yaml", d), fmt.Sprintf("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: dev-%04d}\nspec:\n  identity: {mac: \"02:00:00:00:%02x:%02x\"}\n  deviceType: board\n", d, d/256, d%256))
+		write(fmt.Sprintf("devices/dev-%04d.yaml", d), fmt.Sprintf("apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: dev-%04d}\nspec:\n  identity: {mac: \"02:00:00:00:%02x:%02x\"}\n  trustOnFirstUse: true\n  deviceType: board\n", d, d/256, d%256))
 	}
 	for g := 0; g < groups; g++ {
 		write(fmt.Sprintf("groups/g%03d.yaml", g), groupYAML(g, devices, groups, 0))
