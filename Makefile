@@ -9,7 +9,7 @@ TESTFLAGS ?= -timeout 20m
 
 .DEFAULT_GOAL := help
 
-.PHONY: help run test bench lint build fuzz
+.PHONY: help run test bench lint build fuzz attacks
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -29,8 +29,12 @@ test: ## Install missing test peers (Debian packages), then run every test
 bench: ## Run the benchmarks (artifact read+verify of 1 GiB, …)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x $(PKGS)
 
-fuzz: ## Fuzz the artifact reader for FUZZTIME (default 2m)
-	$(GO) test ./artifact -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-2m}
+attacks: ## Run the attack suite (every TestAttack…), listed as attacks and expected refusals
+	@./scripts/test-deps
+	@./scripts/attacks
+
+fuzz: ## Run every fuzzer for FUZZTIME each (default 2m), one after another
+	@./scripts/fuzz-all $${FUZZTIME:-2m}
 
 lint: ## gofmt, go vet, and staticcheck when installed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
