@@ -18,8 +18,9 @@
 // Git host can make the controller work: every request must carry a valid
 // signature (or token) for its provider's secret, checked in constant time
 // over the raw body before any JSON is parsed; bodies are bounded; requests
-// are rate limited per source address and globally; repeated delivery IDs
-// are dropped; and pushes to other refs or other repositories are ignored.
+// are rate limited per source address (every request) and globally
+// (verified deliveries only, so forgeries cannot crowd out the real host);
+// repeated delivery IDs are dropped; and pushes to other refs or other repositories are ignored.
 //
 // # Mounting
 //
@@ -82,16 +83,22 @@
 // present, must name a tracked repository; when absent, the secret alone
 // ties the request to the controller's repository.
 //
-// Replay protection: with an X-Gitfleet-Timestamp header (decimal Unix
-// seconds), the MAC covers the timestamp and the delivery ID as well as the
-// body, and a timestamp further than [Options.MaxSkew] from the receiver's
-// clock is refused with 401. The string that is MACed is then exactly
+// Replay protection: every generic request carries an X-Gitfleet-Timestamp
+// header (decimal Unix seconds) and an X-Gitfleet-Delivery ID (unique per
+// delivery, at most 128 printable ASCII characters), and the MAC covers
+// both as well as the body. A request without them, or whose timestamp is
+// further than [Options.MaxSkew] from the receiver's clock, is refused with
+// 401; within that window a replayed delivery ID is a duplicate (200,
+// nothing triggered), since IDs are remembered for [Options.DedupeTTL],
+// which New requires to be at least twice MaxSkew. So a captured delivery
+// can never trigger a second fetch. (Should the store that remembers IDs
+// be down, deduplication fails open and a replay within MaxSkew causes
+// one extra fetch, which is harmless.) The string that is MACed is
+// exactly
 //
 //	<X-Gitfleet-Timestamp> "\n" <X-Gitfleet-Delivery> "\n" <body>
 //
-// (the delivery ID may be empty; it may not contain a newline). Without the
-// header the MAC covers the body alone; [Options.RequireTimestamp] refuses
-// such requests. In a shell:
+// In a shell:
 //
 //	ts=$(date +%s); id=$(uuidgen); body='{"ref":"refs/heads/main"}'
 //	sig=$(printf '%s\n%s\n%s' "$ts" "$id" "$body" | openssl dgst -sha256 -hmac "$SECRET" -r | cut -d' ' -f1)

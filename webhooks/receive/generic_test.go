@@ -27,10 +27,9 @@ func TestGenericTimestamp(t *testing.T) {
 		return r
 	}
 	cases := []struct {
-		name    string
-		req     *http.Request
-		require bool
-		want    Outcome
+		name string
+		req  *http.Request
+		want Outcome
 	}{
 		{name: "fresh", want: Triggered,
 			req: req(ts(0), "a1", SignGeneric(testSecret, ts(0), "a1", body), body)},
@@ -54,24 +53,22 @@ func TestGenericTimestamp(t *testing.T) {
 			req: req("+"+ts(0), "a10", SignGeneric(testSecret, "+"+ts(0), "a10", body), body)},
 		{name: "huge timestamp", want: Unauthorized,
 			req: req("99999999999999999999", "a11", SignGeneric(testSecret, "99999999999999999999", "a11", body), body)},
-		{name: "no timestamp", want: Triggered,
-			req: req("", "a12", SignGeneric(testSecret, "", "", body), body)},
-		{name: "no timestamp, required", require: true, want: Unauthorized,
-			req: req("", "a13", SignGeneric(testSecret, "", "", body), body)},
-		{name: "timestamp, required", require: true, want: Triggered,
-			req: req(ts(0), "a14", SignGeneric(testSecret, ts(0), "a14", body), body)},
-		{name: "no delivery", want: Triggered,
+		{name: "no timestamp → refused", want: Unauthorized,
+			req: req("", "a12", SignGeneric(testSecret, "", "a12", body), body)},
+		{name: "body-only MAC of older senders → refused", want: Unauthorized,
+			req: req("", "a13", "sha256="+hexMAC(testSecret, body), body)},
+		{name: "no delivery → refused", want: Unauthorized,
 			req: req(ts(0), "", SignGeneric(testSecret, ts(0), "", body), body)},
 		{name: "uppercase hex", want: Triggered,
-			req: req("", "a15", "sha256="+strings.ToUpper(strings.TrimPrefix(SignGeneric(testSecret, "", "", body), "sha256=")), body)},
+			req: req(ts(0), "a15", "sha256="+strings.ToUpper(strings.TrimPrefix(SignGeneric(testSecret, ts(0), "a15", body), "sha256=")), body)},
 		{name: "no sha256= prefix", want: Unauthorized,
-			req: req("", "a16", strings.TrimPrefix(SignGeneric(testSecret, "", "", body), "sha256="), body)},
+			req: req(ts(0), "a16", strings.TrimPrefix(SignGeneric(testSecret, ts(0), "a16", body), "sha256="), body)},
 		{name: "sha1= prefix", want: Unauthorized,
-			req: req("", "a17", "sha1="+strings.TrimPrefix(SignGeneric(testSecret, "", "", body), "sha256="), body)},
+			req: req(ts(0), "a17", "sha1="+strings.TrimPrefix(SignGeneric(testSecret, ts(0), "a17", body), "sha256="), body)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, func(o *Options) { o.RequireTimestamp = c.require })
+			e := newEnv(t, nil)
 			rec, resp := e.do(t, nil, c.req)
 			if resp.Status != c.want {
 				t.Fatalf("%d %q (%s), want %q", rec.Code, resp.Status, resp.Reason, c.want)
@@ -89,9 +86,6 @@ func TestGenericMACString(t *testing.T) {
 	want := "sha256=" + hexMAC("k", []byte("1777896000\nid-1\n"+string(body)))
 	if got := SignGeneric("k", "1777896000", "id-1", body); got != want {
 		t.Errorf("SignGeneric = %s, want %s", got, want)
-	}
-	if got, want := SignGeneric("k", "", "ignored", body), "sha256="+hexMAC("k", body); got != want {
-		t.Errorf("SignGeneric without timestamp = %s, want %s", got, want)
 	}
 }
 
@@ -112,10 +106,10 @@ func TestGenericPayloads(t *testing.T) {
 		{``, Malformed},
 		{`null`, Malformed},
 	}
-	for _, c := range cases {
+	for i, c := range cases {
 		e := newEnv(t, nil)
 		r := httptest.NewRequest(http.MethodPost, "/hooks/generic", strings.NewReader(c.body))
-		r.Header.Set("X-Gitfleet-Signature", SignGeneric(testSecret, "", "", []byte(c.body)))
+		signGeneric(r.Header, "p"+strconv.Itoa(i), []byte(c.body))
 		if rec, resp := e.do(t, nil, r); resp.Status != c.want {
 			t.Errorf("%s: %d %q (%s), want %q", c.body, rec.Code, resp.Status, resp.Reason, c.want)
 		}

@@ -120,8 +120,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, pinned *provider
 }
 
 // handle runs the checks in order, cheapest and least trusting first, and
-// stops at the first that decides the outcome. Nothing from the body is
-// looked at before its signature has been checked.
+// stops at the first that decides the outcome: the sender's rate limit,
+// the headers, the body's size, the signature (an HMAC over at most
+// MaxBody bytes), and only then the global rate limit, the JSON and the
+// store. Nothing from the body is looked at before its signature has been
+// checked.
 func (h *Handler) handle(r *http.Request, pinned *provider) result {
 	res := result{level: slog.LevelInfo}
 	done := func(code int, o Outcome, reason string) result {
@@ -133,7 +136,9 @@ func (h *Handler) handle(r *http.Request, pinned *provider) result {
 		return done(http.StatusMethodNotAllowed, MethodNotAllowed, "use POST")
 	}
 
-	if ok, wait := h.limiter.allow(sourceKey(h.opts.ClientIP(r)), h.opts.Now()); !ok {
+	// The sender's own budget, before anything else: forged requests use
+	// up their sender's budget only.
+	if ok, wait := h.limiter.allowSource(sourceKey(h.opts.ClientIP(r)), h.opts.Now()); !ok {
 		res.level = slog.LevelDebug
 		res.retryAfter = retryAfter(wait)
 		return done(http.StatusTooManyRequests, RateLimited, "too many requests")
@@ -179,12 +184,13 @@ func (h *Handler) handle(r *http.Request, pinned *provider) result {
 			return done(http.StatusUnauthorized, Unauthorized, err.Error())
 		}
 	}
-	if p.name == Generic {
-		ts := r.Header.Get("X-Gitfleet-Timestamp")
-		if err := checkTimestamp(ts, h.opts.Now(), h.opts.MaxSkew, h.opts.RequireTimestamp); err != nil {
-			res.level = slog.LevelWarn
-			return done(http.StatusUnauthorized, Unauthorized, err.Error())
-		}
+	// The global budget counts verified deliveries only, so forged ones
+	// cannot lock the real Git host out; everything after this (JSON,
+	// the store) is done for verified deliveries only.
+	if ok, wait := h.limiter.allowGlobal(h.opts.Now()); !ok {
+		res.level = slog.LevelWarn
+		res.retryAfter = retryAfter(wait)
+		return done(http.StatusTooManyRequests, RateLimited, "too many requests")
 	}
 
 	name := p.event(r.Header)

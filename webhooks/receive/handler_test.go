@@ -457,10 +457,11 @@ func TestMalformedDelivery(t *testing.T) {
 }
 
 func TestNoDeliveryID(t *testing.T) {
-	// Without a delivery ID nothing can be deduplicated; the push still
-	// triggers (the generic sender's ID is optional).
+	// Without a delivery ID nothing can be deduplicated; a host's signed
+	// push still triggers (the generic sender must send one: see
+	// TestAttackReplay).
 	e := newEnv(t, nil)
-	gen := hosts[len(hosts)-1]
+	gen := hosts[0]
 	body := readTestdata(t, gen.fixture)
 	for range 2 {
 		if _, resp := e.do(t, nil, gen.request(body, "push", "", true)); resp.Status != Triggered {

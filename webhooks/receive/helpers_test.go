@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -309,7 +310,9 @@ var hosts = []host{
 			h.Set("X-Gitfleet-Delivery", delivery)
 		},
 		sign: func(h http.Header, secret string, body []byte) {
-			h.Set("X-Gitfleet-Signature", "sha256="+hexMAC(secret, body))
+			ts := strconv.FormatInt(newClock().Now().Unix(), 10)
+			h.Set("X-Gitfleet-Timestamp", ts)
+			h.Set("X-Gitfleet-Signature", SignGeneric(Secret(secret), ts, h.Get("X-Gitfleet-Delivery"), body))
 		},
 		sigHeader: "X-Gitfleet-Signature",
 		otherRef:  [2]string{`"ref": "refs/heads/main"`, `"ref": "refs/heads/dev"`},
@@ -334,4 +337,13 @@ func (h host) request(body []byte, event, delivery string, sign bool) *http.Requ
 		h.sign(req.Header, testSecret, body)
 	}
 	return req
+}
+
+// signGeneric signs a generic request with delivery ID delivery at the
+// test clock's start.
+func signGeneric(h http.Header, delivery string, body []byte) {
+	ts := strconv.FormatInt(newClock().Now().Unix(), 10)
+	h.Set("X-Gitfleet-Timestamp", ts)
+	h.Set("X-Gitfleet-Delivery", delivery)
+	h.Set("X-Gitfleet-Signature", SignGeneric(testSecret, ts, delivery, body))
 }

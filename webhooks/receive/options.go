@@ -153,8 +153,10 @@ type Options struct {
 	MaxBody int64
 
 	// PerSource limits requests per source address (IPv6 addresses are
-	// grouped by /64); Global limits all requests together. Both apply
-	// before the body is read or any signature checked. Defaults: per
+	// grouped by /64), verified or not: it applies before the body is
+	// read or any signature checked. Global limits verified deliveries
+	// from all sources together: it applies after the signature check, so
+	// forged requests cannot use up the real host's share. Defaults: per
 	// source 1/s with a burst of 20; global 10/s with a burst of 100.
 	PerSource Limit
 	Global    Limit
@@ -171,16 +173,15 @@ type Options struct {
 	// and triggers nothing. Several controller replicas share one through
 	// the store. Default: a MemoryDeduper, right for a single process.
 	Deduper Deduper
-	// DedupeTTL is how long a delivery ID is remembered. Default 24h.
+	// DedupeTTL is how long a delivery ID is remembered. Default 24h; at
+	// least twice MaxSkew, so that a generic delivery replayed within its
+	// timestamp's window is always a duplicate.
 	DedupeTTL time.Duration
 
 	// MaxSkew bounds how far a signed timestamp (generic
 	// X-Gitfleet-Timestamp, GitLab webhook-timestamp) may be from now,
 	// either way. Default 5 minutes.
 	MaxSkew time.Duration
-	// RequireTimestamp makes the generic provider refuse requests without
-	// X-Gitfleet-Timestamp.
-	RequireTimestamp bool
 
 	// Observe, if set, is called once per request with its provider (""
 	// when none was detected) and outcome, for metrics.
@@ -268,6 +269,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxSkew <= 0 {
 		o.MaxSkew = DefaultMaxSkew
+	}
+	if o.DedupeTTL < 2*o.MaxSkew {
+		return o, fmt.Errorf("receive: DedupeTTL %s must be at least twice MaxSkew %s (replays within the skew must be remembered)", o.DedupeTTL, o.MaxSkew)
 	}
 	if o.Observe == nil {
 		o.Observe = func(Provider, Outcome) {}

@@ -120,13 +120,26 @@ func detect(h http.Header) *provider {
 	return nil
 }
 
-func verifyGeneric(h http.Header, body, secret []byte, _ skewClock) error {
+// verifyGeneric requires a signed timestamp and delivery ID: the
+// timestamp bounds a replay to Options.MaxSkew, and within it the delivery
+// ID is a duplicate (see the package documentation).
+func verifyGeneric(h http.Header, body, secret []byte, clock skewClock) error {
 	v := h.Get("X-Gitfleet-Signature")
 	if v == "" {
 		return errUnsigned
 	}
-	msg := genericMessage(h.Get("X-Gitfleet-Timestamp"), h.Get("X-Gitfleet-Delivery"), body)
-	return checkHexMAC(v, true, secret, msg...)
+	ts, id := h.Get("X-Gitfleet-Timestamp"), h.Get("X-Gitfleet-Delivery")
+	switch {
+	case ts == "":
+		return errNeedTimestamp
+	case id == "":
+		return errNeedDelivery
+	}
+	if err := checkHexMAC(v, true, secret, genericMessage(ts, id, body)...); err != nil {
+		return err
+	}
+	// After the MAC, so that only a signed timestamp can be called stale.
+	return checkTimestamp(ts, clock.now, clock.maxSkew, true)
 }
 
 // errMalformed wraps every decoding failure; its message is the reason sent

@@ -37,8 +37,10 @@ func newBucket(l Limit, now time.Time) *bucket {
 	return &bucket{tokens: float64(l.Burst), last: now}
 }
 
-// limiter applies a per-source and a global token bucket. A request takes a
-// token from both or from neither.
+// limiter holds a per-source and a global token bucket. Every request
+// takes a token from its source's bucket before anything else is done
+// with it; only a verified delivery takes one from the global bucket, so
+// forged requests exhaust their sender's budget and nobody else's.
 type limiter struct {
 	perSource, global Limit
 	maxSources        int
@@ -58,45 +60,46 @@ func newLimiter(perSource, global Limit, maxSources int, now time.Time) *limiter
 	}
 }
 
-// allow reports whether a request from source may proceed, and if not, how
-// long the caller should wait.
-func (l *limiter) allow(source string, now time.Time) (bool, time.Duration) {
+// allowSource reports whether a request from source may be looked at, and
+// if not, how long the caller should wait.
+func (l *limiter) allowSource(source string, now time.Time) (bool, time.Duration) {
+	if l.perSource.Rate < 0 {
+		return true, 0
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var src *bucket
-	if l.perSource.Rate >= 0 {
-		src = l.sources[source]
-		if src == nil {
-			if len(l.sources) >= l.maxSources {
-				l.sweep(now)
-			}
-			if len(l.sources) >= l.maxSources {
-				return false, time.Second
-			}
-			src = newBucket(l.perSource, now)
-			l.sources[source] = src
+	src := l.sources[source]
+	if src == nil {
+		if len(l.sources) >= l.maxSources {
+			l.sweep(now)
 		}
-		src.refill(l.perSource, now)
+		if len(l.sources) >= l.maxSources {
+			return false, time.Second
+		}
+		src = newBucket(l.perSource, now)
+		l.sources[source] = src
 	}
-	if l.global.Rate >= 0 {
-		l.all.refill(l.global, now)
+	return take(src, l.perSource, now)
+}
+
+// allowGlobal reports whether a verified delivery may proceed, and if not,
+// how long the caller should wait.
+func (l *limiter) allowGlobal(now time.Time) (bool, time.Duration) {
+	if l.global.Rate < 0 {
+		return true, 0
 	}
-	var wait time.Duration
-	if src != nil {
-		wait = max(wait, src.wait(l.perSource))
-	}
-	if l.global.Rate >= 0 {
-		wait = max(wait, l.all.wait(l.global))
-	}
-	if wait > 0 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return take(l.all, l.global, now)
+}
+
+// take takes a token from b if it has one.
+func take(b *bucket, lim Limit, now time.Time) (bool, time.Duration) {
+	b.refill(lim, now)
+	if wait := b.wait(lim); wait > 0 {
 		return false, wait
 	}
-	if src != nil {
-		src.tokens--
-	}
-	if l.global.Rate >= 0 {
-		l.all.tokens--
-	}
+	b.tokens--
 	return true, 0
 }
 

@@ -13,8 +13,7 @@ func genericFrom(ip, delivery string) *http.Request {
 	body := `{"ref":"refs/heads/main"}`
 	r := httptest.NewRequest(http.MethodPost, "/hooks", strings.NewReader(body))
 	r.RemoteAddr = ip + ":40312"
-	r.Header.Set("X-Gitfleet-Delivery", delivery)
-	r.Header.Set("X-Gitfleet-Signature", SignGeneric(testSecret, "", "", []byte(body)))
+	signGeneric(r.Header, delivery, []byte(body))
 	return r
 }
 
@@ -111,46 +110,51 @@ func TestLimiter(t *testing.T) {
 	now := newClock().Now()
 	t.Run("IPv6 /64", func(t *testing.T) {
 		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: -1}, 10, now)
-		if ok, _ := l.allow(sourceKey("2001:db8:1:2::1"), now); !ok {
+		if ok, _ := l.allowSource(sourceKey("2001:db8:1:2::1"), now); !ok {
 			t.Fatal("first")
 		}
-		if ok, _ := l.allow(sourceKey("2001:db8:1:2:ffff::9"), now); ok {
+		if ok, _ := l.allowSource(sourceKey("2001:db8:1:2:ffff::9"), now); ok {
 			t.Fatal("same /64 got its own bucket")
 		}
-		if ok, _ := l.allow(sourceKey("2001:db8:1:3::1"), now); !ok {
+		if ok, _ := l.allowSource(sourceKey("2001:db8:1:3::1"), now); !ok {
 			t.Fatal("another /64 was limited")
 		}
-		if ok, _ := l.allow(sourceKey("::ffff:192.0.2.1"), now); !ok {
+		if ok, _ := l.allowSource(sourceKey("::ffff:192.0.2.1"), now); !ok {
 			t.Fatal("mapped v4")
 		}
-		if ok, _ := l.allow(sourceKey("192.0.2.1"), now); ok {
+		if ok, _ := l.allowSource(sourceKey("192.0.2.1"), now); ok {
 			t.Fatal("mapped v4 and v4 differ")
 		}
 	})
 	t.Run("MaxSources", func(t *testing.T) {
 		l := newLimiter(Limit{Rate: 1, Burst: 2}, Limit{Rate: -1}, 2, now)
-		l.allow("a", now)
-		l.allow("b", now)
-		if ok, _ := l.allow("c", now); ok {
+		l.allowSource("a", now)
+		l.allowSource("b", now)
+		if ok, _ := l.allowSource("c", now); ok {
 			t.Fatal("a third source got in while two were active")
 		}
 		// Once a and b have refilled they are forgotten, making room.
 		later := now.Add(2 * time.Second)
-		if ok, _ := l.allow("c", later); !ok {
+		if ok, _ := l.allowSource("c", later); !ok {
 			t.Fatal("c after a and b refilled")
 		}
 		if len(l.sources) != 1 {
 			t.Fatalf("%d sources remembered, want 1", len(l.sources))
 		}
 	})
-	t.Run("both or neither", func(t *testing.T) {
-		l := newLimiter(Limit{Rate: 1, Burst: 5}, Limit{Rate: 1, Burst: 1}, 10, now)
-		l.allow("a", now)
-		if ok, _ := l.allow("a", now); ok {
-			t.Fatal("global burst exceeded")
+	t.Run("global counts apart from sources", func(t *testing.T) {
+		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: 1, Burst: 1}, 10, now)
+		if ok, _ := l.allowSource("a", now); !ok {
+			t.Fatal("source a")
 		}
-		if got := l.sources["a"].tokens; got != 4 {
-			t.Fatalf("a refused request took a source token: %v left", got)
+		if ok, _ := l.allowSource("b", now); !ok {
+			t.Fatal("source b was limited by a's request")
+		}
+		if ok, _ := l.allowGlobal(now); !ok {
+			t.Fatal("the first verified delivery")
+		}
+		if ok, _ := l.allowGlobal(now); ok {
+			t.Fatal("global burst exceeded")
 		}
 	})
 	t.Run("Retry-After", func(t *testing.T) {

@@ -20,7 +20,8 @@ var (
 	errSigFormat     = errors.New("malformed signature header")
 	errStale         = errors.New("timestamp outside the allowed skew")
 	errBadTimestamp  = errors.New("malformed timestamp")
-	errNeedTimestamp = errors.New("missing X-Gitfleet-Timestamp")
+	errNeedTimestamp = errors.New("missing X-Gitfleet-Timestamp (the generic provider requires a signed timestamp and delivery ID)")
+	errNeedDelivery  = errors.New("missing X-Gitfleet-Delivery (the generic provider requires a signed timestamp and delivery ID)")
 )
 
 // verifier checks a request's authenticity against secret over the raw body.
@@ -155,12 +156,9 @@ func verifyForgejo(h http.Header, body, secret []byte, clock skewClock) error {
 	return hmacHeader("X-Gitea-Signature", false)(h, body, secret, clock)
 }
 
-// genericMessage is what the generic provider MACs: the body alone, or
-// "<timestamp>\n<delivery>\n<body>" when a timestamp is sent.
+// genericMessage is what the generic provider MACs:
+// "<timestamp>\n<delivery>\n<body>".
 func genericMessage(timestamp, delivery string, body []byte) [][]byte {
-	if timestamp == "" {
-		return [][]byte{body}
-	}
 	return [][]byte{[]byte(timestamp + "\n" + delivery + "\n"), body}
 }
 
@@ -190,8 +188,7 @@ func checkTimestamp(ts string, now time.Time, skew time.Duration, required bool)
 
 // SignGeneric returns the X-Gitfleet-Signature value for a generic request:
 // "sha256=" and the hex HMAC-SHA256 of the string the package documentation
-// describes. Leave timestamp empty to sign the body alone. For senders
-// written in Go and for tests.
+// describes. For senders written in Go and for tests.
 func SignGeneric(secret Secret, timestamp, delivery string, body []byte) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	for _, m := range genericMessage(timestamp, delivery, body) {
