@@ -53,6 +53,7 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/refused", c.refused)
 	m.GET("/devices", c.declaredDevices)
 	m.GET("/devices/pending", c.pendingDevices)
+	m.GET("/devices/conflicts", c.deviceConflicts)
 	m.GET("/devices/:id", c.device)
 	return e
 }
@@ -282,6 +283,28 @@ func (c *Controller) pendingDevices(ctx *echo.Context) error {
 		devs = []store.Device{}
 	}
 	return ctx.JSON(http.StatusOK, map[string]any{"devices": devs})
+}
+
+// deviceConflicts lists signed auth requests whose key is not the one
+// bound to their device, the most recent first (?limit=1…1000, default
+// 100): what `gitfleet devices conflicts` shows, with both fingerprints.
+func (c *Controller) deviceConflicts(ctx *echo.Context) error {
+	limit := 100
+	if s := ctx.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > store.MaxPage {
+			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
+		}
+		limit = n
+	}
+	cs, err := c.opts.Store.Conflicts(ctx.Request().Context(), limit)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	if cs == nil {
+		cs = []store.Conflict{}
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"conflicts": cs})
 }
 
 // device returns what the store knows of one device (by the ID the device
