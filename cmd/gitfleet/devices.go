@@ -33,7 +33,10 @@ recorded as pending and refused. 'gitfleet devices pending' lists them;
 'gitfleet devices accept ID' prints the Device manifest that accepts one (its
 identity and key fingerprint), or writes it into a checkout of the fleet
 repository with --write. Accepting a device is a commit: review it, merge it,
-and the device is accepted at its next authentication.
+and the device is accepted at its next authentication. For a device admitted
+by trust on first use, 'accept' prints the key the controller bound, as the
+publicKeySHA256 line to commit. 'gitfleet devices conflicts' lists signed
+requests that came with another key than the one bound to their device.
 
 Both talk to the controller's management API: --server (or GITFLEET_SERVER)
 and --token (or GITFLEET_TOKEN, the controller's --management-token).`,
@@ -42,7 +45,7 @@ and --token (or GITFLEET_TOKEN, the controller's --management-token).`,
 	pf.StringVar(&mc.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
 	pf.StringVar(&mc.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
 	pf.StringVar(&mc.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
-	cmd.AddCommand(newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc))
+	cmd.AddCommand(newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc), newDevicesConflictsCmd(&mc))
 	return cmd
 }
 
@@ -121,7 +124,19 @@ how groups and rollouts refer to the device.`,
 			identity := map[string]string{}
 			if len(d.Identity) > 0 {
 				if err := json.Unmarshal(d.Identity, &identity); err != nil {
-					return failed(fmt.Errorf("device %s: identity %s is not an object of strings: %w", id, d.Identity, err))
+					return failed(fmt.Errorf("device %s: identity %s has values that are not strings, which no Device manifest identity matches: accept it by its key alone (publicKeySHA256: %s), or make its identity script print each attribute once", id, d.Identity, d.KeyFingerprint))
+				}
+			}
+			var conflicts struct {
+				Conflicts []store.Conflict `json:"conflicts"`
+			}
+			if err := mc.get(cmd.Context(), "/api/management/v1/devices/conflicts?limit=1000", &conflicts); err != nil {
+				return failed(err)
+			}
+			for _, c := range conflicts.Conflicts {
+				if c.ID == id {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: device %s: another key (%s) claimed this identity %d times (last %s); the manifest names the key the controller holds for it (%s). Check which one is the device's before you commit.\n",
+						id, c.KeyFingerprint, c.Count, c.LastSeen.UTC().Format(time.RFC3339), c.BoundKey)
 				}
 			}
 			if name == "" {
@@ -169,6 +184,50 @@ how groups and rollouts refer to the device.`,
 	cmd.Flags().StringVar(&deviceType, "device-type", "", "also require the device to report this device type")
 	cmd.Flags().StringVar(&dir, "write", "", "write the manifest into this checkout of the fleet repository (devices/NAME.yaml)")
 	cmd.Flags().BoolVar(&force, "force", false, "with --write, replace an existing file")
+	return cmd
+}
+
+func newDevicesConflictsCmd(mc *mgmtClient) *cobra.Command {
+	var (
+		limit  int
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "conflicts",
+		Short: "List signed requests whose key is not the one bound to their device",
+		Long: `A device's key is bound: by the publicKeySHA256 its manifest names, or by the
+first key the controller recorded for it. A signed auth request with the same
+identity and another key is refused and listed here with both fingerprints:
+someone else claiming the device, or the device with a new key. If the new key
+is the device's, commit its publicKeySHA256 in the device's manifest.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp struct {
+				Conflicts []store.Conflict `json:"conflicts"`
+			}
+			if err := mc.get(cmd.Context(), "/api/management/v1/devices/conflicts?limit="+fmt.Sprint(limit), &resp); err != nil {
+				return failed(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(resp.Conflicts)
+			}
+			if len(resp.Conflicts) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "no key conflicts")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tLAST SEEN\tCOUNT\tREFUSED KEY SHA256\tBOUND KEY SHA256\tIDENTITY")
+			for _, c := range resp.Conflicts {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", c.ID, c.LastSeen.UTC().Format(time.RFC3339), c.Count, c.KeyFingerprint, c.BoundKey, c.Identity)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1…1000)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the store's records as JSON")
 	return cmd
 }
 

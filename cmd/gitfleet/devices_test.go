@@ -24,6 +24,9 @@ func TestDevicesPendingAndAccept(t *testing.T) {
 		Identity:  json.RawMessage(`{"mac":"dc:a6:32:00:00:07","note":"a: \"b\" #c"}`),
 		FirstSeen: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), LastSeen: time.Date(2025, 6, 1, 12, 5, 0, 0, time.UTC),
 	}
+	other := strings.Repeat("cd", 32)
+	clash := store.Conflict{ID: dev.ID, KeyFingerprint: other, BoundKey: fp, Count: 3, Identity: dev.Identity,
+		FirstSeen: dev.FirstSeen, LastSeen: dev.LastSeen}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer s3cret" {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -35,6 +38,8 @@ func TestDevicesPendingAndAccept(t *testing.T) {
 			json.NewEncoder(w).Encode(map[string]any{"devices": []store.Device{dev}})
 		case "/api/management/v1/devices/" + dev.ID:
 			json.NewEncoder(w).Encode(dev)
+		case "/api/management/v1/devices/conflicts":
+			json.NewEncoder(w).Encode(map[string]any{"conflicts": []store.Conflict{clash}})
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"error":"no device"}`))
@@ -56,10 +61,20 @@ func TestDevicesPendingAndAccept(t *testing.T) {
 		t.Fatal("an untrusted certificate was accepted")
 	}
 
-	// Printed, then written into a checkout; the loader reads it back.
-	out = mustGitfleet(t, append([]string{"devices", "accept", dev.ID}, conn...)...)
-	if !strings.Contains(out, "name: \"mac-dc-a6-32-00-00-07\"") || !strings.Contains(out, "publicKeySHA256: "+fp) {
-		t.Fatalf("manifest:\n%s", out)
+	// Conflicts list both fingerprints.
+	out = mustGitfleet(t, append([]string{"devices", "conflicts"}, conn...)...)
+	if !strings.Contains(out, dev.ID) || !strings.Contains(out, other) || !strings.Contains(out, fp) {
+		t.Fatalf("conflicts output:\n%s", out)
+	}
+
+	// Printed, then written into a checkout; the loader reads it back. The
+	// manifest names the bound key, and the conflicting one is called out.
+	out, errOut, err := gitfleet(t, append([]string{"devices", "accept", dev.ID}, conn...)...)
+	if err != nil || !strings.Contains(out, "name: \"mac-dc-a6-32-00-00-07\"") || !strings.Contains(out, "publicKeySHA256: "+fp) || strings.Contains(out, other) {
+		t.Fatalf("manifest (%v):\n%s", err, out)
+	}
+	if !strings.Contains(errOut, "warning") || !strings.Contains(errOut, other) {
+		t.Fatalf("accept of a device with a key conflict does not warn:\n%s", errOut)
 	}
 	checkout := t.TempDir()
 	mustGitfleet(t, append([]string{"devices", "accept", dev.ID, "--write", checkout, "--name", "lab-7", "--device-type", "rpi4"}, conn...)...)
