@@ -7,24 +7,34 @@ import (
 	"time"
 )
 
-// FuzzDownload feeds the download handler arbitrary paths and queries: it
-// never panics, and never serves anything but the one URL it signed.
+// FuzzDownload feeds the download handler arbitrary paths, queries and
+// Range headers: it never panics, never serves anything but the one URL it
+// signed, and never answers more bytes than the artifact has.
 func FuzzDownload(f *testing.F) {
-	e, ent, _ := presignEnv(f)
+	e, ent, data := presignEnv(f)
 	good, _ := e.cache.PresignURL("https://h", ent, "dev-1", time.Hour)
 	gu, _ := url.Parse(good)
-	f.Add(gu.Path, gu.RawQuery)
-	f.Add(DownloadPath+"../"+ent.Digest, gu.RawQuery)
-	f.Add(DownloadPath+ent.Digest, "expire=1&device=&sig=00")
+	f.Add(gu.Path, gu.RawQuery, "")
+	f.Add(gu.Path, gu.RawQuery, "bytes=100-")
+	f.Add(gu.Path, gu.RawQuery, "bytes=0-0,1-1,2-2,3-3")
+	f.Add(gu.Path, gu.RawQuery, "bytes=-5,0-,0-")
+	f.Add(DownloadPath+"../"+ent.Digest, gu.RawQuery, "")
+	f.Add(DownloadPath+ent.Digest, "expire=1&device=&sig=00", "bytes=1-2")
 	h := e.cache.Handler()
-	f.Fuzz(func(t *testing.T, path, query string) {
+	f.Fuzz(func(t *testing.T, path, query, rng string) {
 		u := &url.URL{Path: path, RawQuery: query}
 		r, err := http.NewRequest(http.MethodGet, "https://h"+u.RequestURI(), nil)
 		if err != nil {
 			return
 		}
+		if rng != "" {
+			r.Header.Set("Range", rng)
+		}
 		w := &discardWriter{h: http.Header{}}
 		h.ServeHTTP(w, r)
+		if w.n > len(data) {
+			t.Fatalf("answered %d bytes for a %d-byte artifact (Range %q)", w.n, len(data), rng)
+		}
 		if w.code == 0 || w.code == http.StatusOK || w.code == http.StatusPartialContent {
 			q := r.URL.Query()
 			if r.URL.Path != gu.Path || q.Get("sig") != gu.Query().Get("sig") || q.Get("device") != "dev-1" {
@@ -37,6 +47,7 @@ func FuzzDownload(f *testing.F) {
 type discardWriter struct {
 	h    http.Header
 	code int
+	n    int
 }
 
 func (w *discardWriter) Header() http.Header { return w.h }
@@ -44,6 +55,7 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
+	w.n += len(p)
 	return len(p), nil
 }
 func (w *discardWriter) WriteHeader(code int) { w.code = code }

@@ -55,9 +55,24 @@ func downloadMAC(key []byte, digest, expire, device string) []byte {
 // of artifacts currently offered are served: an artifact whose manifest
 // was deleted or whose checks now fail stops downloading at once, even
 // through URLs issued before.
-func (c *Cache) Handler() http.Handler { return http.HandlerFunc(c.serveDownload) }
+//
+// Ranges: one range per request is served (bytes=N-, bytes=N-M, bytes=-N:
+// what the Mender client and the agent send to resume). A request for
+// several ranges gets the whole artifact (200), as if it had sent no
+// Range: a multipart answer of many small or overlapping ranges would
+// cost more than the artifact itself. If-Range with the ETag works as
+// usual.
+func (c *Cache) Handler() http.Handler { return c.DownloadHandler(nil) }
 
-func (c *Cache) serveDownload(w http.ResponseWriter, r *http.Request) {
+// DownloadHandler is Handler that also asks admitted, after the URL's
+// signature and expiry check out, whether the device the URL was issued
+// to is still accepted: 403 if not, so a URL stops working as soon as its
+// device is removed from the fleet. A nil admitted admits every device.
+func (c *Cache) DownloadHandler(admitted func(device string) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { c.serveDownload(w, r, admitted) })
+}
+
+func (c *Cache) serveDownload(w http.ResponseWriter, r *http.Request, admitted func(string) bool) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -93,6 +108,10 @@ func (c *Cache) serveDownload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "download URL expired", http.StatusForbidden)
 		return
 	}
+	if admitted != nil && !admitted(device) {
+		http.Error(w, "the device this URL was issued to is no longer accepted", http.StatusForbidden)
+		return
+	}
 	f, err := c.openOffered(digest)
 	if err != nil {
 		http.Error(w, "no such artifact", http.StatusNotFound)
@@ -104,6 +123,9 @@ func (c *Cache) serveDownload(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", `"`+digest+`"`)
 	h.Set("Cache-Control", "private, no-transform")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if singleRange(r.Header.Values("Range")) == "" {
+		r.Header.Del("Range")
+	}
 	// The zero modtime leaves Last-Modified out; the ETag drives If-Range
 	// and If-None-Match.
 	http.ServeContent(w, r, "", time.Time{}, f)
@@ -133,4 +155,13 @@ func isDigest(s string) bool {
 		}
 	}
 	return true
+}
+
+// singleRange returns the Range header if it asks for exactly one range,
+// else "" (no Range, several Range headers, or several ranges in one).
+func singleRange(vs []string) string {
+	if len(vs) != 1 || strings.Contains(vs[0], ",") || len(vs[0]) > 64 {
+		return ""
+	}
+	return vs[0]
 }

@@ -79,3 +79,67 @@ func sanitizeHeader(s string) string {
 	}
 	return string(out)
 }
+
+// FuzzSignature feeds every provider's authenticity headers (signatures,
+// tokens, timestamps, delivery IDs) arbitrary values, through a Handler
+// with a secret: nothing may panic, no response may be a 5xx, and nothing
+// that does not know the secret may trigger.
+func FuzzSignature(f *testing.F) {
+	body := []byte(`{"ref":"refs/heads/main","after":"0123456789012345678901234567890123456789"}`)
+	f.Add(uint8(0), "sha256=00", "1777896000", "id-1", body)
+	f.Add(uint8(1), "v1,AAAA v2,BBBB", "1777896000", "msg_1", body)
+	f.Add(uint8(2), "deadbeef", "", "", body)
+	f.Add(uint8(5), "sha256="+hexMAC("other", body), "99999999999999999999", "x\ny", body)
+	f.Add(uint8(5), "sha256=", "+1", "", []byte{})
+	for _, s := range []string{"whsec_", "whsec_%%%", "whsec_AAAA"} {
+		f.Add(uint8(2), s, "1", "1", body)
+	}
+	tr := &triggers{}
+	opts := Options{
+		Secret:    testSecret,
+		Secrets:   map[Provider]Secret{GitLab: "whsec_" + "c2lnbmluZy1rZXktZm9yLWZ1enppbmc="},
+		Ref:       "main",
+		Trigger:   tr.trigger,
+		PerSource: Limit{Rate: -1},
+		Global:    Limit{Rate: -1},
+		MaxBody:   64 << 10,
+	}
+	h, err := New(opts)
+	if err != nil {
+		f.Fatal(err)
+	}
+	opts.Secrets = nil // GitLab's plain token
+	plain, err := New(opts)
+	if err != nil {
+		f.Fatal(err)
+	}
+	sigHeaders := []string{"X-Hub-Signature-256", "X-Gitlab-Token", "Webhook-Signature", "X-Gitea-Signature",
+		"X-Forgejo-Signature", "X-Hub-Signature", "X-Gitfleet-Signature"}
+	f.Fuzz(func(t *testing.T, which uint8, sig, ts, id string, body []byte) {
+		p := providers[detectOrder[int(which)%len(detectOrder)]]
+		for _, handler := range []*Handler{h, plain} {
+			req := httptest.NewRequest(http.MethodPost, "/hooks", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if p.eventHeader != "" {
+				req.Header.Set(p.eventHeader, "push")
+			}
+			for _, k := range sigHeaders {
+				req.Header.Set(k, sanitizeHeader(sig))
+			}
+			for _, k := range []string{"X-Gitfleet-Timestamp", "Webhook-Timestamp"} {
+				req.Header.Set(k, sanitizeHeader(ts))
+			}
+			for _, k := range append([]string{"Webhook-Id"}, p.delivery...) {
+				req.Header.Set(k, sanitizeHeader(id))
+			}
+			rec := httptest.NewRecorder()
+			handler.For(p.name).ServeHTTP(rec, req)
+			if rec.Code >= 500 {
+				t.Fatalf("%s: status %d", p.name, rec.Code)
+			}
+		}
+		if n := tr.count(); n != 0 {
+			t.Fatalf("%s: a delivery without the secret triggered", p.name)
+		}
+	})
+}
