@@ -178,7 +178,7 @@ func (a *Agent) Resume(ctx context.Context) (ok bool, err error) {
 	if err != nil || rec == nil {
 		return false, err
 	}
-	if rec.Deployment.Standalone() && (rec.State == StateArtifactReboot || rec.State == StateArtifactCommit) {
+	if rec.Deployment.Standalone() && !rec.Committed && (rec.State == StateArtifactReboot || rec.State == StateArtifactCommit) {
 		a.log.Warn("a standalone install waits for commit or rollback", "artifact", rec.Deployment.ArtifactName, "state", rec.State)
 		return false, nil
 	}
@@ -334,7 +334,13 @@ func (a *Agent) Rollback(ctx context.Context) error {
 	}
 	d := &deployment{a: a, rec: rec, resumed: true}
 	if rec.Committed {
-		return fmt.Errorf("%w: %s is committed", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
+		// The commit was recorded (the agent stopped before the end of
+		// the deployment): nothing is rolled back. Finish it, so the
+		// record goes and artifact_info says what runs.
+		if err := a.resume(ctx, rec, true); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s is committed; install the previous artifact to go back", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
 	}
 	st := d.fail(ctx, errors.New("rolled back on request"))
 	if err := d.run(ctx, st); err != nil {

@@ -27,7 +27,18 @@ var (
 // ArtifactInfoFile (Mender's /etc/mender/artifact_info). Both are
 // name=value lines; artifact_name is among them. A device with neither
 // provides artifact_name "unknown".
+//
+// While the state record of a committed deployment lasts (a power cut
+// between the commit and the end of the deployment), its provides are
+// what the device provides, whatever artifact_info says yet.
 func (a *Agent) ArtifactInfo() (map[string]string, error) {
+	if rec, err := a.records.Load(); err == nil && rec != nil && rec.Committed && rec.Provides != nil {
+		out := make(map[string]string, len(rec.Provides))
+		for k, v := range rec.Provides {
+			out[k] = v
+		}
+		return out, nil
+	}
 	for _, p := range []string{a.providesPath(), a.cfg.ArtifactInfoFile} {
 		m, err := readKeyValueFile(p)
 		if errors.Is(err, fs.ErrNotExist) {

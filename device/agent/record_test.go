@@ -77,7 +77,10 @@ func TestResumeFromEachState(t *testing.T) {
 		{StateArtifactReboot, false, true, false, "ArtifactVerifyReboot", "success"},
 		{StateArtifactReboot, true, true, false, "", "success"}, // no reboot happened: reboot again
 		{StateArtifactVerifyReboot, false, true, false, "ArtifactVerifyReboot", "success"},
-		{StateArtifactCommit, false, true, false, "ArtifactCommit", "success"},
+		// The stopped agent goes on to the commit, which it records in
+		// ArtifactCommit before writing the provides; after the restart
+		// the commit is not repeated.
+		{StateArtifactCommit, false, true, true, "Cleanup", "success"},
 		{StateArtifactRollback, false, true, false, "ArtifactRollback", "failure"},
 		{StateArtifactRollbackReboot, false, true, false, "ArtifactVerifyRollbackReboot", "failure"},
 		{StateArtifactFailure, false, true, false, "ArtifactFailure", "failure"},
@@ -160,4 +163,32 @@ func (s *stopRecords) Save(r *Record) error {
 		s.stop()
 	}
 	return nil
+}
+
+// TestArtifactInfoFollowsCommittedRecord: a power cut after the commit was
+// recorded but before artifact_info was written leaves the old provides
+// in the file; the agent reports the committed record's provides, and
+// finishing the deployment (here: the rollback command, which refuses to
+// undo a commit) writes them.
+func TestArtifactInfoFollowsCommittedRecord(t *testing.T) {
+	e := newTestEnv(t, "release-1")
+	a, ctx := e.agent()
+	rec := &Record{State: StateArtifactCommit, Deployment: Deployment{ArtifactName: "release-2", URI: "/x.mender"},
+		Installed: true, Committed: true, Status: StatusSuccess, Attempts: 1, Transitions: 5,
+		Provides: map[string]string{"artifact_name": "release-2", "rootfs-image.version": "release-2"}}
+	if err := a.records.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := a.ArtifactInfo(); err != nil || info["artifact_name"] != "release-2" {
+		t.Fatalf("ArtifactInfo = %v, %v; want the committed record's release-2", info, err)
+	}
+	if err := a.Rollback(ctx); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Rollback of a committed update: %v, want ErrBusy", err)
+	}
+	if r, _ := a.Record(); r != nil {
+		t.Fatalf("record left in %s", r.State)
+	}
+	if info, err := a.ArtifactInfo(); err != nil || info["artifact_name"] != "release-2" {
+		t.Fatalf("after the deployment ended: ArtifactInfo = %v, %v", info, err)
+	}
 }

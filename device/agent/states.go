@@ -254,6 +254,12 @@ func (commit) Name() StateName { return StateArtifactCommit }
 
 func (commit) Run(ctx context.Context, d *deployment) (state, error) {
 	r := d.rec
+	if r.Committed {
+		// Cut off after the commit was recorded: only the provides may be
+		// left to write.
+		d.writeProvides()
+		return cleanup{}, nil
+	}
 	if r.Deployment.Standalone() && !d.commit {
 		return nil, errStandaloneWait
 	}
@@ -269,14 +275,29 @@ func (commit) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.each(ctx, "ArtifactCommit", func(in Installer) error { return in.ArtifactCommit(ctx) }); err != nil {
 		return d.failed(ctx, err)
 	}
-	if err := d.a.saveProvides(r.Provides); err != nil {
-		// The update is committed; what the device reports is stale.
-		d.logf(slog.LevelError, "%v", err)
-	}
+	// The order is what keeps the reported artifact equal to the booted
+	// one across power cuts: first the record says committed (from then on
+	// nothing rolls back, and ArtifactInfo reports the record's provides),
+	// then artifact_info is written. A cut before the record leaves the
+	// old provides, and a rollback, which is still allowed, makes them
+	// true again.
 	r.Committed = true
 	r.Status = StatusSuccess
+	if err := d.save(); err != nil {
+		return nil, err
+	}
+	d.writeProvides()
 	d.logf(slog.LevelInfo, "committed %s", r.Deployment.ArtifactName)
 	return cleanup{}, nil
+}
+
+// writeProvides writes the committed deployment's provides to
+// artifact_info. A failure is logged: ArtifactInfo reports the record's
+// provides while the record lasts, and the commit is not undone.
+func (d *deployment) writeProvides() {
+	if err := d.a.saveProvides(d.rec.Provides); err != nil {
+		d.logf(slog.LevelError, "%v", err)
+	}
 }
 
 type rollback struct{}
