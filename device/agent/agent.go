@@ -682,10 +682,21 @@ func orUnknown(s string) string {
 	return s
 }
 
-// redactURI drops the query of a URL (presigned credentials).
+// redactURI drops the query of a URL (presigned credentials) and any
+// user:password before its host.
 func redactURI(u string) string {
 	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i] + "?…"
+		u = u[:i] + "?…"
+	}
+	if i := strings.Index(u, "://"); i >= 0 {
+		rest := u[i+3:]
+		host, path, _ := strings.Cut(rest, "/")
+		if j := strings.LastIndexByte(host, '@'); j >= 0 {
+			u = u[:i+3] + "…@" + host[j+1:]
+			if len(path) > 0 || strings.Contains(rest, "/") {
+				u += "/" + path
+			}
+		}
 	}
 	return u
 }
