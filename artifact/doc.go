@@ -24,6 +24,12 @@
 // as the file is read, so a caller that streams a payload somewhere (a
 // partition, a file) learns of tampering no later than the file's last byte.
 //
+// The signature covers every byte that can run only if nothing is augmented:
+// manifest-augment (and the header-augment and payload files it lists) is
+// outside it. With Verifiers, or ReaderOptions.RequireCovered, a Reader
+// refuses any augmented artifact with ErrAugmented; [Header.Covered] is the
+// same rule for callers that check signatures themselves.
+//
 // # Streaming and limits
 //
 // Nothing is buffered whole except the small parts that must be: version,
