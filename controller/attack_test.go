@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +88,7 @@ var bigDownload = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 func TestAttackSlowClients(t *testing.T) {
 	tc := startController(t, func(o *controller.Options, s *controller.ServerOptions) {
 		o.Webhooks = &receive.Options{Secret: "webhook-secret", Ref: "main"}
-		o.Downloads = bigDownload
+		o.Downloads = func(func(string) bool) http.Handler { return bigDownload }
 		*s = shortBounds
 	})
 	stalledBody := func(path string) func(*testing.T, *tls.Conn) {
@@ -293,4 +295,71 @@ func TestAttackTLS(t *testing.T) {
 			t.Fatalf("closed=%v, got %q", closed, limit(got))
 		}
 	})
+}
+
+// TestAttackRevokedDevice: what a device removed from Git could still use
+// stops working at once.
+func TestAttackRevokedDevice(t *testing.T) {
+	// The download handler the controller is given asks the controller's
+	// check, as artifacts.Cache.DownloadHandler does after the URL's
+	// signature and expiry.
+	tc := startController(t, func(o *controller.Options, _ *controller.ServerOptions) {
+		o.Downloads = func(admitted func(string) bool) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !admitted(r.URL.Query().Get("device")) {
+					http.Error(w, "not accepted", http.StatusForbidden)
+					return
+				}
+				io.WriteString(w, "artifact")
+			})
+		}
+	})
+	get := func(device string) int {
+		resp, err := tc.client().Get(tc.URL + "/api/devices/v1/download/x?device=" + device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("sim-002"); code != http.StatusOK {
+		t.Fatalf("declared device: %d", code)
+	}
+	data, err := os.ReadFile(filepath.Join(tc.Repo.Dir, "devices.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	skip := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "    - name: ") {
+			skip = line == "    - name: sim-002"
+		}
+		if !skip {
+			kept = append(kept, line)
+		}
+	}
+	sha := tc.Repo.Commit(map[string]string{"devices.yaml": strings.Join(kept, "\n")}, "remove sim-002")
+	tc.Trigger()
+	stop := time.Now().Add(deadline)
+	for tc.Live().Commit.SHA != sha {
+		if time.Now().After(stop) {
+			t.Fatalf("commit %s not live:\n%s", sha, tc.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		name, device string
+		want         int
+	}{
+		{"download URL of a device removed from Git → 403", "sim-002", http.StatusForbidden},
+		{"download URL of a device never declared → 403", "intruder", http.StatusForbidden},
+		{"download URL of a device still declared → served", "sim-001", http.StatusOK},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if code := get(c.device); code != c.want {
+				t.Fatalf("%d, want %d", code, c.want)
+			}
+		})
+	}
 }

@@ -16,7 +16,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
@@ -67,9 +70,13 @@ type Options struct {
 	// controller. Without Devices.Artifacts devices authenticate and
 	// report inventory, but no deployment is offered.
 	Devices deviceapi.Options
-	// Downloads serves presigned artifact downloads (artifacts.Cache's
-	// Handler) under artifacts.DownloadPath; nil serves none.
-	Downloads http.Handler
+	// Downloads makes the handler of presigned artifact downloads
+	// (artifacts.Cache's DownloadHandler), served under
+	// artifacts.DownloadPath. The controller passes it the check that the
+	// device a URL was issued to is still declared by the live commit, so
+	// a URL stops working when its device is removed from Git. Nil serves
+	// no downloads.
+	Downloads func(admitted func(device string) bool) http.Handler
 	// SyncArtifacts, when set, fetches and verifies the artifacts a fleet
 	// declares (artifacts.Cache.Sync). The controller calls it whenever a
 	// commit goes live and every SyncInterval, so an artifact uploaded
@@ -92,6 +99,7 @@ type Controller struct {
 	sync     chan struct{} // asks the artifact sync loop to run now
 	log      *slog.Logger
 	started  time.Time
+	names    atomic.Pointer[deviceNames] // the live commit's device names
 	mu       sync.Mutex
 	last     reconcile.Result // the last Apply's result
 	lastErr  error
@@ -297,4 +305,34 @@ func (c *Controller) syncArtifacts(ctx context.Context) {
 			c.log.Warn("artifact sync failed", "err", err)
 		}
 	}
+}
+
+// deviceNames indexes one Snapshot's Device manifests by name: their
+// positions, sorted by name (4 bytes a device).
+type deviceNames struct {
+	snap  *reconcile.Snapshot
+	order []int32
+}
+
+// deviceDeclared reports whether the live commit declares a Device
+// manifest named name: the device a download URL was issued to. The index
+// is built once per Snapshot, by the first download that needs it.
+func (c *Controller) deviceDeclared(name string) bool {
+	snap := c.rec.Live()
+	if snap == nil || snap.Fleet == nil {
+		return false
+	}
+	idx := c.names.Load()
+	if idx == nil || idx.snap != snap {
+		devs := snap.Fleet.Devices
+		idx = &deviceNames{snap: snap, order: make([]int32, len(devs))}
+		for i := range idx.order {
+			idx.order[i] = int32(i)
+		}
+		slices.SortFunc(idx.order, func(a, b int32) int { return strings.Compare(devs[a].Name, devs[b].Name) })
+		c.names.Store(idx)
+	}
+	devs := snap.Fleet.Devices
+	_, found := slices.BinarySearchFunc(idx.order, name, func(i int32, name string) int { return strings.Compare(devs[i].Name, name) })
+	return found
 }

@@ -42,7 +42,7 @@ func (c *Controller) Handler() http.Handler {
 	}
 	c.devices.Register(e.Group("/api/devices"))
 	if c.opts.Downloads != nil {
-		dl := echo.WrapHandler(c.opts.Downloads)
+		dl := echo.WrapHandler(c.opts.Downloads(c.deviceDeclared))
 		e.GET(artifacts.DownloadPath+"*", dl)
 		e.HEAD(artifacts.DownloadPath+"*", dl)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 	"github.com/gitfleet/gitfleet/webhooks/receive"
 	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
 )
 
 func newServeCmd() *cobra.Command {
@@ -104,8 +105,9 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		return err
 	}
 	defer cache.Close()
-	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: cfg.PublicURL}
-	opts.Downloads = cache.Handler()
+	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: cfg.PublicURL,
+		UnknownRate: rate.Limit(cfg.DeviceAuthRate), UnknownBurst: cfg.DeviceAuthBurst}
+	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
 	ctrl, err := controller.New(opts)
 	if err != nil {
@@ -183,7 +185,8 @@ func openSource(cfg serveConfig, log *slog.Logger) (*gitsource.Source, error) {
 
 func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
 	if cfg.Redis == "" {
-		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{})
+		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{
+			MaxPending: cfg.MaxPendingDevices, MaxConflicts: store.DefaultMaxConflicts, PendingTTL: cfg.PendingTTL})
 	}
 	opts := redis.Options{URL: cfg.Redis}
 	if urls := strings.Split(cfg.Redis, ","); len(urls) > 1 {
@@ -204,6 +207,7 @@ func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
 			}
 		}
 	}
+	opts.MaxPending, opts.MaxConflicts, opts.PendingTTL = cfg.MaxPendingDevices, store.DefaultMaxConflicts, cfg.PendingTTL
 	st, err := redis.New(opts)
 	if err != nil {
 		return nil, err
