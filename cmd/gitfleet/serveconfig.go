@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/store"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -44,6 +47,10 @@ type serveConfig struct {
 	WebhookSecretFile   string        `yaml:"webhook_secret_file" flag:"webhook-secret-file" help:"file holding the webhook secret"`
 	WebhookRate         float64       `yaml:"webhook_rate" flag:"webhook-rate" help:"webhook requests per second allowed from one source address"`
 	WebhookBurst        int           `yaml:"webhook_burst" flag:"webhook-burst" help:"webhook requests one source may send at once before --webhook-rate applies"`
+	MaxPendingDevices   int           `yaml:"max_pending_devices" flag:"max-pending-devices" help:"most pending device records kept; auth requests of new unknown devices get 503 beyond (accepted devices are not affected)"`
+	PendingTTL          time.Duration `yaml:"pending_ttl" flag:"pending-ttl" help:"how long a pending device or key conflict record is kept after it was last seen"`
+	DeviceAuthRate      float64       `yaml:"device_auth_rate" flag:"device-auth-rate" help:"auth requests per second of devices that are not accepted allowed from one source address (429 beyond)"`
+	DeviceAuthBurst     int           `yaml:"device_auth_burst" flag:"device-auth-burst" help:"auth requests of devices that are not accepted one source may send at once before --device-auth-rate applies"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
 	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
@@ -58,7 +65,12 @@ func defaultServeConfig() serveConfig {
 		Listen:       ":8443",
 		WebhookRate:  1,
 		WebhookBurst: 20,
-		LogLevel:     "info",
+
+		MaxPendingDevices: store.DefaultMaxPending,
+		PendingTTL:        store.DefaultPendingTTL,
+		DeviceAuthRate:    float64(deviceapi.DefaultUnknownRate),
+		DeviceAuthBurst:   deviceapi.DefaultUnknownBurst,
+		LogLevel:          "info",
 	}
 }
 
