@@ -3,6 +3,7 @@ package policies
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -45,54 +46,85 @@ type manifestRef struct {
 	name string
 }
 
+// A collections source gives the evaluator the manifests of one collection
+// of the fleet ("rollouts"), each in its JSON encoding, by
+// metadata.name. The in-process evaluator reads them from a schema.Fleet;
+// the sandboxed evaluator from what its parent sent.
+type collections func(c string) (map[string]json.RawMessage, error)
+
 // An evaluator runs policy files against one fleet. Each kind's
 // collection is turned into a CUE value once, when a file first refers to
 // it, and shared by every file: a fleet is mostly devices, and few
 // policies look at them.
 type evaluator struct {
 	ctx   *cue.Context
-	fleet *schema.Fleet
+	docs  collections
 	cache map[string]cue.Value // collection → its CUE value
-	metas map[manifestRef]*schema.Meta
 }
 
-func newEvaluator(fleet *schema.Fleet) *evaluator {
-	if fleet == nil {
-		fleet = new(schema.Fleet)
-	}
-	ev := &evaluator{
+func newEvaluator(docs collections) *evaluator {
+	return &evaluator{
 		ctx:   cuecontext.New(),
-		fleet: fleet,
+		docs:  docs,
 		cache: make(map[string]cue.Value),
-		metas: make(map[manifestRef]*schema.Meta),
 	}
-	for m := range fleet.All() {
-		meta := m.Metadata()
+}
+
+// metas returns the metadata of the manifests of fleet by kind and name;
+// for a name declared twice (the schema reports it) the first one.
+func metas(fleet *schema.Fleet) map[manifestRef]*schema.Meta {
+	m := make(map[manifestRef]*schema.Meta)
+	if fleet == nil {
+		return m
+	}
+	for mf := range fleet.All() {
+		meta := mf.Metadata()
 		ref := manifestRef{meta.Kind, meta.Name}
-		if _, dup := ev.metas[ref]; !dup { // the schema reports duplicates; the first one wins
-			ev.metas[ref] = meta
+		if _, dup := m[ref]; !dup {
+			m[ref] = meta
 		}
 	}
-	return ev
+	return m
 }
 
-// document returns m in the shape policies see: its JSON encoding, with
-// metadata.labels always present.
-func document(m schema.Manifest) (map[string]any, error) {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
+// fleetCollections returns the collections of fleet, JSON-encoded.
+func fleetCollections(fleet *schema.Fleet, metas map[manifestRef]*schema.Meta) collections {
+	return func(c string) (map[string]json.RawMessage, error) {
+		docs := make(map[string]json.RawMessage)
+		if fleet == nil {
+			return docs, nil
+		}
+		for m := range fleet.All() {
+			meta := m.Metadata()
+			if collection(meta.Kind) != c || metas[manifestRef{meta.Kind, meta.Name}] != meta {
+				continue
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				return nil, fmt.Errorf("encode %s %s: %w", meta.Kind, meta.Name, err)
+			}
+			docs[meta.Name] = b
+		}
+		return docs, nil
 	}
+}
+
+// document returns the manifest JSON-encoded in b in the shape policies
+// see, with metadata.labels always present.
+func document(name string, b json.RawMessage) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var doc map[string]any
 	if err := dec.Decode(&doc); err != nil {
 		return nil, err
 	}
+	if doc == nil {
+		return nil, errors.New("not a JSON object")
+	}
 	numbers(doc)
 	md, _ := doc["metadata"].(map[string]any)
 	if md == nil {
-		md = map[string]any{"name": m.Metadata().Name}
+		md = map[string]any{"name": name}
 		doc["metadata"] = md
 	}
 	if md["labels"] == nil {
@@ -133,17 +165,17 @@ func (ev *evaluator) value(c string) (cue.Value, error) {
 	if v, ok := ev.cache[c]; ok {
 		return v, nil
 	}
-	docs := make(map[string]any)
-	for m := range ev.fleet.All() {
-		meta := m.Metadata()
-		if collection(meta.Kind) != c || ev.metas[manifestRef{meta.Kind, meta.Name}] != meta {
-			continue
-		}
-		doc, err := document(m)
+	raw, err := ev.docs(c)
+	if err != nil {
+		return cue.Value{}, err
+	}
+	docs := make(map[string]any, len(raw))
+	for name, b := range raw {
+		doc, err := document(name, b)
 		if err != nil {
-			return cue.Value{}, fmt.Errorf("encode %s %s: %w", meta.Kind, meta.Name, err)
+			return cue.Value{}, fmt.Errorf("decode %s %s: %w", c, name, err)
 		}
-		docs[meta.Name] = doc
+		docs[name] = doc
 	}
 	v := ev.ctx.Encode(docs)
 	if err := v.Err(); err != nil {
@@ -262,6 +294,7 @@ func (ev *evaluator) run(f policyFile, seen map[string]string) ([]Violation, sch
 }
 
 // violations reads the violations of one policy.
+// Violations of a manifest are located at the policy (at); see locate.
 func (ev *evaluator) violations(p cue.Value, name string, f policyFile, at schema.Source) ([]Violation, schema.Errors) {
 	sev := Deny
 	if sv := p.LookupPath(cue.ParsePath("severity")); sv.Exists() {
@@ -309,17 +342,31 @@ func (ev *evaluator) violations(p cue.Value, name string, f policyFile, at schem
 				continue
 			}
 			v.Kind, v.Name = schema.Kind(kind), mname
-			if meta := ev.metas[manifestRef{v.Kind, mname}]; meta != nil {
-				src = meta.Source
-				if v.Path != "" {
-					src = meta.Pos(v.Path)
-				}
-			}
 		}
 		v.File, v.Line, v.Col = src.File, src.Line, src.Col
 		vs = append(vs, v)
 	}
 	return vs, errs
+}
+
+// locate moves each violation of a manifest found in metas to the
+// manifest's position, or its field's when the violation has a path.
+func locate(vs []Violation, metas map[manifestRef]*schema.Meta) {
+	for i := range vs {
+		v := &vs[i]
+		if v.Kind == "" {
+			continue
+		}
+		meta := metas[manifestRef{v.Kind, v.Name}]
+		if meta == nil {
+			continue
+		}
+		src := meta.Source
+		if v.Path != "" {
+			src = meta.Pos(v.Path)
+		}
+		v.File, v.Line, v.Col = src.File, src.Line, src.Col
+	}
 }
 
 // position turns a CUE position into a Source, or the file alone when the

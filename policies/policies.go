@@ -2,6 +2,7 @@ package policies
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -82,42 +83,58 @@ func Packs() []string {
 
 // Check runs the policies the fleet repository in fsys selects (its
 // ConfigFile and its policies/*.cue files) against fleet, which is what
-// [schema.Load] returned for the same tree; fleet may be partial.
+// [schema.Load] returned for the same tree; fleet may be partial. It is
+// CheckContext with the default budget.
+func Check(fsys fs.FS, fleet *schema.Fleet) ([]Violation, error) {
+	return CheckContext(context.Background(), fsys, fleet, Budget{})
+}
+
+// CheckContext runs the policies the fleet repository in fsys selects
+// against fleet. The built-in packs run in this process; the repository's
+// own policy files run in a separate process under budget b (see
+// [Budget]).
 //
 // Violations are sorted by file and position. When a policy cannot run (a
-// malformed ConfigFile, a policy file that does not compile or whose
-// violations do not evaluate), err is a [schema.Errors] pointing into the
-// policies folder, and the violations of every other policy are still
-// returned.
-func Check(fsys fs.FS, fleet *schema.Fleet) ([]Violation, error) {
+// malformed ConfigFile, a policy file that does not compile, whose
+// violations do not evaluate, or that goes over the budget), err is a
+// [schema.Errors] pointing into the policies folder, and the violations of
+// every other policy are still returned. Otherwise err is ctx's error when
+// ctx ended, or wraps [ErrEvaluator] when the evaluator could not run.
+func CheckContext(ctx context.Context, fsys fs.FS, fleet *schema.Fleet, b Budget) ([]Violation, error) {
 	cfg, files, errs, err := readSources(fsys)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range cfg.packs {
-		src, err := packFS.ReadFile(path.Join("packs", p.name+".cue"))
-		if err != nil {
-			return nil, fmt.Errorf("read built-in pack %s: %w", p.name, err)
-		}
-		files = append(files, policyFile{
-			file:     "(built-in)/" + p.name + ".cue",
-			pack:     p.name,
-			src:      src,
-			severity: p.severity,
-		})
-	}
-	if len(files) == 0 {
-		return nil, orNil(errs)
-	}
-
-	ev := newEvaluator(fleet)
+	ms := metas(fleet)
 	var vs []Violation
-	seen := make(map[string]string) // repository policy name → file
-	for _, f := range files {
-		fvs, ferrs := ev.run(f, seen)
+	if len(files) > 0 {
+		fvs, ferrs, err := sandbox(ctx, files, fleet, ms, b)
+		if err != nil {
+			return nil, err
+		}
 		vs = append(vs, fvs...)
 		errs = append(errs, ferrs...)
 	}
+	if len(cfg.packs) > 0 {
+		// Built-in packs are this program's own code, bounded by the
+		// size of the fleet (see BenchmarkCheck): no process needed.
+		ev := newEvaluator(fleetCollections(fleet, ms))
+		for _, p := range cfg.packs {
+			src, err := packFS.ReadFile(path.Join("packs", p.name+".cue"))
+			if err != nil {
+				return nil, fmt.Errorf("read built-in pack %s: %w", p.name, err)
+			}
+			pvs, perrs := ev.run(policyFile{
+				file:     "(built-in)/" + p.name + ".cue",
+				pack:     p.name,
+				src:      src,
+				severity: p.severity,
+			}, nil)
+			vs = append(vs, pvs...)
+			errs = append(errs, perrs...)
+		}
+	}
+	locate(vs, ms)
 	slices.SortStableFunc(vs, func(a, b Violation) int {
 		return cmp.Or(
 			cmp.Compare(a.File, b.File),

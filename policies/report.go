@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,14 @@ func Validate(fsys fs.FS) (*schema.Fleet, *Report, error) { return ValidateCache
 // ValidateCached is Validate with [schema.LoadCached] and cache c, for
 // callers that validate one repository commit after commit.
 func ValidateCached(fsys fs.FS, c *schema.Cache) (*schema.Fleet, *Report, error) {
+	return ValidateContext(context.Background(), fsys, c, Budget{})
+}
+
+// ValidateContext is ValidateCached with the repository's policies
+// evaluated under budget b (see [CheckContext]). A policy file over its
+// budget is an error of the Report; err is also ctx's error when ctx
+// ended, or wraps [ErrEvaluator] when the evaluator could not run.
+func ValidateContext(ctx context.Context, fsys fs.FS, c *schema.Cache, b Budget) (*schema.Fleet, *Report, error) {
 	r := new(Report)
 	fleet, err := schema.LoadCached(fsys, c)
 	if err != nil {
@@ -36,7 +45,7 @@ func ValidateCached(fsys fs.FS, c *schema.Cache) (*schema.Fleet, *Report, error)
 	if fleet == nil {
 		fleet = new(schema.Fleet)
 	}
-	vs, err := Check(fsys, fleet)
+	vs, err := CheckContext(ctx, fsys, fleet, b)
 	r.Violations = vs
 	if err != nil {
 		var errs schema.Errors

@@ -10,10 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gitfleet/gitfleet/controller/plan"
+	"github.com/gitfleet/gitfleet/policies"
 )
 
 func newPlanCmd() *cobra.Command {
-	var repoPath, base, head, format string
+	var (
+		repoPath, base, head, format string
+		budget                       policies.Budget
+	)
 	cmd := &cobra.Command{
 		Use:   "plan --base REV [--head REV] [--repo PATH]",
 		Short: "Say what merging a change to the fleet repository would do",
@@ -34,12 +38,19 @@ CI on a merge commit, the target branch.
 
 Formats: text (default), markdown (for a pull-request comment) and json.
 
+The head's own policies/*.cue run under the budget --policy-timeout,
+--policy-memory and --policy-output set (the controller's defaults); a
+policy over it fails the head's validation, naming its file.
+
 The exit status is 0 when the plan was written and the head is valid, 1 when
 the plan was written but the head fails validation, 2 on any other error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !slices.Contains(plan.Formats(), format) {
 				return fmt.Errorf("--format: unknown format %q (want %s)", format, strings.Join(plan.Formats(), ", "))
+			}
+			if err := checkBudget(budget); err != nil {
+				return err
 			}
 			repo, err := git.PlainOpenWithOptions(repoPath, &git.PlainOpenOptions{DetectDotGit: true})
 			if err != nil {
@@ -48,7 +59,7 @@ the plan was written but the head fails validation, 2 on any other error.`,
 				}
 				return fmt.Errorf("open %s: %w", repoPath, err)
 			}
-			p, err := plan.Between(repo, base, head)
+			p, err := plan.BetweenContext(cmd.Context(), repo, base, head, budget)
 			if err != nil {
 				return err
 			}
@@ -66,6 +77,7 @@ the plan was written but the head fails validation, 2 on any other error.`,
 	f.StringVar(&base, "base", "", "`revision` the change is merged into, such as main or origin/main (required)")
 	f.StringVar(&head, "head", "HEAD", "`revision` holding the change")
 	f.StringVar(&format, "format", "text", "output `format`: text, markdown or json")
+	addBudgetFlags(f, &budget)
 	cmd.MarkFlagRequired("base")
 	return cmd
 }

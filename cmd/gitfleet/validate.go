@@ -17,7 +17,10 @@ import (
 )
 
 func newValidateCmd() *cobra.Command {
-	var format string
+	var (
+		format string
+		budget policies.Budget
+	)
 	cmd := &cobra.Command{
 		Use:   "validate [DIR]",
 		Short: "Check a fleet repository against the schema and its policies",
@@ -29,6 +32,11 @@ own policies/*.cue.
 Every error and violation is printed with its file:line. The exit status is 1
 when there is an error or a violation of a deny policy, 0 otherwise:
 warnings are printed and pass.
+
+The repository's own policies/*.cue run in a separate process under a budget
+(--policy-timeout, --policy-memory, --policy-output; the defaults are the
+controller's): a policy over it is an error naming its file, as the
+controller would refuse the commit.
 
 Formats:
   text    one problem per line, then a summary (default)
@@ -46,6 +54,9 @@ Formats:
 			default:
 				return fmt.Errorf("--format: unknown format %q (want text, json or github)", format)
 			}
+			if err := checkBudget(budget); err != nil {
+				return err
+			}
 			fi, err := os.Stat(dir)
 			if err != nil {
 				return err
@@ -53,7 +64,7 @@ Formats:
 			if !fi.IsDir() {
 				return fmt.Errorf("%s is not a directory", dir)
 			}
-			fleet, report, err := policies.Validate(os.DirFS(dir))
+			fleet, report, err := policies.ValidateContext(cmd.Context(), os.DirFS(dir), nil, budget)
 			if err != nil {
 				return fmt.Errorf("validate %s: %w", dir, err)
 			}
@@ -77,6 +88,7 @@ Formats:
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output `format`: text, json or github")
+	addBudgetFlags(cmd.Flags(), &budget)
 	return cmd
 }
 

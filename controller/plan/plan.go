@@ -2,6 +2,7 @@ package plan
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -154,6 +155,12 @@ func New(in Input) *Plan {
 // commits (never the work tree) and validating the head. The base is
 // loaded leniently: whatever of it is valid is compared.
 func Between(repo *git.Repository, baseRev, headRev string) (*Plan, error) {
+	return BetweenContext(context.Background(), repo, baseRev, headRev, policies.Budget{})
+}
+
+// BetweenContext is Between with the head's own policies evaluated under
+// budget b (see policies.Budget), stopped when ctx ends.
+func BetweenContext(ctx context.Context, repo *git.Repository, baseRev, headRev string, b policies.Budget) (*Plan, error) {
 	baseFS, baseCommit, err := gitsource.CommitFS(repo, baseRev)
 	if err != nil {
 		return nil, fmt.Errorf("base: %w", err)
@@ -166,7 +173,7 @@ func Between(repo *git.Repository, baseRev, headRev string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base %s: %w", baseRev, err)
 	}
-	headFleet, report, err := policies.Validate(headFS)
+	headFleet, report, err := policies.ValidateContext(ctx, headFS, nil, b)
 	if err != nil {
 		return nil, fmt.Errorf("head %s: %w", headRev, err)
 	}
