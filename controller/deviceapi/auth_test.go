@@ -146,7 +146,9 @@ func TestAdmissionRule(t *testing.T) {
 	}
 }
 
-func TestAuthRefusals(t *testing.T) {
+// TestAttackAuthRequests: forged, malformed and oversized authentication
+// requests are refused and record nothing.
+func TestAttackAuthRequests(t *testing.T) {
 	e := newEnv(t)
 	d := newDevice(t, "rsa", map[string]any{"mac": "01"})
 	e.setFleet(manifest("d", 1, map[string]string{"mac": "01"}, ""))
@@ -162,18 +164,18 @@ func TestAuthRefusals(t *testing.T) {
 		sig  string
 		want int
 	}{
-		{"signed by another key", good, impostor.sign(good), http.StatusUnauthorized},
-		{"no signature", good, "", http.StatusUnauthorized},
-		{"signature not base64", good, "%%%", http.StatusUnauthorized},
-		{"body changed after signing", append(bytes.Clone(good[:len(good)-1]), ' ', '\n'), d.sign(good), http.StatusUnauthorized},
-		{"not JSON", []byte("hello"), d.sign([]byte("hello")), http.StatusBadRequest},
-		{"id_data not an object", mustAuthBody(t, `"mac"`, d.pubPEM()), "", http.StatusBadRequest},
-		{"id_data nested object", mustAuthBody(t, `{"a":{"b":1}}`, d.pubPEM()), "", http.StatusBadRequest},
-		{"id_data empty", mustAuthBody(t, `{}`, d.pubPEM()), "", http.StatusBadRequest},
-		{"pubkey garbage", mustAuthBody(t, `{"mac":"01"}`, "not a key"), "", http.StatusBadRequest},
-		{"RSA 1024", weakBody, "", http.StatusBadRequest},
-		{"trailing data", append(bytes.Clone(good), []byte("{}")...), "", http.StatusBadRequest},
-		{"oversized", bytes.Repeat([]byte(" "), MaxAuthBody+1), "", http.StatusRequestEntityTooLarge},
+		{"signed by another key → 401", good, impostor.sign(good), http.StatusUnauthorized},
+		{"no signature → 401", good, "", http.StatusUnauthorized},
+		{"signature not base64 → 401", good, "%%%", http.StatusUnauthorized},
+		{"body changed after signing → 401", append(bytes.Clone(good[:len(good)-1]), ' ', '\n'), d.sign(good), http.StatusUnauthorized},
+		{"body not JSON → 400", []byte("hello"), d.sign([]byte("hello")), http.StatusBadRequest},
+		{"id_data not an object → 400", mustAuthBody(t, `"mac"`, d.pubPEM()), "", http.StatusBadRequest},
+		{"id_data nested object → 400", mustAuthBody(t, `{"a":{"b":1}}`, d.pubPEM()), "", http.StatusBadRequest},
+		{"id_data empty → 400", mustAuthBody(t, `{}`, d.pubPEM()), "", http.StatusBadRequest},
+		{"pubkey garbage → 400", mustAuthBody(t, `{"mac":"01"}`, "not a key"), "", http.StatusBadRequest},
+		{"RSA key of 1024 bits → 400", weakBody, "", http.StatusBadRequest},
+		{"trailing data after the JSON → 400", append(bytes.Clone(good), []byte("{}")...), "", http.StatusBadRequest},
+		{"oversized body → 413", bytes.Repeat([]byte(" "), MaxAuthBody+1), "", http.StatusRequestEntityTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,7 +210,9 @@ func mustAuthBody(t *testing.T, idData, pub string) []byte {
 	return b
 }
 
-func TestTokens(t *testing.T) {
+// TestAttackForgedTokens: device tokens that were forged, tampered with,
+// signed with another algorithm or key, or expired are refused.
+func TestAttackForgedTokens(t *testing.T) {
 	e := newEnv(t)
 	d := newDevice(t, "ed25519", map[string]any{"mac": "01"})
 	e.setFleet(manifest("d", 1, map[string]string{"mac": "01"}, ""))
@@ -242,27 +246,29 @@ func TestTokens(t *testing.T) {
 	hs512 := b64([]byte(`{"alg":"HS512","typ":"JWT"}`)) + "." + parts[1] + "." + parts[2]
 
 	for name, tok := range map[string]string{
-		"wrong key":        wrongKey,
-		"tampered payload": parts[0] + "." + b64(tp) + "." + parts[2],
-		"alg none":         none,
-		"other alg":        hs512,
-		"two parts":        parts[0] + "." + parts[1],
-		"garbage":          "x",
-		"signature bits":   parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(make([]byte, 32)),
+		"token signed with another key → 401":           wrongKey,
+		"payload changed (another identity) → 401":      parts[0] + "." + b64(tp) + "." + parts[2],
+		"alg none, no signature → 401":                  none,
+		"header naming another algorithm (HS512) → 401": hs512,
+		"token of two parts → 401":                      parts[0] + "." + parts[1],
+		"garbage token → 401":                           "x",
+		"signature replaced by zero bytes → 401":        parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(make([]byte, 32)),
+		"no token → 401":                                "",
 	} {
-		if c := call(tok); c != http.StatusUnauthorized {
-			t.Errorf("%s: %d, want 401", name, c)
-		}
-	}
-	if code, _, _ := e.do(http.MethodPut, inventoryPath, "", inv, nil); code != http.StatusUnauthorized {
-		t.Errorf("no token: %d", code)
+		t.Run(name, func(t *testing.T) {
+			if c := call(tok); c != http.StatusUnauthorized {
+				t.Errorf("%d, want 401", c)
+			}
+		})
 	}
 
 	// Expired: a week and a second later.
 	e.clock.Add(7*24*time.Hour + time.Second)
-	if c := call(d.token); c != http.StatusUnauthorized {
-		t.Fatalf("expired token: %d, want 401", c)
-	}
+	t.Run("expired token → 401", func(t *testing.T) {
+		if c := call(d.token); c != http.StatusUnauthorized {
+			t.Fatalf("expired token: %d, want 401", c)
+		}
+	})
 	if code, _ := d.auth(e); code != http.StatusOK || call(d.token) != http.StatusOK {
 		t.Fatalf("re-authentication after expiry: %d", code)
 	}
