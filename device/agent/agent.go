@@ -335,10 +335,14 @@ func (a *Agent) Rollback(ctx context.Context) error {
 	d := &deployment{a: a, rec: rec, resumed: true}
 	if rec.Committed {
 		// The commit was recorded (the agent stopped before the end of
-		// the deployment): nothing is rolled back. Finish it, so the
-		// record goes and artifact_info says what runs.
-		if err := a.resume(ctx, rec, true); err != nil {
-			return err
+		// the deployment): nothing is rolled back. A standalone install
+		// is finished here, so the record goes and artifact_info says
+		// what runs; a server's deployment is left to the daemon, which
+		// reports its outcome (ArtifactInfo follows the record until then).
+		if rec.Deployment.Standalone() {
+			if err := a.resume(ctx, rec, true); err != nil {
+				return err
+			}
 		}
 		return fmt.Errorf("%w: %s is committed; install the previous artifact to go back", ErrBusy, orUnknown(rec.Deployment.ArtifactName))
 	}
