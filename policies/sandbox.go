@@ -113,8 +113,9 @@ func (ev *evaluator) runSafe(f policyFile, seen map[string]string) (vs []Violati
 
 // sandbox evaluates files, the repository's own, in a child process under
 // budget b against fleet (whose manifests' positions the caller fills
-// in, see locate). err is ctx's error when ctx ended first, or wraps
-// ErrEvaluator; a policy file over budget is one of errs.
+// in, see locate). A policy file over budget, or on which the child died,
+// is one of errs. err is ctx's error when ctx ended first, or wraps
+// ErrEvaluator when the child could not be started.
 func sandbox(ctx context.Context, files []policyFile, fleet *schema.Fleet, metas map[manifestRef]*schema.Meta, b Budget) (vs []Violation, errs schema.Errors, err error) {
 	b = b.withDefaults()
 	req, err := request(files, fleet, metas)
@@ -122,6 +123,7 @@ func sandbox(ctx context.Context, files []policyFile, fleet *schema.Fleet, metas
 		return nil, nil, fmt.Errorf("%w: %w", ErrEvaluator, err)
 	}
 
+	cpuLimit := b.Time.Truncate(time.Second) + 2*time.Second
 	tctx, cancel := context.WithTimeout(ctx, b.Time)
 	defer cancel()
 	cmd := exec.CommandContext(tctx, executable())
@@ -132,7 +134,7 @@ func sandbox(ctx context.Context, files []policyFile, fleet *schema.Fleet, metas
 		childMemEnv + "=" + strconv.FormatInt(b.Memory, 10),
 		// A backstop should the parent fail to kill it: the kernel does
 		// past the CPU time the wall-clock budget allows.
-		childCPUEnv + "=" + strconv.FormatInt(int64(b.Time/time.Second)+2, 10),
+		childCPUEnv + "=" + strconv.FormatInt(int64(cpuLimit/time.Second), 10),
 		"GOMAXPROCS=1",
 		"GOTRACEBACK=none",
 	}
@@ -199,25 +201,36 @@ func sandbox(ctx context.Context, files []policyFile, fleet *schema.Fleet, metas
 	if ctx.Err() != nil {
 		return nil, nil, ctx.Err()
 	}
+	// Whatever stopped the child happened while it evaluated this file:
+	// the file is refused (never retried as if the failure were
+	// transient, which would stall following Git on this commit).
 	at := files[len(results)].file
-	var over *BudgetError
+	var msg string
 	switch {
 	case overOutput:
-		over = &BudgetError{File: at, What: "output", Limit: formatBytes(b.Output), Flag: "--policy-output"}
-	case tctx.Err() != nil || stderr.has("CPU time limit", "SIGXCPU"):
-		over = &BudgetError{File: at, What: "time", Limit: b.Time.String(), Flag: "--policy-timeout"}
-	case stderr.has("out of memory", "cannot allocate memory", "pthread_create failed", "failed to create new OS thread"):
-		over = &BudgetError{File: at, What: "memory", Limit: formatBytes(b.Memory), Flag: "--policy-memory"}
+		msg = (&BudgetError{File: at, What: "output", Limit: formatBytes(b.Output), Flag: "--policy-output"}).Error()
+	case tctx.Err() != nil || cpuTime(cmd.ProcessState) >= cpuLimit-time.Second:
+		msg = (&BudgetError{File: at, What: "time", Limit: b.Time.String(), Flag: "--policy-timeout"}).Error()
+	case stderr.has("out of memory", "cannot allocate memory", "pthread_create failed", "failed to create new OS thread", "stack overflow"):
+		msg = (&BudgetError{File: at, What: "memory", Limit: formatBytes(b.Memory), Flag: "--policy-memory"}).Error()
 	case protoErr != nil:
-		return nil, nil, fmt.Errorf("%w: %s: bad output: %w", ErrEvaluator, at, protoErr)
+		msg = fmt.Sprintf("the policy evaluator stopped on this file with unreadable output (%v); please report it", protoErr)
 	default:
-		return nil, nil, fmt.Errorf("%w: %s: %v%s", ErrEvaluator, at, waitErr, stderr.summary())
+		msg = fmt.Sprintf("the policy evaluator stopped on this file (%v%s); please report it", waitErr, stderr.summary())
 	}
-	errs = append(errs, &schema.Error{File: at, Msg: over.Error()})
+	errs = append(errs, &schema.Error{File: at, Msg: msg})
 	for _, f := range files[len(results)+1:] {
 		errs = append(errs, &schema.Error{File: f.file, Msg: fmt.Sprintf("not evaluated: %s went over its budget first", at)})
 	}
 	return vs, errs, nil
+}
+
+// cpuTime returns the CPU time the child used, 0 if unknown.
+func cpuTime(ps *os.ProcessState) time.Duration {
+	if ps == nil {
+		return 0
+	}
+	return ps.UserTime() + ps.SystemTime()
 }
 
 // request encodes the request for files: the files, and the collections

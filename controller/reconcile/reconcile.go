@@ -5,7 +5,10 @@
 // whose outcome is one Result:
 //
 //  1. load: read every manifest at the commit, validate it against the
-//     schema and run the repository's policies;
+//     schema and run the repository's policies (its own policy files in a
+//     separate process, under Options.PolicyBudget: a commit whose policies
+//     would run for hours is refused when the budget runs out, not waited
+//     for);
 //  2. refuse: a commit with errors, deny violations or (upstream, in
 //     gitsource) a bad signature is recorded as refused, with all its
 //     errors, and the previous Snapshot keeps serving — stalled until a new
@@ -71,6 +74,11 @@ type Options struct {
 	Branch  string // recorded in CommitRecord
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
+	// PolicyBudget bounds the evaluation of the repository's own
+	// policies at each commit (zero fields: the defaults of
+	// policies.Budget). A commit whose policies go over it is refused,
+	// naming the policy file, and the next commit is taken as usual.
+	PolicyBudget policies.Budget
 }
 
 // Reconciler applies revisions. It is safe for concurrent use; Apply calls
@@ -139,8 +147,15 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	}
 
 	// 1. load
-	fleet, report, err := policies.ValidateCached(rev.FS, r.files)
-	if err != nil {
+	fleet, report, err := policies.ValidateContext(ctx, rev.FS, r.files, r.opts.PolicyBudget)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return Result{}, ctx.Err()
+	case errors.Is(err, policies.ErrEvaluator):
+		// The policy evaluator could not run (no process to spare): not
+		// the commit's fault.
+		return Result{}, fmt.Errorf("%w: %w", ErrTransient, err)
+	case err != nil:
 		// The tree could not be read at all: a refusal too, with its reason.
 		report = &policies.Report{Errors: schema.Errors{{File: ".", Msg: err.Error()}}}
 	}

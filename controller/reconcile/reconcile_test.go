@@ -58,8 +58,8 @@ kind: Device
 metadata: {name: boards}
 spec:
   devices:
-    - {name: dev-1, identity: {mac: "02:00:00:00:00:01"}, deviceType: board}
-    - {name: dev-2, identity: {mac: "02:00:00:00:00:02"}, deviceType: board}
+    - {name: dev-1, identity: {mac: "02:00:00:00:00:01"}, deviceType: board, trustOnFirstUse: true}
+    - {name: dev-2, identity: {mac: "02:00:00:00:00:02"}, deviceType: board, trustOnFirstUse: true}
 `
 
 const rolloutYAML = `apiVersion: gitfleet.io/v1
