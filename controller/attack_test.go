@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/controller/store/embedded"
 	"github.com/gitfleet/gitfleet/webhooks/receive"
 )
 
@@ -359,6 +363,48 @@ func TestAttackRevokedDevice(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			if code := get(c.device); code != c.want {
 				t.Fatalf("%d, want %d", code, c.want)
+			}
+		})
+	}
+}
+
+// TestAttackHostHeader: the controller offers deployments only with a
+// configured public URL to build download URLs on (the device API never
+// needs the Host a request names).
+func TestAttackHostHeader(t *testing.T) {
+	cache, err := artifacts.New(artifacts.Options{Dir: t.TempDir(), DownloadKeys: [][]byte{make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	st, err := embedded.Open(filepath.Join(t.TempDir(), "state.db"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	src, err := gitsource.New(gitsource.Options{URL: "file://" + t.TempDir(), Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for _, c := range []struct {
+		name, public string
+		ok           bool
+	}{
+		{"deployments offered without a public URL → New refuses", "", false},
+		{"public URL over plain http → New refuses", "http://gitfleet.example", false},
+		{"public URL with credentials → New refuses", "https://u:p@gitfleet.example", false},
+		{"public URL with a path or query → New refuses", "https://gitfleet.example/dl?x=1", false},
+		{"https://host:port → accepted", "https://gitfleet.example:8443", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := controller.New(controller.Options{Source: src, Store: st,
+				Devices: deviceapi.Options{Artifacts: cache, PublicURL: c.public}})
+			if (err == nil) != c.ok {
+				t.Fatalf("New: %v", err)
+			}
+			if err != nil && strings.Contains(err.Error(), ":p@") {
+				t.Fatalf("credentials echoed: %v", err)
 			}
 		})
 	}

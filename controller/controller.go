@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -68,7 +69,8 @@ type Options struct {
 	// Devices configures the device API (package deviceapi) served under
 	// /api/devices; its Store, Live and (when nil) Logger are set by the
 	// controller. Without Devices.Artifacts devices authenticate and
-	// report inventory, but no deployment is offered.
+	// report inventory, but no deployment is offered; with it,
+	// Devices.PublicURL is required (see CheckPublicURL).
 	Devices deviceapi.Options
 	// Downloads makes the handler of presigned artifact downloads
 	// (artifacts.Cache's DownloadHandler), served under
@@ -113,6 +115,13 @@ func New(opts Options) (*Controller, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Devices.Artifacts != nil {
+		// Download URLs are built on the configured public URL, never on
+		// the Host a request names (which the client chooses).
+		if err := CheckPublicURL(opts.Devices.PublicURL); err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
 	}
 	if opts.WatchInterval <= 0 {
 		opts.WatchInterval = 5 * time.Second
@@ -335,4 +344,28 @@ func (c *Controller) deviceDeclared(name string) bool {
 	devs := snap.Fleet.Devices
 	_, found := slices.BinarySearchFunc(idx.order, name, func(i int32, name string) int { return strings.Compare(devs[i].Name, name) })
 	return found
+}
+
+// CheckPublicURL checks a public URL: what devices reach the controller
+// at, the base of download URLs: https://host[:port], with no user
+// information, path, query or fragment.
+func CheckPublicURL(s string) error {
+	if s == "" {
+		return errors.New("the public URL (https://host[:port] devices reach the controller at) is required to offer deployments")
+	}
+	u, err := url.Parse(s)
+	shown := func() string { v := *u; v.User = nil; return v.String() } // no secrets in errors
+	switch {
+	case err != nil:
+		return errors.New("the public URL does not parse; give https://host[:port]")
+	case u.Scheme != "https":
+		return fmt.Errorf("public URL %q: use https://host[:port] (devices download over TLS only)", shown())
+	case u.User != nil:
+		return fmt.Errorf("public URL %q: must not hold a user name or password", shown())
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("public URL %q names no host", shown())
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		return fmt.Errorf("public URL %q: give only https://host[:port], without a path, query or fragment", shown())
+	}
+	return nil
 }

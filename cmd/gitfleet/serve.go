@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -63,18 +64,39 @@ environment variable (GITFLEET_REPO, GITFLEET_WEBHOOK_SECRET, …).`,
 	return cmd
 }
 
-func newLogger(level string) *slog.Logger {
+// newLogger returns the JSON logger of serve, at level, writing to w; r
+// removes secrets from every line.
+func newLogger(w io.Writer, level string, r *redactor) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(redactHandler{h: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}), r: r})
 }
 
+// serve runs the controller until ctx ends. Neither its log nor the error
+// it returns carries a secret of cfg (see redact.go).
 func serve(ctx context.Context, cfg serveConfig) error {
-	log := newLogger(cfg.LogLevel)
-	log.Info("starting gitfleet controller", "settings", cfg.String())
+	r := newRedactor(cfg.secretValues())
+	log := newLogger(os.Stderr, cfg.LogLevel, r)
+	// Libraries that log to the default logger go through the redactor too.
+	slog.SetDefault(log)
+	return r.Error(runServe(ctx, cfg, log))
+}
+
+func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
+	log.Info("starting gitfleet controller", "settings", cfg)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	public, err := publicURL(cfg, ln.Addr())
+	if err != nil {
+		return err
+	}
+	log.Info("download URLs are built on the public URL", "public_url", public)
 
 	src, err := openSource(cfg, log)
 	if err != nil {
@@ -82,7 +104,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	}
 	defer src.Close()
 
-	st, err := openStore(ctx, cfg)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -105,7 +127,7 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		return err
 	}
 	defer cache.Close()
-	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: cfg.PublicURL,
+	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: public,
 		UnknownRate: rate.Limit(cfg.DeviceAuthRate), UnknownBurst: cfg.DeviceAuthBurst}
 	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
@@ -117,10 +139,6 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	tlsCfg, err := serverTLS(cfg, log)
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	sopts := controller.ServerOptions{TLS: tlsCfg}
 	srv := ctrl.Server(sopts)
@@ -183,7 +201,7 @@ func openSource(cfg serveConfig, log *slog.Logger) (*gitsource.Source, error) {
 	return src, nil
 }
 
-func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
+func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.Store, error) {
 	if cfg.Redis == "" {
 		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{
 			MaxPending: cfg.MaxPendingDevices, MaxConflicts: store.DefaultMaxConflicts, PendingTTL: cfg.PendingTTL})
@@ -216,11 +234,11 @@ func openStore(ctx context.Context, cfg serveConfig) (store.Store, error) {
 	defer cancel()
 	if err := st.Ping(pctx); err != nil {
 		// Not fatal: the controller retries and /readyz says so.
-		slog.Default().Warn("redis does not answer yet", "err", err)
+		log.Warn("redis does not answer yet", "err", err)
 		return st, nil
 	}
 	for _, a := range st.Advice(pctx) {
-		slog.Default().Warn("redis setting to change", "advice", a)
+		log.Warn("redis setting to change", "advice", a)
 	}
 	return st, nil
 }
@@ -293,4 +311,44 @@ func servePprof(addr string, log *slog.Logger) {
 	if err := srv.ListenAndServe(); err != nil {
 		log.Warn("pprof server stopped", "err", err)
 	}
+}
+
+// publicURL is what devices reach the controller at, the base of download
+// URLs: --public-url, or else https:// and the listening address when
+// --listen names a host (the port it listens on, also when --listen asked
+// for port 0), or the one --hostname of the development certificate with
+// that port. It is never taken from a request's Host header, which the
+// client chooses.
+func publicURL(cfg serveConfig, addr net.Addr) (string, error) {
+	if cfg.PublicURL != "" {
+		return strings.TrimRight(cfg.PublicURL, "/"), controller.CheckPublicURL(cfg.PublicURL)
+	}
+	host, err := publicHost(cfg)
+	if err != nil {
+		return "", err
+	}
+	_, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "", fmt.Errorf("listening address %s: %w", addr, err)
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}
+
+// publicHost is the host of a derived public URL: --listen's host when it
+// names one, else the single --hostname. It needs no listener, so the
+// settings can be checked before anything starts.
+func publicHost(cfg serveConfig) (string, error) {
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return host, nil
+	}
+	if len(cfg.Hostnames) == 1 && cfg.TLSCert == "" {
+		return cfg.Hostnames[0], nil
+	}
+	return "", fmt.Errorf("cannot tell the URL devices reach this controller at (--listen %q names no host): "+
+		"set --public-url https://host[:port] (or GITFLEET_PUBLIC_URL, or public_url: in --config); "+
+		"download URLs are built on it, never on the Host a request names", cfg.Listen)
 }

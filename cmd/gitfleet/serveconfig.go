@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"go.yaml.in/yaml/v3"
@@ -25,7 +27,7 @@ import (
 // Secrets can also be given as files (…_file keys), so they stay out of
 // process listings and shell history.
 type serveConfig struct {
-	Repo                string        `yaml:"repo" flag:"repo" help:"fleet repository URL (file://, https://, ssh://)"`
+	Repo                string        `yaml:"repo" flag:"repo" secret:"url" help:"fleet repository URL (file://, https://, ssh://)"`
 	Branch              string        `yaml:"branch" flag:"branch" help:"branch (or tag) to follow"`
 	RepoUsername        string        `yaml:"repo_username" flag:"repo-username" help:"HTTPS username (default x-access-token when a token is given)"`
 	RepoToken           string        `yaml:"repo_token" flag:"repo-token" secret:"true" help:"HTTPS token or password"`
@@ -36,7 +38,7 @@ type serveConfig struct {
 	CommitKeys          string        `yaml:"commit_keys" flag:"commit-keys" help:"armored OpenPGP keyring: when set, every new commit must be signed by one of its keys"`
 	PollInterval        time.Duration `yaml:"poll_interval" flag:"poll-interval" help:"how often to fetch the repository without a webhook"`
 	ArtifactStore       string        `yaml:"artifact_store" flag:"artifact-store" help:"directory holding the artifact files that Artifact manifests name by path (https sources need none)"`
-	PublicURL           string        `yaml:"public_url" flag:"public-url" help:"https://host[:port] devices reach the controller at, for download URLs (default: the host each device asked for)"`
+	PublicURL           string        `yaml:"public_url" flag:"public-url" help:"https://host[:port] devices reach the controller at, the base of download URLs (default: derived from --listen when it names a host, or from a single --hostname; without either, serve refuses to start)"`
 	Redis               string        `yaml:"redis" flag:"redis" secret:"url" help:"Redis URL (redis://, rediss://; several comma-separated for a cluster); empty: the embedded store in --data-dir"`
 	DataDir             string        `yaml:"data_dir" flag:"data-dir" help:"directory for the local clone, the embedded store and the development certificate"`
 	Listen              string        `yaml:"listen" flag:"listen" help:"HTTPS address for devices, webhooks and the management API"`
@@ -222,15 +224,24 @@ func (c *serveConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--debug-listen %q: give a loopback address such as 127.0.0.1:6060 (profiles must not be exposed)", c.DebugListen))
 		}
 	}
+	if c.PublicURL != "" {
+		if err := controller.CheckPublicURL(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("--public-url: %w", err))
+		}
+	} else if _, err := publicHost(*c); err != nil {
+		errs = append(errs, err)
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
 	return errors.Join(errs...)
 }
 
-// String renders the settings for the start-up log with secrets redacted.
-func (c serveConfig) String() string {
-	var b strings.Builder
+// settings lists the settings that are set, by their config key, with
+// secrets redacted: settings tagged secret:"true" show as <redacted>,
+// those tagged secret:"url" without the URL's user information.
+func (c serveConfig) settings() [][2]string {
+	var out [][2]string
 	v := reflect.ValueOf(c)
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
@@ -238,7 +249,7 @@ func (c serveConfig) String() string {
 		switch f.Tag.Get("secret") {
 		case "true":
 			if val != "" {
-				val = "<redacted>"
+				val = redactedText
 			}
 		case "url":
 			val = redactURL(val)
@@ -246,18 +257,37 @@ func (c serveConfig) String() string {
 		if val == "" || val == "[]" {
 			continue
 		}
-		fmt.Fprintf(&b, "%s=%s ", f.Tag.Get("yaml"), strconv.Quote(val))
+		out = append(out, [2]string{f.Tag.Get("yaml"), val})
+	}
+	return out
+}
+
+// String renders the settings for humans, with secrets redacted.
+func (c serveConfig) String() string {
+	var b strings.Builder
+	for _, kv := range c.settings() {
+		fmt.Fprintf(&b, "%s=%s ", kv[0], strconv.Quote(kv[1]))
 	}
 	return strings.TrimSpace(b.String())
 }
 
-// redactURL hides the password in URLs like redis://user:pass@host.
+// LogValue logs the settings as a group, with secrets redacted.
+func (c serveConfig) LogValue() slog.Value {
+	var attrs []slog.Attr
+	for _, kv := range c.settings() {
+		attrs = append(attrs, slog.String(kv[0], kv[1]))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// redactURL hides the user information in URLs like
+// redis://user:pass@host or https://token@host (several, comma-separated).
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if at := strings.LastIndex(p, "@"); at >= 0 {
 			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "<redacted>" + p[at:]
+				parts[i] = p[:scheme+3] + redactedText + p[at:]
 			}
 		}
 	}

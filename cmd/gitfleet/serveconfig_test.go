@@ -13,7 +13,7 @@ import (
 func TestServeConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "gitfleet.yaml")
-	os.WriteFile(file, []byte("repo: https://git.example/fleet.git\nbranch: prod\npoll_interval: 2m\nlisten: ':9443'\nwebhook_secret: from-file\n"), 0o600)
+	os.WriteFile(file, []byte("repo: https://git.example/fleet.git\nbranch: prod\npoll_interval: 2m\nlisten: ':9443'\nwebhook_secret: from-file\npublic_url: https://gitfleet.example\n"), 0o600)
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600)
 
@@ -74,7 +74,8 @@ func TestServeConfigErrors(t *testing.T) {
 	c.TLSCert = "x"
 	c.PollInterval = time.Millisecond
 	err := c.validate()
-	for _, want := range []string{"--repo", "--tls-key", "poll-interval"} {
+	c.Listen = ":8443" // no host, and no --public-url
+	for _, want := range []string{"--repo", "--tls-key", "poll-interval", "--public-url"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validate does not mention %s: %v", want, err)
 		}

@@ -233,6 +233,10 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		log.Warn("artifact not available; no deployment this poll", "artifact", dec.Artifact, "err", err)
 		return c.NoContent(http.StatusNoContent)
 	}
+	// The controller always sets PublicURL (controller.CheckPublicURL):
+	// a URL built on the Host a request names would send the device
+	// wherever the client (or anyone in between) said. The Host is used
+	// only by this package's own tests, which run without a controller.
 	base := a.opts.PublicURL
 	if base == "" {
 		base = "https://" + c.Request().Host
