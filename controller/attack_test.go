@@ -409,3 +409,45 @@ func TestAttackHostHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackReadyz: /readyz tells anyone whether the controller is ready,
+// and only the holder of the management token why not.
+func TestAttackReadyz(t *testing.T) {
+	var st interface{ Close() error }
+	tc := startController(t, func(o *controller.Options, _ *controller.ServerOptions) {
+		st = o.Store.(interface{ Close() error })
+	})
+	st.Close() // the store now fails every call, with its own error text
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequest("GET", tc.URL+"/readyz", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := tc.client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		name, token string
+		detail      bool
+	}{
+		{"store failing, no token → 503 with a generic problem only", "", false},
+		{"store failing, wrong token → 503 with a generic problem only", "not-the-token", false},
+		{"store failing, management token → 503 with the store's error", tc.Token, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := get(c.token)
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, `"ready":false`) {
+				t.Fatalf("%d %s", code, body)
+			}
+			hasDetail := strings.Contains(body, "embedded")
+			if hasDetail != c.detail || !strings.Contains(body, "store") {
+				t.Fatalf("details shown = %v, want %v: %s", hasDetail, c.detail, body)
+			}
+		})
+	}
+}

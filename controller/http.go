@@ -18,7 +18,7 @@ import (
 // Handler returns the controller's HTTP routes. Serve it over TLS only.
 //
 //	GET  /healthz                       the process is up
-//	GET  /readyz                        a commit is served and the store answers
+//	GET  /readyz                        a commit is served and the store answers (details with the management token)
 //	GET  /metrics                       Prometheus
 //	POST /hooks, /hooks/{provider}      Git host webhooks
 //	     /api/devices/…                 the Mender device API (package deviceapi)
@@ -58,18 +58,41 @@ func (c *Controller) Handler() http.Handler {
 	return e
 }
 
+// readyz answers 200 {"ready": true} when a commit is served and the store
+// answers, else 503 with the problems. Without the management token the
+// problems are generic ("store unavailable"); with it (Authorization:
+// Bearer) they carry the details, which may name internal addresses.
 func (c *Controller) readyz(ctx *echo.Context) error {
-	problems := []string{}
+	type problem struct{ public, detail string }
+	var problems []problem
 	if c.rec.Live() == nil {
-		problems = append(problems, "no commit served yet")
+		problems = append(problems, problem{"no commit served yet", "no commit served yet"})
 	}
 	if err := c.opts.Store.Ping(ctx.Request().Context()); err != nil {
-		problems = append(problems, "store: "+err.Error())
+		problems = append(problems, problem{"store unavailable", "store: " + err.Error()})
 	}
-	if len(problems) > 0 {
-		return ctx.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+	if len(problems) == 0 {
+		return ctx.JSON(http.StatusOK, map[string]any{"ready": true})
 	}
-	return ctx.JSON(http.StatusOK, map[string]any{"ready": true})
+	detailed := c.tokenOK(ctx)
+	out := make([]string, len(problems))
+	for i, p := range problems {
+		out[i] = p.public
+		if detailed {
+			out[i] = p.detail
+		}
+	}
+	return ctx.JSON(http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": out})
+}
+
+// tokenOK reports whether the request carries the management token
+// (compared in constant time); false when there is none.
+func (c *Controller) tokenOK(ctx *echo.Context) bool {
+	if c.opts.ManagementToken == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(ctx.Request().Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(c.opts.ManagementToken)) == 1
 }
 
 // requireToken guards the management API with a bearer token, compared in
@@ -79,8 +102,7 @@ func (c *Controller) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.opts.ManagementToken == "" {
 			return echo.NewHTTPError(http.StatusNotFound, "the management API is disabled: start the controller with --management-token")
 		}
-		got, ok := strings.CutPrefix(ctx.Request().Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(c.opts.ManagementToken)) != 1 {
+		if !c.tokenOK(ctx) {
 			ctx.Response().Header().Set("WWW-Authenticate", `Bearer realm="gitfleet"`)
 			return echo.NewHTTPError(http.StatusUnauthorized, "a valid bearer token is required")
 		}
