@@ -404,10 +404,12 @@ func (e *Env) CommitAndServe(c *Controller, files map[string]string, msg string)
 // download broken in the middle of its body (the bytes are TLS records,
 // so the proxy only counts them).
 type CutProxy struct {
-	Addr     string
+	Addr string
+	ln   net.Listener
+
+	tmu      sync.Mutex // guards target and cutAfter
 	target   string
 	cutAfter int64
-	ln       net.Listener
 
 	cut     atomic.Bool
 	conns   atomic.Int64
@@ -435,6 +437,15 @@ func StartCutProxy(t testing.TB, target string, cutAfter int64) *CutProxy {
 
 // URL is the proxy's https URL.
 func (p *CutProxy) URL() string { return "https://" + p.Addr }
+
+// Retarget sets the target and the cut for the connections accepted from
+// now on: for a proxy started before the controller it fronts, whose
+// address (say, its --public-url) the controller must know at start.
+func (p *CutProxy) Retarget(target string, cutAfter int64) {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	p.target, p.cutAfter = target, cutAfter
+}
 
 // Cut reports whether the proxy has dropped its connection.
 func (p *CutProxy) Cut() bool { return p.cut.Load() }
@@ -484,7 +495,10 @@ func (p *CutProxy) serve() {
 
 func (p *CutProxy) relay(client net.Conn) {
 	defer p.wg.Done()
-	server, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+	p.tmu.Lock()
+	target, cutAfter := p.target, p.cutAfter
+	p.tmu.Unlock()
+	server, err := net.DialTimeout("tcp", target, 10*time.Second)
 	if err != nil {
 		client.Close()
 		return
@@ -508,8 +522,8 @@ func (p *CutProxy) relay(client net.Conn) {
 	for {
 		k, err := server.Read(buf)
 		if k > 0 {
-			if n+int64(k) > p.cutAfter && p.cut.CompareAndSwap(false, true) {
-				part := p.cutAfter - n
+			if n+int64(k) > cutAfter && p.cut.CompareAndSwap(false, true) {
+				part := cutAfter - n
 				client.Write(buf[:part])
 				p.relayed.Add(part)
 				p.drop(client, server, done)

@@ -421,15 +421,7 @@ func newSimEnv(t testing.TB, n, replicas int) *simEnv {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cache.Close() })
-		ctrl, err := controller.New(controller.Options{
-			Source: src, Store: st, Branch: "main", Logger: rlog, ManagementToken: s.token,
-			Devices:   deviceapi.Options{Artifacts: cache, Now: s.clock.Now, Logger: rlog},
-			Downloads: cache.Handler(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		handler := ctrl.Handler()
+		var handler http.Handler
 		served := new(atomic.Int64)
 		s.served = append(s.served, served)
 		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -437,6 +429,18 @@ func newSimEnv(t testing.TB, n, replicas int) *simEnv {
 			served.Add(1)
 			handler.ServeHTTP(w, r)
 		}))
+		// Download URLs are built on the replica's public URL: its own
+		// address, known once its listener is open.
+		ctrl, err := controller.New(controller.Options{
+			Source: src, Store: st, Branch: "main", Logger: rlog, ManagementToken: s.token,
+			Devices: deviceapi.Options{Artifacts: cache, Now: s.clock.Now, Logger: rlog,
+				PublicURL: "https://" + srv.Listener.Addr().String()},
+			Downloads: cache.DownloadHandler,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handler = ctrl.Handler()
 		srv.StartTLS()
 		t.Cleanup(srv.Close)
 		runCtx, stop := context.WithCancel(context.Background())
