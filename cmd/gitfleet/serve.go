@@ -33,13 +33,21 @@ import (
 func newServeCmd() *cobra.Command {
 	cfg := defaultServeConfig()
 	cmd := &cobra.Command{
-		Use:   "serve --repo URL [--branch main] [--redis URL | --data-dir DIR] [--tls-cert F --tls-key F] [--webhook-secret S]",
+		Use:   "serve --repo URL [--branch main] [--redis URL | --data-dir DIR] [--tls-cert F --tls-key F] [--public-url URL] [--webhook-secret S]",
 		Short: "Run the controller: follow the fleet repository and serve devices over HTTPS",
 		Long: `Run the controller. It follows one branch of the fleet repository (fetching
 every --poll-interval, and at once when a Git host webhook arrives on
 /hooks), validates each new commit and makes it live, and serves over HTTPS
 only: webhooks, the read-only management API (/api/management/v1, with
 --management-token), /healthz, /readyz and /metrics.
+
+Devices download artifacts from presigned URLs built on --public-url, the
+https://host[:port] they reach the controller at (never on the Host a request
+names). Without it, the --listen address is used when it names a host, or
+the one --hostname of the development certificate; otherwise serve refuses
+to start. Slow or stalled clients are cut off (headers 10s, request bodies
+30s, a response write that makes no progress for 60s, idle connections 60s),
+but a download that keeps moving may take as long as it needs.
 
 State lives in Redis (--redis; several controllers may share one) or, by
 default, in an embedded store in --data-dir (one controller). Without
@@ -140,7 +148,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sopts := controller.ServerOptions{TLS: tlsCfg}
+	sopts := controller.ServerOptions{TLS: tlsCfg, MaxConnsPerSource: cfg.MaxConnsPerSource}
 	srv := ctrl.Server(sopts)
 	if cfg.DebugListen != "" {
 		go servePprof(cfg.DebugListen, log)

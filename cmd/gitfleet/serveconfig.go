@@ -53,6 +53,7 @@ type serveConfig struct {
 	PendingTTL          time.Duration `yaml:"pending_ttl" flag:"pending-ttl" help:"how long a pending device or key conflict record is kept after it was last seen"`
 	DeviceAuthRate      float64       `yaml:"device_auth_rate" flag:"device-auth-rate" help:"auth requests per second of devices that are not accepted allowed from one source address (429 beyond)"`
 	DeviceAuthBurst     int           `yaml:"device_auth_burst" flag:"device-auth-burst" help:"auth requests of devices that are not accepted one source may send at once before --device-auth-rate applies"`
+	MaxConnsPerSource   int           `yaml:"max_conns_per_source" flag:"max-conns-per-source" help:"connections one source address may hold open at once (IPv6 by /64; devices behind one NAT share an address); -1: no limit"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
 	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
@@ -72,6 +73,7 @@ func defaultServeConfig() serveConfig {
 		PendingTTL:        store.DefaultPendingTTL,
 		DeviceAuthRate:    float64(deviceapi.DefaultUnknownRate),
 		DeviceAuthBurst:   deviceapi.DefaultUnknownBurst,
+		MaxConnsPerSource: controller.DefaultMaxConnsPerSource,
 		LogLevel:          "info",
 	}
 }
@@ -230,6 +232,9 @@ func (c *serveConfig) validate() error {
 		}
 	} else if _, err := publicHost(*c); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxConnsPerSource == 0 || c.MaxConnsPerSource < -1 {
+		errs = append(errs, fmt.Errorf("--max-conns-per-source %d: give a positive number, or -1 for no limit", c.MaxConnsPerSource))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
