@@ -212,3 +212,48 @@ func TestValidateUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// slowPolicy would run for hours: four comprehensions nested over 100
+// elements each.
+const slowPolicy = "import \"list\"\nfleet: _\npolicy: slow: violations: [\n" +
+	"\tfor a in list.Range(0, 100, 1) for b in list.Range(0, 100, 1)\n" +
+	"\tfor c in list.Range(0, 100, 1) for d in list.Range(0, 100, 1)\n" +
+	"\tif a+b+c+d < 0 {message: \"x\"}]\n"
+
+// TestAttackSlowPolicyCLI checks that validate and plan stop a policy
+// over its budget, say which file and how to raise the budget, and exit
+// 1; and that a budget that would refuse every policy is a usage error.
+func TestAttackSlowPolicyCLI(t *testing.T) {
+	const want = "policies/slow.cue: policy evaluation went over its time budget of 2s and was stopped; " +
+		"make the policy cheaper (fewer nested comprehensions over large lists, no large generated values) " +
+		"or raise the budget with --policy-timeout\n"
+	r := pullRequest(t)
+	r.commit("A slow policy", map[string]string{"policies/slow.cue": slowPolicy})
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+		code int
+	}{
+		{"validate of a repository with a 10^8-step policy → exit 1, the file and the budget named",
+			[]string{"validate", "--policy-timeout", "2s", r.dir}, r.dir + "/" + want, 1},
+		{"plan of a head adding a 10^8-step policy → exit 1, the file and the budget named",
+			[]string{"plan", "--repo", r.dir, "--base", "main", "--policy-timeout", "2s"}, want, 1},
+		{"validate with --policy-timeout 0 → usage error",
+			[]string{"validate", "--policy-timeout", "0s", r.dir}, "--policy-timeout: want a positive duration", 2},
+		{"validate with --policy-memory 10 → usage error",
+			[]string{"validate", "--policy-memory", "10", r.dir}, "--policy-memory: want at least 16MiB", 2},
+		{"plan with --policy-output in an unknown unit → usage error",
+			[]string{"plan", "--repo", r.dir, "--base", "main", "--policy-output", "1TB"}, `unknown unit "TB"`, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := gitfleet(t, tc.args...)
+			if got := exitCode(err); got != tc.code {
+				t.Fatalf("exit code %d (%v), want %d\n%s", got, err, tc.code, out)
+			}
+			if !strings.Contains(out, tc.want) && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("output lacks %q:\n%s\nerr: %v", tc.want, out, err)
+			}
+		})
+	}
+}
