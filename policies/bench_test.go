@@ -68,3 +68,55 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// benchPolicy is a repository policy over every device and rollout of
+// benchFleet.
+const benchPolicy = `import "strings"
+fleet: _
+policy: "device-names": {
+	severity: "warn"
+	violations: [for d in fleet.devices if !strings.HasPrefix(d.metadata.name, "dev-") {manifest: d, message: "bad name"}]
+}
+policy: "rollout-owner": {
+	severity: "warn"
+	violations: [for r in fleet.rollouts if r.metadata.labels.owner == _|_ {manifest: r, message: "no owner"}]
+}
+`
+
+// BenchmarkRepoPolicies measures what the process boundary costs: a
+// repository policy over the 9,000 devices and 200 rollouts of
+// benchFleet, evaluated in a child process (what Check does) and in this
+// process (what it would cost without the boundary). On the 2-core
+// machine of the first measurement: 0.92 s per commit in the child, 0.72
+// s in-process (the child's start and the fleet's JSON round trip cost
+// about 0.2 s; with an empty fleet the child costs ~14 ms), and the
+// controller's own allocations per commit fall from 168 MB to 13 MB.
+func BenchmarkRepoPolicies(b *testing.B) {
+	f := benchFleet()
+	fsys := fstest.MapFS{"policies/repo.cue": {Data: []byte(benchPolicy)}}
+	b.Run("sandbox", func(b *testing.B) {
+		for b.Loop() {
+			vs, err := Check(fsys, f)
+			if err != nil || len(vs) != 200 {
+				b.Fatalf("%d violations, %v", len(vs), err)
+			}
+		}
+	})
+	b.Run("sandbox-empty-fleet", func(b *testing.B) { // the cost of the process alone
+		for b.Loop() {
+			if _, err := Check(fsys, &schema.Fleet{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("in-process", func(b *testing.B) {
+		ms := metas(f)
+		for b.Loop() {
+			ev := newEvaluator(fleetCollections(f, ms))
+			vs, errs := ev.run(policyFile{file: "policies/repo.cue", src: []byte(benchPolicy)}, map[string]string{})
+			if len(errs) != 0 || len(vs) != 200 {
+				b.Fatalf("%d violations, %v", len(vs), errs)
+			}
+		}
+	})
+}
