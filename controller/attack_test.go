@@ -451,3 +451,40 @@ func TestAttackReadyz(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackSlowClientsHTTP2: over HTTP/2 a stalled body ends its stream
+// just the same.
+func TestAttackSlowClientsHTTP2(t *testing.T) {
+	tc := startController(t, func(o *controller.Options, s *controller.ServerOptions) {
+		o.Webhooks = &receive.Options{Secret: "webhook-secret", Ref: "main"}
+		*s = shortBounds
+		// Over HTTP/2 a write deadline ends a stream even before its first
+		// write: make it long, so that only the body's deadline can act.
+		s.WriteStall = 2 * deadline
+		s.TLS = &tls.Config{NextProtos: []string{"h2", "http/1.1"}}
+	})
+	for _, path := range []string{"/hooks", "/api/devices/v1/authentication/auth_requests"} {
+		t.Run("stalled body to "+path+" (Content-Length 1000, 1 byte sent) → stream ended", func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go pw.Write([]byte("{"))
+			req, _ := http.NewRequest("POST", tc.URL+path, pr)
+			req.ContentLength = 1000
+			req.Header.Set("X-GitHub-Event", "push")
+			client := &http.Client{Timeout: deadline, Transport: &http.Transport{ForceAttemptHTTP2: true,
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+			resp, err := client.Do(req)
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 {
+					t.Fatalf("spoke %s, not HTTP/2", resp.Proto)
+				}
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the server kept the stream open: %v", err)
+			}
+		})
+	}
+}

@@ -90,7 +90,11 @@ func startController(t *testing.T, tune func(*controller.Options, *controller.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	sopts.TLS = testTLS(t)
+	tlsCfg := testTLS(t)
+	if sopts.TLS != nil && sopts.TLS.NextProtos != nil {
+		tlsCfg.NextProtos = sopts.TLS.NextProtos // a test asking for HTTP/2
+	}
+	sopts.TLS = tlsCfg
 	srv := c.Server(sopts)
 	go srv.Serve(c.Listener(slowLink{ln}, sopts))
 	t.Cleanup(func() { srv.Close() })

@@ -38,7 +38,9 @@ const (
 //     keeps moving (at 32 KiB per write, WriteStall 60s means at least
 //     about 0.5 KiB/s; a write waits for room in the socket's send
 //     buffer, which the kernel keeps small on a slow link), and an
-//     interrupted download resumes with Range.
+//     interrupted download resumes with Range. Over HTTP/2, where the
+//     deadline is the stream's, it also bounds the wait before the first
+//     write, so no handler may think for longer than WriteStall.
 //   - IdleTimeout closes a keep-alive connection with no request.
 //   - MaxHeaderBytes bounds the request line and headers.
 //   - MaxConnsPerSource bounds the connections open at once from one
@@ -133,7 +135,7 @@ func Bounded(h http.Handler, opts ServerOptions) http.Handler {
 			// reads ahead on their connection to notice a client going
 			// away, and a deadline there would cancel a long download.
 			_ = rc.SetReadDeadline(time.Now().Add(opts.BodyTimeout))
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, w: w}
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, w: w, http1: r.ProtoMajor == 1}
 		}
 		h.ServeHTTP(bw, r)
 		// net/http flushes the response's tail after the handler returns:
@@ -144,12 +146,14 @@ func Bounded(h http.Handler, opts ServerOptions) http.Handler {
 
 // deadlineBody lifts the body's read deadline once the body has been read
 // to its end, so that the handler's work after it is not cut short; a body
-// that fails (its deadline passed) closes the connection after the answer.
+// that fails (its deadline passed) closes an HTTP/1 connection after the
+// answer (an HTTP/2 deadline ends the stream only).
 type deadlineBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
-	w    http.ResponseWriter
-	done bool
+	rc    *http.ResponseController
+	w     http.ResponseWriter
+	http1 bool
+	done  bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
@@ -161,7 +165,9 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		_ = b.rc.SetReadDeadline(time.Time{})
 	default:
 		b.done = true
-		b.w.Header().Set("Connection", "close")
+		if b.http1 {
+			b.w.Header().Set("Connection", "close")
+		}
 	}
 	return n, err
 }
