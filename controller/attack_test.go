@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
 	"github.com/gitfleet/gitfleet/webhooks/receive"
+	"github.com/labstack/echo/v5"
 )
 
 // shortBounds are the server bounds of the slow-client attacks: short, so
@@ -484,6 +487,37 @@ func TestAttackSlowClientsHTTP2(t *testing.T) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatalf("the server kept the stream open: %v", err)
+			}
+		})
+	}
+}
+
+// TestAttackInternalErrors: an internal error's text is logged, never
+// answered.
+func TestAttackInternalErrors(t *testing.T) {
+	const detail = "dial tcp 10.0.0.5:6379: connection refused"
+	var logs syncBuffer
+	e := echo.NewWithConfig(echo.Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	e.HTTPErrorHandler = deviceapi.JSONErrors
+	e.GET("/plain", func(*echo.Context) error { return errors.New(detail) })
+	e.GET("/wrapped", func(*echo.Context) error {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store unavailable").Wrap(errors.New(detail))
+	})
+	for _, c := range []struct {
+		name, path string
+		code       int
+	}{
+		{"a handler's plain error → 500, generic message, detail logged", "/plain", 500},
+		{"an HTTP error wrapping a cause → its status and message, cause logged", "/wrapped", 503},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			e.ServeHTTP(rec, httptest.NewRequest("GET", c.path, nil))
+			if rec.Code != c.code || strings.Contains(rec.Body.String(), "10.0.0.5") || !strings.Contains(rec.Body.String(), `"error"`) {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			if !strings.Contains(logs.String(), "10.0.0.5") {
+				t.Fatalf("the detail was not logged: %s", logs.String())
 			}
 		})
 	}
