@@ -27,6 +27,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/policies"
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/gitfleet/gitfleet/webhooks/receive"
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,6 +88,10 @@ type Options struct {
 	SyncArtifacts func(ctx context.Context, fleet *schema.Fleet) error
 	// SyncInterval is the period of SyncArtifacts. Default 1 minute.
 	SyncInterval time.Duration
+	// PolicyBudget bounds the evaluation of the repository's own
+	// policies at each commit (see policies.Budget; zero fields: the
+	// defaults).
+	PolicyBudget policies.Budget
 }
 
 // Controller follows Git and serves. Create it with New, serve its
@@ -145,6 +150,7 @@ func New(opts Options) (*Controller, error) {
 	c.metrics = newMetrics(opts.Registry, c)
 	c.rec = reconcile.New(reconcile.Options{
 		Store: opts.Store, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
+		PolicyBudget: opts.PolicyBudget,
 	})
 	dopts := opts.Devices
 	dopts.Store, dopts.Live = opts.Store, c.rec.Live

@@ -124,6 +124,9 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ManagementToken: cfg.ManagementToken,
 		ReplicaID:       fmt.Sprintf("%s-%d", host, os.Getpid()),
 	}
+	if opts.PolicyBudget, err = cfg.policyBudget(); err != nil {
+		return err
+	}
 	if cfg.WebhookSecret != "" {
 		opts.Webhooks = &receive.Options{Secret: receive.Secret(cfg.WebhookSecret), Ref: src.Ref(),
 			PerSource: receive.Limit{Rate: cfg.WebhookRate, Burst: cfg.WebhookBurst}}

@@ -17,6 +17,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/policies"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -56,6 +57,9 @@ type serveConfig struct {
 	MaxConnsPerSource   int           `yaml:"max_conns_per_source" flag:"max-conns-per-source" help:"connections one source address may hold open at once (IPv6 by /64; devices behind one NAT share an address); -1: no limit"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
+	PolicyTimeout       time.Duration `yaml:"policy_timeout" flag:"policy-timeout" help:"wall-clock time the repository's own policies/*.cue may take at one commit; a commit over it is refused, naming the policy file"`
+	PolicyMemory        string        `yaml:"policy_memory" flag:"policy-memory" help:"memory the repository's own policies may use at one commit (such as 1GiB); a commit over it is refused"`
+	PolicyOutput        string        `yaml:"policy_output" flag:"policy-output" help:"size of the violations and errors the repository's own policies may report (such as 8MiB)"`
 	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
 	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
 }
@@ -74,6 +78,9 @@ func defaultServeConfig() serveConfig {
 		DeviceAuthRate:    float64(deviceapi.DefaultUnknownRate),
 		DeviceAuthBurst:   deviceapi.DefaultUnknownBurst,
 		MaxConnsPerSource: controller.DefaultMaxConnsPerSource,
+		PolicyTimeout:     policies.DefaultTime,
+		PolicyMemory:      (*sizeFlag)(ptr(int64(policies.DefaultMemory))).String(),
+		PolicyOutput:      (*sizeFlag)(ptr(int64(policies.DefaultOutput))).String(),
 		LogLevel:          "info",
 	}
 }
@@ -239,8 +246,25 @@ func (c *serveConfig) validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
+	if _, err := c.policyBudget(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
+
+// policyBudget returns the budget of the repository's own policies.
+func (c *serveConfig) policyBudget() (policies.Budget, error) {
+	b := policies.Budget{Time: c.PolicyTimeout}
+	if err := (*sizeFlag)(&b.Memory).Set(c.PolicyMemory); err != nil {
+		return b, fmt.Errorf("--policy-memory: %w", err)
+	}
+	if err := (*sizeFlag)(&b.Output).Set(c.PolicyOutput); err != nil {
+		return b, fmt.Errorf("--policy-output: %w", err)
+	}
+	return b, checkBudget(b)
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // settings lists the settings that are set, by their config key, with
 // secrets redacted: settings tagged secret:"true" show as <redacted>,

@@ -243,6 +243,12 @@ func TestAttackSlowPolicyCLI(t *testing.T) {
 			[]string{"validate", "--policy-timeout", "0s", r.dir}, "--policy-timeout: want a positive duration", 2},
 		{"validate with --policy-memory 10 → usage error",
 			[]string{"validate", "--policy-memory", "10", r.dir}, "--policy-memory: want at least 16MiB", 2},
+		{"serve with --policy-timeout 0 → refused at start",
+			[]string{"serve", "--repo", "file:///nonexistent", "--public-url", "https://fleet.example.com", "--data-dir", t.TempDir(), "--policy-timeout", "0s"},
+			"--policy-timeout: want a positive duration", 2},
+		{"serve with --policy-memory in an unknown unit → refused at start",
+			[]string{"serve", "--repo", "file:///nonexistent", "--public-url", "https://fleet.example.com", "--data-dir", t.TempDir(), "--policy-memory", "1TB"},
+			`--policy-memory: unknown unit "TB"`, 2},
 		{"plan with --policy-output in an unknown unit → usage error",
 			[]string{"plan", "--repo", r.dir, "--base", "main", "--policy-output", "1TB"}, `unknown unit "TB"`, 2},
 	} {
