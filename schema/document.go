@@ -44,6 +44,13 @@ func (l *loader) loadYAML(file string, data []byte) {
 	if !slices.ContainsFunc(docs, looksLikeManifest) {
 		return
 	}
+	nodes := make([]ast.Node, len(docs))
+	for i, x := range docs {
+		nodes[i] = x
+	}
+	if !l.checkFields(file, nodes...) {
+		return
+	}
 	docs = slices.DeleteFunc(docs, isEmptyDoc)
 	if l.loadValid(file, docs) {
 		return
@@ -51,6 +58,20 @@ func (l *loader) loadYAML(file string, data []byte) {
 	for _, expr := range docs {
 		l.loadDoc(&doc{file: file, node: expr, yaml: expr})
 	}
+}
+
+// checkFields reports a mapping of xs, syntax trees of file, with more
+// than MaxFields keys, and whether there was none.
+func (l *loader) checkFields(file string, xs ...ast.Node) bool {
+	pos, ok := checkFields(xs...)
+	if !ok {
+		src := sourceOf(pos)
+		if src.File == "" {
+			src.File = file
+		}
+		l.errs.add(src, "", "a mapping with more than %d keys; no manifest needs that many (use a list, or split the manifest)", MaxFields)
+	}
+	return ok
 }
 
 // crToLF returns data with every carriage return that does not start a
@@ -135,6 +156,9 @@ func (l *loader) loadCUE(file string, data []byte) {
 			src.File = file
 		}
 		l.errs.add(src, "", "%s: not supported in manifest files, which hold data only (structs, lists and literals)", what)
+		return
+	}
+	if !l.checkFields(file, f) {
 		return
 	}
 	v := l.ctx.BuildFile(f)

@@ -19,7 +19,51 @@ const (
 	// (<<: *name) add to a file when expanded: each copies the anchored
 	// value, so a few lines could otherwise stand for billions of nodes.
 	MaxAliasNodes = 10_000
+
+	// MaxFields bounds the keys of one mapping (a struct in a .cue
+	// file). The CUE evaluator adds a struct's fields one by one to a
+	// list it searches, so a mapping costs the square of its keys: one
+	// of 110,000 keys (a 1 MB file) took 7 s, and a tree of 256 such
+	// files half an hour. No manifest needs more keys in one mapping
+	// (lists, such as a Device manifest's devices, are not affected).
+	MaxFields = 1000
 )
+
+// checkFields reports, with its position, the first struct of the
+// syntax trees xs with more than MaxFields fields.
+func checkFields(xs ...ast.Node) (token.Pos, bool) {
+	var at token.Pos
+	for _, x := range xs {
+		ast.Walk(x, func(n ast.Node) bool {
+			if !at.IsValid() {
+				var elts []ast.Decl
+				switch n := n.(type) {
+				case *ast.StructLit:
+					elts = n.Elts
+				case *ast.File:
+					elts = n.Decls
+				}
+				fields := 0
+				for _, d := range elts {
+					if _, ok := d.(*ast.Field); ok {
+						fields++
+					}
+				}
+				if fields > MaxFields {
+					at = n.Pos()
+					if !at.IsValid() {
+						at = elts[MaxFields].Pos()
+					}
+				}
+			}
+			return !at.IsValid()
+		}, nil)
+		if at.IsValid() {
+			return at, false
+		}
+	}
+	return token.NoPos, true
+}
 
 // checkAliases reports, as an error naming the line, a YAML file whose
 // aliases and merge keys expand to more than MaxAliasNodes extra nodes.
