@@ -41,9 +41,9 @@ import (
 const (
 	childEnv    = "GITFLEET_POLICY_EVALUATOR"
 	childMode   = "v1"
-	childMemEnv = "GITFLEET_POLICY_MEMORY" // bytes
-	childCPUEnv = "GITFLEET_POLICY_CPU"    // seconds
-	childArgv0  = "gitfleet-policy-eval"   // what ps shows
+	childMemEnv = "GITFLEET_POLICY_EVALUATOR_MEMORY" // bytes
+	childCPUEnv = "GITFLEET_POLICY_EVALUATOR_CPU"    // seconds
+	childArgv0  = "gitfleet-policy-eval"             // what ps shows
 )
 
 func init() {
