@@ -119,6 +119,19 @@
 // says which packs and policy files a tree selects, so that a plan can show
 // a change to the rules themselves.
 //
+// # Budget
+//
+// A repository's policy files are untrusted programs, and the CUE
+// evaluator cannot be interrupted. They therefore run in a separate
+// process (this program started again, see sandbox.go) under a [Budget]:
+// wall-clock time (the process is killed when it runs out), memory and
+// CPU time (limits the process sets on itself with setrlimit), and the
+// size of what it reports. A policy file over budget is an error at that
+// file, saying which budget and how to raise it, and the files after it
+// are reported as not evaluated; the evaluator process is gone when
+// [CheckContext] returns. The built-in packs are this package's own code,
+// bounded by the size of the fleet, and run in the calling process.
+//
 // Evaluation is bounded by what policies refer to: only the kinds a file
 // names (fleet.rollouts, fleet.groups, ...) are turned into CUE values, so
 // the thousands of Device manifests of a large fleet cost nothing to a
