@@ -67,13 +67,18 @@ func TestAttackForgedWebhooks(t *testing.T) {
 			t.Fatalf("%d, %d triggers", rec.Code, e.tr.count())
 		}
 	})
-	t.Run("flood from one address → 429 after its burst, before any signature is checked", func(t *testing.T) {
+	t.Run("forged flood from one address → 429 once its burst is spent; a signed delivery from that same address (a proxy, a shared NAT) → triggered", func(t *testing.T) {
 		e := newEnv(t, func(o *Options) { o.PerSource, o.Global = Limit{Rate: 1, Burst: 20}, Limit{} })
 		for i := range 20 {
-			e.do(t, nil, forgedFrom("203.0.113.7", i))
+			if rec, _ := e.do(t, nil, forgedFrom("203.0.113.7", i)); rec.Code != http.StatusUnauthorized {
+				t.Fatalf("forged delivery %d within the burst: %d, want 401", i, rec.Code)
+			}
 		}
-		if rec, resp := e.do(t, nil, signedFrom(t, "203.0.113.7", "same-address")); rec.Code != http.StatusTooManyRequests {
-			t.Fatalf("%d %s", rec.Code, resp.Status)
+		if rec, _ := e.do(t, nil, forgedFrom("203.0.113.7", 20)); rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("forged delivery beyond the burst: %d, want 429", rec.Code)
+		}
+		if rec, resp := e.do(t, nil, signedFrom(t, "203.0.113.7", "same-address")); rec.Code != http.StatusAccepted || e.tr.count() != 1 {
+			t.Fatalf("signed delivery from the forger's address: %d %s, %d triggers", rec.Code, resp.Status, e.tr.count())
 		}
 	})
 	t.Run("verified deliveries over the global budget → 429", func(t *testing.T) {

@@ -120,11 +120,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, pinned *provider
 }
 
 // handle runs the checks in order, cheapest and least trusting first, and
-// stops at the first that decides the outcome: the sender's rate limit,
-// the headers, the body's size, the signature (an HMAC over at most
-// MaxBody bytes), and only then the global rate limit, the JSON and the
-// store. Nothing from the body is looked at before its signature has been
-// checked.
+// stops at the first that decides the outcome: the headers, the body's
+// size, the signature (an HMAC over at most MaxBody bytes), and only then
+// the global rate limit, the JSON and the store. Nothing from the body is
+// looked at before its signature has been checked.
+//
+// Rate limits follow verification: a request refused before its signature
+// checked out (forged, malformed, too large) spends its sender's budget,
+// and once that is spent such requests get 429; a verified delivery spends
+// only the global budget. So forgeries, even from the address the real Git
+// host uses (a proxy in front of the controller, a shared NAT), never lock
+// the real deliveries out.
 func (h *Handler) handle(r *http.Request, pinned *provider) result {
 	res := result{level: slog.LevelInfo}
 	done := func(code int, o Outcome, reason string) result {
@@ -132,56 +138,59 @@ func (h *Handler) handle(r *http.Request, pinned *provider) result {
 		return res
 	}
 
-	if r.Method != http.MethodPost {
-		return done(http.StatusMethodNotAllowed, MethodNotAllowed, "use POST")
+	// refuse answers a request that did not prove its sender, charging
+	// the sender's budget; a sender that spent it gets 429.
+	refuse := func(code int, o Outcome, reason string) result {
+		if ok, wait := h.limiter.allowSource(sourceKey(h.opts.ClientIP(r)), h.opts.Now()); !ok {
+			res.level = slog.LevelDebug
+			res.retryAfter = retryAfter(wait)
+			return done(http.StatusTooManyRequests, RateLimited, "too many refused requests from this address")
+		}
+		return done(code, o, reason)
 	}
 
-	// The sender's own budget, before anything else: forged requests use
-	// up their sender's budget only.
-	if ok, wait := h.limiter.allowSource(sourceKey(h.opts.ClientIP(r)), h.opts.Now()); !ok {
-		res.level = slog.LevelDebug
-		res.retryAfter = retryAfter(wait)
-		return done(http.StatusTooManyRequests, RateLimited, "too many requests")
+	if r.Method != http.MethodPost {
+		return refuse(http.StatusMethodNotAllowed, MethodNotAllowed, "use POST")
 	}
 
 	p := pinned
 	if p == nil {
 		if p = detect(r.Header); p == nil {
-			return done(http.StatusBadRequest, UnknownSender, "no GitHub, GitLab, Gitea, Forgejo, Bitbucket or X-Gitfleet headers")
+			return refuse(http.StatusBadRequest, UnknownSender, "no GitHub, GitLab, Gitea, Forgejo, Bitbucket or X-Gitfleet headers")
 		}
 	}
 	res.provider = p.name
 	res.delivery = p.deliveryID(r.Header)
 	if res.delivery != "" && !validDelivery(res.delivery) {
 		res.delivery = ""
-		return done(http.StatusBadRequest, Malformed, "malformed delivery ID")
+		return refuse(http.StatusBadRequest, Malformed, "malformed delivery ID")
 	}
 
 	secret, signed := h.secret(p.name)
 	if !signed && !h.opts.AllowUnsigned {
-		return done(http.StatusForbidden, Disabled, "no secret is configured for "+string(p.name)+" webhooks")
+		return refuse(http.StatusForbidden, Disabled, "no secret is configured for "+string(p.name)+" webhooks")
 	}
 
 	if p.name != Generic && isForm(r.Header.Get("Content-Type")) {
-		return done(http.StatusUnsupportedMediaType, UnsupportedMedia, "form-encoded payloads are not supported; configure the webhook to send application/json")
+		return refuse(http.StatusUnsupportedMediaType, UnsupportedMedia, "form-encoded payloads are not supported; configure the webhook to send application/json")
 	}
 
 	if r.ContentLength > h.opts.MaxBody {
-		return done(http.StatusRequestEntityTooLarge, TooLarge, "body larger than "+strconv.FormatInt(h.opts.MaxBody, 10)+" bytes")
+		return refuse(http.StatusRequestEntityTooLarge, TooLarge, "body larger than "+strconv.FormatInt(h.opts.MaxBody, 10)+" bytes")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBody+1))
 	if err != nil {
-		return done(http.StatusBadRequest, Malformed, "reading body failed")
+		return refuse(http.StatusBadRequest, Malformed, "reading body failed")
 	}
 	if int64(len(body)) > h.opts.MaxBody {
-		return done(http.StatusRequestEntityTooLarge, TooLarge, "body larger than "+strconv.FormatInt(h.opts.MaxBody, 10)+" bytes")
+		return refuse(http.StatusRequestEntityTooLarge, TooLarge, "body larger than "+strconv.FormatInt(h.opts.MaxBody, 10)+" bytes")
 	}
 
 	if signed {
 		clock := skewClock{now: h.opts.Now(), maxSkew: h.opts.MaxSkew}
 		if err := p.verify(r.Header, body, []byte(secret), clock); err != nil {
 			res.level = slog.LevelWarn
-			return done(http.StatusUnauthorized, Unauthorized, err.Error())
+			return refuse(http.StatusUnauthorized, Unauthorized, err.Error())
 		}
 	}
 	// The global budget counts verified deliveries only, so forged ones

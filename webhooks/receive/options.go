@@ -152,12 +152,15 @@ type Options struct {
 	// it on GitHub; the controller's poll still picks such a commit up.
 	MaxBody int64
 
-	// PerSource limits requests per source address (IPv6 addresses are
-	// grouped by /64), verified or not: it applies before the body is
-	// read or any signature checked. Global limits verified deliveries
-	// from all sources together: it applies after the signature check, so
-	// forged requests cannot use up the real host's share. Defaults: per
-	// source 1/s with a burst of 20; global 10/s with a burst of 100.
+	// PerSource limits, per source address (IPv6 addresses are grouped
+	// by /64), the requests refused before their sender was proven
+	// (forged signatures, malformed or oversized requests): once a
+	// source has spent it, such requests get 429. Verified deliveries do
+	// not spend it, so forgeries sent from the real Git host's address (a
+	// proxy in front of the controller, a shared NAT) cannot lock the host
+	// out. Global limits verified deliveries from all sources together.
+	// Defaults: per source 1/s with a burst of 20; global 10/s with a
+	// burst of 100.
 	PerSource Limit
 	Global    Limit
 	// MaxSources bounds how many source addresses the per-source limiter

@@ -17,43 +17,58 @@ func genericFrom(ip, delivery string) *http.Request {
 	return r
 }
 
+// forgedGenericFrom is genericFrom with a signature that does not verify.
+func forgedGenericFrom(ip, delivery string) *http.Request {
+	r := genericFrom(ip, delivery)
+	r.Header.Set("X-Gitfleet-Signature", "sha256="+strings.Repeat("00", 32))
+	return r
+}
+
+// The per-source budget is spent by requests refused before their sender
+// is proven (forged, malformed); verified deliveries do not touch it.
 func TestRateLimitPerSource(t *testing.T) {
 	e := newEnv(t, func(o *Options) {
 		o.PerSource = Limit{Rate: 0.5, Burst: 2} // one every 2s
 		o.Global = Limit{Rate: -1}
 	})
 	n := 0
-	send := func(ip string) (int, string, Outcome) {
+	send := func(ip string, forged bool) (int, string, Outcome) {
 		n++
-		rec, resp := e.do(t, nil, genericFrom(ip, "d"+string(rune('a'+n))))
+		r := genericFrom(ip, "d"+string(rune('a'+n)))
+		if forged {
+			r = forgedGenericFrom(ip, "d"+string(rune('a'+n)))
+		}
+		rec, resp := e.do(t, nil, r)
 		return rec.Code, rec.Header().Get("Retry-After"), resp.Status
 	}
 	for i := range 2 {
-		if code, _, _ := send("192.0.2.1"); code != 202 {
-			t.Fatalf("request %d within the burst: %d", i+1, code)
+		if code, _, _ := send("192.0.2.1", true); code != 401 {
+			t.Fatalf("forged request %d within the burst: %d, want 401", i+1, code)
 		}
 	}
-	code, retry, status := send("192.0.2.1")
+	code, retry, status := send("192.0.2.1", true)
 	if code != 429 || status != RateLimited || retry != "2" {
-		t.Fatalf("over the burst: %d %q Retry-After=%q, want 429 rate_limited 2", code, status, retry)
+		t.Fatalf("forged, over the burst: %d %q Retry-After=%q, want 429 rate_limited 2", code, status, retry)
 	}
-	if code, _, _ := send("192.0.2.2"); code != 202 {
-		t.Fatalf("another source: %d", code)
+	if code, _, _ := send("192.0.2.1", false); code != 202 {
+		t.Fatalf("a verified delivery from the spent source: %d, want 202", code)
+	}
+	if code, _, _ := send("192.0.2.2", true); code != 401 {
+		t.Fatalf("a forgery from another source: %d, want 401", code)
 	}
 	e.clock.Advance(1 * time.Second)
-	if code, retry, _ := send("192.0.2.1"); code != 429 || retry != "1" {
+	if code, retry, _ := send("192.0.2.1", true); code != 429 || retry != "1" {
 		t.Fatalf("after 1s: %d Retry-After=%q", code, retry)
 	}
 	e.clock.Advance(1 * time.Second)
-	if code, _, _ := send("192.0.2.1"); code != 202 {
-		t.Fatalf("after 2s: %d", code)
+	if code, _, _ := send("192.0.2.1", true); code != 401 {
+		t.Fatalf("after 2s: %d, want 401", code)
 	}
-	if code, _, _ := send("192.0.2.1"); code != 429 {
+	if code, _, _ := send("192.0.2.1", true); code != 429 {
 		t.Fatalf("the refilled token is spent: %d", code)
 	}
-	// Rejected requests neither trigger nor reach verification.
-	if got := e.tr.count(); got != 4 {
-		t.Fatalf("triggered %d, want 4", got)
+	if got := e.tr.count(); got != 1 {
+		t.Fatalf("triggered %d, want 1", got)
 	}
 }
 
@@ -77,20 +92,6 @@ func TestRateLimitGlobal(t *testing.T) {
 	}
 }
 
-func TestRateLimitBeforeVerification(t *testing.T) {
-	// Forged requests use up the budget too: the limiter runs before any
-	// body is read or MAC computed.
-	e := newEnv(t, func(o *Options) { o.PerSource = Limit{Rate: 1, Burst: 1}; o.Global = Limit{Rate: -1} })
-	r := genericFrom("203.0.113.5", "f1")
-	r.Header.Set("X-Gitfleet-Signature", "sha256=00")
-	if rec, _ := e.do(t, nil, r); rec.Code != 401 {
-		t.Fatalf("forged: %d", rec.Code)
-	}
-	if rec, _ := e.do(t, nil, genericFrom("203.0.113.5", "f2")); rec.Code != 429 {
-		t.Fatalf("after a forged request: %d", rec.Code)
-	}
-}
-
 func TestRateLimitClientIP(t *testing.T) {
 	e := newEnv(t, func(o *Options) {
 		o.PerSource = Limit{Rate: 1, Burst: 1}
@@ -98,10 +99,10 @@ func TestRateLimitClientIP(t *testing.T) {
 		o.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Real-IP") }
 	})
 	for i, ip := range []string{"192.0.2.10", "192.0.2.11"} {
-		r := genericFrom("10.0.0.1", "c"+string(rune('a'+i)))
+		r := forgedGenericFrom("10.0.0.1", "c"+string(rune('a'+i)))
 		r.Header.Set("X-Real-IP", ip)
-		if rec, _ := e.do(t, nil, r); rec.Code != 202 {
-			t.Fatalf("%s behind the proxy: %d", ip, rec.Code)
+		if rec, _ := e.do(t, nil, r); rec.Code != 401 {
+			t.Fatalf("%s behind the proxy: %d, want 401 (its own budget)", ip, rec.Code)
 		}
 	}
 }
