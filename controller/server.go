@@ -19,7 +19,7 @@ const (
 	DefaultWriteStall        = 60 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 32 << 10
-	DefaultMaxConnsPerSource = 256
+	DefaultMaxConnsPerSource = 1024
 )
 
 // ServerOptions bound what one client can hold of the server. Every
@@ -46,7 +46,10 @@ const (
 //   - MaxConnsPerSource bounds the connections open at once from one
 //     source address (IPv6 grouped by /64); more are closed as soon as
 //     they are accepted. Negative: no limit. Devices behind one NAT share
-//     an address, so keep it well above their number of concurrent polls.
+//     an address, and a device keeps its connection for up to
+//     IdleTimeout after each poll: N devices polling every P hold about
+//     N×IdleTimeout/P connections (the default 1024 fits about 30,000
+//     devices polling every 30 minutes behind one address).
 type ServerOptions struct {
 	// TLS is the server's TLS configuration. MinVersion is raised to TLS
 	// 1.2 if lower.
@@ -56,7 +59,7 @@ type ServerOptions struct {
 	WriteStall        time.Duration // default DefaultWriteStall (60s)
 	IdleTimeout       time.Duration // default DefaultIdleTimeout (60s)
 	MaxHeaderBytes    int           // default DefaultMaxHeaderBytes (32 KiB)
-	MaxConnsPerSource int           // default DefaultMaxConnsPerSource (256)
+	MaxConnsPerSource int           // default DefaultMaxConnsPerSource (1024)
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {

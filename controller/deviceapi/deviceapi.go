@@ -327,7 +327,9 @@ func readBody(c *echo.Context, limit int64) ([]byte, error) {
 		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 	}
 	if err != nil {
-		return nil, echo.NewHTTPError(http.StatusBadRequest, "reading the body: "+err.Error())
+		// A network error (a stalled body cut by the server's deadline,
+		// a reset): its text says nothing the client needs.
+		return nil, echo.NewHTTPError(http.StatusBadRequest, "the request body could not be read completely")
 	}
 	return b, nil
 }
