@@ -161,3 +161,39 @@ spec: {algorithm: ed25519, publicKeyFile: ../secret.yaml}
 		})
 	}
 }
+
+// TestAttackOverlapPairs loads 3,001 DeviceConfigs of one specificity
+// setting one key for the devices a group's selector picks, one of them to
+// another value: every pair may overlap, and no index can rule one out.
+// The 4.5 million comparisons (3 s; 32 million for 8,000 rollouts: 80 s)
+// stop at MaxOverlapPairs, with
+// an error.
+func TestAttackOverlapPairs(t *testing.T) {
+	fsys := fstestFS("group.yaml", "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: linux}\nspec: {selector: {inventory: {os: linux}}}\n")
+	for f := range 4 {
+		var b strings.Builder
+		for i := range 1000 {
+			n := f*1000 + i
+			if n > 3000 {
+				break
+			}
+			value := "a"
+			if n == 3000 {
+				value = "b"
+			}
+			fmt.Fprintf(&b, "---\napiVersion: gitfleet.io/v1\nkind: DeviceConfig\nmetadata: {name: c%d}\nspec:\n  target: {groups: [linux]}\n  values: {k: %s}\n", n, value)
+		}
+		fsys[fmt.Sprintf("configs/%d.yaml", f)] = fstestFS("", b.String())[""]
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"3,001 configs that may all reach the same devices → overlap checks stopped at 2,000,000 pairs",
+			"spec.target: more than 2000000 pairs of DeviceConfigs may reach the same devices; checking stopped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(fsys)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Load error:\n%.2000v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

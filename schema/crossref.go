@@ -122,6 +122,13 @@ func (l *loader) checkTargetRefs(m *Meta, at string, t *Target, ix *index) {
 	refs(l, m, at+".devices", KindDevice, t.Devices, ix.devices)
 }
 
+// overlapsStopped reports that the overlap checks ran out of
+// MaxOverlapPairs, at the manifest m being checked then.
+func (l *loader) overlapsStopped(m *Meta, what string) {
+	l.errs.at(m, "spec.target", "more than %d pairs of %s may reach the same devices; checking stopped: "+
+		"narrow their targets, or give them different priorities (rollouts) or specificities (configs)", MaxOverlapPairs, what)
+}
+
 // checkRolloutOverlaps reports rollouts of equal priority that may target
 // the same device: the controller could not tell which one a device gets.
 func (l *loader) checkRolloutOverlaps(ix *index) {
@@ -146,7 +153,7 @@ func (l *loader) checkRolloutOverlaps(ix *index) {
 			}
 			reaches[k] = &r
 		}
-		overlaps(reaches, ix, func(a, b int, why string) {
+		complete := overlaps(reaches, ix, &l.overlapBudget, func(a, b int, why string) {
 			first, r := &rs[group[a]], &rs[group[b]]
 			at := "spec.priority"
 			if r.Pos(at) == r.Source {
@@ -155,6 +162,10 @@ func (l *loader) checkRolloutOverlaps(ix *index) {
 			l.errs.at(&r.Meta, at, "rollouts %q and %q (%s) may target the same devices (%s) and both have priority %d; give one a higher spec.priority",
 				r.Name, first.Name, first.Source, why, prio)
 		})
+		if !complete {
+			l.overlapsStopped(&rs[group[len(group)-1]].Meta, "rollouts")
+			return
+		}
 	}
 }
 
@@ -201,7 +212,7 @@ func (l *loader) checkConfigConflicts(ix *index) {
 		for k, s := range settings {
 			rs[k] = reachOf(s.config)
 		}
-		overlaps(rs, ix, func(a, b int, why string) {
+		complete := overlaps(rs, ix, &l.overlapBudget, func(a, b int, why string) {
 			sa, sb := settings[a], settings[b]
 			if sa.value == sb.value {
 				return
@@ -210,5 +221,9 @@ func (l *loader) checkConfigConflicts(ix *index) {
 			l.errs.at(&c.Meta, formatPath([]string{"spec", "values", bk.key}), "%q is %q here but %q in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
 				bk.key, sb.value, sa.value, first.Name, first.Source, why)
 		})
+		if !complete {
+			l.overlapsStopped(&cs[settings[len(settings)-1].config].Meta, "DeviceConfigs")
+			return
+		}
 	}
 }

@@ -41,7 +41,7 @@ func Load(fsys fs.FS) (*Fleet, error) { return LoadCached(fsys, nil) }
 // errors and some files came from c, the tree is loaded again without c,
 // so that every error has the position an uncached Load gives it.
 func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
-	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}}
+	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}, overlapBudget: MaxOverlapPairs}
 	files := l.walk()
 	hits, err := l.loadFiles(files, c)
 	if err != nil {
@@ -96,6 +96,8 @@ type loader struct {
 
 	names     map[Kind][]string // sorted names by kind, for suggestions
 	suggested int               // names compared for suggestions
+
+	overlapBudget int // pairs the overlap checks may still compare
 
 	*cueEnv // set in the loaders of the goroutines that validate files
 }

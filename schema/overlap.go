@@ -185,7 +185,13 @@ func disjointMatch(a, b Match) bool {
 // of both require values of a common attribute that intersect, and where
 // either targets the whole fleet. Pairs an index cannot rule out, such as
 // two selectors on unrelated attributes, are compared.
-func overlaps(rs []*reach, ix *index, report func(a, b int, why string)) {
+//
+// budget, when not nil, is how many candidate pairs may still be
+// compared: overlaps takes the pairs of each b from it, and stops,
+// returning false, when it runs out. Targets that genuinely overlap (a
+// thousand rollouts of one priority selecting the same devices) cannot
+// be ruled out by any index, and every pair of them would be compared.
+func overlaps(rs []*reach, ix *index, budget *int, report func(a, b int, why string)) bool {
 	o := newOverlapIndex(rs, ix)
 	mark := make([]int, len(rs))
 	for i := range mark {
@@ -267,6 +273,11 @@ func overlaps(rs []*reach, ix *index, report func(a, b int, why string)) {
 			o.selectorsMayMeet(constraints(s, rb.deviceTypes), add)
 		}
 
+		if budget != nil {
+			if *budget -= len(cands); *budget < 0 {
+				return false
+			}
+		}
 		slices.Sort(cands)
 		for _, a := range cands {
 			if why, ok := mayOverlap(rs[a], rb, ix); ok {
@@ -274,6 +285,7 @@ func overlaps(rs []*reach, ix *index, report func(a, b int, why string)) {
 			}
 		}
 	}
+	return true
 }
 
 // An attr is an attribute of a device, as a selector names it.

@@ -96,7 +96,7 @@ func TestOverlapsIndex(t *testing.T) {
 				}
 			}
 		}
-		overlaps(rs, ix, func(a, b int, why string) {
+		overlaps(rs, ix, nil, func(a, b int, why string) {
 			got = append(got, fmt.Sprintf("%d-%d: %s", a, b, why))
 		})
 		if !slices.Equal(got, want) {
@@ -135,7 +135,7 @@ func BenchmarkOverlaps(b *testing.B) {
 	for _, n := range []int{1000, 10_000} {
 		b.Run(fmt.Sprintf("indexed-%d", n), func(b *testing.B) {
 			for b.Loop() {
-				overlaps(rs[:n], ix, func(a, b int, why string) { panic(why) })
+				overlaps(rs[:n], ix, nil, func(a, b int, why string) { panic(why) })
 			}
 		})
 	}
