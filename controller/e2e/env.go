@@ -111,7 +111,8 @@ func newEnv(t testing.TB, dir string) *Env {
 	return e
 }
 
-// Commit applies files (path → content; "" deletes) and returns the SHA.
+// Commit writes files (path → content) and returns the SHA; env.Repo.Apply
+// also removes files.
 func (e *Env) Commit(files map[string]string, msg string) string {
 	return e.Repo.Commit(files, msg)
 }

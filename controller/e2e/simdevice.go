@@ -119,17 +119,24 @@ func (d *SimDevice) AuthBody() (body []byte, signature string, err error) {
 	if err != nil {
 		return nil, "", err
 	}
+	signature, err = d.sign(body)
+	return body, signature, err
+}
+
+// sign returns body's X-MEN-Signature by the device's key.
+func (d *SimDevice) sign(body []byte) (string, error) {
 	var sig []byte
 	switch k := d.key.(type) {
 	case ed25519.PrivateKey:
 		sig = ed25519.Sign(k, body)
 	default: // RSA PKCS#1 v1.5 or ECDSA ASN.1, over SHA-256
 		sum := sha256.Sum256(body)
+		var err error
 		if sig, err = k.Sign(rand.Reader, sum[:], crypto.SHA256); err != nil {
-			return nil, "", err
+			return "", err
 		}
 	}
-	return body, base64.StdEncoding.EncodeToString(sig), nil
+	return base64.StdEncoding.EncodeToString(sig), nil
 }
 
 // Authenticate posts a signed auth request. On 200 the device keeps the
