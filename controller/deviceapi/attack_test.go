@@ -8,8 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,7 +106,7 @@ func TestAttackDeviceKeys(t *testing.T) {
 func TestAttackUnauthenticatedFlood(t *testing.T) {
 	addr, _ := redistest.Start(t)
 	const maxPending = 1_000
-	st, err := redis.New(redis.Options{Addrs: []string{addr}, Prefix: "flood", MaxPending: maxPending})
+	st, err := redis.New(redis.Options{Addrs: []string{addr}, Prefix: "flood", Bounds: store.Bounds{MaxPending: maxPending}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,34 +180,60 @@ func TestAttackUnauthenticatedFlood(t *testing.T) {
 }
 
 // TestAttackLogFlood: a device cannot flood the controller's log with
-// deployment log uploads.
+// deployment log uploads; over its rate its logs are dropped (answered
+// 204, so the status report the client sends next is not held back).
 func TestAttackLogFlood(t *testing.T) {
-	e := newEnv(t)
-	d := newDevice(t, "ecdsa", map[string]any{"mac": "01"})
-	e.setFleet(manifest("d", 1, map[string]string{"mac": "01"}, ""))
-	if code, _ := d.auth(e); code != http.StatusOK {
-		t.Fatalf("auth: %d", code)
+	e, d, _ := deploymentEnv(t, 10)
+	var logs bytes.Buffer
+	e.api.log = slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	if code, b, _ := e.do(http.MethodPost, nextV2, d.token, v2Body("hello-1.0", "qemux86-64"), nil); code != http.StatusOK {
+		t.Fatalf("next: %d %s", code, b)
 	}
-	body := []byte(`{"messages":[{"timestamp":"t","level":"error","message":"m"}]}`)
-	path := "/api/devices/v1/deployments/device/deployments/canary-g1/log"
+	path := logPath(DeploymentID(gen1))
+	upload := func(marker string) int {
+		body := []byte(`{"messages":[{"timestamp":"t","level":"error","message":"` + marker + `"}]}`)
+		code, _, _ := e.do(http.MethodPut, path, d.token, body, nil)
+		return code
+	}
 	for i := range DefaultLogBurst {
-		if code, b, _ := e.do(http.MethodPut, path, d.token, body, nil); code == http.StatusTooManyRequests {
-			t.Fatalf("upload %d within the burst: %d %s", i, code, b)
+		if code := upload(fmt.Sprintf("within-burst-%d", i)); code != http.StatusNoContent {
+			t.Fatalf("upload %d within the burst: %d", i, code)
 		}
 	}
-	cases := []struct {
-		name string
-		want int
-	}{
-		{"log uploads beyond the per-device burst → 429", http.StatusTooManyRequests},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if code, _, _ := e.do(http.MethodPut, path, d.token, body, nil); code != tc.want {
-				t.Fatalf("%d, want %d", code, tc.want)
+	t.Run("log uploads beyond the per-device burst → 204, not written to the controller's log", func(t *testing.T) {
+		for i := range 50 {
+			if code := upload(fmt.Sprintf("flood-%d", i)); code != http.StatusNoContent {
+				t.Fatalf("upload beyond the burst: %d, want 204", code)
 			}
-		})
-	}
+		}
+		out := logs.String()
+		if !strings.Contains(out, "within-burst-0") {
+			t.Fatalf("uploads within the burst were not logged:\n%s", out)
+		}
+		if strings.Contains(out, "flood-") {
+			t.Fatalf("uploads beyond the burst reached the log:\n%s", out)
+		}
+		if n := strings.Count(out, "deployment log dropped"); n != 1 {
+			t.Fatalf("%d 'dropped' lines for 50 dropped uploads, want 1", n)
+		}
+	})
+	t.Run("the status report after a dropped log → accepted", func(t *testing.T) {
+		if code, b, _ := e.do(http.MethodPut, statusPath(DeploymentID(gen1)), d.token, []byte(`{"status":"failure"}`), nil); code != http.StatusNoContent {
+			t.Fatalf("status: %d %s", code, b)
+		}
+	})
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func (d *testDevice) identityStrings() map[string]string {

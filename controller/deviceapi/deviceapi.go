@@ -90,8 +90,9 @@ type Options struct {
 	// recorded. Defaults DefaultUnknownRate and DefaultUnknownBurst.
 	UnknownRate  rate.Limit
 	UnknownBurst int
-	// LogRate and LogBurst bound deployment log uploads per device (429
-	// beyond). Defaults DefaultLogRate and DefaultLogBurst.
+	// LogRate and LogBurst bound the deployment log uploads per device
+	// that reach the controller's log; beyond them an upload is answered
+	// 204 and dropped. Defaults DefaultLogRate and DefaultLogBurst.
 	LogRate  rate.Limit
 	LogBurst int
 	Logger   *slog.Logger
@@ -112,6 +113,7 @@ type API struct {
 	logs     *limiter // log uploads, per device
 	fullLog  everyInterval
 	clashLog everyInterval
+	dropLog  everyInterval
 
 	keyMu sync.Mutex
 	key   []byte

@@ -337,6 +337,31 @@ func TestServerDownDuringReport(t *testing.T) {
 	}
 }
 
+// A log the server will not take (rate-limited: 429, or refused) does not
+// hold back the outcome: the failure is reported at the first attempt.
+func TestLogRefusedOutcomeStillReported(t *testing.T) {
+	for _, logErr := range []error{ErrServer, ErrRejected} {
+		t.Run(logErr.Error(), func(t *testing.T) {
+			e := newTestEnv(t, "release-1")
+			signer, _ := signers(t)
+			path := buildArtifact(t, e.dir, "release-2", []byte("new image, exactly as signed"), signer)
+			flipInFile(t, path, []byte("exactly"), []byte("EXACTLY"))
+			e.server.logErr = logErr
+			e.deploy("release-2", path)
+			e.opts = func(o *Options) {
+				o.Sleep = func(context.Context, time.Duration) error {
+					t.Error("the agent waited to retry the report")
+					return context.Canceled
+				}
+			}
+			e.runToEnd()
+			if got := e.server.final(); !slices.Equal(got, []string{"failure"}) {
+				t.Errorf("final statuses = %v, want [failure]", got)
+			}
+		})
+	}
+}
+
 func flipInFile(t *testing.T, path string, from, to []byte) {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -296,6 +296,8 @@ type fakeServer struct {
 	aborted bool
 	down    bool
 	polls   int // Next calls
+	// logErr is what Log answers (the log is not kept then).
+	logErr error
 }
 
 func (s *fakeServer) nextCalls() int {
@@ -344,6 +346,9 @@ func (s *fakeServer) Status(ctx context.Context, id, status, substate string) er
 func (s *fakeServer) Log(ctx context.Context, id string, msgs []LogMessage) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.logErr != nil {
+		return s.logErr
+	}
 	s.logs = append(s.logs, msgs)
 	return nil
 }

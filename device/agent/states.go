@@ -464,8 +464,12 @@ func (d *deployment) sendOutcome(ctx context.Context) error {
 		if r.Error != "" && len(msgs) == 0 {
 			msgs = []LogMessage{{Timestamp: d.a.now().UTC().Format(time.RFC3339), Level: "error", Message: r.Error}}
 		}
-		if err := d.a.server.Log(ctx, r.Deployment.ID, msgs); err != nil && !errors.Is(err, ErrRejected) {
-			return err
+		// The log is best effort: the outcome is what the rollout waits
+		// for, so a log the server will not take (rate-limited, refused,
+		// unreachable) does not hold it back. Were the server down, the
+		// status fails too and both are sent again.
+		if err := d.a.server.Log(ctx, r.Deployment.ID, msgs); err != nil && ctx.Err() == nil {
+			d.a.log.Warn("deployment log not delivered; reporting the outcome without it", "deployment", r.Deployment.ID, "err", err)
 		}
 	}
 	return d.a.server.Status(ctx, r.Deployment.ID, r.Status, "")
