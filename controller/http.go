@@ -218,20 +218,26 @@ func (c *Controller) rollouts(ctx *echo.Context) error {
 	return ctx.JSON(http.StatusOK, map[string]any{"rollouts": out})
 }
 
+// pageLimit reads a listing's ?limit=1…store.MaxPage (default 100).
+func pageLimit(ctx *echo.Context) (int, error) {
+	s := ctx.QueryParam("limit")
+	if s == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > store.MaxPage {
+		return 0, echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
+	}
+	return n, nil
+}
+
 func (c *Controller) events(ctx *echo.Context) error {
-	limit := 100
-	if s := ctx.QueryParam("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > store.MaxPage {
-			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
-		}
-		limit = n
+	limit, err := pageLimit(ctx)
+	if err != nil {
+		return err
 	}
 	rctx := ctx.Request().Context()
-	var (
-		evs []store.Event
-		err error
-	)
+	var evs []store.Event
 	if after := ctx.QueryParam("after"); after != "" || ctx.QueryParam("from") == "start" {
 		evs, err = c.opts.Store.Events(rctx, after, limit)
 	} else {
@@ -289,13 +295,9 @@ func (c *Controller) declaredDevices(ctx *echo.Context) error {
 // newest first (?limit=1…1000, default 100): what `gitfleet devices
 // pending` shows.
 func (c *Controller) pendingDevices(ctx *echo.Context) error {
-	limit := 100
-	if s := ctx.QueryParam("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > store.MaxPage {
-			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
-		}
-		limit = n
+	limit, err := pageLimit(ctx)
+	if err != nil {
+		return err
 	}
 	devs, err := c.opts.Store.PendingDevices(ctx.Request().Context(), limit)
 	if err != nil {
@@ -311,13 +313,9 @@ func (c *Controller) pendingDevices(ctx *echo.Context) error {
 // bound to their device, the most recent first (?limit=1…1000, default
 // 100): what `gitfleet devices conflicts` shows, with both fingerprints.
 func (c *Controller) deviceConflicts(ctx *echo.Context) error {
-	limit := 100
-	if s := ctx.QueryParam("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > store.MaxPage {
-			return echo.NewHTTPError(http.StatusBadRequest, "limit must be 1…"+strconv.Itoa(store.MaxPage))
-		}
-		limit = n
+	limit, err := pageLimit(ctx)
+	if err != nil {
+		return err
 	}
 	cs, err := c.opts.Store.Conflicts(ctx.Request().Context(), limit)
 	if err != nil {

@@ -213,9 +213,9 @@ func openSource(cfg serveConfig, log *slog.Logger) (*gitsource.Source, error) {
 }
 
 func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.Store, error) {
+	bounds := store.Bounds{MaxPending: cfg.MaxPendingDevices, PendingTTL: cfg.PendingTTL}
 	if cfg.Redis == "" {
-		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{
-			MaxPending: cfg.MaxPendingDevices, MaxConflicts: store.DefaultMaxConflicts, PendingTTL: cfg.PendingTTL})
+		return embedded.Open(filepath.Join(cfg.DataDir, "state.db"), embedded.Options{Bounds: bounds})
 	}
 	opts := redis.Options{URL: cfg.Redis}
 	if urls := strings.Split(cfg.Redis, ","); len(urls) > 1 {
@@ -236,7 +236,7 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (store.St
 			}
 		}
 	}
-	opts.MaxPending, opts.MaxConflicts, opts.PendingTTL = cfg.MaxPendingDevices, store.DefaultMaxConflicts, cfg.PendingTTL
+	opts.Bounds = bounds
 	st, err := redis.New(opts)
 	if err != nil {
 		return nil, err

@@ -347,6 +347,44 @@ const (
 	DefaultPendingTTL = 7 * 24 * time.Hour
 )
 
+// Bounds are the limits both implementations keep; a zero field takes its
+// default (WithDefaults).
+type Bounds struct {
+	// MaxEvents is how many events the log keeps. Default DefaultMaxEvents.
+	MaxEvents int
+	// Dedupe is how long an event's (commit, kind, subject) is
+	// remembered. Default DefaultDedupe.
+	Dedupe time.Duration
+	// MaxPending bounds pending device records. Default DefaultMaxPending.
+	MaxPending int
+	// MaxConflicts bounds key conflict records. Default DefaultMaxConflicts.
+	MaxConflicts int
+	// PendingTTL is how long a pending or conflict record is kept after
+	// it was last seen. Default DefaultPendingTTL.
+	PendingTTL time.Duration
+}
+
+// WithDefaults returns b with every zero (or negative) field set to its
+// default.
+func (b Bounds) WithDefaults() Bounds {
+	if b.MaxEvents <= 0 {
+		b.MaxEvents = DefaultMaxEvents
+	}
+	if b.Dedupe <= 0 {
+		b.Dedupe = DefaultDedupe
+	}
+	if b.MaxPending <= 0 {
+		b.MaxPending = DefaultMaxPending
+	}
+	if b.MaxConflicts <= 0 {
+		b.MaxConflicts = DefaultMaxConflicts
+	}
+	if b.PendingTTL <= 0 {
+		b.PendingTTL = DefaultPendingTTL
+	}
+	return b
+}
+
 // MaxDeviceBytes bounds a device's identity plus inventory.
 const MaxDeviceBytes = 16 << 10
 

@@ -48,22 +48,11 @@ var ErrLocked = errors.New("embedded: store file is in use by another process")
 type Options struct {
 	// LockTimeout bounds the wait for the file lock. Default 2s.
 	LockTimeout time.Duration
-	// MaxEvents is how many events the log keeps. Default store.DefaultMaxEvents.
-	MaxEvents int
-	// Dedupe is how long an event's (commit, kind, subject) is remembered
-	// while the event is retained. Default store.DefaultDedupe.
-	Dedupe time.Duration
+	// Bounds: the event log, event deduplication (while the event is
+	// retained), pending and conflict records.
+	store.Bounds
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// MaxPending bounds pending device records. Default
-	// store.DefaultMaxPending.
-	MaxPending int
-	// MaxConflicts bounds key conflict records. Default
-	// store.DefaultMaxConflicts.
-	MaxConflicts int
-	// PendingTTL is how long a pending or conflict record is kept after it
-	// was last seen. Default store.DefaultPendingTTL.
-	PendingTTL time.Duration
 	// NoSync skips fsync after each write: faster, and a power cut can lose
 	// or corrupt the file. For tests only.
 	NoSync bool
@@ -103,23 +92,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
 	}
-	if opts.MaxEvents <= 0 {
-		opts.MaxEvents = store.DefaultMaxEvents
-	}
-	if opts.Dedupe <= 0 {
-		opts.Dedupe = store.DefaultDedupe
-	}
+	opts.Bounds = opts.Bounds.WithDefaults()
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.MaxPending <= 0 {
-		opts.MaxPending = store.DefaultMaxPending
-	}
-	if opts.MaxConflicts <= 0 {
-		opts.MaxConflicts = store.DefaultMaxConflicts
-	}
-	if opts.PendingTTL <= 0 {
-		opts.PendingTTL = store.DefaultPendingTTL
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {

@@ -13,8 +13,8 @@ import (
 
 func open(t *testing.T, path string) *embedded.Store {
 	t.Helper()
-	s, err := embedded.Open(path, embedded.Options{MaxEvents: storetest.MaxEvents,
-		MaxPending: storetest.MaxPending, MaxConflicts: storetest.MaxConflicts, PendingTTL: storetest.PendingTTL})
+	s, err := embedded.Open(path, embedded.Options{Bounds: store.Bounds{MaxEvents: storetest.MaxEvents,
+		MaxPending: storetest.MaxPending, MaxConflicts: storetest.MaxConflicts, PendingTTL: storetest.PendingTTL}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,22 +50,11 @@ type Options struct {
 
 	// Prefix starts every key. Default "gf". It may not contain '{' or '}'.
 	Prefix string
-	// MaxEvents is how many events the log keeps. Default store.DefaultMaxEvents.
-	MaxEvents int
-	// Dedupe is how long an event's (commit, kind, subject) is remembered.
-	// Default store.DefaultDedupe.
-	Dedupe time.Duration
+	// Bounds: the event log, event deduplication, pending and conflict
+	// records.
+	store.Bounds
 	// Now is the clock for the times the store records. Default time.Now.
 	Now func() time.Time
-	// MaxPending bounds pending device records. Default
-	// store.DefaultMaxPending.
-	MaxPending int
-	// MaxConflicts bounds key conflict records. Default
-	// store.DefaultMaxConflicts.
-	MaxConflicts int
-	// PendingTTL is how long a pending or conflict record is kept after it
-	// was last seen. Default store.DefaultPendingTTL.
-	PendingTTL time.Duration
 }
 
 // Store is the Redis store. Create it with New.
@@ -87,23 +76,9 @@ func New(opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: key prefix %q: braces would break the hash tags", opts.Prefix)
 	}
-	if opts.MaxEvents <= 0 {
-		opts.MaxEvents = store.DefaultMaxEvents
-	}
-	if opts.Dedupe <= 0 {
-		opts.Dedupe = store.DefaultDedupe
-	}
+	opts.Bounds = opts.Bounds.WithDefaults()
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.MaxPending <= 0 {
-		opts.MaxPending = store.DefaultMaxPending
-	}
-	if opts.MaxConflicts <= 0 {
-		opts.MaxConflicts = store.DefaultMaxConflicts
-	}
-	if opts.PendingTTL <= 0 {
-		opts.PendingTTL = store.DefaultPendingTTL
 	}
 	s := &Store{c: opts.Client, k: keys{opts.Prefix}, opts: opts}
 	switch {
