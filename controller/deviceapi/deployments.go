@@ -233,15 +233,9 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		log.Warn("artifact not available; no deployment this poll", "artifact", dec.Artifact, "err", err)
 		return c.NoContent(http.StatusNoContent)
 	}
-	// The controller always sets PublicURL (controller.CheckPublicURL):
-	// a URL built on the Host a request names would send the device
-	// wherever the client (or anyone in between) said. The Host is used
-	// only by this package's own tests, which run without a controller.
-	base := a.opts.PublicURL
-	if base == "" {
-		base = "https://" + c.Request().Host
-	}
-	uri, exp := a.opts.Artifacts.PresignURL(base, e, name, a.opts.DownloadTTL)
+	// Never the Host a request names: that would send the device
+	// wherever the client (or anyone in between) said.
+	uri, exp := a.opts.Artifacts.PresignURL(a.opts.PublicURL, e, name, a.opts.DownloadTTL)
 	return c.JSON(http.StatusOK, NextResponse{
 		ID: DeploymentID(dec.Generation),
 		Artifact: NextArtifact{

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +67,7 @@ type Options struct {
 	Compile CompilePlan
 	// PublicURL is the scheme and host devices reach the controller at
 	// ("https://gitfleet.example.com"), the base of presigned download
-	// URLs. Default: https:// and the Host the device's request named.
+	// URLs. Required with Artifacts (never derived from a request's Host).
 	PublicURL string
 	// DownloadTTL is how long a presigned download URL is good. Default
 	// artifacts.DefaultURLTTL (1 hour); the Mender client resumes an
@@ -132,6 +133,11 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.MaxLogBody <= 0 {
 		opts.MaxLogBody = 1 << 20
+	}
+	if opts.Artifacts != nil {
+		if u, err := url.Parse(opts.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, errors.New("deviceapi: PublicURL must be the https URL devices reach the controller at")
+		}
 	}
 	if opts.MaxLogLines <= 0 {
 		opts.MaxLogLines = 200

@@ -75,6 +75,7 @@ func newEnv(t *testing.T) *env {
 		Store:     e.seen,
 		Live:      e.snap.Load,
 		Artifacts: e.arts,
+		PublicURL: "https://gitfleet.test",
 		Compile:   func(*schema.Fleet, []store.RolloutRecord) Planner { return e.plan },
 		Now:       e.clock.Now,
 	})

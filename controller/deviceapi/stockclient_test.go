@@ -59,8 +59,11 @@ func TestStockMenderClient(t *testing.T) {
 	defer st.Close()
 	e := &env{t: t, store: st, plan: &fakePlan{}, arts: &fakeArtifacts{entries: map[string]*artifacts.Entry{}},
 		clock: &fakeClock{now: time.Now()}}
+	var handler http.Handler
+	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	api, err := New(Options{Store: st, Live: e.snap.Load, Artifacts: &fileArtifacts{e.arts}, Now: time.Now,
-		Compile: func(*schema.Fleet, []store.RolloutRecord) Planner { return e.plan }})
+		PublicURL: "https://" + e.srv.Listener.Addr().String(),
+		Compile:   func(*schema.Fleet, []store.RolloutRecord) Planner { return e.plan }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +76,14 @@ func TestStockMenderClient(t *testing.T) {
 		mu   sync.Mutex
 		seen []string
 	)
-	e.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &codeRecorder{ResponseWriter: w, code: 200}
 		mux.ServeHTTP(rec, r)
 		mu.Lock()
 		seen = append(seen, fmt.Sprintf("%s %s %d", r.Method, r.URL.Path, rec.code))
 		mu.Unlock()
-	}))
+	})
+	e.srv.StartTLS()
 	defer e.srv.Close()
 	e.setFleet()
 
