@@ -97,20 +97,24 @@ type Options struct {
 // Controller follows Git and serves. Create it with New, serve its
 // Handler, and call Run.
 type Controller struct {
-	opts     Options
-	rec      *reconcile.Reconciler
-	hooks    *receive.Handler
-	devices  *deviceapi.API
-	metrics  *metrics
-	trigger  chan struct{}
-	sync     chan struct{} // asks the artifact sync loop to run now
-	log      *slog.Logger
-	started  time.Time
-	names    atomic.Pointer[deviceNames] // the live commit's device names
-	mu       sync.Mutex
-	last     reconcile.Result // the last Apply's result
-	lastErr  error
-	attempts int
+	opts    Options
+	rec     *reconcile.Reconciler
+	hooks   *receive.Handler
+	devices *deviceapi.API
+	metrics *metrics
+	trigger chan struct{}
+	sync    chan struct{} // asks the artifact sync loop to run now
+	log     *slog.Logger
+	started time.Time
+	names   atomic.Pointer[deviceNames] // the live commit's device names
+	mu      sync.Mutex
+	last    reconcile.Result // the last Apply's result
+	lastErr error
+	// refused is every commit this replica refused (at most the last
+	// maxRefusedRemembered): the watcher does not evaluate one again
+	// when another replica made it live.
+	refusedHere map[string]bool
+	attempts    int
 }
 
 // New checks opts and builds a Controller; it starts nothing.
@@ -240,6 +244,12 @@ func (c *Controller) apply(ctx context.Context, rev gitsource.Revision) {
 		c.metrics.observe(res, err, time.Since(start))
 		c.mu.Lock()
 		c.last, c.lastErr = res, err
+		if err == nil && res.Outcome == reconcile.Refused {
+			if c.refusedHere == nil || len(c.refusedHere) >= maxRefusedRemembered {
+				c.refusedHere = map[string]bool{}
+			}
+			c.refusedHere[res.SHA] = true
+		}
 		c.mu.Unlock()
 		switch {
 		case err == nil && res.Outcome == reconcile.Behind:
@@ -267,9 +277,13 @@ func (c *Controller) apply(ctx context.Context, rev gitsource.Revision) {
 
 // watchLive compares the store's live commit with the one served here and
 // fetches when they differ: another replica has seen a newer commit.
+// maxRefusedRemembered bounds the commits a replica remembers refusing.
+const maxRefusedRemembered = 64
+
 func (c *Controller) watchLive(ctx context.Context) {
 	t := time.NewTicker(c.opts.WatchInterval)
 	defer t.Stop()
+	var warnedRefusedLive string
 	for {
 		select {
 		case <-ctx.Done():
@@ -281,6 +295,21 @@ func (c *Controller) watchLive(ctx context.Context) {
 			continue
 		}
 		if snap := c.rec.Live(); snap == nil || snap.Commit.SHA != live.SHA {
+			c.mu.Lock()
+			refused := c.refusedHere[live.SHA]
+			c.mu.Unlock()
+			if refused {
+				// Another replica accepted a commit this one refused
+				// (a policy near its time budget on a slower machine):
+				// evaluating it again every tick would only burn the
+				// budget again. The next commit is taken as usual.
+				if warnedRefusedLive != live.SHA {
+					c.log.Warn("the live commit, made live by another replica, was refused here; this replica keeps serving its last good commit until the next one",
+						"commit", live.SHA)
+					warnedRefusedLive = live.SHA
+				}
+				continue
+			}
 			if rev, err := c.opts.Source.Revision(ctx, live.SHA); err == nil {
 				c.apply(ctx, rev)
 			} else {
