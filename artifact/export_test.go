@@ -10,6 +10,10 @@ import (
 // Hostile inputs built by the package's own tests, for attack_test.go
 // (package artifact_test).
 
+// ReadFiles is readAll: an artifact read whole, its files keyed by
+// data/NNNN/name.
+var ReadFiles = readAll
+
 // HeaderBomb is headerBomb: a gzip header that unpacks to 20 MiB.
 func HeaderBomb(t *testing.T) []byte { return headerBomb(t) }
 
@@ -43,28 +47,16 @@ func ZstdWindowBomb(t *testing.T) []byte {
 func ReplaceEntry(t *testing.T, data []byte, name string, edit func([]byte) []byte) []byte {
 	t.Helper()
 	var out []entry
-	tr := tar.NewReader(bytes.NewReader(data))
 	found := false
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Name == name {
+	for _, e := range tarEntries(t, data) {
+		if e.name == name {
 			found = true
 			if edit == nil {
 				continue
 			}
-			b = edit(b)
+			e.data = edit(e.data)
 		}
-		out = append(out, entry{h.Name, b, 0})
+		out = append(out, e)
 	}
 	if !found {
 		t.Fatalf("no entry %s", name)
@@ -75,21 +67,30 @@ func ReplaceEntry(t *testing.T, data []byte, name string, edit func([]byte) []by
 // AppendTar adds name, content pairs to the tar archive data.
 func AppendTar(t *testing.T, data []byte, pairs ...string) []byte {
 	t.Helper()
+	out := tarEntries(t, data)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, entry{pairs[i], []byte(pairs[i+1]), 0})
+	}
+	return tarOf(t, out...)
+}
+
+// tarEntries reads every entry (name and content) of the tar archive data.
+func tarEntries(t *testing.T, data []byte) []entry {
+	t.Helper()
 	var out []entry
 	tr := tar.NewReader(bytes.NewReader(data))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(tr)
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
 		out = append(out, entry{h.Name, b, 0})
 	}
-	for i := 0; i+1 < len(pairs); i += 2 {
-		out = append(out, entry{pairs[i], []byte(pairs[i+1]), 0})
-	}
-	return tarOf(t, out...)
 }
