@@ -259,16 +259,7 @@ func TestPowerCutAfterCommitThenRollback(t *testing.T) {
 	oldImage := bytes.Repeat([]byte("release-1 image "), 4096)
 	newImage := bytes.Repeat([]byte("release-2 image "), 8192)
 	images := map[string][]byte{"release-1": oldImage, "release-2": newImage}
-	priv, pub, err := artifact.GenerateKey(artifact.ECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := artifact.LoadSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPath := filepath.Join(t.TempDir(), "artifact.pub")
-	os.WriteFile(pubPath, pub, 0o644)
+	signer, pubPath := releaseKey(t)
 	d := standaloneDevice(t, oldImage, newImage, pubPath)
 	marker := filepath.Join(d.Dir(), "power-cut-done")
 	cut := artifact.Script{Name: "ArtifactCommit_Leave_00", Data: fmt.Appendf(nil,
@@ -342,16 +333,7 @@ func TestPowerCutsWithCommands(t *testing.T) {
 	oldImage := bytes.Repeat([]byte("release-1 image "), 4096)
 	newImage := bytes.Repeat([]byte("release-2 image "), 40000)
 	images := map[string][]byte{"release-1": oldImage, "release-2": newImage}
-	priv, pub, err := artifact.GenerateKey(artifact.ECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := artifact.LoadSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPath := filepath.Join(t.TempDir(), "artifact.pub")
-	os.WriteFile(pubPath, pub, 0o644)
+	signer, pubPath := releaseKey(t)
 	art := rootfsArtifact(t, "release-2", newImage, signer)
 	var cuts, steps int
 	for seed := 1; seed <= runs; seed++ {
@@ -448,4 +430,23 @@ func TestPowerCutsWithCommands(t *testing.T) {
 		})
 	}
 	t.Logf("%d runs, %d steps, %d power cuts", runs, steps, cuts)
+}
+
+// releaseKey makes an artifact signing key; it returns its signer and the
+// path of its public key (what the device trusts).
+func releaseKey(t *testing.T) (*artifact.Signer, string) {
+	t.Helper()
+	priv, pub, err := artifact.GenerateKey(artifact.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := artifact.LoadSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPath := filepath.Join(t.TempDir(), "artifact.pub")
+	if err := os.WriteFile(pubPath, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return signer, pubPath
 }
