@@ -18,6 +18,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
@@ -214,6 +215,18 @@ func TestAttackConnectionFlood(t *testing.T) {
 				t.Fatal("the connection over the limit was served")
 			}
 		})
+	}
+}
+
+// A trusted reverse proxy carries many clients' connections: the
+// per-source limit does not apply to it.
+func TestConnectionLimitSparesTrustedProxy(t *testing.T) {
+	tc := startController(t, func(o *controller.Options, s *controller.ServerOptions) {
+		s.MaxConnsPerSource = 4
+		s.Clients.Trusted, _ = clientip.ParseTrusted([]string{"127.0.0.1"})
+	})
+	for range 8 {
+		dialTLS(t, tc.Addr) // each must handshake; held until the test ends
 	}
 }
 

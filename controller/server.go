@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/gitfleet/gitfleet/controller/clientip"
 )
 
 // Defaults for the zero values of [ServerOptions].
@@ -60,6 +62,9 @@ type ServerOptions struct {
 	IdleTimeout       time.Duration // default DefaultIdleTimeout (60s)
 	MaxHeaderBytes    int           // default DefaultMaxHeaderBytes (32 KiB)
 	MaxConnsPerSource int           // default DefaultMaxConnsPerSource (1024)
+	// Clients knows the trusted proxies, whose connections are not
+	// limited per source (they carry many clients'); see clientip.
+	Clients clientip.Resolver
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {
@@ -119,7 +124,7 @@ func (c *Controller) Server(opts ServerOptions) *http.Server {
 func (c *Controller) Listener(ln net.Listener, opts ServerOptions) net.Listener {
 	opts = opts.withDefaults()
 	if opts.MaxConnsPerSource > 0 {
-		ln = &limitListener{Listener: ln, max: opts.MaxConnsPerSource, open: map[string]int{}}
+		ln = &limitListener{Listener: ln, max: opts.MaxConnsPerSource, open: map[string]int{}, clients: opts.Clients}
 	}
 	return tls.NewListener(ln, opts.TLS)
 }
@@ -206,9 +211,10 @@ func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // limitListener closes connections beyond max open at once from one source.
 type limitListener struct {
 	net.Listener
-	max  int
-	mu   sync.Mutex
-	open map[string]int
+	clients clientip.Resolver
+	max     int
+	mu      sync.Mutex
+	open    map[string]int
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -217,7 +223,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		key := connSource(conn.RemoteAddr())
+		peer := connAddr(conn.RemoteAddr())
+		if peer.IsValid() && l.clients.IsTrusted(peer) {
+			return conn, nil
+		}
+		key := conn.RemoteAddr().String()
+		if peer.IsValid() {
+			key = clientip.KeyOf(peer)
+		}
 		l.mu.Lock()
 		if l.open[key] >= l.max {
 			l.mu.Unlock()
@@ -249,17 +262,11 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// connSource is the address a connection counts against: its IP, IPv6
-// grouped by /64.
-func connSource(a net.Addr) string {
+// connAddr is a connection's peer address (invalid if it has none).
+func connAddr(a net.Addr) netip.Addr {
 	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
-		return a.String()
+		return netip.Addr{}
 	}
-	ip := ap.Addr().Unmap().WithZone("")
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
+	return ap.Addr()
 }

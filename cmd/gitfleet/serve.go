@@ -19,6 +19,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/devcert"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
@@ -127,9 +128,14 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if opts.PolicyBudget, err = cfg.policyBudget(); err != nil {
 		return err
 	}
+	trusted, err := clientip.ParseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	clients := clientip.Resolver{Trusted: trusted}
 	if cfg.WebhookSecret != "" {
 		opts.Webhooks = &receive.Options{Secret: receive.Secret(cfg.WebhookSecret), Ref: src.Ref(),
-			PerSource: receive.Limit{Rate: cfg.WebhookRate, Burst: cfg.WebhookBurst}}
+			PerSource: receive.Limit{Rate: cfg.WebhookRate, Burst: cfg.WebhookBurst}, ClientIP: clients.Key}
 	} else {
 		log.Warn("no --webhook-secret: webhooks are disabled; the repository is polled every " + cfg.PollInterval.String())
 	}
@@ -138,7 +144,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 	defer cache.Close()
-	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: public,
+	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: public, Clients: clients,
 		UnknownRate: rate.Limit(cfg.DeviceAuthRate), UnknownBurst: cfg.DeviceAuthBurst}
 	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
@@ -151,7 +157,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sopts := controller.ServerOptions{TLS: tlsCfg, MaxConnsPerSource: cfg.MaxConnsPerSource}
+	sopts := controller.ServerOptions{TLS: tlsCfg, MaxConnsPerSource: cfg.MaxConnsPerSource, Clients: clients}
 	srv := ctrl.Server(sopts)
 	if cfg.DebugListen != "" {
 		go servePprof(cfg.DebugListen, log)

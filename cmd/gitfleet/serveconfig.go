@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
@@ -48,13 +49,14 @@ type serveConfig struct {
 	Hostnames           []string      `yaml:"hostnames" flag:"hostname" help:"host names the development certificate covers (repeatable)"`
 	WebhookSecret       string        `yaml:"webhook_secret" flag:"webhook-secret" secret:"true" help:"secret Git host webhooks are signed with"`
 	WebhookSecretFile   string        `yaml:"webhook_secret_file" flag:"webhook-secret-file" help:"file holding the webhook secret"`
-	WebhookRate         float64       `yaml:"webhook_rate" flag:"webhook-rate" help:"webhook requests per second allowed from one source address"`
-	WebhookBurst        int           `yaml:"webhook_burst" flag:"webhook-burst" help:"webhook requests one source may send at once before --webhook-rate applies"`
+	WebhookRate         float64       `yaml:"webhook_rate" flag:"webhook-rate" help:"refused webhook requests (bad signature, malformed) per second allowed from one source address before it gets 429; verified deliveries do not count"`
+	WebhookBurst        int           `yaml:"webhook_burst" flag:"webhook-burst" help:"refused webhook requests one source may send at once before --webhook-rate applies"`
 	MaxPendingDevices   int           `yaml:"max_pending_devices" flag:"max-pending-devices" help:"most pending device records kept; auth requests of new unknown devices get 503 beyond (accepted devices are not affected)"`
 	PendingTTL          time.Duration `yaml:"pending_ttl" flag:"pending-ttl" help:"how long a pending device or key conflict record is kept after it was last seen"`
 	DeviceAuthRate      float64       `yaml:"device_auth_rate" flag:"device-auth-rate" help:"auth requests per second of devices that are not accepted allowed from one source address (429 beyond)"`
 	DeviceAuthBurst     int           `yaml:"device_auth_burst" flag:"device-auth-burst" help:"auth requests of devices that are not accepted one source may send at once before --device-auth-rate applies"`
-	MaxConnsPerSource   int           `yaml:"max_conns_per_source" flag:"max-conns-per-source" help:"connections one source address may hold open at once (IPv6 by /64; devices behind one NAT share an address); -1: no limit"`
+	MaxConnsPerSource   int           `yaml:"max_conns_per_source" flag:"max-conns-per-source" help:"connections one source address may hold open at once (IPv6 by /64; devices behind one NAT share an address; trusted proxies are not limited); -1: no limit"`
+	TrustedProxies      []string      `yaml:"trusted_proxies" flag:"trusted-proxy" help:"address or CIDR prefix of a reverse proxy whose X-Forwarded-For names the client (repeatable); per-source limits then count the client, not the proxy"`
 	ManagementToken     string        `yaml:"management_token" flag:"management-token" secret:"true" help:"bearer token for the read-only management API"`
 	ManagementTokenFile string        `yaml:"management_token_file" flag:"management-token-file" help:"file holding the management token"`
 	PolicyTimeout       time.Duration `yaml:"policy_timeout" flag:"policy-timeout" help:"wall-clock time the repository's own policies/*.cue may take at one commit; a commit over it is refused, naming the policy file"`
@@ -239,6 +241,9 @@ func (c *serveConfig) validate() error {
 		}
 	} else if _, err := publicHost(*c); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := clientip.ParseTrusted(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("--trusted-proxy: %w", err))
 	}
 	if c.MaxConnsPerSource == 0 || c.MaxConnsPerSource < -1 {
 		errs = append(errs, fmt.Errorf("--max-conns-per-source %d: give a positive number, or -1 for no limit", c.MaxConnsPerSource))

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
@@ -119,17 +120,44 @@ func TestAttackUnauthenticatedFlood(t *testing.T) {
 		manifest("pinned", 1, pinned.identityStrings(), pinned.fingerprint()),
 		manifest("tofu", 2, tofu.identityStrings(), ""),
 	}}
-	newAPI := func(r rate.Limit) http.Handler {
-		api, err := New(Options{Store: st, Live: func() *reconcile.Snapshot { return &snap }, UnknownRate: r, UnknownBurst: 20})
+	newAPIWith := func(r rate.Limit, clients clientip.Resolver) http.Handler {
+		api, err := New(Options{Store: st, Live: func() *reconcile.Snapshot { return &snap }, UnknownRate: r, UnknownBurst: 20, Clients: clients})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return api.Handler()
 	}
+	newAPI := func(r rate.Limit) http.Handler { return newAPIWith(r, clientip.Resolver{}) }
 	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
 	attack := func(h http.Handler, i int, source string) int {
 		return authDirect(t, h, attackerKey, map[string]any{"mac": fmt.Sprintf("flood-%d", i)}, source)
 	}
+	attackVia := func(h http.Handler, i int, source, xff string) int {
+		return authVia(t, h, attackerKey, map[string]any{"mac": fmt.Sprintf("flood-xff-%d", i)}, source, xff)
+	}
+
+	t.Run("a new X-Forwarded-For on every request to dodge the per-source limit, no proxy trusted → ignored, 429", func(t *testing.T) {
+		h := newAPI(DefaultUnknownRate)
+		for i := range 20 {
+			attackVia(h, i, "192.0.2.5:1000", fmt.Sprintf("203.0.113.%d", i))
+		}
+		if code := attackVia(h, 20, "192.0.2.5:1000", "203.0.113.99"); code != http.StatusTooManyRequests {
+			t.Fatalf("beyond the burst: %d, want 429", code)
+		}
+	})
+	t.Run("behind a trusted proxy, a client beyond its burst → 429, another client through the same proxy → 401 (pending)", func(t *testing.T) {
+		trusted, _ := clientip.ParseTrusted([]string{"10.0.0.0/8"})
+		h := newAPIWith(DefaultUnknownRate, clientip.Resolver{Trusted: trusted})
+		for i := range 20 {
+			attackVia(h, 100+i, "10.0.0.1:1000", "203.0.113.1")
+		}
+		if code := attackVia(h, 120, "10.0.0.1:1000", "203.0.113.1"); code != http.StatusTooManyRequests {
+			t.Fatalf("client beyond its burst: %d, want 429", code)
+		}
+		if code := attackVia(h, 121, "10.0.0.1:1000", "203.0.113.2"); code != http.StatusUnauthorized {
+			t.Fatalf("another client through the proxy: %d, want 401", code)
+		}
+	})
 
 	t.Run("one source beyond its burst → 429, nothing recorded", func(t *testing.T) {
 		h := newAPI(DefaultUnknownRate)
@@ -256,10 +284,19 @@ func identityID(t *testing.T, identity map[string]any) string {
 // authDirect sends a signed auth request straight to h from source.
 func authDirect(t *testing.T, h http.Handler, key ed25519.PrivateKey, identity map[string]any, source string) int {
 	t.Helper()
+	return authVia(t, h, key, identity, source, "")
+}
+
+// authVia is authDirect with an X-Forwarded-For header (when not "").
+func authVia(t *testing.T, h http.Handler, key ed25519.PrivateKey, identity map[string]any, source, xff string) int {
+	t.Helper()
 	d := &testDevice{t: t, signer: key, alg: "ed25519", identity: identity}
 	body := d.authBody()
 	req := httptest.NewRequest(http.MethodPost, "/api/devices/v1/authentication/auth_requests", bytes.NewReader(body))
 	req.RemoteAddr = source
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-MEN-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(key, body)))
 	rec := httptest.NewRecorder()

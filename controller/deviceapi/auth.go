@@ -61,7 +61,7 @@ func (a *API) authRequest(c *echo.Context) error {
 	var created bool
 	switch {
 	case manifest == nil:
-		if !a.unknown.allow(sourceOf(c.Request()), now) {
+		if !a.unknown.allow(a.opts.Clients.Key(c.Request()), now) {
 			return tooMany(c, "too many auth requests of devices that are not accepted from this address", a.opts.UnknownRate)
 		}
 		rec.Status = store.DevicePending

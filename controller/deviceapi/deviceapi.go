@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/artifacts"
+	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
@@ -65,6 +66,10 @@ type Options struct {
 	// Compile builds the rollout plan of each Snapshot; default
 	// rollout.Compile.
 	Compile CompilePlan
+	// Clients finds a request's source for the per-source limit on auth
+	// requests of devices that are not accepted: the TCP peer, or behind
+	// trusted proxies the address they forward. Default: the TCP peer.
+	Clients clientip.Resolver
 	// PublicURL is the scheme and host devices reach the controller at
 	// ("https://gitfleet.example.com"), the base of presigned download
 	// URLs. Required with Artifacts (never derived from a request's Host).

@@ -1,9 +1,7 @@
 package deviceapi
 
 import (
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -60,26 +58,6 @@ func (l *limiter) allow(key string, now time.Time) bool {
 		}
 	}
 	return lim.AllowN(now, 1)
-}
-
-// sourceOf is the address a request's limits are counted against: the TCP
-// peer (the controller trusts no forwarding header), an IPv6 address by
-// its /64, which one host usually holds whole.
-func sourceOf(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
 }
 
 func tooMany(c *echo.Context, what string, r rate.Limit) error {

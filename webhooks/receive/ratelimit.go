@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/gitfleet/gitfleet/controller/clientip"
 )
 
 // bucket is a token bucket refilled lazily from the clock.
@@ -136,10 +138,5 @@ func sourceKey(ip string) string {
 	if err != nil {
 		return ip
 	}
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
+	return clientip.KeyOf(a)
 }
