@@ -1,0 +1,73 @@
+// Package notify sends Gitfleet's events out: to a signed JSON webhook, by
+// e-mail, and to Slack-compatible incoming webhooks.
+//
+// # The model
+//
+// An [Event] is one thing that happened in the fleet, named by one of the
+// schema's #Event kinds ([Kinds]: rollout.started, alert.raised,
+// commit.refused, …), with the commit, the subject (rollout, device,
+// check), the time, free-form details, and an ID that is unique per event
+// and serves as the idempotency key.
+//
+// A [Sink] is one destination. [Sink.Notify] never blocks the caller and
+// never fails: the sink's [Filter] (a Notification manifest's events,
+// rollouts and checks) decides whether it wants the event, and a wanted
+// event goes into the sink's own bounded in-memory queue. One goroutine per
+// sink delivers from that queue. When the queue is full the oldest event is
+// dropped and counted ([Stats.Dropped]), so a stalled receiver costs a
+// bounded amount of memory and the newest events are the ones kept. The
+// queue is not persisted: notifications are best-effort reports of state
+// that the controller keeps elsewhere, not the state itself.
+//
+// The webhook sink sends one request per event and retries a failed
+// delivery with exponential backoff and jitter, carrying the same delivery
+// ID every time, so a receiver that stores the IDs it has seen processes
+// each event once. The e-mail and Slack sinks gather the events of a window
+// (starting when the first arrives) into one message: a burst of 1,000
+// alerts makes one digest, which counts events by kind, lists the first
+// ones in full and says how many more (and how many were dropped) there
+// were.
+//
+// [Sink.Close] stops a sink: it delivers what is queued without waiting for
+// the window, until its context ends.
+//
+// # The webhook wire format
+//
+// Each event is an HTTPS POST with a JSON body ([Payload]):
+//
+//	{"id":"Z3Q…","event":"alert.raised","time":"2026-01-02T03:04:05Z",
+//	 "commit":"9f2c…","rollout":"canary","device":"dev-042",
+//	 "check":"ssh-root","details":{"severity":"critical","evidence":"…"}}
+//
+// commit, rollout, device, check and details are left out when empty. The
+// headers:
+//
+//	Content-Type          application/json
+//	User-Agent            Gitfleet-Notify/1
+//	X-Gitfleet-Event      the event kind, e.g. alert.raised
+//	X-Gitfleet-Delivery   the event ID: the idempotency key, the same on every retry
+//	X-Gitfleet-Timestamp  Unix seconds when this attempt was sent (fresh per attempt)
+//	X-Gitfleet-Signature  sha256=<hex HMAC-SHA256(secret, timestamp "\n" delivery "\n" body)>
+//
+// The signature is left out when the sink has no secret. It is the scheme
+// Gitfleet's own generic inbound webhook verifies (see package
+// webhooks/receive), so a receiver checks it the same way: recompute the
+// HMAC over the raw body, compare in constant time, refuse a timestamp far
+// from its clock, and remember delivery IDs to drop replays. [Sign]
+// computes it.
+//
+// A 2xx response is success. A network error, 408, 429 or 5xx is retried,
+// after the Retry-After the server sent if any, else after the backoff
+// (see [RetryOptions] for the intervals, attempt cap and the per-delivery
+// deadline). Any other status, a redirect included, fails the delivery at
+// once: redirects are never followed, so a signed body goes only where it
+// was configured to. Only https URLs are accepted. At most 64 KiB of a
+// response body is read.
+//
+// # Secrets
+//
+// Webhook secrets, SMTP passwords and Slack URLs (whose path is the
+// credential) are held as [Secret], which prints as "[redacted]", and are
+// removed from every error and log line the package writes; errors name a
+// destination by scheme and host only.
+package notify
