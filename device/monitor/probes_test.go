@@ -204,7 +204,11 @@ func TestRootLoginAuthLog(t *testing.T) {
 	ssh := "Dec  2 05:00:01 dev sshd[78]: Failed password for root from 203.0.113.7 port 4242 ssh2"
 	appendFile(t, auth, ssh+"\n")
 	wantOne(t, h.step(5*time.Second), Raised, nil, ssh)
-	wantOne(t, h.step(time.Hour), Expired, nil)
+	// A second attempt while the alert is open: no second alert, and the
+	// expiry still counts from the first.
+	appendFile(t, auth, "Dec  2 05:30:00 dev sshd[79]: Failed password for root from 203.0.113.7 port 4243 ssh2\n")
+	wantNone(t, h.step(30*time.Minute), Raised, nil)
+	wantOne(t, h.step(30*time.Minute), Expired, nil)
 	sudo := "Dec  2 06:10:00 dev sudo: pam_unix(sudo:auth): authentication failure; logname=root uid=1000 euid=0 tty=/dev/pts/0 ruser=bob rhost=  user=bob"
 	appendFile(t, auth, sudo+"\n")
 	wantOne(t, h.step(5*time.Second), Raised, nil, sudo)
@@ -297,12 +301,15 @@ func TestWifiSSIDViaWpaSupplicant(t *testing.T) {
 }
 
 func TestFailedDeployments(t *testing.T) {
-	h := newHarness(t, Options{}, Check{Name: "deploys", FailedDeployments: &FailedDeployments{}})
+	h := newHarness(t, Options{}, Check{Name: "deploys", Expiry: time.Minute, FailedDeployments: &FailedDeployments{}})
 	h.m.ReportDeployment(DeploymentOutcome{ID: "d1", Artifact: "os-2", Status: "success"})
 	h.m.ReportDeployment(DeploymentOutcome{ID: "d2", Artifact: "os-3", Status: "failure"})
 	wantOne(t, h.step(0), Raised, key("d2"), "deployment d2 of os-3 failed")
+	wantOne(t, h.step(time.Minute), Expired, key("d2"))
 	h.m.ReportDeployment(DeploymentOutcome{ID: "d2", Artifact: "os-3", Status: "failure"}) // reported again
 	wantNone(t, h.step(10*time.Second), Raised, nil)
+	h.m.ReportDeployment(DeploymentOutcome{ID: "d3", Artifact: "os-3", Status: "failure"})
+	wantOne(t, h.step(10*time.Second), Raised, key("d3"))
 }
 
 func sha256hex(s string) string {
