@@ -24,20 +24,25 @@ const maxDeployments = 64
 func (m *Monitor) ReportDeployment(o DeploymentOutcome) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.deploys) >= maxDeployments {
-		m.deploys = m.deploys[1:]
+	for _, r := range m.checks {
+		if p, ok := r.probe.(*deploymentsProbe); ok {
+			if len(p.pending) >= maxDeployments {
+				p.pending = p.pending[1:]
+			}
+			p.pending = append(p.pending, o)
+		}
 	}
-	m.deploys = append(m.deploys, o)
 }
 
-type deploymentsProbe struct{}
+// deploymentsProbe holds the outcomes reported since its last scan.
+type deploymentsProbe struct{ pending []DeploymentOutcome }
 
 func (p *deploymentsProbe) interval() time.Duration { return 10 * time.Second }
 
 func (p *deploymentsProbe) scan(_ context.Context, env *scanEnv, base map[string]string) ([]observation, error) {
-	// Called with the Monitor locked.
-	ds := env.m.deploys
-	env.m.deploys = nil
+	// Called with the Monitor locked, as ReportDeployment is.
+	ds := p.pending
+	p.pending = nil
 	var obs []observation
 	for _, d := range ds {
 		if d.Status != "failure" || base["seen:"+d.ID] != "" {

@@ -66,14 +66,12 @@ type Options struct {
 type Monitor struct {
 	opts Options
 
-	mu       sync.Mutex
-	checks   map[string]*running
-	st       persisted
-	dirty    bool
-	expected map[string]string
-	deploys  []DeploymentOutcome
-	runCtx   context.Context
-	stop     context.CancelFunc
+	mu     sync.Mutex
+	checks map[string]*running
+	st     persisted
+	dirty  bool
+	runCtx context.Context
+	stop   context.CancelFunc
 }
 
 type running struct {
@@ -89,6 +87,9 @@ type persisted struct {
 	Checks  map[string]*checkState `json:"checks"`
 	Queue   []Event                `json:"queue"`
 	Dropped uint64                 `json:"dropped"`
+	// Expected digests announced by Expect, kept so that a restart between
+	// an update and the next scan does not lose them.
+	Expected map[string]string `json:"expected,omitempty"`
 }
 
 type checkState struct {
@@ -231,14 +232,18 @@ func fingerprint(c Check) string {
 
 // Expect announces the digests ("sha256:HEX" or bare hex) a new image brings
 // for watched files: the next fileChange scan takes a file whose digest is
-// the expected one as its new baseline, without an alert.
-func (m *Monitor) Expect(digests map[string]string) {
+// the expected one as its new baseline, without an alert. The digests are
+// saved with the state before Expect returns, so a restart into the new
+// image keeps them.
+func (m *Monitor) Expect(digests map[string]string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.expected = map[string]string{}
+	m.st.Expected = map[string]string{}
 	for p, d := range digests {
-		m.expected[p] = trimDigest(d)
+		m.st.Expected[p] = trimDigest(d)
 	}
+	m.dirty = true
+	return m.saveLocked()
 }
 
 // Step runs every check that is due and returns how long until the next one

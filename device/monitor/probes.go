@@ -86,7 +86,10 @@ func (p *serviceProbe) scan(_ context.Context, env *scanEnv, _ map[string]string
 
 // --- listening ports --------------------------------------------------------
 
-type portsProbe struct{ allow []int }
+type portsProbe struct {
+	allow  []int
+	owners map[string]process // socket inode → owner, from earlier scans
+}
 
 func (p *portsProbe) interval() time.Duration { return time.Minute }
 
@@ -106,7 +109,24 @@ func (p *portsProbe) scan(_ context.Context, env *scanEnv, _ map[string]string) 
 	if len(bad) == 0 {
 		return nil, nil
 	}
-	owners := socketOwners(env.root, want)
+	// Only sockets not seen before cost a pass over /proc/*/fd: a port that
+	// stays open is not looked up again at every scan.
+	missing := map[string]bool{}
+	for ino := range want {
+		if _, ok := p.owners[ino]; !ok {
+			missing[ino] = true
+		}
+	}
+	owners := map[string]process{}
+	if len(missing) > 0 {
+		owners = socketOwners(env.root, missing)
+	}
+	for ino := range want {
+		if o, ok := p.owners[ino]; ok {
+			owners[ino] = o
+		}
+	}
+	p.owners = owners // forget closed sockets
 	var obs []observation
 	seen := map[string]bool{}
 	for _, s := range bad {
@@ -240,9 +260,10 @@ func (p *fileChangeProbe) scan(_ context.Context, env *scanEnv, base map[string]
 			env.set(base, "cur:"+path, digest)
 		}
 		want := base["sha:"+path]
-		exp := env.m.expected[path]
-		if want == "" || (digest != want && digest == exp) {
-			// First sight, or the update brought exactly this file: new baseline.
+		exp := env.m.st.Expected[path]
+		if want == "" || digest == exp {
+			// First sight, or the update brought exactly this file (new
+			// content, or the same content in a new inode): new baseline.
 			env.set(base, "sha:"+path, digest)
 			env.set(base, "inode:"+path, inode)
 			continue

@@ -96,7 +96,9 @@ func TestFileChangeDigestInodeAndExpected(t *testing.T) {
 	// alert clears since the file now is what is expected.
 	os.WriteFile(tmp, []byte("v3"), 0o755)
 	os.Rename(tmp, f)
-	h.m.Expect(map[string]string{f: "sha256:" + sha256hex("v3")})
+	if err := h.m.Expect(map[string]string{f: "sha256:" + sha256hex("v3")}); err != nil {
+		t.Fatal(err)
+	}
 	evs := h.step(5 * time.Minute)
 	wantNone(t, evs, Raised, nil)
 	wantOne(t, evs, Cleared, key(f))

@@ -297,3 +297,45 @@ func TestValidateRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestExpectedDigestsAfterUpdate(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("a1"), 0o755)
+	os.WriteFile(b, []byte("b1"), 0o755)
+	check := Check{Name: "files", FileChange: &FileChange{Paths: []string{a, b}}}
+	h := newHarness(t, Options{StatePath: filepath.Join(dir, "state.json")}, check)
+	wantNone(t, h.step(0), Raised, nil)
+	// The update is announced, then the agent restarts into the new image
+	// before the next scan: a gets new content, b the same content in a new
+	// inode (the image rewrote it).
+	if err := h.m.Expect(map[string]string{a: "sha256:" + sha256hex("a2"), b: sha256hex("b1")}); err != nil {
+		t.Fatal(err)
+	}
+	h.m.Close()
+	replace := func(p, content string) {
+		tmp := p + ".new"
+		os.WriteFile(tmp, []byte(content), 0o755)
+		if err := os.Rename(tmp, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(a, "a2")
+	replace(b, "b1")
+	h.start(check)
+	wantNone(t, h.step(5*time.Minute), Raised, nil)
+	// Anything else is still caught.
+	replace(a, "a3-evil")
+	wantOne(t, h.step(5*time.Minute), Raised, key(a), "sha256 changed from "+sha256hex("a2"))
+}
+
+func TestEveryFailedDeploymentsCheckSeesOutcomes(t *testing.T) {
+	h := newHarness(t, Options{},
+		Check{Name: "deploys", FailedDeployments: &FailedDeployments{}},
+		Check{Name: "deploys-critical", Severity: Critical, FailedDeployments: &FailedDeployments{}})
+	h.m.ReportDeployment(DeploymentOutcome{ID: "d9", Artifact: "os-9", Status: "failure"})
+	evs := h.step(0)
+	if got := only(evs, Raised, key("d9")); len(got) != 2 || got[0].Check == got[1].Check {
+		t.Fatalf("want d9 raised by both checks, got %+v", evs)
+	}
+}
