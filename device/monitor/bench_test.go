@@ -66,6 +66,9 @@ func BenchmarkAllProbes(b *testing.B) {
 	perMin := (cpuTime() - start) / time.Duration(b.N)
 	b.ReportMetric(float64(perMin.Microseconds())/1000, "cpu-ms/min")
 	b.ReportMetric(100*perMin.Seconds()/60, "%core")
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	b.ReportMetric(float64(ru.Maxrss)/1024, "maxrss-MiB") // the whole test binary's peak
 }
 
 func cpuTime() time.Duration {

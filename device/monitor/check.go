@@ -3,6 +3,7 @@ package monitor
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -137,8 +138,8 @@ func (c *Check) Validate() error {
 	}
 	switch {
 	case c.Log != nil:
-		if strings.TrimPrefix(c.Log.Path, "@") == "" {
-			return bad("log: path must be a file or \"@command\"")
+		if strings.TrimPrefix(c.Log.Path, "@") == "" || (!strings.HasPrefix(c.Log.Path, "@") && !filepath.IsAbs(c.Log.Path)) {
+			return bad("log: path %q must be an absolute file path or \"@command\"", c.Log.Path)
 		}
 		if _, err := regexp.Compile(c.Log.Pattern); err != nil || c.Log.Pattern == "" {
 			return bad("log: pattern %q is not an RE2 expression: %v", c.Log.Pattern, err)
@@ -157,9 +158,19 @@ func (c *Check) Validate() error {
 		if len(c.Setuid.Paths) == 0 {
 			return bad("setuid: name at least one path")
 		}
+		if err := absPaths(c.Setuid.Paths); err != nil {
+			return bad("setuid: %v", err)
+		}
 	case c.FileChange != nil:
 		if len(c.FileChange.Paths) == 0 {
 			return bad("fileChange: name at least one path")
+		}
+		if err := absPaths(c.FileChange.Paths); err != nil {
+			return bad("fileChange: %v", err)
+		}
+	case c.RootLogin != nil:
+		if c.RootLogin.Log != "" && !strings.HasPrefix(c.RootLogin.Log, "@") && !filepath.IsAbs(c.RootLogin.Log) {
+			return bad("rootLogin: log %q must be an absolute file path or \"@command\"", c.RootLogin.Log)
 		}
 	case c.ProcessRestart != nil:
 		if c.ProcessRestart.Name == "" || strings.ContainsAny(c.ProcessRestart.Name, "/\x00") {
@@ -175,6 +186,15 @@ func (c *Check) Validate() error {
 	case c.Wifi != nil:
 		if strings.ContainsAny(c.Wifi.Interface, "/\x00") {
 			return bad("wifi: interface %q is not an interface name", c.Wifi.Interface)
+		}
+	}
+	return nil
+}
+
+func absPaths(paths []string) error {
+	for _, p := range paths {
+		if !filepath.IsAbs(p) || strings.ContainsRune(p, 0) {
+			return fmt.Errorf("path %q must be absolute", p)
 		}
 	}
 	return nil

@@ -62,11 +62,18 @@ func isUnit(name string) bool {
 
 func (p *serviceProbe) scan(_ context.Context, env *scanEnv, _ map[string]string) ([]observation, error) {
 	if isUnit(p.name) {
-		// cgroup v2 under systemd: a unit is running while its cgroup holds a
-		// process. No systemctl, no D-Bus.
-		slice := env.path("/sys/fs/cgroup/system.slice")
-		if _, err := os.Stat(slice); err != nil {
-			return nil, fmt.Errorf("service %s: no systemd cgroup hierarchy at /sys/fs/cgroup/system.slice: %w", p.name, err)
+		// Under systemd a unit is running while its cgroup holds a process.
+		// No systemctl, no D-Bus: the cgroup file system, unified (v2),
+		// hybrid or legacy (v1, the name=systemd hierarchy).
+		slice := ""
+		for _, dir := range []string{"/sys/fs/cgroup/system.slice", "/sys/fs/cgroup/unified/system.slice", "/sys/fs/cgroup/systemd/system.slice"} {
+			if _, err := os.Stat(env.path(dir)); err == nil {
+				slice = env.path(dir)
+				break
+			}
+		}
+		if slice == "" {
+			return nil, fmt.Errorf("service %s: no systemd cgroup hierarchy (/sys/fs/cgroup/system.slice): is systemd running? name a process instead of a unit", p.name)
 		}
 		b, err := readSmall(filepath.Join(slice, p.name, "cgroup.procs"), 4096)
 		if err == nil && len(strings.TrimSpace(string(b))) > 0 {

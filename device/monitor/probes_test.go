@@ -318,3 +318,20 @@ func sha256hex(s string) string {
 	d, _ := fileDigestOf(strings.NewReader(s))
 	return d
 }
+
+func TestServiceUnitCgroupV1(t *testing.T) {
+	root := t.TempDir()
+	unit := filepath.Join(root, "sys/fs/cgroup/systemd/system.slice/app.service")
+	os.MkdirAll(unit, 0o755)
+	os.WriteFile(filepath.Join(unit, "cgroup.procs"), []byte("123\n"), 0o644)
+	h := newHarness(t, Options{Root: root}, Check{Name: "svc", Service: &Service{Name: "app.service"}})
+	wantNone(t, h.step(0), Raised, nil)
+	os.Remove(filepath.Join(unit, "cgroup.procs"))
+	wantOne(t, h.step(30*time.Second), Raised, key("app.service"))
+
+	// No systemd at all: a check error, not an alert.
+	h2 := newHarness(t, Options{Root: t.TempDir()}, Check{Name: "svc", Service: &Service{Name: "app.service"}})
+	evs := h2.step(0)
+	wantOne(t, evs, CheckError, nil, "no systemd cgroup hierarchy")
+	wantNone(t, evs, Raised, nil)
+}

@@ -285,6 +285,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"no probe", Check{Name: "x"}, "exactly one probe, this one sets 0"},
 		{"two probes", Check{Name: "x", Service: &Service{Name: "a"}, LibraryInjection: &LibraryInjection{}}, "sets 2"},
 		{"bad pattern", Check{Name: "x", Log: &Log{Path: "/f", Pattern: "(("}}, "not an RE2"},
+		{"relative log", Check{Name: "x", Log: &Log{Path: "var/log/app", Pattern: "x"}}, "must be an absolute file path"},
+		{"relative watched file", Check{Name: "x", FileChange: &FileChange{Paths: []string{"/bin/sh", "bin/su"}}}, `path "bin/su" must be absolute`},
 		{"bad port", Check{Name: "x", ListeningPorts: &ListeningPorts{Allow: []int{70000}}}, "outside 1-65535"},
 		{"bad name", Check{Name: "../x", LibraryInjection: &LibraryInjection{}}, "name must be"},
 		{"tiny interval", Check{Name: "x", Interval: time.Millisecond, LibraryInjection: &LibraryInjection{}}, "1s minimum"},
