@@ -71,7 +71,7 @@ func full(e Event) string {
 	b.WriteString(line(e))
 	b.WriteString("\n")
 	if e.Commit != "" {
-		fmt.Fprintf(&b, "    commit: %s\n", e.Commit)
+		fmt.Fprintf(&b, "    commit: %s\n", oneLine(e.Commit))
 	}
 	keys := make([]string, 0, len(e.Details))
 	for k := range e.Details {
@@ -79,7 +79,7 @@ func full(e Event) string {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		fmt.Fprintf(&b, "    %s: %s\n", k, e.Details[k])
+		fmt.Fprintf(&b, "    %s: %s\n", oneLine(k), oneLine(e.Details[k]))
 	}
 	fmt.Fprintf(&b, "    id: %s\n", e.ID)
 	return b.String()
@@ -119,7 +119,7 @@ func (d digest) slack() string {
 		e := d.events[0]
 		fmt.Fprintf(&b, "*Gitfleet* %s", slackEscape(line(e)))
 		for _, k := range sortedKeys(e.Details) {
-			fmt.Fprintf(&b, "\n> %s: %s", slackEscape(k), slackEscape(e.Details[k]))
+			fmt.Fprintf(&b, "\n> %s: %s", slackEscape(oneLine(k)), slackEscape(oneLine(e.Details[k])))
 		}
 		return b.String()
 	}

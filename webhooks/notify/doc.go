@@ -11,7 +11,8 @@
 //
 // A [Sink] is one destination. [Sink.Notify] never blocks the caller and
 // never fails: the sink's [Filter] (a Notification manifest's events,
-// rollouts and checks) decides whether it wants the event, and a wanted
+// rollouts and checks) decides whether it wants the event (an event with an
+// unknown kind or a malformed ID is logged and dropped), and a wanted
 // event goes into the sink's own bounded in-memory queue. One goroutine per
 // sink delivers from that queue. When the queue is full the oldest event is
 // dropped and counted ([Stats.Dropped]), so a stalled receiver costs a
@@ -27,6 +28,10 @@
 // alerts makes one digest, which counts events by kind, lists the first
 // ones in full and says how many more (and how many were dropped) there
 // were.
+//
+// Names that reach a subject line, a header or a chat message (device
+// IDs, check names, details) are made single-line there: control
+// characters become spaces and long values are cut.
 //
 // [Sink.Close] stops a sink: it delivers what is queued without waiting for
 // the window, until its context ends.
@@ -54,7 +59,10 @@
 // webhooks/receive), so a receiver checks it the same way: recompute the
 // HMAC over the raw body, compare in constant time, refuse a timestamp far
 // from its clock, and remember delivery IDs to drop replays. [Sign]
-// computes it.
+// computes it; in a shell:
+//
+//	printf '%s\n%s\n%s' "$timestamp" "$delivery" "$body" |
+//	  openssl dgst -sha256 -hmac "$secret"
 //
 // A 2xx response is success. A network error, 408, 429 or 5xx is retried,
 // after the Retry-After the server sent if any, else after the backoff

@@ -27,6 +27,7 @@ type smtpServer struct {
 	mu         sync.Mutex
 	mails      []smtpMail
 	authFails  int
+	tempFails  int // DATA answers 451 this many times first
 	srv        *smtp.Server
 	host       string
 	port       int
@@ -122,6 +123,11 @@ func (ss *smtpSession) Data(r io.Reader) error {
 	ss.m.data = b
 	_, ss.m.tls = ss.conn.TLSConnectionState()
 	ss.srv.mu.Lock()
+	if ss.srv.tempFails > 0 {
+		ss.srv.tempFails--
+		ss.srv.mu.Unlock()
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
 	ss.srv.mails = append(ss.srv.mails, ss.m)
 	ss.srv.mu.Unlock()
 	return nil
@@ -281,4 +287,64 @@ func decodeQP(t *testing.T, cte string, body []byte) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A temporary refusal (451) is retried with backoff; the retry is the same
+// message (same Message-ID).
+func TestEmailRetriesTemporaryFailure(t *testing.T) {
+	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
+	srv.tempFails = 1
+	clk := newFakeClock()
+	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(alert("dev-1"))
+	closeSink(t, m)
+	if n := len(srv.Mails()); n != 1 {
+		t.Fatalf("%d mails, want 1 after the retry", n)
+	}
+	if st := m.Stats(); st.Delivered != 1 || st.Failed != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+	var backoffs int
+	for _, d := range clk.Sleeps() {
+		if d != time.Minute { // the batch window
+			backoffs++
+		}
+	}
+	if backoffs != 1 {
+		t.Errorf("sleeps = %v, want the window and one backoff", clk.Sleeps())
+	}
+}
+
+// Names that reach the subject (a device ID, a check) cannot add a header
+// or a recipient: control characters become spaces.
+func TestEmailSubjectCannotInjectHeaders(t *testing.T) {
+	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
+	clk := newFakeClock()
+	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(Event{Kind: DevicePending, Device: "dev-1\r\nBcc: attacker@evil.example\r\nX-Injected: yes",
+		Details: map[string]string{"note": "a\r\n\r\nfake body"}})
+	closeSink(t, m)
+	mails := srv.Mails()
+	if len(mails) != 1 {
+		t.Fatalf("%d mails", len(mails))
+	}
+	if strings.Join(mails[0].to, ",") != "ops@fleet.example,sec@fleet.example" {
+		t.Errorf("envelope recipients %v", mails[0].to)
+	}
+	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Header.Get("Bcc") != "" || msg.Header.Get("X-Injected") != "" {
+		t.Errorf("injected headers: %v", msg.Header)
+	}
+	if subj := msg.Header.Get("Subject"); !strings.Contains(subj, "device dev-1  Bcc: attacker@evil.example") {
+		t.Errorf("subject = %q", subj)
+	}
 }

@@ -4,7 +4,10 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/gitfleet/gitfleet/schema"
 )
 
 // Kind is the name of an event, one of the schema's #Event list
@@ -12,26 +15,30 @@ import (
 // and what a Notification manifest's events list selects.
 type Kind string
 
-// The event kinds, exactly as the schema's #Event spells them.
+// The event kinds, the schema's own constants: one list serves the
+// manifests, the controller and the notifications.
 const (
-	RolloutStarted          Kind = "rollout.started"
-	RolloutPhaseOpened      Kind = "rollout.phase_opened"
-	RolloutPhaseCompleted   Kind = "rollout.phase_completed"
-	RolloutAwaitingApproval Kind = "rollout.awaiting_approval"
-	RolloutPaused           Kind = "rollout.paused"
-	RolloutAborted          Kind = "rollout.aborted"
-	RolloutCompleted        Kind = "rollout.completed"
-	AlertRaised             Kind = "alert.raised"
-	AlertCleared            Kind = "alert.cleared"
-	DevicePending           Kind = "device.pending"
-	CommitRefused           Kind = "commit.refused"
+	RolloutStarted          Kind = schema.EventRolloutStarted
+	RolloutPhaseOpened      Kind = schema.EventRolloutPhaseOpened
+	RolloutPhaseCompleted   Kind = schema.EventRolloutPhaseCompleted
+	RolloutAwaitingApproval Kind = schema.EventRolloutAwaitingApproval
+	RolloutPaused           Kind = schema.EventRolloutPaused
+	RolloutAborted          Kind = schema.EventRolloutAborted
+	RolloutCompleted        Kind = schema.EventRolloutCompleted
+	AlertRaised             Kind = schema.EventAlertRaised
+	AlertCleared            Kind = schema.EventAlertCleared
+	DevicePending           Kind = schema.EventDevicePending
+	CommitRefused           Kind = schema.EventCommitRefused
 )
 
-var kinds = []Kind{
-	RolloutStarted, RolloutPhaseOpened, RolloutPhaseCompleted,
-	RolloutAwaitingApproval, RolloutPaused, RolloutAborted, RolloutCompleted,
-	AlertRaised, AlertCleared, DevicePending, CommitRefused,
-}
+// kinds is schema.Events(), typed.
+var kinds = func() []Kind {
+	var ks []Kind
+	for _, e := range schema.Events() {
+		ks = append(ks, Kind(e))
+	}
+	return ks
+}()
 
 // Kinds returns every event kind, in the schema's order.
 func Kinds() []Kind { return slices.Clone(kinds) }
@@ -66,12 +73,51 @@ type Event struct {
 // NewID returns a fresh random event ID (26 base32 characters).
 func NewID() string { return rand.Text() }
 
-// Validate reports what is wrong with e, if anything.
+// maxIDLen bounds an event ID (it travels in a header and a Message-ID).
+const maxIDLen = 128
+
+// Validate reports what is wrong with e, if anything: an unknown kind, or
+// an ID that is not 1–128 characters of [A-Za-z0-9._:-] (it travels in a
+// header, so it must not be able to carry anything else).
 func (e Event) Validate() error {
 	if !e.Kind.Valid() {
 		return fmt.Errorf("%w: %q (want one of %v)", ErrUnknownKind, e.Kind, kinds)
 	}
+	if e.ID != "" && !validID(e.ID) {
+		return fmt.Errorf("%w: %q (use 1-%d characters of A-Z a-z 0-9 . _ : -, or leave it empty for a fresh one)",
+			ErrBadID, e.ID, maxIDLen)
+	}
 	return nil
+}
+
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// oneLine makes a value safe for a single line of a mail subject, a header
+// or a chat message: control characters (CR and LF included) become
+// spaces and the length is bounded, so a device name or an evidence line
+// can neither start a new header nor flood a message.
+func oneLine(s string) string {
+	const max = 200
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029 || (r >= 0x80 && r < 0xa0) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 // subject is a short human description of what the event is about.
@@ -84,7 +130,7 @@ func (e Event) subject() string {
 		if s != "" {
 			s += " "
 		}
-		s += label + " " + v
+		s += label + " " + oneLine(v)
 	}
 	add("rollout", e.Rollout)
 	add("check", e.Check)
@@ -99,12 +145,11 @@ func (e Event) subject() string {
 	return s
 }
 
-// Filter selects the events a sink wants, mirroring a Notification
-// manifest's events, rollouts and checks lists. An empty list selects
-// everything along that axis. Rollouts restricts only events that name a
-// rollout and Checks only events that name a check: with Rollouts set to
-// ["canary"], an alert (which names no rollout) still passes, and Checks
-// then decides about it.
+// Filter selects the events a sink wants, as a Notification manifest's
+// events, rollouts and checks lists do: Events selects kinds (empty: all);
+// Rollouts, when set, narrows the rollout.* events to those rollouts; Checks,
+// when set, narrows the alert.* events to those checks. Other events
+// (device.pending, commit.refused) are selected by Events alone.
 type Filter struct {
 	Events   []Kind
 	Rollouts []string
@@ -116,10 +161,11 @@ func (f Filter) Match(e Event) bool {
 	if len(f.Events) > 0 && !slices.Contains(f.Events, e.Kind) {
 		return false
 	}
-	if len(f.Rollouts) > 0 && e.Rollout != "" && !slices.Contains(f.Rollouts, e.Rollout) {
+	k := string(e.Kind)
+	if len(f.Rollouts) > 0 && strings.HasPrefix(k, "rollout.") && !slices.Contains(f.Rollouts, e.Rollout) {
 		return false
 	}
-	if len(f.Checks) > 0 && e.Check != "" && !slices.Contains(f.Checks, e.Check) {
+	if len(f.Checks) > 0 && strings.HasPrefix(k, "alert.") && !slices.Contains(f.Checks, e.Check) {
 		return false
 	}
 	return true
