@@ -70,5 +70,31 @@
 //	libraryInjection   5m                one read of /etc/ld.so.preload and of each /proc/PID/environ (≤ 64 KiB each)
 //
 // No probe keeps a file open between scans except a followed log file (one
-// descriptor) and a command's pipe (one descriptor).
+// descriptor) and a command's pipe (one descriptor). Step holds the
+// Monitor's lock while probes scan, so Drain and ReportDeployment wait for
+// the longest scan (a set-uid walk or the digest of a large changed file).
+//
+// # What the probes can and cannot see
+//
+//   - listeningPorts: every listening TCP socket and every unconnected bound
+//     UDP socket in the agent's network namespace, loopback included; the
+//     owner is found by matching the socket inode against /proc/PID/fd links,
+//     which needs root for other users' processes (otherwise the evidence says
+//     the owner is unknown).
+//   - libraryInjection: /proc/PID/environ is the environment a process was
+//     started with; a process may overwrite that memory, so this is a
+//     tripwire, not proof of absence. Needs root to read other users'
+//     processes.
+//   - wifi: the kernel lists wireless interfaces in /proc/net/wireless but
+//     gives their SSID only over nl80211 netlink; the probe asks
+//     wpa_supplicant over its control socket (/run/wpa_supplicant/IF), and a
+//     device without wpa_supplicant gets a check error saying so.
+//   - rootLogin: without /var/log/auth.log or /var/log/secure the probe
+//     follows "journalctl --follow" (the journal's files are not read
+//     directly).
+//   - log: a file truncated and refilled beyond its old length between two
+//     scans is read from the old offset (the truncation is not seen); a
+//     rotated file is finished before the new one is read.
+//   - processRestart: the set of PIDs named so; a program that respawns
+//     workers under the same name raises an alert at each respawn.
 package monitor

@@ -321,7 +321,9 @@ func (m *Monitor) runLocked(ctx context.Context, r *running, now time.Time) {
 		cs.LastError = ""
 		m.emitLocked(Event{Check: r.check.Name, Kind: CheckOK, Severity: r.check.severity(), Time: now})
 	}
-	m.observeLocked(r.check, cs, obs, now)
+	// A scan that failed in part (one unreadable file) may raise what it saw
+	// but clears nothing: what it did not see is unknown, not recovered.
+	m.observeLocked(r.check, cs, obs, err == nil, now)
 }
 
 // observation is what a probe saw: a condition (level) or an occurrence.
@@ -331,7 +333,7 @@ type observation struct {
 	event    bool
 }
 
-func (m *Monitor) observeLocked(c Check, cs *checkState, obs []observation, now time.Time) {
+func (m *Monitor) observeLocked(c Check, cs *checkState, obs []observation, complete bool, now time.Time) {
 	if cs.Alerts == nil {
 		cs.Alerts = map[string]*alertState{}
 	}
@@ -355,7 +357,7 @@ func (m *Monitor) observeLocked(c Check, cs *checkState, obs []observation, now 
 		m.transitionLocked(c, o.key, a, true, now)
 	}
 	for key, a := range cs.Alerts {
-		if !a.Level || present[key] {
+		if !a.Level || present[key] || !complete {
 			continue
 		}
 		if a.Quiet {

@@ -335,3 +335,23 @@ func TestServiceUnitCgroupV1(t *testing.T) {
 	wantOne(t, evs, CheckError, nil, "no systemd cgroup hierarchy")
 	wantNone(t, evs, Raised, nil)
 }
+
+func TestPartialScanClearsNothing(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("a1"), 0o755)
+	os.WriteFile(b, []byte("b1"), 0o755)
+	h := newHarness(t, Options{}, Check{Name: "files", FileChange: &FileChange{Paths: []string{a, b}}})
+	h.step(0)
+	os.WriteFile(a, []byte("a2"), 0o755)
+	os.WriteFile(b, []byte("b2"), 0o755)
+	wantOne(t, h.step(5*time.Minute), Raised, key(a))
+	// a cannot be read for a while (a directory in its place here; no
+	// permission or an I/O error on a real device): a check error, and a's
+	// alert stays open since nobody saw it recover.
+	os.Remove(a)
+	os.Mkdir(a, 0o755)
+	evs := h.step(5 * time.Minute)
+	wantOne(t, evs, CheckError, nil, a)
+	wantNone(t, evs, Cleared, nil)
+}
