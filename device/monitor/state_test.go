@@ -341,3 +341,67 @@ func TestEveryFailedDeploymentsCheckSeesOutcomes(t *testing.T) {
 		t.Fatalf("want d9 raised by both checks, got %+v", evs)
 	}
 }
+
+func TestRunStepsOnSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, err := New(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := m.SetChecks([]Check{{Name: "deploys", Interval: 10 * time.Second, FailedDeployments: &FailedDeployments{}}}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- m.Run(ctx) }()
+		synctest.Wait()
+		m.ReportDeployment(DeploymentOutcome{ID: "d1", Artifact: "os", Status: "failure"})
+		time.Sleep(9 * time.Second)
+		synctest.Wait()
+		if q, _ := m.Pending(); len(q) != 0 {
+			t.Fatalf("scanned before its interval: %+v", q)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if q, _ := m.Pending(); len(q) != 1 || q[0].Key != "d1" {
+			t.Fatalf("after the interval: %+v", q)
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	})
+}
+
+func TestFollowerReadsAtMostOneMiBPerScan(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.log")
+	os.WriteFile(p, nil, 0o644)
+	env := &scanEnv{root: "/"}
+	base := map[string]string{}
+	var fl follower
+	defer fl.close()
+	all := func(string) bool { return true }
+	fl.read(env, p, base, all)
+	line := strings.Repeat("y", 1023) + "\n"
+	appendFile(t, p, strings.Repeat(line, 3*1024)) // 3 MiB
+	total := 0
+	for scans := 1; ; scans++ {
+		got, err := fl.read(env, p, base, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 1024 {
+			t.Fatalf("scan %d read %d lines (> 1 MiB)", scans, len(got))
+		}
+		if total += len(got); total == 3*1024 {
+			if scans != 3 {
+				t.Fatalf("3 MiB took %d scans, want 3", scans)
+			}
+			return
+		}
+		if scans > 10 {
+			t.Fatalf("only %d of %d lines after 10 scans", total, 3*1024)
+		}
+	}
+}
