@@ -204,6 +204,9 @@ func (m *Monitor) SetChecks(checks []Check) error {
 		}
 		cs := m.st.Checks[c.Name]
 		if cs == nil || cs.Fingerprint != fp {
+			if cs != nil {
+				m.retireLocked(c.Name, cs, c.severity(), "the check's probe settings changed", now)
+			}
 			cs = &checkState{Fingerprint: fp}
 			m.st.Checks[c.Name] = cs
 			m.dirty = true
@@ -217,11 +220,31 @@ func (m *Monitor) SetChecks(checks []Check) error {
 	}
 	for name := range m.st.Checks {
 		if !seen[name] {
+			sev := Error
+			if r, ok := old[name]; ok {
+				sev = r.check.severity()
+			}
+			m.retireLocked(name, m.st.Checks[name], sev, "the check was removed", now)
 			delete(m.st.Checks, name)
 			m.dirty = true
 		}
 	}
 	return m.saveLocked()
+}
+
+// retireLocked clears, for the server, the alerts of a check whose state
+// is dropped, so none stays open there forever.
+func (m *Monitor) retireLocked(name string, cs *checkState, sev Severity, why string, now time.Time) {
+	keys := make([]string, 0, len(cs.Alerts))
+	for k, a := range cs.Alerts {
+		if a.Notified {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		m.emitLocked(Event{Check: name, Key: k, Kind: Cleared, Severity: sev, Evidence: why, Time: now})
+	}
 }
 
 func fingerprint(c Check) string {

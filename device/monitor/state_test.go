@@ -405,3 +405,34 @@ func TestFollowerReadsAtMostOneMiBPerScan(t *testing.T) {
 		}
 	}
 }
+
+func TestChangedOrRemovedCheckClearsItsAlerts(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "app")
+	os.WriteFile(f, []byte("v1"), 0o755)
+	files := Check{Name: "files", FileChange: &FileChange{Paths: []string{f}}}
+	h := newHarness(t, Options{StatePath: filepath.Join(dir, "state.json")}, files)
+	h.step(0)
+	os.WriteFile(f, []byte("v2"), 0o755)
+	wantOne(t, h.step(5*time.Minute), Raised, key(f))
+
+	// The check now watches another list: its old alert is cleared, and the
+	// new settings start a new baseline.
+	changed := Check{Name: "files", FileChange: &FileChange{Paths: []string{f, "/nonexistent"}}}
+	if err := h.m.SetChecks([]Check{changed}); err != nil {
+		t.Fatal(err)
+	}
+	evs := h.step(0)
+	wantOne(t, evs, Cleared, key(f), "probe settings changed")
+	wantNone(t, evs, Raised, nil)
+
+	os.WriteFile(f, []byte("v3"), 0o755)
+	wantOne(t, h.step(5*time.Minute), Raised, key(f))
+	// Removed from Git, across a restart: cleared too.
+	h.m.Close()
+	h.start(changed)
+	if err := h.m.SetChecks(nil); err != nil {
+		t.Fatal(err)
+	}
+	wantOne(t, h.step(0), Cleared, key(f), "check was removed")
+}
