@@ -139,6 +139,9 @@ func (p *poster) post(ctx context.Context, body []byte, header func(h http.Heade
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil { // the sink is closing: no more attempts
+			return fmt.Errorf("post to %s: %w", p.where, ctx.Err())
+		}
 		var ae *attemptError
 		if !errors.As(err, &ae) || !ae.retry {
 			return fmt.Errorf("post to %s: %w", p.where, err)
