@@ -72,10 +72,34 @@
 // was configured to. Only https URLs are accepted. At most 64 KiB of a
 // response body is read.
 //
+// # E-mail and Slack
+//
+// A digest mail has the subject "[Gitfleet] <event>: <subject>" for a
+// single event, else "[Gitfleet] <n> events: <n> <kind>, …" (most frequent
+// kind first), and a plain-text body: the time span, the counts by kind,
+// the number dropped from a full queue if any, the first [EmailOptions.Listed]
+// events in full (commit, details, ID) and how many more there were. Its
+// Message-ID is derived from the events' IDs, so a retried send is the same
+// message. The mail goes through the configured submission server with
+// STARTTLS required (unless [EmailOptions.AllowPlaintext]) and AUTH PLAIN
+// when a username is set; a 4xx reply or a connection failure is retried
+// with backoff, a 5xx is not.
+//
+// A Slack message is {"text": …} in Slack's mrkdwn, with &, < and >
+// escaped so no name can form a link or a mention: one line for a single
+// event, or a bold count line and the first [SlackOptions.Listed] events.
+// Anything that accepts Slack's incoming-webhook format (Mattermost,
+// Rocket.Chat, …) works.
+//
+// Each sink delivers in order, one message at a time; a slow or failing
+// destination holds up only its own queue (which then drops its oldest
+// events), never the caller or another sink ([Fanout]).
+//
 // # Secrets
 //
-// Webhook secrets, SMTP passwords and Slack URLs (whose path is the
-// credential) are held as [Secret], which prints as "[redacted]", and are
+// Webhook secrets, SMTP passwords and webhook and Slack URLs (which often
+// carry a token; a Slack URL's path is the credential) are held as
+// [Secret], which prints as "[redacted]", and are
 // removed from every error and log line the package writes; errors name a
 // destination by scheme and host only.
 package notify

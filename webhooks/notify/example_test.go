@@ -18,8 +18,8 @@ func ExampleSign() {
 
 func ExampleNewWebhook() {
 	w, err := notify.NewWebhook(notify.WebhookOptions{
-		URL:    "https://hooks.example.com/gitfleet",
-		Secret: "s3cret", // from the Notification's secret.env or secret.file
+		URL:    "https://hooks.example.com/gitfleet", // a Secret: may carry a token
+		Secret: "s3cret",                             // from the Notification's secret.env or secret.file
 		Filter: notify.Filter{Events: []notify.Kind{notify.AlertRaised, notify.RolloutAborted}},
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 	}{
 		{"webhook to an unreachable host → error names the host only", func(log *slog.Logger, clk *fakeClock) (Sink, error) {
 			return NewWebhook(WebhookOptions{
-				URL:    "http://user:" + password + "@" + addr + "/hook/" + pathTok + "?token=" + queryTok,
+				URL:    Secret("http://user:" + password + "@" + addr + "/hook/" + pathTok + "?token=" + queryTok),
 				Secret: signing, AllowHTTP: true, Logger: log, Now: clk.Now, Sleep: clk.Sleep,
 				Retry: RetryOptions{MaxAttempts: 2},
 			})
@@ -92,9 +92,10 @@ func TestSecretsNotInOptionErrors(t *testing.T) {
 func TestSecretPrintsRedacted(t *testing.T) {
 	s := Secret("hunter2-xyz")
 	var b strings.Builder
-	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "secret", s, "opts", WebhookOptions{Secret: s})
+	u := Secret("https://hooks.example/hunter2-in-path")
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "secret", s, "opts", WebhookOptions{Secret: s, URL: u})
 	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, s, s, s), b.String(),
-		fmt.Sprintf("%+v", WebhookOptions{Secret: s}), fmt.Sprintf("%#v", EmailOptions{Password: s})} {
+		fmt.Sprintf("%+v", WebhookOptions{Secret: s, URL: u}), fmt.Sprintf("%+v", SlackOptions{URL: u}), fmt.Sprintf("%#v", EmailOptions{Password: s})} {
 		if strings.Contains(out, "hunter2") {
 			t.Errorf("printed secret: %s", out)
 		}

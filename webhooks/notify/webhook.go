@@ -23,8 +23,9 @@ const (
 
 // WebhookOptions configure a [Webhook]. Zero fields take the defaults noted.
 type WebhookOptions struct {
-	// URL receives the POSTs. Required; https only unless AllowHTTP.
-	URL string
+	// URL receives the POSTs. Required; https only unless AllowHTTP. A
+	// Secret because URLs often carry a token (userinfo, path or query).
+	URL Secret
 	// Secret keys the HMAC-SHA256 signature. Empty sends no signature
 	// header (a receiver cannot then tell a forgery apart).
 	Secret Secret
@@ -59,7 +60,7 @@ var _ Sink = (*Webhook)(nil)
 
 // NewWebhook checks opts and starts the sink's worker.
 func NewWebhook(opts WebhookOptions) (*Webhook, error) {
-	u, err := parseHTTPURL(opts.URL, opts.AllowHTTP)
+	u, err := parseHTTPURL(string(opts.URL), opts.AllowHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}

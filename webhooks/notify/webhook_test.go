@@ -80,7 +80,7 @@ func status(code int, retryAfter string) func(w http.ResponseWriter) {
 
 func newTestWebhook(t *testing.T, r *receiver, clk *fakeClock, mod func(*WebhookOptions)) *Webhook {
 	t.Helper()
-	opts := WebhookOptions{URL: r.srv.URL + "/hooks/gitfleet", Secret: Secret(r.secret),
+	opts := WebhookOptions{URL: Secret(r.srv.URL + "/hooks/gitfleet"), Secret: Secret(r.secret),
 		Client: r.srv.Client(), Now: clk.Now, Sleep: clk.Sleep}
 	if mod != nil {
 		mod(&opts)
@@ -239,7 +239,7 @@ func TestWebhookRefusesPlainHTTPUnlessAllowed(t *testing.T) {
 		{"no host", "https:///x", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, err := NewWebhook(WebhookOptions{URL: tc.url, AllowHTTP: tc.allow})
+			w, err := NewWebhook(WebhookOptions{URL: Secret(tc.url), AllowHTTP: tc.allow})
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
