@@ -348,3 +348,42 @@ func TestEmailSubjectCannotInjectHeaders(t *testing.T) {
 		t.Errorf("subject = %q", subj)
 	}
 }
+
+// When a burst overflows the queue, the digest keeps the newest events and
+// says how many were dropped.
+func TestEmailDigestReportsDropped(t *testing.T) {
+	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
+	g := newGate(time.Minute)
+	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.QueueSize = g.Sleep, 5 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(alert("dev-00"))
+	g.waitEntered(t)
+	for i := 1; i < 12; i++ {
+		m.Notify(alert(fmt.Sprintf("dev-%02d", i)))
+	}
+	close(g.open)
+	eventually(t, "the digest", func() bool { return len(srv.Mails()) >= 1 })
+	closeSink(t, m)
+	mails := srv.Mails()
+	if len(mails) != 1 {
+		t.Fatalf("%d mails", len(mails))
+	}
+	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subj := msg.Header.Get("Subject"); subj != "[Gitfleet] 5 events: 5 alert.raised (+7 dropped)" {
+		t.Errorf("subject = %q", subj)
+	}
+	body, _ := io.ReadAll(msg.Body)
+	text := decodeQP(t, msg.Header.Get("Content-Transfer-Encoding"), body)
+	if !strings.Contains(text, "7 more event(s) were dropped because the notification queue was full.") ||
+		!strings.Contains(text, "device dev-07") || strings.Contains(text, "device dev-06") {
+		t.Errorf("body:\n%s", text)
+	}
+	if st := m.Stats(); st.Dropped != 7 || st.Delivered != 5 {
+		t.Errorf("stats = %+v", st)
+	}
+}
