@@ -23,7 +23,6 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 var (
 	ErrUnknownKind = errors.New("notify: unknown event kind")
 	ErrBadID       = errors.New("notify: malformed event ID")
-	ErrClosed      = errors.New("notify: sink closed")
 	ErrOptions     = errors.New("notify: invalid options")
 )
 
