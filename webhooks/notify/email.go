@@ -41,9 +41,9 @@ type EmailOptions struct {
 	// the oldest is dropped and the digest says how many. Default 10000.
 	QueueSize int
 	// AllowPlaintext sends without STARTTLS when the server does not offer
-	// it; authentication still needs TLS, so with a Username set such a
-	// send fails rather than expose the password. Default: STARTTLS is
-	// required and a server without it gets no mail.
+	// it, but only when there is no Username: credentials are never sent
+	// outside TLS, so with a Username STARTTLS stays required. Default:
+	// STARTTLS is required and a server without it gets no mail.
 	AllowPlaintext bool
 	// TLSConfig verifies the server (RootCAs for a private CA). Default:
 	// the system roots, ServerName = Host, TLS 1.2 or later.
@@ -104,7 +104,7 @@ func NewEmail(opts EmailOptions) (*Email, error) {
 		tc.ServerName = opts.Host
 	}
 	policy := mail.TLSMandatory
-	if opts.AllowPlaintext {
+	if opts.AllowPlaintext && opts.Username == "" {
 		policy = mail.TLSOpportunistic
 	}
 	mo := []mail.Option{

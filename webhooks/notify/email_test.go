@@ -387,3 +387,40 @@ func TestEmailDigestReportsDropped(t *testing.T) {
 		t.Errorf("stats = %+v", st)
 	}
 }
+
+// With AllowPlaintext and no STARTTLS on offer, the password is still
+// never sent in the clear: with a username STARTTLS stays required (on
+// its own, PLAIN would go out unencrypted to a loopback server). Without
+// credentials, AllowPlaintext does send.
+func TestEmailPlaintextNeverSendsPassword(t *testing.T) {
+	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", false)
+	clk := newFakeClock()
+	logs := &logBuffer{}
+	m, err := NewEmail(srv.options(func(o *EmailOptions) {
+		o.Sleep, o.Now, o.Logger, o.MaxAttempts, o.AllowPlaintext = clk.Sleep, clk.Now, logs.Logger(), 1, true
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(alert("dev-1"))
+	closeSink(t, m)
+	srv.mu.Lock()
+	fails := srv.authFails
+	srv.mu.Unlock()
+	if n := len(srv.Mails()); n != 0 || fails != 0 {
+		t.Errorf("%d mails, %d AUTH attempts over plaintext; want none", n, fails)
+	}
+
+	open := startSMTP(t, "", "", false)
+	m, err = NewEmail(open.options(func(o *EmailOptions) {
+		o.Sleep, o.Now, o.MaxAttempts, o.AllowPlaintext, o.Username, o.Password = clk.Sleep, clk.Now, 1, true, "", ""
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(alert("dev-1"))
+	closeSink(t, m)
+	if mails := open.Mails(); len(mails) != 1 || mails[0].tls {
+		t.Errorf("AllowPlaintext without credentials: %d mails", len(mails))
+	}
+}
