@@ -59,36 +59,18 @@ func newDevicesPendingCmd(mc *mgmtClient) *cobra.Command {
 		Short: "List devices waiting to be accepted, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var resp struct {
-				Devices []store.Device `json:"devices"`
+			n, err := listing(cmd, mc, "/api/management/v1/devices/pending?limit="+fmt.Sprint(limit), "devices", asJSON,
+				"no pending devices", "ID\tLAST SEEN\tKEY SHA256\tIDENTITY", func(d store.Device) string {
+					key := d.KeyFingerprint
+					if len(key) > 16 {
+						key = key[:16] + "…"
+					}
+					return fmt.Sprintf("%s\t%s\t%s\t%s", d.ID, d.LastSeen.UTC().Format(time.RFC3339), key, d.Identity)
+				})
+			if err == nil && n > 0 && !asJSON {
+				fmt.Fprintln(cmd.ErrOrStderr(), "accept one with: gitfleet devices accept ID [--write CHECKOUT]")
 			}
-			if err := mc.get(cmd.Context(), "/api/management/v1/devices/pending?limit="+fmt.Sprint(limit), &resp); err != nil {
-				return failed(err)
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(resp.Devices)
-			}
-			if len(resp.Devices) == 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "no pending devices")
-				return nil
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tLAST SEEN\tKEY SHA256\tIDENTITY")
-			for _, d := range resp.Devices {
-				key := d.KeyFingerprint
-				if len(key) > 16 {
-					key = key[:16] + "…"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, d.LastSeen.UTC().Format(time.RFC3339), key, d.Identity)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "accept one with: gitfleet devices accept ID [--write CHECKOUT]")
-			return nil
+			return err
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1…1000)")
@@ -202,28 +184,11 @@ someone else claiming the device, or the device with a new key. If the new key
 is the device's, commit its publicKeySHA256 in the device's manifest.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var resp struct {
-				Conflicts []store.Conflict `json:"conflicts"`
-			}
-			if err := mc.get(cmd.Context(), "/api/management/v1/devices/conflicts?limit="+fmt.Sprint(limit), &resp); err != nil {
-				return failed(err)
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(resp.Conflicts)
-			}
-			if len(resp.Conflicts) == 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "no key conflicts")
-				return nil
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tLAST SEEN\tCOUNT\tREFUSED KEY SHA256\tBOUND KEY SHA256\tIDENTITY")
-			for _, c := range resp.Conflicts {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", c.ID, c.LastSeen.UTC().Format(time.RFC3339), c.Count, c.KeyFingerprint, c.BoundKey, c.Identity)
-			}
-			return tw.Flush()
+			_, err := listing(cmd, mc, "/api/management/v1/devices/conflicts?limit="+fmt.Sprint(limit), "conflicts", asJSON,
+				"no key conflicts", "ID\tLAST SEEN\tCOUNT\tREFUSED KEY SHA256\tBOUND KEY SHA256\tIDENTITY", func(c store.Conflict) string {
+					return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s", c.ID, c.LastSeen.UTC().Format(time.RFC3339), c.Count, c.KeyFingerprint, c.BoundKey, c.Identity)
+				})
+			return err
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "list at most this many (1…1000)")
@@ -349,4 +314,31 @@ func (m *mgmtClient) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("management API: %s: %w", req.URL.Path, err)
 	}
 	return nil
+}
+
+// listing fetches a management API listing (its items under key) and
+// prints it as JSON, or as a table under header with one row per item
+// (none on stderr when there is none). It returns how many items it got.
+func listing[T any](cmd *cobra.Command, mc *mgmtClient, path, key string, asJSON bool, none, header string, row func(T) string) (int, error) {
+	var resp map[string][]T
+	if err := mc.get(cmd.Context(), path, &resp); err != nil {
+		return 0, failed(err)
+	}
+	items := resp[key]
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return len(items), enc.Encode(items)
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), none)
+		return 0, nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return len(items), tw.Flush()
 }
