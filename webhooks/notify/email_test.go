@@ -209,16 +209,7 @@ func TestEmailBurstIsOneDigest(t *testing.T) {
 // no mail (and so never sees the password).
 func TestEmailRequiresSTARTTLS(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", false)
-	logs := &logBuffer{}
-	clk := newFakeClock()
-	m, err := NewEmail(srv.options(func(o *EmailOptions) {
-		o.Sleep, o.Now, o.Logger, o.MaxAttempts = clk.Sleep, clk.Now, logs.Logger(), 2
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Notify(alert("dev-1"))
-	closeSink(t, m)
+	m, logs := sendOneAlert(t, srv)
 	if n := len(srv.Mails()); n != 0 {
 		t.Fatalf("%d mails sent without TLS", n)
 	}
@@ -233,16 +224,7 @@ func TestEmailRequiresSTARTTLS(t *testing.T) {
 // A wrong password is refused without the password in any log line.
 func TestEmailAuthFailureDoesNotLeakPassword(t *testing.T) {
 	srv := startSMTP(t, "fleet", "the-right-one", true)
-	logs := &logBuffer{}
-	clk := newFakeClock()
-	m, err := NewEmail(srv.options(func(o *EmailOptions) {
-		o.Sleep, o.Now, o.Logger, o.MaxAttempts = clk.Sleep, clk.Now, logs.Logger(), 2
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Notify(alert("dev-1"))
-	closeSink(t, m)
+	m, logs := sendOneAlert(t, srv)
 	if len(srv.Mails()) != 0 || m.Stats().Failed != 1 {
 		t.Fatalf("mails %d, stats %+v", len(srv.Mails()), m.Stats())
 	}
@@ -423,4 +405,21 @@ func TestEmailPlaintextNeverSendsPassword(t *testing.T) {
 	if mails := open.Mails(); len(mails) != 1 || mails[0].tls {
 		t.Errorf("AllowPlaintext without credentials: %d mails", len(mails))
 	}
+}
+
+// sendOneAlert sends one alert through an Email sink to srv (two attempts,
+// a fake clock) and closes the sink; it returns the sink and its logs.
+func sendOneAlert(t *testing.T, srv *smtpServer) (*Email, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	clk := newFakeClock()
+	m, err := NewEmail(srv.options(func(o *EmailOptions) {
+		o.Sleep, o.Now, o.Logger, o.MaxAttempts = clk.Sleep, clk.Now, logs.Logger(), 2
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Notify(alert("dev-1"))
+	closeSink(t, m)
+	return m, logs
 }
