@@ -362,6 +362,9 @@ type Bounds struct {
 	// PendingTTL is how long a pending or conflict record is kept after
 	// it was last seen. Default DefaultPendingTTL.
 	PendingTTL time.Duration
+	// MaxAlerts bounds the fleet-wide alert listing. Default
+	// DefaultMaxAlerts.
+	MaxAlerts int
 }
 
 // WithDefaults returns b with every zero (or negative) field set to its
@@ -381,6 +384,9 @@ func (b Bounds) WithDefaults() Bounds {
 	}
 	if b.PendingTTL <= 0 {
 		b.PendingTTL = DefaultPendingTTL
+	}
+	if b.MaxAlerts <= 0 {
+		b.MaxAlerts = DefaultMaxAlerts
 	}
 	return b
 }
@@ -546,6 +552,195 @@ type Alerts interface {
 	// AlertCounts returns, per check, how many devices of g have it raised;
 	// checks with none are absent.
 	AlertCounts(ctx context.Context, g GenerationRef) (map[string]int64, error)
+}
+
+// DeviceAlerts keeps what devices' monitoring reported: per device, per
+// check and per condition (Key) within the check, the current state of each
+// alert with its evidence, for operators (`gitfleet alerts`) and
+// notifications. Replicas sharing a store see one record; each event is
+// applied once whichever replica receives it, because a device numbers its
+// events (Seq, increasing) and the store applies only those above the last
+// Seq it recorded for that device, atomically with the change.
+//
+// What is kept is bounded: at most MaxAlertsPerDevice records per device
+// (the oldest closed ones dropped first) and MaxAlerts in the fleet-wide
+// listing (the least recently changed drop out of it).
+type DeviceAlerts interface {
+	// RecordAlerts applies device's events in order. Events with a Seq not
+	// above the last one recorded for device are skipped (a batch sent
+	// again after a lost answer). It returns the records this call changed,
+	// in the order of the events that changed them (what notifications
+	// announce), and the device's last recorded Seq (what the device may
+	// drop from its queue). Events must be sorted by Seq.
+	RecordAlerts(ctx context.Context, device string, events []AlertEvent) (changed []Alert, lastSeq uint64, err error)
+	// ListAlerts returns the records matching f, the most recently changed
+	// first, at most f.Limit (1…MaxPage).
+	ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error)
+}
+
+// Alert event kinds a device reports (AlertEvent.Kind).
+const (
+	AlertRaised     = "raised"      // a condition appeared, or an occurrence happened
+	AlertCleared    = "cleared"     // the condition recovered
+	AlertExpired    = "expired"     // open past its check's expiry without firing again
+	AlertFlapping   = "flapping"    // changing too often; further changes are damped
+	AlertCheckError = "check_error" // the probe cannot run (not an alert)
+	AlertCheckOK    = "check_ok"    // the probe runs again
+)
+
+// Alert record states (Alert.State).
+const (
+	AlertOpen   = "open"   // raised and not cleared or expired
+	AlertClosed = "closed" // cleared or expired (Alert.Closing says which)
+	AlertError  = "error"  // the check cannot run on the device (not an alert)
+)
+
+// AlertEvent is one event a device's monitoring reported.
+type AlertEvent struct {
+	Seq      uint64    `json:"seq"`
+	Check    string    `json:"check"`
+	Key      string    `json:"key,omitempty"`
+	Kind     string    `json:"kind"`
+	Severity string    `json:"severity,omitempty"`
+	Evidence string    `json:"evidence,omitempty"`
+	Time     time.Time `json:"time"` // the device's clock
+}
+
+// Alert is the record of one condition of one check on one device.
+type Alert struct {
+	Device   string    `json:"device"`
+	Check    string    `json:"check"`
+	Key      string    `json:"key,omitempty"`
+	State    string    `json:"state"`             // AlertOpen, AlertClosed or AlertError
+	Closing  string    `json:"closing,omitempty"` // AlertCleared or AlertExpired, once closed
+	Severity string    `json:"severity,omitempty"`
+	Evidence string    `json:"evidence,omitempty"` // the line or fact that raised it (or the check error)
+	Flapping bool      `json:"flapping,omitempty"`
+	Raised   time.Time `json:"raised,omitzero"` // when it last opened (device clock)
+	Closed   time.Time `json:"closed,omitzero"` // when it last closed (device clock)
+	Updated  time.Time `json:"updated"`         // the device time of the last event applied
+	Count    int64     `json:"count"`           // times raised
+	Seq      uint64    `json:"seq"`             // the last event applied
+}
+
+// AlertFilter selects alerts for ListAlerts; zero fields match all.
+type AlertFilter struct {
+	Device   string
+	Check    string
+	Severity string
+	State    string // AlertOpen, AlertClosed, AlertError or "" for all
+	Limit    int
+}
+
+// Bounds of the alert records and of one RecordAlerts call.
+const (
+	DefaultMaxAlerts   = 1_000_000
+	MaxAlertsPerDevice = 1_024
+	MaxAlertEvents     = 1_000 // per RecordAlerts call
+	MaxAlertEvidence   = 1_024 // bytes; longer evidence is cut
+	maxAlertKey        = 512
+)
+
+// Apply returns a (the record for e's check and key on device, zero when
+// there was none) after event e, and whether anything changed. It is the one
+// state machine both implementations run.
+func (e AlertEvent) Apply(device string, a Alert) (Alert, bool) {
+	before := a
+	a.Device, a.Check, a.Key = device, e.Check, e.Key
+	if e.Severity != "" {
+		a.Severity = e.Severity
+	}
+	switch e.Kind {
+	case AlertRaised:
+		if a.State != AlertOpen || a.Evidence != e.Evidence {
+			a.Count++
+		}
+		if a.State != AlertOpen {
+			a.Raised = e.Time
+		}
+		a.State, a.Closing, a.Closed, a.Evidence = AlertOpen, "", time.Time{}, truncateEvidence(e.Evidence)
+	case AlertCleared, AlertExpired:
+		if a.State != AlertOpen {
+			a.Seq = e.Seq
+			return a, false
+		}
+		a.State, a.Closing, a.Closed, a.Flapping = AlertClosed, e.Kind, e.Time, false
+	case AlertFlapping:
+		a.Flapping = true
+	case AlertCheckError:
+		a.State, a.Evidence = AlertError, truncateEvidence(e.Evidence)
+	case AlertCheckOK:
+		if a.State != AlertError {
+			a.Seq = e.Seq
+			return a, false
+		}
+		a.State, a.Closing, a.Closed = AlertClosed, AlertCheckOK, e.Time
+	}
+	a.Updated, a.Seq = e.Time, e.Seq
+	changed := a.State != before.State || a.Evidence != before.Evidence || a.Flapping != before.Flapping ||
+		a.Count != before.Count || a.Severity != before.Severity
+	return a, changed
+}
+
+func truncateEvidence(s string) string {
+	if len(s) <= MaxAlertEvidence {
+		return s
+	}
+	return strings.ToValidUTF8(s[:MaxAlertEvidence], "")
+}
+
+// ValidateAlertEvents checks RecordAlerts' arguments: a device ID, at most
+// MaxAlertEvents events sorted by Seq, each with a known kind, a check name
+// and a key of bounded size.
+func ValidateAlertEvents(device string, events []AlertEvent) error {
+	if device == "" || len(device) > 253 || strings.ContainsAny(device, "\x00|") {
+		return fmt.Errorf("%w: device ID %q", ErrInvalid, device)
+	}
+	if len(events) > MaxAlertEvents {
+		return fmt.Errorf("%w: %d alert events in one call (max %d)", ErrInvalid, len(events), MaxAlertEvents)
+	}
+	var last uint64
+	for i, e := range events {
+		if e.Seq == 0 || e.Seq <= last {
+			return fmt.Errorf("%w: alert event %d: seq %d is not above the previous one (%d)", ErrInvalid, i, e.Seq, last)
+		}
+		last = e.Seq
+		if e.Check == "" || len(e.Check) > 253 || strings.ContainsAny(e.Check, "\x00|") {
+			return fmt.Errorf("%w: alert event %d: check name %q", ErrInvalid, i, e.Check)
+		}
+		if len(e.Key) > maxAlertKey || strings.ContainsRune(e.Key, 0) {
+			return fmt.Errorf("%w: alert event %d: key longer than %d bytes or with a NUL", ErrInvalid, i, maxAlertKey)
+		}
+		switch e.Kind {
+		case AlertRaised, AlertCleared, AlertExpired, AlertFlapping, AlertCheckError, AlertCheckOK:
+		default:
+			return fmt.Errorf("%w: alert event %d: kind %q is not one of raised, cleared, expired, flapping, check_error, check_ok", ErrInvalid, i, e.Kind)
+		}
+		switch e.Severity {
+		case "", "critical", "error", "warning", "info":
+		default:
+			return fmt.Errorf("%w: alert event %d: severity %q is not one of critical, error, warning, info", ErrInvalid, i, e.Severity)
+		}
+	}
+	return nil
+}
+
+// ValidateAlertFilter checks a ListAlerts filter and clamps its limit.
+func ValidateAlertFilter(f AlertFilter) (AlertFilter, error) {
+	switch f.State {
+	case "", AlertOpen, AlertClosed, AlertError:
+	default:
+		return f, fmt.Errorf("%w: alert state %q is not one of open, closed, error", ErrInvalid, f.State)
+	}
+	n, err := PageLimit(f.Limit)
+	f.Limit = n
+	return f, err
+}
+
+// Matches reports whether a passes f (Limit aside).
+func (f AlertFilter) Matches(a Alert) bool {
+	return (f.Device == "" || a.Device == f.Device) && (f.Check == "" || a.Check == f.Check) &&
+		(f.Severity == "" || a.Severity == f.Severity) && (f.State == "" || a.State == f.State)
 }
 
 // ValidateAlert checks SetAlert's arguments.

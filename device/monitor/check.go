@@ -48,29 +48,39 @@ type Check struct {
 // Log raises an alert for each line matching Pattern (RE2) in a followed
 // file, or in the output of a command when Path is "@command".
 type Log struct {
-	Path    string
-	Pattern string
+	Path    string `json:"path"`
+	Pattern string `json:"pattern"`
 }
 
 // Service raises an alert while a systemd unit (a name ending in ".service",
 // ".socket", ...) has no process in its cgroup, or while no process of that
 // name runs.
-type Service struct{ Name string }
+type Service struct {
+	Name string `json:"name"`
+}
 
 // ListeningPorts raises an alert for each TCP or UDP port listening outside
 // Allow, naming the owning process and its executable.
-type ListeningPorts struct{ Allow []int }
+type ListeningPorts struct {
+	Allow []int `json:"allow,omitempty"`
+}
 
 // Setuid raises an alert for each set-uid file under Paths that was not
 // there at the first scan.
-type Setuid struct{ Paths []string }
+type Setuid struct {
+	Paths []string `json:"paths"`
+}
 
 // FileChange raises an alert when a file's sha256 or inode differs from
 // the one first seen (or the one announced by Monitor.Expect).
-type FileChange struct{ Paths []string }
+type FileChange struct {
+	Paths []string `json:"paths"`
+}
 
 // ProcessRestart raises an alert when the process named Name has a new PID.
-type ProcessRestart struct{ Name string }
+type ProcessRestart struct {
+	Name string `json:"name"`
+}
 
 // Traffic raises an alert when the bytes received plus sent on Interface
 // exceed MaxBytes within one Window (default one hour).
@@ -84,14 +94,16 @@ type Traffic struct {
 // Expected when set. Interface defaults to the first one in
 // /proc/net/wireless.
 type Wifi struct {
-	Interface string
-	Expected  string
+	Interface string `json:"interface,omitempty"`
+	Expected  string `json:"expected,omitempty"`
 }
 
 // RootLogin raises an alert for each ssh or sudo root login attempt in the
 // auth log Log (default /var/log/auth.log, else /var/log/secure, else the
 // systemd journal).
-type RootLogin struct{ Log string }
+type RootLogin struct {
+	Log string `json:"log,omitempty"`
+}
 
 // FailedDeployments raises an alert for each failed deployment the agent
 // reports with Monitor.ReportDeployment.
