@@ -40,6 +40,8 @@ type Planner interface {
 	Route(d *rollout.Device) (g store.GenerationRef, reason rollout.Reason, ok bool)
 	Next(in rollout.NextInput) rollout.Decision
 	OnStatus(in rollout.StatusInput) rollout.StatusDecision
+	// WatchedBy returns the generations whose abort criteria name check.
+	WatchedBy(check string) []store.GenerationRef
 }
 
 // CompilePlan builds a Snapshot's Planner from its fleet and the store's

@@ -249,12 +249,13 @@ func (d *testDevice) auth(e *env) (int, http.Header) {
 
 // fakePlan answers from functions the test sets.
 type fakePlan struct {
-	mu       sync.Mutex
-	route    func(d *rollout.Device) (store.GenerationRef, rollout.Reason, bool)
-	next     func(in rollout.NextInput) rollout.Decision
-	onStatus func(in rollout.StatusInput) rollout.StatusDecision
-	seen     []rollout.NextInput
-	statuses []rollout.StatusInput
+	mu        sync.Mutex
+	route     func(d *rollout.Device) (store.GenerationRef, rollout.Reason, bool)
+	next      func(in rollout.NextInput) rollout.Decision
+	onStatus  func(in rollout.StatusInput) rollout.StatusDecision
+	watchedBy func(check string) []store.GenerationRef
+	seen      []rollout.NextInput
+	statuses  []rollout.StatusInput
 }
 
 func (p *fakePlan) Route(d *rollout.Device) (store.GenerationRef, rollout.Reason, bool) {
@@ -272,6 +273,13 @@ func (p *fakePlan) Next(in rollout.NextInput) rollout.Decision {
 		return rollout.Decision{Reason: rollout.ReasonNotTargeted}
 	}
 	return p.next(in)
+}
+
+func (p *fakePlan) WatchedBy(check string) []store.GenerationRef {
+	if p.watchedBy == nil {
+		return nil
+	}
+	return p.watchedBy(check)
 }
 
 func (p *fakePlan) OnStatus(in rollout.StatusInput) rollout.StatusDecision {

@@ -708,3 +708,22 @@ func (pl *plan) info() Info {
 	}
 	return in
 }
+
+// WatchedBy returns the recorded generations whose phases name check in
+// their abort criteria (abort.alerts): those an alert of that check on one
+// of their admitted devices may abort.
+func (p *Plan) WatchedBy(check string) []store.GenerationRef {
+	var out []store.GenerationRef
+	for _, pl := range p.rollouts {
+		if !pl.recorded {
+			continue
+		}
+		for _, ph := range pl.phases {
+			if slices.Contains(ph.abort.Alerts, check) {
+				out = append(out, pl.gen)
+				break
+			}
+		}
+	}
+	return out
+}
