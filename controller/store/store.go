@@ -58,12 +58,16 @@
 //	                                  l last seen (unix ms),
 //	                                  r current deployment (rollout:generation; not yet used);
 //	                                  a pending one expires (PEXPIRE) PendingTTL after l
-//	gf:{d:ID}:al               hash   alert name → alert JSON (not yet used)
+//	gf:{d:ID}:al               hash   the device's alert records (DeviceAlerts):
+//	                                  "|seq" the last event Seq applied, and
+//	                                  "CHECK|KEY" → record JSON (at most MaxAlertsPerDevice)
 //	gf:{k:FINGERPRINT}         string device ID holding that key (not yet used)
 //	gf:{fleet}:pending         zset   pending device IDs by last seen (at most MaxPending;
 //	                                  entries older than PendingTTL swept with their hash)
 //	gf:{fleet}:conflicts       zset   "ID KEY" by last seen (newest MaxConflicts, swept alike)
 //	gf:{fleet}:conflicts:rec   hash   "ID KEY" → Conflict JSON
+//	gf:{fleet}:alerts          zset   "ID|CHECK|KEY" by change time (unix ms),
+//	                                  the newest MaxAlerts (the fleet-wide listing)
 //	gf:{r:NAME:GEN}:n          hash   per phase i: a<i> admitted, s<i> succeeded,
 //	                                  f<i> failed; x aborted (reason)
 //	gf:{r:NAME:GEN}:dev        hash   device ID → "phase|state|attempts"
@@ -74,6 +78,15 @@
 // admit it only if a<i> < limit and the generation is not aborted. A status
 // report moves a device's state in :dev and counts a final state in :n in the
 // same script, once. The device hash then records which deployment it is in.
+//
+// A device's alert records change in one script over gf:{d:ID}:al alone:
+// the controller reads the "|seq" field and the records a batch of events
+// touches, applies the events in Go (AlertEvent.Apply), and the script
+// writes the results only if "|seq" is still what was read (otherwise the
+// controller reads again). Whoever's write lands applied the events; a
+// replica that lost the race finds them applied. The caller that wrote then
+// updates gf:{fleet}:alerts (another slot); readers skip entries whose
+// record is gone.
 //
 // The embedded store keeps the same records in bbolt buckets (see package
 // embedded) and makes each transition one bbolt write transaction.
@@ -116,6 +129,7 @@ type Store interface {
 	Deployments
 	Devices
 	Alerts
+	DeviceAlerts
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -574,7 +588,14 @@ type DeviceAlerts interface {
 	// drop from its queue). Events must be sorted by Seq.
 	RecordAlerts(ctx context.Context, device string, events []AlertEvent) (changed []Alert, lastSeq uint64, err error)
 	// ListAlerts returns the records matching f, the most recently changed
-	// first, at most f.Limit (1…MaxPage).
+	// first, at most f.Limit (1…MaxPage). A record's change time is the
+	// device's time of the last event that changed it, no later than the
+	// store's clock when recorded and never earlier than its previous one
+	// (a device's clock cannot pin records on top or move them back);
+	// records changed at the same millisecond come in descending order of
+	// "device|check|key". With f.Device, all of the device's records are
+	// searched; otherwise the fleet-wide listing (the MaxAlerts most
+	// recently changed).
 	ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error)
 }
 
@@ -652,13 +673,15 @@ func (e AlertEvent) Apply(device string, a Alert) (Alert, bool) {
 	}
 	switch e.Kind {
 	case AlertRaised:
-		if a.State != AlertOpen || a.Evidence != e.Evidence {
+		// Compared cut, as stored: the same long evidence again is not news.
+		ev := truncateEvidence(e.Evidence)
+		if a.State != AlertOpen || a.Evidence != ev {
 			a.Count++
 		}
 		if a.State != AlertOpen {
 			a.Raised = e.Time
 		}
-		a.State, a.Closing, a.Closed, a.Evidence = AlertOpen, "", time.Time{}, truncateEvidence(e.Evidence)
+		a.State, a.Closing, a.Closed, a.Evidence = AlertOpen, "", time.Time{}, ev
 	case AlertCleared, AlertExpired:
 		if a.State != AlertOpen {
 			a.Seq = e.Seq
@@ -682,6 +705,24 @@ func (e AlertEvent) Apply(device string, a Alert) (Alert, bool) {
 	return a, changed
 }
 
+// AlertChangeTime is the change time (unix ms) a store records when event
+// time t changes a record whose previous change time was prev (0 for a new
+// record): t, but no later than now and no earlier than prev.
+func AlertChangeTime(prev int64, t, now time.Time) int64 {
+	return max(min(t.UnixMilli(), now.UnixMilli()), prev, 0)
+}
+
+// AlertMember names a record in the fleet-wide listing: "device|check|key"
+// (device and check hold no '|'; key may).
+func AlertMember(device, check, key string) string { return device + "|" + check + "|" + key }
+
+// ParseAlertMember reverses AlertMember.
+func ParseAlertMember(m string) (device, check, key string, ok bool) {
+	device, rest, ok1 := strings.Cut(m, "|")
+	check, key, ok2 := strings.Cut(rest, "|")
+	return device, check, key, ok1 && ok2 && device != "" && check != ""
+}
+
 func truncateEvidence(s string) string {
 	if len(s) <= MaxAlertEvidence {
 		return s
@@ -689,11 +730,12 @@ func truncateEvidence(s string) string {
 	return strings.ToValidUTF8(s[:MaxAlertEvidence], "")
 }
 
-// ValidateAlertEvents checks RecordAlerts' arguments: a device ID, at most
-// MaxAlertEvents events sorted by Seq, each with a known kind, a check name
-// and a key of bounded size.
+// ValidateAlertEvents checks RecordAlerts' arguments: a device ID (no '|',
+// which separates the parts of a listing entry, and no braces, which would
+// break the Redis hash tag), at most MaxAlertEvents events sorted by Seq,
+// each with a known kind, a check name and a key of bounded size.
 func ValidateAlertEvents(device string, events []AlertEvent) error {
-	if device == "" || len(device) > 253 || strings.ContainsAny(device, "\x00|") {
+	if device == "" || len(device) > 253 || strings.ContainsAny(device, "\x00|{}") {
 		return fmt.Errorf("%w: device ID %q", ErrInvalid, device)
 	}
 	if len(events) > MaxAlertEvents {

@@ -20,6 +20,7 @@
 //	deliveries  delivery key → expiry (unix ns, 8 bytes)
 //	deliv.exp   expiry + delivery key → nothing (expiry index for sweeping)
 //	secrets     name → secret bytes
+//	dalerts…    devices' alert records (see devicealerts.go)
 package embedded
 
 import (
@@ -77,11 +78,12 @@ var (
 	bDelivExp   = []byte("deliv.exp")
 	bSecrets    = []byte("secrets")
 
-	kLive         = []byte("live")
-	kRefusedLast  = []byte("refused.last")
-	kRollApplied  = []byte("ro.applied")
-	kRollChanges  = []byte("ro.changes")
-	allBuckets    = [][]byte{bMeta, bRefused, bRefusedSeq, bRollouts, bEvents, bEventDedup, bDeliveries, bDelivExp, bSecrets}
+	kLive        = []byte("live")
+	kRefusedLast = []byte("refused.last")
+	kRollApplied = []byte("ro.applied")
+	kRollChanges = []byte("ro.changes")
+	allBuckets   = [][]byte{bMeta, bRefused, bRefusedSeq, bRollouts, bEvents, bEventDedup, bDeliveries, bDelivExp, bSecrets,
+		bDevAlerts, bDevAlertSeq, bDevAlertList}
 	sweepPerWrite = 64 // expired deliveries removed per FirstDelivery
 )
 
