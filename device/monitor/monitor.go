@@ -72,6 +72,10 @@ type Monitor struct {
 	dirty  bool
 	runCtx context.Context
 	stop   context.CancelFunc
+	// queued receives a value (coalesced) when an event is queued; wake
+	// when the checks change, so Run does not sleep through new ones.
+	queued chan struct{}
+	wake   chan struct{}
 }
 
 type running struct {
@@ -138,7 +142,8 @@ func New(opts Options) (*Monitor, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Monitor{opts: opts, checks: map[string]*running{}, st: persisted{Version: 1, Checks: map[string]*checkState{}}}
+	m := &Monitor{opts: opts, checks: map[string]*running{}, st: persisted{Version: 1, Checks: map[string]*checkState{}},
+		queued: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 	m.runCtx, m.stop = context.WithCancel(context.Background())
 	if opts.StatePath != "" {
 		b, err := os.ReadFile(opts.StatePath)
@@ -229,6 +234,7 @@ func (m *Monitor) SetChecks(checks []Check) error {
 			m.dirty = true
 		}
 	}
+	signal(m.wake)
 	return m.saveLocked()
 }
 
@@ -304,7 +310,8 @@ func (m *Monitor) Step(ctx context.Context) (time.Duration, error) {
 	return wait, m.saveLocked()
 }
 
-// Run calls Step until ctx ends.
+// Run calls Step until ctx ends. SetChecks wakes it, so new checks run at
+// once rather than after the wait computed for the old ones.
 func (m *Monitor) Run(ctx context.Context) error {
 	for {
 		wait, err := m.Step(ctx)
@@ -317,6 +324,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-m.wake:
+			t.Stop()
 		case <-t.C:
 		}
 	}
@@ -473,6 +482,7 @@ func (m *Monitor) emitLocked(e Event) {
 	}
 	m.st.Queue = append(m.st.Queue, e)
 	m.dirty = true
+	signal(m.queued)
 	m.opts.Logger.Info("monitor event", "check", e.Check, "key", e.Key, "kind", string(e.Kind), "evidence", e.Evidence)
 }
 
