@@ -126,3 +126,42 @@ func kindWord(k string) string {
 	}
 	return k
 }
+
+// oneOf lists, by kind and path, the fields of which the schema wants
+// exactly one (a hidden _exactlyOne field with an error() when the count
+// is wrong), and what one of them is called.
+var oneOf = map[string]struct {
+	what   string
+	fields []string
+}{
+	"Notification spec": {"sink", []string{"webhook", "email", "slack"}},
+}
+
+// exactlyOne words the error of an _exactlyOne rule of the schema for the
+// struct at path of the document doc: which fields to set and which the
+// document sets. The schema counts only the fields without errors of
+// their own, so when the document does set exactly one (with an error
+// reported inside it) there is nothing to add: it returns "". A rule
+// without an entry in oneOf keeps the schema's message msg.
+func exactlyOne(doc cue.Value, path []string, msg string) string {
+	kind, _ := doc.LookupPath(pathKind).String()
+	rule, ok := oneOf[kind+" "+formatPath(path)]
+	if !ok {
+		return msg
+	}
+	at := doc.LookupPath(cue.MakePath(selectors(path)...))
+	var set []string
+	for _, f := range rule.fields {
+		if at.LookupPath(cue.MakePath(cue.Str(f))).Exists() {
+			set = append(set, f)
+		}
+	}
+	choices := strings.Join(rule.fields[:len(rule.fields)-1], ", ") + " or " + rule.fields[len(rule.fields)-1]
+	if len(set) == 1 {
+		return ""
+	}
+	if len(set) == 0 {
+		return fmt.Sprintf("a %s needs one %s: set %s", kind, rule.what, choices)
+	}
+	return fmt.Sprintf("a %s has one %s (%s); this one sets %s", kind, rule.what, choices, andList(set))
+}

@@ -31,6 +31,10 @@ type MonitorCheckSpec struct {
 	// (a service running again, say).
 	Expiry Duration `json:"expiry,omitzero"`
 
+	// Interval is how often the probe scans (at least 1s); zero means
+	// the probe's own default.
+	Interval Duration `json:"interval,omitzero"`
+
 	Log               *LogProbe               `json:"log,omitempty"`
 	Service           *ServiceProbe           `json:"service,omitempty"`
 	ListeningPorts    *ListeningPortsProbe    `json:"listeningPorts,omitempty"`
@@ -41,6 +45,7 @@ type MonitorCheckSpec struct {
 	WiFi              *WiFiProbe              `json:"wifi,omitempty"`
 	RootLogin         *RootLoginProbe         `json:"rootLogin,omitempty"`
 	FailedDeployments *FailedDeploymentsProbe `json:"failedDeployments,omitempty"`
+	LibraryInjection  *LibraryInjectionProbe  `json:"libraryInjection,omitempty"`
 }
 
 // MarshalJSON encodes c in the shape of its manifest.
@@ -75,6 +80,7 @@ func (s *MonitorCheckSpec) probes() []probeField {
 		{"wifi", s.WiFi != nil, s.WiFi},
 		{"rootLogin", s.RootLogin != nil, s.RootLogin},
 		{"failedDeployments", s.FailedDeployments != nil, s.FailedDeployments},
+		{"libraryInjection", s.LibraryInjection != nil, s.LibraryInjection},
 	}
 }
 
@@ -86,7 +92,9 @@ type LogProbe struct {
 	Pattern string `json:"pattern"`
 }
 
-// A ServiceProbe fires when the systemd service Name is not running.
+// A ServiceProbe fires when Name is not running: a systemd unit (a name
+// with a unit suffix such as "sshd.service" or "app.socket") with no
+// process in its cgroup, or else no process of that name.
 type ServiceProbe struct {
 	Name string `json:"name"`
 }
@@ -138,3 +146,8 @@ type RootLoginProbe struct {
 
 // A FailedDeploymentsProbe fires when a deployment fails on the device.
 type FailedDeploymentsProbe struct{}
+
+// A LibraryInjectionProbe fires while /etc/ld.so.preload names a library
+// or a running process was started with LD_PRELOAD: the active guard
+// against code injected into every program.
+type LibraryInjectionProbe struct{}

@@ -1,41 +1,82 @@
 package schema
 
-// A Notification is where events go: a signed webhook or e-mail.
+import "slices"
+
+// A Notification is where events go: a signed webhook, e-mail, or a
+// Slack-compatible incoming webhook.
 type Notification struct {
 	Meta
 	Spec NotificationSpec
 }
 
-// The events a Notification may subscribe to.
+// The events the controller emits, which a Notification may subscribe to.
+// The schema's #Event (notification.cue) is the same list; a test keeps
+// the two equal.
 const (
-	EventRolloutStarted          = "rollout.started"
-	EventRolloutPhaseOpened      = "rollout.phase_opened"
-	EventRolloutPhaseCompleted   = "rollout.phase_completed"
+	// EventCommitLive: a commit went live (every go-live, a rewind to an
+	// older commit included).
+	EventCommitLive = "commit.live"
+	// EventCommitRefused: a commit failed validation, policy or the
+	// signature check; the previous commit stays live.
+	EventCommitRefused = "commit.refused"
+	// EventRolloutStarted: a rollout is new (or declared again after it
+	// was removed) and starts a generation.
+	EventRolloutStarted = "rollout.started"
+	// EventRolloutArtifact: a rollout's artifact changed, which starts a
+	// new generation.
+	EventRolloutArtifact = "rollout.artifact"
+	// EventRolloutSettings: a rollout's settings (phases, windows, …)
+	// changed within its generation.
+	EventRolloutSettings = "rollout.settings"
+	// EventRolloutStopped: a rollout is no longer declared in Git.
+	EventRolloutStopped = "rollout.stopped"
+	// EventRolloutPhaseOpened: a phase of a rollout generation admits
+	// devices.
+	EventRolloutPhaseOpened = "rollout.phase_opened"
+	// EventRolloutPhaseCompleted: a phase reached its size with its
+	// deployments finished.
+	EventRolloutPhaseCompleted = "rollout.phase_completed"
+	// EventRolloutAwaitingApproval: the next phase requires approval
+	// (approvedPhases) before it opens.
 	EventRolloutAwaitingApproval = "rollout.awaiting_approval"
-	EventRolloutPaused           = "rollout.paused"
-	EventRolloutAborted          = "rollout.aborted"
-	EventRolloutCompleted        = "rollout.completed"
-	EventAlertRaised             = "alert.raised"
-	EventAlertCleared            = "alert.cleared"
-	EventDevicePending           = "device.pending"
-	EventCommitRefused           = "commit.refused"
+	// EventRolloutPaused: a rollout waits (outside its maintenance
+	// windows, or holding between phases).
+	EventRolloutPaused = "rollout.paused"
+	// EventRolloutAborted: an abort criterion fired; the generation
+	// admits no one and devices roll back.
+	EventRolloutAborted = "rollout.aborted"
+	// EventRolloutCompleted: every phase of a generation completed.
+	EventRolloutCompleted = "rollout.completed"
+	// EventAlertRaised and EventAlertCleared: a MonitorCheck's alert
+	// opened or closed on a device.
+	EventAlertRaised  = "alert.raised"
+	EventAlertCleared = "alert.cleared"
+	// EventDevicePending: a device the live commit does not declare asked
+	// to authenticate.
+	EventDevicePending = "device.pending"
 )
 
-// Events lists every event name.
-func Events() []string {
-	return []string{
-		EventRolloutStarted, EventRolloutPhaseOpened, EventRolloutPhaseCompleted,
-		EventRolloutAwaitingApproval, EventRolloutPaused, EventRolloutAborted,
-		EventRolloutCompleted, EventAlertRaised, EventAlertCleared,
-		EventDevicePending, EventCommitRefused,
-	}
+// events is #Event, in its order.
+var events = []string{
+	EventCommitLive, EventCommitRefused,
+	EventRolloutStarted, EventRolloutArtifact, EventRolloutSettings, EventRolloutStopped,
+	EventRolloutPhaseOpened, EventRolloutPhaseCompleted, EventRolloutAwaitingApproval,
+	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted,
+	EventAlertRaised, EventAlertCleared, EventDevicePending,
 }
 
-// NotificationSpec is the spec of a [Notification]. Exactly one of Webhook
-// and Email is set.
+// Events lists every event name, in the order of the schema's #Event.
+func Events() []string { return slices.Clone(events) }
+
+// IsEvent reports whether name is one of [Events].
+func IsEvent(name string) bool { return slices.Contains(events, name) }
+
+// NotificationSpec is the spec of a [Notification]. Exactly one of
+// Webhook, Email and Slack is set.
 type NotificationSpec struct {
 	Webhook *Webhook `json:"webhook,omitempty"`
 	Email   *Email   `json:"email,omitempty"`
+	Slack   *Slack   `json:"slack,omitempty"`
 
 	// Events are the event names sent; empty means all of them.
 	Events []string `json:"events,omitempty"`
@@ -44,6 +85,20 @@ type NotificationSpec struct {
 	// Rollouts and alert events to those MonitorChecks.
 	Rollouts []string `json:"rollouts,omitempty"`
 	Checks   []string `json:"checks,omitempty"`
+}
+
+// Sink returns the name of the sink field that is set ("webhook",
+// "email" or "slack"), or "" when none is.
+func (s *NotificationSpec) Sink() string {
+	switch {
+	case s.Webhook != nil:
+		return "webhook"
+	case s.Email != nil:
+		return "email"
+	case s.Slack != nil:
+		return "slack"
+	}
+	return ""
 }
 
 // MarshalJSON encodes n in the shape of its manifest.
@@ -68,4 +123,11 @@ type SecretRef struct {
 // the controller is configured with.
 type Email struct {
 	To []string `json:"to"`
+}
+
+// A Slack posts events to a Slack-compatible incoming webhook (Slack,
+// Mattermost, Rocket.Chat, …). Its URL is the credential, so it is a
+// secret held by the controller.
+type Slack struct {
+	URL SecretRef `json:"url"`
 }

@@ -240,6 +240,9 @@ func (l *loader) checkMonitor(c *MonitorCheck) bool {
 			l.errs.at(&c.Meta, "spec.log.path", "want an absolute path or @command, got %q", s.Log.Path)
 		}
 	}
+	if s.Interval.Duration != 0 && s.Interval.Duration < time.Second {
+		l.errs.at(&c.Meta, "spec.interval", "interval %s is below the 1s minimum", s.Interval)
+	}
 	if s.Severity == "" {
 		s.Severity = SeverityWarning
 	}
@@ -365,12 +368,26 @@ func readRepoFile(fsys fs.FS, name string, limit int64) ([]byte, error) {
 func (l *loader) checkNotification(nt *Notification) bool {
 	n := l.errs.count()
 	s := &nt.Spec
-	switch {
-	case s.Webhook != nil && s.Email != nil:
-		l.errs.at(&nt.Meta, "spec.email", "set webhook or email, not both")
-	case s.Webhook == nil && s.Email == nil:
-		l.errs.at(&nt.Meta, "spec", "set webhook or email")
-	case s.Webhook != nil:
+	var sinks []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{{"webhook", s.Webhook != nil}, {"email", s.Email != nil}, {"slack", s.Slack != nil}} {
+		if k.set {
+			sinks = append(sinks, k.name)
+		}
+	}
+	switch len(sinks) {
+	case 0:
+		l.errs.at(&nt.Meta, "spec", "a Notification needs one sink: set webhook, email or slack")
+	case 1:
+	default:
+		// At the second sink: the schema reports a document whose sinks
+		// are all valid at spec; this rule speaks when one of them has
+		// an error of its own.
+		l.errs.at(&nt.Meta, "spec."+sinks[1], "a Notification has one sink (webhook, email or slack); this one sets %s", andList(sinks))
+	}
+	if s.Webhook != nil {
 		u, err := url.Parse(s.Webhook.URL)
 		switch {
 		case err != nil || u.Host == "":
@@ -378,14 +395,27 @@ func (l *loader) checkNotification(nt *Notification) bool {
 		case u.User != nil:
 			l.errs.at(&nt.Meta, "spec.webhook.url", "credentials do not belong in the URL; use secret")
 		}
-		sec := s.Webhook.Secret
-		if (sec.Env == "") == (sec.File == "") {
+		if !s.Webhook.Secret.valid() {
 			l.errs.at(&nt.Meta, "spec.webhook", "webhooks are signed: set secret.env or secret.file (not both)")
 		}
+	}
+	if s.Slack != nil && !s.Slack.URL.valid() {
+		l.errs.at(&nt.Meta, "spec.slack.url", "the incoming-webhook URL is a secret held by the controller: set url.env (an environment variable) or url.file (a file on the controller), not both")
 	}
 	l.checkUnique(&nt.Meta, "spec.events", s.Events)
 	return l.errs.count() == n
 }
+
+// andList joins names as "a", "a and b", "a, b and c".
+func andList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// valid reports whether exactly one of Env and File is set.
+func (r SecretRef) valid() bool { return (r.Env == "") != (r.File == "") }
 
 // checkUnique reports repeated entries of the list at path.
 func (l *loader) checkUnique(m *Meta, at string, list []string) {

@@ -428,6 +428,11 @@ func (l *loader) cueErrors(src Source, node ast.Node, v cue.Value, err error) {
 		if len(segs) > 0 && strings.HasPrefix(segs[0], "#") {
 			segs = segs[1:]
 		}
+		exactly := len(segs) > 0 && segs[len(segs)-1] == "_exactlyOne"
+		if exactly {
+			// A rule of the struct holding it: reported there.
+			segs = segs[:len(segs)-1]
+		}
 		p := formatPath(segs)
 		if p == "apiVersion" || p == "kind" {
 			continue // checked by loadDoc, with better messages
@@ -436,6 +441,11 @@ func (l *loader) cueErrors(src Source, node ast.Node, v cue.Value, err error) {
 		msg := fmt.Sprintf(format, args...)
 		if format == "" {
 			msg = e.Error() // not a CUE error, such as a YAML syntax error
+		}
+		if exactly {
+			if msg = exactlyOne(v, segs, msg); msg == "" {
+				continue
+			}
 		}
 		if msg == "field not allowed" || msg == "field is required but not present" {
 			continue // reported by checkUnknown

@@ -18,7 +18,12 @@ type Kind string
 // The event kinds, the schema's own constants: one list serves the
 // manifests, the controller and the notifications.
 const (
+	CommitLive              Kind = schema.EventCommitLive
+	CommitRefused           Kind = schema.EventCommitRefused
 	RolloutStarted          Kind = schema.EventRolloutStarted
+	RolloutArtifact         Kind = schema.EventRolloutArtifact
+	RolloutSettings         Kind = schema.EventRolloutSettings
+	RolloutStopped          Kind = schema.EventRolloutStopped
 	RolloutPhaseOpened      Kind = schema.EventRolloutPhaseOpened
 	RolloutPhaseCompleted   Kind = schema.EventRolloutPhaseCompleted
 	RolloutAwaitingApproval Kind = schema.EventRolloutAwaitingApproval
@@ -28,7 +33,6 @@ const (
 	AlertRaised             Kind = schema.EventAlertRaised
 	AlertCleared            Kind = schema.EventAlertCleared
 	DevicePending           Kind = schema.EventDevicePending
-	CommitRefused           Kind = schema.EventCommitRefused
 )
 
 // kinds is schema.Events(), typed.
@@ -44,7 +48,7 @@ var kinds = func() []Kind {
 func Kinds() []Kind { return slices.Clone(kinds) }
 
 // Valid reports whether k is one of [Kinds].
-func (k Kind) Valid() bool { return slices.Contains(kinds, k) }
+func (k Kind) Valid() bool { return schema.IsEvent(string(k)) }
 
 // Event is one thing that happened, as a sink delivers it.
 type Event struct {
@@ -149,7 +153,7 @@ func (e Event) subject() string {
 // events, rollouts and checks lists do: Events selects kinds (empty: all);
 // Rollouts, when set, narrows the rollout.* events to those rollouts; Checks,
 // when set, narrows the alert.* events to those checks. Other events
-// (device.pending, commit.refused) are selected by Events alone.
+// (commit.*, device.pending) are selected by Events alone.
 type Filter struct {
 	Events   []Kind
 	Rollouts []string
