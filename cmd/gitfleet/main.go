@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 		newValidateCmd(),
 		newPlanCmd(),
 		newDevicesCmd(),
+		newAlertsCmd(),
 	)
 	return root
 }
