@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -25,6 +26,9 @@ type driveOptions struct {
 	duration time.Duration
 	warmup   time.Duration
 	tokens   *tokens
+	// stop, when not nil, ends the measurement when it is closed instead
+	// of after duration (the rate is then over the time measured).
+	stop <-chan struct{}
 }
 
 type result struct {
@@ -34,6 +38,7 @@ type result struct {
 	offered       int64 // polls answered 200 (a deployment), warm-up included
 	conns         int64
 	rate          float64
+	measured      time.Duration
 	p50, p99      time.Duration
 }
 
@@ -65,7 +70,8 @@ func transport(o driveOptions, dials *atomic.Int64) *http.Transport {
 }
 
 // drive polls o.addr from o.clients goroutines, each poll for a random
-// device, for o.warmup (not measured) and then o.duration.
+// device, for o.warmup (not measured) and then o.duration or until o.stop
+// is closed.
 func drive(ctx context.Context, o driveOptions) (result, error) {
 	var dials atomic.Int64
 	tr := transport(o, &dials)
@@ -73,7 +79,21 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	base := "https://" + o.addr
 	measureFrom := time.Now().Add(o.warmup)
-	end := measureFrom.Add(o.duration)
+	var endNano atomic.Int64 // when the measurement ends
+	endNano.Store(measureFrom.Add(o.duration).UnixNano())
+	if o.stop != nil {
+		endNano.Store(math.MaxInt64)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-o.stop:
+				endNano.Store(max(time.Now().UnixNano(), measureFrom.UnixNano()+1))
+			case <-done:
+			}
+		}()
+	}
+	ended := func(t time.Time) bool { return t.UnixNano() > endNano.Load() }
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -92,7 +112,7 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 			mine := make([]time.Duration, 0, 1<<14)
 			for {
 				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
+				if ended(t0) || ctx.Err() != nil {
 					break
 				}
 				tok := o.tokens.all[rng.IntN(len(o.tokens.all))]
@@ -117,7 +137,7 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				if !t0.Before(measureFrom) && !time.Now().After(end) {
+				if !t0.Before(measureFrom) && !ended(time.Now()) {
 					mine = append(mine, time.Since(t0))
 				}
 			}
@@ -138,7 +158,8 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 		return r, fmt.Errorf("%s %s: %d polls, %d errors (first: %v)", o.mode, o.target, r.polls, r.errors, firstErr.Load())
 	}
 	slices.Sort(lat)
-	r.rate = float64(r.polls) / o.duration.Seconds()
+	r.measured = time.Duration(endNano.Load() - measureFrom.UnixNano())
+	r.rate = float64(r.polls) / r.measured.Seconds()
 	r.p50 = lat[len(lat)/2]
 	r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
 	return r, nil

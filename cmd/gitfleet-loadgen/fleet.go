@@ -3,21 +3,33 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 )
 
 // fleet names the simulated devices: device i is declared as d<i> with
-// the identity {mac: 02:xx:xx:xx:xx:xx} (i in the last three bytes).
-type fleet struct{ n int }
+// the identity {mac: 02:xx:xx:xx:xx:xx} (i in the last three bytes) and
+// an Ed25519 key derived from its name.
+type fleet struct {
+	n      int
+	fpOnce sync.Once
+	fps    [][sha256.Size]byte // by device, computed once
+}
 
 func newFleet(n int) *fleet {
 	if n > 1<<24 {
@@ -34,6 +46,38 @@ func (f *fleet) identity(i int) deviceapi.Attributes { return deviceapi.Attribut
 
 // id is the controller's device ID (deviceapi.DeviceID of the identity).
 func (f *fleet) id(i int) string { return deviceapi.DeviceID(f.identity(i)) }
+
+// key is device i's Ed25519 key, derived from its name.
+func (f *fleet) key(i int) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("gitfleet-loadgen\x00" + f.name(i)))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// fingerprint is the hex SHA-256 of device i's public key (PKIX DER, as
+// artifact.Fingerprint and the device API compute it): the key the store
+// binds to the device, so that its signed auth requests are accepted.
+func (f *fleet) fingerprint(i int) string {
+	f.fpOnce.Do(func() {
+		start := time.Now()
+		f.fps = make([][sha256.Size]byte, f.n)
+		var wg sync.WaitGroup
+		workers := runtime.GOMAXPROCS(0)
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < f.n; i += workers {
+					der, err := x509.MarshalPKIXPublicKey(f.key(i).Public())
+					if err != nil {
+						panic(err) // an Ed25519 key always marshals
+					}
+					f.fps[i] = sha256.Sum256(der)
+				}
+			})
+		}
+		wg.Wait()
+		fmt.Printf("  %d device keys derived in %s\n", f.n, time.Since(start).Round(time.Millisecond))
+	})
+	return hex.EncodeToString(f.fps[i][:])
+}
 
 // inventory is a typical Mender inventory, as the device API stores it
 // (an object with sorted keys).
@@ -60,11 +104,29 @@ spec:
     - {name: all, percent: 100, requiresApproval: true}
 `
 
+// checkName names the alert storm's MonitorCheck j (0 ≤ j < -checks).
+func checkName(j int) string { return fmt.Sprintf("storm-%02d", j) }
+
+// checksYAML declares n MonitorChecks for the whole fleet, each with a log
+// probe, in one multi-document file.
+func checksYAML(n int) []byte {
+	var b bytes.Buffer
+	for j := range n {
+		if j > 0 {
+			b.WriteString("---\n")
+		}
+		fmt.Fprintf(&b, "apiVersion: gitfleet.io/v1\nkind: MonitorCheck\nmetadata: {name: %s}\nspec:\n  target: {all: true}\n  severity: error\n"+
+			"  log: {path: /var/log/app%d.log, pattern: ERROR}\n", checkName(j), j)
+	}
+	return b.Bytes()
+}
+
 // writeRepo writes the fleet repository (Device manifests, a signing key,
-// a signed artifact's manifest, the rollout) and commits it with git; the
-// artifact file goes to a separate artifact store. It returns the
-// repository's file:// URL and the store directory.
-func writeRepo(ctx context.Context, dir string, f *fleet) (repoURL, storeDir string, err error) {
+// a signed artifact's manifest, the rollout and, with checks > 0, that
+// many MonitorChecks) and commits it with git; the artifact file goes to a
+// separate artifact store. It returns the repository's file:// URL and the
+// store directory.
+func writeRepo(ctx context.Context, dir string, f *fleet, checks int) (repoURL, storeDir string, err error) {
 	repo, storeDir := filepath.Join(dir, "repo"), filepath.Join(dir, "artifacts")
 	for _, d := range []string{filepath.Join(repo, "devices"), filepath.Join(repo, "fleet"), storeDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -113,6 +175,9 @@ func writeRepo(ctx context.Context, dir string, f *fleet) (repoURL, storeDir str
 			strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n    ") + "\n",
 		"fleet/artifact.yaml": "apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: app-2}\nspec:\n  source: app-2.mender\n  version: \"2\"\n  deviceTypes: [sim]\n  signedBy: [release]\n",
 		"fleet/rollout.yaml":  rolloutYAML,
+	}
+	if checks > 0 {
+		files["fleet/checks.yaml"] = string(checksYAML(checks))
 	}
 	for name, data := range files {
 		if err := write(name, []byte(data)); err != nil {

@@ -59,6 +59,40 @@
 //	RSS 2.0 GiB (peak 4.3 GiB while loading the manifests)
 //
 // With -devices 100000 the kept-alive ratio is about 0.8.
+//
+// # The alert storm (-alerts)
+//
+// With -alerts the program measures instead how fast the controller takes
+// devices' monitoring alerts, and what that does to polls. Steps 1 to 4
+// are as above (-devices defaults to 10,000 and -compare-devices to 0),
+// with -checks MonitorChecks (default 10) in the fleet repository, each
+// for the whole fleet with a log probe and severity error. Then it
+//
+//  1. asks GET devicemonitor/checks for one device, which must list every
+//     check (else the alerts would be acknowledged but not recorded), and
+//     again with its ETag, which must answer 304;
+//  2. polls deployments/next from -pollers clients (default 8, kept-alive
+//     HTTP/1.1) for -duration: the baseline;
+//  3. the storm: every device posts its -alerts-per-device alerts (default
+//     10, each for a distinct check and key, Seq 1…n) to POST
+//     devicemonitor/alerts in batches of -alert-batch events (default 10:
+//     one request per device, within the per-device rate limit), its
+//     batches in order, from -clients concurrent clients as fast as the
+//     controller answers; a 429 is retried after its Retry-After, a
+//     transport error or 5xx up to 5 times. The pollers poll throughout;
+//  4. checks that every alert was acknowledged (AlertAck.Seq of each
+//     batch at least its last Seq) and recorded: the store's ListAlerts
+//     for every device must hold all of its alerts open, and the
+//     management API's GET /api/management/v1/alerts must list a full page
+//     of open alerts and every alert of sampled devices by name;
+//  5. reports alerts/s (acknowledged alerts over the storm's wall time),
+//     per-batch latency, 429s, Redis memory and commands per batch, and
+//     the polls' p50/p99 during the storm beside the baseline, with the
+//     goals: at least 5,000 alerts/s, poll p99 under 20 ms during the
+//     storm, and no alert lost. It exits 1 if an alert was lost.
+//
+//	go run ./cmd/gitfleet-loadgen -alerts
+//	go run ./cmd/gitfleet-loadgen -alerts -devices 1000 -alerts-per-device 50 -alert-batch 5
 package main
 
 import (
@@ -72,6 +106,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/monitor"
 )
 
 type config struct {
@@ -86,6 +123,13 @@ type config struct {
 	gitfleet       string
 	keep           bool
 	startTimeout   time.Duration
+
+	// The alert storm (-alerts).
+	alerts          bool
+	alertsPerDevice int
+	alertBatch      int
+	checks          int
+	pollers         int
 }
 
 func main() {
@@ -109,7 +153,30 @@ func main() {
 	flag.StringVar(&c.gitfleet, "gitfleet", "", "gitfleet binary (default: go build ./cmd/gitfleet)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (repository, logs)")
 	flag.DurationVar(&c.startTimeout, "start-timeout", 10*time.Minute, "how long gitfleet serve may take to serve the fleet")
+	flag.BoolVar(&c.alerts, "alerts", false, "run the alert storm instead of the poll benchmark (see the package doc); -devices defaults to 10,000 and -compare-devices to 0")
+	flag.IntVar(&c.alertsPerDevice, "alerts-per-device", 10, "-alerts: alerts each device raises in the storm, each for a distinct check and key")
+	flag.IntVar(&c.alertBatch, "alert-batch", 10, "-alerts: events per POST devicemonitor/alerts (at most monitor.MaxBatch)")
+	flag.IntVar(&c.checks, "checks", 10, "-alerts: MonitorChecks declared in the fleet repository (target all, a log probe each)")
+	flag.IntVar(&c.pollers, "pollers", 8, "-alerts: concurrent clients polling deployments/next during the baseline and the storm")
 	flag.Parse()
+	if c.alerts {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["devices"] {
+			c.devices = 10_000
+		}
+		if !set["compare-devices"] {
+			c.compareDevices = 0
+		}
+		if c.alertsPerDevice < 1 || c.alertsPerDevice > store.MaxAlertsPerDevice || c.alertBatch < 1 || c.alertBatch > monitor.MaxBatch ||
+			c.checks < 1 || c.pollers < 1 {
+			fmt.Fprintf(os.Stderr, "gitfleet-loadgen: -alerts-per-device must be 1…%d (what the store keeps per device), -alert-batch 1…%d, -checks and -pollers positive\n",
+				store.MaxAlertsPerDevice, monitor.MaxBatch)
+			os.Exit(2)
+		}
+	} else {
+		c.checks = 0
+	}
 	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 {
 		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -devices, -clients, -seeders and -duration must be positive")
 		os.Exit(2)
@@ -136,38 +203,68 @@ func run(ctx context.Context, c config) (err error) {
 	}()
 	var procs procs
 	defer procs.stopAll()
-	fmt.Printf("gitfleet-loadgen: %d devices, %d clients, %s per run, GOMAXPROCS %d, %d CPUs\n",
-		c.devices, c.clients, c.duration, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	what := fmt.Sprintf("%d clients, %s per run", c.clients, c.duration)
+	if c.alerts {
+		what = fmt.Sprintf("alert storm of %d alerts per device in batches of %d from %d clients, %d pollers, %d checks",
+			c.alertsPerDevice, c.alertBatch, c.clients, c.pollers, c.checks)
+	}
+	fmt.Printf("gitfleet-loadgen: %d devices, %s, GOMAXPROCS %d, %d CPUs\n",
+		c.devices, what, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	e, err := setup(ctx, c, dir, &procs)
+	if err != nil {
+		return err
+	}
+	if c.alerts {
+		return runAlerts(ctx, c, e)
+	}
+	return runPolls(ctx, c, e, &procs)
+}
+
+// env is what setup prepared: Redis with the device records, the fleet
+// repository, gitfleet serve serving it, the rollout's deployments and a
+// token for every device.
+type env struct {
+	rd         *redisProc
+	fleet      *fleet
+	mem        memReport
+	memDefault *memReport // nil without -compare-devices
+	srv        *server
+	deps       deploymentsReport
+	toks       *tokens
+}
+
+// setup runs steps 1 to 4 of the package doc, for both the poll benchmark
+// and the alert storm (which declares c.checks MonitorChecks as well).
+func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error) {
+	e := &env{fleet: newFleet(c.devices)}
 
 	// 1. Redis and the device records.
-	rd, err := startRedis(ctx, &procs, filepath.Join(dir, "redis"), "--hash-max-listpack-value", "1024")
+	rd, err := startRedis(ctx, procs, filepath.Join(dir, "redis"), "--hash-max-listpack-value", "1024")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fleet := newFleet(c.devices)
-	mem, err := seed(ctx, rd.addr, fleet, c.seeders, "hash-max-listpack-value 1024")
-	if err != nil {
-		return err
+	e.rd = rd
+	if e.mem, err = seed(ctx, rd.addr, e.fleet, c.seeders, "hash-max-listpack-value 1024"); err != nil {
+		return nil, err
 	}
-	var memDefault *memReport
 	if c.compareDevices > 0 {
-		rd2, err := startRedis(ctx, &procs, filepath.Join(dir, "redis-default"))
+		rd2, err := startRedis(ctx, procs, filepath.Join(dir, "redis-default"))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m, err := seed(ctx, rd2.addr, newFleet(min(c.compareDevices, c.devices)), c.seeders, "Redis defaults")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		memDefault = &m
+		e.memDefault = &m
 		procs.stop(rd2.proc)
 	}
 
 	// 2. The fleet repository and artifact store.
 	start := time.Now()
-	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), fleet)
+	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), e.fleet, c.checks)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("fleet repository with %d declared devices written and committed in %s\n", c.devices, time.Since(start).Round(time.Millisecond))
 
@@ -175,31 +272,32 @@ func run(ctx context.Context, c config) (err error) {
 	bin := c.gitfleet
 	if bin == "" {
 		if bin, err = buildGitfleet(ctx, dir); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	srv, err := startServe(ctx, &procs, bin, filepath.Join(dir, "serve"), repo, store, rd.addr, fleet, c.startTimeout)
-	if err != nil {
-		return err
+	if e.srv, err = startServe(ctx, procs, bin, filepath.Join(dir, "serve"), repo, store, rd.addr, e.fleet, c.startTimeout); err != nil {
+		return nil, err
 	}
 
 	// The rollout's progress: canary and half done, a few in flight.
-	deps, err := seedDeployments(ctx, rd.addr, fleet, c.seeders)
-	if err != nil {
-		return err
+	if e.deps, err = seedDeployments(ctx, rd.addr, e.fleet, c.seeders); err != nil {
+		return nil, err
 	}
 
 	// 4. Tokens.
-	toks, err := prepareTokens(ctx, rd.addr, srv, fleet, deps.probe, c.authSample)
-	if err != nil {
-		return err
+	if e.toks, err = prepareTokens(ctx, rd.addr, e.srv, e.fleet, e.deps.probe, c.authSample); err != nil {
+		return nil, err
 	}
+	return e, nil
+}
 
-	// 5. The ceiling, then gitfleet, per mode.
-	ceil, err := startCeiling(ctx, &procs, srv.certFile, srv.keyFile)
+// runPolls is step 5 of the package doc and the poll benchmark's report.
+func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
+	ceil, err := startCeiling(ctx, procs, e.srv.certFile, e.srv.keyFile)
 	if err != nil {
 		return err
 	}
+	rd, srv, deps, toks := e.rd, e.srv, e.deps, e.toks
 	var results []result
 	for _, mode := range strings.Split(c.modes, ",") {
 		mode = strings.TrimSpace(mode)
@@ -251,9 +349,9 @@ func run(ctx context.Context, c config) (err error) {
 		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s)\n", gf.mode, ce.rate, gf.rate, ratio,
 			fmtDur(gf.p50), fmtDur(gf.p99), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99))
 	}
-	fmt.Printf("Redis memory per device: %s\n", mem)
-	if memDefault != nil {
-		fmt.Printf("                         %s\n", memDefault)
+	fmt.Printf("Redis memory per device: %s\n", e.mem)
+	if e.memDefault != nil {
+		fmt.Printf("                         %s\n", e.memDefault)
 	}
 	fmt.Printf("                         + %s\n", deps)
 	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB (peak %d MiB)\n",

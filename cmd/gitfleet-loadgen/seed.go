@@ -34,8 +34,9 @@ func (m memReport) String() string {
 		float64(m.devices)/m.took.Seconds())
 }
 
-// seed registers every device of f as accepted, with its identity, a key
-// fingerprint and an inventory, through the store API (SeeDevice and
+// seed registers every device of f as accepted, with its identity, its
+// key's fingerprint (as the device API binds a trustOnFirstUse device's
+// first key) and an inventory, through the store API (SeeDevice and
 // SetInventory, as the device API writes them), from workers goroutines.
 func seed(ctx context.Context, addr string, f *fleet, workers int, settings string) (memReport, error) {
 	raw := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: workers})
@@ -48,6 +49,7 @@ func seed(ctx context.Context, addr string, f *fleet, workers int, settings stri
 	if m.before, err = usedMemory(ctx, raw); err != nil {
 		return m, err
 	}
+	f.fingerprint(0) // derive the keys before the clock starts
 	start := time.Now()
 	var (
 		next, done atomic.Int64
@@ -81,7 +83,7 @@ func seed(ctx context.Context, addr string, f *fleet, workers int, settings stri
 				}
 				id := f.id(i)
 				_, err := st.SeeDevice(ctx, store.Device{ID: id, Identity: f.identity(i).Canonical(),
-					KeyFingerprint: fingerprintOf(id), Status: store.DeviceAccepted, LastSeen: now})
+					KeyFingerprint: f.fingerprint(i), Status: store.DeviceAccepted, LastSeen: now})
 				if err == nil {
 					err = st.SetInventory(ctx, id, f.inventory(i))
 				}
@@ -111,10 +113,6 @@ func seed(ctx context.Context, addr string, f *fleet, workers int, settings stri
 	fmt.Printf("  seeded %d devices (%s) in %s: %.0f B/device\n", f.n, settings, m.took.Round(time.Millisecond), m.perDevice())
 	return m, nil
 }
-
-// fingerprintOf stands for a device's key fingerprint: 64 hex digits, as
-// the device API records (the devices are admitted by identity).
-func fingerprintOf(id string) string { return id + id }
 
 func usedMemory(ctx context.Context, c *goredis.Client) (int64, error) {
 	info, err := c.Info(ctx, "memory").Result()

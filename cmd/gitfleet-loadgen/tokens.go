@@ -156,7 +156,7 @@ func mint(key []byte, f *fleet, i int, now time.Time) string {
 	rand.Read(jti)
 	claims, _ := json.Marshal(map[string]any{
 		"sub": id, "jti": hex.EncodeToString(jti), "iat": now.Unix(), "exp": now.Add(7 * 24 * time.Hour).Unix(),
-		"iss": "gitfleet", "mender.device": true, "gf.id": f.identity(i), "gf.key": fingerprintOf(id),
+		"iss": "gitfleet", "mender.device": true, "gf.id": f.identity(i), "gf.key": f.fingerprint(i),
 	})
 	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
 	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
@@ -165,11 +165,10 @@ func mint(key []byte, f *fleet, i int, now time.Time) string {
 	return signed + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// authenticate sends device i's auth request, signed with an Ed25519 key
-// derived from its name, and returns the token.
+// authenticate sends device i's auth request, signed with its key
+// (fleet.key), and returns the token.
 func authenticate(ctx context.Context, c *http.Client, base string, f *fleet, i int) (string, error) {
-	seed := sha256.Sum256([]byte("gitfleet-loadgen\x00" + f.name(i)))
-	k := ed25519.NewKeyFromSeed(seed[:])
+	k := f.key(i)
 	der, _ := x509.MarshalPKIXPublicKey(k.Public())
 	idData, _ := json.Marshal(f.identity(i))
 	body, _ := json.Marshal(deviceapi.AuthRequest{IDData: string(idData),
