@@ -18,6 +18,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/monitor"
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
 	"golang.org/x/time/rate"
@@ -28,6 +29,7 @@ type Store interface {
 	store.Devices
 	store.Deployments
 	store.Alerts
+	store.DeviceAlerts
 	store.EventLog
 	store.Generations
 	store.Coordination
@@ -103,22 +105,34 @@ type Options struct {
 	// 204 and dropped. Defaults DefaultLogRate and DefaultLogBurst.
 	LogRate  rate.Limit
 	LogBurst int
-	Logger   *slog.Logger
-	Now      func() time.Time // default time.Now
+	// AlertRate and AlertBurst bound the monitoring alert batches per
+	// device; beyond them the answer is 429 (the agent keeps its queue).
+	// Defaults DefaultAlertRate and DefaultAlertBurst.
+	AlertRate  rate.Limit
+	AlertBurst int
+	// Notify, when set, announces an alert record that opened
+	// (schema.EventAlertRaised) or closed (schema.EventAlertCleared). It
+	// is called once per change, by the replica that recorded it, and
+	// must not block.
+	Notify func(ctx context.Context, a store.Alert, event string)
+	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
 }
 
 // API serves the device endpoints. Create it with New.
 type API struct {
-	opts   Options
-	log    *slog.Logger
-	adm    admissions
-	plan   plans
-	prog   progressCache
-	index  depIndex
-	tokens tokenCache
+	opts     Options
+	log      *slog.Logger
+	adm      admissions
+	plan     plans
+	prog     progressCache
+	index    depIndex
+	tokens   tokenCache
+	monitors monitorIndex
 
 	unknown  *limiter // auth requests of devices not accepted, per source
 	logs     *limiter // log uploads, per device
+	alertLim *limiter // alert batches, per device
 	fullLog  everyInterval
 	clashLog everyInterval
 	dropLog  everyInterval
@@ -173,8 +187,15 @@ func New(opts Options) (*API, error) {
 	if opts.LogBurst <= 0 {
 		opts.LogBurst = DefaultLogBurst
 	}
+	if opts.AlertRate <= 0 {
+		opts.AlertRate = DefaultAlertRate
+	}
+	if opts.AlertBurst <= 0 {
+		opts.AlertBurst = DefaultAlertBurst
+	}
 	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey,
-		unknown: newLimiter(opts.UnknownRate, opts.UnknownBurst), logs: newLimiter(opts.LogRate, opts.LogBurst)}
+		unknown: newLimiter(opts.UnknownRate, opts.UnknownBurst), logs: newLimiter(opts.LogRate, opts.LogBurst),
+		alertLim: newLimiter(opts.AlertRate, opts.AlertBurst)}
 	return a, nil
 }
 
@@ -189,6 +210,8 @@ func New(opts Options) (*API, error) {
 //	PUT   v1/deployments/device/deployments/:id/log
 //	PUT   v1/inventory/device/attributes
 //	PATCH v1/inventory/device/attributes
+//	GET   v1/devicemonitor/checks
+//	POST  v1/devicemonitor/alerts
 //
 // All but auth_requests need a device token.
 func (a *API) Register(g *echo.Group) {
@@ -201,6 +224,8 @@ func (a *API) Register(g *echo.Group) {
 	dev.PUT("/v1/deployments/device/deployments/:id/log", a.uploadLog)
 	dev.PUT("/v1/inventory/device/attributes", a.inventoryPut)
 	dev.PATCH("/v1/inventory/device/attributes", a.inventoryPatch)
+	dev.GET(strings.TrimPrefix(monitor.ChecksPath, "/api/devices"), a.checkSet)
+	dev.POST(strings.TrimPrefix(monitor.AlertsPath, "/api/devices"), a.alerts)
 }
 
 // Handler serves only the device routes (for tests and tools); the
