@@ -3,143 +3,28 @@ package notify
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"mime/quotedprintable"
-	"net"
 	"net/mail"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	"github.com/gitfleet/gitfleet/webhooks/notify/notifytest"
 )
 
-// smtpServer is a local SMTP server (emersion/go-smtp) with STARTTLS and
-// AUTH PLAIN that keeps the mails it accepts.
-type smtpServer struct {
-	user, pass string
-	mu         sync.Mutex
-	mails      []smtpMail
-	authFails  int
-	tempFails  int // DATA answers 451 this many times first
-	srv        *smtp.Server
-	host       string
-	port       int
-	pool       *x509.CertPool
+// startSMTP starts a local SMTP server (with STARTTLS when withTLS) that
+// wants user and pass.
+func startSMTP(t *testing.T, user, pass string, withTLS bool) *notifytest.SMTPServer {
+	return notifytest.StartSMTP(t, notifytest.SMTPOptions{Username: user, Password: pass, TLS: withTLS})
 }
 
-type smtpMail struct {
-	from string
-	to   []string
-	data []byte
-	tls  bool
-}
-
-func startSMTP(t *testing.T, user, pass string, withTLS bool) *smtpServer {
-	t.Helper()
-	s := &smtpServer{user: user, pass: pass}
-	srv := smtp.NewServer(s)
-	srv.Domain = "127.0.0.1"
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	srv.MaxMessageBytes = 4 << 20
-	if withTLS {
-		cert, pool := testCert(t)
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-		s.pool = pool
-	} else {
-		srv.AllowInsecureAuth = true
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.srv = srv
-	host, port, _ := net.SplitHostPort(l.Addr().String())
-	s.host = host
-	s.port, _ = strconv.Atoi(port)
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return s
-}
-
-func (s *smtpServer) Mails() []smtpMail {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]smtpMail(nil), s.mails...)
-}
-
-func (s *smtpServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	_, isTLS := c.TLSConnectionState()
-	return &smtpSession{srv: s, tls: isTLS, conn: c}, nil
-}
-
-type smtpSession struct {
-	srv  *smtpServer
-	conn *smtp.Conn
-	tls  bool
-	auth bool
-	m    smtpMail
-}
-
-func (ss *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (ss *smtpSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != ss.srv.user || pass != ss.srv.pass {
-			ss.srv.mu.Lock()
-			ss.srv.authFails++
-			ss.srv.mu.Unlock()
-			return errors.New("invalid credentials")
-		}
-		ss.auth = true
-		return nil
-	}), nil
-}
-
-func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
-	if ss.srv.user != "" && !ss.auth {
-		return smtp.ErrAuthRequired
-	}
-	ss.m = smtpMail{from: from}
-	return nil
-}
-
-func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	ss.m.to = append(ss.m.to, to)
-	return nil
-}
-
-func (ss *smtpSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.m.data = b
-	_, ss.m.tls = ss.conn.TLSConnectionState()
-	ss.srv.mu.Lock()
-	if ss.srv.tempFails > 0 {
-		ss.srv.tempFails--
-		ss.srv.mu.Unlock()
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
-	}
-	ss.srv.mails = append(ss.srv.mails, ss.m)
-	ss.srv.mu.Unlock()
-	return nil
-}
-
-func (ss *smtpSession) Reset()        {}
-func (ss *smtpSession) Logout() error { return nil }
-
-func (s *smtpServer) options(mod func(*EmailOptions)) EmailOptions {
-	o := EmailOptions{Host: s.host, Port: s.port, Username: "fleet", Password: "smtp-PASSWORD-31f",
+// smtpOptions are the options of an Email sink sending to s, changed by mod.
+func smtpOptions(s *notifytest.SMTPServer, mod func(*EmailOptions)) EmailOptions {
+	o := EmailOptions{Host: s.Host(), Port: s.Port(), Username: "fleet", Password: "smtp-PASSWORD-31f",
 		From: "gitfleet@fleet.example", To: []string{"ops@fleet.example", "sec@fleet.example"},
-		TLSConfig: &tls.Config{RootCAs: s.pool}, Timeout: 10 * time.Second}
+		TLSConfig: &tls.Config{RootCAs: s.RootCAs()}, Timeout: 10 * time.Second}
 	if mod != nil {
 		mod(&o)
 	}
@@ -151,7 +36,7 @@ func (s *smtpServer) options(mod func(*EmailOptions)) EmailOptions {
 func TestEmailBurstIsOneDigest(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
 	g := newGate(time.Minute)
-	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep = g.Sleep }))
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) { o.Sleep = g.Sleep }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +54,13 @@ func TestEmailBurstIsOneDigest(t *testing.T) {
 		t.Fatalf("%d mails, want 1 digest", len(mails))
 	}
 	got := mails[0]
-	if !got.tls {
+	if !got.TLS {
 		t.Error("mail was not sent over STARTTLS")
 	}
-	if got.from != "gitfleet@fleet.example" || strings.Join(got.to, ",") != "ops@fleet.example,sec@fleet.example" {
-		t.Errorf("envelope from %s to %v", got.from, got.to)
+	if got.From != "gitfleet@fleet.example" || strings.Join(got.To, ",") != "ops@fleet.example,sec@fleet.example" {
+		t.Errorf("envelope from %s to %v", got.From, got.To)
 	}
-	msg, err := mail.ReadMessage(strings.NewReader(string(got.data)))
+	msg, err := mail.ReadMessage(strings.NewReader(string(got.Data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +82,7 @@ func TestEmailBurstIsOneDigest(t *testing.T) {
 	if strings.Contains(text, "dev-0020") {
 		t.Error("body lists more than the first 20 events")
 	}
-	if strings.Contains(string(got.data), "smtp-PASSWORD-31f") {
+	if strings.Contains(string(got.Data), "smtp-PASSWORD-31f") {
 		t.Error("the mail carries the SMTP password")
 	}
 	if st := m.Stats(); st.Delivered != 1000 || st.Messages != 1 {
@@ -228,9 +113,7 @@ func TestEmailAuthFailureDoesNotLeakPassword(t *testing.T) {
 	if len(srv.Mails()) != 0 || m.Stats().Failed != 1 {
 		t.Fatalf("mails %d, stats %+v", len(srv.Mails()), m.Stats())
 	}
-	srv.mu.Lock()
-	fails := srv.authFails
-	srv.mu.Unlock()
+	fails := srv.AuthFailures()
 	if fails == 0 {
 		t.Error("the server never saw an AUTH attempt")
 	}
@@ -275,9 +158,9 @@ func decodeQP(t *testing.T, cte string, body []byte) string {
 // message (same Message-ID).
 func TestEmailRetriesTemporaryFailure(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
-	srv.tempFails = 1
+	srv.FailNext(1)
 	clk := newFakeClock()
-	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +188,7 @@ func TestEmailRetriesTemporaryFailure(t *testing.T) {
 func TestEmailSubjectCannotInjectHeaders(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
 	clk := newFakeClock()
-	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) { o.Sleep, o.Now = clk.Sleep, clk.Now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,10 +199,10 @@ func TestEmailSubjectCannotInjectHeaders(t *testing.T) {
 	if len(mails) != 1 {
 		t.Fatalf("%d mails", len(mails))
 	}
-	if strings.Join(mails[0].to, ",") != "ops@fleet.example,sec@fleet.example" {
-		t.Errorf("envelope recipients %v", mails[0].to)
+	if strings.Join(mails[0].To, ",") != "ops@fleet.example,sec@fleet.example" {
+		t.Errorf("envelope recipients %v", mails[0].To)
 	}
-	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].data)))
+	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].Data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +219,7 @@ func TestEmailSubjectCannotInjectHeaders(t *testing.T) {
 func TestEmailDigestReportsDropped(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", true)
 	g := newGate(time.Minute)
-	m, err := NewEmail(srv.options(func(o *EmailOptions) { o.Sleep, o.QueueSize = g.Sleep, 5 }))
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) { o.Sleep, o.QueueSize = g.Sleep, 5 }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +235,7 @@ func TestEmailDigestReportsDropped(t *testing.T) {
 	if len(mails) != 1 {
 		t.Fatalf("%d mails", len(mails))
 	}
-	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].data)))
+	msg, err := mail.ReadMessage(strings.NewReader(string(mails[0].Data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +261,7 @@ func TestEmailPlaintextNeverSendsPassword(t *testing.T) {
 	srv := startSMTP(t, "fleet", "smtp-PASSWORD-31f", false)
 	clk := newFakeClock()
 	logs := &logBuffer{}
-	m, err := NewEmail(srv.options(func(o *EmailOptions) {
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) {
 		o.Sleep, o.Now, o.Logger, o.MaxAttempts, o.AllowPlaintext = clk.Sleep, clk.Now, logs.Logger(), 1, true
 	}))
 	if err != nil {
@@ -386,15 +269,13 @@ func TestEmailPlaintextNeverSendsPassword(t *testing.T) {
 	}
 	m.Notify(alert("dev-1"))
 	closeSink(t, m)
-	srv.mu.Lock()
-	fails := srv.authFails
-	srv.mu.Unlock()
+	fails := srv.AuthFailures()
 	if n := len(srv.Mails()); n != 0 || fails != 0 {
 		t.Errorf("%d mails, %d AUTH attempts over plaintext; want none", n, fails)
 	}
 
 	open := startSMTP(t, "", "", false)
-	m, err = NewEmail(open.options(func(o *EmailOptions) {
+	m, err = NewEmail(smtpOptions(open, func(o *EmailOptions) {
 		o.Sleep, o.Now, o.MaxAttempts, o.AllowPlaintext, o.Username, o.Password = clk.Sleep, clk.Now, 1, true, "", ""
 	}))
 	if err != nil {
@@ -402,18 +283,18 @@ func TestEmailPlaintextNeverSendsPassword(t *testing.T) {
 	}
 	m.Notify(alert("dev-1"))
 	closeSink(t, m)
-	if mails := open.Mails(); len(mails) != 1 || mails[0].tls {
+	if mails := open.Mails(); len(mails) != 1 || mails[0].TLS {
 		t.Errorf("AllowPlaintext without credentials: %d mails", len(mails))
 	}
 }
 
 // sendOneAlert sends one alert through an Email sink to srv (two attempts,
 // a fake clock) and closes the sink; it returns the sink and its logs.
-func sendOneAlert(t *testing.T, srv *smtpServer) (*Email, *logBuffer) {
+func sendOneAlert(t *testing.T, srv *notifytest.SMTPServer) (*Email, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	clk := newFakeClock()
-	m, err := NewEmail(srv.options(func(o *EmailOptions) {
+	m, err := NewEmail(smtpOptions(srv, func(o *EmailOptions) {
 		o.Sleep, o.Now, o.Logger, o.MaxAttempts = clk.Sleep, clk.Now, logs.Logger(), 2
 	}))
 	if err != nil {
