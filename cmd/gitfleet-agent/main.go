@@ -11,6 +11,10 @@
 //	gitfleet-agent [--config FILE] show-artifact   print the running artifact's name
 //	gitfleet-agent [--config FILE] show-provides   print everything the device provides
 //
+// The daemon also runs the device's monitoring checks (device/monitor) and
+// delivers their alerts to the controller; --no-monitor, or "Monitor":
+// false in the configuration, turns that off.
+//
 // Exit status: 0 success, 1 failure (the reason is the last line on
 // stderr), 2 usage, 75 (with RebootByExit) the agent wants the device
 // rebooted and started again. See usage for what counts as a failure.
@@ -42,7 +46,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: gitfleet-agent [--config FILE] [--log-level LEVEL] COMMAND [ARG]
+	fmt.Fprint(w, `usage: gitfleet-agent [--config FILE] [--log-level LEVEL] [--no-monitor] COMMAND [ARG]
 
 commands:
   daemon            managed mode: resume, poll for deployments, send inventory
@@ -53,6 +57,11 @@ commands:
   rollback          roll the update in progress back
   show-artifact     print the running artifact's name
   show-provides     print everything the device provides
+
+monitoring: the daemon runs the monitoring checks the controller assigns
+to the device and delivers their alerts; --no-monitor (or "Monitor": false
+in the configuration) turns that off. "MonitorRoot" (default /) is the
+directory the checks read /proc, /sys, /etc and watched paths under.
 
 exit status:
   0   success: install installed the artifact (reboot, then commit),
@@ -80,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { usage(stderr) }
 	cfgPath := fs.String("config", defaultConfig, "configuration file (JSON, mender.conf names)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	noMonitor := fs.Bool("no-monitor", false, `do not run the monitoring checks (as "Monitor": false in the configuration)`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -107,6 +117,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "gitfleet-agent:", err)
 		return 1
+	}
+	if *noMonitor {
+		off := false
+		cfg.Monitor = &off
 	}
 	a, err := newAgent(cfg, log, cmd == "daemon" || cmd == "check-update" || cmd == "send-inventory")
 	if err != nil {

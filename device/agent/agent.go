@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
@@ -59,9 +60,13 @@ type Options struct {
 	Download DownloadOptions
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Now and Sleep are the clock; defaults time.Now and a timer.
+	// Now and Sleep are the clock; defaults time.Now and a timer. Now is
+	// the monitoring's clock too.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
+	// MonitorAPI is the controller's monitoring API. Default: Server, when
+	// it implements MonitorServer (Client does).
+	MonitorAPI MonitorServer
 }
 
 // Agent is the device agent: it polls the server, runs deployments through
@@ -81,6 +86,12 @@ type Agent struct {
 	sleep        func(ctx context.Context, d time.Duration) error
 	records      recordStore
 	deplog       *deploymentLog
+
+	monAPI    MonitorServer
+	monMu     sync.Mutex
+	mon       *monitoring // made on first use; see monitoring
+	monFailed bool
+	outMu     sync.Mutex // deployments.json
 }
 
 // New returns an agent. It creates the data directory.
@@ -103,6 +114,7 @@ func New(opts Options) (*Agent, error) {
 		log:          opts.Logger,
 		now:          opts.Now,
 		sleep:        opts.Sleep,
+		monAPI:       opts.MonitorAPI,
 	}
 	if a.cmds == nil {
 		a.cmds = OSCommander{}
@@ -420,7 +432,23 @@ func (a *Agent) SendInventory(ctx context.Context) error {
 // inventory every InventoryPollIntervalSeconds, each with ±10 % jitter;
 // while the server cannot be reached it backs off exponentially up to
 // RetryPollIntervalSeconds. It returns when ctx is done, or ErrRebooting.
+//
+// Unless Monitor is false in the configuration, it also runs the device's
+// monitoring checks: it fetches them with every update poll (conditionally
+// on their ETag), runs them in a device/monitor Monitor, and delivers
+// their alerts as they happen and after each poll, backing off while the
+// controller cannot take them (they wait in the Monitor's persisted,
+// bounded queue).
 func (a *Agent) Daemon(ctx context.Context) error {
+	if mo := a.monitoring(); mo != nil {
+		mctx, stop := context.WithCancel(ctx)
+		wait := mo.start(mctx)
+		defer func() {
+			stop()
+			wait()
+			a.closeMonitoring()
+		}()
+	}
 	if _, err := a.Resume(ctx); err != nil {
 		if isStop(err) {
 			return err
@@ -461,6 +489,13 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			}
 		}
 		if !a.now().Before(nextUpdate) {
+			// The checks first: a long deployment must not hold back a
+			// change of them.
+			if mo := a.monitoring(); mo != nil {
+				if err := mo.poll(ctx); err != nil && ctx.Err() == nil {
+					a.log.Warn("fetching the monitoring checks failed; the checks in use stay", "err", err)
+				}
+			}
 			_, err := a.CheckUpdate(ctx)
 			switch {
 			case errors.Is(err, ErrRebooting):

@@ -211,6 +211,12 @@ func signBody(key crypto.Signer, body []byte) ([]byte, error) {
 // call makes an authenticated API call, authenticating again once on 401.
 // It returns the response with its body open for 2xx answers.
 func (c *Client) call(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	return c.callWith(ctx, method, path, body, nil)
+}
+
+// callWith is call with extra request headers. With If-None-Match among
+// them, a 304 answer is returned like a 2xx one.
+func (c *Client) callWith(ctx context.Context, method, path string, body any, hdr http.Header) (*http.Response, error) {
 	var data []byte
 	if body != nil {
 		var err error
@@ -230,6 +236,9 @@ func (c *Client) call(ctx context.Context, method, path string, body any) (*http
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
+		for k, vs := range hdr {
+			req.Header[k] = vs
+		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := c.opts.HTTP.Do(req)
 		if err != nil {
@@ -243,6 +252,9 @@ func (c *Client) call(ctx context.Context, method, path string, body any) (*http
 			}
 			c.mu.Unlock()
 			continue
+		}
+		if resp.StatusCode == http.StatusNotModified && req.Header.Get("If-None-Match") != "" {
+			return resp, nil
 		}
 		if resp.StatusCode/100 != 2 {
 			defer drain(resp)

@@ -143,7 +143,21 @@ type Config struct {
 	// the record within the same boot means the reboot has not happened
 	// yet. Default /proc/sys/kernel/random/boot_id.
 	BootIDFile string `json:"BootIDFile,omitempty"`
+
+	// Monitor runs the device monitoring checks the controller assigns
+	// (device/monitor) in the daemon and delivers their alerts. Default
+	// true; false turns monitoring off (gitfleet-agent --no-monitor does
+	// too). Use MonitorEnabled to read it.
+	Monitor *bool `json:"Monitor,omitempty"`
+	// MonitorRoot is the directory the checks see as "/": /proc, /sys,
+	// /etc and every watched path are read under it. Default "/"; the
+	// simulated device and tests point it elsewhere.
+	MonitorRoot string `json:"MonitorRoot,omitempty"`
 }
+
+// MonitorEnabled reports whether the daemon runs monitoring (Monitor, true
+// unless set to false).
+func (c *Config) MonitorEnabled() bool { return c.Monitor == nil || *c.Monitor }
 
 // Defaults of the Config fields.
 const (
@@ -222,6 +236,7 @@ func (c *Config) SetDefaults() {
 	str(&c.ArtifactInfoFile, "/etc/mender/artifact_info")
 	str(&c.BootEnv, "uboot")
 	str(&c.BootIDFile, "/proc/sys/kernel/random/boot_id")
+	str(&c.MonitorRoot, "/")
 	if c.BootEnv == "uboot" {
 		str(&c.BootEnvConfig, "/etc/fw_env.config")
 	}
@@ -247,6 +262,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.RootfsPartA == "") != (c.RootfsPartB == "") {
 		errs = append(errs, errors.New("RootfsPartA and RootfsPartB are set together"))
+	}
+	if c.MonitorRoot != "" && !filepath.IsAbs(c.MonitorRoot) {
+		errs = append(errs, fmt.Errorf("MonitorRoot %q is not an absolute path", c.MonitorRoot))
 	}
 	if c.ArtifactVerifyKey != "" && len(c.ArtifactVerifyKeys) > 0 {
 		errs = append(errs, errors.New("only one of ArtifactVerifyKey and ArtifactVerifyKeys may be set"))

@@ -15,7 +15,7 @@
 // names for the rest (DataDir, IdentityScript, InventoryScriptsDir,
 // ModulesDir, ModulesWorkDir, ArtifactInfoFile, BootEnv*, AllowHTTPDownloads, AllowDowngrade,
 // HealthCheck, MaxBootCount, RebootCommand, RebootByExit, BootIDFile,
-// BootedPartitionFile):
+// BootedPartitionFile, Monitor, MonitorRoot):
 //
 //	{
 //	  "ServerURL": "https://gitfleet.example.com",
@@ -39,6 +39,9 @@
 //	artifact_info    name=value lines: what the device provides, written at commit
 //	deployment.log   the log of the deployment in progress (JSON lines), sent on failure
 //	rootfs.json      device/install's own record of an A/B install
+//	monitor.json     device/monitor's state: alert states, baselines, the queue of alert events
+//	monitor-checks.json  the monitoring checks last applied and their ETag
+//	deployments.json the last 16 deployment outcomes, for failedDeployments checks
 //
 // # States
 //
@@ -79,6 +82,33 @@
 //  5. The outcome is retried with backoff; the record stays in
 //     UpdateStatusReport until the server has it (or refuses it), so an
 //     outcome survives reboots and outages.
+//
+// # Monitoring
+//
+// Unless "Monitor" is false, the daemon runs the monitoring checks the
+// controller assigns to the device in a device/monitor Monitor (its probes
+// read under MonitorRoot, default "/"):
+//
+//   - With every update poll it fetches them (GET
+//     /api/devices/v1/devicemonitor/checks with If-None-Match: a 304 costs
+//     nothing) and applies them; a check this agent cannot run is skipped
+//     and logged, the others run. The checks and their ETag are saved, so
+//     after a reboot they run before the controller is reached.
+//   - It delivers alert events as they are queued and after each poll (POST
+//     /api/devices/v1/devicemonitor/alerts, batches of 100). The answer's
+//     seq is the highest the controller recorded: queued events up to it
+//     are dropped, the rest sent again; a seq beyond any this device issued
+//     (its state was lost) renumbers the queue after it. 429, 5xx and
+//     network errors back off (5 s doubling up to RetryPollIntervalSeconds)
+//     with the events kept in the persisted, bounded queue.
+//   - Every deployment outcome is recorded in deployments.json when it is
+//     final (the UpdateStatusReport state, in whichever process gets there)
+//     and handed to the failedDeployments checks; the daemon hands over at
+//     start what an earlier process recorded, once.
+//   - An artifact whose payload meta-data carries "gitfleet.expected-digests"
+//     (absolute path → "sha256:HEX") announces those digests with
+//     Monitor.Expect before ArtifactInstall: a fileChange check takes a
+//     file with that digest as its new baseline instead of raising an alert.
 //
 // # Reboots
 //

@@ -163,6 +163,8 @@ func (install) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.status(ctx, StatusInstalling, ""); err != nil {
 		return d.failed(ctx, err)
 	}
+	// Before the installers change a file a running check could see.
+	d.expectDigests()
 	if err := d.each(ctx, "ArtifactInstall", func(in Installer) error { return in.ArtifactInstall(ctx) }); err != nil {
 		return d.failed(ctx, err)
 	}
@@ -427,6 +429,8 @@ func (report) Run(ctx context.Context, d *deployment) (state, error) {
 	if r.Status == "" {
 		r.Status = StatusFailure
 	}
+	// The outcome is final here, whether or not the server hears of it.
+	d.a.noteOutcome(r)
 	if r.Deployment.Standalone() || d.a.server == nil {
 		return nil, nil
 	}
