@@ -2,9 +2,11 @@ package deviceapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
 )
 
@@ -96,6 +98,8 @@ func (a *API) authRequest(c *echo.Context) error {
 	if manifest == nil {
 		if created {
 			a.log.Info("new pending device", "device_id", id, "key", fp)
+			a.event(ctx, store.Event{Time: now, Commit: snap.Commit.SHA, Kind: schema.EventDevicePending, Subject: id,
+				Message: fmt.Sprintf("device %s is pending (key %s); accept it with a Device manifest: gitfleet devices accept %s", id, fp, id)})
 		}
 		return unauthorized(c, "the device is pending: accept it with a Device manifest (gitfleet devices accept "+id+")")
 	}

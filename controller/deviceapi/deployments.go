@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/reconcile"
@@ -220,9 +221,19 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			return c.NoContent(http.StatusNoContent)
 		}
 		log.Info("device admitted", "phase", dec.Phase, "artifact", dec.Artifact)
+		a.announceOnce(ctx, s.snap, schema.EventRolloutPhaseOpened, phaseSubject(dec.Generation, dec.Phase),
+			fmt.Sprintf("rollout %s generation %d: phase %d %q opened (first device admitted)", dec.Generation.Rollout, dec.Generation.Generation, dec.Phase, dec.PhaseName))
 	case rollout.Resume:
 	default:
 		log.Debug("no deployment", "reason", dec.Reason, "phase", dec.PhaseName, "until", dec.Until)
+		switch dec.Reason {
+		case rollout.ReasonApproval:
+			a.announceOnce(ctx, s.snap, schema.EventRolloutAwaitingApproval, phaseSubject(g, dec.Phase),
+				fmt.Sprintf("rollout %s generation %d: phase %d %q waits for its approval in Git", g.Rollout, g.Generation, dec.Phase, dec.PhaseName))
+		case rollout.ReasonPaused:
+			a.announceOnce(ctx, s.snap, schema.EventRolloutPaused, genSubject(g),
+				fmt.Sprintf("rollout %s generation %d is paused (spec.paused); devices are not admitted", g.Rollout, g.Generation))
+		}
 		return c.NoContent(http.StatusNoContent)
 	}
 
@@ -268,12 +279,61 @@ func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g s
 		}
 		a.log.Info("rollout phase completed", "rollout", g.Rollout, "generation", g.Generation, "phase", k, "commit", snap.Commit.SHA)
 		a.event(ctx, store.Event{
-			Time: t, Commit: snap.Commit.SHA, Kind: "rollout.phase-completed",
-			Subject: fmt.Sprintf("%s/g%d/phase%d", g.Rollout, g.Generation, k),
+			Time: t, Commit: snap.Commit.SHA, Kind: schema.EventRolloutPhaseCompleted,
+			Subject: phaseSubject(g, k),
 			Message: fmt.Sprintf("rollout %s generation %d: phase %d completed", g.Rollout, g.Generation, k),
 		})
+		if ro := rolloutOf(snap, g.Rollout); ro != nil && k == len(ro.Spec.Phases)-1 {
+			a.event(ctx, store.Event{
+				Time: t, Commit: snap.Commit.SHA, Kind: schema.EventRolloutCompleted, Subject: genSubject(g),
+				Message: fmt.Sprintf("rollout %s generation %d completed: its last phase %q completed", g.Rollout, g.Generation, ro.Spec.Phases[k].Name),
+			})
+		}
 	}
 	return earlier
+}
+
+// Event subjects start with the rollout's name, so notifications can
+// filter by rollout: "NAME/gN" for a generation, "NAME/gN/phaseK" for one
+// of its phases.
+func genSubject(g store.GenerationRef) string { return fmt.Sprintf("%s/g%d", g.Rollout, g.Generation) }
+
+func phaseSubject(g store.GenerationRef, phase int) string {
+	return fmt.Sprintf("%s/g%d/phase%d", g.Rollout, g.Generation, phase)
+}
+
+// announceOnce appends an event of the live commit the first time this
+// replica sees it; the store's dedupe of (commit, kind, subject) makes it
+// once across replicas, and the memory keeps the hot path from writing it
+// on every poll.
+func (a *API) announceOnce(ctx context.Context, snap *reconcile.Snapshot, kind, subject, msg string) {
+	key := snap.Commit.SHA + "\x00" + kind + "\x00" + subject
+	if !a.announced.add(key) {
+		return
+	}
+	a.event(ctx, store.Event{Time: a.opts.Now(), Commit: snap.Commit.SHA, Kind: kind, Subject: subject, Message: msg})
+}
+
+// onceSet remembers keys, forgetting them all when it holds too many (an
+// event announced again is deduplicated by the store).
+type onceSet struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+const maxOnce = 10_000
+
+func (o *onceSet) add(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.seen[key]; ok {
+		return false
+	}
+	if o.seen == nil || len(o.seen) >= maxOnce {
+		o.seen = map[string]struct{}{}
+	}
+	o.seen[key] = struct{}{}
+	return true
 }
 
 func (a *API) event(ctx context.Context, e store.Event) {
@@ -408,7 +468,7 @@ func (a *API) abort(ctx context.Context, snap *reconcile.Snapshot, g store.Gener
 	a.log.Warn("rollout aborted", "rollout", g.Rollout, "generation", g.Generation, "criterion", dec.Criterion,
 		"reason", reason, "commit", snap.Commit.SHA)
 	a.event(ctx, store.Event{
-		Commit: snap.Commit.SHA, Kind: "rollout.aborted", Subject: g.Rollout,
+		Commit: snap.Commit.SHA, Kind: schema.EventRolloutAborted, Subject: genSubject(g),
 		Message: fmt.Sprintf("rollout %s generation %d aborted: %s", g.Rollout, g.Generation, reason),
 	})
 	return nil

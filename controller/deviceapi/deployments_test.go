@@ -251,7 +251,7 @@ func TestStatusAndAbort(t *testing.T) {
 	for _, ev := range evs {
 		kinds = append(kinds, ev.Kind+" "+ev.Subject)
 	}
-	if strings.Join(kinds, "; ") != "rollout.phase-completed canary.v2/g1/phase0; rollout.aborted canary.v2" {
+	if strings.Join(kinds, "; ") != "rollout.phase_opened canary.v2/g1/phase0; rollout.phase_completed canary.v2/g1/phase0; rollout.aborted canary.v2/g1" {
 		t.Fatalf("events %q", kinds)
 	}
 	if c := completed(p, 1); !c[0].Equal(e.clock.Now().Truncate(time.Millisecond)) {

@@ -121,14 +121,15 @@ type Options struct {
 
 // API serves the device endpoints. Create it with New.
 type API struct {
-	opts     Options
-	log      *slog.Logger
-	adm      admissions
-	plan     plans
-	prog     progressCache
-	index    depIndex
-	tokens   tokenCache
-	monitors monitorIndex
+	opts      Options
+	log       *slog.Logger
+	adm       admissions
+	plan      plans
+	prog      progressCache
+	index     depIndex
+	tokens    tokenCache
+	monitors  monitorIndex
+	announced onceSet
 
 	unknown  *limiter // auth requests of devices not accepted, per source
 	logs     *limiter // log uploads, per device

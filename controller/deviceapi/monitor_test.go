@@ -86,6 +86,14 @@ type monitorEnv struct {
 
 func newMonitorEnv(t *testing.T) *monitorEnv {
 	t.Helper()
+	return newFleetEnv(t, monitorFleet(t, nil), 3)
+}
+
+// newFleetEnv serves fleet with the real rollout engine, its rollout
+// "hello" recorded (generation 1 of hello-2), and n authenticated devices
+// with identities mac 00, 01, ….
+func newFleetEnv(t *testing.T, fleet *schema.Fleet, n int) *monitorEnv {
+	t.Helper()
 	e := &monitorEnv{env: newEnv(t)}
 	e.api.opts.Compile = func(f *schema.Fleet, r []store.RolloutRecord) Planner { return rollout.Compile(f, r) }
 	e.api.opts.Notify = func(_ context.Context, a store.Alert, event string) {
@@ -93,12 +101,9 @@ func newMonitorEnv(t *testing.T) *monitorEnv {
 		defer e.mu.Unlock()
 		e.notified = append(e.notified, event+" "+a.Device+" "+a.Check+" "+a.Key)
 	}
-	e.publish(monitorFleet(t, nil))
-	if _, err := e.store.PutRollouts(ctx(), e.sha, []store.RolloutRecord{{Name: "hello", Artifact: "hello-2@x"}}); err != nil {
-		t.Fatal(err)
-	}
+	e.publish(fleet)
 	e.arts.entries["hello-2"] = &artifacts.Entry{Name: "hello-2", Digest: strings.Repeat("ab", 32), ArtifactName: "hello-2", DeviceTypes: []string{"qemux86-64"}}
-	for i := range 3 {
+	for i := range n {
 		d := newDevice(t, "ed25519", map[string]any{"mac": fmt.Sprintf("%02d", i)})
 		if code, _ := d.auth(e.env); code != http.StatusOK {
 			t.Fatalf("auth dev-%d: %d", i, code)
@@ -114,6 +119,9 @@ func (e *monitorEnv) publish(fleet *schema.Fleet) {
 	e.sha = fmt.Sprintf("%040x", e.commits)
 	if ok, err := e.store.SetLive(ctx(), store.CommitRecord{SHA: e.sha}, e.prevSHA()); !ok || err != nil {
 		e.t.Fatal("SetLive", ok, err)
+	}
+	if _, err := e.store.PutRollouts(ctx(), e.sha, []store.RolloutRecord{{Name: "hello", Artifact: "hello-2@x"}}); err != nil {
+		e.t.Fatal(err)
 	}
 	e.snap.Store(&reconcile.Snapshot{Commit: store.CommitRecord{SHA: e.sha}, Fleet: fleet})
 }

@@ -141,7 +141,7 @@ spec:
 	for _, ev := range evs {
 		kinds = append(kinds, ev.Kind)
 	}
-	if strings.Join(kinds, ",") != "rollout.phase-completed,rollout.aborted" {
+	if strings.Join(kinds, ",") != "rollout.phase_opened,rollout.phase_completed,rollout.phase_opened,rollout.aborted" {
 		t.Fatalf("events %v", kinds)
 	}
 }

@@ -243,11 +243,11 @@ func TestSimulation(t *testing.T) {
 	aborts := 0
 	for _, e := range evs {
 		switch e.Kind {
-		case "rollout.phase-completed":
+		case "rollout.phase_completed":
 			completed = append(completed, e.Subject)
 		case "rollout.aborted":
 			aborts++
-			if e.Subject != "fleet" || !strings.Contains(e.Message, s.aborted()) {
+			if e.Subject != "fleet/g1" || !strings.Contains(e.Message, s.aborted()) {
 				t.Errorf("abort event %+v", e)
 			}
 		}
