@@ -84,9 +84,9 @@
 // touches, applies the events in Go (AlertEvent.Apply), and the script
 // writes the results only if "|seq" is still what was read (otherwise the
 // controller reads again). Whoever's write lands applied the events; a
-// replica that lost the race finds them applied. The caller that wrote then
-// updates gf:{fleet}:alerts (another slot); readers skip entries whose
-// record is gone.
+// replica that lost the race finds them applied. gf:{fleet}:alerts (another
+// slot) is updated in the same round trip as that write, on a best-effort
+// basis (see package redis); readers skip entries whose record is gone.
 //
 // The embedded store keeps the same records in bbolt buckets (see package
 // embedded) and makes each transition one bbolt write transaction.

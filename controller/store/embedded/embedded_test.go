@@ -14,7 +14,8 @@ import (
 func open(t *testing.T, path string) *embedded.Store {
 	t.Helper()
 	s, err := embedded.Open(path, embedded.Options{Bounds: store.Bounds{MaxEvents: storetest.MaxEvents,
-		MaxPending: storetest.MaxPending, MaxConflicts: storetest.MaxConflicts, PendingTTL: storetest.PendingTTL}})
+		MaxPending: storetest.MaxPending, MaxConflicts: storetest.MaxConflicts, PendingTTL: storetest.PendingTTL,
+		MaxAlerts: storetest.MaxAlerts}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,3 +87,45 @@ func BenchmarkFirstDelivery(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkRecordAlerts ingests batches of 10 alert events from many
+// devices, as the device API would: each goroutine stands for a stream of
+// devices of its own (so each device's Seq grows in order), and a batch
+// raises, re-raises with new evidence and clears conditions of a few
+// checks. Each batch is two round trips to the device's hash (read, then
+// the |seq-checked write) and one to the fleet-wide listing. alerts/s
+// counts events recorded.
+func BenchmarkRecordAlerts(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	const batch, devicesPerWorker = 10, 256
+	var workers atomic.Int64
+	run := func(b *testing.B, parallelism int) {
+		b.ReportAllocs()
+		b.SetParallelism(parallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			w := workers.Add(1)
+			seqs := make([]uint64, devicesPerWorker)
+			evs := make([]store.AlertEvent, batch)
+			kinds := []string{store.AlertRaised, store.AlertRaised, store.AlertCleared}
+			for n := 0; pb.Next(); n++ {
+				d := n % devicesPerWorker
+				for i := range evs {
+					seqs[d]++
+					q := seqs[d]
+					evs[i] = store.AlertEvent{Seq: q, Check: fmt.Sprint("check", q%5), Key: fmt.Sprint("/dev/sd", q%7),
+						Kind: kinds[q%3], Severity: "warning", Evidence: fmt.Sprint("usage ", 80+q%20, "%"), Time: time.Now()}
+				}
+				if _, _, err := s.RecordAlerts(ctx, fmt.Sprintf("bench-%d-%d", w, d), evs); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "alerts/s")
+	}
+	// SetParallelism(1): GOMAXPROCS goroutines; 8: eight times as many
+	// requests in flight, as on a busy controller.
+	b.Run("parallel1", func(b *testing.B) { run(b, 1) })
+	b.Run("parallel8", func(b *testing.B) { run(b, 8) })
+}

@@ -24,8 +24,20 @@ import (
 // if "|seq" is still what was read. Every write moves "|seq" forward, so
 // "|seq" is the hash's version: of replicas applying the same events at
 // once, one write lands and the others read again and find the events
-// applied. The winner then updates the fleet-wide listing gf:{fleet}:alerts
-// (another slot, so not in the same script).
+// applied.
+//
+// The fleet-wide listing gf:{fleet}:alerts is in another slot, so not in
+// the same script: its entries for the changed records (ZADD GT) and its
+// trim to MaxAlerts are sent in the same round trip as the write, which
+// makes a batch two round trips in all. The records are what counts; the
+// listing is kept on a best-effort basis. A write that loses the race has
+// sent entries too, which for the same batch are the winner's; entries
+// whose record is gone are skipped by readers, and the entries of the
+// records a full device drops are removed after the write. A failure to
+// update the listing is not RecordAlerts' error: the records are written,
+// and an error would make the device send the batch again, which changes
+// nothing, so the changes would never be announced. The listing then lacks
+// the change until the record's next one.
 func (k keys) deviceAlerts(id string) string { return k.device(id) + ":al" }
 func (k keys) alertList() string             { return k.fleet("alerts") }
 
@@ -47,8 +59,11 @@ var casAlertsScript = goredis.NewScript(`
 if (redis.call('HGET', KEYS[1], '|seq') or '') ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[3])
 if n > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + n)) end
-redis.call('HSET', KEYS[1], '|seq', ARGV[2])
-if #ARGV > 3 + n then redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n, #ARGV)) end
+-- One HSET of "|seq", the new seq and the pairs: the two ARGV slots
+-- before the pairs (used up) take "|seq" and its value.
+ARGV[3 + n] = ARGV[2]
+ARGV[2 + n] = '|seq'
+redis.call('HSET', KEYS[1], unpack(ARGV, 2 + n, #ARGV))
 return 1
 `)
 
@@ -236,11 +251,36 @@ func (s *Store) recordAlertsOnce(ctx context.Context, device, key string, fields
 		}
 		args = append(args, en.field, enc)
 	}
-	ok, err := casAlertsScript.Run(ctx, s.c, []string{key}, args...).Int()
+	// The write and the listing's update go in one round trip.
+	adds := listEntries(device, order, dropped)
+	list := s.k.alertList()
+	var cas *goredis.Cmd
+	_, _ = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		cas = p.EvalSha(ctx, casAlertsScript.Hash(), []string{key}, args...)
+		if len(adds) > 0 {
+			p.ZAddGT(ctx, list, adds...)
+			p.ZRemRangeByRank(ctx, list, 0, -int64(s.opts.MaxAlerts)-1)
+		}
+		return nil
+	})
+	ok, err := cas.Int()
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") { // a restarted server: load it, then read again
+		if err := casAlertsScript.Load(ctx, s.c).Err(); err != nil {
+			return nil, 0, false, fmt.Errorf("load script: %w", err)
+		}
+		return nil, 0, false, nil
+	}
 	if err != nil || ok == 0 {
 		return nil, 0, false, err
 	}
-	s.listAlerts(ctx, device, order, dropped)
+	if len(drops) > 0 {
+		members := make([]any, len(drops))
+		for i, f := range drops {
+			check, k, _ := strings.Cut(f, "|")
+			members[i] = store.AlertMember(device, check, k)
+		}
+		_ = s.c.ZRem(ctx, list, members...).Err() // best effort, as above
+	}
 	return changed, last, true, nil
 }
 
@@ -285,15 +325,10 @@ func (s *Store) alertsToDrop(ctx context.Context, device, key string, written []
 	return drops, nil
 }
 
-// listAlerts brings the fleet-wide listing up to date after a write: the
-// records the batch changed at their change time (ZADD GT: a slower
-// replica's older time never moves an entry back), the dropped ones out,
-// and the listing trimmed to MaxAlerts. The records are written already and
-// are what counts; if this fails, the listing misses the change until the
-// record's next one, and RecordAlerts still succeeds, since an error would
-// make the caller send the batch again and lose its changes (a resend
-// changes nothing).
-func (s *Store) listAlerts(ctx context.Context, device string, order []*batchEntry, dropped map[string]bool) {
+// listEntries returns the fleet-wide listing entries of the records a
+// batch changed, at their change time. They are added with ZADD GT, so a
+// slower replica's older time never moves an entry back.
+func listEntries(device string, order []*batchEntry, dropped map[string]bool) []goredis.Z {
 	var adds []goredis.Z
 	for _, en := range order {
 		if !dropped[en.field] && (!en.existed || en.rec.Changed != en.prev) {
@@ -301,25 +336,7 @@ func (s *Store) listAlerts(ctx context.Context, device string, order []*batchEnt
 			adds = append(adds, goredis.Z{Score: float64(en.rec.Changed), Member: store.AlertMember(device, check, k)})
 		}
 	}
-	var rems []any
-	for f := range dropped {
-		check, k, _ := strings.Cut(f, "|")
-		rems = append(rems, store.AlertMember(device, check, k))
-	}
-	if len(adds) == 0 && len(rems) == 0 {
-		return
-	}
-	list := s.k.alertList()
-	_, _ = s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		if len(adds) > 0 {
-			p.ZAddGT(ctx, list, adds...)
-		}
-		if len(rems) > 0 {
-			p.ZRem(ctx, list, rems...)
-		}
-		p.ZRemRangeByRank(ctx, list, 0, -int64(s.opts.MaxAlerts)-1)
-		return nil
-	})
+	return adds
 }
 
 // ListAlerts returns the records matching f, the most recently changed

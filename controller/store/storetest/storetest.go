@@ -3,7 +3,9 @@
 // exactly-once effects when many goroutines (standing in for controller
 // replicas) do the same work at once, event bounds and order, TTL expiry, and
 // state surviving a restart of the backing store; and rollout progress:
-// atomic phase admission, deployment states counted once, aborts.
+// atomic phase admission, deployment states counted once, aborts; and
+// devices' alert records: every event kind, batches sent again or by
+// several replicas at once applied once, listing filters, order and bounds.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
@@ -48,8 +50,8 @@ const racers = 16
 const waitLimit = 10 * time.Second
 
 // Run runs the conformance suite. newStore returns an empty store configured
-// with MaxEvents, MaxPending, MaxConflicts and PendingTTL; the caller's
-// cleanup (t.Cleanup) closes it.
+// with MaxEvents, MaxPending, MaxConflicts, PendingTTL and MaxAlerts; the
+// caller's cleanup (t.Cleanup) closes it.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -80,6 +82,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Abort", testAbort},
 		{"CompletePhase", testCompletePhase},
 		{"Alerts", testAlerts},
+		{"DeviceAlerts", testDeviceAlerts},
+		{"DeviceAlertsResend", testDeviceAlertsResend},
+		{"DeviceAlertsRace", testDeviceAlertsRace},
+		{"DeviceAlertsList", testDeviceAlertsList},
+		{"DeviceAlertsPerDevice", testDeviceAlertsPerDevice},
+		{"DeviceAlertsListBound", testDeviceAlertsListBound},
+		{"DeviceAlertsInvalid", testDeviceAlertsInvalid},
 		{"Devices", testDevices},
 		{"DeviceKeyStays", testDeviceKeyStays},
 		{"DeviceBindRace", testDeviceBindRace},
@@ -132,6 +141,15 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	report(t, s, "d1", store.StateSuccess, 0, store.Deployment{State: store.StateSuccess}, true)
 	_, err = s.Abort(ctx, store.GenerationRef{Rollout: "b", Generation: 1}, "alert")
 	must(t, "Abort", err)
+	alertBatch := []store.AlertEvent{
+		withEvidence(aev(1, "disk", "/", store.AlertRaised, 1), "warning", "91% full"),
+		withEvidence(aev(2, "log", "oom", store.AlertRaised, 2), "critical", "Killed process 7"),
+		aev(3, "log", "oom", store.AlertCleared, 3),
+	}
+	_, _, err = s.RecordAlerts(ctx, "dev-a", alertBatch)
+	must(t, "RecordAlerts", err)
+	alerts, err := s.ListAlerts(ctx, store.AlertFilter{Limit: 10})
+	must(t, "ListAlerts", err)
 
 	s = restart()
 
@@ -174,6 +192,14 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	progressIs(t, s, store.GenerationRef{Rollout: "b", Generation: 1}, store.Progress{Aborted: "alert"})
 	admit(t, s, genA, 0, 2, "d2", store.Deployment{State: store.StateAdmitted}, true)
 	admit(t, s, genA, 0, 2, "d3", store.Deployment{}, false)
+
+	alertsAre(t, s, store.AlertFilter{Limit: 10}, alerts...)
+	alertsAre(t, s, store.AlertFilter{Device: "dev-a", Limit: 10}, alerts...)
+	recordAlerts(t, s, "dev-a", alertBatch, nil, 3) // applied before the restart
+	reopened := alerts[0]
+	reopened.State, reopened.Closing, reopened.Closed, reopened.Evidence, reopened.Raised, reopened.Updated, reopened.Count, reopened.Seq =
+		store.AlertOpen, "", time.Time{}, "", aat(4), aat(4), 2, 4
+	recordAlerts(t, s, "dev-a", []store.AlertEvent{aev(4, "log", "oom", store.AlertRaised, 4)}, []store.Alert{reopened}, 4)
 
 	c2 := commit("c2", 3)
 	if ok, err := s.SetLive(ctx, c2, c1.SHA); err != nil || !ok {
