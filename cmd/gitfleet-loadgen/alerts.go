@@ -514,8 +514,9 @@ func isStormCheck(name string, checks int) bool {
 	return false
 }
 
-// alertDevice is how the store names device i in its alert records.
-func alertDevice(f *fleet, i int) string { return f.id(i) }
+// alertDevice is how the store names device i in its alert records: by
+// its Device manifest's name, as the device API records them.
+func alertDevice(f *fleet, i int) string { return f.name(i) }
 
 // checkManagementAPI asks GET /api/management/v1/alerts for the open
 // alerts (one page) and for the alerts of a few devices by name.

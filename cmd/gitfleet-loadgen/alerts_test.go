@@ -47,7 +47,7 @@ func TestStormEventsAreDistinctAndValid(t *testing.T) {
 			t.Fatalf("alert %d is for %s, not a storm check", a, e.Check)
 		}
 	}
-	if err := store.ValidateAlertEvents(f.id(2), events); err != nil {
+	if err := store.ValidateAlertEvents(alertDevice(f, 2), events); err != nil {
 		t.Fatal(err)
 	}
 	if events[0].Seq != 1 {
