@@ -489,14 +489,16 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			}
 		}
 		if !a.now().Before(nextUpdate) {
-			// The checks first: a long deployment must not hold back a
-			// change of them.
-			if mo := a.monitoring(); mo != nil {
-				if err := mo.poll(ctx); err != nil && ctx.Err() == nil {
-					a.log.Warn("fetching the monitoring checks failed; the checks in use stay", "err", err)
+			_, err := a.CheckUpdate(ctx)
+			// The monitoring checks with the same cadence, so a change in
+			// Git reaches the device within one poll; not when the device
+			// is not accepted (a second authentication attempt per poll
+			// would only count against the controller's limits).
+			if mo := a.monitoring(); mo != nil && ctx.Err() == nil && !isStop(err) && !errors.Is(err, ErrUnauthorized) {
+				if perr := mo.poll(ctx); perr != nil && ctx.Err() == nil {
+					a.log.Warn("fetching the monitoring checks failed; the checks in use stay", "err", perr)
 				}
 			}
-			_, err := a.CheckUpdate(ctx)
 			switch {
 			case errors.Is(err, ErrRebooting):
 				return err

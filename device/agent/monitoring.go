@@ -215,12 +215,12 @@ func (mo *monitoring) apply(checks []monitor.Check, etag string, save bool) {
 }
 
 // poll fetches the checks (conditionally on the last ETag), applies them
-// when they changed, and wakes the delivery of alerts.
+// when they changed, and, the controller having answered, wakes the
+// delivery of alerts (ending its back-off).
 func (mo *monitoring) poll(ctx context.Context) error {
 	if mo.api == nil {
 		return nil
 	}
-	defer signalChan(mo.kick)
 	mo.mu.Lock()
 	etag := mo.etag
 	mo.mu.Unlock()
@@ -238,6 +238,7 @@ func (mo *monitoring) poll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("monitoring checks: %w", err)
 	}
+	defer signalChan(mo.kick)
 	mo.mu.Lock()
 	mo.absent = false
 	mo.mu.Unlock()

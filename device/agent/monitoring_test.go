@@ -567,7 +567,9 @@ func TestMonitoringAckSemantics(t *testing.T) {
 	t.Run("lost device state", func(t *testing.T) {
 		e := newMonEnv(t)
 		e.ctl.setChecks(`"v1"`, deploysCheck)
+		e.ctl.mu.Lock()
 		e.ctl.lastSeq = 100 // recorded from this device before its state was lost
+		e.ctl.mu.Unlock()
 		_, mo, _ := e.start()
 		queueFailures(e, mo, "a", "b")
 		e.deliver(mo)
@@ -586,7 +588,9 @@ func TestMonitoringAckSemantics(t *testing.T) {
 		e.ctl.setChecks(`"v1"`, deploysCheck)
 		_, mo, _ := e.start()
 		queueFailures(e, mo, "a", "poison", "c")
+		e.ctl.mu.Lock()
 		e.ctl.refuseKey = "poison"
+		e.ctl.mu.Unlock()
 		e.deliver(mo)
 		if got := keys(e.ctl.recorded()); !slices.Equal(got, []string{"a", "c"}) {
 			t.Errorf("controller recorded %v, want a and c (poison dropped)", got)
