@@ -59,6 +59,7 @@ type SMTPServer struct {
 	mails     []Mail
 	authFails int
 	tempFails int // DATA answers 451 this many more times
+	refused   int // messages answered 451
 	changed   chan struct{}
 }
 
@@ -118,6 +119,13 @@ func (s *SMTPServer) FailNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tempFails = n
+}
+
+// Refused counts the messages refused because of FailNext.
+func (s *SMTPServer) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // WaitMails waits until the server has accepted at least n mails and
@@ -204,6 +212,7 @@ func (ss *session) Data(r io.Reader) error {
 	ss.srv.mu.Lock()
 	if ss.srv.tempFails > 0 {
 		ss.srv.tempFails--
+		ss.srv.refused++
 		ss.srv.mu.Unlock()
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}
