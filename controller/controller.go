@@ -25,6 +25,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
@@ -92,6 +93,17 @@ type Options struct {
 	// policies at each commit (see policies.Budget; zero fields: the
 	// defaults).
 	PolicyBudget policies.Budget
+	// Notifications configures the notifier that sends events to the
+	// live commit's Notification manifests (SMTP server, HTTP client);
+	// its Logger and Registry default to the controller's. Every event
+	// the store records first on this replica, and every alert the device
+	// API records, is notified; the sinks follow each commit that goes
+	// live, and Run lets them deliver what they hold for up to
+	// NotifyDrain when it ends.
+	Notifications notifier.Options
+	// NotifyDrain bounds the delivery of queued notifications at
+	// shutdown. Default 10 seconds.
+	NotifyDrain time.Duration
 }
 
 // Controller follows Git and serves. Create it with New, serve its
@@ -101,6 +113,7 @@ type Controller struct {
 	rec     *reconcile.Reconciler
 	hooks   *receive.Handler
 	devices *deviceapi.API
+	notify  *notifier.Notifier
 	metrics *metrics
 	trigger chan struct{}
 	sync    chan struct{} // asks the artifact sync loop to run now
@@ -141,6 +154,9 @@ func New(opts Options) (*Controller, error) {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = time.Minute
 	}
+	if opts.NotifyDrain <= 0 {
+		opts.NotifyDrain = 10 * time.Second
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -152,12 +168,32 @@ func New(opts Options) (*Controller, error) {
 		started: time.Now(),
 	}
 	c.metrics = newMetrics(opts.Registry, c)
+	nopts := opts.Notifications
+	if nopts.Logger == nil {
+		nopts.Logger = opts.Logger
+	}
+	if nopts.Registry == nil {
+		nopts.Registry = opts.Registry
+	}
+	n, err := notifier.New(nopts)
+	if err != nil {
+		return nil, fmt.Errorf("controller: notifications: %w", err)
+	}
+	c.notify = n
+	// Reconciling and the device API append events through a log that
+	// notifies what this replica records first.
+	st := notifyingStore{Store: opts.Store, events: notifier.EventLog(opts.Store, n)}
 	c.rec = reconcile.New(reconcile.Options{
-		Store: opts.Store, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
+		Store: st, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
 		PolicyBudget: opts.PolicyBudget,
+		// The sinks follow a commit before its events go out.
+		Announcing: func(snap *reconcile.Snapshot) { _ = n.Configure(snap.Fleet) },
 	})
 	dopts := opts.Devices
-	dopts.Store, dopts.Live = opts.Store, c.rec.Live
+	dopts.Store, dopts.Live = st, c.rec.Live
+	if dopts.Notify == nil {
+		dopts.Notify = n.Alert
+	}
 	if dopts.Logger == nil {
 		dopts.Logger = opts.Logger
 	}
@@ -198,7 +234,7 @@ func (c *Controller) Trigger() {
 func (c *Controller) Live() *reconcile.Snapshot { return c.rec.Live() }
 
 // Run restores the live commit from the store, then follows Git until ctx
-// ends.
+// ends; then it lets queued notifications go out for up to NotifyDrain.
 func (c *Controller) Run(ctx context.Context) error {
 	c.restore(ctx)
 	var wg sync.WaitGroup
@@ -213,7 +249,26 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	c.opts.Source.Run(ctx, c.trigger, c.apply)
 	wg.Wait()
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.NotifyDrain)
+	defer cancel()
+	if err := c.notify.Close(drain); err != nil {
+		c.log.Warn("notifications still queued at shutdown were dropped", "err", err)
+	}
 	return nil
+}
+
+// Notifier returns the controller's notifier (its Stats and Problems).
+func (c *Controller) Notifier() *notifier.Notifier { return c.notify }
+
+// notifyingStore is the store with an event log that notifies (see
+// notifier.EventLog); reconciling and the device API write through it.
+type notifyingStore struct {
+	store.Store
+	events store.EventLog
+}
+
+func (s notifyingStore) AppendEvent(ctx context.Context, e store.Event) (string, bool, error) {
+	return s.events.AppendEvent(ctx, e)
 }
 
 // restore serves the store's live commit at once when the local clone has

@@ -48,15 +48,16 @@ func (l *eventLog) AppendEvent(ctx context.Context, e store.Event) (string, bool
 // refused commit's message lists its errors).
 const maxMessage = 8 << 10
 
-// phaseSubject is the subject of a phase event: "rollout/g3/phase1".
-var phaseSubject = regexp.MustCompile(`^(.+)/g([0-9]+)/phase([0-9]+)$`)
+// genSubject is the subject of a generation's or a phase's event:
+// "canary/g3" or "canary/g3/phase1".
+var genSubject = regexp.MustCompile(`^(.+)/g([0-9]+)(?:/phase([0-9]+))?$`)
 
 // LogEvent turns an event of the log, recorded with ID id, into a
 // notification. ok is false when e's kind is not one of schema.Events().
 //
 // The subject becomes the rollout of rollout.* events ("canary",
-// "rollout/canary", or "canary/g3/phase1", which also gives the
-// generation and phase details) and the device of device.* events; the
+// "rollout/canary", or "canary/g3" and "canary/g3/phase1", which also give
+// the generation and phase details) and the device of device.* events; the
 // message and author go to the details. The notification's ID is derived
 // from id and e's commit, kind and subject, so it is the same on every
 // retry and differs from any other event's.
@@ -68,9 +69,12 @@ func LogEvent(e store.Event, id string) (ev notify.Event, ok bool) {
 	details := map[string]string{}
 	switch kind, subject := e.Kind, e.Subject; {
 	case strings.HasPrefix(kind, "rollout."):
-		if m := phaseSubject.FindStringSubmatch(subject); m != nil {
+		if m := genSubject.FindStringSubmatch(subject); m != nil {
 			ev.Rollout = strings.TrimPrefix(m[1], "rollout/")
-			details["generation"], details["phase"] = m[2], m[3]
+			details["generation"] = m[2]
+			if m[3] != "" {
+				details["phase"] = m[3]
+			}
 		} else {
 			ev.Rollout = strings.TrimPrefix(subject, "rollout/")
 		}

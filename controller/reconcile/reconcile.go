@@ -79,6 +79,12 @@ type Options struct {
 	// policies.Budget). A commit whose policies go over it is refused,
 	// naming the policy file, and the next commit is taken as usual.
 	PolicyBudget policies.Budget
+	// Announcing, when set, is called with the Snapshot about to be
+	// served, once its commit is live in the store and before its events
+	// are appended (step 5), so that what those events reach
+	// (notifications) already follows the new commit. Calls are
+	// serialized; a retried Apply may call it again for the same commit.
+	Announcing func(snap *Snapshot)
 }
 
 // Reconciler applies revisions. It is safe for concurrent use; Apply calls
@@ -203,6 +209,9 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	}
 
 	// 5. announce
+	if r.opts.Announcing != nil {
+		r.opts.Announcing(snap)
+	}
 	if err := r.event(ctx, rev, "commit.live", rev.SHA, fmt.Sprintf("commit %s is live: %s", short(rev.SHA), firstLine(rev.Message))); err != nil {
 		return Result{}, err
 	}
