@@ -157,7 +157,7 @@ func (h redactHandler) WithGroup(name string) slog.Handler {
 // and the user names and passwords written into the --repo and --redis
 // URLs (a token is often given as the user name).
 func (c serveConfig) secretValues() []string {
-	out := []string{c.RepoToken, c.WebhookSecret, c.ManagementToken}
+	out := []string{c.RepoToken, c.WebhookSecret, c.ManagementToken, c.smtpPassword}
 	for _, raw := range append([]string{c.Repo}, strings.Split(c.Redis, ",")...) {
 		out = append(out, urlCredentials(strings.TrimSpace(raw))...)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/devcert"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
+	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
@@ -49,6 +50,13 @@ the one --hostname of the development certificate; otherwise serve refuses
 to start. Slow or stalled clients are cut off (headers 10s, request bodies
 30s, a response write that makes no progress for 60s, idle connections 60s),
 but a download that keeps moving may take as long as it needs.
+
+Notification manifests send events (commits, rollouts, alerts) to signed
+webhooks, Slack-compatible chats and, through the SMTP server --smtp-addr
+(STARTTLS required; --smtp-from, --smtp-username, --smtp-password-file), by
+e-mail; their secrets are read from the controller's environment or files.
+A Notification that cannot be carried out is logged at each commit and
+counted in gitfleet_notification_problems, and never holds a commit back.
 
 State lives in Redis (--redis; several controllers may share one) or, by
 default, in an embedded store in --data-dir (one controller). Without
@@ -148,6 +156,10 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		UnknownRate: rate.Limit(cfg.DeviceAuthRate), UnknownBurst: cfg.DeviceAuthBurst}
 	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
+	opts.Notifications = notifier.Options{SMTP: cfg.smtp()}
+	if cfg.SMTPAddr == "" {
+		log.Info("no --smtp-addr: e-mail Notifications send nothing (each is reported when a commit goes live)")
+	}
 	ctrl, err := controller.New(opts)
 	if err != nil {
 		return err

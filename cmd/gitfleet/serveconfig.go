@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
 	"os"
 	"reflect"
 	"strconv"
@@ -17,8 +18,10 @@ import (
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
+	"github.com/gitfleet/gitfleet/webhooks/notify"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -62,8 +65,18 @@ type serveConfig struct {
 	PolicyTimeout       time.Duration `yaml:"policy_timeout" flag:"policy-timeout" help:"wall-clock time the repository's own policies/*.cue may take at one commit; a commit over it is refused, naming the policy file"`
 	PolicyMemory        string        `yaml:"policy_memory" flag:"policy-memory" help:"memory the repository's own policies may use at one commit (such as 1GiB); a commit over it is refused"`
 	PolicyOutput        string        `yaml:"policy_output" flag:"policy-output" help:"size of the violations and errors the repository's own policies may report (such as 8MiB)"`
+	SMTPAddr            string        `yaml:"smtp_addr" flag:"smtp-addr" help:"SMTP submission server host:port that e-mail Notifications go through (STARTTLS required); empty: e-mail Notifications send nothing and are reported in the log and the gitfleet_notification_problems metric"`
+	SMTPFrom            string        `yaml:"smtp_from" flag:"smtp-from" help:"sender address of notification mail (required with --smtp-addr)"`
+	SMTPUsername        string        `yaml:"smtp_username" flag:"smtp-username" help:"SMTP user name (AUTH PLAIN, inside TLS only); goes with --smtp-password-file"`
+	SMTPPasswordFile    string        `yaml:"smtp_password_file" flag:"smtp-password-file" help:"file holding the SMTP password (there is no password flag: it would show in process listings)"`
+	SMTPDigestWindow    time.Duration `yaml:"smtp_digest_window" flag:"smtp-digest-window" help:"events arriving within this long after the first go into one digest mail"`
+	SMTPInsecure        bool          `yaml:"smtp_insecure_plaintext" flag:"smtp-insecure-plaintext" help:"for tests only: send notification mail without STARTTLS to a server that offers none (never with --smtp-username)"`
 	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
 	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
+
+	// Unexported fields are derived, not settings: no flag, key or
+	// variable of their own.
+	smtpPassword string // read from SMTPPasswordFile
 }
 
 func defaultServeConfig() serveConfig {
@@ -83,6 +96,7 @@ func defaultServeConfig() serveConfig {
 		PolicyTimeout:     policies.DefaultTime,
 		PolicyMemory:      (*sizeFlag)(ptr(int64(policies.DefaultMemory))).String(),
 		PolicyOutput:      (*sizeFlag)(ptr(int64(policies.DefaultOutput))).String(),
+		SMTPDigestWindow:  time.Minute,
 		LogLevel:          "info",
 	}
 }
@@ -93,6 +107,9 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	v := reflect.ValueOf(c).Elem()
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
 		name, help := f.Tag.Get("flag"), f.Tag.Get("help")
 		switch p := v.Field(i).Addr().Interface().(type) {
 		case *string:
@@ -105,6 +122,8 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 			fs.Float64Var(p, name, *p, help)
 		case *int:
 			fs.IntVar(p, name, *p, help)
+		case *bool:
+			fs.BoolVar(p, name, *p, help)
 		}
 	}
 }
@@ -127,6 +146,9 @@ func loadServeConfig(fs *pflag.FlagSet, getenv func(string) string) (serveConfig
 	v := reflect.ValueOf(&cfg).Elem()
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
 		env := "GITFLEET_" + strings.ToUpper(f.Tag.Get("yaml"))
 		val := getenv(env)
 		if val == "" {
@@ -182,6 +204,12 @@ func setField(f reflect.Value, s string) error {
 			return err
 		}
 		f.SetInt(int64(v))
+	case bool:
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		f.SetBool(v)
 	default:
 		return fmt.Errorf("unsupported setting type %s", f.Type())
 	}
@@ -197,6 +225,7 @@ func (c *serveConfig) resolveSecretFiles() error {
 		{c.RepoTokenFile, &c.RepoToken, "repo_token_file"},
 		{c.WebhookSecretFile, &c.WebhookSecret, "webhook_secret_file"},
 		{c.ManagementTokenFile, &c.ManagementToken, "management_token_file"},
+		{c.SMTPPasswordFile, &c.smtpPassword, "smtp_password_file"},
 	} {
 		if p.file == "" {
 			continue
@@ -254,7 +283,47 @@ func (c *serveConfig) validate() error {
 	if _, err := c.policyBudget(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateSMTP()...)
 	return errors.Join(errs...)
+}
+
+// validateSMTP checks the settings of notification mail.
+func (c *serveConfig) validateSMTP() []error {
+	var errs []error
+	if c.SMTPAddr == "" {
+		if c.SMTPFrom != "" || c.SMTPUsername != "" || c.SMTPPasswordFile != "" || c.SMTPInsecure {
+			errs = append(errs, errors.New("--smtp-from, --smtp-username, --smtp-password-file and --smtp-insecure-plaintext need --smtp-addr host:port"))
+		}
+		return errs
+	}
+	host, port, err := net.SplitHostPort(c.SMTPAddr)
+	if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
+		errs = append(errs, fmt.Errorf("--smtp-addr %q: give host:port, such as smtp.example.com:587", c.SMTPAddr))
+	}
+	if c.SMTPFrom == "" {
+		errs = append(errs, errors.New("--smtp-addr needs --smtp-from, the sender address of notification mail"))
+	} else if _, err := mail.ParseAddress(c.SMTPFrom); err != nil {
+		errs = append(errs, fmt.Errorf("--smtp-from %q: %v", c.SMTPFrom, err))
+	}
+	if (c.SMTPUsername == "") != (c.SMTPPasswordFile == "") {
+		errs = append(errs, errors.New("--smtp-username and --smtp-password-file go together"))
+	}
+	if c.SMTPInsecure && c.SMTPUsername != "" {
+		errs = append(errs, errors.New("--smtp-insecure-plaintext with --smtp-username: credentials are never sent without TLS; drop one"))
+	}
+	if c.SMTPDigestWindow < time.Second {
+		errs = append(errs, fmt.Errorf("--smtp-digest-window %s is too short (at least 1s)", c.SMTPDigestWindow))
+	}
+	return errs
+}
+
+// smtp returns the notifier's SMTP settings.
+func (c serveConfig) smtp() notifier.SMTP {
+	if c.SMTPAddr == "" {
+		return notifier.SMTP{}
+	}
+	return notifier.SMTP{Addr: c.SMTPAddr, From: c.SMTPFrom, Username: c.SMTPUsername,
+		Password: notify.Secret(c.smtpPassword), DigestWindow: c.SMTPDigestWindow, AllowPlaintext: c.SMTPInsecure}
 }
 
 // policyBudget returns the budget of the repository's own policies.
@@ -279,6 +348,9 @@ func (c serveConfig) settings() [][2]string {
 	v := reflect.ValueOf(c)
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
 		val := fmt.Sprint(v.Field(i).Interface())
 		switch f.Tag.Get("secret") {
 		case "true":
@@ -288,7 +360,7 @@ func (c serveConfig) settings() [][2]string {
 		case "url":
 			val = redactURL(val)
 		}
-		if val == "" || val == "[]" {
+		if val == "" || val == "[]" || f.Type.Kind() == reflect.Bool && val == "false" {
 			continue
 		}
 		out = append(out, [2]string{f.Tag.Get("yaml"), val})

@@ -3,11 +3,14 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/gitfleet/gitfleet/controller/notifier"
 )
 
 func TestServeConfigPrecedence(t *testing.T) {
@@ -94,4 +97,80 @@ func pflagWith(t *testing.T, args ...string) *pflag.FlagSet {
 		t.Fatal(err)
 	}
 	return fs
+}
+
+// The SMTP settings of notification mail are layered like the others; the
+// password comes only from a file (there is no flag for it) and never
+// shows in the settings or the log.
+func TestServeConfigSMTP(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gitfleet.yaml")
+	pwFile := filepath.Join(dir, "smtp-password")
+	os.WriteFile(pwFile, []byte("smtp-pa55word\n"), 0o600)
+	os.WriteFile(file, []byte("repo: https://git.example/fleet.git\npublic_url: https://gitfleet.example\n"+
+		"smtp_addr: smtp.example.com:587\nsmtp_username: fleet\nsmtp_password_file: "+pwFile+"\n"), 0o600)
+	fs := pflagWith(t, "--config", file, "--smtp-digest-window", "5m")
+	env := map[string]string{"GITFLEET_SMTP_FROM": "Gitfleet <gitfleet@fleet.example>"}
+	got, err := loadServeConfig(fs, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	s := got.smtp()
+	if s.Addr != "smtp.example.com:587" || s.From != "Gitfleet <gitfleet@fleet.example>" || s.Username != "fleet" ||
+		s.Password != "smtp-pa55word" || s.DigestWindow != 5*time.Minute || s.AllowPlaintext {
+		t.Errorf("smtp settings = %+v", s)
+	}
+	if fs.Lookup("smtp-password") != nil {
+		t.Error("a --smtp-password flag exists; passwords never go on the command line")
+	}
+	if line := got.String(); strings.Contains(line, "smtp-pa55word") || !strings.Contains(line, `smtp_addr="smtp.example.com:587"`) ||
+		strings.Contains(line, "smtp_insecure_plaintext") {
+		t.Errorf("settings line: %s", line)
+	}
+	if !slices.Contains(got.secretValues(), "smtp-pa55word") {
+		t.Error("the SMTP password is not among the values the log redacts")
+	}
+	if (defaultServeConfig()).smtp() != (notifier.SMTP{}) {
+		t.Error("no --smtp-addr must mean no SMTP server")
+	}
+
+	// The bool flag and its variable.
+	fs = pflagWith(t, "--smtp-insecure-plaintext")
+	got, err = loadServeConfig(fs, func(string) string { return "" })
+	if err != nil || !got.SMTPInsecure {
+		t.Errorf("--smtp-insecure-plaintext: %v, %v", got.SMTPInsecure, err)
+	}
+	got, err = loadServeConfig(pflagWith(t), func(k string) string {
+		return map[string]string{"GITFLEET_SMTP_INSECURE_PLAINTEXT": "true"}[k]
+	})
+	if err != nil || !got.SMTPInsecure {
+		t.Errorf("GITFLEET_SMTP_INSECURE_PLAINTEXT: %v, %v", got.SMTPInsecure, err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		mod  func(*serveConfig)
+		want string
+	}{
+		{"from without addr", func(c *serveConfig) { c.SMTPAddr = ""; c.SMTPUsername, c.SMTPPasswordFile = "", "" }, "need --smtp-addr"},
+		{"addr without port", func(c *serveConfig) { c.SMTPAddr = "smtp.example.com" }, `--smtp-addr "smtp.example.com": give host:port`},
+		{"addr without from", func(c *serveConfig) { c.SMTPFrom = "" }, "needs --smtp-from"},
+		{"bad from", func(c *serveConfig) { c.SMTPFrom = "gitfleet" }, `--smtp-from "gitfleet"`},
+		{"user without password file", func(c *serveConfig) { c.SMTPPasswordFile = "" }, "go together"},
+		{"plaintext with credentials", func(c *serveConfig) { c.SMTPInsecure = true }, "never sent without TLS"},
+		{"tiny digest window", func(c *serveConfig) { c.SMTPDigestWindow = time.Millisecond }, "--smtp-digest-window 1ms is too short"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := defaultServeConfig()
+			c.Repo, c.PublicURL = "https://git.example/fleet.git", "https://gitfleet.example"
+			c.SMTPAddr, c.SMTPFrom, c.SMTPUsername, c.SMTPPasswordFile = "smtp.example.com:587", "gitfleet@fleet.example", "fleet", pwFile
+			tc.mod(&c)
+			if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
 }
