@@ -16,8 +16,8 @@ const (
 	// EventCommitLive: a commit went live (every go-live, a rewind to an
 	// older commit included).
 	EventCommitLive = "commit.live"
-	// EventCommitRefused: a commit failed validation, policy or the
-	// signature check; the previous commit stays live.
+	// EventCommitRefused: a commit failed validation or a deny policy;
+	// the previous commit stays live.
 	EventCommitRefused = "commit.refused"
 	// EventRolloutStarted: a rollout is new (or declared again after it
 	// was removed) and starts a generation.
@@ -30,29 +30,30 @@ const (
 	EventRolloutSettings = "rollout.settings"
 	// EventRolloutStopped: a rollout is no longer declared in Git.
 	EventRolloutStopped = "rollout.stopped"
-	// EventRolloutPhaseOpened: a phase of a rollout generation admits
-	// devices.
+	// EventRolloutPhaseOpened: a phase of a rollout generation admitted
+	// its first device.
 	EventRolloutPhaseOpened = "rollout.phase_opened"
-	// EventRolloutPhaseCompleted: a phase reached its size with its
-	// deployments finished.
+	// EventRolloutPhaseCompleted: a phase of a rollout generation
+	// completed (its devices finished; the next phase may open after the
+	// hold).
 	EventRolloutPhaseCompleted = "rollout.phase_completed"
-	// EventRolloutAwaitingApproval: the next phase requires approval
-	// (approvedPhases) before it opens.
+	// EventRolloutAwaitingApproval: a device would be admitted into a
+	// phase that requires approval and is not in approvedPhases.
 	EventRolloutAwaitingApproval = "rollout.awaiting_approval"
-	// EventRolloutPaused: a rollout waits (outside its maintenance
-	// windows, or holding between phases).
+	// EventRolloutPaused: a device asked for an update from a rollout
+	// that is paused (spec.paused): nobody new is admitted.
 	EventRolloutPaused = "rollout.paused"
 	// EventRolloutAborted: an abort criterion fired; the generation
 	// admits no one and devices roll back.
 	EventRolloutAborted = "rollout.aborted"
-	// EventRolloutCompleted: every phase of a generation completed.
+	// EventRolloutCompleted: the last phase of a generation completed.
 	EventRolloutCompleted = "rollout.completed"
 	// EventAlertRaised and EventAlertCleared: a MonitorCheck's alert
 	// opened or closed on a device.
 	EventAlertRaised  = "alert.raised"
 	EventAlertCleared = "alert.cleared"
 	// EventDevicePending: a device the live commit does not declare asked
-	// to authenticate.
+	// to authenticate for the first time (a new pending record).
 	EventDevicePending = "device.pending"
 )
 
