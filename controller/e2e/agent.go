@@ -38,6 +38,7 @@ import (
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/agent"
 	"github.com/gitfleet/gitfleet/device/sim"
 )
 
@@ -207,6 +208,9 @@ type AgentOptions struct {
 	Bootable func([]byte) bool
 	// UpdatePollSeconds; default 1.
 	UpdatePollSeconds int
+	// MonitorRoot is the directory the agent's monitoring checks see as
+	// "/"; default "/".
+	MonitorRoot string
 }
 
 // Agent is one simulated device running gitfleet-agent.
@@ -267,6 +271,11 @@ func NewAgent(t testing.TB, c *Controller, opts AgentOptions) *Agent {
 		Bootable:           opts.Bootable,
 		UpdatePollSeconds:  opts.UpdatePollSeconds,
 		Log:                logs,
+		Config: func(c *agent.Config) {
+			if opts.MonitorRoot != "" {
+				c.MonitorRoot = opts.MonitorRoot
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
