@@ -10,9 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +35,18 @@ const (
 // with (see startServe).
 const managementToken = "loadgen-token"
 
+// stormModes describes the connections of each -storm-mode.
+var stormModes = map[string]string{
+	"keepalive": "HTTP/1.1 kept alive",
+	"h2":        "HTTP/2",
+	"newconn":   "a new TLS connection per batch",
+}
+
 // stormResult is what the storm measured, from the devices' side.
 type stormResult struct {
 	devices, sent, acked int64
 	batches              int64
+	conns                int64 // connections dialled
 	tooMany              int64 // 429 answers, each retried
 	retried              int64 // other failed attempts (transport errors, 5xx), each retried
 	short                int64 // events in batches acknowledged below their last Seq
@@ -75,6 +85,7 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	}
 
 	// The baseline: polls without the storm.
+	loadBefore := loadAverage()
 	pollOpts := driveOptions{mode: "keepalive", target: "gitfleet", addr: srv.addr, ca: srv.pool,
 		clients: c.pollers, duration: c.duration, warmup: c.warmup, tokens: e.toks}
 	baseline, err := drive(ctx, pollOpts)
@@ -123,6 +134,7 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	}
 	during := p.r
 
+	loadAfter := loadAverage()
 	memAfter, err := usedMemory(ctx, raw)
 	if err != nil {
 		return err
@@ -138,8 +150,8 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	// Report.
 	fmt.Println()
 	fmt.Printf("gitfleet-loadgen alert storm report: %d devices declared in Git, %d MonitorChecks, %d CPUs\n", c.devices, c.checks, runtime.NumCPU())
-	fmt.Printf("storm: %d devices × %d alerts = %d alerts in %d batches of ≤ %d, from %d clients (HTTP/1.1 kept alive)\n",
-		storm.devices, c.alertsPerDevice, storm.sent, storm.batches, c.alertBatch, c.clients)
+	fmt.Printf("storm: %d devices × %d alerts = %d alerts in %d batches of ≤ %d, from %d clients (%s, %d connections)\n",
+		storm.devices, c.alertsPerDevice, storm.sent, storm.batches, c.alertBatch, c.clients, stormModes[c.stormMode], storm.conns)
 	fmt.Printf("  acknowledged %d of %d in %s: %.0f alerts/s (%.0f batches/s); per batch p50 %s, p99 %s\n",
 		storm.acked, storm.sent, storm.wall.Round(time.Millisecond), storm.rate(), float64(storm.batches)/storm.wall.Seconds(),
 		fmtDur(storm.p50), fmtDur(storm.p99))
@@ -169,7 +181,8 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	fmt.Printf("  baseline        %9.0f %9s %9s  (%s)\n", baseline.rate, fmtDur(baseline.p50), fmtDur(baseline.p99), baseline.measured.Round(time.Millisecond))
 	fmt.Printf("  during storm    %9.0f %9s %9s  (%s, %d polls, %d errors)\n", during.rate, fmtDur(during.p50), fmtDur(during.p99),
 		during.measured.Round(time.Millisecond), during.polls, during.errors)
-	fmt.Printf("gitfleet serve: RSS %d MiB (peak %d MiB)\n", rss>>20, peak>>20)
+	fmt.Printf("gitfleet serve: RSS %d MiB (peak %d MiB); load average %s before the baseline, %s after the storm\n",
+		rss>>20, peak>>20, loadBefore, loadAfter)
 	lost := storm.acked != storm.sent || storm.short > 0 || storeErr != nil || stored.alerts != storm.sent
 	fmt.Printf("goals: ≥ %d alerts/s: %s; poll p99 < %s during the storm: %s; every alert recorded: %s\n",
 		goalAlertRate, verdict(storm.rate() >= goalAlertRate), fmtDur(goalStormP99), verdict(during.p99 < goalStormP99), verdict(!lost))
@@ -177,6 +190,16 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 		return errors.New("alerts were lost or could not be verified (see above)")
 	}
 	return nil
+}
+
+// loadAverage is the machine's 1-minute load average (other work on a
+// shared machine skews the figures), or "?".
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func verdict(ok bool) string {
@@ -192,7 +215,7 @@ func verdict(ok bool) string {
 func runStorm(ctx context.Context, c config, e *env) (stormResult, error) {
 	f := e.fleet
 	var dials atomic.Int64
-	tr := transport(driveOptions{mode: "keepalive", ca: e.srv.pool, clients: c.clients}, &dials)
+	tr := transport(driveOptions{mode: c.stormMode, ca: e.srv.pool, clients: c.clients}, &dials)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	endpoint := "https://" + e.srv.addr + monitor.AlertsPath
@@ -288,6 +311,7 @@ func runStorm(ctx context.Context, c config, e *env) (stormResult, error) {
 		return res, fmt.Errorf("alert storm: %w", firstErr)
 	}
 	res.acked, res.tooMany, res.retried, res.short = acked.Load(), tooMany.Load(), retried.Load(), short.Load()
+	res.conns = dials.Load()
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		res.p50, res.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]

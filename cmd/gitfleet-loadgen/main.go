@@ -78,7 +78,8 @@
 //     devicemonitor/alerts in batches of -alert-batch events (default 10:
 //     one request per device, within the per-device rate limit), its
 //     batches in order, from -clients concurrent clients as fast as the
-//     controller answers; a 429 is retried after its Retry-After, a
+//     controller answers, over kept-alive HTTP/1.1 connections (-storm-mode
+//     h2, or newconn for a TLS handshake per batch); a 429 is retried after its Retry-After, a
 //     transport error or 5xx up to 5 times. The pollers poll throughout;
 //  4. checks that every alert was acknowledged (AlertAck.Seq of each
 //     batch at least its last Seq) and recorded: the store's ListAlerts
@@ -90,6 +91,8 @@
 //     the polls' p50/p99 during the storm beside the baseline, with the
 //     goals: at least 5,000 alerts/s, poll p99 under 20 ms during the
 //     storm, and no alert lost. It exits 1 if an alert was lost.
+//
+// For example:
 //
 //	go run ./cmd/gitfleet-loadgen -alerts
 //	go run ./cmd/gitfleet-loadgen -alerts -devices 1000 -alerts-per-device 50 -alert-batch 5
@@ -130,6 +133,7 @@ type config struct {
 	alertBatch      int
 	checks          int
 	pollers         int
+	stormMode       string
 }
 
 func main() {
@@ -157,6 +161,7 @@ func main() {
 	flag.IntVar(&c.alertsPerDevice, "alerts-per-device", 10, "-alerts: alerts each device raises in the storm, each for a distinct check and key")
 	flag.IntVar(&c.alertBatch, "alert-batch", 10, "-alerts: events per POST devicemonitor/alerts (at most monitor.MaxBatch)")
 	flag.IntVar(&c.checks, "checks", 10, "-alerts: MonitorChecks declared in the fleet repository (target all, a log probe each)")
+	flag.StringVar(&c.stormMode, "storm-mode", "keepalive", "-alerts: the storm's connections: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per batch, as devices that each connect once)")
 	flag.IntVar(&c.pollers, "pollers", 8, "-alerts: concurrent clients polling deployments/next during the baseline and the storm")
 	flag.Parse()
 	if c.alerts {
@@ -167,6 +172,10 @@ func main() {
 		}
 		if !set["compare-devices"] {
 			c.compareDevices = 0
+		}
+		if stormModes[c.stormMode] == "" {
+			fmt.Fprintf(os.Stderr, "gitfleet-loadgen: -storm-mode %q: give keepalive, h2 or newconn\n", c.stormMode)
+			os.Exit(2)
 		}
 		if c.alertsPerDevice < 1 || c.alertsPerDevice > store.MaxAlertsPerDevice || c.alertBatch < 1 || c.alertBatch > monitor.MaxBatch ||
 			c.checks < 1 || c.pollers < 1 {
