@@ -123,7 +123,9 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 		<-polled
 		return ctx.Err()
 	}
+	serveCPU0, redisCPU0 := cpuTime(srv.proc.Process.Pid), cpuTime(e.rd.proc.Process.Pid)
 	storm, stormErr := runStorm(ctx, c, e)
+	serveCPU, redisCPU := cpuTime(srv.proc.Process.Pid)-serveCPU0, cpuTime(e.rd.proc.Process.Pid)-redisCPU0
 	close(stop)
 	p := <-polled
 	if stormErr != nil {
@@ -174,6 +176,9 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	} else {
 		fmt.Printf("  management API: %s\n", mgmt)
 	}
+	fmt.Printf("  CPU during the storm (polls included): gitfleet serve %s (%.0f µs per alert), redis-server %s (%.0f µs per alert)\n",
+		serveCPU.Round(time.Millisecond), float64(serveCPU.Microseconds())/float64(max(storm.acked, 1)),
+		redisCPU.Round(time.Millisecond), float64(redisCPU.Microseconds())/float64(max(storm.acked, 1)))
 	fmt.Printf("  Redis: used_memory +%d MiB (%.0f B per alert), keys +%d, commands per batch: %s\n",
 		(memAfter-memBefore)>>20, float64(memAfter-memBefore)/float64(max(storm.acked, 1)), keysAfter-keysBefore,
 		perPollStats(cmdBefore, cmdAfter, storm.batches))
@@ -191,6 +196,28 @@ func runAlerts(ctx context.Context, c config, e *env) error {
 	}
 	return nil
 }
+
+// cpuTime is the user and system CPU time a process has used so far
+// (/proc/PID/stat), or 0.
+func cpuTime(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command (which may hold spaces) in parentheses.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
 
 // loadAverage is the machine's 1-minute load average (other work on a
 // shared machine skews the figures), or "?".

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -52,5 +53,25 @@ func TestStormEventsAreDistinctAndValid(t *testing.T) {
 	}
 	if events[0].Seq != 1 {
 		t.Fatalf("first Seq %d, want 1", events[0].Seq)
+	}
+}
+
+// cpuTime reads this process's CPU time from /proc, and it grows as the
+// process works.
+func TestCPUTimeGrows(t *testing.T) {
+	before := cpuTime(os.Getpid())
+	deadline := time.Now().Add(30 * time.Second)
+	x := 0
+	for cpuTime(os.Getpid()) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("cpuTime stays at %s while the process computes", before)
+		}
+		for i := range 1_000_000 {
+			x ^= i
+		}
+	}
+	_ = x
+	if cpuTime(-1) != 0 {
+		t.Fatal("cpuTime of no process is not 0")
 	}
 }
