@@ -1,18 +1,25 @@
 package e2e
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -187,6 +194,11 @@ func awaitChecksApplied(t *testing.T, a *Agent, names ...string) {
 // aborts it on the replica the device talks to, seen by the other; a
 // failed deployment raises the failedDeployments check.
 func TestMonitoringEndToEnd(t *testing.T) {
+	// A webhook receiver both replicas notify (HMAC-checked); the
+	// controllers trust its certificate through SSL_CERT_FILE.
+	hooks := startHookReceiver(t, "e2e-hook-secret")
+	t.Setenv("SSL_CERT_FILE", hooks.caFile)
+	t.Setenv("GF_E2E_HOOK_SECRET", "e2e-hook-secret")
 	releasePriv, releasePub := generateKey(t)
 	storeDir := filepath.Join(t.TempDir(), "artifacts")
 	env, a := agentFleet(t, storeDir, map[string][]byte{"release": releasePub})
@@ -207,7 +219,16 @@ func TestMonitoringEndToEnd(t *testing.T) {
 	watchRoot, rollRoot := newMonitorRoot(t), newMonitorRoot(t)
 	watch := NewAgent(t, a, AgentOptions{Name: "dev-watch", Image: initial, ArtifactName: "rel-1", VerifyKeys: [][]byte{releasePub}, MonitorRoot: watchRoot.dir})
 	roll := NewAgent(t, b, AgentOptions{Name: "dev-roll", Image: initial, ArtifactName: "rel-1", VerifyKeys: [][]byte{releasePub}, MonitorRoot: rollRoot.dir})
-	sha := env.CommitAndServe(a, merge(watch.Manifest(), roll.Manifest(), monitorChecks(svcName, rstName)), "declare devices and checks")
+	notification := map[string]string{"notifications/ops.yaml": `apiVersion: gitfleet.io/v1
+kind: Notification
+metadata: {name: ops}
+spec:
+  webhook:
+    url: ` + hooks.url + `
+    secret: {env: GF_E2E_HOOK_SECRET}
+  events: [alert.raised, alert.cleared, rollout.aborted]
+`}
+	sha := env.CommitAndServe(a, merge(watch.Manifest(), roll.Manifest(), monitorChecks(svcName, rstName), notification), "declare devices, checks and notifications")
 	b.AwaitServing(sha)
 	for _, d := range []*Agent{watch, roll} {
 		if err := d.Start(); err != nil {
@@ -306,7 +327,12 @@ func TestMonitoringEndToEnd(t *testing.T) {
 			t.Errorf("dev-roll raised %s: %+v", check, as)
 		}
 	}
-	t.Logf("nine probes fired on dev-watch; one alert each on both replicas")
+	// Each was notified once, by whichever replica recorded it.
+	for _, w := range want {
+		al := seen[w.check]
+		hooks.await(t, "alert.raised dev-watch "+w.check+" "+al.Key, 1)
+	}
+	t.Logf("nine probes fired on dev-watch; one alert each on both replicas, notified once")
 
 	// Expiry clears the log alert (expiry 4s, no new match).
 	a.AwaitAlert("dev-watch", "app-errors", "", "expired", func(al store.Alert) bool {
@@ -371,6 +397,11 @@ spec:
 		t.Errorf("abort reason %q does not name the alert, the device and its evidence", reason)
 	}
 	a.AwaitEvent("rollout.aborted", "app")
+	hooks.await(t, "rollout.aborted   ", 1)
+	hooks.await(t, "alert.cleared dev-watch app-errors match", 1)
+	if bad := hooks.badSignatures.Load(); bad != 0 {
+		t.Errorf("%d webhook deliveries with a bad signature", bad)
+	}
 
 	// A failed deployment on dev-watch raises "failed".
 	sha = env.CommitAndServe(a, merge(ArtifactManifest(sick, "3", "release"), RolloutManifest("sick", sick.Name, []string{"dev-watch"}, false)), "roll out the unhealthy rel-3")
@@ -381,5 +412,87 @@ spec:
 	al := a.AwaitAlert("dev-watch", "failed", "", "open", isOpen)
 	if !strings.Contains(al.Evidence, "rel-3") {
 		t.Errorf("failed deployment alert %+v does not name rel-3", al)
+	}
+}
+
+// hookReceiver is an HTTPS webhook receiver that checks each delivery's
+// HMAC signature and counts distinct deliveries by "event device check
+// key".
+type hookReceiver struct {
+	url, caFile   string
+	secret        string
+	mu            sync.Mutex
+	byKey         map[string]map[string]bool // key → delivery IDs
+	posts         map[string]int             // key → requests
+	badSignatures atomic.Int64
+}
+
+func startHookReceiver(t *testing.T, secret string) *hookReceiver {
+	t.Helper()
+	h := &hookReceiver{secret: secret, byKey: map[string]map[string]bool{}, posts: map[string]int{}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		mac := hmac.New(sha256.New, []byte(h.secret))
+		fmt.Fprintf(mac, "%s\n%s\n", r.Header.Get("X-Gitfleet-Timestamp"), r.Header.Get("X-Gitfleet-Delivery"))
+		mac.Write(body)
+		if !hmac.Equal([]byte("sha256="+hex.EncodeToString(mac.Sum(nil))), []byte(r.Header.Get("X-Gitfleet-Signature"))) {
+			h.badSignatures.Add(1)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var ev struct {
+			ID, Event, Device, Check string
+			Details                  map[string]string
+		}
+		if err := json.Unmarshal(body, &ev); err != nil || ev.ID != r.Header.Get("X-Gitfleet-Delivery") {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		key := ev.Event + " " + ev.Device + " " + ev.Check + " " + ev.Details["key"]
+		h.mu.Lock()
+		if h.byKey[key] == nil {
+			h.byKey[key] = map[string]bool{}
+		}
+		h.byKey[key][ev.ID] = true
+		h.posts[key]++
+		h.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL + "/hook"
+	h.caFile = filepath.Join(t.TempDir(), "hook-ca.pem")
+	writeFile(t, h.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	return h
+}
+
+// await waits until key has n distinct deliveries and checks that each
+// came once: the receiver accepts every request, so nothing is retried,
+// and a second replica announcing the same alert (same delivery ID)
+// would show as a second request.
+func (h *hookReceiver) await(t *testing.T, key string, n int) {
+	t.Helper()
+	count := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.byKey[key])
+	}
+	deadline := time.Now().Add(Deadline)
+	for count() < n {
+		if time.Now().After(deadline) {
+			h.mu.Lock()
+			var keys []string
+			for k, ids := range h.byKey {
+				keys = append(keys, fmt.Sprintf("%s ×%d", k, len(ids)))
+			}
+			h.mu.Unlock()
+			t.Fatalf("webhook: %d deliveries of %q within %s, want %d; got:\n%s", count(), key, Deadline, n, strings.Join(keys, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.mu.Lock()
+	posts := h.posts[key]
+	h.mu.Unlock()
+	if got := count(); got != n || posts != n {
+		t.Errorf("webhook: %d distinct deliveries of %q in %d requests, want %d", got, key, posts, n)
 	}
 }
