@@ -689,6 +689,12 @@ func (e AlertEvent) Apply(device string, a Alert) (Alert, bool) {
 		}
 		a.State, a.Closing, a.Closed, a.Flapping = AlertClosed, e.Kind, e.Time, false
 	case AlertFlapping:
+		if a.State != AlertOpen && a.State != AlertClosed {
+			// Nothing was ever raised (or the check is in error): there
+			// is no alert to damp.
+			a.Seq = e.Seq
+			return a, false
+		}
 		a.Flapping = true
 	case AlertCheckError:
 		a.State, a.Evidence = AlertError, truncateEvidence(e.Evidence)
