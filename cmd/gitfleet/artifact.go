@@ -566,6 +566,8 @@ type writeOptions struct {
 	depends        []string
 	clearsProvides []string
 	metaData       string
+	expectRoot     string
+	expect         []string
 	providesGroup  string
 	dependsGroups  []string
 	nameDepends    []string
@@ -603,10 +605,12 @@ when complete.
 	if module {
 		f.StringVarP(&o.moduleType, "type", "T", "", "payload `TYPE`: the name of the update module (required)")
 		f.StringArrayVarP(&o.files, "file", "f", nil, "payload `FILE`; repeat for several")
-		f.StringVarP(&o.metaData, "meta-data", "m", "", "JSON `FILE` with the payload's meta-data (an object)")
 	} else {
 		f.StringArrayVarP(&o.files, "file", "f", nil, "the root filesystem image `FILE` (required, exactly one)")
 	}
+	f.StringVarP(&o.metaData, "meta-data", "m", "", "JSON `FILE` with the payload's meta-data (an object)")
+	f.StringArrayVar(&o.expect, "expect", nil, "absolute `PATH` (as on the device) of a file the new software changes and fileChange checks watch: its sha256, read under --expect-root, goes into the meta-data so the agent takes it as the new baseline instead of alerting; repeatable")
+	f.StringVar(&o.expectRoot, "expect-root", "", "`DIR` holding the root filesystem tree the image is built from, where --expect files are read")
 	f.StringVarP(&o.output, "output-path", "o", "", "artifact `FILE` to write (default NAME.mender)")
 	f.StringVarP(&o.key, "key", "k", "", "private key `PEM` file (PKCS#8, SEC1 or PKCS#1) to sign the artifact with")
 	f.StringArrayVarP(&o.provides, "provides", "p", nil, "`KEY:VALUE` added to the payload's artifact_provides; repeatable")
@@ -764,6 +768,25 @@ func (o *writeOptions) spec() (artifact.Spec, int64, error) {
 			errs = append(errs, err)
 		}
 		metaData = md
+	}
+	switch {
+	case len(o.expect) > 0 && o.expectRoot == "":
+		bad("--expect needs --expect-root: the directory holding the root filesystem tree the files are read from")
+	case len(o.expect) == 0 && o.expectRoot != "":
+		bad("--expect-root without --expect: name the files the new software changes with --expect PATH")
+	case len(o.expect) > 0:
+		digests, err := artifact.ExpectedDigests(o.expectRoot, o.expect)
+		if err != nil {
+			bad("--expect: %v", err)
+			break
+		}
+		if _, dup := metaData[artifact.ExpectedDigestsKey]; dup {
+			bad("--expect and the -m/--meta-data file both set %q: use one of them", artifact.ExpectedDigestsKey)
+		}
+		if metaData == nil {
+			metaData = map[string]any{}
+		}
+		metaData[artifact.ExpectedDigestsKey] = digests
 	}
 	scriptNames := map[string]bool{}
 	for _, path := range o.scripts {

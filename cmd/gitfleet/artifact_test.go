@@ -3,6 +3,8 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -470,6 +473,23 @@ func TestWriteFlags(t *testing.T) {
 	if p["clears_provides"] != nil || p["provides"].(map[string]any)["rootfs-image.version"] != "os-1" {
 		t.Errorf("rootfs-image payload: %v", p)
 	}
+
+	// --expect: the digests of files the new image changes, read from the
+	// tree it is built from, in the meta-data the agent hands to its
+	// monitoring.
+	tree := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(filepath.Join(tree, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(tree, "etc", "app.conf"), []byte("level = debug\n"))
+	mustGitfleet(t, "artifact", "write", "rootfs-image", "-n", "os-2", "-t", "pi4", "-f", img,
+		"--expect-root", tree, "--expect", "/etc/app.conf", "-m", meta)
+	p = readJSON(t, "os-2.mender")["payloads"].([]any)[0].(map[string]any)
+	md, _ := p["meta_data"].(map[string]any)
+	sum := sha256.Sum256([]byte("level = debug\n"))
+	if want := map[string]any{"/etc/app.conf": "sha256:" + hex.EncodeToString(sum[:])}; !cmp.Equal(md[artifact.ExpectedDigestsKey], want) || md["service"] != "app" {
+		t.Errorf("rootfs-image meta-data %v, want %s %v and the -m file's keys", md, artifact.ExpectedDigestsKey, want)
+	}
 }
 
 // TestWriteErrors checks bad flags give one clear error each, exit 2, and
@@ -505,6 +525,10 @@ func TestWriteErrors(t *testing.T) {
 		{"public key to sign", append(base, "-f", img, "-k", keys["ed25519"].pub), []string{"-k/--key", "public key; signing needs the private key"}, 2},
 		{"meta-data not object", append(module, "-T", "x", "-f", img, "-m", notObject), []string{"-m/--meta-data", "must be a JSON object", "an array"}, 2},
 		{"meta-data not JSON", append(module, "-T", "x", "-f", img, "-m", img), []string{"-m/--meta-data", "not valid JSON"}, 2},
+		{"expect without root", append(base, "-f", img, "--expect", "/etc/passwd"), []string{"--expect needs --expect-root"}, 2},
+		{"expect root without files", append(base, "-f", img, "--expect-root", dir), []string{"--expect-root without --expect"}, 2},
+		{"expect relative path", append(base, "-f", img, "--expect-root", dir, "--expect", "etc/passwd"), []string{"--expect", "not a clean absolute path"}, 2},
+		{"expect missing file", append(base, "-f", img, "--expect-root", dir, "--expect", "/etc/nope"), []string{"--expect", "/etc/nope", "no such file"}, 2},
 		{"positional argument", append(base, img), []string{"unexpected argument", "-f/--file"}, 2},
 		{"unknown flag", append(base, "--bogus"), []string{"unknown flag: --bogus"}, 2},
 		{"bad script name", append(base, "-f", img, "-s", badScript), []string{`state script "install.sh"`}, 1},

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/device/atomicfile"
 	"github.com/gitfleet/gitfleet/device/monitor"
 )
@@ -40,7 +41,7 @@ const (
 // installs such an artifact the agent hands them to Monitor.Expect, so a
 // fileChange check takes them as its new baseline instead of raising an
 // alert.
-const ExpectedDigestsKey = "gitfleet.expected-digests"
+const ExpectedDigestsKey = artifact.ExpectedDigestsKey
 
 // Bounds of the monitoring delivery and history.
 const (
