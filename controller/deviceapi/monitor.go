@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -323,48 +324,62 @@ func (a *API) alerts(c *echo.Context) error {
 	for _, e := range events {
 		kinds[e.Seq] = e.Kind
 	}
+	var plan Planner
+	if len(changed) > 0 {
+		if plan, err = a.planFor(ctx, s.snap); err != nil {
+			a.log.Error("alerts not counted against rollouts: no rollout plan", "device", name, "err", err)
+		}
+	}
+	var raised, closed, errs int
 	for _, al := range changed {
-		a.announceAlert(ctx, s.snap, al, kinds[al.Seq])
+		kind := kinds[al.Seq]
+		switch kind {
+		case store.AlertRaised:
+			raised++
+		case store.AlertCleared, store.AlertExpired, store.AlertCheckOK:
+			closed++
+		case store.AlertCheckError:
+			errs++
+		}
+		a.announceAlert(ctx, s.snap, al, kind, plan)
+	}
+	if raised+closed+errs > 0 {
+		a.log.Info("alerts recorded", "device", name, "raised", raised, "closed", closed, "check_errors", errs,
+			"first_check", changed[0].Check, "first_evidence", truncate(changed[0].Evidence, 200))
 	}
 	return c.JSON(http.StatusOK, monitor.AlertAck{Seq: last})
 }
 
 // announceAlert carries out what one changed alert record means (kind is
-// the event that changed it): a log line, a notification when it was
-// raised or closed, and the abort criteria of the rollouts that admitted
-// the device.
-func (a *API) announceAlert(ctx context.Context, snap *reconcile.Snapshot, al store.Alert, kind string) {
-	log := a.log.With("device", al.Device, "check", al.Check, "key", al.Key, "severity", al.Severity)
+// the event that changed it): a notification when it was raised or
+// closed, and the abort criteria of the rollouts that admitted the device.
+// The record itself is what operators read (gitfleet alerts), so each one
+// is logged at debug level only; alerts logs one line per batch.
+func (a *API) announceAlert(ctx context.Context, snap *reconcile.Snapshot, al store.Alert, kind string, plan Planner) {
 	var event string
 	switch kind {
 	case store.AlertRaised:
 		event = schema.EventAlertRaised
-		log.Warn("alert raised", "evidence", al.Evidence, "count", al.Count)
 	case store.AlertCleared, store.AlertExpired:
 		event = schema.EventAlertCleared
-		log.Info("alert closed", "as", kind)
-	case store.AlertFlapping:
-		log.Warn("alert flapping; the device damps its changes until it is stable")
-	case store.AlertCheckError:
-		log.Warn("monitor check cannot run on the device", "error", al.Evidence)
-		return
-	default:
-		return
 	}
-	if event != "" && a.opts.Notify != nil {
-		a.opts.Notify(ctx, al, event)
+	if a.log.Enabled(ctx, slog.LevelDebug) {
+		a.log.Debug("alert record changed", "device", al.Device, "check", al.Check, "key", al.Key, "severity", al.Severity,
+			"event", kind, "state", al.State, "evidence", al.Evidence, "count", al.Count, "flapping", al.Flapping)
 	}
 	if event == "" {
 		return
 	}
-	plan, err := a.planFor(ctx, snap)
-	if err != nil {
-		log.Error("alert not counted against rollouts: no rollout plan", "err", err)
+	if a.opts.Notify != nil {
+		a.opts.Notify(ctx, al, event)
+	}
+	if plan == nil {
 		return
 	}
 	for _, g := range plan.WatchedBy(al.Check) {
 		if err := a.countAlert(ctx, snap, plan, g, al); err != nil {
-			log.Error("alert not counted against rollout", "rollout", g.Rollout, "generation", g.Generation, "err", err)
+			a.log.Error("alert not counted against rollout", "device", al.Device, "check", al.Check,
+				"rollout", g.Rollout, "generation", g.Generation, "err", err)
 		}
 	}
 }
