@@ -145,3 +145,72 @@ func SamplePeakRSS(pid int, every time.Duration) (stop func() int64) {
 		return <-result
 	}
 }
+
+// TreeUsage is what the kernel accounts to a process and its live
+// descendants (the commands a daemon keeps running, such as the
+// "@command" sources of log checks, and their own children).
+type TreeUsage struct {
+	// CPU is user + system time of every process in the tree, each with
+	// the children it has waited for (cutime, cstime): the whole tree's
+	// CPU since each process started, less only descendants reaped by
+	// something outside the tree.
+	CPU time.Duration
+	// Own is the root process's share of CPU: itself and the children it
+	// waited for.
+	Own ProcUsage
+	// DescendantRSS is the VmRSS of the live descendants, summed, bytes.
+	DescendantRSS int64
+	// Descendants counts the live descendants.
+	Descendants int
+}
+
+// ReadTreeUsage reads the usage of the live process pid and its live
+// descendants, found by their parent PIDs in /proc/*/stat.
+func ReadTreeUsage(pid int) (TreeUsage, error) {
+	own, err := ReadProcUsage(pid)
+	if err != nil {
+		return TreeUsage{}, err
+	}
+	u := TreeUsage{CPU: own.CPU, Own: own}
+	children := map[int][]int{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return u, err
+	}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:]) // f[1] is field 4 (ppid)
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], p)
+		}
+	}
+	queue := append([]int(nil), children[pid]...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		d, err := ReadProcUsage(p)
+		if err != nil {
+			continue // exited meanwhile: its time is now its parent's
+		}
+		u.CPU += d.CPU
+		u.DescendantRSS += d.RSS
+		u.Descendants++
+		queue = append(queue, children[p]...)
+	}
+	return u, nil
+}

@@ -66,7 +66,7 @@ func (r *monitorRoot) appendLine(p, line string) {
 
 // namedProcess runs a copy of sleep under name (its comm) until the test
 // ends; it is stopped by its PID.
-func namedProcess(t *testing.T, name string) *exec.Cmd {
+func namedProcess(t testing.TB, name string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
 	sleep, err := exec.LookPath("sleep")
@@ -159,7 +159,7 @@ spec:
 
 // awaitChecksApplied waits until the agent has applied the checks and its
 // monitor has taken a baseline of each (its state file names them all).
-func awaitChecksApplied(t *testing.T, a *Agent, names ...string) {
+func awaitChecksApplied(t testing.TB, a *Agent, names ...string) {
 	t.Helper()
 	deadline := time.Now().Add(Deadline)
 	for {
