@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,6 +111,12 @@ type Options struct {
 	// Defaults DefaultAlertRate and DefaultAlertBurst.
 	AlertRate  rate.Limit
 	AlertBurst int
+	// AlertConcurrency bounds the alert batches processed at once; more
+	// wait (at most AlertWait, default 5s, then 503 with Retry-After), so
+	// that an alert storm leaves the CPU to deployment polls. Default
+	// twice GOMAXPROCS, at least 2.
+	AlertConcurrency int
+	AlertWait        time.Duration
 	// Notify, when set, announces an alert record that opened
 	// (schema.EventAlertRaised) or closed (schema.EventAlertCleared). It
 	// is called once per change, by the replica that recorded it, and
@@ -134,6 +141,7 @@ type API struct {
 	unknown  *limiter // auth requests of devices not accepted, per source
 	logs     *limiter // log uploads, per device
 	alertLim *limiter // alert batches, per device
+	alertSem chan struct{}
 	fullLog  everyInterval
 	clashLog everyInterval
 	dropLog  everyInterval
@@ -194,9 +202,15 @@ func New(opts Options) (*API, error) {
 	if opts.AlertBurst <= 0 {
 		opts.AlertBurst = DefaultAlertBurst
 	}
+	if opts.AlertWait <= 0 {
+		opts.AlertWait = 5 * time.Second
+	}
+	if opts.AlertConcurrency <= 0 {
+		opts.AlertConcurrency = max(2, 2*runtime.GOMAXPROCS(0))
+	}
 	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey,
 		unknown: newLimiter(opts.UnknownRate, opts.UnknownBurst), logs: newLimiter(opts.LogRate, opts.LogBurst),
-		alertLim: newLimiter(opts.AlertRate, opts.AlertBurst)}
+		alertLim: newLimiter(opts.AlertRate, opts.AlertBurst), alertSem: make(chan struct{}, opts.AlertConcurrency)}
 	return a, nil
 }
 

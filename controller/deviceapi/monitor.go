@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
@@ -285,6 +286,19 @@ func (a *API) alerts(c *echo.Context) error {
 	body, err := readBody(c, maxAlertBody)
 	if err != nil {
 		return err
+	}
+	// The body is read before a slot is taken: a slow sender holds none.
+	wait := time.NewTimer(a.opts.AlertWait)
+	select {
+	case a.alertSem <- struct{}{}:
+		wait.Stop()
+		defer func() { <-a.alertSem }()
+	case <-wait.C:
+		c.Response().Header().Set("Retry-After", "5")
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "the controller is busy recording alerts; send the batch again later")
+	case <-ctx.Done():
+		wait.Stop()
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "request canceled")
 	}
 	var batch monitor.AlertBatch
 	dec := json.NewDecoder(bytes.NewReader(body))

@@ -428,3 +428,45 @@ func TestMonitorCheckEveryProbe(t *testing.T) {
 		}
 	}
 }
+
+// blockingAlerts holds RecordAlerts until release is closed.
+type blockingAlerts struct {
+	*countingStore
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingAlerts) RecordAlerts(ctx context.Context, device string, events []store.AlertEvent) ([]store.Alert, uint64, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.countingStore.RecordAlerts(ctx, device, events)
+}
+
+// Past AlertConcurrency batches in progress, a batch waits AlertWait and
+// is answered 503 with Retry-After, recording nothing; the one in progress
+// completes.
+func TestMonitorAlertsConcurrencyBound(t *testing.T) {
+	e := newMonitorEnv(t)
+	blk := &blockingAlerts{countingStore: e.seen, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e.api.opts.Store = blk
+	e.api.opts.AlertWait = 100 * time.Millisecond
+	e.api.alertSem = make(chan struct{}, 1)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := e.send(0, raised(1, "app-errors", "", "ERROR first"))
+		done <- code
+	}()
+	<-blk.entered
+	body, _ := json.Marshal(monitor.AlertBatch{Events: []monitor.Event{raised(1, "app-errors", "", "ERROR second")}})
+	code, resp, h := e.do(http.MethodPost, alertsPath, e.devs[1].token, body, nil)
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+		t.Errorf("second batch while the first holds the only slot: %d %s (Retry-After %q), want 503 with Retry-After", code, resp, h.Get("Retry-After"))
+	}
+	close(blk.release)
+	if code := <-done; code != http.StatusOK {
+		t.Errorf("first batch: %d", code)
+	}
+	if as := e.alerts(store.AlertFilter{}); len(as) != 1 || as[0].Device != "dev-0" {
+		t.Errorf("recorded %+v, want only dev-0's", as)
+	}
+}
