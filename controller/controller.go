@@ -17,8 +17,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -418,22 +416,7 @@ type deviceNames struct {
 // is built once per Snapshot, by the first download that needs it.
 func (c *Controller) deviceDeclared(name string) bool {
 	snap := c.rec.Live()
-	if snap == nil || snap.Fleet == nil {
-		return false
-	}
-	idx := c.names.Load()
-	if idx == nil || idx.snap != snap {
-		devs := snap.Fleet.Devices
-		idx = &deviceNames{snap: snap, order: make([]int32, len(devs))}
-		for i := range idx.order {
-			idx.order[i] = int32(i)
-		}
-		slices.SortFunc(idx.order, func(a, b int32) int { return strings.Compare(devs[a].Name, devs[b].Name) })
-		c.names.Store(idx)
-	}
-	devs := snap.Fleet.Devices
-	_, found := slices.BinarySearchFunc(idx.order, name, func(i int32, name string) int { return strings.Compare(devs[i].Name, name) })
-	return found
+	return snap != nil && snap.Fleet != nil && c.declaredDevice(snap, name) != nil
 }
 
 // CheckPublicURL checks a public URL: what devices reach the controller
