@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -84,7 +83,7 @@ Talks to the controller's management API: --server (or GITFLEET_SERVER) and
 		},
 	}
 	f := cmd.Flags()
-	mc.flags(cmd)
+	mc.flags(cmd.Flags())
 	f.StringVar(&check, "check", "", "only alerts of this MonitorCheck")
 	f.StringVar(&device, "device", "", "only alerts of this Device (its manifest name)")
 	f.StringVar(&group, "group", "", "only alerts of the devices of this DeviceGroup")
@@ -95,15 +94,6 @@ Talks to the controller's management API: --server (or GITFLEET_SERVER) and
 	f.IntVar(&limit, "limit", 100, "list at most this many (1…1000)")
 	f.BoolVar(&asJSON, "json", false, "print the alert records as JSON, as the management API returns them")
 	return cmd
-}
-
-// flags adds the management API connection flags (--server, --token,
-// --ca-cert) to cmd, with their environment defaults.
-func (m *mgmtClient) flags(cmd *cobra.Command) {
-	f := cmd.Flags()
-	f.StringVar(&m.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
-	f.StringVar(&m.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
-	f.StringVar(&m.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
 }
 
 // maxEvidenceCell is how much of an alert's evidence the table shows, in

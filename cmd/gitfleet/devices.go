@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -41,10 +42,7 @@ requests that came with another key than the one bound to their device.
 Both talk to the controller's management API: --server (or GITFLEET_SERVER)
 and --token (or GITFLEET_TOKEN, the controller's --management-token).`,
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&mc.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
-	pf.StringVar(&mc.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
-	pf.StringVar(&mc.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
+	mc.flags(cmd.PersistentFlags())
 	cmd.AddCommand(newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc), newDevicesConflictsCmd(&mc))
 	return cmd
 }
@@ -341,4 +339,12 @@ func listing[T any](cmd *cobra.Command, mc *mgmtClient, path, key string, asJSON
 		fmt.Fprintln(tw, row(it))
 	}
 	return len(items), tw.Flush()
+}
+
+// flags adds the management API connection flags (--server, --token,
+// --ca-cert) to f, with their environment defaults.
+func (m *mgmtClient) flags(f *pflag.FlagSet) {
+	f.StringVar(&m.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
+	f.StringVar(&m.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
+	f.StringVar(&m.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
 }
