@@ -26,9 +26,10 @@ type MonitorCheckSpec struct {
 
 	Severity Severity `json:"severity,omitempty"` // default warning
 
-	// Expiry clears a raised alert after this long if the check does not
-	// fire again; zero means it stays raised until it clears by itself
-	// (a service running again, say).
+	// Expiry closes a raised alert after this long (default 48h) unless
+	// it cleared by itself before (a service running again, say). An
+	// expired condition that persists stays quiet until it recovers, or,
+	// for fileChange, until the file changes again.
 	Expiry Duration `json:"expiry,omitzero"`
 
 	// Interval is how often the probe scans (at least 1s); zero means
@@ -124,7 +125,7 @@ type ProcessRestartProbe struct {
 }
 
 // A TrafficProbe fires when more than MaxBytes cross Interface (both
-// directions) within Window (default 1m).
+// directions) within Window (default 1h).
 type TrafficProbe struct {
 	Interface string   `json:"interface"`
 	MaxBytes  int64    `json:"maxBytes"`

@@ -2,6 +2,7 @@ package deviceapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -165,7 +166,7 @@ func MonitorCheck(mc *schema.MonitorCheck) (monitor.Check, error) {
 	s := &mc.Spec
 	c := monitor.Check{
 		Name:     mc.Name,
-		Severity: monitor.Severity(s.Severity),
+		Severity: monitor.Severity(cmp.Or(s.Severity, schema.SeverityWarning)),
 		Expiry:   s.Expiry.Duration,
 		Interval: s.Interval.Duration,
 	}

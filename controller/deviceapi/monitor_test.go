@@ -423,7 +423,7 @@ func TestMonitorCheckEveryProbe(t *testing.T) {
 		b, _ := json.Marshal(c)
 		var fields map[string]json.RawMessage
 		_ = json.Unmarshal(b, &fields)
-		if _, ok := fields[probe]; !ok || c.Interval != 2*time.Minute {
+		if _, ok := fields[probe]; !ok || c.Interval != 2*time.Minute || c.Severity != monitor.Warning {
 			t.Errorf("%s became %s", probe, b)
 		}
 	}

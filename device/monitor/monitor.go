@@ -114,6 +114,7 @@ type alertState struct {
 	Notified bool        `json:"notified"` // the state last notified was open
 	Changes  []time.Time `json:"changes,omitempty"`
 	Flapping bool        `json:"flapping,omitempty"`
+	Ident    string      `json:"ident,omitempty"` // observation.ident when raised
 }
 
 // New returns a Monitor, loading the state file when there is one.
@@ -363,6 +364,10 @@ type observation struct {
 	key      string
 	evidence string
 	event    bool
+	// ident names the condition itself (a file's new digest): a
+	// condition that expired while it persisted is raised again when its
+	// ident changes. Empty: it stays quiet until it recovers.
+	ident string
 }
 
 func (m *Monitor) observeLocked(c Check, cs *checkState, obs []observation, complete bool, now time.Time) {
@@ -381,11 +386,11 @@ func (m *Monitor) observeLocked(c Check, cs *checkState, obs []observation, comp
 			cs.Alerts[o.key] = a
 		}
 		a.Level = !o.event
-		if a.Open || (a.Quiet && a.Level) {
+		if a.Open || (a.Quiet && a.Level && (o.ident == "" || o.ident == a.Ident)) {
 			continue
 		}
 		a.Quiet = false
-		a.Since, a.Evidence = now, o.evidence
+		a.Since, a.Evidence, a.Ident = now, o.evidence, o.ident
 		m.transitionLocked(c, o.key, a, true, now)
 	}
 	for key, a := range cs.Alerts {

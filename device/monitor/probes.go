@@ -163,7 +163,14 @@ func (p *setuidProbe) scan(ctx context.Context, env *scanEnv, base map[string]st
 	found := map[string]bool{}
 	n := 0
 	var walkErr error
+	missing := 0
 	for _, top := range p.paths {
+		if _, err := os.Lstat(env.path(top)); errors.Is(err, fs.ErrNotExist) {
+			// A watched tree this device does not have (no /opt, say):
+			// nothing can appear there unseen until it exists.
+			missing++
+			continue
+		}
 		err := filepath.WalkDir(env.path(top), func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if path == env.path(top) {
@@ -191,6 +198,9 @@ func (p *setuidProbe) scan(ctx context.Context, env *scanEnv, base map[string]st
 	}
 	if walkErr != nil {
 		return nil, walkErr
+	}
+	if missing == len(p.paths) {
+		return nil, fmt.Errorf("setuid: none of the watched paths exists (%s)", strings.Join(p.paths, ", "))
 	}
 	if base["initialised"] == "" {
 		for f := range found {
@@ -248,7 +258,7 @@ func (p *fileChangeProbe) scan(_ context.Context, env *scanEnv, base map[string]
 		info, err := os.Stat(full)
 		if errors.Is(err, fs.ErrNotExist) {
 			if base["sha:"+path] != "" {
-				obs = append(obs, observation{key: path, evidence: path + " was removed"})
+				obs = append(obs, observation{key: path, ident: "removed", evidence: path + " was removed"})
 			}
 			continue
 		}
@@ -277,9 +287,11 @@ func (p *fileChangeProbe) scan(_ context.Context, env *scanEnv, base map[string]
 		}
 		switch {
 		case digest != want:
-			obs = append(obs, observation{key: path, evidence: fmt.Sprintf("%s sha256 changed from %s to %s", path, want, digest)})
+			obs = append(obs, observation{key: path, ident: digest + "@" + inode,
+				evidence: fmt.Sprintf("%s sha256 changed from %s to %s", path, want, digest)})
 		case inode != base["inode:"+path]:
-			obs = append(obs, observation{key: path, evidence: fmt.Sprintf("%s inode changed from %s to %s (same content)", path, base["inode:"+path], inode)})
+			obs = append(obs, observation{key: path, ident: digest + "@" + inode,
+				evidence: fmt.Sprintf("%s inode changed from %s to %s (same content)", path, base["inode:"+path], inode)})
 		}
 	}
 	return obs, errors.Join(errs...)

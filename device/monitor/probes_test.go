@@ -355,3 +355,34 @@ func TestPartialScanClearsNothing(t *testing.T) {
 	wantOne(t, evs, CheckError, nil, a)
 	wantNone(t, evs, Cleared, nil)
 }
+
+// A file-change alert that expired while the file stayed changed is quiet;
+// a further, different change raises it again.
+func TestFileChangeAfterExpiryRaisesAgain(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "sshd_config")
+	os.WriteFile(f, []byte("PermitRootLogin no\n"), 0o644)
+	h := newHarness(t, Options{}, Check{Name: "files", Expiry: time.Hour, FileChange: &FileChange{Paths: []string{f}}})
+	wantNone(t, h.step(0), Raised, nil)
+	os.WriteFile(f, []byte("PermitRootLogin yes\n"), 0o644)
+	wantOne(t, h.step(5*time.Minute), Raised, key(f), "sha256 changed")
+	wantOne(t, h.step(time.Hour), Expired, key(f))
+	wantNone(t, h.step(5*time.Minute), Raised, nil) // still changed: quiet
+	os.WriteFile(f, []byte("PermitRootLogin yes\nPasswordAuthentication yes\n"), 0o644)
+	wantOne(t, h.step(5*time.Minute), Raised, key(f), "sha256 changed")
+}
+
+// Watched trees a device does not have are skipped; only when none exists
+// is the check in error.
+func TestSetuidMissingPaths(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, Options{}, Check{Name: "suid", Setuid: &Setuid{Paths: []string{filepath.Join(dir, "nope"), dir}}})
+	wantNone(t, h.step(0), CheckError, nil)
+	evil := filepath.Join(dir, "evil")
+	os.WriteFile(evil, []byte("x"), 0o755)
+	os.Chmod(evil, os.ModeSetuid|0o755)
+	wantOne(t, h.step(10*time.Minute), Raised, key(evil))
+
+	h2 := newHarness(t, Options{}, Check{Name: "suid", Setuid: &Setuid{Paths: []string{filepath.Join(dir, "nope")}}})
+	wantOne(t, h2.step(0), CheckError, nil, "none of the watched paths exists")
+}
