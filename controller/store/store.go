@@ -599,6 +599,52 @@ type DeviceAlerts interface {
 	ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error)
 }
 
+// ConfigStatuses keeps, per device (its Device manifest name), what the
+// device last reported about its configuration (DeviceConfig): the digest
+// it applied or failed to apply, or found drifted. Replicas share it; the
+// last report wins.
+type ConfigStatuses interface {
+	// SetConfigStatus records s for s.Device. changed reports whether
+	// anything but the times differs from what was recorded.
+	SetConfigStatus(ctx context.Context, s ConfigStatus) (changed bool, err error)
+	// ConfigStatusOf returns the statuses of devices (absent: none
+	// reported), in one round trip per MaxPage devices.
+	ConfigStatusOf(ctx context.Context, devices []string) (map[string]ConfigStatus, error)
+}
+
+// ConfigStatus is a device's last configuration report.
+type ConfigStatus struct {
+	Device     string    `json:"device"`
+	Digest     string    `json:"digest"`                // what the device applied, tried to apply, or found drifted from
+	State      string    `json:"state"`                 // "applied", "failed" or "drifted" (device/devconfig)
+	Script     string    `json:"script,omitempty"`      // failed: the apply script that failed
+	ExitCode   int       `json:"exit_code,omitempty"`   // failed: its exit code
+	Output     string    `json:"output,omitempty"`      // failed: the tail of its output
+	FileDigest string    `json:"file_digest,omitempty"` // drifted: the digest of the file found
+	Via        string    `json:"via,omitempty"`         // "agent" or "mender" (a stock client's report)
+	Reported   time.Time `json:"reported"`              // the controller's clock
+	Since      time.Time `json:"since"`                 // when Digest and State were first reported so
+}
+
+// ValidateConfigStatus checks SetConfigStatus's argument.
+func ValidateConfigStatus(s ConfigStatus) error {
+	if s.Device == "" || len(s.Device) > 253 || strings.ContainsAny(s.Device, "\x00{}") {
+		return fmt.Errorf("%w: device %q", ErrInvalid, s.Device)
+	}
+	switch s.State {
+	case "applied", "failed", "drifted":
+	default:
+		return fmt.Errorf("%w: config state %q is not one of applied, failed, drifted", ErrInvalid, s.State)
+	}
+	if !strings.HasPrefix(s.Digest, "sha256:") || len(s.Digest) != len("sha256:")+64 {
+		return fmt.Errorf("%w: config digest %q is not sha256:HEX", ErrInvalid, s.Digest)
+	}
+	if len(s.Output) > 4096 || len(s.Script) > 255 || len(s.FileDigest) > 71 || len(s.Via) > 16 {
+		return fmt.Errorf("%w: config status fields too long", ErrInvalid)
+	}
+	return nil
+}
+
 // Alert event kinds a device reports (AlertEvent.Kind).
 const (
 	AlertRaised     = "raised"      // a condition appeared, or an occurrence happened
