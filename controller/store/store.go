@@ -73,6 +73,19 @@
 //	gf:{r:NAME:GEN}:dev        hash   device ID → "phase|state|attempts"
 //	gf:{r:NAME:GEN}:al         hash   alert name → devices alerting (not yet used)
 //
+// Device configuration reports (ConfigStatuses), one small hash per Device
+// manifest name, spread over the cluster like the device hashes:
+//
+//	gf:{c:NAME}                hash   d digest, s state, sc script, x exit code,
+//	                                  o output, fd file digest, v via,
+//	                                  r reported and t since (unix ns)
+//
+// A report is one script over that hash: it compares what was recorded,
+// keeps t when d and s are unchanged (or moves it back to r, never after
+// it), and writes every field. Reading many devices pipelines one HMGET per
+// device, MaxPage devices per round trip (go-redis sends a cluster's share
+// to each node at once).
+//
 // Admission into a phase is one script over gf:{r:NAME:GEN}:n and :dev (same
 // tag): return the device's existing admission if it has one, otherwise
 // admit it only if a<i> < limit and the generation is not aborted. A status
@@ -130,6 +143,7 @@ type Store interface {
 	Devices
 	Alerts
 	DeviceAlerts
+	ConfigStatuses
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -604,11 +618,20 @@ type DeviceAlerts interface {
 // it applied or failed to apply, or found drifted. Replicas share it; the
 // last report wins.
 type ConfigStatuses interface {
-	// SetConfigStatus records s for s.Device. changed reports whether
-	// anything but the times differs from what was recorded.
+	// SetConfigStatus records s for s.Device (ValidateConfigStatus; on
+	// ErrInvalid nothing is written), replacing what was recorded: the
+	// report that lands last wins, and each record is one report's, whole.
+	// A zero s.Reported is the store's clock. s.Since is not read: the store
+	// keeps the recorded Since when Digest and State are unchanged (moved
+	// back to Reported if that is earlier, as a replica with a slower clock
+	// may report later) and sets it to Reported otherwise. changed reports
+	// whether anything but the times differs from what was recorded (true
+	// for a device's first report). Invalid UTF-8 in the strings is
+	// replaced with U+FFFD, as a JSON API would.
 	SetConfigStatus(ctx context.Context, s ConfigStatus) (changed bool, err error)
 	// ConfigStatusOf returns the statuses of devices (absent: none
-	// reported), in one round trip per MaxPage devices.
+	// reported; a name no report can have, such as "", is absent too), in
+	// one round trip per MaxPage devices. The map is never nil.
 	ConfigStatusOf(ctx context.Context, devices []string) (map[string]ConfigStatus, error)
 }
 

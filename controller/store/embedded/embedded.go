@@ -21,6 +21,7 @@
 //	deliv.exp   expiry + delivery key → nothing (expiry index for sweeping)
 //	secrets     name → secret bytes
 //	dalerts…    devices' alert records (see devicealerts.go)
+//	cfgstatus   device → its last configuration report (see configstatus.go)
 package embedded
 
 import (
@@ -83,7 +84,7 @@ var (
 	kRollApplied = []byte("ro.applied")
 	kRollChanges = []byte("ro.changes")
 	allBuckets   = [][]byte{bMeta, bRefused, bRefusedSeq, bRollouts, bEvents, bEventDedup, bDeliveries, bDelivExp, bSecrets,
-		bDevAlerts, bDevAlertSeq, bDevAlertList}
+		bDevAlerts, bDevAlertSeq, bDevAlertList, bConfigStatus}
 	sweepPerWrite = 64 // expired deliveries removed per FirstDelivery
 )
 

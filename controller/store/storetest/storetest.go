@@ -5,7 +5,9 @@
 // state surviving a restart of the backing store; and rollout progress:
 // atomic phase admission, deployment states counted once, aborts; and
 // devices' alert records: every event kind, batches sent again or by
-// several replicas at once applied once, listing filters, order and bounds.
+// several replicas at once applied once, listing filters, order and bounds;
+// and devices' configuration reports: the changed flag, Since, batch reads
+// over pages, refusals, and replicas reporting one device at once.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
@@ -95,6 +97,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeviceBindAfterPending", testDeviceBindAfterPending},
 		{"PendingBound", testPendingBound},
 		{"ConflictsBound", testConflictsBound},
+		{"ConfigStatus", testConfigStatus},
+		{"ConfigStatusBatch", testConfigStatusBatch},
+		{"ConfigStatusInvalid", testConfigStatusInvalid},
+		{"ConfigStatusRace", testConfigStatusRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,6 +156,7 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	must(t, "RecordAlerts", err)
 	alerts, err := s.ListAlerts(ctx, store.AlertFilter{Limit: 10})
 	must(t, "ListAlerts", err)
+	configAfterRestart := configRestart(t, s)
 
 	s = restart()
 
@@ -200,6 +207,7 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	reopened.State, reopened.Closing, reopened.Closed, reopened.Evidence, reopened.Raised, reopened.Updated, reopened.Count, reopened.Seq =
 		store.AlertOpen, "", time.Time{}, "", aat(4), aat(4), 2, 4
 	recordAlerts(t, s, "dev-a", []store.AlertEvent{aev(4, "log", "oom", store.AlertRaised, 4)}, []store.Alert{reopened}, 4)
+	configAfterRestart(s)
 
 	c2 := commit("c2", 3)
 	if ok, err := s.SetLive(ctx, c2, c1.SHA); err != nil || !ok {
