@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 )
 
 // index maps the names of each kind to their manifests.
@@ -170,12 +171,29 @@ func (l *loader) checkRolloutOverlaps(ix *index) {
 }
 
 // checkConfigConflicts reports DeviceConfigs of equal specificity that set
-// a key to different values for devices they may both target.
+// a key to different values, or to different secrets, or to a value in
+// one and a secret in the other, for devices they may both target.
 func (l *loader) checkConfigConflicts(ix *index) {
 	cs := l.fleet.Configs
 	type setting struct {
 		config int
 		value  string
+		secret *ConfigSecret // nil: a value
+	}
+	same := func(a, b setting) bool {
+		if (a.secret == nil) != (b.secret == nil) {
+			return false
+		}
+		if a.secret != nil {
+			return a.secret.Equal(*b.secret)
+		}
+		return a.value == b.value
+	}
+	describe := func(s setting) string {
+		if s.secret == nil {
+			return strconv.Quote(s.value)
+		}
+		return s.secret.Describe()
 	}
 	type bucket struct {
 		spec Specificity
@@ -188,7 +206,10 @@ func (l *loader) checkConfigConflicts(ix *index) {
 		}
 		spec := cs[i].Specificity()
 		for k, v := range cs[i].Spec.Values {
-			byKey[bucket{spec, k}] = append(byKey[bucket{spec, k}], setting{i, v})
+			byKey[bucket{spec, k}] = append(byKey[bucket{spec, k}], setting{config: i, value: v})
+		}
+		for k, v := range cs[i].Spec.Secrets {
+			byKey[bucket{spec, k}] = append(byKey[bucket{spec, k}], setting{config: i, secret: &v})
 		}
 	}
 	reaches := make(map[int]*reach)
@@ -205,7 +226,11 @@ func (l *loader) checkConfigConflicts(ix *index) {
 	})
 	for _, bk := range buckets {
 		settings := byKey[bk]
-		if !slices.ContainsFunc(settings, func(s setting) bool { return s.value != settings[0].value }) {
+		// Settings of one key come in manifest order, values before
+		// secrets of each manifest (a key in both is reported by
+		// checkConfig); order them by manifest, for stable messages.
+		slices.SortStableFunc(settings, func(a, b setting) int { return cmp.Compare(a.config, b.config) })
+		if !slices.ContainsFunc(settings, func(s setting) bool { return !same(s, settings[0]) }) {
 			continue // one value: no conflict
 		}
 		rs := make([]*reach, len(settings))
@@ -214,12 +239,20 @@ func (l *loader) checkConfigConflicts(ix *index) {
 		}
 		complete := overlaps(rs, ix, &l.overlapBudget, func(a, b int, why string) {
 			sa, sb := settings[a], settings[b]
-			if sa.value == sb.value {
+			if same(sa, sb) || sa.config == sb.config {
 				return
 			}
 			first, c := &cs[sa.config], &cs[sb.config]
-			l.errs.at(&c.Meta, formatPath([]string{"spec", "values", bk.key}), "%q is %q here but %q in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
-				bk.key, sb.value, sa.value, first.Name, first.Source, why)
+			at := ValuePath(bk.key)
+			if sb.secret != nil {
+				at = SecretPath(bk.key)
+			}
+			was := describe(sa)
+			if sa.secret != nil && sb.secret != nil && sa.secret.Age != "" && sb.secret.Age != "" {
+				was = "a different age secret" // the ciphertexts differ; neither is worth printing
+			}
+			l.errs.at(&c.Meta, at, "%q is %s here but %s in DeviceConfig %q (%s), which may apply to the same devices (%s) with the same specificity",
+				bk.key, describe(sb), was, first.Name, first.Source, why)
 		})
 		if !complete {
 			l.overlapsStopped(&cs[settings[len(settings)-1].config].Meta, "DeviceConfigs")

@@ -36,7 +36,9 @@
 //     raises.
 //   - [DeviceConfig]: key/value configuration for the whole fleet, groups or
 //     devices. When several apply to a device the most specific wins
-//     (device over group over fleet).
+//     (device over group over fleet). A value may instead be a secret,
+//     which Git holds only as a reference ([ConfigSecret]): a file of the
+//     controller's secrets directory, or an age ciphertext.
 //   - [SigningKey]: a trusted artifact-signing public key for an environment.
 //   - [Notification]: a webhook or e-mail sink and the events it receives.
 //

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	_ "time/tzdata" // maintenance windows name IANA zones; devices of the controller may lack a zoneinfo database
@@ -263,6 +265,30 @@ func (l *loader) checkConfig(c *DeviceConfig) bool {
 	}
 	l.checkUnique(&c.Meta, "spec.target.groups", t.Groups)
 	l.checkUnique(&c.Meta, "spec.target.devices", t.Devices)
+	s := &c.Spec
+	if s.Values == nil && s.Secrets == nil {
+		l.errs.at(&c.Meta, "spec", "a DeviceConfig sets values, secrets, or both")
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Secrets)) {
+		at := SecretPath(k)
+		if _, ok := s.Values[k]; ok {
+			l.errs.at(&c.Meta, at, "%q is both a value and a secret: keep one (a secret is never in Git in the clear)", k)
+		}
+		switch sec := s.Secrets[k]; {
+		case sec.File != "" && sec.Age != "":
+			l.errs.at(&c.Meta, at, "set file or age, not both")
+		case sec.File == "" && sec.Age == "":
+			l.errs.at(&c.Meta, at, "set file (a file of the controller's --config-secrets-dir) or age (an ASCII-armored age ciphertext)")
+		case sec.File != "":
+			if err := CheckSecretFileName(sec.File); err != nil {
+				l.errs.at(&c.Meta, at+".file", "%v", err)
+			}
+		default:
+			if err := CheckAgeArmor(sec.Age); err != nil {
+				l.errs.at(&c.Meta, at+".age", "%v", err)
+			}
+		}
+	}
 	return l.errs.count() == n
 }
 
