@@ -24,6 +24,16 @@ func (k keys) configStatus(device string) string { return k.prefix + ":{c:" + de
 // arguments and HMGET returns them.
 var configFields = []string{"d", "s", "sc", "x", "o", "fd", "v", "r", "t"}
 
+// hmgetConfig is HMGET's arguments for configFields with room for the key,
+// boxed once: a fleet read builds one command per device.
+var hmgetConfig = func() []any {
+	args := []any{"hmget", ""}
+	for _, f := range configFields {
+		args = append(args, f)
+	}
+	return args
+}()
+
 var setConfigStatusScript = goredis.NewScript(`
 -- KEYS[1] the device's config status hash
 -- ARGV[1…7] digest, state, script, exit code, output, file digest, via;
@@ -66,10 +76,14 @@ func (s *Store) SetConfigStatus(ctx context.Context, st store.ConfigStatus) (boo
 func (s *Store) ConfigStatusOf(ctx context.Context, devices []string) (map[string]store.ConfigStatus, error) {
 	out := make(map[string]store.ConfigStatus, len(devices))
 	for page := range slices.Chunk(devices, store.MaxPage) {
-		cmds := make([]*goredis.SliceCmd, len(page))
+		cmds := make([]*goredis.Cmd, len(page))
+		args := make([]any, len(page)*len(hmgetConfig)) // one allocation for the page's arguments
 		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i, d := range page {
-				cmds[i] = p.HMGet(ctx, s.k.configStatus(d), configFields...)
+				a := args[i*len(hmgetConfig) : (i+1)*len(hmgetConfig)]
+				copy(a, hmgetConfig)
+				a[1] = s.k.configStatus(d)
+				cmds[i] = p.Do(ctx, a...)
 			}
 			return nil
 		})
@@ -77,7 +91,8 @@ func (s *Store) ConfigStatusOf(ctx context.Context, devices []string) (map[strin
 			return nil, fmt.Errorf("redis: config status of %d devices: %w", len(page), err)
 		}
 		for i, d := range page {
-			st, ok, err := decodeConfigStatus(d, cmds[i].Val())
+			v, _ := cmds[i].Val().([]any)
+			st, ok, err := decodeConfigStatus(d, v)
 			if err != nil {
 				return nil, err
 			}
