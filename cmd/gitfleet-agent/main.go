@@ -13,7 +13,9 @@
 //
 // The daemon also runs the device's monitoring checks (device/monitor) and
 // delivers their alerts to the controller; --no-monitor, or "Monitor":
-// false in the configuration, turns that off.
+// false in the configuration, turns that off. It applies the device
+// configuration the controller serves the way Mender Configure does;
+// --no-device-config, or "DeviceConfig": false, turns that off.
 //
 // Exit status: 0 success, 1 failure (the reason is the last line on
 // stderr), 2 usage, 75 (with RebootByExit) the agent wants the device
@@ -46,7 +48,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: gitfleet-agent [--config FILE] [--log-level LEVEL] [--no-monitor] COMMAND [ARG]
+	fmt.Fprint(w, `usage: gitfleet-agent [--config FILE] [--log-level LEVEL] [--no-monitor] [--no-device-config] COMMAND [ARG]
 
 commands:
   daemon            managed mode: resume, poll for deployments, send inventory
@@ -62,6 +64,21 @@ monitoring: the daemon runs the monitoring checks the controller assigns
 to the device and delivers their alerts; --no-monitor (or "Monitor": false
 in the configuration) turns that off. "MonitorRoot" (default /) is the
 directory the checks read /proc, /sys, /etc and watched paths under.
+
+device configuration: the daemon fetches the configuration the controller
+serves (DeviceConfig in the fleet repository) after every update poll,
+writes it as a JSON object to "DeviceConfigPath" (default
+<DataDir>/device-config.json, mode 0600) and runs every executable in
+"DeviceConfigScriptsDir" (default /usr/lib/gitfleet/apply-device-config.d)
+in lexical order with the file's path as argument, as Mender Configure
+does (to reuse its scripts and file, point these at
+/usr/lib/mender-configure/apply-device-config.d and
+/var/lib/mender-configure/device-config.json). Each script has
+"DeviceConfigScriptTimeoutSeconds" (default 300); a failed configuration
+is tried again after "DeviceConfigRetrySeconds" (default 600), after a
+reboot, or when it changes. A file changed by hand is reported as drift
+(and rewritten with "DeviceConfigRepairDrift": true). --no-device-config
+(or "DeviceConfig": false) turns it off.
 
 exit status:
   0   success: install installed the artifact (reboot, then commit),
@@ -90,6 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", defaultConfig, "configuration file (JSON, mender.conf names)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	noMonitor := fs.Bool("no-monitor", false, `do not run the monitoring checks (as "Monitor": false in the configuration)`)
+	noDeviceConfig := fs.Bool("no-device-config", false, `do not apply the device configuration (as "DeviceConfig": false in the configuration)`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -121,6 +139,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *noMonitor {
 		off := false
 		cfg.Monitor = &off
+	}
+	if *noDeviceConfig {
+		off := false
+		cfg.DeviceConfig = &off
 	}
 	a, err := newAgent(cfg, log, cmd == "daemon" || cmd == "check-update" || cmd == "send-inventory")
 	if err != nil {

@@ -67,6 +67,9 @@ type Options struct {
 	// MonitorAPI is the controller's monitoring API. Default: Server, when
 	// it implements MonitorServer (Client does).
 	MonitorAPI MonitorServer
+	// ConfigAPI is the controller's device configuration API. Default:
+	// Server, when it implements ConfigServer (Client does).
+	ConfigAPI ConfigServer
 }
 
 // Agent is the device agent: it polls the server, runs deployments through
@@ -92,6 +95,8 @@ type Agent struct {
 	mon       *monitoring // made on first use; see monitoring
 	monFailed bool
 	outMu     sync.Mutex // deployments.json
+
+	cfgAPI ConfigServer
 }
 
 // New returns an agent. It creates the data directory.
@@ -115,6 +120,7 @@ func New(opts Options) (*Agent, error) {
 		now:          opts.Now,
 		sleep:        opts.Sleep,
 		monAPI:       opts.MonitorAPI,
+		cfgAPI:       opts.ConfigAPI,
 	}
 	if a.cmds == nil {
 		a.cmds = OSCommander{}
@@ -439,6 +445,13 @@ func (a *Agent) SendInventory(ctx context.Context) error {
 // their alerts as they happen and after each poll, backing off while the
 // controller cannot take them (they wait in the Monitor's persisted,
 // bounded queue).
+//
+// Unless DeviceConfig is false, it also applies the device configuration
+// (see ConfigApplier): once it has resumed the deployment in progress it
+// reconciles the configuration kept from the last run (re-applying it when
+// its file is missing), and after every update poll it fetches the
+// configuration (conditionally on its ETag), applies a changed one,
+// reports drift and delivers the statuses.
 func (a *Agent) Daemon(ctx context.Context) error {
 	if mo := a.monitoring(); mo != nil {
 		mctx, stop := context.WithCancel(ctx)
@@ -456,6 +469,10 @@ func (a *Agent) Daemon(ctx context.Context) error {
 		if !errors.Is(err, ErrFailed) { // a failed deployment is logged and reported
 			a.log.Error("resuming the deployment failed", "err", err)
 		}
+	}
+	dc, dcAPI := a.configApplier()
+	if dc != nil {
+		dc.Reconcile(ctx)
 	}
 	now := a.now()
 	nextUpdate, nextInv := now, now
@@ -497,6 +514,12 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			if mo := a.monitoring(); mo != nil && ctx.Err() == nil && !isStop(err) && !errors.Is(err, ErrUnauthorized) {
 				if perr := mo.poll(ctx); perr != nil && ctx.Err() == nil {
 					a.log.Warn("fetching the monitoring checks failed; the checks in use stay", "err", perr)
+				}
+			}
+			// The device configuration likewise.
+			if dc != nil && ctx.Err() == nil && !isStop(err) && !errors.Is(err, ErrUnauthorized) {
+				if perr := dc.Poll(ctx, dcAPI); perr != nil && ctx.Err() == nil {
+					a.log.Warn("fetching or reporting the device configuration failed; the configuration in use stays", "err", perr)
 				}
 			}
 			switch {

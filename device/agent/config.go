@@ -153,6 +153,52 @@ type Config struct {
 	// /etc and every watched path are read under it. Default "/"; the
 	// simulated device and tests point it elsewhere.
 	MonitorRoot string `json:"MonitorRoot,omitempty"`
+
+	// DeviceConfig applies the device configuration the controller serves
+	// (the fleet repository's DeviceConfig manifests) in the daemon, the
+	// way Mender Configure does: the values are written as a JSON object
+	// to DeviceConfigPath and every executable in DeviceConfigScriptsDir
+	// runs with that path as its first argument. Default true; false turns
+	// it off (gitfleet-agent --no-device-config does too). Use
+	// DeviceConfigEnabled to read it.
+	DeviceConfig *bool `json:"DeviceConfig,omitempty"`
+	// DeviceConfigPath is the configuration file the apply scripts read
+	// (mode 0600). Default <DataDir>/device-config.json; Mender Configure's
+	// is /var/lib/mender-configure/device-config.json.
+	DeviceConfigPath string `json:"DeviceConfigPath,omitempty"`
+	// DeviceConfigScriptsDir holds the apply scripts, run in lexical order.
+	// Default /usr/lib/gitfleet/apply-device-config.d; Mender Configure's
+	// is /usr/lib/mender-configure/apply-device-config.d.
+	DeviceConfigScriptsDir string `json:"DeviceConfigScriptsDir,omitempty"`
+	// DeviceConfigScriptTimeoutSeconds bounds one apply script; its
+	// process group is killed then. Default 300.
+	DeviceConfigScriptTimeoutSeconds int `json:"DeviceConfigScriptTimeoutSeconds,omitempty"`
+	// DeviceConfigRetrySeconds: a configuration whose apply failed is
+	// tried again after this long (and once after each reboot) while it
+	// stays the desired one. Default 600.
+	DeviceConfigRetrySeconds int `json:"DeviceConfigRetrySeconds,omitempty"`
+	// DeviceConfigRepairDrift: when the applied file is found changed on
+	// the device, apply the desired configuration again after reporting
+	// the drift. Default false: drift is only reported, and the file is
+	// rewritten when the desired configuration next changes.
+	DeviceConfigRepairDrift bool `json:"DeviceConfigRepairDrift,omitempty"`
+}
+
+// DeviceConfigEnabled reports whether the daemon applies the device
+// configuration (DeviceConfig, true unless set to false).
+func (c *Config) DeviceConfigEnabled() bool { return c.DeviceConfig == nil || *c.DeviceConfig }
+
+// ConfigApplierOptions returns the options of the daemon's ConfigApplier
+// (without a clock, boot ID or logger).
+func (c *Config) ConfigApplierOptions() ConfigApplierOptions {
+	return ConfigApplierOptions{
+		DataDir:       c.DataDir,
+		Path:          c.DeviceConfigPath,
+		ScriptsDir:    c.DeviceConfigScriptsDir,
+		ScriptTimeout: seconds(c.DeviceConfigScriptTimeoutSeconds),
+		RetryInterval: seconds(c.DeviceConfigRetrySeconds),
+		RepairDrift:   c.DeviceConfigRepairDrift,
+	}
 }
 
 // MonitorEnabled reports whether the daemon runs monitoring (Monitor, true
@@ -169,7 +215,12 @@ const (
 	DefaultHealthTimeout    = 300
 	DefaultModuleTimeout    = 14400
 	DefaultStateScriptLimit = 3600
-	maxConfigBytes          = 1 << 20
+	// DefaultDeviceConfigScriptsDir is where the apply scripts are looked
+	// for unless DeviceConfigScriptsDir says otherwise.
+	DefaultDeviceConfigScriptsDir = "/usr/lib/gitfleet/apply-device-config.d"
+	DefaultDeviceConfigTimeout    = 300
+	DefaultDeviceConfigRetry      = 600
+	maxConfigBytes                = 1 << 20
 )
 
 // ErrConfig marks a configuration the agent cannot run with.
@@ -221,6 +272,8 @@ func (c *Config) SetDefaults() {
 	def(&c.HealthCheckTimeoutSeconds, DefaultHealthTimeout)
 	def(&c.ModuleTimeoutSeconds, DefaultModuleTimeout)
 	def(&c.StateScriptTimeoutSeconds, DefaultStateScriptLimit)
+	def(&c.DeviceConfigScriptTimeoutSeconds, DefaultDeviceConfigTimeout)
+	def(&c.DeviceConfigRetrySeconds, DefaultDeviceConfigRetry)
 	str := func(p *string, v string) {
 		if *p == "" {
 			*p = v
@@ -237,6 +290,8 @@ func (c *Config) SetDefaults() {
 	str(&c.BootEnv, "uboot")
 	str(&c.BootIDFile, "/proc/sys/kernel/random/boot_id")
 	str(&c.MonitorRoot, "/")
+	str(&c.DeviceConfigPath, filepath.Join(c.DataDir, "device-config.json"))
+	str(&c.DeviceConfigScriptsDir, DefaultDeviceConfigScriptsDir)
 	if c.BootEnv == "uboot" {
 		str(&c.BootEnvConfig, "/etc/fw_env.config")
 	}

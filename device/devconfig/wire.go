@@ -19,6 +19,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -78,4 +80,24 @@ func Digest(values map[string]string) string { return DigestOf(Encode(values)) }
 func DigestOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ErrInvalid marks a Configuration that fails Verify.
+var ErrInvalid = errors.New("devconfig: invalid configuration")
+
+// Verify checks what a device checks before applying c: at most MaxKeys
+// values, and a digest that is Digest(c.Values). Its errors never carry
+// a value (values may be secrets).
+func (c Configuration) Verify() error {
+	if len(c.Values) > MaxKeys {
+		return fmt.Errorf("%w: %d values (at most %d)", ErrInvalid, len(c.Values), MaxKeys)
+	}
+	if want := Digest(c.Values); c.Digest != want {
+		d := c.Digest
+		if len(d) > 80 {
+			d = d[:80] + "…"
+		}
+		return fmt.Errorf("%w: digest %q is not the digest of the values (%s)", ErrInvalid, d, want)
+	}
+	return nil
 }

@@ -9,6 +9,8 @@
 //	DIR/agent.json                 the agent's configuration
 //	DIR/data/                      the agent's data dir (key, state record, artifact_info)
 //	DIR/device_type, DIR/artifact_info, DIR/identity, DIR/inventory/
+//	DIR/apply-device-config.d/     the device configuration's apply scripts (empty;
+//	                               the file is DIR/data/device-config.json)
 //
 // The boot step ([Device.Boot]) does what U-Boot does with Mender's
 // integration: boot mender_boot_part; while upgrade_available=1 count the
@@ -205,7 +207,7 @@ func (d *Device) create() error {
 			return err
 		}
 	}
-	for _, sub := range []string{"data", "inventory", "modules", "scripts"} {
+	for _, sub := range []string{"data", "inventory", "modules", "scripts", "apply-device-config.d"} {
 		if err := os.MkdirAll(d.path(sub), 0o755); err != nil {
 			return err
 		}
@@ -248,6 +250,7 @@ func (d *Device) create() error {
 		HealthCheck:                  d.opts.HealthCheck,
 		AllowDowngrade:               d.opts.AllowDowngrade,
 		MaxBootCount:                 d.opts.MaxBootCount,
+		DeviceConfigScriptsDir:       d.path("apply-device-config.d"),
 	}
 	if d.opts.Config != nil {
 		d.opts.Config(&cfg)
