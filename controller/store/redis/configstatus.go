@@ -39,13 +39,20 @@ var setConfigStatusScript = goredis.NewScript(`
 -- ARGV[1…7] digest, state, script, exit code, output, file digest, via;
 -- ARGV[8] reported (unix ns). Returns 1 if any of ARGV[1…7] differs from
 -- what was recorded (or nothing was), else 0.
+-- a <= b for decimal integers, exactly (tonumber rounds unix ns to
+-- doubles): Go writes no leading zeros.
+local function le(a, b)
+  if a:sub(1, 1) == '-' or b:sub(1, 1) == '-' then return tonumber(a) <= tonumber(b) end
+  if #a ~= #b then return #a < #b end
+  return a <= b
+end
 local old = redis.call('HMGET', KEYS[1], 'd', 's', 'sc', 'x', 'o', 'fd', 'v', 't')
 local changed = 0
 for i = 1, 7 do
   if old[i] ~= ARGV[i] then changed = 1 end
 end
 local since = ARGV[8]
-if old[1] == ARGV[1] and old[2] == ARGV[2] and old[8] and tonumber(old[8]) <= tonumber(ARGV[8]) then
+if old[1] == ARGV[1] and old[2] == ARGV[2] and old[8] and le(old[8], ARGV[8]) then
   since = old[8]
 end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', ARGV[2], 'sc', ARGV[3], 'x', ARGV[4],

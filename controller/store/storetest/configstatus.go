@@ -100,6 +100,12 @@ func testConfigStatus(t *testing.T, s store.Store) {
 		t.Errorf("Since after a report at the store's clock = %v, want %v (kept)", got.Since, at(12))
 	}
 
+	// A clock behind by a nanosecond moves Since back by a nanosecond.
+	r = drifted(12, cdigest('b'))
+	r.Reported = r.Reported.Add(-time.Nanosecond)
+	setConfig(t, s, r, false)
+	configIs(t, s, "a report a nanosecond before Since", []string{d}, recorded(r, r.Reported))
+
 	// Invalid UTF-8 (a script's output cut inside a character) is recorded
 	// as U+FFFD, and the same report again is no change.
 	cut := failed(20, "Ausgabe: Schnittstelle gel\xc3")
