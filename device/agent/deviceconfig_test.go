@@ -835,3 +835,37 @@ func TestDeviceConfigDaemon(t *testing.T) {
 		})
 	}
 }
+
+// A configuration that fails, then a revert in Git: the device applies the
+// old configuration again (its scripts ran with the failed one's file).
+func TestDeviceConfigRevertAfterFailure(t *testing.T) {
+	e := newCfgEnv(t, wifi)
+	e.script("10-record", e.recorder())
+	e.script("20-check", `grep -q broken "$1" && { echo "refusing a broken configuration"; exit 1; }; exit 0`+"\n")
+	ca := e.applier()
+	e.poll(ca)
+	broken := map[string]string{"wifi_ssid": "broken"}
+	e.ctl.set(func(c *fakeConfigController) { c.values = broken })
+	e.poll(ca)
+	if s := ca.State(); s.Applied != "" || s.Failed == nil || s.Failed.Digest != devconfig.Digest(broken) {
+		t.Fatalf("state %+v after the broken configuration", s)
+	}
+	e.ctl.set(func(c *fakeConfigController) { c.values = wifi })
+	e.poll(ca)
+	if s := ca.State(); s.Applied != devconfig.Digest(wifi) || s.Failed != nil || s.Drift != "" {
+		t.Errorf("state %+v after the revert", s)
+	}
+	if got := e.fileContent(); got != string(devconfig.Encode(wifi)) {
+		t.Errorf("file %q after the revert", got)
+	}
+	sts, _, _, _ := e.ctl.got()
+	if got := states(sts); !slices.Equal(got, []string{"applied", "failed", "applied"}) {
+		t.Errorf("statuses %v", got)
+	}
+	if sts[1].Output != "refusing a broken configuration\n" || sts[1].Script != "20-check" || sts[1].ExitCode != 1 {
+		t.Errorf("failure %+v", sts[1])
+	}
+	if n := len(e.runs()); n != 3 {
+		t.Errorf("%d runs, want 3", n)
+	}
+}

@@ -15,7 +15,7 @@
 // names for the rest (DataDir, IdentityScript, InventoryScriptsDir,
 // ModulesDir, ModulesWorkDir, ArtifactInfoFile, BootEnv*, AllowHTTPDownloads, AllowDowngrade,
 // HealthCheck, MaxBootCount, RebootCommand, RebootByExit, BootIDFile,
-// BootedPartitionFile, Monitor, MonitorRoot):
+// BootedPartitionFile, Monitor, MonitorRoot, DeviceConfig*):
 //
 //	{
 //	  "ServerURL": "https://gitfleet.example.com",
@@ -42,6 +42,9 @@
 //	monitor.json     device/monitor's state: alert states, baselines, the queue of alert events
 //	monitor-checks.json  the monitoring checks last applied and their ETag
 //	deployments.json the last 16 deployment outcomes, for failedDeployments checks
+//	device-config.json        the device configuration the apply scripts read (0600; DeviceConfigPath)
+//	device-config-state.json  the configuration served and its ETag, the digest applied, the last
+//	                          failure, the drift reported and the reports not yet delivered (0600)
 //
 // # States
 //
@@ -109,6 +112,22 @@
 //     (absolute path → "sha256:HEX") announces those digests with
 //     Monitor.Expect before ArtifactInstall: a fileChange check takes a
 //     file with that digest as its new baseline instead of raising an alert.
+//
+// # Device configuration
+//
+// Unless "DeviceConfig" is false, the daemon applies the configuration the
+// controller serves with a [ConfigApplier], the way Mender Configure does
+// on the device: with every update poll it fetches it (GET
+// /api/devices/v1/deviceconfig/gitfleet with If-None-Match), writes a
+// changed one to DeviceConfigPath and runs the executables of
+// DeviceConfigScriptsDir in lexical order with the file's path as their
+// argument, then reports the outcome (applied, or failed with the script,
+// its exit code and the tail of its output) and, when applied, the values
+// (Mender's PUT /api/devices/v1/deviceconfig/configuration). A failed
+// configuration is tried again when it changes, after
+// DeviceConfigRetrySeconds and once after a reboot; a file changed on the
+// device is reported once as drifted; a missing file is applied again.
+// Values are never logged.
 //
 // # Reboots
 //
