@@ -476,13 +476,23 @@ func (d *differ) group(b, h *schema.DeviceGroup) *Change {
 	return c
 }
 
+// config describes a DeviceConfig change. Secrets show by key and source
+// only ("secrets: wifi-pass (file), api-key (age, changed)"): never the
+// ciphertext, which is long and says nothing to a reviewer, though a new
+// one means a new value.
 func (d *differ) config(b, h *schema.DeviceConfig) *Change {
 	switch {
 	case b == nil:
 		t := d.rh.target(&h.Spec.Target)
-		keys := slices.Sorted(maps.Keys(h.Spec.Values))
+		sets := strings.Join(slices.Sorted(maps.Keys(h.Spec.Values)), ", ")
+		if len(h.Spec.Secrets) > 0 {
+			if sets != "" {
+				sets += " and "
+			}
+			sets += "secrets " + strings.Join(secretChanges(nil, h.Spec.Secrets), ", ")
+		}
 		return &Change{Actions: []Action{Added}, Targets: t,
-			Summary: fmt.Sprintf("is added: sets %s on %s (%s)", strings.Join(keys, ", "), t.Description, t.Count())}
+			Summary: fmt.Sprintf("is added: sets %s on %s (%s)", sets, t.Description, t.Count())}
 	case h == nil:
 		t := d.rb.target(&b.Spec.Target)
 		return &Change{Actions: []Action{Removed}, Targets: t,
@@ -491,12 +501,43 @@ func (d *differ) config(b, h *schema.DeviceConfig) *Change {
 		return nil
 	}
 	bt, ht := d.rb.target(&b.Spec.Target), d.rh.target(&h.Spec.Target)
-	c := &Change{Actions: []Action{Changed}, Targets: ht, Details: manifestChanges(b, h)}
+	c := &Change{Actions: []Action{Changed}, Targets: ht, Details: manifestChanges(b, h, "secrets")}
+	if parts := secretChanges(b.Spec.Secrets, h.Spec.Secrets); len(parts) > 0 {
+		c.Details = append(c.Details, "secrets: "+strings.Join(parts, ", "))
+	}
 	if delta := deviceDelta(bt, ht); delta != "" {
 		c.Details = append(c.Details, delta)
 	}
 	c.Summary = fmt.Sprintf("changes configuration of %s (%s)", ht.Description, ht.Count())
 	return c
+}
+
+// secretChanges describes the secrets of a DeviceConfig at head (all of
+// them when base is nil) or how they changed since base, one by key with
+// its source: "api-key (age, changed)", "wifi-pass (file)".
+func secretChanges(base, head schema.Secrets) []string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(head)) {
+		hs := head[k]
+		switch bs, ok := base[k]; {
+		case base == nil:
+			parts = append(parts, fmt.Sprintf("%s (%s)", k, hs.Source()))
+		case !ok:
+			parts = append(parts, fmt.Sprintf("%s (%s, added)", k, hs.Source()))
+		case bs.Source() != hs.Source():
+			parts = append(parts, fmt.Sprintf("%s (%s → %s)", k, bs.Source(), hs.Source()))
+		case !bs.Equal(hs) && hs.File != "":
+			parts = append(parts, fmt.Sprintf("%s (file %s → %s)", k, bs.File, hs.File))
+		case !bs.Equal(hs):
+			parts = append(parts, fmt.Sprintf("%s (age, changed)", k)) // another ciphertext: another value
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(base)) {
+		if _, ok := head[k]; !ok {
+			parts = append(parts, fmt.Sprintf("%s (%s, removed)", k, base[k].Source()))
+		}
+	}
+	return parts
 }
 
 func (d *differ) check(b, h *schema.MonitorCheck) *Change {

@@ -23,7 +23,9 @@
 //   - Devices are accepted (a Device manifest appears) or removed.
 //   - Artifacts, groups, monitor checks, configs, signing keys and
 //     notifications are added, changed or removed; a detail line names each
-//     field that changed, with its old and new value.
+//     field that changed, with its old and new value. A DeviceConfig's
+//     secrets show by key and source only ("api-key (age, changed)"):
+//     never a ciphertext, let alone a value.
 //   - The rules change too: a built-in policy pack selected, dropped or
 //     given another severity, a policy file added, edited or removed (kind
 //     [KindPolicy]), so that weakening a policy is as visible as a rollout.
