@@ -19,6 +19,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/devconfig"
 	"github.com/gitfleet/gitfleet/device/monitor"
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
@@ -31,6 +32,7 @@ type Store interface {
 	store.Deployments
 	store.Alerts
 	store.DeviceAlerts
+	store.ConfigStatuses
 	store.EventLog
 	store.Generations
 	store.Coordination
@@ -117,6 +119,9 @@ type Options struct {
 	// twice GOMAXPROCS, at least 2.
 	AlertConcurrency int
 	AlertWait        time.Duration
+	// Config, when set, gives each Snapshot's device configuration
+	// (nil for a Snapshot: none served, 404).
+	Config func(*reconcile.Snapshot) ConfigSource
 	// Notify, when set, announces an alert record that opened
 	// (schema.EventAlertRaised) or closed (schema.EventAlertCleared). It
 	// is called once per change, by the replica that recorded it, and
@@ -227,6 +232,9 @@ func New(opts Options) (*API, error) {
 //	PATCH v1/inventory/device/attributes
 //	GET   v1/devicemonitor/checks
 //	POST  v1/devicemonitor/alerts
+//	GET   v1/deviceconfig/gitfleet
+//	PUT   v1/deviceconfig/gitfleet/status
+//	PUT   v1/deviceconfig/configuration
 //
 // All but auth_requests need a device token.
 func (a *API) Register(g *echo.Group) {
@@ -241,6 +249,9 @@ func (a *API) Register(g *echo.Group) {
 	dev.PATCH("/v1/inventory/device/attributes", a.inventoryPatch)
 	dev.GET(strings.TrimPrefix(monitor.ChecksPath, "/api/devices"), a.checkSet)
 	dev.POST(strings.TrimPrefix(monitor.AlertsPath, "/api/devices"), a.alerts)
+	dev.GET(strings.TrimPrefix(devconfig.ConfigPath, "/api/devices"), a.configuration)
+	dev.PUT(strings.TrimPrefix(devconfig.StatusPath, "/api/devices"), a.configStatus)
+	dev.PUT(strings.TrimPrefix(devconfig.ReportPath, "/api/devices"), a.configReport)
 }
 
 // Handler serves only the device routes (for tests and tools); the
