@@ -8,11 +8,13 @@
 //     schema and run the repository's policies (its own policy files in a
 //     separate process, under Options.PolicyBudget: a commit whose policies
 //     would run for hours is refused when the budget runs out, not waited
-//     for);
-//  2. refuse: a commit with errors, deny violations or (upstream, in
-//     gitsource) a bad signature is recorded as refused, with all its
-//     errors, and the previous Snapshot keeps serving — stalled until a new
-//     commit arrives;
+//     for); then compile its device configuration (package deviceconfig),
+//     resolving every secret with Options.DeviceConfig;
+//  2. refuse: a commit with errors, deny violations, secrets this
+//     controller cannot resolve (which would give devices half a
+//     configuration) or (upstream, in gitsource) a bad signature is
+//     recorded as refused, with all its errors, and the previous Snapshot
+//     keeps serving — stalled until a new commit arrives;
 //  3. go live: the store's live commit moves to this commit by a
 //     compare-and-set, only forward in Git history, so replicas that follow
 //     Git independently never move it back;
@@ -39,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/deviceconfig"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
@@ -51,6 +54,10 @@ type Snapshot struct {
 	Commit   store.CommitRecord
 	Fleet    *schema.Fleet
 	Warnings []string // warn-severity policy violations
+	// Config is the commit's device configuration, its secrets
+	// resolved: what each device should run (Config.For). Never nil in
+	// a Snapshot that Apply made live.
+	Config *deviceconfig.Set
 }
 
 // Store is what reconciling needs from the store.
@@ -74,6 +81,11 @@ type Options struct {
 	Branch  string // recorded in CommitRecord
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
+	// DeviceConfig says where the secrets of DeviceConfig manifests are
+	// found (the controller's secrets directory, its age identities). A
+	// commit with a secret it cannot resolve is refused, every such
+	// secret named with the way to fix it.
+	DeviceConfig deviceconfig.Options
 	// PolicyBudget bounds the evaluation of the repository's own
 	// policies at each commit (zero fields: the defaults of
 	// policies.Budget). A commit whose policies go over it is refused,
@@ -166,9 +178,19 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 		report = &policies.Report{Errors: schema.Errors{{File: ".", Msg: err.Error()}}}
 	}
 
+	var errs []string
+	var config *deviceconfig.Set
+	if report.OK() {
+		// Before Compact: its errors point at the secrets' lines.
+		var cerr error
+		config, cerr = deviceconfig.Compile(fleet, r.opts.DeviceConfig)
+		errs = compileErrors(cerr)
+	} else {
+		errs = reportErrors(report)
+	}
+
 	// 2. refuse
-	if !report.OK() {
-		errs := reportErrors(report)
+	if len(errs) > 0 {
 		ref := store.Refusal{SHA: rev.SHA, Author: rev.Author.String(), Time: r.opts.Now(), Errors: errs}
 		recorded, err := r.opts.Store.RecordRefused(ctx, ref)
 		if err != nil {
@@ -183,7 +205,7 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 		}
 		return Result{Outcome: Refused, SHA: rev.SHA, Errors: errs, LiveSHA: r.liveSHA()}, nil
 	}
-	snap := &Snapshot{Fleet: fleet, Commit: r.record(rev, fleet)}
+	snap := &Snapshot{Fleet: fleet, Commit: r.record(rev, fleet), Config: config}
 	for _, v := range report.Violations {
 		snap.Warnings = append(snap.Warnings, v.String())
 	}
@@ -346,6 +368,23 @@ func reportErrors(r *policies.Report) []string {
 		out = append(out, "refused")
 	}
 	return out
+}
+
+// compileErrors lists what deviceconfig.Compile could not do, one line per
+// secret.
+func compileErrors(err error) []string {
+	var es schema.Errors
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &es):
+		out := make([]string, 0, len(es))
+		for _, e := range es {
+			out = append(out, e.Error())
+		}
+		return out
+	}
+	return []string{err.Error()}
 }
 
 func short(sha string) string {
