@@ -498,6 +498,14 @@ func (c *ConfigApplier) scripts() ([]string, error) {
 // status or report the controller refuses (400, 404, 413, 422) is dropped
 // and logged; any other failure keeps the rest for the next poll.
 func (c *ConfigApplier) flush(ctx context.Context, api ConfigServer) error {
+	changed := false
+	defer func() {
+		if changed {
+			c.mu.Lock()
+			c.saveLocked()
+			c.mu.Unlock()
+		}
+	}()
 	for {
 		c.mu.Lock()
 		if len(c.st.Pending) == 0 {
@@ -515,7 +523,7 @@ func (c *ConfigApplier) flush(ctx context.Context, api ConfigServer) error {
 		}
 		c.mu.Lock()
 		c.st.Pending = c.st.Pending[1:]
-		c.saveLocked()
+		changed = true
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
@@ -540,7 +548,7 @@ func (c *ConfigApplier) flush(ctx context.Context, api ConfigServer) error {
 	c.mu.Lock()
 	if c.st.Report == digest {
 		c.st.Report = ""
-		c.saveLocked()
+		changed = true
 	}
 	c.mu.Unlock()
 	return nil
