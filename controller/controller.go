@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/deviceconfig"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
@@ -91,6 +92,10 @@ type Options struct {
 	// policies at each commit (see policies.Budget; zero fields: the
 	// defaults).
 	PolicyBudget policies.Budget
+	// DeviceConfig says where DeviceConfig secrets are found (see
+	// reconcile.Options.DeviceConfig); a commit with a secret this
+	// replica cannot resolve is refused here.
+	DeviceConfig deviceconfig.Options
 	// Notifications configures the notifier that sends events to the
 	// live commit's Notification manifests (SMTP server, HTTP client);
 	// its Logger and Registry default to the controller's. Every event
@@ -183,7 +188,7 @@ func New(opts Options) (*Controller, error) {
 	st := notifyingStore{Store: opts.Store, events: notifier.EventLog(opts.Store, n)}
 	c.rec = reconcile.New(reconcile.Options{
 		Store: st, History: opts.Source, Branch: opts.Branch, Logger: opts.Logger,
-		PolicyBudget: opts.PolicyBudget,
+		PolicyBudget: opts.PolicyBudget, DeviceConfig: opts.DeviceConfig,
 		// The sinks follow a commit before its events go out.
 		Announcing: func(snap *reconcile.Snapshot) { _ = n.Configure(snap.Fleet) },
 	})

@@ -58,6 +58,12 @@ e-mail; their secrets are read from the controller's environment or files.
 A Notification that cannot be carried out is logged at each commit and
 counted in gitfleet_notification_problems, and never holds a commit back.
 
+DeviceConfig secrets are resolved when a commit is loaded: a file of
+--config-secrets-dir, or an age ciphertext decrypted with the identity file
+--config-age-identity (age-keygen -o FILE; refused when others may read it).
+A commit with a secret the controller cannot resolve is refused, each such
+secret named with the way to fix it (see docs/configuration.md).
+
 State lives in Redis (--redis; several controllers may share one) or, by
 default, in an embedded store in --data-dir (one controller). Without
 --tls-cert/--tls-key a self-signed development certificate is made in
@@ -135,6 +141,10 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	if opts.PolicyBudget, err = cfg.policyBudget(); err != nil {
 		return err
+	}
+	opts.DeviceConfig = cfg.deviceConfig()
+	if rs := opts.DeviceConfig.Identities.Recipients(); len(rs) > 0 {
+		log.Info("DeviceConfig age secrets are decrypted with --config-age-identity; encrypt them with age -a -r RECIPIENT", "age_recipients", rs)
 	}
 	trusted, err := clientip.ParseTrusted(cfg.TrustedProxies)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/clientip"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/controller/deviceconfig"
 	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
@@ -65,6 +66,8 @@ type serveConfig struct {
 	PolicyTimeout       time.Duration `yaml:"policy_timeout" flag:"policy-timeout" help:"wall-clock time the repository's own policies/*.cue may take at one commit; a commit over it is refused, naming the policy file"`
 	PolicyMemory        string        `yaml:"policy_memory" flag:"policy-memory" help:"memory the repository's own policies may use at one commit (such as 1GiB); a commit over it is refused"`
 	PolicyOutput        string        `yaml:"policy_output" flag:"policy-output" help:"size of the violations and errors the repository's own policies may report (such as 8MiB)"`
+	ConfigSecretsDir    string        `yaml:"config_secrets_dir" flag:"config-secrets-dir" help:"directory holding the files that DeviceConfig secrets name (secrets: {KEY: {file: NAME}}); a commit with a secret the controller cannot resolve is refused"`
+	ConfigAgeIdentity   string        `yaml:"config_age_identity" flag:"config-age-identity" help:"age identity file (age-keygen -o FILE; mode 0600) that decrypts DeviceConfig secrets encrypted with age -a -r RECIPIENT (secrets: {KEY: {age: ...}})"`
 	SMTPAddr            string        `yaml:"smtp_addr" flag:"smtp-addr" help:"SMTP submission server host:port that e-mail Notifications go through (STARTTLS required); empty: e-mail Notifications send nothing and are reported in the log and the gitfleet_notification_problems metric"`
 	SMTPFrom            string        `yaml:"smtp_from" flag:"smtp-from" help:"sender address of notification mail (required with --smtp-addr)"`
 	SMTPUsername        string        `yaml:"smtp_username" flag:"smtp-username" help:"SMTP user name (AUTH PLAIN, inside TLS only); goes with --smtp-password-file"`
@@ -76,7 +79,8 @@ type serveConfig struct {
 
 	// Unexported fields are derived, not settings: no flag, key or
 	// variable of their own.
-	smtpPassword string // read from SMTPPasswordFile
+	smtpPassword  string                  // read from SMTPPasswordFile
+	ageIdentities deviceconfig.Identities // read from ConfigAgeIdentity by validate
 }
 
 func defaultServeConfig() serveConfig {
@@ -284,7 +288,35 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateSMTP()...)
+	errs = append(errs, c.validateDeviceConfig()...)
 	return errors.Join(errs...)
+}
+
+// validateDeviceConfig checks where DeviceConfig secrets come from, and
+// reads the age identity file (refusing one others may read).
+func (c *serveConfig) validateDeviceConfig() []error {
+	var errs []error
+	if c.ConfigSecretsDir != "" {
+		if fi, err := os.Stat(c.ConfigSecretsDir); err != nil {
+			errs = append(errs, fmt.Errorf("--config-secrets-dir: %w", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("--config-secrets-dir %s is not a directory", c.ConfigSecretsDir))
+		}
+	}
+	c.ageIdentities = nil
+	if c.ConfigAgeIdentity != "" {
+		ids, err := deviceconfig.LoadIdentities(c.ConfigAgeIdentity)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--config-age-identity: %w", err))
+		}
+		c.ageIdentities = ids
+	}
+	return errs
+}
+
+// deviceConfig returns where the controller finds DeviceConfig secrets.
+func (c serveConfig) deviceConfig() deviceconfig.Options {
+	return deviceconfig.Options{SecretsDir: c.ConfigSecretsDir, Identities: c.ageIdentities}
 }
 
 // validateSMTP checks the settings of notification mail.

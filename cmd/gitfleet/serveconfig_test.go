@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/spf13/pflag"
 
 	"github.com/gitfleet/gitfleet/controller/notifier"
@@ -167,6 +169,71 @@ func TestServeConfigSMTP(t *testing.T) {
 			c := defaultServeConfig()
 			c.Repo, c.PublicURL = "https://git.example/fleet.git", "https://gitfleet.example"
 			c.SMTPAddr, c.SMTPFrom, c.SMTPUsername, c.SMTPPasswordFile = "smtp.example.com:587", "gitfleet@fleet.example", "fleet", pwFile
+			tc.mod(&c)
+			if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The DeviceConfig secret settings are layered like the others; the age
+// identity is read and checked at start: refused when others may read it
+// (like ssh with a private key), never shown in the settings.
+func TestServeConfigDeviceConfigSecrets(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "identity.txt")
+	if err := os.WriteFile(key, []byte("# public key: "+id.Recipient().String()+"\n"+id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "gitfleet.yaml")
+	os.WriteFile(file, []byte("repo: https://git.example/fleet.git\npublic_url: https://gitfleet.example\nconfig_secrets_dir: /nonexistent\n"), 0o600)
+	env := map[string]string{"GITFLEET_CONFIG_SECRETS_DIR": secrets, "GITFLEET_CONFIG_AGE_IDENTITY": "/nonexistent"}
+	got, err := loadServeConfig(pflagWith(t, "--config", file, "--config-age-identity", key), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ConfigSecretsDir != secrets || got.ConfigAgeIdentity != key {
+		t.Fatalf("layering: secrets dir %q (want the env's), identity %q (want the flag's)", got.ConfigSecretsDir, got.ConfigAgeIdentity)
+	}
+	if err := got.validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	opts := got.deviceConfig()
+	if opts.SecretsDir != secrets || !slices.Equal(opts.Identities.Recipients(), []string{id.Recipient().String()}) {
+		t.Errorf("deviceConfig() = %v", opts)
+	}
+	if line := fmt.Sprintf("%s %v %+v", got, got.LogValue(), opts); strings.Contains(line, "AGE-SECRET-KEY") {
+		t.Errorf("the identity shows in the settings: %s", line)
+	}
+
+	open := filepath.Join(dir, "open.txt")
+	os.WriteFile(open, []byte(id.String()+"\n"), 0o600)
+	if err := os.Chmod(open, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*serveConfig)
+		want string
+	}{
+		{"group-readable identity", func(c *serveConfig) { c.ConfigAgeIdentity = open },
+			"--config-age-identity: age identity " + open + " is accessible by others (mode 0640): it is a private key; chmod 600 " + open},
+		{"missing identity", func(c *serveConfig) { c.ConfigAgeIdentity = filepath.Join(dir, "none") }, "--config-age-identity: age identity: open "},
+		{"not an identity", func(c *serveConfig) { c.ConfigAgeIdentity = file }, "want the file `age-keygen -o FILE` writes"},
+		{"missing secrets dir", func(c *serveConfig) { c.ConfigSecretsDir = filepath.Join(dir, "none") }, "--config-secrets-dir: stat "},
+		{"secrets dir is a file", func(c *serveConfig) { c.ConfigSecretsDir = key }, "is not a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := got
 			tc.mod(&c)
 			if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("validate = %v, want %q", err, tc.want)
