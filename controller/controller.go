@@ -197,6 +197,17 @@ func New(opts Options) (*Controller, error) {
 	if dopts.Notify == nil {
 		dopts.Notify = n.Alert
 	}
+	if dopts.Config == nil {
+		dopts.Config = func(s *reconcile.Snapshot) deviceapi.ConfigSource {
+			// Configuration is served once the live commit declares some:
+			// a fleet without DeviceConfig leaves what devices run alone
+			// (404), rather than giving every device an empty one.
+			if s == nil || s.Config.Len() == 0 {
+				return nil
+			}
+			return s.Config
+		}
+	}
 	if dopts.Logger == nil {
 		dopts.Logger = opts.Logger
 	}

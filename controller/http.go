@@ -55,6 +55,8 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/devices/pending", c.pendingDevices)
 	m.GET("/devices/conflicts", c.deviceConflicts)
 	m.GET("/devices/:id", c.device)
+	m.GET("/config", c.configStatus)
+	m.GET("/config/devices", c.configDevices)
 	m.GET("/alerts", c.alerts)
 	return e
 }

@@ -20,18 +20,16 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
 )
 
-// alertsServer starts a real controller following a Git repository seeded
-// from examples/quickstart plus a group "lab" (sim-001 and sim-004), with
-// the embedded store holding alerts of three devices, and serves its
-// handler over TLS. It returns the CLI's connection flags.
-func alertsServer(t *testing.T) []string {
+// mgmtServer starts a real controller following a Git repository seeded
+// from examples/quickstart plus files, with an embedded store that seed
+// fills once ready reports the commit served, and serves its handler over
+// TLS. It returns the CLI's connection flags.
+func mgmtServer(t *testing.T, files map[string]string, ready func(*controller.Controller) bool, seed func(context.Context, store.Store, *controller.Controller)) []string {
 	t.Helper()
 	gittest.RequireGit(t)
 	repo := gittest.NewRepo(t)
 	repo.CopyDir(filepath.Join("..", "..", "examples", "quickstart"), "seed")
-	repo.Commit(map[string]string{
-		"lab.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: lab}\nspec:\n  members: [sim-001, sim-004]\n",
-	}, "lab group")
+	repo.Commit(files, "fixture")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src, err := gitsource.New(gitsource.Options{URL: repo.URL(), Ref: "main", Dir: filepath.Join(t.TempDir(), "clone"), Logger: log, PollInterval: time.Hour})
 	if err != nil {
@@ -51,30 +49,13 @@ func alertsServer(t *testing.T) []string {
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	for stop := time.Now().Add(30 * time.Second); c.Live() == nil || c.Live().Fleet.Group("lab") == nil; {
+	for stop := time.Now().Add(30 * time.Second); c.Live() == nil || !ready(c); {
 		if time.Now().After(stop) {
 			t.Fatal("the fleet commit was not served within 30s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-
-	t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	for _, r := range []struct {
-		device string
-		events []store.AlertEvent
-	}{
-		{"sim-001", []store.AlertEvent{{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error",
-			Evidence: "ERROR\tdisk \x1b[31mfull\x1b[0m on /data\nand a very long tail that the table has to cut somewhere before the end", Time: t0}}},
-		{"sim-002", []store.AlertEvent{{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error", Evidence: "ERROR two", Time: t0.Add(time.Minute)}}},
-		{"sim-004", []store.AlertEvent{
-			{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error", Evidence: "ERROR four", Time: t0.Add(2 * time.Minute)},
-			{Seq: 2, Check: "hello-errors", Kind: store.AlertExpired, Time: t0.Add(3 * time.Minute)},
-		}},
-	} {
-		if _, _, err := st.RecordAlerts(ctx, r.device, r.events); err != nil {
-			t.Fatal(err)
-		}
-	}
+	seed(ctx, st, c)
 
 	srv := httptest.NewTLSServer(c.Handler())
 	t.Cleanup(srv.Close)
@@ -83,6 +64,33 @@ func alertsServer(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}
+}
+
+// alertsServer is mgmtServer with a group "lab" (sim-001 and sim-004) and
+// alerts of three devices.
+func alertsServer(t *testing.T) []string {
+	t.Helper()
+	return mgmtServer(t, map[string]string{
+		"lab.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: lab}\nspec:\n  members: [sim-001, sim-004]\n",
+	}, func(c *controller.Controller) bool { return c.Live().Fleet.Group("lab") != nil }, func(ctx context.Context, st store.Store, _ *controller.Controller) {
+		t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+		for _, r := range []struct {
+			device string
+			events []store.AlertEvent
+		}{
+			{"sim-001", []store.AlertEvent{{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error",
+				Evidence: "ERROR\tdisk \x1b[31mfull\x1b[0m on /data\nand a very long tail that the table has to cut somewhere before the end", Time: t0}}},
+			{"sim-002", []store.AlertEvent{{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error", Evidence: "ERROR two", Time: t0.Add(time.Minute)}}},
+			{"sim-004", []store.AlertEvent{
+				{Seq: 1, Check: "hello-errors", Kind: store.AlertRaised, Severity: "error", Evidence: "ERROR four", Time: t0.Add(2 * time.Minute)},
+				{Seq: 2, Check: "hello-errors", Kind: store.AlertExpired, Time: t0.Add(3 * time.Minute)},
+			}},
+		} {
+			if _, _, err := st.RecordAlerts(ctx, r.device, r.events); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 func TestAlertsCommand(t *testing.T) {

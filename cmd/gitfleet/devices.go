@@ -318,22 +318,24 @@ func (m *mgmtClient) get(ctx context.Context, path string, out any) error {
 // prints it as JSON, or as a table under header with one row per item
 // (none on stderr when there is none). It returns how many items it got.
 func listing[T any](cmd *cobra.Command, mc *mgmtClient, path, key string, asJSON bool, none, header string, row func(T) string) (int, error) {
-	var resp map[string][]T
+	var resp map[string]json.RawMessage
 	if err := mc.get(cmd.Context(), path, &resp); err != nil {
 		return 0, failed(err)
 	}
-	items := resp[key]
-	out := cmd.OutOrStdout()
+	var items []T
+	if raw, ok := resp[key]; ok {
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return 0, failed(fmt.Errorf("management API: %s: %q: %w", path, key, err))
+		}
+	}
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return len(items), enc.Encode(items)
+		return len(items), printJSON(cmd, items)
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(cmd.ErrOrStderr(), none)
 		return 0, nil
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	tw := newTable(cmd)
 	fmt.Fprintln(tw, header)
 	for _, it := range items {
 		fmt.Fprintln(tw, row(it))
@@ -347,4 +349,16 @@ func (m *mgmtClient) flags(f *pflag.FlagSet) {
 	f.StringVar(&m.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
 	f.StringVar(&m.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
 	f.StringVar(&m.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
+}
+
+// printJSON prints v indented, as the management API's answers are shown.
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newTable returns the aligned table writer of the listing commands.
+func newTable(cmd *cobra.Command) *tabwriter.Writer {
+	return tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 }

@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newPlanCmd(),
 		newDevicesCmd(),
 		newAlertsCmd(),
+		newConfigCmd(),
 	)
 	return root
 }

@@ -313,6 +313,14 @@ func (s *Set) Redact(values map[string]string) map[string]string {
 	return out
 }
 
+// Len is the number of DeviceConfig manifests.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.configs)
+}
+
 // Configs describes every DeviceConfig manifest, by level, then name.
 func (s *Set) Configs() []Info {
 	if s == nil {
