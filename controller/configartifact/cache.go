@@ -38,6 +38,15 @@ func NewCache(size int, signer *artifact.Signer) *Cache {
 // Signed reports whether the Cache's artifacts are signed.
 func (c *Cache) Signed() bool { return c.signer != nil }
 
+// Verifier returns the verifier of the signing key (whose Fingerprint a
+// SigningKey in Git must match), or nil when artifacts are unsigned.
+func (c *Cache) Verifier() *artifact.Verifier {
+	if c.signer == nil {
+		return nil
+	}
+	return c.signer.Verifier()
+}
+
 // Get returns the artifact of values for a device of deviceType. digest
 // must be devconfig.Digest(values): it names the cached artifact, and a
 // mismatch (checked when the artifact is built) is an error. Concurrent
@@ -58,6 +67,12 @@ func (c *Cache) Get(values map[string]string, digest, deviceType string) ([]byte
 		c.lru.Add(k, b)
 	}
 	return b, nil
+}
+
+// Cached returns the artifact of (digest, deviceType) if the Cache holds
+// it.
+func (c *Cache) Cached(digest, deviceType string) ([]byte, bool) {
+	return c.lru.Get(cacheKey{digest, deviceType})
 }
 
 // Len returns how many artifacts the Cache holds.

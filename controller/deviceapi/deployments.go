@@ -126,7 +126,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	name := s.manifest.Name
 	log := lazyLog{l: a.log, attrs: []any{"device_id", s.claims.Subject, "device", name}}
 	if s.snap == nil || a.opts.Artifacts == nil {
-		return c.NoContent(http.StatusNoContent)
+		return a.nextOrConfigure(c, s, req, nil)
 	}
 	if want := s.manifest.Spec.DeviceType; want != "" && want != req.DeviceType {
 		log.Warn("device reports another device type than its manifest declares; no deployment",
@@ -154,7 +154,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	g, reason, ok := plan.Route(dev)
 	if !ok {
 		log.Debug("no deployment", "reason", reason)
-		return c.NoContent(http.StatusNoContent)
+		return a.nextOrConfigure(c, s, req, dev)
 	}
 	log = log.with("rollout", g.Rollout, "generation", g.Generation)
 	in := rollout.NextInput{Device: dev, Now: a.opts.Now(), Generation: g}
@@ -196,6 +196,10 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 
 	switch dec.Action {
 	case rollout.Admit, rollout.Installed:
+		// The device's configuration comes before a new admission.
+		if served, err := a.offerConfigure(c, s, req, dev); served || err != nil {
+			return err
+		}
 		d, ok, err := a.opts.Store.Admit(ctx, dec.Generation, dec.Phase, dec.Limit, name)
 		if err != nil {
 			return a.httpError("admit device", err, "device", name)
@@ -234,7 +238,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			a.announceOnce(ctx, s.snap, schema.EventRolloutPaused, genSubject(g),
 				fmt.Sprintf("rollout %s generation %d is paused (spec.paused); devices are not admitted", g.Rollout, g.Generation))
 		}
-		return c.NoContent(http.StatusNoContent)
+		return a.nextOrConfigure(c, s, req, dev)
 	}
 
 	e, err := a.opts.Artifacts.Lookup(dec.Artifact)
@@ -346,6 +350,9 @@ func (a *API) event(ctx context.Context, e store.Event) {
 // the generation was aborted (the Mender client then stops and rolls
 // back), 404 when the device was never admitted to it.
 func (a *API) status(c *echo.Context) error {
+	if digest, ok := parseConfigDeploymentID(c.Param("id")); ok {
+		return a.configureStatus(c, digest)
+	}
 	s := sessionOf(c)
 	g, err := ParseDeploymentID(c.Param("id"))
 	if err != nil {
@@ -507,6 +514,9 @@ func truncate(s string, n int) string {
 // deployment goes to the controller's log (slog), at most MaxLogLines
 // lines per upload, each line at most 1 KiB; 204.
 func (a *API) uploadLog(c *echo.Context) error {
+	if digest, ok := parseConfigDeploymentID(c.Param("id")); ok {
+		return a.configureLog(c, digest)
+	}
 	s := sessionOf(c)
 	g, err := ParseDeploymentID(c.Param("id"))
 	if err != nil {

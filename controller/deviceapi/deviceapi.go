@@ -122,6 +122,9 @@ type Options struct {
 	// Config, when set, gives each Snapshot's device configuration
 	// (nil for a Snapshot: none served, 404).
 	Config func(*reconcile.Snapshot) ConfigSource
+	// Configure, when set (with Config), offers stock Mender clients
+	// their configuration as mender-configure deployments (configure.go).
+	Configure *Configure
 	// Notify, when set, announces an alert record that opened
 	// (schema.EventAlertRaised) or closed (schema.EventAlertCleared). It
 	// is called once per change, by the replica that recorded it, and
@@ -235,8 +238,9 @@ func New(opts Options) (*API, error) {
 //	GET   v1/deviceconfig/gitfleet
 //	PUT   v1/deviceconfig/gitfleet/status
 //	PUT   v1/deviceconfig/configuration
+//	GET   v1/deployments/download/configuration/:id/:type/:device (presigned)
 //
-// All but auth_requests need a device token.
+// All but auth_requests and the presigned download need a device token.
 func (a *API) Register(g *echo.Group) {
 	g.POST("/v1/authentication/auth_requests", a.authRequest)
 	dev := g.Group("", a.authenticate)
@@ -252,6 +256,7 @@ func (a *API) Register(g *echo.Group) {
 	dev.GET(strings.TrimPrefix(devconfig.ConfigPath, "/api/devices"), a.configuration)
 	dev.PUT(strings.TrimPrefix(devconfig.StatusPath, "/api/devices"), a.configStatus)
 	dev.PUT(strings.TrimPrefix(devconfig.ReportPath, "/api/devices"), a.configReport)
+	a.registerConfigure(g)
 }
 
 // Handler serves only the device routes (for tests and tools); the
