@@ -164,6 +164,9 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	defer cache.Close()
 	opts.Devices = deviceapi.Options{Artifacts: cache, PublicURL: public, Clients: clients,
 		UnknownRate: rate.Limit(cfg.DeviceAuthRate), UnknownBurst: cfg.DeviceAuthBurst}
+	if opts.Devices.Configure, err = cfg.configure(log); err != nil {
+		return err
+	}
 	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
 	opts.Notifications = notifier.Options{SMTP: cfg.smtp()}

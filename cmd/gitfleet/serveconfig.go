@@ -9,14 +9,17 @@ import (
 	"net/mail"
 	"os"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/clientip"
+	"github.com/gitfleet/gitfleet/controller/configartifact"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/deviceconfig"
 	"github.com/gitfleet/gitfleet/controller/notifier"
@@ -68,6 +71,8 @@ type serveConfig struct {
 	PolicyOutput        string        `yaml:"policy_output" flag:"policy-output" help:"size of the violations and errors the repository's own policies may report (such as 8MiB)"`
 	ConfigSecretsDir    string        `yaml:"config_secrets_dir" flag:"config-secrets-dir" help:"directory holding the files that DeviceConfig secrets name (secrets: {KEY: {file: NAME}}); a commit with a secret the controller cannot resolve is refused"`
 	ConfigAgeIdentity   string        `yaml:"config_age_identity" flag:"config-age-identity" help:"age identity file (age-keygen -o FILE; mode 0600) that decrypts DeviceConfig secrets encrypted with age -a -r RECIPIENT (secrets: {KEY: {age: ...}})"`
+	ConfigSigningKey    string        `yaml:"config_signing_key" flag:"config-signing-key" help:"private key file (PEM, mode 0600; gitfleet keys generate) that signs the mender-configure artifacts stock Mender clients get their configuration in; its public half must be a SigningKey in the fleet repository, or none is offered. Without it they are unsigned, as Mender's server makes them, and clients that verify signatures refuse them"`
+	ConfigSignKeyName   string        `yaml:"config_signing_key_name" flag:"config-signing-key-name" help:"name of the SigningKey that must declare --config-signing-key (default: any SigningKey with its fingerprint)"`
 	SMTPAddr            string        `yaml:"smtp_addr" flag:"smtp-addr" help:"SMTP submission server host:port that e-mail Notifications go through (STARTTLS required); empty: e-mail Notifications send nothing and are reported in the log and the gitfleet_notification_problems metric"`
 	SMTPFrom            string        `yaml:"smtp_from" flag:"smtp-from" help:"sender address of notification mail (required with --smtp-addr)"`
 	SMTPUsername        string        `yaml:"smtp_username" flag:"smtp-username" help:"SMTP user name (AUTH PLAIN, inside TLS only); goes with --smtp-password-file"`
@@ -81,6 +86,7 @@ type serveConfig struct {
 	// variable of their own.
 	smtpPassword  string                  // read from SMTPPasswordFile
 	ageIdentities deviceconfig.Identities // read from ConfigAgeIdentity by validate
+	configSigner  *artifact.Signer        // read from ConfigSigningKey by validate
 }
 
 func defaultServeConfig() serveConfig {
@@ -289,6 +295,7 @@ func (c *serveConfig) validate() error {
 	}
 	errs = append(errs, c.validateSMTP()...)
 	errs = append(errs, c.validateDeviceConfig()...)
+	errs = append(errs, c.validateConfigSigning()...)
 	return errors.Join(errs...)
 }
 
@@ -312,6 +319,46 @@ func (c *serveConfig) validateDeviceConfig() []error {
 		c.ageIdentities = ids
 	}
 	return errs
+}
+
+// validateConfigSigning reads the configuration signing key, refusing one
+// others may read.
+func (c *serveConfig) validateConfigSigning() []error {
+	c.configSigner = nil
+	if c.ConfigSigningKey == "" {
+		if c.ConfigSignKeyName != "" {
+			return []error{errors.New("--config-signing-key-name needs --config-signing-key FILE")}
+		}
+		return nil
+	}
+	fi, err := os.Stat(c.ConfigSigningKey)
+	if err != nil {
+		return []error{fmt.Errorf("--config-signing-key: %w", err)}
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
+		return []error{fmt.Errorf("--config-signing-key %s is accessible by others (mode %04o): it is a private key; chmod 600 %s", c.ConfigSigningKey, perm, c.ConfigSigningKey)}
+	}
+	s, err := loadSigner("--config-signing-key", c.ConfigSigningKey)
+	if err != nil {
+		return []error{err}
+	}
+	c.configSigner = s
+	return nil
+}
+
+// configure returns what serves stock Mender clients their configuration
+// (deviceapi.Options.Configure).
+func (c serveConfig) configure(log *slog.Logger) (*deviceapi.Configure, error) {
+	if c.configSigner == nil {
+		log.Warn("no --config-signing-key: the mender-configure artifacts of stock Mender clients are unsigned (as Mender's server makes them); clients that verify signatures (ArtifactVerifyKey) refuse them")
+	} else {
+		log.Info("mender-configure artifacts are signed; a SigningKey in the fleet repository must declare the key",
+			"fingerprint", c.configSigner.Verifier().Fingerprint(), "signing_key", c.ConfigSignKeyName)
+	}
+	return deviceapi.NewConfigure(deviceapi.ConfigureOptions{
+		Artifacts: configartifact.NewCache(0, c.configSigner),
+		KeyName:   c.ConfigSignKeyName,
+	})
 }
 
 // deviceConfig returns where the controller finds DeviceConfig secrets.
