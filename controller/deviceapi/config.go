@@ -161,7 +161,9 @@ func (a *API) recordConfig(c *echo.Context, rec store.ConfigStatus) error {
 		case devconfig.Drifted:
 			a.log.Warn("device configuration drifted: the applied file was changed on the device", append(attrs, "file_digest", rec.FileDigest)...)
 		default:
-			a.log.Info("device configuration applied", attrs...)
+			// One line per device would flood the log when a commit
+			// reaches the fleet; the management API counts them.
+			a.log.Debug("device configuration applied", attrs...)
 		}
 	}
 	return c.NoContent(http.StatusNoContent)
