@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/device/devconfig"
 )
@@ -79,6 +81,30 @@ func TestConfigStatusCommand(t *testing.T) {
 	} {
 		if _, _, err := run(c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("config status %v: err %v, want %q", c.args, err, c.want)
+		}
+	}
+}
+
+// gitfleet plan --server ends with how the devices run each DeviceConfig
+// now.
+func TestPlanShowsConfigNow(t *testing.T) {
+	conn := configServer(t)
+	repo := gittest.NewRepo(t)
+	repo.CopyDir(filepath.Join("..", "..", "examples", "quickstart"), "seed")
+	repo.Commit(map[string]string{
+		"all.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceConfig\nmetadata: {name: everyone}\nspec:\n  target: {all: true}\n  values: {ntp_server: time.example.com}\n",
+	}, "move NTP")
+	for _, format := range []string{"text", "markdown"} {
+		out, _, err := gitfleet(t, append([]string{"plan", "--repo", repo.Dir, "--base", "HEAD~1", "--format", format}, conn...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "everyone: 1 of 5 devices in sync, 3 pending, 0 drifted, 1 failed"
+		if format == "markdown" {
+			want = "| `everyone` | 5 | 1 | 3 | 0 | 1 |"
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("plan --format %s lacks %q:\n%s", format, want, out)
 		}
 	}
 }

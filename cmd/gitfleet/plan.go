@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/plan"
 	"github.com/gitfleet/gitfleet/policies"
 )
@@ -17,6 +19,7 @@ func newPlanCmd() *cobra.Command {
 	var (
 		repoPath, base, head, format string
 		budget                       policies.Budget
+		mc                           mgmtClient
 	)
 	cmd := &cobra.Command{
 		Use:   "plan --base REV [--head REV] [--repo PATH]",
@@ -42,6 +45,10 @@ The head's own policies/*.cue run under the budget --policy-timeout,
 --policy-memory and --policy-output set (the controller's defaults); a
 policy over it fails the head's validation, naming its file.
 
+With --server (or GITFLEET_SERVER) and --token, the plan ends with how the
+devices run each DeviceConfig of the commit that controller serves: in sync,
+pending, drifted, failed (what a configuration change starts from).
+
 The exit status is 0 when the plan was written and the head is valid, 1 when
 the plan was written but the head fails validation, 2 on any other error.`,
 		Args: cobra.NoArgs,
@@ -63,6 +70,11 @@ the plan was written but the head fails validation, 2 on any other error.`,
 			if err != nil {
 				return err
 			}
+			if mc.server != "" {
+				if err := addConfigNow(cmd, &mc, p); err != nil {
+					return err
+				}
+			}
 			if err := p.Write(cmd.OutOrStdout(), format); err != nil {
 				return err
 			}
@@ -78,6 +90,26 @@ the plan was written but the head fails validation, 2 on any other error.`,
 	f.StringVar(&head, "head", "HEAD", "`revision` holding the change")
 	f.StringVar(&format, "format", "text", "output `format`: text, markdown or json")
 	addBudgetFlags(f, &budget)
+	f.StringVar(&mc.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL: add how its devices run each DeviceConfig now (env GITFLEET_SERVER)")
+	f.StringVar(&mc.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token, with --server (env GITFLEET_TOKEN)")
+	f.StringVar(&mc.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA to trust for --server (env GITFLEET_CA_CERT)")
 	cmd.MarkFlagRequired("base")
 	return cmd
+}
+
+// addConfigNow asks the controller how its devices run each DeviceConfig.
+func addConfigNow(cmd *cobra.Command, mc *mgmtClient, p *plan.Plan) error {
+	var resp struct {
+		Commit  string                     `json:"commit"`
+		Configs []controller.ConfigSummary `json:"configs"`
+	}
+	if err := mc.get(cmd.Context(), "/api/management/v1/config", &resp); err != nil {
+		return failed(fmt.Errorf("--server: %w", err))
+	}
+	p.ConfigCommit = resp.Commit
+	for _, c := range resp.Configs {
+		p.ConfigNow = append(p.ConfigNow, plan.ConfigStatus{Name: c.Name, Targets: c.Targets, InSync: c.InSync,
+			Pending: c.Pending, Drifted: c.Drifted, Failed: c.Failed})
+	}
+	return nil
 }

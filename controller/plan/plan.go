@@ -28,6 +28,29 @@ type Plan struct {
 	// Changes are sorted by kind (rollouts first, in the order of
 	// [Kinds]) and then by name.
 	Changes []Change `json:"changes"`
+
+	// ConfigNow, when the plan was made with a controller to ask, is how
+	// the devices run each DeviceConfig of the commit it serves (at
+	// ConfigCommit): what the change starts from.
+	ConfigNow    []ConfigStatus `json:"config_now,omitempty"`
+	ConfigCommit string         `json:"config_commit,omitempty"`
+}
+
+// ConfigStatus is how many of the devices a DeviceConfig applies to run
+// the configuration the served commit gives them.
+type ConfigStatus struct {
+	Name    string `json:"name"`
+	Targets int    `json:"targets"`
+	InSync  int    `json:"in_sync"`
+	Pending int    `json:"pending"`
+	Drifted int    `json:"drifted"`
+	Failed  int    `json:"failed"`
+}
+
+// String says it in words: "998 of 1000 devices in sync, 1 pending, 0
+// drifted, 1 failed".
+func (c ConfigStatus) String() string {
+	return fmt.Sprintf("%d of %d devices in sync, %d pending, %d drifted, %d failed", c.InSync, c.Targets, c.Pending, c.Drifted, c.Failed)
 }
 
 // A Revision is one side of a plan.

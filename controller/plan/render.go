@@ -197,8 +197,21 @@ func (p *Plan) WriteText(w io.Writer) error {
 			fmt.Fprintf(b, "      (%s)\n", schema.Source{File: c.File, Line: c.Line})
 		}
 	}
+	if len(p.ConfigNow) > 0 {
+		fmt.Fprintf(b, "\nDevice configuration now (the controller serves %s)\n", shortSHA(p.ConfigCommit))
+		for _, c := range p.ConfigNow {
+			fmt.Fprintf(b, "  %s: %s\n", c.Name, c)
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func shortSHA(s string) string {
+	if len(s) > 7 {
+		return s[:7]
+	}
+	return s
 }
 
 // CommentMarker starts every Markdown plan, so that CI can find and
@@ -284,6 +297,12 @@ func (p *Plan) WriteMarkdown(w io.Writer) error {
 			default:
 				fmt.Fprintf(b, "  - target: %s (%s)\n", cell(t.Description), t.Count())
 			}
+		}
+	}
+	if len(p.ConfigNow) > 0 {
+		fmt.Fprintf(b, "\n### Device configuration now\n\nThe controller serves %s.\n\n| DeviceConfig | devices | in sync | pending | drifted | failed |\n|---|---|---|---|---|---|\n", code(shortSHA(p.ConfigCommit)))
+		for _, c := range p.ConfigNow {
+			fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %d |\n", code(c.Name), c.Targets, c.InSync, c.Pending, c.Drifted, c.Failed)
 		}
 	}
 	out := b.String()
