@@ -136,11 +136,17 @@ func (a *API) configReport(c *echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("configuration of %d keys; at most %d", len(values), devconfig.MaxKeys))
 	}
 	via := "mender"
-	if prev, err := a.opts.Store.ConfigStatusOf(c.Request().Context(), []string{s.manifest.Name}); err == nil && prev[s.manifest.Name].Via == "agent" {
+	prev, err := a.opts.Store.ConfigStatusOf(c.Request().Context(), []string{s.manifest.Name})
+	if err == nil && prev[s.manifest.Name].Via == "agent" {
 		via = "agent" // the Gitfleet agent reports it too, after its status
 	}
 	rec := store.ConfigStatus{Device: s.manifest.Name, Digest: devconfig.Digest(values), State: devconfig.Applied,
 		Via: via, Reported: a.opts.Now()}
+	if via == "mender" && err == nil {
+		if rec, err = a.stockDrift(c.Request().Context(), s, prev[s.manifest.Name], rec); err != nil {
+			return a.httpError("read device", err, "device_id", s.claims.Subject)
+		}
+	}
 	return a.recordConfig(c, rec)
 }
 

@@ -29,12 +29,11 @@ package deviceapi
 //   - its provides do not show that configuration installed
 //     (data-partition.mender-configure.version, or the artifact name, is
 //     configartifact.Name of its digest), and its last configuration
-//     status is neither "applied" nor "failed" with that digest. A failed
-//     configuration is not offered again until Git changes it (as a
-//     Mender deployment without retries). A file changed by hand on the
-//     device shows as its reported digest, not the desired one: visible
-//     as out of sync, and not overwritten until Git changes the
-//     configuration.
+//     status does not name that digest. A failed configuration is not
+//     offered again until Git changes it (as a Mender deployment without
+//     retries). A file changed by hand on the device, once its report
+//     comes in, shows as drifted (stockDrift) and is not overwritten
+//     until Git changes the configuration, as with gitfleet-agent.
 //
 // Precedence with rollouts: a device in the middle of a rollout
 // deployment (admitted, not finished) gets that first; otherwise its
@@ -301,7 +300,9 @@ func (a *API) configureDue(ctx context.Context, s *session, req NextRequest, dev
 	if kind != kindConfigurable {
 		return nil, nil
 	}
-	if reported && cur.Digest == digest && (cur.State == devconfig.Applied || cur.State == devconfig.Failed) {
+	if reported && cur.Digest == digest && cur.State != "" {
+		// Applied; failed (not again until Git changes it); or drifted
+		// (changed on the device: shown, not overwritten).
 		return nil, nil
 	}
 	return &configOffer{values: values, digest: digest}, nil
@@ -582,6 +583,27 @@ func (a *API) configureStatus(c *echo.Context, digest string) error {
 			"digest", digest, "state", st.State, "status", rep.Status)
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// stockDrift turns a stock device's report (rec, applied with the
+// reported file's digest) into a drift when the device had applied the
+// configuration the live commit gives it (prev, recorded by the
+// configuration deployment's success or an earlier report) and now
+// reports another file: it was changed on the device. The drift keeps the
+// applied digest, with the reported one as FileDigest, so the device
+// shows as drifted rather than pending: nothing overwrites it until Git
+// changes its configuration (a second deployment of the same artifact
+// name would be "already-installed" to the client anyway).
+func (a *API) stockDrift(ctx context.Context, s *session, prev, rec store.ConfigStatus) (store.ConfigStatus, error) {
+	if prev.Via != viaMender || prev.Digest == rec.Digest || prev.State != devconfig.Applied && prev.State != devconfig.Drifted {
+		return rec, nil
+	}
+	_, desired, ok, err := a.desiredConfig(ctx, s)
+	if err != nil || !ok || prev.Digest != desired {
+		return rec, err
+	}
+	rec.FileDigest, rec.Digest, rec.State = rec.Digest, prev.Digest, devconfig.Drifted
+	return rec, nil
 }
 
 // moduleFailure matches the Mender Configure module's line for a failing

@@ -497,3 +497,55 @@ func TestConfigureKeyCheckMessages(t *testing.T) {
 		t.Errorf("unsigned: %v", err)
 	}
 }
+
+// A stock device that installed its configuration and then reports
+// another file shows as drifted (the applied digest kept, the file's as
+// FileDigest), is not offered the same configuration again, and is in
+// sync again when the file is restored or Git changes.
+func TestConfigureStockDrift(t *testing.T) {
+	e := newConfigureEnv(t)
+	digest := devconfig.Digest(e.src.values["dev-1"])
+	_, next := e.poll(e.d1, "factory", "qemux86-64", nil)
+	if code := e.report(e.d1, next.ID, "success"); code != http.StatusNoContent {
+		t.Fatal(code)
+	}
+	report := func(values map[string]string) {
+		t.Helper()
+		b, _ := json.Marshal(values)
+		if code, resp, _ := e.do(http.MethodPut, configReportPath, e.d1.token, b, nil); code != http.StatusNoContent {
+			t.Fatalf("report: %d %s", code, resp)
+		}
+	}
+	report(e.src.values["dev-1"])
+	if st := e.status("dev-1"); st.State != devconfig.Applied || st.Digest != digest {
+		t.Fatalf("after reporting the applied file: %+v", st)
+	}
+	edited := map[string]string{"ntp_server": "evil.example.com", "wifi_psk": "hunter2-very-secret"}
+	report(edited)
+	st := e.status("dev-1")
+	if st.State != devconfig.Drifted || st.Digest != digest || st.FileDigest != devconfig.Digest(edited) || st.Via != "mender" {
+		t.Fatalf("after an edit: %+v", st)
+	}
+	name := next.Artifact.ArtifactName
+	if code, _ := e.poll(e.d1, name, "qemux86-64", map[string]string{configartifact.ProvidesKey: name}); code != http.StatusNoContent {
+		t.Fatalf("drifted device offered the same configuration: %d", code)
+	}
+	report(e.src.values["dev-1"])
+	if st := e.status("dev-1"); st.State != devconfig.Applied || st.Digest != digest || st.FileDigest != "" {
+		t.Fatalf("after restoring the file: %+v", st)
+	}
+	report(edited)
+	e.src.values["dev-1"] = map[string]string{"ntp_server": "ntp.example.com"}
+	if code, next2 := e.poll(e.d1, name, "qemux86-64", map[string]string{configartifact.ProvidesKey: name}); code != http.StatusOK || next2.ID == next.ID {
+		t.Fatalf("after a change in Git: %d %+v", code, next2)
+	}
+	// A report of a configuration Git never gave it, before any
+	// deployment: applied with its digest (pending, not drifted).
+	b, _ := json.Marshal(map[string]string{"x": "1"})
+	if code, _, _ := e.do(http.MethodPut, configReportPath, e.d2.token, b, nil); code != http.StatusNoContent {
+		t.Fatal(code)
+	}
+	if st := e.status("dev-2"); st.State != devconfig.Applied || st.Digest != devconfig.Digest(map[string]string{"x": "1"}) {
+		t.Fatalf("dev-2 %+v", st)
+	}
+}

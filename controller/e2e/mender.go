@@ -17,7 +17,10 @@ package e2e
 //
 //   - No rootfs A/B configuration: with only update modules it logs "No dual
 //     rootfs configuration present" and goes on. DBus must be disabled in
-//     mender.conf (the Debian build links GLib D-Bus).
+//     mender.conf (the Debian build links GLib D-Bus) unless a bus is
+//     given (MenderOptions.DBusAddress): then it answers
+//     io.mender.AuthenticationManager's GetJwtToken with its token and the
+//     server URL, on a private bus the test starts.
 //   - It makes its own device key, /var/lib/mender/mender-agent.pem, RSA 3072.
 //   - Authentication: POST v1/authentication/auth_requests with an empty
 //     "Authorization: Bearer " header, X-MEN-Signature (RSA PKCS#1 v1.5,
@@ -135,6 +138,19 @@ type MenderOptions struct {
 	PollSeconds int
 	// LogLevel of the client. Default "debug".
 	LogLevel string
+	// DBusAddress, when set, turns the client's D-Bus API on
+	// (io.mender.AuthenticationManager, which inventory scripts such as
+	// Mender Configure's ask for the device token) on that bus, given to
+	// the client as DBUS_SYSTEM_BUS_ADDRESS.
+	DBusAddress string
+	// Env is added to the environment of the client, and so of its
+	// inventory scripts and update modules.
+	Env []string
+	// Install copies files into the device's directories before the
+	// client starts: a path relative to Root (e.g.
+	// "share/modules/v3/mender-configure") → the file to copy there,
+	// installed executable.
+	Install map[string]string
 }
 
 // Mender is one running stock `mender daemon`.
@@ -201,7 +217,7 @@ func StartMender(t testing.TB, serverURL string, certPEM []byte, opts MenderOpti
 		"InventoryPollIntervalSeconds": opts.PollSeconds,
 		"RetryPollIntervalSeconds":     1,
 		"ModuleTimeoutSeconds":         30,
-		"DBus":                         map[string]any{"Enabled": false},
+		"DBus":                         map[string]any{"Enabled": opts.DBusAddress != ""},
 	}
 	if opts.VerifyKey != nil {
 		conf["ArtifactVerifyKey"] = "/etc/mender/artifact-verify-key.pem"
@@ -214,11 +230,24 @@ func StartMender(t testing.TB, serverURL string, certPEM []byte, opts MenderOpti
 	writeFile(t, filepath.Join(root, "etc", "gitfleet-test-identity"), []byte(ident.String()), 0o644)
 	writeFile(t, filepath.Join(root, "etc", "gitfleet-test-out"), []byte(m.Out+"\n"), 0o644)
 	writeFile(t, filepath.Join(root, "data", "device_type"), []byte("device_type="+opts.DeviceType+"\n"), 0o644)
+	for _, rel := range slices.Sorted(maps.Keys(opts.Install)) {
+		data, err := os.ReadFile(opts.Install[rel])
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(root, filepath.FromSlash(rel)), data, 0o755)
+	}
 
 	m.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--",
 		"/bin/sh", filepath.Join(src, "ns-exec.sh"), root,
 		"mender", "--no-syslog", "--log-level", opts.LogLevel, "daemon")
 	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
+	if opts.DBusAddress != "" || len(opts.Env) > 0 {
+		m.cmd.Env = append(os.Environ(), opts.Env...)
+		if opts.DBusAddress != "" {
+			m.cmd.Env = append(m.cmd.Env, "DBUS_SYSTEM_BUS_ADDRESS="+opts.DBusAddress)
+		}
+	}
 	// Its own process group, so Stop reaches update modules too; and
 	// killed if the test process dies first.
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
