@@ -294,3 +294,30 @@ func TestConfigureMenderArtifactReads(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkConfigureBuild: generating one signed configuration artifact
+// of 20 keys (a cache miss), and serving it from the cache.
+func BenchmarkConfigureBuild(b *testing.B) {
+	priv, _, _ := artifact.GenerateKey(artifact.ECDSAP256)
+	s, _ := artifact.LoadSigner(priv)
+	values := map[string]string{}
+	for i := range 20 {
+		values[fmt.Sprintf("key_%02d", i)] = strings.Repeat("v", 24)
+	}
+	digest := devconfig.Digest(values)
+	b.Run("build-signed", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Build(values, []string{"dt"}, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		c := NewCache(0, s)
+		for b.Loop() {
+			if _, err := c.Get(values, digest, "dt"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
