@@ -107,7 +107,11 @@ type ListeningPortsProbe struct {
 }
 
 // A SetUIDProbe fires when a set-uid executable appears under one of Paths
-// (default "/") that was not there when the agent started watching.
+// that was not there when the agent started watching. The default is where
+// executables live and where anyone may write (/bin, /sbin, /usr/bin,
+// /usr/sbin, /usr/local, /usr/libexec, /opt, /etc, /tmp, /var/tmp, /home,
+// /root, /srv, /data; those a device lacks are skipped). A scan stops at
+// 100,000 entries: name smaller trees than /usr or / on a full system.
 type SetUIDProbe struct {
 	Paths []string `json:"paths,omitempty"`
 }

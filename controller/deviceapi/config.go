@@ -142,6 +142,10 @@ func (a *API) configReport(c *echo.Context) error {
 	}
 	rec := store.ConfigStatus{Device: s.manifest.Name, Digest: devconfig.Digest(values), State: devconfig.Applied,
 		Via: via, Reported: a.opts.Now()}
+	if p := prev[s.manifest.Name]; err == nil && via == "agent" && p.Digest == rec.Digest && p.State == devconfig.Applied {
+		// The agent's status said so already: nothing to write.
+		return c.NoContent(http.StatusNoContent)
+	}
 	if via == "mender" && err == nil {
 		if rec, err = a.stockDrift(c.Request().Context(), s, prev[s.manifest.Name], rec); err != nil {
 			return a.httpError("read device", err, "device_id", s.claims.Subject)

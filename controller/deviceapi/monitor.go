@@ -157,8 +157,10 @@ func (cc *compiledCheck) targets(name string, identity, inventory map[string]str
 }
 
 // DefaultSetuidPaths are watched by a setuid check that names no paths:
-// where executables and writable files live, not the pseudo file systems.
-var DefaultSetuidPaths = []string{"/bin", "/sbin", "/usr", "/lib", "/opt", "/etc", "/home", "/root", "/tmp", "/var"}
+// where executables live and where anyone may write, not libraries or the
+// pseudo file systems (a device skips those it does not have).
+var DefaultSetuidPaths = []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local", "/usr/libexec", "/opt",
+	"/etc", "/tmp", "/var/tmp", "/home", "/root", "/srv", "/data"}
 
 // MonitorCheck turns a MonitorCheck manifest into the check the agent runs,
 // and checks that the agent accepts it.

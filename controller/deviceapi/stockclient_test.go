@@ -223,6 +223,17 @@ func TestStockMenderClient(t *testing.T) {
 		d, err := st.Deployment(ctx, store.GenerationRef{Rollout: "stock", Generation: 2}, "stock-1")
 		return err == nil && d.State == store.StateFailure
 	})
+	// The client may upload its log after the failure status.
+	waitFor("the failed deployment's log", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range seen {
+			if strings.HasPrefix(s, "PUT /api/devices/v1/deployments/device/deployments/stock-g2/log ") {
+				return true
+			}
+		}
+		return false
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("%d requests; first: %s", len(seen), strings.Join(seen[:min(len(seen), 40)], ", "))
