@@ -134,7 +134,7 @@ var oneOf = map[string]struct {
 	what   string
 	fields []string
 }{
-	"Notification spec": {"sink", []string{"webhook", "email", "slack"}},
+	"Notification spec": {"sink", []string{"webhook", "email", "slack", "gitStatus"}},
 }
 
 // exactlyOne words the error of an _exactlyOne rule of the schema for the

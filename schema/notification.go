@@ -2,8 +2,8 @@ package schema
 
 import "slices"
 
-// A Notification is where events go: a signed webhook, e-mail, or a
-// Slack-compatible incoming webhook.
+// A Notification is where events go: a signed webhook, e-mail, a
+// Slack-compatible incoming webhook, or commit statuses on the Git host.
 type Notification struct {
 	Meta
 	Spec NotificationSpec
@@ -73,11 +73,12 @@ func Events() []string { return slices.Clone(events) }
 func IsEvent(name string) bool { return slices.Contains(events, name) }
 
 // NotificationSpec is the spec of a [Notification]. Exactly one of
-// Webhook, Email and Slack is set.
+// Webhook, Email, Slack and GitStatus is set.
 type NotificationSpec struct {
-	Webhook *Webhook `json:"webhook,omitempty"`
-	Email   *Email   `json:"email,omitempty"`
-	Slack   *Slack   `json:"slack,omitempty"`
+	Webhook   *Webhook   `json:"webhook,omitempty"`
+	Email     *Email     `json:"email,omitempty"`
+	Slack     *Slack     `json:"slack,omitempty"`
+	GitStatus *GitStatus `json:"gitStatus,omitempty"`
 
 	// Events are the event names sent; empty means all of them.
 	Events []string `json:"events,omitempty"`
@@ -89,7 +90,7 @@ type NotificationSpec struct {
 }
 
 // Sink returns the name of the sink field that is set ("webhook",
-// "email" or "slack"), or "" when none is.
+// "email", "slack" or "gitStatus"), or "" when none is.
 func (s *NotificationSpec) Sink() string {
 	switch {
 	case s.Webhook != nil:
@@ -98,6 +99,8 @@ func (s *NotificationSpec) Sink() string {
 		return "email"
 	case s.Slack != nil:
 		return "slack"
+	case s.GitStatus != nil:
+		return "gitStatus"
 	}
 	return ""
 }
@@ -131,4 +134,29 @@ type Email struct {
 // secret held by the controller.
 type Slack struct {
 	URL SecretRef `json:"url"`
+}
+
+// The Git hosts a [GitStatus] sink speaks to.
+const (
+	GitHub = "github" // GitHub and GitHub Enterprise Server (REST API)
+	GitLab = "gitlab" // GitLab (REST API v4)
+	Gitea  = "gitea"  // Gitea and Forgejo (API v1)
+)
+
+// A GitStatus sets a commit status on the commit that started or changed
+// a rollout, through the Git host's API: pending while the rollout runs,
+// success when it completes, failure when it aborts.
+type GitStatus struct {
+	// Provider is GitHub, GitLab or Gitea (Forgejo too).
+	Provider string `json:"provider"`
+	// URL is the host's API address, https: https://api.github.com (or
+	// https://HOST/api/v3 for GitHub Enterprise Server), or the GitLab,
+	// Gitea or Forgejo instance, such as https://gitlab.com.
+	URL string `json:"url"`
+	// Repository is owner/name; on GitLab a project path (groups
+	// included) or the project's numeric ID.
+	Repository string `json:"repository"`
+	// Token is an API token allowed to set commit statuses, held by the
+	// controller.
+	Token SecretRef `json:"token"`
 }

@@ -398,20 +398,20 @@ func (l *loader) checkNotification(nt *Notification) bool {
 	for _, k := range []struct {
 		name string
 		set  bool
-	}{{"webhook", s.Webhook != nil}, {"email", s.Email != nil}, {"slack", s.Slack != nil}} {
+	}{{"webhook", s.Webhook != nil}, {"email", s.Email != nil}, {"slack", s.Slack != nil}, {"gitStatus", s.GitStatus != nil}} {
 		if k.set {
 			sinks = append(sinks, k.name)
 		}
 	}
 	switch len(sinks) {
 	case 0:
-		l.errs.at(&nt.Meta, "spec", "a Notification needs one sink: set webhook, email or slack")
+		l.errs.at(&nt.Meta, "spec", "a Notification needs one sink: set webhook, email, slack or gitStatus")
 	case 1:
 	default:
 		// At the second sink: the schema reports a document whose sinks
 		// are all valid at spec; this rule speaks when one of them has
 		// an error of its own.
-		l.errs.at(&nt.Meta, "spec."+sinks[1], "a Notification has one sink (webhook, email or slack); this one sets %s", andList(sinks))
+		l.errs.at(&nt.Meta, "spec."+sinks[1], "a Notification has one sink (webhook, email, slack or gitStatus); this one sets %s", andList(sinks))
 	}
 	if s.Webhook != nil {
 		u, err := url.Parse(s.Webhook.URL)
@@ -427,6 +427,19 @@ func (l *loader) checkNotification(nt *Notification) bool {
 	}
 	if s.Slack != nil && !s.Slack.URL.valid() {
 		l.errs.at(&nt.Meta, "spec.slack.url", "the incoming-webhook URL is a secret held by the controller: set url.env (an environment variable) or url.file (a file on the controller), not both")
+	}
+	if g := s.GitStatus; g != nil {
+		if u, err := url.Parse(g.URL); err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			l.errs.at(&nt.Meta, "spec.gitStatus.url", "want the API address of the Git host, such as https://api.github.com or https://gitlab.example.com, without credentials, query or fragment")
+		}
+		if g.Repository == "" {
+			l.errs.at(&nt.Meta, "spec.gitStatus", "set repository: owner/name (on GitLab, a project path or its numeric ID)")
+		} else if g.Provider != GitLab && strings.Count(g.Repository, "/") != 1 {
+			l.errs.at(&nt.Meta, "spec.gitStatus.repository", "a %s repository is owner/name", g.Provider)
+		}
+		if !g.Token.valid() {
+			l.errs.at(&nt.Meta, "spec.gitStatus.token", "the API token is a secret held by the controller: set token.env (an environment variable) or token.file (a file on the controller), not both")
+		}
 	}
 	l.checkUnique(&nt.Meta, "spec.events", s.Events)
 	return l.errs.count() == n
