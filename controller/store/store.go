@@ -12,11 +12,17 @@
 // own. Nothing they do twice may break anything, so every write is either a
 // compare-and-set or idempotent:
 //
-//   - The live commit moves only by [Commits.SetLive], a compare-and-set on
-//     the previous SHA. A caller calls SetLive(next, prev) only when next
-//     descends from prev in Git; because the store changes live only while it
-//     still is prev, live only ever moves forward, and a replica with a stale
-//     view loses the race instead of clobbering a newer commit.
+//   - The live commit moves only by [Commits.MoveLive], a compare-and-set on
+//     the live pointer's sequence number ([CommitRecord.Seq], 1, 2, … for
+//     every move, whatever the commit, so a commit that returns gets a new
+//     one). The branch head is the desired state, forward or back: a
+//     replica moves live to the head it fetched only when its fetch began
+//     after it had read the sequence number it compares with (package
+//     reconcile), so live follows the order in which the store saw the
+//     heads, never Git ancestry, and a replica with a stale view loses the
+//     race instead of bringing an older head back.
+//     [Commits.SetLive] is the same compare-and-set keyed by the previous
+//     SHA, for callers that know no sequence number.
 //   - Rollout generations change only through [Generations.PutRollouts] for
 //     the commit that is live, in one atomic transition keyed by that commit:
 //     reconciling a commit twice (or from two replicas at once) increments
@@ -37,7 +43,7 @@
 // written once per commit. Per-device and per-rollout-generation state, which
 // device polls touch, is spread over many tags.
 //
-//	gf:{fleet}:live            hash   sha, rec (CommitRecord JSON)
+//	gf:{fleet}:live            hash   sha, seq (its Seq), rec (CommitRecord JSON)
 //	gf:{fleet}:refused         hash   commit SHA → Refusal JSON (last 1,000)
 //	gf:{fleet}:refused:order   list   refused SHAs, newest first (bounds the hash)
 //	gf:{fleet}:refused:last    string SHA of the last refused commit
@@ -161,7 +167,17 @@ type Commits interface {
 	// already live (another replica got there first), so the record first
 	// written for a commit is kept. ok is false when live is some other
 	// commit; the caller should read Live and decide again.
+	// The store sets next.Seq (the previous Seq + 1) when it writes.
 	SetLive(ctx context.Context, next CommitRecord, prevSHA string) (ok bool, err error)
+	// MoveLive makes next the live commit, with Seq prevSeq+1, if the live
+	// pointer's Seq is still prevSeq (0: no commit was ever made live, or
+	// only by a store that kept no sequence number). When next.SHA is
+	// already live at prevSeq nothing is written. live is the record live
+	// afterwards (the zero record when none is) and ok reports whether it
+	// is next.SHA: also true, without a write, when another caller made
+	// next.SHA live since (the first record written is kept); false when
+	// the pointer moved elsewhere. The caller decides again from live.
+	MoveLive(ctx context.Context, next CommitRecord, prevSeq int64) (live CommitRecord, ok bool, err error)
 	// RecordRefused records a refused commit and makes it the last refused
 	// one. It is idempotent per SHA: recorded is true only for the first
 	// call for that SHA, and a later call for an already recorded SHA
@@ -200,7 +216,7 @@ type Generations interface {
 // 10,000); older ones are dropped.
 type EventLog interface {
 	// AppendEvent appends e and returns its ID. An event with the same
-	// (Commit, Kind, Subject) as one appended within the dedupe window
+	// (Commit, Kind, Subject, Occurrence) as one appended within the dedupe window
 	// (default 7 days) while that one is still retained is not appended
 	// again: added is false and id is the first one's. A zero e.Time is set
 	// to the store's clock.
@@ -234,14 +250,17 @@ type Coordination interface {
 // than a phase allows.
 type Deployments interface {
 	// Admit admits device into phase of generation g if the generation is
-	// not aborted and the phase has admitted fewer than limit devices. A
+	// not aborted and the phase has admitted fewer than limit devices; the
+	// deployment records the store's clock as its Admitted time. A
 	// device already admitted into g (in any phase) gets its deployment back
 	// with ok true and nothing counted again. ok is false, with a zero
 	// Deployment, when the phase is full or g is aborted.
 	Admit(ctx context.Context, g GenerationRef, phase int, limit int64, device string) (d Deployment, ok bool, err error)
-	// Report moves device's deployment in g to state. Reaching StateSuccess
-	// or StateFailure counts once in the device's phase; a final state never
-	// changes again (changed false). A failure while the device has used
+	// Report moves device's deployment in g to state. Reaching StateSuccess,
+	// StateFailure or StateTimeout counts once in the device's phase; a
+	// final state never changes again (changed false), so a device that
+	// reports after the caller recorded its timeout stays timed out, and a
+	// timeout recorded after the device's final report changes nothing. A failure while the device has used
 	// fewer than retries attempts becomes StateRetrying with Attempts+1,
 	// and is not counted. ErrNotFound if the device was never admitted.
 	Report(ctx context.Context, g GenerationRef, device, state string, retries int) (d Deployment, changed bool, err error)
@@ -251,8 +270,8 @@ type Deployments interface {
 	// on, at most max (1…MaxChangesPage), oldest first. A change is recorded
 	// atomically with what it describes: one when a device is admitted
 	// (State StateAdmitted, its phase) and one when its deployment reaches a
-	// final state (StateSuccess or StateFailure). So g has exactly Σ
-	// (Admitted + Succeeded + Failed) changes over its Progress phases
+	// final state (StateSuccess, StateFailure or StateTimeout). So g has
+	// exactly Σ (Admitted + Succeeded + Failed + TimedOut) changes over its Progress phases
 	// (ChangeCount), and a replica that applied that many knows, without
 	// asking, which devices have a deployment in g and which finished. The
 	// device API keeps such an index so that a poll needs no store read.
@@ -461,6 +480,10 @@ type Deployment struct {
 	Phase    int    // the phase that admitted the device
 	State    string // StateAdmitted, a device status ("downloading", …), StateRetrying, or a final state
 	Attempts int    // failed attempts retried so far
+	// Admitted is when the store admitted the device (its clock, to the
+	// millisecond); zero for records written before it was kept. The
+	// rollout engine's device deadline runs from it.
+	Admitted time.Time
 }
 
 // Deployment states the store interprets; any other state (the device
@@ -470,13 +493,23 @@ const (
 	StateRetrying = "retrying"
 	StateSuccess  = "success" // final, counted
 	StateFailure  = "failure" // final, counted
+	// StateTimeout: the device did not reach a final state within its
+	// rollout's device timeout; the caller (the device API, deciding with
+	// the rollout engine) reports it. Final, counted as TimedOut.
+	StateTimeout = "timeout"
 )
+
+// FinalState reports whether state is final: StateSuccess, StateFailure
+// or StateTimeout.
+func FinalState(state string) bool {
+	return state == StateSuccess || state == StateFailure || state == StateTimeout
+}
 
 // Change is one entry of a generation's change log (Deployments.Changes).
 type Change struct {
 	Device string
 	Phase  int
-	State  string // StateAdmitted, StateSuccess or StateFailure
+	State  string // StateAdmitted, StateSuccess, StateFailure or StateTimeout
 }
 
 // EncodeChange and ParseChange give both stores the "phase|state|device"
@@ -491,7 +524,7 @@ func ParseChange(s string) (Change, error) {
 	st, dev, ok2 := strings.Cut(rest, "|")
 	phase, err := strconv.Atoi(p)
 	if !ok1 || !ok2 || err != nil || phase < 0 || phase >= MaxPhases || dev == "" ||
-		(st != StateAdmitted && st != StateSuccess && st != StateFailure) {
+		(st != StateAdmitted && !FinalState(st)) {
 		return Change{}, fmt.Errorf("change record %q is malformed", s)
 	}
 	return Change{Device: dev, Phase: phase, State: st}, nil
@@ -502,7 +535,7 @@ func ParseChange(s string) (Change, error) {
 func (p Progress) ChangeCount() int64 {
 	var n int64
 	for _, c := range p.Phases {
-		n += c.Admitted + c.Succeeded + c.Failed
+		n += c.Admitted + c.Succeeded + c.Failed + c.TimedOut
 	}
 	return n
 }
@@ -527,6 +560,8 @@ type Progress struct {
 // PhaseCounts counts one phase's devices.
 type PhaseCounts struct {
 	Admitted, Succeeded, Failed int64
+	// TimedOut counts deployments that reached StateTimeout.
+	TimedOut int64
 	// Completed is when the phase was recorded complete (CompletePhase),
 	// to the millisecond; zero while it is not.
 	Completed time.Time
@@ -897,21 +932,36 @@ func ValidateReport(g GenerationRef, device, state string, retries int) error {
 }
 
 // EncodeDeployment and ParseDeployment give both stores the compact
-// "phase|state|attempts" form a million devices can afford.
+// "phase|state|attempts|admitted" form a million devices can afford
+// (admitted in Unix milliseconds; records without it, written before it
+// was kept, parse with a zero Admitted).
 func EncodeDeployment(d Deployment) string {
-	return strconv.Itoa(d.Phase) + "|" + d.State + "|" + strconv.Itoa(d.Attempts)
+	s := strconv.Itoa(d.Phase) + "|" + d.State + "|" + strconv.Itoa(d.Attempts)
+	if !d.Admitted.IsZero() {
+		s += "|" + strconv.FormatInt(d.Admitted.UnixMilli(), 10)
+	}
+	return s
 }
 
 // ParseDeployment reverses EncodeDeployment.
 func ParseDeployment(s string) (Deployment, error) {
 	p, rest, ok1 := strings.Cut(s, "|")
-	st, a, ok2 := strings.Cut(rest, "|")
+	st, rest, ok2 := strings.Cut(rest, "|")
+	a, at, withTime := strings.Cut(rest, "|")
 	phase, err1 := strconv.Atoi(p)
 	attempts, err2 := strconv.Atoi(a)
 	if !ok1 || !ok2 || err1 != nil || err2 != nil {
 		return Deployment{}, fmt.Errorf("deployment record %q is malformed", s)
 	}
-	return Deployment{Phase: phase, State: st, Attempts: attempts}, nil
+	d := Deployment{Phase: phase, State: st, Attempts: attempts}
+	if withTime {
+		ms, err := strconv.ParseInt(at, 10, 64)
+		if err != nil || ms <= 0 {
+			return Deployment{}, fmt.Errorf("deployment record %q is malformed", s)
+		}
+		d.Admitted = time.UnixMilli(ms)
+	}
+	return d, nil
 }
 
 // Limits every implementation enforces (ErrInvalid beyond them).
@@ -935,6 +985,10 @@ type CommitRecord struct {
 	Committed time.Time      `json:"committed"`
 	Loaded    time.Time      `json:"loaded"`              // when the controller loaded it
 	Manifests map[string]int `json:"manifests,omitempty"` // kind → count
+	// Seq is the live pointer's sequence number when this record was
+	// made live: 1 for the first commit, one more at every move. The
+	// store sets it; a commit that goes live again gets a new Seq.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Refusal describes a commit that failed validation or policy, or was not
@@ -993,6 +1047,12 @@ type Event struct {
 	Kind    string    `json:"kind"`              // e.g. "commit.live", "rollout.started"
 	Subject string    `json:"subject,omitempty"` // e.g. "rollout/canary"
 	Message string    `json:"message,omitempty"`
+	// Occurrence, when set, tells apart occurrences of one fact that
+	// share (Commit, Kind, Subject): the dedupe key includes it, so the
+	// same commit going live a second time ("live:7") is appended again
+	// while two replicas announcing the same go-live still append once.
+	// It is not stored with the event.
+	Occurrence string `json:"-"`
 }
 
 // Validate checks what SetLive requires of a record.
@@ -1105,13 +1165,18 @@ func EncodeLimited(what string, v any) ([]byte, error) {
 	return b, nil
 }
 
-// DedupeKey names e's (Commit, Kind, Subject) for AppendEvent's dedupe: a
-// hex SHA-256, so arbitrary subjects make fixed-size keys.
+// DedupeKey names e's (Commit, Kind, Subject) and, when set, Occurrence
+// for AppendEvent's dedupe: a hex SHA-256, so arbitrary subjects make
+// fixed-size keys.
 func (e Event) DedupeKey() string {
 	h := sha256.New()
 	for _, s := range []string{e.Commit, e.Kind, e.Subject} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
+	}
+	if e.Occurrence != "" {
+		h.Write([]byte(e.Occurrence))
+		h.Write([]byte{1})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -125,7 +125,7 @@ func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, lim
 		if counts.Get(kAborted) != nil || counter(counts, field) >= uint64(limit) {
 			return nil
 		}
-		d, ok = store.Deployment{Phase: phase, State: store.StateAdmitted}, true
+		d, ok = store.Deployment{Phase: phase, State: store.StateAdmitted, Admitted: time.UnixMilli(s.opts.Now().UnixMilli())}, true
 		if err := incr(counts, field); err != nil {
 			return err
 		}
@@ -181,11 +181,14 @@ func (s *Store) Report(ctx context.Context, g store.GenerationRef, device, state
 }
 
 // reportTransition is Report's rule: the next deployment, and the counter
-// ("s" or "f") a final state increments.
+// ("s", "f" or "t") a final state increments.
 func reportTransition(d store.Deployment, state string, retries int) (store.Deployment, string) {
 	switch {
-	case d.State == store.StateSuccess || d.State == store.StateFailure:
+	case store.FinalState(d.State):
 		return d, ""
+	case state == store.StateTimeout:
+		d.State = state
+		return d, "t"
 	case state == store.StateFailure && d.Attempts < retries:
 		d.State, d.Attempts = store.StateRetrying, d.Attempts+1
 		return d, ""
@@ -266,6 +269,7 @@ func (s *Store) Progress(ctx context.Context, g store.GenerationRef) (store.Prog
 				Admitted:  int64(counter(counts, "a"+i)),
 				Succeeded: int64(counter(counts, "s"+i)),
 				Failed:    int64(counter(counts, "f"+i)),
+				TimedOut:  int64(counter(counts, "t"+i)),
 			}
 			if ms := counter(counts, "c"+i); ms > 0 {
 				c.Completed = time.UnixMilli(int64(ms))

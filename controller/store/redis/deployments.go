@@ -30,14 +30,14 @@ func (k keys) genLog(g store.GenerationRef) string {
 
 var admitScript = goredis.NewScript(`
 -- KEYS[1] counters hash, KEYS[2] devices hash, KEYS[3] change list
--- ARGV[1] phase, ARGV[2] limit, ARGV[3] device
+-- ARGV[1] phase, ARGV[2] limit, ARGV[3] device, ARGV[4] now (Unix ms)
 local cur = redis.call('HGET', KEYS[2], ARGV[3])
 if cur then return cur end
 if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return '' end
 local field = 'a' .. ARGV[1]
 if tonumber(redis.call('HGET', KEYS[1], field) or '0') >= tonumber(ARGV[2]) then return '' end
 redis.call('HINCRBY', KEYS[1], field, 1)
-local rec = ARGV[1] .. '|admitted|0'
+local rec = ARGV[1] .. '|admitted|0|' .. ARGV[4]
 redis.call('HSET', KEYS[2], ARGV[3], rec)
 redis.call('RPUSH', KEYS[3], ARGV[1] .. '|admitted|' .. ARGV[3])
 return rec
@@ -48,7 +48,7 @@ func (s *Store) Admit(ctx context.Context, g store.GenerationRef, phase int, lim
 	if err := store.ValidateAdmit(g, phase, limit, device); err != nil {
 		return store.Deployment{}, false, err
 	}
-	rec, err := admitScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g), s.k.genLog(g)}, phase, limit, device).Text()
+	rec, err := admitScript.Run(ctx, s.c, []string{s.k.genCounts(g), s.k.genDevices(g), s.k.genLog(g)}, phase, limit, device, s.opts.Now().UnixMilli()).Text()
 	if err != nil {
 		return store.Deployment{}, false, fmt.Errorf("redis: admit %s to %s: %w", device, g, err)
 	}
@@ -68,12 +68,17 @@ var reportScript = goredis.NewScript(`
 -- Returns {0|1 changed, record}; {-1, ''} when the device was never admitted.
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return {-1, ''} end
-local phase, state, attempts = string.match(cur, '^(%d+)|([^|]*)|(%d+)$')
-if not phase then return redis.error_reply('malformed deployment ' .. cur) end
+local phase, state, attempts, since = string.match(cur, '^(%d+)|([^|]*)|(%d+)(.*)$')
+if not phase or not (since == '' or string.match(since, '^|%d+$')) then
+  return redis.error_reply('malformed deployment ' .. cur)
+end
 attempts = tonumber(attempts)
-if state == 'success' or state == 'failure' then return {0, cur} end
+if state == 'success' or state == 'failure' or state == 'timeout' then return {0, cur} end
 local st = ARGV[2]
-if st == 'failure' and attempts < tonumber(ARGV[3]) then
+if st == 'timeout' then
+  redis.call('HINCRBY', KEYS[1], 't' .. phase, 1)
+  redis.call('RPUSH', KEYS[3], phase .. '|timeout|' .. ARGV[1])
+elseif st == 'failure' and attempts < tonumber(ARGV[3]) then
   st, attempts = 'retrying', attempts + 1
 elseif st == 'success' then
   redis.call('HINCRBY', KEYS[1], 's' .. phase, 1)
@@ -82,7 +87,7 @@ elseif st == 'failure' then
   redis.call('HINCRBY', KEYS[1], 'f' .. phase, 1)
   redis.call('RPUSH', KEYS[3], phase .. '|failure|' .. ARGV[1])
 end
-local rec = phase .. '|' .. st .. '|' .. attempts
+local rec = phase .. '|' .. st .. '|' .. attempts .. since
 if rec == cur then return {0, cur} end
 redis.call('HSET', KEYS[2], ARGV[1], rec)
 return {1, rec}
@@ -180,6 +185,8 @@ func (s *Store) Progress(ctx context.Context, g store.GenerationRef) (store.Prog
 			p.Phases[phase].Succeeded = n
 		case 'f':
 			p.Phases[phase].Failed = n
+		case 't':
+			p.Phases[phase].TimedOut = n
 		case 'c':
 			p.Phases[phase].Completed = time.UnixMilli(n)
 		}

@@ -3,12 +3,14 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/google/go-cmp/cmp"
 )
 
 var genA = store.GenerationRef{Rollout: "canary", Generation: 1}
@@ -107,7 +109,7 @@ func testReport(t *testing.T, s store.Store) {
 
 	got, err := s.Deployment(ctx, genA, "d2")
 	must(t, "Deployment", err)
-	diff(t, "Deployment(d2)", store.Deployment{State: store.StateFailure, Attempts: 1}, got)
+	diff(t, "Deployment(d2)", store.Deployment{State: store.StateFailure, Attempts: 1}, got, ignoreAdmitted)
 
 	for _, state := range []string{"", store.StateAdmitted, store.StateRetrying, "a|b"} {
 		if _, _, err := s.Report(ctx, genA, "d1", state, 0); !errors.Is(err, store.ErrInvalid) {
@@ -183,8 +185,15 @@ func admit(t *testing.T, s store.Store, g store.GenerationRef, phase int, limit 
 	if ok != wantOK {
 		t.Fatalf("Admit(%s, phase %d, limit %d, %s) ok = %v, want %v", g, phase, limit, device, ok, wantOK)
 	}
-	diff(t, fmt.Sprintf("Admit(%s, phase %d, %s)", g, phase, device), want, got)
+	diff(t, fmt.Sprintf("Admit(%s, phase %d, %s)", g, phase, device), want, got, ignoreAdmitted)
 }
+
+// ignoreAdmitted compares deployments without their admission time (the
+// store's clock; testTimeout checks it).
+var ignoreAdmitted = cmp.FilterPath(func(p cmp.Path) bool {
+	sf, ok := p.Last().(cmp.StructField)
+	return ok && sf.Name() == "Admitted" && p.Index(-2).Type() == reflect.TypeFor[store.Deployment]()
+}, cmp.Ignore())
 
 func report(t *testing.T, s store.Store, device, state string, retries int, want store.Deployment, wantChanged bool) {
 	t.Helper()
@@ -193,7 +202,7 @@ func report(t *testing.T, s store.Store, device, state string, retries int, want
 	if changed != wantChanged {
 		t.Errorf("Report(%s, %s) changed = %v, want %v", device, state, changed, wantChanged)
 	}
-	diff(t, fmt.Sprintf("Report(%s, %s)", device, state), want, got)
+	diff(t, fmt.Sprintf("Report(%s, %s)", device, state), want, got, ignoreAdmitted)
 }
 
 func progressIs(t *testing.T, s store.Store, g store.GenerationRef, want store.Progress) {
@@ -397,5 +406,53 @@ func testChanges(t *testing.T, s store.Store) {
 	}
 	if n := len(all) - len(want); n != 6 {
 		t.Errorf("racing 4 devices into a phase of 3: %d new changes, want 6 (3 admitted, 3 succeeded)", n)
+	}
+}
+
+// testTimeout: a deployment records when it was admitted, keeps it through
+// reports, and StateTimeout is final and counted as TimedOut, with its
+// change logged; a late report changes nothing.
+func testTimeout(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	before := time.Now().Add(-time.Minute)
+	d, ok, err := s.Admit(ctx, genA, 0, 10, "d1")
+	must(t, "Admit", err)
+	after := time.Now().Add(time.Minute)
+	if !ok || d.Admitted.Before(before) || d.Admitted.After(after) {
+		t.Fatalf("Admit(d1) = %+v, %v; want admitted with a time between %v and %v (the store's clock)", d, ok, before, after)
+	}
+	admitted := d.Admitted
+	admit(t, s, genA, 0, 10, "d2", store.Deployment{State: store.StateAdmitted}, true)
+	admit(t, s, genA, 0, 10, "d3", store.Deployment{State: store.StateAdmitted}, true)
+	report(t, s, "d1", "downloading", 0, store.Deployment{State: "downloading"}, true)
+	got, err := s.Deployment(ctx, genA, "d1")
+	must(t, "Deployment", err)
+	if !got.Admitted.Equal(admitted) {
+		t.Errorf("Deployment(d1).Admitted = %v after a report, want %v (kept)", got.Admitted, admitted)
+	}
+	report(t, s, "d1", store.StateTimeout, 0, store.Deployment{State: store.StateTimeout}, true)
+	report(t, s, "d1", store.StateSuccess, 0, store.Deployment{State: store.StateTimeout}, false) // late: stays timed out
+	report(t, s, "d1", store.StateTimeout, 0, store.Deployment{State: store.StateTimeout}, false)
+	report(t, s, "d2", store.StateSuccess, 0, store.Deployment{State: store.StateSuccess}, true)
+	report(t, s, "d2", store.StateTimeout, 0, store.Deployment{State: store.StateSuccess}, false) // final stays final
+	// A timeout is final at once, whatever retries are left.
+	report(t, s, "d3", store.StateTimeout, 3, store.Deployment{State: store.StateTimeout}, true)
+	progressIs(t, s, genA, store.Progress{Phases: []store.PhaseCounts{{Admitted: 3, Succeeded: 1, TimedOut: 2}}})
+	got, err = s.Deployment(ctx, genA, "d1")
+	must(t, "Deployment", err)
+	if !got.Admitted.Equal(admitted) || got.State != store.StateTimeout {
+		t.Errorf("Deployment(d1) = %+v, want timeout admitted at %v", got, admitted)
+	}
+	changes, err := s.Changes(ctx, genA, 0, 100)
+	must(t, "Changes", err)
+	want := []store.Change{
+		{Device: "d1", State: store.StateAdmitted}, {Device: "d2", State: store.StateAdmitted}, {Device: "d3", State: store.StateAdmitted},
+		{Device: "d1", State: store.StateTimeout}, {Device: "d2", State: store.StateSuccess}, {Device: "d3", State: store.StateTimeout},
+	}
+	diff(t, "Changes", want, changes)
+	p, err := s.Progress(ctx, genA)
+	must(t, "Progress", err)
+	if n := p.ChangeCount(); n != int64(len(want)) {
+		t.Errorf("ChangeCount = %d, want %d", n, len(want))
 	}
 }

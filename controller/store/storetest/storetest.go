@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Changes", testChanges},
 		{"Abort", testAbort},
 		{"CompletePhase", testCompletePhase},
+		{"Timeout", testTimeout},
 		{"Alerts", testAlerts},
 		{"DeviceAlerts", testDeviceAlerts},
 		{"DeviceAlertsResend", testDeviceAlertsResend},
