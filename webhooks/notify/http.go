@@ -126,39 +126,78 @@ func (e *attemptError) Error() string { return e.msg }
 // post delivers body, calling header before every attempt (a signature
 // covers a fresh timestamp each time). It returns nil once a 2xx arrives.
 func (p *poster) post(ctx context.Context, body []byte, header func(h http.Header)) error {
+	err := retry(ctx, p.retry, p.sleep, p.now, func(ctx context.Context) error { return p.attempt(ctx, body, header) })
+	if err != nil {
+		return fmt.Errorf("post to %s: %w", p.where, err)
+	}
+	return nil
+}
+
+// Retry calls attempt until it returns nil, with the exponential backoff
+// of r (its zero fields take their defaults) on the clock of sleep and now
+// (nil: a timer and time.Now), as the webhook sink retries a delivery. An
+// error made by [Temporary] is retried (after the server's wait when it
+// gives one); any other error ends the delivery at once, as do ctx, the
+// attempt cap and the deadline. Each attempt runs under
+// r.AttemptTimeout.
+func Retry(ctx context.Context, r RetryOptions, sleep Sleeper, now func() time.Time, attempt func(ctx context.Context) error) error {
+	if sleep == nil {
+		sleep = realSleep
+	}
+	if now == nil {
+		now = time.Now
+	}
+	r = r.withDefaults()
+	return retry(ctx, r, sleep, now, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, r.AttemptTimeout)
+		defer cancel()
+		return attempt(ctx)
+	})
+}
+
+// Temporary marks err as worth another attempt of [Retry], after the wait
+// the server asked for (a Retry-After header) when after > 0.
+func Temporary(err error, after time.Duration) error {
+	return &attemptError{msg: err.Error(), retry: true, after: after}
+}
+
+// RetryAfter parses a Retry-After header (delay seconds or an HTTP date)
+// into a wait from now; 0 when it is absent or says nothing usable.
+func RetryAfter(v string, now time.Time) time.Duration { return retryAfter(v, now) }
+
+func retry(ctx context.Context, r RetryOptions, sleep Sleeper, now func() time.Time, attempt func(ctx context.Context) error) error {
 	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(p.retry.InitialInterval),
-		backoff.WithMaxInterval(p.retry.MaxInterval),
+		backoff.WithInitialInterval(r.InitialInterval),
+		backoff.WithMaxInterval(r.MaxInterval),
 		backoff.WithMultiplier(2),
 		backoff.WithRandomizationFactor(0.5),
 		backoff.WithMaxElapsedTime(0), // the deadline below is on the injected clock
 	)
-	deadline := p.now().Add(p.retry.Deadline)
-	for attempt := 1; ; attempt++ {
-		err := p.attempt(ctx, body, header)
+	deadline := now().Add(r.Deadline)
+	for n := 1; ; n++ {
+		err := attempt(ctx)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil { // the sink is closing: no more attempts
-			return fmt.Errorf("post to %s: %w", p.where, ctx.Err())
+			return ctx.Err()
 		}
 		var ae *attemptError
 		if !errors.As(err, &ae) || !ae.retry {
-			return fmt.Errorf("post to %s: %w", p.where, err)
+			return err
 		}
-		if attempt >= p.retry.MaxAttempts {
-			return fmt.Errorf("post to %s: giving up after %d attempts: %w", p.where, attempt, err)
+		if n >= r.MaxAttempts {
+			return fmt.Errorf("giving up after %d attempts: %w", n, err)
 		}
 		wait := b.NextBackOff()
 		if ae.after > 0 {
 			wait = ae.after
 		}
-		if p.now().Add(wait).After(deadline) {
-			return fmt.Errorf("post to %s: next attempt in %s would pass the delivery deadline (%s): %w",
-				p.where, wait, p.retry.Deadline, err)
+		if now().Add(wait).After(deadline) {
+			return fmt.Errorf("next attempt in %s would pass the delivery deadline (%s): %w", wait, r.Deadline, err)
 		}
-		if serr := p.sleep(ctx, wait); serr != nil {
-			return fmt.Errorf("post to %s: %w (after: %w)", p.where, serr, err)
+		if serr := sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("%w (after: %w)", serr, err)
 		}
 	}
 }
