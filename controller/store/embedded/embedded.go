@@ -175,37 +175,40 @@ func (s *Store) Live(ctx context.Context) (store.CommitRecord, error) {
 	return rec, err
 }
 
-// SetLive compare-and-sets the live commit.
+// SetLive compare-and-sets the live commit by its SHA.
 func (s *Store) SetLive(ctx context.Context, next store.CommitRecord, prevSHA string) (bool, error) {
+	return store.SetLiveBySHA(ctx, s, next, prevSHA)
+}
+
+// MoveLive compare-and-sets the live commit by its sequence number.
+func (s *Store) MoveLive(ctx context.Context, next store.CommitRecord, prevSeq int64) (store.CommitRecord, bool, error) {
 	if err := next.Validate(); err != nil {
-		return false, err
+		return store.CommitRecord{}, false, err
 	}
+	next.Seq = prevSeq + 1
 	enc, err := store.EncodeLimited("commit record", next)
 	if err != nil {
-		return false, err
+		return store.CommitRecord{}, false, err
 	}
-	ok := false
-	err = s.update(ctx, "set live", func(tx *bolt.Tx) error {
+	var live store.CommitRecord
+	err = s.update(ctx, "move live", func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		cur := ""
+		live = store.CommitRecord{}
 		if v := meta.Get(kLive); v != nil {
-			var rec store.CommitRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
+			if err := json.Unmarshal(v, &live); err != nil {
 				return err
 			}
-			cur = rec.SHA
 		}
-		switch cur {
-		case next.SHA:
-			ok = true
+		if live.Seq != prevSeq || live.SHA == next.SHA {
 			return nil
-		case prevSHA:
-			ok = true
-			return meta.Put(kLive, enc)
 		}
-		return nil
+		live = next
+		return meta.Put(kLive, enc)
 	})
-	return ok, err
+	if err != nil {
+		return store.CommitRecord{}, false, err
+	}
+	return live, live.SHA == next.SHA, nil
 }
 
 // RecordRefused records a refused commit once per SHA.

@@ -161,13 +161,14 @@ func (k keys) eventDedupe(h string) string { return k.fleet("ev:d:" + h) }
 func (k keys) secret(name string) string   { return k.fleet("secret:" + name) }
 func (k keys) delivery(h string) string    { return k.prefix + ":{wh:" + h + "}" }
 
-var setLiveScript = goredis.NewScript(`
--- KEYS[1] live hash; ARGV[1] next SHA, ARGV[2] previous SHA, ARGV[3] record JSON
-local cur = redis.call('HGET', KEYS[1], 'sha') or ''
-if cur == ARGV[1] then return 1 end
-if cur ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'sha', ARGV[1], 'rec', ARGV[3])
-return 1
+var moveLiveScript = goredis.NewScript(`
+-- KEYS[1] live hash; ARGV[1] next SHA, ARGV[2] previous seq, ARGV[3] record JSON
+-- Returns the record JSON live afterwards, or false when none is.
+local cur = redis.call('HMGET', KEYS[1], 'sha', 'seq', 'rec')
+local seq = tonumber(cur[2] or '0') or 0
+if seq ~= tonumber(ARGV[2]) or cur[1] == ARGV[1] then return cur[3] end
+redis.call('HSET', KEYS[1], 'sha', ARGV[1], 'seq', seq + 1, 'rec', ARGV[3])
+return ARGV[3]
 `)
 
 // Live returns the live commit.
@@ -186,20 +187,33 @@ func (s *Store) Live(ctx context.Context) (store.CommitRecord, error) {
 	return rec, nil
 }
 
-// SetLive compare-and-sets the live commit.
+// SetLive compare-and-sets the live commit by its SHA.
 func (s *Store) SetLive(ctx context.Context, next store.CommitRecord, prevSHA string) (bool, error) {
+	return store.SetLiveBySHA(ctx, s, next, prevSHA)
+}
+
+// MoveLive compare-and-sets the live commit by its sequence number.
+func (s *Store) MoveLive(ctx context.Context, next store.CommitRecord, prevSeq int64) (store.CommitRecord, bool, error) {
 	if err := next.Validate(); err != nil {
-		return false, err
+		return store.CommitRecord{}, false, err
 	}
+	next.Seq = prevSeq + 1
 	enc, err := store.EncodeLimited("commit record", next)
 	if err != nil {
-		return false, err
+		return store.CommitRecord{}, false, err
 	}
-	n, err := setLiveScript.Run(ctx, s.c, []string{s.k.live()}, next.SHA, prevSHA, enc).Int()
-	if err != nil {
-		return false, fmt.Errorf("redis: set live %s: %w", next.SHA, err)
+	v, err := moveLiveScript.Run(ctx, s.c, []string{s.k.live()}, next.SHA, prevSeq, enc).Text()
+	var live store.CommitRecord
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return live, false, nil
+	case err != nil:
+		return live, false, fmt.Errorf("redis: move live to %s: %w", next.SHA, err)
 	}
-	return n == 1, nil
+	if err := json.Unmarshal([]byte(v), &live); err != nil {
+		return live, false, fmt.Errorf("redis: move live to %s: live record: %w", next.SHA, err)
+	}
+	return live, live.SHA == next.SHA, nil
 }
 
 var recordRefusedScript = goredis.NewScript(`
