@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/gitfleet/gitfleet/webhooks/notify"
+	"github.com/gitfleet/gitfleet/webhooks/status"
 )
 
 // EventLog returns inner with notifications: an event AppendEvent records
@@ -35,6 +37,9 @@ func (l *eventLog) AppendEvent(ctx context.Context, e store.Event) (string, bool
 		return id, added, err
 	}
 	if ev, ok := LogEvent(e, id); ok {
+		if ev.Rollout != "" && ev.Kind != notify.RolloutStopped && l.n.wantsRolloutFacts() {
+			addRolloutFacts(ctx, l.EventLog, &ev)
+		}
 		l.n.Notify(ctx, ev)
 	} else {
 		l.n.metrics.ignore(e.Kind)
@@ -55,7 +60,7 @@ var genSubject = regexp.MustCompile(`^(.+)/g([0-9]+)(?:/phase([0-9]+))?$`)
 // LogEvent turns an event of the log, recorded with ID id, into a
 // notification. ok is false when e's kind is not one of schema.Events().
 //
-// The subject becomes the rollout of rollout.* events ("canary",
+// The subject becomes the rollout of rollout.* and artifact.refused events ("canary",
 // "rollout/canary", or "canary/g3" and "canary/g3/phase1", which also give
 // the generation and phase details) and the device of device.* events; the
 // message and author go to the details. The notification's ID is derived
@@ -68,7 +73,7 @@ func LogEvent(e store.Event, id string) (ev notify.Event, ok bool) {
 	ev = notify.Event{Kind: notify.Kind(e.Kind), Time: e.Time, Commit: e.Commit, ID: logEventID(e, id)}
 	details := map[string]string{}
 	switch kind, subject := e.Kind, e.Subject; {
-	case strings.HasPrefix(kind, "rollout."):
+	case strings.HasPrefix(kind, "rollout."), kind == schema.EventArtifactRefused:
 		if m := genSubject.FindStringSubmatch(subject); m != nil {
 			ev.Rollout = strings.TrimPrefix(m[1], "rollout/")
 			details["generation"] = m[2]
@@ -191,4 +196,61 @@ func bound(s string, max int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:max], "") + "…"
+}
+
+// rolloutStore is what addRolloutFacts reads of the store behind the
+// event log.
+type rolloutStore interface {
+	Rollouts(ctx context.Context) ([]store.RolloutRecord, error)
+	Progress(ctx context.Context, g store.GenerationRef) (store.Progress, error)
+}
+
+// factsTimeout bounds the store reads of addRolloutFacts.
+const factsTimeout = 2 * time.Second
+
+// addRolloutFacts adds to a rollout event, when the store behind the log
+// can tell, the commit that started or last changed the rollout's
+// generation (status.DetailRolloutCommit: a phase's events carry the
+// commit live when they happen, which may be a later one) and the
+// generation's device counts, all phases together. A store that cannot
+// tell, or fails, leaves the event as it is.
+func addRolloutFacts(ctx context.Context, log store.EventLog, ev *notify.Event) {
+	rs, ok := log.(rolloutStore)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), factsTimeout)
+	defer cancel()
+	recs, err := rs.Rollouts(ctx)
+	if err != nil {
+		return
+	}
+	i := slices.IndexFunc(recs, func(r store.RolloutRecord) bool { return r.Name == ev.Rollout })
+	if i < 0 {
+		return
+	}
+	rec := recs[i]
+	gen := strconv.FormatInt(rec.Generation, 10)
+	if g := ev.Details["generation"]; g != "" && g != gen {
+		return // an event of an older generation
+	}
+	if ev.Details == nil {
+		ev.Details = map[string]string{}
+	}
+	if rec.Commit != "" {
+		ev.Details[status.DetailRolloutCommit] = rec.Commit
+	}
+	p, err := rs.Progress(ctx, store.GenerationRef{Rollout: rec.Name, Generation: rec.Generation})
+	if err != nil {
+		return
+	}
+	var admitted, succeeded, failed int64
+	for _, ph := range p.Phases {
+		admitted += ph.Admitted
+		succeeded += ph.Succeeded
+		failed += ph.Failed
+	}
+	ev.Details[status.DetailAdmitted] = strconv.FormatInt(admitted, 10)
+	ev.Details[status.DetailSucceeded] = strconv.FormatInt(succeeded, 10)
+	ev.Details[status.DetailFailed] = strconv.FormatInt(failed, 10)
 }

@@ -12,13 +12,16 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gitfleet/gitfleet/schema"
 	"github.com/gitfleet/gitfleet/webhooks/notify"
+	"github.com/gitfleet/gitfleet/webhooks/status"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -61,7 +64,8 @@ type Options struct {
 	// Secrets resolves the secret references of the manifests. Default:
 	// the controller's environment and files.
 	Secrets Secrets
-	// Client sends webhook and Slack requests. Default: a client requiring
+	// Client sends webhook, Slack and commit status requests. Default: a
+	// client requiring
 	// TLS 1.2 or later (redirects are never followed either way).
 	Client *http.Client
 	// Retry shapes the retries of one webhook or Slack delivery; see
@@ -76,7 +80,12 @@ type Options struct {
 	// DrainTimeout bounds how long a replaced sink may take to deliver
 	// what it holds. Default 1 minute.
 	DrainTimeout time.Duration
-	// AllowHTTP permits http:// webhook and Slack URLs. For tests only.
+	// PublicURL is the https address the controller is reached at (serve's
+	// --public-url); commit statuses link to its management API's rollout
+	// listing. Empty: statuses carry no link.
+	PublicURL string
+	// AllowHTTP permits http:// webhook, Slack and Git host URLs. For
+	// tests only.
 	AllowHTTP bool
 	// Logger receives configuration problems and delivery failures.
 	// Default: discard.
@@ -262,6 +271,22 @@ func (n *Notifier) build(nt *schema.Notification, cur *entry) (*entry, error) {
 				QueueSize: n.opts.QueueSize, Retry: n.opts.Retry, AllowHTTP: n.opts.AllowHTTP,
 				Client: n.opts.Client, Logger: log, Now: n.opts.Now, Sleep: n.opts.Sleep})
 		}
+	case spec.GitStatus != nil:
+		g := spec.GitStatus
+		token, err := resolve("gitStatus token", g.Token)
+		if err != nil {
+			return nil, err
+		}
+		client, err := status.New(status.Options{Provider: status.Provider(g.Provider), URL: g.URL,
+			Repository: g.Repository, Token: token, Client: n.opts.Client, Retry: n.opts.Retry,
+			AllowHTTP: n.opts.AllowHTTP, Now: n.opts.Now, Sleep: n.opts.Sleep})
+		if err != nil {
+			return nil, err
+		}
+		newSink = func() (notify.Sink, error) {
+			return status.NewSink(status.SinkOptions{Client: client, Filter: filter, Link: n.statusLink(),
+				QueueSize: n.opts.QueueSize, Logger: log, Now: n.opts.Now, Sleep: n.opts.Sleep})
+		}
 	case spec.Email != nil:
 		s := n.opts.SMTP
 		if s.Addr == "" {
@@ -275,7 +300,7 @@ func (n *Notifier) build(nt *schema.Notification, cur *entry) (*entry, error) {
 				Logger: log, Now: n.opts.Now, Sleep: n.opts.Sleep})
 		}
 	default:
-		return nil, errors.New("no sink: set webhook, email or slack")
+		return nil, errors.New("no sink: set webhook, email, slack or gitStatus")
 	}
 	key := settingsKey(spec, secrets)
 	if cur != nil && cur.key == key {
@@ -353,11 +378,47 @@ func (n *Notifier) Notify(_ context.Context, e notify.Event) {
 }
 
 // Problems returns what the last Configure could not carry out, one error
-// per Notification manifest; nil when every manifest has its sink.
+// per Notification manifest, and the last final refusal of each gitStatus
+// sink's Git host (a bad token, a missing repository) while no status has
+// gone through since; nil when there is none.
 func (n *Notifier) Problems() []error {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return slices.Clone(n.problems)
+	out := slices.Clone(n.problems)
+	for _, e := range n.sinks {
+		if p, ok := e.sink.(interface{ Problem() error }); ok {
+			if err := p.Problem(); err != nil {
+				out = append(out, fmt.Errorf("notification %s: %w", e.id.name, err))
+			}
+		}
+	}
+	return out
+}
+
+// statusLink makes a commit status's link from a rollout's name: the
+// management API's rollout listing, with the rollout as the fragment.
+func (n *Notifier) statusLink() func(string) string {
+	base := strings.TrimRight(n.opts.PublicURL, "/")
+	if base == "" {
+		return nil
+	}
+	return func(rollout string) string {
+		return base + "/api/management/v1/rollouts#" + url.PathEscape(rollout)
+	}
+}
+
+// wantsRolloutFacts reports whether a sink reads the rollout's commit and
+// counts (a gitStatus sink), which the event log then adds to rollout
+// events.
+func (n *Notifier) wantsRolloutFacts() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, e := range n.sinks {
+		if e.id.kind == "gitStatus" {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops taking events and lets every sink, replaced ones included,
@@ -404,7 +465,7 @@ type Stats struct {
 // SinkStats are one sink's counters.
 type SinkStats struct {
 	Notification string // the manifest's name
-	Sink         string // webhook, email or slack
+	Sink         string // webhook, email, slack or gitStatus
 	notify.Stats
 }
 
