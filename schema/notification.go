@@ -48,6 +48,10 @@ const (
 	EventRolloutAborted = "rollout.aborted"
 	// EventRolloutCompleted: the last phase of a generation completed.
 	EventRolloutCompleted = "rollout.completed"
+	// EventArtifactRefused: the controller refuses a rollout's artifact
+	// (a check failed: its digest, signature, signer or size); the
+	// rollout admits nobody until a commit fixes it.
+	EventArtifactRefused = "artifact.refused"
 	// EventAlertRaised and EventAlertCleared: a MonitorCheck's alert
 	// opened or closed on a device.
 	EventAlertRaised  = "alert.raised"
@@ -62,7 +66,7 @@ var events = []string{
 	EventCommitLive, EventCommitRefused,
 	EventRolloutStarted, EventRolloutArtifact, EventRolloutSettings, EventRolloutStopped,
 	EventRolloutPhaseOpened, EventRolloutPhaseCompleted, EventRolloutAwaitingApproval,
-	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted,
+	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted, EventArtifactRefused,
 	EventAlertRaised, EventAlertCleared, EventDevicePending,
 }
 

@@ -1,5 +1,7 @@
 package schema
 
+import "time"
+
 // A Rollout delivers one artifact to a target in ordered phases.
 type Rollout struct {
 	Meta
@@ -35,6 +37,46 @@ type RolloutSpec struct {
 	// ApprovedPhases names the phases whose approval gate is open. Adding a
 	// name here, in its own reviewed commit, is how a phase is promoted.
 	ApprovedPhases []string `json:"approvedPhases,omitempty"`
+
+	// DeviceTimeout is how long an admitted device has to reach a final
+	// state (success or failure) before it is counted as timed out; each
+	// retry gets as long again. Zero means DefaultDeviceTimeout.
+	DeviceTimeout Duration `json:"deviceTimeout,omitzero"`
+
+	// OnlineWindow: a device seen by the controller within this window
+	// holds its place in a count or percent phase; one not seen for
+	// longer gives its place to the next devices by rank, so offline
+	// devices never block a phase. Zero means DefaultOnlineWindow.
+	OnlineWindow Duration `json:"onlineWindow,omitzero"`
+}
+
+// Defaults of [RolloutSpec]. The Mender client polls for updates every 30
+// minutes by default (UpdatePollIntervalSeconds 1800) and every 5 minutes
+// while retrying (RetryPollIntervalSeconds 300), and reports each step of
+// an update (downloading, installing, rebooting) as it goes. Four hours is
+// eight update polls: room for a slow download, a reboot and the commit
+// on a poor link, short enough that a phase does not wait a day on a
+// device that vanished. An hour online window is two update polls: a
+// device that missed both is offline for the purpose of choosing.
+const (
+	DefaultDeviceTimeout = 4 * time.Hour
+	DefaultOnlineWindow  = time.Hour
+)
+
+// Timeout is the device timeout in effect (DeviceTimeout or its default).
+func (s *RolloutSpec) Timeout() time.Duration {
+	if s.DeviceTimeout.Duration > 0 {
+		return s.DeviceTimeout.Duration
+	}
+	return DefaultDeviceTimeout
+}
+
+// Window is the online window in effect (OnlineWindow or its default).
+func (s *RolloutSpec) Window() time.Duration {
+	if s.OnlineWindow.Duration > 0 {
+		return s.OnlineWindow.Duration
+	}
+	return DefaultOnlineWindow
 }
 
 // MarshalJSON encodes r in the shape of its manifest.
@@ -103,6 +145,14 @@ type AbortCriteria struct {
 	MaxFailurePercent *float64 `json:"maxFailurePercent,omitempty"`
 	MinSample         int      `json:"minSample,omitempty"`
 
+	// MaxTimedOut is the number of timed-out devices tolerated; one more
+	// aborts. Nil means no limit. MaxTimedOutPercent is their share among
+	// the devices that finished (succeeded, failed or timed out) tolerated
+	// once at least MinSample have finished. Timed-out devices are not
+	// failures: MaxFailures and MaxFailurePercent do not count them.
+	MaxTimedOut        *int     `json:"maxTimedOut,omitempty"`
+	MaxTimedOutPercent *float64 `json:"maxTimedOutPercent,omitempty"`
+
 	// Alerts names MonitorChecks whose alerts, raised on a device admitted
 	// by the rollout, abort it.
 	Alerts []string `json:"alerts,omitempty"`
@@ -110,7 +160,8 @@ type AbortCriteria struct {
 
 // IsZero reports whether no criterion is set.
 func (a AbortCriteria) IsZero() bool {
-	return a.MaxFailures == nil && a.MaxFailurePercent == nil && len(a.Alerts) == 0
+	return a.MaxFailures == nil && a.MaxFailurePercent == nil && len(a.Alerts) == 0 &&
+		a.MaxTimedOut == nil && a.MaxTimedOutPercent == nil
 }
 
 // A MaintenanceWindow is a daily time range, on some days of the week, in

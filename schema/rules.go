@@ -95,8 +95,8 @@ func (l *loader) checkRollout(r *Rollout) bool {
 			}
 			lastCount = p.Count
 		}
-		if p.Abort.MinSample > 0 && p.Abort.MaxFailurePercent == nil {
-			l.errs.at(&r.Meta, at+".abort.minSample", "minSample applies to maxFailurePercent, which is not set")
+		if p.Abort.MinSample > 0 && p.Abort.MaxFailurePercent == nil && p.Abort.MaxTimedOutPercent == nil {
+			l.errs.at(&r.Meta, at+".abort.minSample", "minSample applies to maxFailurePercent or maxTimedOutPercent, neither of which is set")
 		}
 		l.checkUnique(&r.Meta, at+".abort.alerts", p.Abort.Alerts)
 	}

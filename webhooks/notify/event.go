@@ -30,6 +30,7 @@ const (
 	RolloutPaused           Kind = schema.EventRolloutPaused
 	RolloutAborted          Kind = schema.EventRolloutAborted
 	RolloutCompleted        Kind = schema.EventRolloutCompleted
+	ArtifactRefused         Kind = schema.EventArtifactRefused
 	AlertRaised             Kind = schema.EventAlertRaised
 	AlertCleared            Kind = schema.EventAlertCleared
 	DevicePending           Kind = schema.EventDevicePending
