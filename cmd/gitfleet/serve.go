@@ -169,7 +169,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	opts.Downloads = cache.DownloadHandler
 	opts.SyncArtifacts = cache.Sync
-	opts.Notifications = notifier.Options{SMTP: cfg.smtp()}
+	opts.Notifications = notifier.Options{SMTP: cfg.smtp(), PublicURL: public}
 	if cfg.SMTPAddr == "" {
 		log.Info("no --smtp-addr: e-mail Notifications send nothing (each is reported when a commit goes live)")
 	}

@@ -5,8 +5,8 @@
 // # The model
 //
 // A [Notifier] holds one sink per Notification manifest of the live
-// commit (a signed webhook, an e-mail digest or a Slack-compatible
-// message), each with the manifest's filter (events, rollouts, checks).
+// commit (a signed webhook, an e-mail digest, a Slack-compatible message
+// or commit statuses on the Git host, package webhooks/status), each with the manifest's filter (events, rollouts, checks).
 // [Notifier.Configure] rebuilds them from a new live commit: a manifest
 // whose settings, secrets included, did not change keeps its sink and its
 // queue; a changed or removed one gets a new sink (or none), and the old
@@ -38,7 +38,8 @@
 //
 // # Secrets
 //
-// Webhook signing secrets and Slack URLs are [schema.SecretRef]s resolved
+// Webhook signing secrets, Slack URLs and Git host tokens are
+// [schema.SecretRef]s resolved
 // on the controller at each Configure: an environment variable of the
 // controller process, or a file on its machine (at most 64 KiB,
 // surrounding white space trimmed). Rotating a secret file takes effect

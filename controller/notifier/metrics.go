@@ -89,7 +89,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		r.dropped += st.Dropped
 		r.messages += st.Messages
 	}
-	problems := len(n.problems)
+	problems := len(n.problems) + len(n.sinkProblemsLocked())
 	n.mu.RUnlock()
 
 	for id, r := range rows {

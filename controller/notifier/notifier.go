@@ -384,7 +384,13 @@ func (n *Notifier) Notify(_ context.Context, e notify.Event) {
 func (n *Notifier) Problems() []error {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	out := slices.Clone(n.problems)
+	return append(slices.Clone(n.problems), n.sinkProblemsLocked()...)
+}
+
+// sinkProblemsLocked is the sinks' own problems (a Git host's final
+// refusal); n.mu is held.
+func (n *Notifier) sinkProblemsLocked() []error {
+	var out []error
 	for _, e := range n.sinks {
 		if p, ok := e.sink.(interface{ Problem() error }); ok {
 			if err := p.Problem(); err != nil {
