@@ -47,6 +47,10 @@ type plan struct {
 
 	versionKeys []string // provides of the artifact ending in ".version"
 	approved    []bool   // per phase: gate open
+
+	timeout time.Duration // spec.deviceTimeout in effect
+	online  time.Duration // spec.onlineWindow in effect
+	keys    []keyT        // exact targets: the target by rank
 }
 
 type phase struct {
@@ -150,6 +154,7 @@ func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[strin
 		pl.window = append(pl.window, cw)
 	}
 	pl.target(fleet, groups)
+	pl.timeout, pl.online = ro.Spec.Timeout(), ro.Spec.Window()
 
 	// Phase sizes and boundaries.
 	var keys []keyT
@@ -167,6 +172,7 @@ func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[strin
 			}
 			return strings.Compare(a.id, b.id)
 		})
+		pl.keys = keys
 	}
 	n := int64(pl.size)
 	var prev int64
@@ -405,6 +411,13 @@ func (p *Plan) Next(in NextInput) Decision {
 			return dec.none(ReasonDone)
 		case dep.State == store.StateFailure:
 			return dec.none(ReasonFailed)
+		case dep.State == store.StateTimeout:
+			return dec.none(ReasonTimedOut)
+		case pl.overdue(dep, in.Now):
+			dec.TimedOut = true
+			return dec.none(ReasonTimedOut)
+		case in.ArtifactRefused != "":
+			return dec.none(ReasonArtifactRefused)
 		case installed:
 			dec.Action, dec.Reason = Installed, ReasonInstalled
 			dec.Limit = pl.limit(dep.Phase)
@@ -416,6 +429,9 @@ func (p *Plan) Next(in NextInput) Decision {
 
 	if in.Progress.Aborted != "" {
 		return dec.none(ReasonAborted)
+	}
+	if in.ArtifactRefused != "" {
+		return dec.none(ReasonArtifactRefused)
 	}
 	if !installed {
 		if r := pl.compatible(p, d); r != "" {
@@ -432,9 +448,19 @@ func (p *Plan) Next(in NextInput) Decision {
 	pos := Key(pl.ro.Name, d.ID)
 	key := keyT{pos, d.ID}
 	eligible, full := false, false
+	present := -1 // devices present ahead of d (counted on first need)
 	for j := 0; j <= g.open; j++ {
 		if !pl.eligible(j, key) {
-			continue
+			if !pl.exact || in.LastSeen == nil || in.Admitted == nil || admittedIn(&in.Progress, j) >= pl.phases[j].limit {
+				continue
+			}
+			// Offline devices ahead of d give up their places.
+			if present < 0 {
+				present = pl.presentAhead(key, pl.phases[g.open].cum, &in)
+			}
+			if int64(present) >= pl.phases[j].cum {
+				continue
+			}
 		}
 		eligible = true
 		if admittedIn(&in.Progress, j) >= pl.phases[j].limit {
@@ -471,6 +497,66 @@ func (p *Plan) Next(in NextInput) Decision {
 		return dec.none(ReasonPhaseFull)
 	}
 	return dec.none(ReasonBeyondPhases)
+}
+
+// presentAhead counts the devices ranked before key that are present:
+// admitted into the generation, or seen within the online window. It
+// stops counting at stop (the cumulative size of the last open phase), so
+// a poll costs at most stop plus the number of absent devices ahead.
+func (pl *plan) presentAhead(key keyT, stop int64, in *NextInput) int {
+	r, _ := slices.BinarySearchFunc(pl.keys, key, func(a, b keyT) int {
+		switch {
+		case a.less(b):
+			return -1
+		case b.less(a):
+			return 1
+		}
+		return 0
+	})
+	n := 0
+	for _, k := range pl.keys[:r] {
+		if int64(n) >= stop {
+			break
+		}
+		if in.Admitted(k.id) {
+			n++
+			continue
+		}
+		if seen := in.LastSeen(k.id); !seen.IsZero() && in.Now.Sub(seen) <= pl.online {
+			n++
+		}
+	}
+	return n
+}
+
+// overdue reports whether dep, not final, is past its deadline at now.
+func (pl *plan) overdue(dep *store.Deployment, now time.Time) bool {
+	if dep.Admitted.IsZero() || store.FinalState(dep.State) {
+		return false
+	}
+	return !now.Before(pl.deadline(dep))
+}
+
+// deadline is when dep times out: its admission plus the device timeout
+// once for the first attempt and once more for each retry.
+func (pl *plan) deadline(dep *store.Deployment) time.Time {
+	return dep.Admitted.Add(pl.timeout * time.Duration(1+dep.Attempts))
+}
+
+// Deadline returns when dep, a deployment in generation g, times out if it
+// has not reached a final state: Admitted + deviceTimeout × (1 + Attempts).
+// ok is false when g is not the running generation of a rollout of the
+// plan, or dep has no admission time (a record from before it was kept) or
+// is final. A caller sweeping the admitted devices of g reports
+// store.StateTimeout for every one whose deadline has passed, then calls
+// [Plan.OnStatus], so a device that vanished mid-update is counted even
+// though it never polls again.
+func (p *Plan) Deadline(g store.GenerationRef, dep store.Deployment) (t time.Time, ok bool) {
+	pl := p.byName[g.Rollout]
+	if pl == nil || !pl.recorded || pl.gen != g || dep.Admitted.IsZero() || store.FinalState(dep.State) {
+		return time.Time{}, false
+	}
+	return pl.deadline(&dep), true
 }
 
 func (dec Decision) none(r Reason) Decision {
@@ -523,7 +609,7 @@ func countsOf(p *store.Progress, k int) store.PhaseCounts {
 // complete reports whether phase k's counts make it complete.
 func (pl *plan) complete(c store.PhaseCounts, k int) bool {
 	ph := &pl.phases[k]
-	final := c.Succeeded + c.Failed
+	final := c.Succeeded + c.Failed + c.TimedOut
 	switch {
 	case ph.limit == 0 || final >= ph.limit:
 		return true
@@ -634,10 +720,19 @@ func (p *Plan) OnStatus(in StatusInput) StatusDecision {
 		return StatusDecision{}
 	}
 	c := countsOf(&in.Progress, in.Phase)
-	out := StatusDecision{PhaseCompleted: pl.complete(c, in.Phase)}
 	if in.Progress.Aborted != "" {
-		return out
+		return StatusDecision{}
 	}
+	out := pl.abortCheck(in, c)
+	// A report that aborts by the phase's own counts (failures, timeouts)
+	// does not complete it: it ended in an abort. An alert that aborts
+	// leaves the counts' verdict alone.
+	out.PhaseCompleted = (!out.Abort || out.Criterion == "alert") && pl.complete(c, in.Phase)
+	return out
+}
+
+func (pl *plan) abortCheck(in StatusInput, c store.PhaseCounts) StatusDecision {
+	var out StatusDecision
 	ph := &pl.phases[in.Phase]
 	a := &ph.abort
 	if a.MaxFailures != nil && c.Failed > int64(*a.MaxFailures) {
@@ -652,6 +747,22 @@ func (p *Plan) OnStatus(in StatusInput) StatusDecision {
 			out.Abort, out.Criterion = true, "maxFailurePercent"
 			out.Reason = fmt.Sprintf("phase %q: %d of %d finished devices failed (%s%%), more than maxFailurePercent %s%% (minSample %d)",
 				ph.name, c.Failed, finished, fmtFloat(float64(c.Failed)*100/float64(finished)), fmtFloat(pct), a.MinSample)
+			return out
+		}
+	}
+	if a.MaxTimedOut != nil && c.TimedOut > int64(*a.MaxTimedOut) {
+		out.Abort, out.Criterion = true, "maxTimedOut"
+		out.Reason = fmt.Sprintf("phase %q: %d device%s timed out (no final state within the device timeout), more than maxTimedOut %d",
+			ph.name, c.TimedOut, plural(c.TimedOut), *a.MaxTimedOut)
+		return out
+	}
+	if a.MaxTimedOutPercent != nil {
+		finished := c.Succeeded + c.Failed + c.TimedOut
+		pct := *a.MaxTimedOutPercent
+		if finished >= int64(max(a.MinSample, 1)) && float64(c.TimedOut)*100 > pct*float64(finished) {
+			out.Abort, out.Criterion = true, "maxTimedOutPercent"
+			out.Reason = fmt.Sprintf("phase %q: %d of %d finished devices timed out (%s%%), more than maxTimedOutPercent %s%% (minSample %d)",
+				ph.name, c.TimedOut, finished, fmtFloat(float64(c.TimedOut)*100/float64(finished)), fmtFloat(pct), a.MinSample)
 			return out
 		}
 	}

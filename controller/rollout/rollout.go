@@ -90,6 +90,14 @@ const (
 	ReasonApproval     Reason = "approval"       // ... or waiting for PhaseName's approval in Git
 	ReasonPhaseFull    Reason = "phase-full"     // every open phase the device may join is full
 	ReasonBeyondPhases Reason = "beyond-phases"  // the device is after the last phase (which is below 100 %)
+
+	// ReasonTimedOut: the device's deployment timed out (it did not reach
+	// a final state within the rollout's device timeout); when
+	// Decision.TimedOut is set, this decision is the one that found it.
+	ReasonTimedOut Reason = "timed-out"
+	// ReasonArtifactRefused: the controller refuses the rollout's
+	// artifact (NextInput.ArtifactRefused); nobody is admitted or served.
+	ReasonArtifactRefused Reason = "artifact-refused"
 )
 
 // NextInput is what [Plan.Next] decides from. Generation, Progress,
@@ -106,6 +114,19 @@ type NextInput struct {
 	// Deployment is the device's deployment in Generation, nil if it was
 	// never admitted.
 	Deployment *store.Deployment
+
+	// ArtifactRefused, when not empty, is why the controller refuses the
+	// rollout's artifact (the check that failed): nobody is admitted and
+	// admitted devices are not served it (ReasonArtifactRefused).
+	ArtifactRefused string
+
+	// LastSeen says when a device (by ID) was last seen, zero when not
+	// known, and Admitted whether it has a deployment in Generation. With
+	// both set, a closed target's phases choose among present devices:
+	// see "Offline devices" in the package doc. Nil: every device counts
+	// as present (the order by rank alone).
+	LastSeen func(device string) time.Time
+	Admitted func(device string) bool
 }
 
 // Decision is what to do with a polling device.
@@ -138,6 +159,11 @@ type Decision struct {
 	// window opens (ReasonWindow); zero when unknown.
 	Until time.Time
 
+	// TimedOut: the device's deployment is past its deadline (see
+	// [Plan.Deadline]); the caller reports store.StateTimeout for it and
+	// passes the new counts to [Plan.OnStatus], as for a status report.
+	TimedOut bool
+
 	// NewlyComplete has bit k set for each phase k that the progress shows
 	// complete but whose completion time is not recorded: the caller
 	// records now for it (first writer wins) and announces it.
@@ -162,12 +188,14 @@ type StatusDecision struct {
 	// Abort: call store.Abort(Generation, Reason) and announce Reason.
 	Abort  bool
 	Reason string
-	// Criterion names what aborted: "maxFailures", "maxFailurePercent"
-	// or "alert".
+	// Criterion names what aborted: "maxFailures", "maxFailurePercent",
+	// "maxTimedOut", "maxTimedOutPercent" or "alert".
 	Criterion string
 
 	// PhaseCompleted: the reporting device's phase is complete with this
-	// report; record now as its completion time (first writer wins).
+	// report; record now as its completion time (first writer wins). Not
+	// set once the generation is aborted, nor with an Abort by the phase's
+	// failure or timeout criteria: that phase ended in an abort.
 	PhaseCompleted bool
 }
 
@@ -218,6 +246,9 @@ func (d Decision) String() string {
 	}
 	if !d.Until.IsZero() {
 		fmt.Fprintf(&b, " until %s", d.Until.UTC().Format(time.RFC3339))
+	}
+	if d.TimedOut {
+		b.WriteString(" TIMEOUT")
 	}
 	if d.NewlyComplete != 0 {
 		b.WriteString(" newly-complete")
