@@ -244,12 +244,14 @@ func addRolloutFacts(ctx context.Context, log store.EventLog, ev *notify.Event) 
 	if err != nil {
 		return
 	}
-	var admitted, succeeded, failed int64
+	var admitted, succeeded, failed, timedOut int64
 	for _, ph := range p.Phases {
 		admitted += ph.Admitted
 		succeeded += ph.Succeeded
 		failed += ph.Failed
+		timedOut += ph.TimedOut
 	}
+	ev.Details[status.DetailTimedOut] = strconv.FormatInt(timedOut, 10)
 	ev.Details[status.DetailAdmitted] = strconv.FormatInt(admitted, 10)
 	ev.Details[status.DetailSucceeded] = strconv.FormatInt(succeeded, 10)
 	ev.Details[status.DetailFailed] = strconv.FormatInt(failed, 10)

@@ -26,6 +26,9 @@ const (
 	DetailAdmitted  = "admitted"
 	DetailSucceeded = "succeeded"
 	DetailFailed    = "failed"
+	// DetailTimedOut counts the devices that did not finish in time; it
+	// is shown when not zero.
+	DetailTimedOut = "timed_out"
 )
 
 // ContextPrefix starts the context of every status: "gitfleet/rollout/"
@@ -112,6 +115,11 @@ func countsOf(d map[string]string) string {
 			if _, err := strconv.ParseUint(v, 10, 63); err == nil {
 				parts = append(parts, v+" "+k)
 			}
+		}
+	}
+	if v := d[DetailTimedOut]; v != "" && v != "0" {
+		if _, err := strconv.ParseUint(v, 10, 63); err == nil {
+			parts = append(parts, v+" timed out")
 		}
 	}
 	return strings.Join(parts, ", ")

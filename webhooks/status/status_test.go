@@ -307,7 +307,12 @@ func TestFromEvent(t *testing.T) {
 			t.Errorf("%s: %+v", c.e.Kind, st)
 		}
 	}
-	st, _ := FromEvent(rolloutEvent(notify.RolloutAwaitingApproval, "a", sha1, map[string]string{"phase": "2"}), nil)
+	st, _ := FromEvent(rolloutEvent(notify.RolloutPhaseCompleted, "a", sha1, map[string]string{"phase": "1",
+		DetailAdmitted: "9", DetailSucceeded: "6", DetailFailed: "1", DetailTimedOut: "2"}), nil)
+	if st.Description != "phase 1 completed; 9 admitted, 6 succeeded, 1 failed, 2 timed out" {
+		t.Errorf("phase completed with timed-out devices: %q", st.Description)
+	}
+	st, _ = FromEvent(rolloutEvent(notify.RolloutAwaitingApproval, "a", sha1, map[string]string{"phase": "2"}), nil)
 	if st.Description != "waiting for approval of phase 2" {
 		t.Errorf("awaiting approval: %q", st.Description)
 	}
