@@ -19,6 +19,11 @@ const (
 	// EventCommitRefused: a commit failed validation or a deny policy;
 	// the previous commit stays live.
 	EventCommitRefused = "commit.refused"
+	// EventCommitRewound: the commit that went live does not descend
+	// from the previous live commit: the branch was moved back to an
+	// older commit or force-pushed. A commit.live for the same commit
+	// follows.
+	EventCommitRewound = "commit.rewound"
 	// EventRolloutStarted: a rollout is new (or declared again after it
 	// was removed) and starts a generation.
 	EventRolloutStarted = "rollout.started"
@@ -63,7 +68,7 @@ const (
 
 // events is #Event, in its order.
 var events = []string{
-	EventCommitLive, EventCommitRefused,
+	EventCommitLive, EventCommitRefused, EventCommitRewound,
 	EventRolloutStarted, EventRolloutArtifact, EventRolloutSettings, EventRolloutStopped,
 	EventRolloutPhaseOpened, EventRolloutPhaseCompleted, EventRolloutAwaitingApproval,
 	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted, EventArtifactRefused,

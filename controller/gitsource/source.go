@@ -136,6 +136,13 @@ type Revision struct {
 	// [CommitFS]); it is safe for concurrent use and stays valid while the
 	// Source fetches newer commits.
 	FS fs.FS
+	// Fetched is when the fetch that found this revision as the ref's
+	// head began, read from this process's clock (with its monotonic
+	// reading, so it orders against other time.Now readings of this
+	// process whatever the wall clock does). Zero for a revision taken
+	// from the local clone ([Source.Revision]). Package reconcile uses it
+	// to order heads seen by several replicas.
+	Fetched time.Time
 }
 
 // Status is what a Source last saw, for readiness checks and the
@@ -417,7 +424,11 @@ func (s *Source) Status() Status {
 func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 	s.fetchMu.Lock()
 	defer s.fetchMu.Unlock()
+	began := time.Now() // not opts.Clock: Fetched orders against time.Now readings
 	rev, err := s.fetch(ctx)
+	if err == nil {
+		rev.Fetched = began
+	}
 
 	now := s.opts.Clock.Now()
 	s.mu.Lock()

@@ -74,10 +74,21 @@ type History interface {
 	IsAncestor(a, b string) (is, known bool, err error)
 }
 
+// Fetcher fetches the branch head; a [gitsource.Source] is one. When
+// Options.History is a Fetcher too, it is Options.Fetch by default.
+type Fetcher interface {
+	Fetch(ctx context.Context) (gitsource.Revision, error)
+}
+
 // Options configure a Reconciler.
 type Options struct {
 	Store   Store
 	History History
+	// Fetch fetches the branch head again (default: History's Fetch
+	// method, when it has one). Apply calls it when the revision it was
+	// given was fetched before another replica moved the live commit, to
+	// decide on a fresh head; without it such an Apply returns Behind.
+	Fetch func(ctx context.Context) (gitsource.Revision, error)
 	Branch  string // recorded in CommitRecord
 	Logger  *slog.Logger
 	Now     func() time.Time // default time.Now
@@ -108,10 +119,15 @@ type Reconciler struct {
 	// files caches the validated manifest files of the last commit
 	// loaded: the next commit parses only the files it changed.
 	files *schema.Cache
-	// unknownLive remembers a live SHA missing from the local clone, so a
-	// second fetch of the same head that still lacks it is taken as a
-	// force-push rather than as being behind.
-	unknownLive string
+	// fetch fetches the branch head again (Options.Fetch); nil when
+	// there is no way to.
+	fetch func(context.Context) (gitsource.Revision, error)
+	// seenSeq is the live pointer's sequence number as this replica last
+	// read it, and seenAt when it first read that number (time.Now, with
+	// its monotonic reading). A revision fetched after seenAt may move
+	// live on from seenSeq. Guarded by applyMu.
+	seenSeq int64
+	seenAt  time.Time
 }
 
 // New returns a Reconciler with no Snapshot yet.
@@ -122,7 +138,11 @@ func New(opts Options) *Reconciler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Reconciler{opts: opts, applyMu: make(chan struct{}, 1), files: schema.NewCache()}
+	r := &Reconciler{opts: opts, applyMu: make(chan struct{}, 1), files: schema.NewCache(), fetch: opts.Fetch}
+	if f, ok := opts.History.(Fetcher); ok && r.fetch == nil {
+		r.fetch = f.Fetch
+	}
+	return r
 }
 
 // Live returns the Snapshot being served, or nil before the first commit.
@@ -150,8 +170,18 @@ type Result struct {
 // ErrTransient wraps failures worth retrying (the store did not answer).
 var ErrTransient = errors.New("reconcile: transient failure")
 
+// maxRefetch bounds the fresh fetches one Apply makes when the store's
+// live pointer moved since this replica last looked.
+const maxRefetch = 3
+
 // Apply reconciles rev. It returns ErrTransient-wrapped errors when the
 // store failed; the Snapshot is then unchanged.
+//
+// When rev was fetched ([gitsource.Revision.Fetched] set) before this
+// replica read the live pointer's current sequence number, rev may be
+// older than what another replica made live: Apply then fetches again
+// (Options.Fetch) and reconciles the fresh head instead, or returns
+// Behind when it cannot fetch. See the package documentation.
 func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result, error) {
 	select {
 	case r.applyMu <- struct{}{}:
@@ -159,20 +189,60 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
-	log := r.opts.Logger.With("commit", short(rev.SHA))
 	if cur := r.live.Load(); cur != nil && cur.Commit.SHA == rev.SHA {
 		return Result{Outcome: Unchanged, SHA: rev.SHA, LiveSHA: rev.SHA}, nil
 	}
+	var snap *Snapshot
+	for refetch := 0; ; refetch++ {
+		if snap == nil || snap.Commit.SHA != rev.SHA {
+			if cur := r.live.Load(); cur != nil && cur.Commit.SHA == rev.SHA {
+				// A fresh fetch found the commit served here: no need to
+				// load it again.
+				s := *cur
+				s.Commit.Loaded, s.Commit.Seq = r.opts.Now(), 0
+				snap = &s
+			} else {
+				var res Result
+				var err error
+				snap, res, err = r.load(ctx, rev)
+				if snap == nil {
+					return res, err
+				}
+			}
+		}
+		res, stale, err := r.publish(ctx, rev, snap)
+		if err != nil || !stale {
+			return res, err
+		}
+		if r.fetch == nil || refetch == maxRefetch {
+			return res, nil
+		}
+		fresh, err := r.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			r.opts.Logger.Warn("cannot fetch again to compare with the live commit another replica set", "commit", short(rev.SHA), "err", err)
+			return res, nil
+		}
+		rev = fresh
+	}
+}
+
+// load runs steps 1 and 2: it returns the Snapshot of rev, or a nil
+// Snapshot and the Result (refused) or error to return.
+func (r *Reconciler) load(ctx context.Context, rev gitsource.Revision) (*Snapshot, Result, error) {
+	log := r.opts.Logger.With("commit", short(rev.SHA))
 
 	// 1. load
 	fleet, report, err := policies.ValidateContext(ctx, rev.FS, r.files, r.opts.PolicyBudget)
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return Result{}, ctx.Err()
+		return nil, Result{}, ctx.Err()
 	case errors.Is(err, policies.ErrEvaluator):
 		// The policy evaluator could not run (no process to spare): not
 		// the commit's fault.
-		return Result{}, fmt.Errorf("%w: %w", ErrTransient, err)
+		return nil, Result{}, fmt.Errorf("%w: %w", ErrTransient, err)
 	case err != nil:
 		// The tree could not be read at all: a refusal too, with its reason.
 		report = &policies.Report{Errors: schema.Errors{{File: ".", Msg: err.Error()}}}
@@ -194,16 +264,16 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 		ref := store.Refusal{SHA: rev.SHA, Author: rev.Author.String(), Time: r.opts.Now(), Errors: errs}
 		recorded, err := r.opts.Store.RecordRefused(ctx, ref)
 		if err != nil {
-			return Result{}, fmt.Errorf("%w: record refused commit %s: %w", ErrTransient, short(rev.SHA), err)
+			return nil, Result{}, fmt.Errorf("%w: record refused commit %s: %w", ErrTransient, short(rev.SHA), err)
 		}
 		if recorded {
 			msg := fmt.Sprintf("commit %s refused: %d error(s); still serving the previous commit", short(rev.SHA), len(errs))
-			if err := r.event(ctx, rev, "commit.refused", rev.SHA, msg+"\n"+strings.Join(errs, "\n")); err != nil {
-				return Result{}, err
+			if err := r.event(ctx, rev, "commit.refused", rev.SHA, "", msg+"\n"+strings.Join(errs, "\n")); err != nil {
+				return nil, Result{}, err
 			}
 			log.Warn("commit refused", "errors", len(errs), "first_error", errs[0])
 		}
-		return Result{Outcome: Refused, SHA: rev.SHA, Errors: errs, LiveSHA: r.liveSHA()}, nil
+		return nil, Result{Outcome: Refused, SHA: rev.SHA, Errors: errs, LiveSHA: r.liveSHA()}, nil
 	}
 	snap := &Snapshot{Fleet: fleet, Commit: r.record(rev, fleet), Config: config}
 	for _, v := range report.Violations {
@@ -213,83 +283,156 @@ func (r *Reconciler) Apply(ctx context.Context, rev gitsource.Revision) (Result,
 	// only values (the syntax trees are most of a large fleet's memory, and
 	// the collector would scan them on every cycle).
 	fleet.Compact()
+	return snap, Result{}, nil
+}
+
+// publish runs steps 3 to 6 for snap, the Snapshot of rev. stale is true
+// when rev was fetched before this replica read the live pointer's
+// current sequence number: the caller fetches again.
+func (r *Reconciler) publish(ctx context.Context, rev gitsource.Revision, snap *Snapshot) (res Result, stale bool, err error) {
+	log := r.opts.Logger.With("commit", short(rev.SHA))
 
 	// 3. go live
-	outcome, liveSHA, err := r.goLive(ctx, snap.Commit)
-	if err != nil || outcome == Behind {
-		return Result{Outcome: outcome, SHA: rev.SHA, LiveSHA: liveSHA}, err
+	move, err := r.goLive(ctx, rev, snap.Commit)
+	if err != nil {
+		return Result{}, false, err
 	}
+	if move.outcome == Behind {
+		return Result{Outcome: Behind, SHA: rev.SHA, LiveSHA: move.live.SHA}, move.stale, nil
+	}
+	snap.Commit.Seq = move.live.Seq
 
 	// 4. record rollouts
-	changes, err := r.opts.Store.PutRollouts(ctx, rev.SHA, rolloutRecords(fleet))
+	changes, err := r.opts.Store.PutRollouts(ctx, rev.SHA, rolloutRecords(snap.Fleet))
 	if errors.Is(err, store.ErrNotLive) {
-		// Another replica moved live on between our steps: fetch again.
-		return Result{Outcome: Behind, SHA: rev.SHA}, nil
+		// Another replica moved live on between our steps: look again.
+		return Result{Outcome: Behind, SHA: rev.SHA}, !rev.Fetched.IsZero(), nil
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: record rollouts: %w", ErrTransient, err)
+		return Result{}, false, fmt.Errorf("%w: record rollouts: %w", ErrTransient, err)
 	}
 
 	// 5. announce
 	if r.opts.Announcing != nil {
 		r.opts.Announcing(snap)
 	}
-	if err := r.event(ctx, rev, "commit.live", rev.SHA, fmt.Sprintf("commit %s is live: %s", short(rev.SHA), firstLine(rev.Message))); err != nil {
-		return Result{}, err
+	occurrence := fmt.Sprintf("live:%d", move.live.Seq)
+	if move.rewound != "" {
+		if err := r.event(ctx, rev, schema.EventCommitRewound, rev.SHA, occurrence, move.rewound); err != nil {
+			return Result{}, false, err
+		}
+		log.Warn("branch rewound", "from", short(move.prev.SHA), "detail", move.rewound)
+	}
+	if err := r.event(ctx, rev, schema.EventCommitLive, rev.SHA, occurrence, fmt.Sprintf("commit %s is live: %s", short(rev.SHA), firstLine(rev.Message))); err != nil {
+		return Result{}, false, err
 	}
 	for _, c := range changes {
-		if err := r.event(ctx, rev, "rollout."+string(c.Kind), c.Name, describe(c)); err != nil {
-			return Result{}, err
+		if err := r.event(ctx, rev, "rollout."+string(c.Kind), c.Name, occurrence, describe(c)); err != nil {
+			return Result{}, false, err
 		}
 	}
 
 	// 6. swap
 	r.live.Store(snap)
-	log.Info("commit live", "rollout_changes", len(changes), "warnings", len(snap.Warnings))
-	return Result{Outcome: Applied, SHA: rev.SHA, Changes: changes, LiveSHA: rev.SHA}, nil
+	log.Info("commit live", "seq", move.live.Seq, "rollout_changes", len(changes), "warnings", len(snap.Warnings))
+	return Result{Outcome: Applied, SHA: rev.SHA, Changes: changes, LiveSHA: rev.SHA}, false, nil
 }
 
-// goLive moves the store's live commit to rec when rec descends from it.
-func (r *Reconciler) goLive(ctx context.Context, rec store.CommitRecord) (Outcome, string, error) {
+// move is what goLive did.
+type move struct {
+	outcome Outcome
+	live    store.CommitRecord // the store's live record afterwards
+	prev    store.CommitRecord // the live record this replica moved from
+	stale   bool               // Behind because rev was fetched before the last move: fetch again
+	rewound string             // set when live moved to a commit that does not descend from prev: what happened
+}
+
+// goLive makes rec, the commit of rev, the store's live commit, or finds
+// it live already. The rule (see the package documentation): a fetched
+// head moves live, forward or back, only when its fetch began after this
+// replica read the live pointer's sequence number that the move compares
+// with; a revision that was not fetched only follows the store or moves
+// forward in Git history.
+func (r *Reconciler) goLive(ctx context.Context, rev gitsource.Revision, rec store.CommitRecord) (move, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		cur, err := r.opts.Store.Live(ctx)
-		prev := cur.SHA
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			prev = ""
+			cur = store.CommitRecord{}
 		case err != nil:
-			return "", "", fmt.Errorf("%w: read live commit: %w", ErrTransient, err)
-		case cur.SHA == rec.SHA:
-			return Applied, rec.SHA, nil // another replica got there first
-		default:
-			is, known, err := r.opts.History.IsAncestor(rec.SHA, cur.SHA)
-			if err != nil {
-				return "", "", fmt.Errorf("reconcile: compare %s with live %s: %w", short(rec.SHA), short(cur.SHA), err)
-			}
-			if known && is {
-				return Behind, cur.SHA, nil // we hold an older commit than live
-			}
-			_, liveKnown, err := r.opts.History.IsAncestor(cur.SHA, rec.SHA)
-			if err != nil {
-				return "", "", err
-			}
-			if !liveKnown && r.unknownLive != cur.SHA {
-				// Live is a commit we have never fetched: most likely newer.
-				r.unknownLive = cur.SHA
-				return Behind, cur.SHA, nil
-			}
-			// rec descends from live, or live was force-pushed away.
+			return move{}, fmt.Errorf("%w: read live commit: %w", ErrTransient, err)
 		}
-		ok, err := r.opts.Store.SetLive(ctx, rec, prev)
+		r.observe(cur.Seq)
+		if cur.SHA == rec.SHA {
+			return move{outcome: Applied, live: cur}, nil // another replica got there first
+		}
+		if cur.SHA != "" {
+			if rev.Fetched.IsZero() {
+				is, known, err := r.opts.History.IsAncestor(cur.SHA, rec.SHA)
+				if err != nil {
+					return move{}, fmt.Errorf("reconcile: compare live %s with %s: %w", short(cur.SHA), short(rec.SHA), err)
+				}
+				if !known || !is {
+					return move{outcome: Behind, live: cur}, nil
+				}
+			} else if !rev.Fetched.After(r.seenAt) {
+				// Fetched before this replica knew of the move to
+				// cur.Seq: another replica may have seen a newer head.
+				return move{outcome: Behind, live: cur, stale: true}, nil
+			}
+		}
+		live, ok, err := r.opts.Store.MoveLive(ctx, rec, cur.Seq)
 		if err != nil {
-			return "", "", fmt.Errorf("%w: set live commit: %w", ErrTransient, err)
+			return move{}, fmt.Errorf("%w: move live commit to %s: %w", ErrTransient, short(rec.SHA), err)
 		}
-		if ok {
-			r.unknownLive = ""
-			return Applied, rec.SHA, nil
+		r.observe(live.Seq)
+		if !ok {
+			continue // another replica moved live: decide again
 		}
+		m := move{outcome: Applied, live: live, prev: cur}
+		if cur.SHA != "" && live.Seq == cur.Seq+1 {
+			m.rewound, err = r.rewound(cur, rec)
+			if err != nil {
+				return move{}, err
+			}
+		}
+		return m, nil
 	}
-	return Behind, "", nil
+	return move{outcome: Behind}, nil
+}
+
+// rewound describes the move from prev to next when next does not
+// descend from prev, and returns "" when it does.
+func (r *Reconciler) rewound(prev, next store.CommitRecord) (string, error) {
+	is, known, err := r.opts.History.IsAncestor(prev.SHA, next.SHA)
+	if err != nil {
+		return "", fmt.Errorf("reconcile: compare live %s with %s: %w", short(prev.SHA), short(next.SHA), err)
+	}
+	if known && is {
+		return "", nil
+	}
+	branch := r.opts.Branch
+	if branch == "" {
+		branch = "the branch"
+	}
+	back, known, err := r.opts.History.IsAncestor(next.SHA, prev.SHA)
+	if err != nil {
+		return "", fmt.Errorf("reconcile: compare %s with live %s: %w", short(next.SHA), short(prev.SHA), err)
+	}
+	if known && back {
+		return fmt.Sprintf("%s moved back from %s to %s, an older commit; %s is live again (the commits after it are no longer on %s)",
+			branch, short(prev.SHA), short(next.SHA), short(next.SHA), branch), nil
+	}
+	return fmt.Sprintf("%s was force-pushed from %s to %s, which does not contain it; %s is live",
+		branch, short(prev.SHA), short(next.SHA), short(next.SHA)), nil
+}
+
+// observe records that the live pointer's sequence number was seq at the
+// latest now; a fetch that begins later may move it on from seq.
+func (r *Reconciler) observe(seq int64) {
+	if seq != r.seenSeq || r.seenAt.IsZero() {
+		r.seenSeq, r.seenAt = seq, time.Now()
+	}
 }
 
 func (r *Reconciler) liveSHA() string {
@@ -310,9 +453,10 @@ func (r *Reconciler) record(rev gitsource.Revision, fleet *schema.Fleet) store.C
 	}
 }
 
-func (r *Reconciler) event(ctx context.Context, rev gitsource.Revision, kind, subject, msg string) error {
+func (r *Reconciler) event(ctx context.Context, rev gitsource.Revision, kind, subject, occurrence, msg string) error {
 	_, _, err := r.opts.Store.AppendEvent(ctx, store.Event{
 		Commit: rev.SHA, Author: rev.Author.String(), Kind: kind, Subject: subject, Message: msg,
+		Occurrence: occurrence,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: append event: %w", ErrTransient, err)

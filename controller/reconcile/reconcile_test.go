@@ -223,10 +223,25 @@ func TestForcePushAccepted(t *testing.T) {
 		t.Fatal(res, err)
 	}
 	// x2 was force-pushed over c1: the local clone knows both, neither
-	// descends from the other.
+	// descends from the other. A revision that was not fetched (no
+	// Fetched time) cannot say it is newer than live: behind.
 	r.opts.History = forked{}
-	if res, err := r.Apply(ctx, rev("x2", fleetFiles(digestA, 2))); err != nil || res.Outcome != Applied {
+	if res, err := r.Apply(ctx, rev("x2", fleetFiles(digestA, 2))); err != nil || res.Outcome != Behind {
+		t.Fatalf("force push, not fetched: %+v %v", res, err)
+	}
+	// Fetched after this replica last read the live pointer: the branch
+	// head, which goes live, recorded as rewound.
+	x2 := rev("x2", fleetFiles(digestA, 2))
+	x2.Fetched = time.Now()
+	if res, err := r.Apply(ctx, x2); err != nil || res.Outcome != Applied {
 		t.Fatalf("force push: %+v %v", res, err)
+	}
+	evs, err := st.RecentEvents(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs[0].Kind != "commit.rewound" || evs[1].Kind != "commit.live" || !strings.Contains(evs[0].Message, "force-pushed from c1 to x2") {
+		t.Fatalf("events: %+v", evs)
 	}
 }
 
