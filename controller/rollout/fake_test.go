@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func (g *fakeGen) admit(phase int, limit int64, device string, now time.Time) (s
 		return store.Deployment{}, false
 	}
 	g.counts[phase].Admitted++
-	d := &store.Deployment{Phase: phase, State: store.StateAdmitted}
+	d := &store.Deployment{Phase: phase, State: store.StateAdmitted, Admitted: now}
 	g.devs[device] = d
 	g.log = append(g.log, admission{device, phase, now})
 	return *d, true
@@ -64,7 +65,10 @@ func (g *fakeGen) report(device, state string, retries int) (store.Deployment, b
 	}
 	prev := *d
 	switch {
-	case d.State == store.StateSuccess || d.State == store.StateFailure:
+	case store.FinalState(d.State):
+	case state == store.StateTimeout:
+		d.State = state
+		g.counts[d.Phase].TimedOut++
 	case state == store.StateFailure && d.Attempts < retries:
 		d.State, d.Attempts = store.StateRetrying, d.Attempts+1
 	case state == store.StateSuccess:
@@ -117,10 +121,17 @@ type harness struct {
 	// admitsAfterAbort counts admissions into generations already
 	// aborted (must stay 0).
 	admitsAfterAbort int
+	// seen is when each device was last seen (polls and "seen" lines);
+	// tracked only when trackSeen, which golden scripts turn on.
+	seen      map[string]time.Time
+	trackSeen bool
+	// refused is why the controller refuses a rollout's artifact, by
+	// rollout name.
+	refused map[string]string
 }
 
 func newHarness(t testing.TB, fleet *schema.Fleet, now time.Time) *harness {
-	h := &harness{t: t, fleet: fleet, st: newFakeStore(), now: now}
+	h := &harness{t: t, fleet: fleet, st: newFakeStore(), now: now, seen: map[string]time.Time{}, refused: map[string]string{}}
 	for _, ro := range fleet.Rollouts {
 		h.recs = append(h.recs, store.RolloutRecord{Name: ro.Name, Artifact: ro.Spec.Artifact, Generation: 1})
 	}
@@ -148,12 +159,22 @@ func (h *harness) poll(d *Device) (Decision, bool) {
 			dd := *dep
 			in.Deployment = &dd
 		}
+		in.ArtifactRefused = h.refused[g.Rollout]
+		if h.trackSeen {
+			h.seen[d.ID] = h.now
+			in.LastSeen = func(id string) time.Time { return h.seen[id] }
+			in.Admitted = func(id string) bool { return fg.devs[id] != nil }
+		}
 	}
 	dec := h.plan.Next(in)
 	if fg == nil {
 		return dec, false
 	}
 	fg.complete(dec.NewlyComplete, h.now)
+	if dec.TimedOut {
+		h.report(d, g, store.StateTimeout)
+		return dec, false
+	}
 	switch dec.Action {
 	case Admit, Installed:
 		wasAborted := fg.aborted != ""
@@ -208,6 +229,24 @@ func (h *harness) alert(d *Device, g store.GenerationRef, alerts map[string]int6
 		fg.aborted = sd.Reason
 	}
 	return sd
+}
+
+// sweep reports a timeout for every admitted device of g past its
+// deadline (in ID order) while g is not aborted, as the device API's
+// sweep does, and returns
+// what each report decided.
+func (h *harness) sweep(g store.GenerationRef) (ids []string, sds []StatusDecision) {
+	fg := h.st.gen(g)
+	if fg.aborted != "" {
+		return nil, nil // an aborted generation's devices are told so; nothing is counted
+	}
+	for _, id := range slices.Sorted(maps.Keys(fg.devs)) {
+		if t, ok := h.plan.Deadline(g, *fg.devs[id]); ok && !h.now.Before(t) {
+			_, sd := h.report(&Device{ID: id}, g, store.StateTimeout)
+			ids, sds = append(ids, id), append(sds, sd)
+		}
+	}
+	return ids, sds
 }
 
 func (h *harness) String() string { return fmt.Sprintf("harness at %s", h.now.Format(time.RFC3339)) }

@@ -36,6 +36,11 @@ var update = flag.Bool("update", false, "rewrite the want files of testdata/*.tx
 //	approve ROLLOUT PHASE         a commit adding PHASE to approvedPhases
 //	set ROLLOUT paused=true|false a commit pausing or resuming
 //	progress ROLLOUT              print the store's counts
+//	seen DEV …                    the devices are seen now (as by an inventory update); polls count too.
+//	                              The first seen or poll line turns on online tracking (LastSeen/Admitted)
+//	refuse ROLLOUT WHY…           the controller refuses the rollout's artifact from now on
+//	accept ROLLOUT                … and no longer does
+//	sweep ROLLOUT                 report a timeout for every admitted device past its deadline
 func TestGolden(t *testing.T) {
 	paths, err := filepath.Glob("testdata/*.txtar")
 	if err != nil {
@@ -94,6 +99,7 @@ func TestGolden(t *testing.T) {
 func runScript(t *testing.T, fleet *schema.Fleet, script string) []byte {
 	var out bytes.Buffer
 	h := newHarness(t, fleet, t0)
+	h.trackSeen = strings.Contains(script, "\nseen ") || strings.HasPrefix(script, "seen ")
 	devices := map[string]*Device{}
 	dev := func(id string) *Device {
 		if d := devices[id]; d != nil {
@@ -212,6 +218,35 @@ func runScript(t *testing.T, fleet *schema.Fleet, script string) []byte {
 			}
 			h.recompile()
 			fmt.Fprintf(&out, "%s commit: %s %s\n", stamp, f[1], f[2])
+		case "seen":
+			need(2)
+			for _, id := range f[1:] {
+				h.seen[id] = h.now
+			}
+			fmt.Fprintf(&out, "%s seen %s\n", stamp, strings.Join(f[1:], " "))
+		case "refuse":
+			need(3)
+			h.refused[f[1]] = strings.Join(f[2:], " ")
+			fmt.Fprintf(&out, "%s artifact of %s refused: %s\n", stamp, f[1], h.refused[f[1]])
+		case "accept":
+			need(2)
+			delete(h.refused, f[1])
+			fmt.Fprintf(&out, "%s artifact of %s accepted\n", stamp, f[1])
+		case "sweep":
+			need(2)
+			in, ok := h.plan.Rollout(f[1])
+			if !ok {
+				fail("no rollout")
+			}
+			ids, sds := h.sweep(in.Generation)
+			fmt.Fprintf(&out, "%s sweep %s:", stamp, f[1])
+			if len(ids) == 0 {
+				out.WriteString(" nothing overdue")
+			}
+			for i, id := range ids {
+				fmt.Fprintf(&out, " %s timeout%s;", id, statusText(sds[i]))
+			}
+			out.WriteString("\n")
 		case "progress":
 			need(2)
 			in, ok := h.plan.Rollout(f[1])
@@ -223,6 +258,9 @@ func runScript(t *testing.T, fleet *schema.Fleet, script string) []byte {
 			for k, ph := range in.Phases {
 				c := fg.counts[k]
 				fmt.Fprintf(&out, " %s %d/%d admitted %d ok %d failed", ph.Name, c.Admitted, ph.Limit, c.Succeeded, c.Failed)
+				if c.TimedOut > 0 {
+					fmt.Fprintf(&out, " %d timed out", c.TimedOut)
+				}
 				if k < len(fg.completed) && !fg.completed[k].IsZero() {
 					fmt.Fprintf(&out, " (complete %s)", fg.completed[k].UTC().Format("15:04"))
 				}
