@@ -15,14 +15,24 @@
 //     configuration) or (upstream, in gitsource) a bad signature is
 //     recorded as refused, with all its errors, and the previous Snapshot
 //     keeps serving — stalled until a new commit arrives;
-//  3. go live: the store's live commit moves to this commit by a
-//     compare-and-set, only forward in Git history, so replicas that follow
-//     Git independently never move it back;
+//  3. go live: the branch head is the desired state, so the store's live
+//     commit moves to it forward or back, by a compare-and-set on the live
+//     pointer's sequence number (store.Commits.MoveLive). A replica moves
+//     it only with a head whose fetch began after the replica read that
+//     sequence number; holding an older fetch, it fetches again
+//     (Options.Fetch) and decides on the fresh head. So live follows the
+//     order in which the store saw heads, never Git ancestry, and
+//     replicas that follow Git independently never flap between commits.
+//     A revision that was not fetched (Revision.Fetched zero) only follows
+//     the store or moves it forward. A move to a commit that does not
+//     descend from the previous live commit is a rewind (docs/git-semantics.md);
 //  4. record rollouts: rollout generations and settings are written for the
 //     live commit (never per device: reconciling does not enumerate the
 //     fleet);
 //  5. announce: every change goes to the event log with commit, author and
-//     what changed;
+//     what changed: commit.rewound for a rewind, commit.live, and the
+//     rollout changes, recorded once per go-live (Event.Occurrence is the
+//     live sequence number), so a commit that returns is logged again;
 //  6. swap: the new immutable Snapshot replaces the old one atomically.
 //
 // Transient failures (the store unreachable) leave the Snapshot as it was;
@@ -88,10 +98,10 @@ type Options struct {
 	// method, when it has one). Apply calls it when the revision it was
 	// given was fetched before another replica moved the live commit, to
 	// decide on a fresh head; without it such an Apply returns Behind.
-	Fetch func(ctx context.Context) (gitsource.Revision, error)
-	Branch  string // recorded in CommitRecord
-	Logger  *slog.Logger
-	Now     func() time.Time // default time.Now
+	Fetch  func(ctx context.Context) (gitsource.Revision, error)
+	Branch string // recorded in CommitRecord
+	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
 	// DeviceConfig says where the secrets of DeviceConfig manifests are
 	// found (the controller's secrets directory, its age identities). A
 	// commit with a secret it cannot resolve is refused, every such
