@@ -134,6 +134,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		return c.NoContent(http.StatusNoContent)
 	}
 	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides}
+	a.seen.see(name, a.opts.Now())
 	plan, err := a.planFor(ctx, s.snap)
 	if err != nil {
 		return a.httpError("rollout plan", err)
@@ -162,7 +163,10 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		return a.httpError("read progress", err, "rollout", g.Rollout)
 	}
 	gi := a.index.gen(g)
-	if d, ok := gi.lookup(name, &in.Progress); ok {
+	// The index answers unless it lacks an unfinished deployment's
+	// admission time (its deadline): then the store is read once, and the
+	// index keeps the time.
+	if d, ok := gi.lookup(name, &in.Progress); ok && (d == nil || final(d.State) || !d.Admitted.IsZero()) {
 		in.Deployment = d
 	} else {
 		if err := gi.catchUp(ctx, a.opts.Store, g, in.Progress.ChangeCount()); err != nil {
@@ -174,6 +178,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			return a.httpError("read deployment", err, "rollout", g.Rollout)
 		default:
 			in.Deployment = &d
+			gi.note(name, d)
 		}
 	}
 	phases := len(in.Progress.Phases)
@@ -181,6 +186,20 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		phases = max(phases, len(ro.Spec.Phases))
 	}
 	in.Completed = completed(in.Progress, phases)
+	if ro := rolloutOf(s.snap, g.Rollout); ro != nil {
+		_, lerr := a.opts.Artifacts.Lookup(ro.Spec.Artifact)
+		if in.ArtifactRefused = artifactRefusal(lerr); in.ArtifactRefused != "" {
+			a.announceOnce(ctx, s.snap, schema.EventArtifactRefused, genSubject(g),
+				fmt.Sprintf("rollout %s generation %d: the controller refuses artifact %s (%s); no device is admitted or served until a commit fixes it",
+					g.Rollout, g.Generation, ro.Spec.Artifact, in.ArtifactRefused))
+		}
+	}
+	in.LastSeen = a.seen.last
+	in.Admitted = func(id string) bool {
+		d, ok := gi.lookup(id, &in.Progress)
+		return !ok || d != nil // not known: counted as present (a place is never given away on a guess)
+	}
+	a.sweep(ctx, s.snap, plan, g, &in.Progress)
 	dec := plan.Next(in)
 	if a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete) {
 		// Another replica recorded a completion this poll's (cached)
@@ -192,6 +211,13 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		a.prog.put(g, in.Progress)
 		in.Completed = completed(in.Progress, max(phases, len(in.Progress.Phases)))
 		dec = plan.Next(in)
+	}
+
+	if dec.TimedOut {
+		if err := a.timeout(ctx, s.snap, plan, g, name); err != nil {
+			return a.httpError("record timeout", err, "rollout", g.Rollout)
+		}
+		return a.nextOrConfigure(c, s, req, dev)
 	}
 
 	switch dec.Action {
@@ -397,7 +423,7 @@ func storeState(status string) string {
 	return status
 }
 
-func final(state string) bool { return state == store.StateSuccess || state == store.StateFailure }
+func final(state string) bool { return store.FinalState(state) }
 
 // report records a device's status in g, then lets the plan decide
 // whether g aborts and whether the device's phase just completed. It
@@ -432,18 +458,45 @@ func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g 
 	a.index.gen(g).note(device, d)
 	a.log.Info("deployment finished", "device", device, "rollout", g.Rollout, "generation", g.Generation,
 		"phase", d.Phase, "state", d.State, "status", status)
-	if plan == nil || snap == nil {
-		return http.StatusNoContent, nil
+	if err := a.afterFinal(ctx, snap, plan, g, d); err != nil {
+		return 0, err
 	}
-	if p, err = a.opts.Store.Progress(ctx, g); err != nil {
-		return 0, a.httpError("read progress", err, "rollout", g.Rollout)
+	return http.StatusNoContent, nil
+}
+
+// timeout records that device's deployment in g timed out (a final state,
+// counted once whichever replica gets there first; a device that reported
+// a final state meanwhile keeps it), then decides as after a report.
+func (a *API) timeout(ctx context.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, device string) error {
+	d, changed, err := a.opts.Store.Report(ctx, g, device, store.StateTimeout, 0)
+	if err != nil {
+		return fmt.Errorf("record timeout of %s in %s: %w", device, g, err)
+	}
+	if !changed || d.State != store.StateTimeout {
+		return nil
+	}
+	a.index.gen(g).note(device, d)
+	a.log.Warn("deployment timed out: no final state within the rollout's device timeout", "device", device,
+		"rollout", g.Rollout, "generation", g.Generation, "phase", d.Phase)
+	return a.afterFinal(ctx, snap, plan, g, d)
+}
+
+// afterFinal lets the plan decide, after a deployment of g reached final
+// state d, whether g aborts and whether d's phase just completed.
+func (a *API) afterFinal(ctx context.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, d store.Deployment) error {
+	if plan == nil || snap == nil {
+		return nil
+	}
+	p, err := a.opts.Store.Progress(ctx, g)
+	if err != nil {
+		return a.httpError("read progress", err, "rollout", g.Rollout)
 	}
 	a.prog.put(g, p)
 	// Alerts raised on the generation's devices count against the abort
 	// criteria that name them (they arrive from the agents' monitoring).
 	alerts, err := a.opts.Store.AlertCounts(ctx, g)
 	if err != nil {
-		return 0, a.httpError("read alerts", err, "rollout", g.Rollout)
+		return a.httpError("read alerts", err, "rollout", g.Rollout)
 	}
 	dec := plan.OnStatus(rollout.StatusInput{Generation: g, Phase: d.Phase, Progress: p, Alerts: alerts})
 	if dec.PhaseCompleted {
@@ -451,10 +504,10 @@ func (a *API) report(c *echo.Context, snap *reconcile.Snapshot, plan Planner, g 
 	}
 	if dec.Abort && p.Aborted == "" {
 		if err := a.abort(ctx, snap, g, dec); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return http.StatusNoContent, nil
+	return nil
 }
 
 // abort aborts g in the store (once, whichever replica gets there first)

@@ -145,6 +145,8 @@ type API struct {
 	tokens    tokenCache
 	monitors  monitorIndex
 	announced onceSet
+	seen      seenDevices // when each device last polled this replica
+	sweeps    sweepTimes  // when each generation was last swept for timeouts
 
 	unknown  *limiter // auth requests of devices not accepted, per source
 	logs     *limiter // log uploads, per device

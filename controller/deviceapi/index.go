@@ -50,6 +50,7 @@ const (
 	idxAdmitted uint8 = 1 // admitted, not final
 	idxSuccess  uint8 = 2
 	idxFailure  uint8 = 3
+	idxTimeout  uint8 = 4
 )
 
 type depIndex struct {
@@ -70,6 +71,11 @@ type genIndex struct {
 type idxRec struct {
 	phase uint8
 	kind  uint8
+	// admitted is the admission time (Unix ms) when this replica learnt
+	// it (its own Admit, or a store read); 0 when only the change list
+	// told (changes carry no time): a poll then reads the deployment
+	// once for its deadline.
+	admitted int64
 }
 
 func kindOf(state string) uint8 {
@@ -78,8 +84,30 @@ func kindOf(state string) uint8 {
 		return idxSuccess
 	case store.StateFailure:
 		return idxFailure
+	case store.StateTimeout:
+		return idxTimeout
 	}
 	return idxAdmitted
+}
+
+// unfinished returns up to max devices the index knows admitted and not
+// final, and whether the index is usable (caught up with p).
+func (gi *genIndex) unfinished(p *store.Progress, max int) ([]string, bool) {
+	gi.mu.RLock()
+	defer gi.mu.RUnlock()
+	if gi.off || gi.applied < p.ChangeCount() {
+		return nil, false
+	}
+	var out []string
+	for id, r := range gi.recs {
+		if r.kind == idxAdmitted {
+			out = append(out, id)
+			if len(out) >= max {
+				break
+			}
+		}
+	}
+	return out, true
 }
 
 // gen returns g's index, creating it.
@@ -155,11 +183,16 @@ func (gi *genIndex) lookup(device string, p *store.Progress) (d *store.Deploymen
 		return nil, true
 	}
 	d = &store.Deployment{Phase: int(r.phase), State: store.StateAdmitted}
+	if r.admitted != 0 {
+		d.Admitted = time.UnixMilli(r.admitted)
+	}
 	switch r.kind {
 	case idxSuccess:
 		d.State = store.StateSuccess
 	case idxFailure:
 		d.State = store.StateFailure
+	case idxTimeout:
+		d.State = store.StateTimeout
 	}
 	return d, true
 }
@@ -169,19 +202,30 @@ func (gi *genIndex) lookup(device string, p *store.Progress) (d *store.Deploymen
 func (gi *genIndex) note(device string, d store.Deployment) {
 	gi.mu.Lock()
 	defer gi.mu.Unlock()
-	gi.merge(device, d.Phase, kindOf(d.State))
+	var at int64
+	if !d.Admitted.IsZero() {
+		at = d.Admitted.UnixMilli()
+	}
+	gi.merge(device, d.Phase, kindOf(d.State), at)
 }
 
 // merge applies one fact: kinds only move forward (admitted → final), so
 // facts may arrive in any order. gi.mu is held.
-func (gi *genIndex) merge(device string, phase int, kind uint8) {
+func (gi *genIndex) merge(device string, phase int, kind uint8, admitted int64) {
 	if gi.off || phase < 0 || phase >= store.MaxPhases {
 		return
 	}
-	if cur, ok := gi.recs[device]; ok && cur.kind >= kind {
+	cur, ok := gi.recs[device]
+	if ok && cur.kind >= kind && (cur.admitted != 0 || admitted == 0) {
 		return
 	}
-	gi.recs[device] = idxRec{phase: uint8(phase), kind: kind}
+	if ok && cur.kind > kind {
+		kind = cur.kind
+	}
+	if admitted == 0 {
+		admitted = cur.admitted
+	}
+	gi.recs[device] = idxRec{phase: uint8(phase), kind: kind, admitted: admitted}
 }
 
 // catchUp applies g's change list up to want entries, at most
@@ -214,7 +258,7 @@ func (gi *genIndex) catchUp(ctx context.Context, st store.Deployments, g store.G
 		}
 		gi.mu.Lock()
 		for _, c := range cs {
-			gi.merge(c.Device, c.Phase, kindOf(c.State))
+			gi.merge(c.Device, c.Phase, kindOf(c.State), 0)
 		}
 		gi.applied += int64(len(cs))
 		if len(gi.recs) > maxIndexed {

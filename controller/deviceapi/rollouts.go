@@ -2,11 +2,13 @@ package deviceapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -55,4 +57,116 @@ func completed(p store.Progress, n int) []time.Time {
 		out[k] = p.Phases[k].Completed
 	}
 	return out
+}
+
+// Offline devices. The rollout engine lets a closed target's phases choose
+// among present devices (rollout.NextInput LastSeen and Admitted): this
+// replica counts a device as seen when it polls here. A device this
+// replica has not seen since it started counts as seen at the start, so
+// for one online window after a (re)start nobody is taken for offline and
+// the order by rank holds; a device that polls only another replica is
+// taken for offline here after the window, which at worst lets the next
+// device by rank take its place (admission stays bounded by the phase).
+
+// seenDevices remembers when each device (by manifest name) last polled.
+type seenDevices struct {
+	mu    sync.Mutex
+	at    map[string]time.Time
+	start time.Time
+}
+
+// maxSeen bounds the memory; past it the oldest sightings are forgotten
+// by starting over (the devices then count as seen at that moment).
+const maxSeen = 4_000_000
+
+func (s *seenDevices) see(name string, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.at == nil || len(s.at) >= maxSeen {
+		s.at, s.start = make(map[string]time.Time), now
+	}
+	s.at[name] = now
+}
+
+func (s *seenDevices) last(name string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.at[name]; ok {
+		return t
+	}
+	return s.start
+}
+
+// Device deadlines. A device that vanished mid-update never polls again,
+// so the polls of other devices sweep their generation: at most once a
+// minute per generation on this replica, the devices the index knows
+// admitted and unfinished (up to maxSweep) are read from the store, and
+// each past its deadline (rollout.Plan.Deadline) is reported timed out,
+// which counts it, may complete its phase and may abort the generation.
+
+type sweepTimes struct {
+	mu   sync.Mutex
+	last map[store.GenerationRef]time.Time
+}
+
+const (
+	sweepEvery = time.Minute
+	maxSweep   = 1000
+)
+
+// due reports whether g's sweep is due at now, and marks it done.
+func (s *sweepTimes) due(g store.GenerationRef, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.last[g]; ok && now.Sub(t) < sweepEvery {
+		return false
+	}
+	if s.last == nil || len(s.last) >= maxIndexedGens {
+		s.last = map[store.GenerationRef]time.Time{}
+	}
+	s.last[g] = now
+	return true
+}
+
+// deadliner is the part of rollout.Plan a sweep needs.
+type deadliner interface {
+	Deadline(g store.GenerationRef, dep store.Deployment) (time.Time, bool)
+}
+
+// sweep reports a timeout for each unfinished device of g past its
+// deadline. Errors are logged: the next sweep tries again.
+func (a *API) sweep(ctx context.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, p *store.Progress) {
+	dl, ok := plan.(deadliner)
+	if !ok || p.Aborted != "" || !a.sweeps.due(g, a.opts.Now()) {
+		return
+	}
+	ids, ok := a.index.gen(g).unfinished(p, maxSweep)
+	if !ok {
+		return
+	}
+	now := a.opts.Now()
+	for _, id := range ids {
+		d, err := a.opts.Store.Deployment(ctx, g, id)
+		if err != nil {
+			a.log.Warn("timeout sweep: read deployment failed", "rollout", g.Rollout, "device", id, "err", err)
+			return
+		}
+		if t, ok := dl.Deadline(g, d); ok && !now.Before(t) {
+			if err := a.timeout(ctx, snap, plan, g, id); err != nil {
+				a.log.Warn("timeout sweep: recording the timeout failed", "rollout", g.Rollout, "device", id, "err", err)
+				return
+			}
+		}
+	}
+}
+
+// artifactRefusal says why the controller refuses err's artifact: the
+// check that failed. "" when err is nil or not a refusal (not declared,
+// not checked yet, its source unavailable for now): then an admitted
+// device waits and nobody is told the rollout is refused.
+func artifactRefusal(err error) string {
+	if err == nil || errors.Is(err, artifacts.ErrNotFound) || errors.Is(err, artifacts.ErrPending) || errors.Is(err, artifacts.ErrSource) {
+		return ""
+	}
+	return err.Error()
 }
