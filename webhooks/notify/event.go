@@ -20,6 +20,7 @@ type Kind string
 const (
 	CommitLive              Kind = schema.EventCommitLive
 	CommitRefused           Kind = schema.EventCommitRefused
+	CommitRewound           Kind = schema.EventCommitRewound
 	RolloutStarted          Kind = schema.EventRolloutStarted
 	RolloutArtifact         Kind = schema.EventRolloutArtifact
 	RolloutSettings         Kind = schema.EventRolloutSettings
