@@ -63,13 +63,16 @@ func (c *fakeClock) Add(d time.Duration) {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	st, err := embedded.Open(filepath.Join(t.TempDir(), embedded.FileName), embedded.Options{NoSync: true})
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	// The store keeps the API's clock (admission times, deadlines), as in
+	// production where both read the wall clock.
+	st, err := embedded.Open(filepath.Join(t.TempDir(), embedded.FileName), embedded.Options{NoSync: true, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{t: t, store: st, plan: &fakePlan{}, arts: &fakeArtifacts{entries: map[string]*artifacts.Entry{}},
-		clock: &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}}
+		clock: clock}
 	e.seen = &countingStore{Store: st}
 	e.api, err = New(Options{
 		Store:     e.seen,
@@ -296,11 +299,15 @@ func (p *fakePlan) OnStatus(in rollout.StatusInput) rollout.StatusDecision {
 type fakeArtifacts struct {
 	mu      sync.Mutex
 	entries map[string]*artifacts.Entry
+	refused map[string]error // artifacts the cache refuses, with why
 }
 
 func (f *fakeArtifacts) Lookup(name string) (*artifacts.Entry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.refused[name]; err != nil {
+		return nil, err
+	}
 	if e := f.entries[name]; e != nil {
 		return e, nil
 	}
