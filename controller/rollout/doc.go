@@ -77,8 +77,8 @@
 //
 // Phase 0 opens when the generation starts. Phase k > 0 opens when
 //
-//  1. phase k−1 is complete: it has as many final states (success plus
-//     failure) as its quota (closed targets), or, in an open target, it
+//  1. phase k−1 is complete: it has as many final states (success,
+//     failure or timeout) as its quota (closed targets), or, in an open target, it
 //     has admitted someone and every device it admitted is final (or it
 //     reached its quota); a phase with quota 0 is complete at once;
 //  2. the hold of phase k−1 has passed since it completed; and
@@ -102,6 +102,47 @@
 // before start the window runs past midnight and belongs to the day it
 // starts on ("fri 22:00–04:00" is open Saturday 02:00). start == end is a
 // whole day from start. Outside every window nobody is admitted.
+//
+// # Offline devices
+//
+// In a closed target a device's phase is fixed by its rank, so an offline
+// device would hold its place forever. When the caller passes
+// [NextInput] LastSeen and Admitted, phases choose among present devices
+// instead: a device is present when it was admitted into the generation or
+// seen within spec.onlineWindow (default 1h, two default update polls)
+// before now. A device of rank r may then also join an open phase j with
+// room when fewer than L(j) of the devices ranked before it are present:
+// its rank among present devices puts it in phase j. So an offline canary
+// gives its place to the next present device by rank, deterministically,
+// and gets a place in a later phase when it comes back; a device seen
+// within the window keeps its place until the window passes. Admitted
+// devices always count, so a place once taken is never given twice. Open
+// targets need no rule: count phases take whoever asks, and a percent
+// phase completes when the devices it admitted finished.
+//
+// # Deadlines
+//
+// An admitted device has until its deadline, Admitted + deviceTimeout ×
+// (1 + Attempts) (spec.deviceTimeout, default 4h: eight default update
+// polls; each retry gets as long again), to reach a final state. Past it
+// the deployment is timed out: [Plan.Next] says so (Decision.TimedOut) when
+// the device polls, and the caller's sweep finds the devices that never
+// poll again ([Plan.Deadline]); either way the caller reports
+// store.StateTimeout, a final state counted as PhaseCounts.TimedOut, then
+// calls [Plan.OnStatus]. A phase completes on successes, failures and
+// timeouts alike, so it completes past its timed-out devices. A timed-out
+// device is not offered the deployment again in this generation, and a
+// report it sends later changes nothing (final states never change). A
+// deployment without an admission time (recorded before it was kept) has
+// no deadline. Aborted generations are not swept.
+//
+// # Refused artifacts
+//
+// When the controller refuses the rollout's artifact (its digest,
+// signature, signing key, format, header or size check failed; the caller
+// sets [NextInput] ArtifactRefused to why), nobody is admitted and
+// admitted devices are not served it ([ReasonArtifactRefused]); they keep
+// their deadlines. A commit that fixes the artifact lifts it.
 //
 // # Compatibility
 //
@@ -142,8 +183,17 @@
 //     aborts (a share above p, not equal to it). A success can abort too:
 //     the one that brings the sample to s when the failures already exceed
 //     the share;
+//   - maxTimedOut t: the timeout that makes timedOut > t aborts;
+//   - maxTimedOutPercent p with minSample s: once finished = succeeded +
+//     failed + timedOut ≥ max(s, 1), the timeout (or report) that makes
+//     timedOut × 100 > p × finished aborts. Timeouts are not failures:
+//     maxFailures and maxFailurePercent do not count them;
 //   - alerts: a check named by any phase that has admitted devices, raised
 //     on at least one admitted device of the generation.
+//
+// A report or timeout that aborts by its phase's failure or timeout
+// criteria does not complete the phase (StatusDecision PhaseCompleted
+// stays false), and nothing completes in an aborted generation.
 //
 // A failure the store turned into a retry is not a failure yet. Once the
 // caller calls store.Abort, the store admits nobody into the generation,
