@@ -36,6 +36,9 @@ import (
 // Source is what the controller needs from gitsource.
 type Source interface {
 	Run(ctx context.Context, trigger <-chan struct{}, onRevision func(context.Context, gitsource.Revision))
+	// Redeliver makes Run hand over its next head even if it handed it
+	// over last (the controller served another replica's commit since).
+	Redeliver()
 	Status() gitsource.Status
 	// Revision returns a commit already in the local clone.
 	Revision(ctx context.Context, sha string) (gitsource.Revision, error)
@@ -384,6 +387,10 @@ func (c *Controller) watchLive(ctx context.Context) {
 			} else {
 				c.Trigger()
 			}
+			// This replica now serves what another made live; when the
+			// branch comes back to the head it handed over last, that
+			// head must be applied again.
+			c.opts.Source.Redeliver()
 		}
 	}
 }

@@ -62,6 +62,11 @@ func (b *backoff) reset() { b.n = 0 }
 // Git host is back). A refused head is stalled, not retried faster: Run
 // waits for the next poll or trigger, when a new commit may have arrived.
 // Run logs what it does; Status reports the same.
+// Redeliver makes Run hand over the head it fetches next even when it is
+// the revision it handed over last: the caller served something else in
+// between (another replica's commit), and the head is again what it wants.
+func (s *Source) Redeliver() { s.redeliver.Store(true) }
+
 func (s *Source) Run(ctx context.Context, trigger <-chan struct{}, onRevision func(context.Context, Revision)) {
 	var (
 		bo          = backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff}
@@ -83,6 +88,9 @@ func (s *Source) Run(ctx context.Context, trigger <-chan struct{}, onRevision fu
 				s.log.Info("remote reachable again", "url", s.remote.display)
 			}
 			failing, lastRefused = false, ""
+			if s.redeliver.Swap(false) {
+				delivered = ""
+			}
 			if rev.SHA != delivered {
 				delivered = rev.SHA
 				s.log.Info("new revision", "commit", rev.SHA, "ref", rev.Ref, "author", rev.Author.String(), "signer", rev.Signer)

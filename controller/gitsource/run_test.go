@@ -103,6 +103,19 @@ func TestRunPollsAndCoalescesTriggers(t *testing.T) {
 	if !third.stopped() {
 		t.Error("poll timer still running after a trigger")
 	}
+	// The same head again is not handed over, unless the caller served
+	// something else meanwhile and asks for it (Redeliver).
+	clk.next(t)
+	trigger <- struct{}{}
+	clk.next(t)
+	if len(revs) != 0 {
+		t.Fatalf("an unchanged head was handed over again: %v", (<-revs).SHA)
+	}
+	src.Redeliver()
+	trigger <- struct{}{}
+	if rev := nextRevision(t, revs); rev.SHA != sha3 {
+		t.Fatalf("after Redeliver: %s, want the head %s again", rev.SHA, sha3)
+	}
 	clk.next(t)
 	stop()
 	if st := src.Status(); st.SHA != sha3 || st.Backoff != 0 {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -171,6 +172,8 @@ type Source struct {
 	repo     *git.Repository
 	verifier *verifier
 	log      *slog.Logger
+
+	redeliver atomic.Bool // Run hands over its next head even if unchanged
 
 	fetchMu sync.Mutex // serializes fetches; guards the fields below
 	current *Revision
