@@ -49,6 +49,7 @@ func (c *Controller) Handler() http.Handler {
 	m := e.Group("/api/management/v1", c.requireToken)
 	m.GET("/status", c.status)
 	m.GET("/rollouts", c.rollouts)
+	m.GET("/rollouts/:name/devices", c.rolloutDevices)
 	m.GET("/events", c.events)
 	m.GET("/refused", c.refused)
 	m.GET("/devices", c.declaredDevices)
@@ -174,51 +175,6 @@ func (c *Controller) status(ctx *echo.Context) error {
 	}
 	c.mu.Unlock()
 	return ctx.JSON(http.StatusOK, st)
-}
-
-// RolloutView is a rollout as the management API shows it: the store's
-// record and the progress of its current generation.
-type RolloutView struct {
-	store.RolloutRecord
-	Phases  []PhaseView `json:"phases,omitempty"`
-	Aborted string      `json:"aborted,omitempty"` // the abort reason
-}
-
-// PhaseView is one phase's progress.
-type PhaseView struct {
-	Admitted  int64      `json:"admitted"`
-	Succeeded int64      `json:"succeeded"`
-	Failed    int64      `json:"failed"`
-	Completed *time.Time `json:"completed,omitempty"`
-}
-
-func (c *Controller) rollouts(ctx *echo.Context) error {
-	rctx := ctx.Request().Context()
-	ros, err := c.opts.Store.Rollouts(rctx)
-	if err != nil {
-		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
-	}
-	out := make([]RolloutView, 0, len(ros))
-	for _, r := range ros {
-		v := RolloutView{RolloutRecord: r}
-		if !r.Stopped && r.Generation > 0 {
-			p, err := c.opts.Store.Progress(rctx, store.GenerationRef{Rollout: r.Name, Generation: r.Generation})
-			if err != nil {
-				return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
-			}
-			v.Aborted = p.Aborted
-			for _, ph := range p.Phases {
-				pv := PhaseView{Admitted: ph.Admitted, Succeeded: ph.Succeeded, Failed: ph.Failed}
-				if !ph.Completed.IsZero() {
-					t := ph.Completed.UTC()
-					pv.Completed = &t
-				}
-				v.Phases = append(v.Phases, pv)
-			}
-		}
-		out = append(out, v)
-	}
-	return ctx.JSON(http.StatusOK, map[string]any{"rollouts": out})
 }
 
 // pageLimit reads a listing's ?limit=1…store.MaxPage (default 100).
