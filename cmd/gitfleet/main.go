@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newPlanCmd(),
 		newDevicesCmd(),
 		newAlertsCmd(),
+		newRolloutsCmd(),
 		newConfigCmd(),
 	)
 	return root

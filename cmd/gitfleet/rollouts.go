@@ -1,0 +1,231 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/store"
+)
+
+func newRolloutsCmd() *cobra.Command {
+	var (
+		mc      mgmtClient
+		devices bool
+		limit   int
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "rollouts [NAME] [--devices]",
+		Short: "Show rollouts phase by phase, with what each phase waits for",
+		Long: `Show the rollouts the controller runs, one row per phase (by the name the
+Rollout manifest gives it): devices admitted of the phase's limit, how many
+succeeded, failed and timed out, and its status: completed (when), aborted
+(why), or what it waits for:
+
+  approval       the phase requires approval: commit the phase's name in
+                 spec.approvedPhases
+  previous phase the phase before it has not completed
+  hold           the phase before it completed; the hold runs until T
+  paused         spec.paused is set
+  window         outside every maintenance window; the next opens at T
+  in progress    admitted devices without a final state, per state
+                 (downloading, installing, rebooting, retrying …)
+  not polled     places not taken yet; for a rollout over named devices, the
+                 devices ranked into the phase that were not admitted, with
+                 the oldest last authentication among them
+
+With NAME, only that rollout; with --devices, its admitted devices instead:
+manifest name and device ID, phase, state, failed attempts retried, when it
+was admitted, its deadline (when it times out without a final state) and its
+history.
+
+Stopped rollouts (no longer declared in Git) are not shown.
+
+Talks to the controller's management API: --server (or GITFLEET_SERVER) and
+--token (or GITFLEET_TOKEN, the controller's --management-token).`,
+		Example: `  gitfleet rollouts
+  gitfleet rollouts hello-2 --devices
+  gitfleet rollouts hello-2 --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			if devices {
+				if name == "" {
+					return fmt.Errorf("--devices needs a rollout NAME (see gitfleet rollouts)")
+				}
+				if limit < 1 || limit > store.MaxPage {
+					return fmt.Errorf("--limit %d: want 1…%d", limit, store.MaxPage)
+				}
+				return rolloutDevices(cmd, &mc, name, limit, asJSON)
+			}
+			var resp struct {
+				Rollouts []controller.RolloutView `json:"rollouts"`
+			}
+			if err := mc.get(cmd.Context(), "/api/management/v1/rollouts", &resp); err != nil {
+				return failed(err)
+			}
+			var ros []controller.RolloutView
+			for _, r := range resp.Rollouts {
+				if !r.Stopped && (name == "" || r.Name == name) {
+					ros = append(ros, r)
+				}
+			}
+			if name != "" && len(ros) == 0 {
+				return failed(fmt.Errorf("no running rollout %q (gitfleet rollouts lists them)", name))
+			}
+			if asJSON {
+				if ros == nil {
+					ros = []controller.RolloutView{}
+				}
+				return printJSON(cmd, ros)
+			}
+			if len(ros) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "no running rollouts")
+				return nil
+			}
+			now := time.Now()
+			tw := newTable(cmd)
+			fmt.Fprintln(tw, "ROLLOUT\tGEN\tPHASE\tADMITTED\tSUCCEEDED\tFAILED\tTIMED OUT\tSTATUS")
+			for _, r := range ros {
+				if len(r.Phases) == 0 {
+					fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\t%s\n", cell(r.Name, 64), r.Generation, "no phases declared by the served commit")
+				}
+				for k, p := range r.Phases {
+					ph := p.Name
+					if ph == "" {
+						ph = "#" + strconv.Itoa(k)
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%d\t%d\t%d\t%s\n", cell(r.Name, 64), r.Generation, cell(ph, 32),
+						p.Admitted, p.Limit, p.Succeeded, p.Failed, p.TimedOut, phaseStatus(r, p, now))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	mc.flags(f)
+	f.BoolVar(&devices, "devices", false, "list the devices admitted into rollout NAME")
+	f.IntVar(&limit, "limit", 100, "with --devices: list at most this many (1…1000), in admission order")
+	f.BoolVar(&asJSON, "json", false, "print what the management API returns, as JSON")
+	return cmd
+}
+
+// phaseStatus is a phase's STATUS cell.
+func phaseStatus(r controller.RolloutView, p controller.PhaseView, now time.Time) string {
+	switch {
+	case p.Completed != nil:
+		return "completed " + since(*p.Completed, now)
+	case r.Aborted != "":
+		return "aborted: " + cell(r.Aborted, 120)
+	case len(p.Waiting) == 0:
+		return "-"
+	}
+	var parts []string
+	for _, w := range p.Waiting {
+		parts = append(parts, waitText(w, now))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// waitText says one wait in words.
+func waitText(w controller.Wait, now time.Time) string {
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "(unknown)"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	switch w.Reason {
+	case "approval":
+		return "waits for approval: " + cell(w.Commit, 120)
+	case "previous-phase":
+		return "waits for the previous phase"
+	case "hold":
+		return "hold until " + at(w.Until)
+	case "paused":
+		return "paused (spec.paused)"
+	case "window":
+		return "outside maintenance windows, next opens " + at(w.Opens)
+	case "devices":
+		states := make([]string, 0, len(w.InProgress))
+		for s := range w.InProgress {
+			states = append(states, s)
+		}
+		slices.Sort(states)
+		var b strings.Builder
+		b.WriteString("in progress:")
+		for i, s := range states {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %d %s", w.InProgress[s], cell(s, 32))
+		}
+		return b.String()
+	case "not-polled":
+		s := fmt.Sprintf("%d place%s not taken", w.Places, plural(w.Places))
+		if len(w.Devices) == 0 {
+			return s
+		}
+		names := w.Devices
+		more := ""
+		if len(names) > 5 {
+			names, more = names[:5], fmt.Sprintf(" and %d more", len(w.Devices)-5)
+		}
+		for i := range names {
+			names[i] = cell(names[i], 64)
+		}
+		s += ", not polled yet: " + strings.Join(names, ", ") + more
+		var seen []string
+		if w.OldestLastSeen != nil {
+			seen = append(seen, "oldest last seen "+since(*w.OldestLastSeen, now))
+		}
+		if w.Never > 0 {
+			seen = append(seen, fmt.Sprintf("%d never seen", w.Never))
+		}
+		if len(seen) > 0 {
+			s += " (" + strings.Join(seen, ", ") + ")"
+		}
+		return s
+	}
+	return cell(w.Reason, 32)
+}
+
+func plural(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// rolloutDevices lists the devices admitted into rollout name.
+func rolloutDevices(cmd *cobra.Command, mc *mgmtClient, name string, limit int, asJSON bool) error {
+	path := "/api/management/v1/rollouts/" + url.PathEscape(name) + "/devices?limit=" + strconv.Itoa(limit)
+	now := time.Now()
+	_, err := listing(cmd, mc, path, "devices", asJSON, "no device admitted into "+name+" yet",
+		"DEVICE\tID\tPHASE\tSTATE\tATTEMPTS\tADMITTED\tDEADLINE\tHISTORY", func(d controller.RolloutDevice) string {
+			ph := d.PhaseName
+			if ph == "" {
+				ph = "#" + strconv.Itoa(d.Phase)
+			}
+			admitted, deadline := "-", "-"
+			if d.Admitted != nil {
+				admitted = since(*d.Admitted, now)
+			}
+			if d.Deadline != nil {
+				deadline = d.Deadline.UTC().Format(time.RFC3339)
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", cell(d.Name, 64), orDash(d.ID), cell(ph, 32), cell(d.State, 32),
+				d.Attempts, admitted, deadline, cell(strings.Join(d.History, " → "), 64))
+		})
+	return err
+}
