@@ -111,7 +111,7 @@ func TestOfflineDevicesRollout(t *testing.T) {
 	// one has its power cut in the hanging health check and is timed out.
 	cut := map[string]time.Time{}
 	outcomes := map[string]string{}
-	var midView map[string]any // the API's view of fleet with both devices gone, not yet timed out
+	var midView map[string]any // the API's view of fleet with a device gone, not yet timed out
 	deadline := time.Now().Add(offlineDeadline)
 	for {
 		done := true
@@ -146,7 +146,11 @@ func TestOfflineDevicesRollout(t *testing.T) {
 		if done {
 			break
 		}
-		if midView == nil && len(cut) == len(vanishing) && outcomes["dev-4"] != store.StateTimeout && outcomes["dev-5"] != store.StateTimeout {
+		gone := false // a device whose power was cut and that is not timed out yet
+		for name := range cut {
+			gone = gone || outcomes[name] != store.StateTimeout
+		}
+		if midView == nil && gone {
 			if ros, err := c.Rollouts(); err == nil {
 				for _, r := range ros {
 					if r["name"] == "fleet" && r["stopped"] != true {
@@ -168,9 +172,9 @@ func TestOfflineDevicesRollout(t *testing.T) {
 	}
 	t.Logf("outcomes: %v", outcomes)
 
-	// While the vanished devices were gone and not yet timed out, the
-	// management API showed the rollout waiting for them.
-	t.Logf("management API, rollout fleet while dev-4 and dev-5 were gone: phases %v", midView["phases"])
+	// While a vanished device was gone and not yet timed out, the
+	// management API showed its phase waiting for a device in progress.
+	t.Logf("management API, rollout fleet with a device gone, not timed out yet: phases %v", midView["phases"])
 	if mid, _ := midView["phases"].([]any); len(mid) > 0 {
 		var hasWaiting bool
 		var inProgress float64
@@ -190,7 +194,7 @@ func TestOfflineDevicesRollout(t *testing.T) {
 			}
 		}
 		if hasWaiting && inProgress < 1 {
-			t.Errorf("management API, rollout fleet while dev-4 and dev-5 were gone: no phase waits for devices in progress: %v", mid)
+			t.Errorf("management API, rollout fleet with a device gone: no phase waits for devices in progress: %v", mid)
 		}
 	}
 
