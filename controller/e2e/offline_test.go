@@ -50,10 +50,13 @@ spec:
 // (SIGKILL to the agent's process group), so they never report again.
 // The three online devices succeed; the vanished two are timed out after
 // the rollout's deviceTimeout by the sweep the other devices' polls run;
-// both phases complete and rollout.completed is logged. The management
-// API names the offline devices: their records' last_seen stops at the
-// power cut while the online devices' keep moving, and the controller
-// logs each timeout with the device's name.
+// both phases complete and rollout.completed is logged. The controller
+// logs each timeout with the device's name; the rollouts API counts the
+// timed-out devices per phase (timed_out) and, while a vanished device is
+// gone and not timed out yet, shows its phase waiting for a device in
+// progress (waiting, when the API has it). The devices API's last_seen is
+// the last authentication, not the last poll, so it does not tell the
+// offline devices from the online ones; it is logged only.
 //
 // In a target of named devices a phase completes when as many devices as
 // its quota reached a final state (succeeded, failed or timed out), so a
