@@ -564,8 +564,10 @@ func truncate(s string, n int) string {
 }
 
 // uploadLog serves PUT …/deployments/:id/log. The device's log of a
-// deployment goes to the controller's log (slog), at most MaxLogLines
-// lines per upload, each line at most 1 KiB; 204.
+// deployment is stored (store.SetDeploymentLog: the last 200 lines within
+// 64 KiB, replacing an earlier upload) and goes to the controller's log
+// (slog), at most MaxLogLines lines per upload, each line at most 1 KiB;
+// 204. Over the device's upload rate it is dropped (still 204).
 func (a *API) uploadLog(c *echo.Context) error {
 	if digest, ok := parseConfigDeploymentID(c.Param("id")); ok {
 		return a.configureLog(c, digest)
@@ -599,6 +601,16 @@ func (a *API) uploadLog(c *echo.Context) error {
 		return c.NoContent(http.StatusNoContent)
 	}
 	log.Info("deployment log received", "lines", len(msgs))
+	// Kept for the management API (GET …/rollouts/:name/devices/:device/log),
+	// the last store.MaxLogLines lines within store.MaxLogBytes.
+	lines := make([]store.LogLine, 0, min(len(msgs), store.MaxLogLines))
+	dropped := max(0, len(msgs)-store.MaxLogLines)
+	for _, m := range msgs[dropped:] {
+		lines = append(lines, store.LogLine{Time: m.Timestamp, Level: m.Level, Message: m.Message})
+	}
+	if _, err := a.opts.Store.SetDeploymentLog(c.Request().Context(), g, s.manifest.Name, store.DeploymentLog{Lines: lines, Dropped: dropped}); err != nil {
+		return a.httpError("store deployment log", err)
+	}
 	for i, m := range msgs {
 		if i == a.opts.MaxLogLines {
 			log.Info("deployment log truncated", "lines_dropped", len(msgs)-i)

@@ -30,6 +30,7 @@ import (
 type Store interface {
 	store.Devices
 	store.Deployments
+	store.DeploymentLogs
 	store.Alerts
 	store.DeviceAlerts
 	store.ConfigStatuses

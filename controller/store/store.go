@@ -146,6 +146,7 @@ type Store interface {
 	EventLog
 	Coordination
 	Deployments
+	DeploymentLogs
 	Devices
 	Alerts
 	DeviceAlerts

@@ -87,6 +87,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Abort", testAbort},
 		{"CompletePhase", testCompletePhase},
 		{"Timeout", testTimeout},
+		{"DeploymentLog", testDeploymentLog},
 		{"Alerts", testAlerts},
 		{"DeviceAlerts", testDeviceAlerts},
 		{"DeviceAlertsResend", testDeviceAlertsResend},
