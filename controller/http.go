@@ -50,6 +50,7 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/status", c.status)
 	m.GET("/rollouts", c.rollouts)
 	m.GET("/rollouts/:name/devices", c.rolloutDevices)
+	m.GET("/rollouts/:name/devices/:device/log", c.rolloutDeviceLog)
 	m.GET("/events", c.events)
 	m.GET("/refused", c.refused)
 	m.GET("/devices", c.declaredDevices)

@@ -320,6 +320,9 @@ type RolloutDevice struct {
 	// then its final state once reached.
 	History  []string   `json:"history"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+	// HasLog reports a stored deployment log (the device uploads one when
+	// an update fails): GET /rollouts/:name/devices/:device/log.
+	HasLog bool `json:"has_log"`
 }
 
 // rolloutDevices lists the devices admitted into rollout :name's running
@@ -393,6 +396,12 @@ func (c *Controller) rolloutDevices(ctx *echo.Context) error {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 		}
 		rd.LastSeen = utc(seen)
+		switch _, err := c.opts.Store.DeploymentLog(rctx, g, name); {
+		case err == nil:
+			rd.HasLog = true
+		case !errors.Is(err, store.ErrNotFound):
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+		}
 		out = append(out, rd)
 	}
 	return ctx.JSON(http.StatusOK, map[string]any{"rollout": g.Rollout, "generation": g.Generation, "total": len(order), "devices": out})
@@ -420,4 +429,33 @@ func (c *Controller) runningGeneration(ctx context.Context, name string) (store.
 		return store.GenerationRef{Rollout: r.Name, Generation: r.Generation}, plan, snap, nil
 	}
 	return store.GenerationRef{}, nil, nil, echo.NewHTTPError(http.StatusNotFound, "no rollout "+strconv.Quote(name)+" (see GET /api/management/v1/rollouts)")
+}
+
+// rolloutDeviceLog returns the deployment log device (its manifest name)
+// uploaded in rollout :name's running generation: the last lines (at most
+// store.MaxLogLines, within store.MaxLogBytes), how many earlier ones were
+// dropped, and when it was stored. 404 when it uploaded none.
+func (c *Controller) rolloutDeviceLog(ctx *echo.Context) error {
+	rctx := ctx.Request().Context()
+	device := ctx.Param("device")
+	if err := store.ValidateGeneration(store.GenerationRef{Rollout: "x", Generation: 1}, &device); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "bad device name")
+	}
+	g, _, snap, err := c.runningGeneration(rctx, ctx.Param("name"))
+	if err != nil {
+		return err
+	}
+	l, err := c.opts.Store.DeploymentLog(rctx, g, device)
+	if errors.Is(err, store.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, "no deployment log of "+strconv.Quote(device)+" in "+g.String()+
+			" (a device uploads one when its update fails; see GET /api/management/v1/rollouts/"+g.Rollout+"/devices)")
+	}
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	if l.Lines == nil {
+		l.Lines = []store.LogLine{}
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"rollout": g.Rollout, "generation": g.Generation, "device": device,
+		"id": c.deviceID(snap, device), "log": l})
 }

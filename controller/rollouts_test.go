@@ -140,6 +140,30 @@ func TestRolloutsWaiting(t *testing.T) {
 		d.Admitted == nil || !slices.Equal(d.History, []string{store.StateAdmitted, store.StateSuccess}) || d.LastSeen == nil {
 		t.Errorf("device %+v", d)
 	}
+	if d.HasLog {
+		t.Errorf("%s has a log before uploading one", canary)
+	}
+	var logResp struct {
+		Device string              `json:"device"`
+		ID     string              `json:"id"`
+		Log    store.DeploymentLog `json:"log"`
+	}
+	logPath := "/api/management/v1/rollouts/hello-2/devices/" + canary + "/log"
+	if code := tc.getJSON(t, logPath, &logResp); code != http.StatusNotFound {
+		t.Errorf("log before any upload: %d, want 404", code)
+	}
+	lines := []store.LogLine{{Time: "2025-06-01T12:00:00Z", Level: "error", Message: "install: no space left on device"}}
+	if _, err := st.SetDeploymentLog(ctx, g, canary, store.DeploymentLog{Lines: lines}); err != nil {
+		t.Fatal(err)
+	}
+	devs.Devices = nil
+	if code := tc.getJSON(t, "/api/management/v1/rollouts/hello-2/devices", &devs); code != http.StatusOK || len(devs.Devices) != 1 || !devs.Devices[0].HasLog {
+		t.Errorf("after the upload: %d %+v, want has_log", code, devs.Devices)
+	}
+	if code := tc.getJSON(t, logPath, &logResp); code != http.StatusOK || logResp.Device != canary || logResp.ID != id ||
+		!slices.Equal(logResp.Log.Lines, lines) || logResp.Log.Stored.IsZero() {
+		t.Errorf("log: %d %+v", code, logResp)
+	}
 	if code := tc.getJSON(t, "/api/management/v1/rollouts/nope/devices", &devs); code != http.StatusNotFound {
 		t.Errorf("unknown rollout: %d, want 404", code)
 	}

@@ -43,8 +43,9 @@ succeeded, failed and timed out, and its status: completed (when), aborted
 
 With NAME, only that rollout; with --devices, its admitted devices instead:
 manifest name and device ID, phase, state, failed attempts retried, when it
-was admitted, its deadline (when it times out without a final state) and its
-history.
+was admitted, its deadline (when it times out without a final state),
+whether it uploaded a deployment log (gitfleet rollouts log NAME DEVICE prints
+it) and its history.
 
 Stopped rollouts (no longer declared in Git) are not shown.
 
@@ -117,6 +118,51 @@ Talks to the controller's management API: --server (or GITFLEET_SERVER) and
 	f.BoolVar(&devices, "devices", false, "list the devices admitted into rollout NAME")
 	f.IntVar(&limit, "limit", 100, "with --devices: list at most this many (1…1000), in admission order")
 	f.BoolVar(&asJSON, "json", false, "print what the management API returns, as JSON")
+	cmd.AddCommand(newRolloutsLogCmd())
+	return cmd
+}
+
+func newRolloutsLogCmd() *cobra.Command {
+	var (
+		mc     mgmtClient
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "log NAME DEVICE",
+		Short: "Print the deployment log a device uploaded in a rollout",
+		Long: `Print the log DEVICE (its Device manifest name) uploaded for its deployment in
+rollout NAME's running generation: the Mender client uploads one when an
+update fails. The controller keeps the last 200 lines within 64 KiB of the
+latest upload; a note on stderr says how many earlier lines were dropped.
+Device text is printed one line per entry, with control characters replaced.`,
+		Example: `  gitfleet rollouts log hello-2 sim-003`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp struct {
+				Rollout    string              `json:"rollout"`
+				Generation int64               `json:"generation"`
+				Log        store.DeploymentLog `json:"log"`
+			}
+			path := "/api/management/v1/rollouts/" + url.PathEscape(args[0]) + "/devices/" + url.PathEscape(args[1]) + "/log"
+			if err := mc.get(cmd.Context(), path, &resp); err != nil {
+				return failed(err)
+			}
+			if asJSON {
+				return printJSON(cmd, resp.Log)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "log of %s in %s generation %d, stored %s", args[1], resp.Rollout, resp.Generation, since(resp.Log.Stored, time.Now()))
+			if resp.Log.Dropped > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), " (%d earlier line%s dropped)", resp.Log.Dropped, plural(int64(resp.Log.Dropped)))
+			}
+			fmt.Fprintln(cmd.ErrOrStderr())
+			for _, l := range resp.Log.Lines {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s\n", orDash(cell(l.Time, 64)), orDash(cell(l.Level, 16)), cell(l.Message, store.MaxLogLineBytes))
+			}
+			return nil
+		},
+	}
+	mc.flags(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the stored log as JSON")
 	return cmd
 }
 
@@ -212,7 +258,7 @@ func rolloutDevices(cmd *cobra.Command, mc *mgmtClient, name string, limit int, 
 	path := "/api/management/v1/rollouts/" + url.PathEscape(name) + "/devices?limit=" + strconv.Itoa(limit)
 	now := time.Now()
 	_, err := listing(cmd, mc, path, "devices", asJSON, "no device admitted into "+name+" yet",
-		"DEVICE\tID\tPHASE\tSTATE\tATTEMPTS\tADMITTED\tDEADLINE\tHISTORY", func(d controller.RolloutDevice) string {
+		"DEVICE\tID\tPHASE\tSTATE\tATTEMPTS\tADMITTED\tDEADLINE\tLOG\tHISTORY", func(d controller.RolloutDevice) string {
 			ph := d.PhaseName
 			if ph == "" {
 				ph = "#" + strconv.Itoa(d.Phase)
@@ -224,8 +270,12 @@ func rolloutDevices(cmd *cobra.Command, mc *mgmtClient, name string, limit int, 
 			if d.Deadline != nil {
 				deadline = d.Deadline.UTC().Format(time.RFC3339)
 			}
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", cell(d.Name, 64), orDash(d.ID), cell(ph, 32), cell(d.State, 32),
-				d.Attempts, admitted, deadline, cell(strings.Join(d.History, " → "), 64))
+			hasLog := "-"
+			if d.HasLog {
+				hasLog = "yes"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", cell(d.Name, 64), orDash(d.ID), cell(ph, 32), cell(d.State, 32),
+				d.Attempts, admitted, deadline, hasLog, cell(strings.Join(d.History, " → "), 64))
 		})
 	return err
 }

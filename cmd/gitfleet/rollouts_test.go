@@ -52,6 +52,12 @@ func rolloutsServer(t *testing.T) ([]string, string) {
 		if _, _, err := st.Report(ctx, info.Generation, canary, "downloading", 0); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := st.SetDeploymentLog(ctx, info.Generation, canary, store.DeploymentLog{Dropped: 2, Lines: []store.LogLine{
+			{Time: "2025-06-01T12:00:00Z", Level: "info", Message: "downloading"},
+			{Time: "2025-06-01T12:01:00Z", Level: "error", Message: "install:\x1b[31m no space\tleft"},
+		}}); err != nil {
+			t.Fatal(err)
+		}
 	})
 	return conn, canary
 }
@@ -89,7 +95,7 @@ func TestRolloutsCommand(t *testing.T) {
 		t.Fatalf("want a header and the canary:\n%s", out)
 	}
 	if f := strings.Fields(lines[1]); len(f) < 5 || f[0] != canary || f[1] != id || f[2] != "canary" || f[3] != "downloading" || f[4] != "0" ||
-		!strings.HasSuffix(lines[1], "admitted") {
+		f[len(f)-2] != "yes" || f[len(f)-1] != "admitted" {
 		t.Errorf("canary row %q", lines[1])
 	}
 
@@ -100,6 +106,21 @@ func TestRolloutsCommand(t *testing.T) {
 	var views []controller.RolloutView
 	if err := json.Unmarshal([]byte(out), &views); err != nil || len(views) != 1 || views[0].Phases[0].Waiting[0].InProgress["downloading"] != 1 {
 		t.Fatalf("--json: %v\n%s", err, out)
+	}
+
+	out, stderr, err := run("log", "hello-2", canary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gitfleet rollouts log:\n%s%s", stderr, out)
+	if want := "2025-06-01T12:00:00Z info downloading\n2025-06-01T12:01:00Z error install: [31m no space left\n"; out != want {
+		t.Errorf("log:\n%q\nwant\n%q", out, want)
+	}
+	if !strings.Contains(stderr, "2 earlier lines dropped") {
+		t.Errorf("log stderr %q", stderr)
+	}
+	if _, stderr, err := run("log", "hello-2", "sim-005"); err == nil || !strings.Contains(err.Error()+stderr, "no deployment log") {
+		t.Errorf("log of a device without one: %v %s", err, stderr)
 	}
 
 	for _, c := range []struct {
