@@ -45,8 +45,8 @@ type ConfigSummary struct {
 // DeviceConfigState is one device's configuration state.
 type DeviceConfigState struct {
 	Device   string `json:"device"`
-	State    string `json:"state"`             // ConfigInSync, ConfigPending, ConfigDrifted, ConfigFailed
-	Desired  string `json:"desired"`           // the digest the live commit gives it
+	State    string `json:"state"`              // ConfigInSync, ConfigPending, ConfigDrifted, ConfigFailed
+	Desired  string `json:"desired"`            // the digest the live commit gives it
 	Reported string `json:"reported,omitempty"` // the digest it last reported
 	Via      string `json:"via,omitempty"`
 	Script   string `json:"script,omitempty"` // failed: the script, its exit code and output tail

@@ -199,7 +199,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		d, ok := gi.lookup(id, &in.Progress)
 		return !ok || d != nil // not known: counted as present (a place is never given away on a guess)
 	}
-	a.sweep(ctx, s.snap, plan, g, &in.Progress)
+	a.sweep(ctx, s.snap, plan, g, &in)
 	dec := plan.Next(in)
 	if a.recordCompleted(ctx, s.snap, g, dec.NewlyComplete) {
 		// Another replica recorded a completion this poll's (cached)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
 )
 
@@ -133,11 +134,28 @@ type deadliner interface {
 	Deadline(g store.GenerationRef, dep store.Deployment) (time.Time, bool)
 }
 
+// settler is the plan's check for phases over because their remaining
+// devices are offline (*rollout.Plan).
+type settler interface {
+	Settle(in rollout.NextInput) uint64
+}
+
 // sweep reports a timeout for each unfinished device of g past its
 // deadline. Errors are logged: the next sweep tries again.
-func (a *API) sweep(ctx context.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, p *store.Progress) {
+func (a *API) sweep(ctx context.Context, snap *reconcile.Snapshot, plan Planner, g store.GenerationRef, in *rollout.NextInput) {
+	p := &in.Progress
+	if p.Aborted != "" || !a.sweeps.due(g, a.opts.Now()) {
+		return
+	}
+	// Phases over because their remaining devices are offline: no poll of
+	// a device that finished would record them.
+	if st, ok := plan.(settler); ok {
+		if bits := st.Settle(*in); bits != 0 {
+			a.recordCompleted(ctx, snap, g, bits)
+		}
+	}
 	dl, ok := plan.(deadliner)
-	if !ok || p.Aborted != "" || !a.sweeps.due(g, a.opts.Now()) {
+	if !ok {
 		return
 	}
 	ids, ok := a.index.gen(g).unfinished(p, maxSweep)

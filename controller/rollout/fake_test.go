@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,28 @@ func (h *harness) sweep(g store.GenerationRef) (ids []string, sds []StatusDecisi
 		}
 	}
 	return ids, sds
+}
+
+// settle runs the device API's periodic check for phases over because
+// their remaining devices are offline, and records what it finds.
+func (h *harness) settle(g store.GenerationRef) string {
+	fg := h.st.gen(g)
+	in := NextInput{Now: h.now, Generation: g, Progress: fg.progress(), Completed: fg.completed,
+		ArtifactRefused: h.refused[g.Rollout],
+		LastSeen:        func(id string) time.Time { return h.seen[id] },
+		Admitted:        func(id string) bool { return fg.devs[id] != nil }}
+	bits := h.plan.Settle(in)
+	fg.complete(bits, h.now)
+	var phases []string
+	for k := range 64 {
+		if bits&(1<<k) != 0 {
+			phases = append(phases, fmt.Sprint(k))
+		}
+	}
+	if len(phases) == 0 {
+		return "none"
+	}
+	return strings.Join(phases, ",")
 }
 
 func (h *harness) String() string { return fmt.Sprintf("harness at %s", h.now.Format(time.RFC3339)) }

@@ -247,6 +247,13 @@ func runScript(t *testing.T, fleet *schema.Fleet, script string) []byte {
 				fmt.Fprintf(&out, " %s timeout%s;", id, statusText(sds[i]))
 			}
 			out.WriteString("\n")
+		case "settle":
+			need(2)
+			in, ok := h.plan.Rollout(f[1])
+			if !ok {
+				fail("no rollout")
+			}
+			fmt.Fprintf(&out, "%s settle %s: phases over %s\n", stamp, f[1], h.settle(in.Generation))
 		case "progress":
 			need(2)
 			in, ok := h.plan.Rollout(f[1])

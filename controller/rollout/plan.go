@@ -619,6 +619,48 @@ func (pl *plan) complete(c store.PhaseCounts, k int) bool {
 	return c.Admitted > 0 && final >= c.Admitted
 }
 
+// settled reports whether phase k of a closed target is over although it
+// is below its quota, because the devices of its remaining places never
+// showed up: online tracking is on, every admission of the phase is final,
+// and every device ranked into the phase's places (counted by rank over
+// present devices: admitted, or seen within the online window) was
+// admitted. Offline devices so never hold a phase open; one that shows up
+// later is admitted into a phase that still has room. The first phase must
+// have admitted someone: a rollout never completes with nobody updated.
+func (pl *plan) settled(k int, c store.PhaseCounts, in *NextInput) bool {
+	if !pl.exact || in.LastSeen == nil || in.Admitted == nil || (k == 0 && c.Admitted == 0) ||
+		c.Succeeded+c.Failed+c.TimedOut < c.Admitted {
+		return false
+	}
+	places, present := pl.phases[k].cum, int64(0)
+	for _, key := range pl.keys {
+		if present >= places {
+			break
+		}
+		if in.Admitted(key.id) {
+			present++
+			continue
+		}
+		if seen := in.LastSeen(key.id); !seen.IsZero() && in.Now.Sub(seen) <= pl.online {
+			return false // present, within the places, not admitted yet
+		}
+	}
+	return true
+}
+
+// Settle returns the phases of in.Generation that the gates find complete
+// now but are not recorded so (NextInput.Completed), as Decision's
+// NewlyComplete: what a periodic check records when no polling device
+// would (every present device has finished, the rest are offline).
+// in.Device is not used.
+func (p *Plan) Settle(in NextInput) uint64 {
+	pl := p.byName[in.Generation.Rollout]
+	if pl == nil || !pl.recorded || pl.gen != in.Generation || in.Progress.Aborted != "" || in.ArtifactRefused != "" {
+		return 0
+	}
+	return pl.gates(&in).newly
+}
+
 // gateState is how far the gates let a generation go.
 type gateState struct {
 	open  int       // the last open phase; -1 when phase 0 waits for approval
@@ -640,7 +682,7 @@ func (pl *plan) gates(in *NextInput) gateState {
 			at = in.Completed[k]
 		}
 		done := !at.IsZero()
-		if !done && pl.complete(countsOf(&in.Progress, k), k) {
+		if c := countsOf(&in.Progress, k); !done && (pl.complete(c, k) || pl.settled(k, c, in)) {
 			done, at = true, in.Now
 			g.newly |= 1 << k
 		}
