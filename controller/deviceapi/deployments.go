@@ -152,6 +152,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			dev.Inventory = InventoryAttributes(rec.Inventory)
 		}
 	}
+	a.settleAll(ctx, s.snap, plan)
 	g, reason, ok := plan.Route(dev)
 	if !ok {
 		log.Debug("no deployment", "reason", reason)

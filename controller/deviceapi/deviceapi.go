@@ -146,8 +146,9 @@ type API struct {
 	tokens    tokenCache
 	monitors  monitorIndex
 	announced onceSet
-	seen      seenDevices // when each device last polled this replica
-	sweeps    sweepTimes  // when each generation was last swept for timeouts
+	seen      seenDevices   // when each device last polled this replica
+	sweeps    sweepTimes    // when each generation was last swept for timeouts
+	settles   everyInterval // when the rollouts were last checked for settled phases
 
 	unknown  *limiter // auth requests of devices not accepted, per source
 	logs     *limiter // log uploads, per device

@@ -188,3 +188,36 @@ func artifactRefusal(err error) string {
 	}
 	return err.Error()
 }
+
+// settleAll records, at most once a minute per replica (whichever device
+// polls), the phases of every rollout that are over because their
+// remaining devices never came online: once every present device finished,
+// no poll is routed to the generation any more, so nothing else would.
+func (a *API) settleAll(ctx context.Context, snap *reconcile.Snapshot, plan Planner) {
+	st, ok := plan.(settler)
+	lister, ok2 := plan.(interface{ Rollouts() []rollout.Info })
+	if !ok || !ok2 || !a.settles.due(a.opts.Now(), sweepEvery) {
+		return
+	}
+	for _, info := range lister.Rollouts() {
+		g := info.Generation
+		if g.Generation == 0 {
+			continue
+		}
+		p, err := a.progress(ctx, g)
+		if err != nil || p.Aborted != "" {
+			continue
+		}
+		gi := a.index.gen(g)
+		in := rollout.NextInput{Now: a.opts.Now(), Generation: g, Progress: p,
+			Completed: completed(p, max(len(p.Phases), len(info.Phases))), LastSeen: a.seen.last}
+		in.Admitted = func(id string) bool {
+			d, ok := gi.lookup(id, &in.Progress)
+			return !ok || d != nil
+		}
+		if bits := st.Settle(in); bits != 0 {
+			a.recordCompleted(ctx, snap, g, bits)
+		}
+	}
+}
+
