@@ -11,6 +11,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
 	"github.com/labstack/echo/v5"
 )
 
@@ -25,6 +26,10 @@ type RolloutView struct {
 	// (Go durations); empty when the served commit does not declare it.
 	DeviceTimeout string `json:"device_timeout,omitempty"`
 	OnlineWindow  string `json:"online_window,omitempty"`
+	// ArtifactRefused is why the controller refuses the rollout's
+	// artifact (the check that failed: digest, signature, key, format…):
+	// while it does, nobody is admitted or served.
+	ArtifactRefused string `json:"artifact_refused,omitempty"`
 }
 
 // PhaseView is one phase's progress and what it waits for.
@@ -50,6 +55,9 @@ type PhaseView struct {
 //     (add the phase to spec.approvedPhases).
 //   - "previous-phase": the phase before it has not completed.
 //   - "hold": the phase before it completed; the hold runs Until.
+//   - "artifact-refused": the controller refuses the rollout's artifact;
+//     Detail says which check failed. Nobody is admitted until a commit
+//     fixes it.
 //   - "paused": spec.paused is set.
 //   - "window": outside every maintenance window; the next opens at Opens.
 //   - "devices": admitted devices that have not reached a final state,
@@ -72,6 +80,7 @@ type Wait struct {
 	Devices        []string         `json:"devices,omitempty"`
 	OldestLastSeen *time.Time       `json:"oldest_last_seen,omitempty"`
 	Never          int              `json:"never_seen,omitempty"`
+	Detail         string           `json:"detail,omitempty"`
 }
 
 // maxStateReads bounds the deployment records one rollouts request reads
@@ -121,6 +130,10 @@ func (c *Controller) rolloutView(ctx context.Context, snap *reconcile.Snapshot, 
 		return v, err
 	}
 	v.Aborted = p.Aborted
+	if ro := fleetRollout(snap, r.Name); ro != nil && c.opts.Devices.Artifacts != nil {
+		_, err := c.opts.Devices.Artifacts.Lookup(ro.Spec.Artifact)
+		v.ArtifactRefused = deviceapi.ArtifactRefusal(err)
+	}
 	var info rollout.Info
 	var gates rollout.Gates
 	declared := false
@@ -152,6 +165,9 @@ func (c *Controller) rolloutView(ctx context.Context, snap *reconcile.Snapshot, 
 			}
 			if pv.Waiting, err = c.phaseWaits(ctx, snap, plan, g, k, pv, gates, admitted); err != nil {
 				return v, err
+			}
+			if v.ArtifactRefused != "" && k <= gates.Open {
+				pv.Waiting = append([]Wait{{Reason: "artifact-refused", Detail: v.ArtifactRefused}}, pv.Waiting...)
 			}
 		}
 		v.Phases = append(v.Phases, pv)
@@ -458,4 +474,12 @@ func (c *Controller) rolloutDeviceLog(ctx *echo.Context) error {
 	}
 	return ctx.JSON(http.StatusOK, map[string]any{"rollout": g.Rollout, "generation": g.Generation, "device": device,
 		"id": c.deviceID(snap, device), "log": l})
+}
+
+// fleetRollout returns the Rollout manifest called name in snap, or nil.
+func fleetRollout(snap *reconcile.Snapshot, name string) *schema.Rollout {
+	if snap == nil || snap.Fleet == nil {
+		return nil
+	}
+	return snap.Fleet.Rollout(name)
 }

@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -170,4 +172,46 @@ func TestRolloutsWaiting(t *testing.T) {
 	if code := tc.getJSON(t, "/api/management/v1/rollouts/hello-2/devices?from=-1", &devs); code != http.StatusBadRequest {
 		t.Errorf("from=-1: %d, want 400", code)
 	}
+}
+
+// refusingArtifacts refuses every artifact, as the cache does one whose
+// signature it does not trust.
+type refusingArtifacts struct{}
+
+func (refusingArtifacts) Lookup(name string) (*artifacts.Entry, error) {
+	return nil, fmt.Errorf("artifact %s: signature: the artifact's signer \"ci\" is not trusted", name)
+}
+
+func (refusingArtifacts) PresignURL(string, *artifacts.Entry, string, time.Duration) (string, time.Time) {
+	return "", time.Time{}
+}
+
+// An artifact the controller refuses is a rollout state: the API says so,
+// with the check that failed, on the rollout and on its open phase.
+func TestRolloutsArtifactRefused(t *testing.T) {
+	tc := startController(t, func(o *controller.Options, _ *controller.ServerOptions) {
+		o.Devices.Artifacts, o.Devices.PublicURL = refusingArtifacts{}, "https://gitfleet.test"
+	})
+	sha := tc.Repo.Commit(map[string]string{"rollout.yaml": rankedRollout}, "ranked rollout")
+	tc.Trigger()
+	await(t, tc, "the ranked rollout live", func() bool { return tc.Live().Commit.SHA == sha })
+	var list struct {
+		Rollouts []controller.RolloutView `json:"rollouts"`
+	}
+	if code := tc.getJSON(t, "/api/management/v1/rollouts", &list); code != http.StatusOK {
+		t.Fatalf("GET rollouts: %d", code)
+	}
+	for _, r := range list.Rollouts {
+		if r.Name != "hello-2" || r.Stopped {
+			continue
+		}
+		if !strings.Contains(r.ArtifactRefused, "not trusted") {
+			t.Errorf("artifact_refused %q", r.ArtifactRefused)
+		}
+		if w := r.Phases[0].Waiting; len(w) == 0 || w[0].Reason != "artifact-refused" || !strings.Contains(w[0].Detail, "signature") {
+			t.Errorf("the canary waits for %+v, want the refused artifact first", w)
+		}
+		return
+	}
+	t.Fatalf("no running hello-2 in %+v", list.Rollouts)
 }

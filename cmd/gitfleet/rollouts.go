@@ -200,6 +200,8 @@ func waitText(w controller.Wait, now time.Time) string {
 		return "hold until " + at(w.Until)
 	case "paused":
 		return "paused (spec.paused)"
+	case "artifact-refused":
+		return "artifact refused by the controller: " + cell(w.Detail, 120)
 	case "window":
 		return "outside maintenance windows, next opens " + at(w.Opens)
 	case "devices":

@@ -189,7 +189,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	in.Completed = completed(in.Progress, phases)
 	if ro := rolloutOf(s.snap, g.Rollout); ro != nil {
 		_, lerr := a.opts.Artifacts.Lookup(ro.Spec.Artifact)
-		if in.ArtifactRefused = artifactRefusal(lerr); in.ArtifactRefused != "" {
+		if in.ArtifactRefused = ArtifactRefusal(lerr); in.ArtifactRefused != "" {
 			a.announceOnce(ctx, s.snap, schema.EventArtifactRefused, genSubject(g),
 				fmt.Sprintf("rollout %s generation %d: the controller refuses artifact %s (%s); no device is admitted or served until a commit fixes it",
 					g.Rollout, g.Generation, ro.Spec.Artifact, in.ArtifactRefused))

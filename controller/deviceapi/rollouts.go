@@ -178,11 +178,11 @@ func (a *API) sweep(ctx context.Context, snap *reconcile.Snapshot, plan Planner,
 	}
 }
 
-// artifactRefusal says why the controller refuses err's artifact: the
+// ArtifactRefusal says why the controller refuses err's artifact: the
 // check that failed. "" when err is nil or not a refusal (not declared,
 // not checked yet, its source unavailable for now): then an admitted
 // device waits and nobody is told the rollout is refused.
-func artifactRefusal(err error) string {
+func ArtifactRefusal(err error) string {
 	if err == nil || errors.Is(err, artifacts.ErrNotFound) || errors.Is(err, artifacts.ErrPending) || errors.Is(err, artifacts.ErrSource) {
 		return ""
 	}
