@@ -220,4 +220,3 @@ func (a *API) settleAll(ctx context.Context, snap *reconcile.Snapshot, plan Plan
 		}
 	}
 }
-
