@@ -35,7 +35,7 @@ type configRecord struct {
 func (r configRecord) status(device string) store.ConfigStatus {
 	return store.ConfigStatus{Device: device, Digest: r.Digest, State: r.State, Script: r.Script,
 		ExitCode: r.ExitCode, Output: r.Output, FileDigest: r.FileDigest, Via: r.Via,
-		Reported: fromNanos(r.Reported), Since: fromNanos(r.Since)}
+		Reported: store.FromNanos(r.Reported), Since: store.FromNanos(r.Since)}
 }
 
 // sameReport reports whether r and n say the same, times aside.

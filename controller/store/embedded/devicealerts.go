@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 	bolt "go.etcd.io/bbolt"
@@ -17,7 +16,7 @@ import (
 
 // Devices' alert records (store.DeviceAlerts) live in three buckets:
 //
-//	dalerts      "DEVICE|CHECK|KEY" → alertRecord JSON
+//	dalerts      "DEVICE|CHECK|KEY" → store.AlertRecord JSON
 //	dalerts.dev  device → last applied Seq and its record count (2×8 bytes)
 //	dalerts.t    change time (unix ms, 8 bytes) + "DEVICE|CHECK|KEY" → nothing:
 //	             the fleet-wide listing, the newest MaxAlerts, its size in
@@ -31,49 +30,6 @@ var (
 	bDevAlertList = []byte("dalerts.t")
 	kDevAlertN    = "dalerts.n"
 )
-
-// alertRecord is a store.Alert as kept, without the device, check and key
-// (they are in its name), with times in unix ns (0 for none) and its
-// change time (unix ms), which orders the listing.
-type alertRecord struct {
-	State    string `json:"s"`
-	Closing  string `json:"c,omitempty"`
-	Severity string `json:"v,omitempty"`
-	Evidence string `json:"e,omitempty"`
-	Flapping bool   `json:"f,omitempty"`
-	Raised   int64  `json:"r,omitempty"`
-	Closed   int64  `json:"x,omitempty"`
-	Updated  int64  `json:"u,omitempty"`
-	Count    int64  `json:"n"`
-	Seq      uint64 `json:"q"`
-	Changed  int64  `json:"t"`
-}
-
-func newAlertRecord(a store.Alert, changed int64) alertRecord {
-	return alertRecord{State: a.State, Closing: a.Closing, Severity: a.Severity, Evidence: a.Evidence,
-		Flapping: a.Flapping, Raised: nanos(a.Raised), Closed: nanos(a.Closed), Updated: nanos(a.Updated),
-		Count: a.Count, Seq: a.Seq, Changed: changed}
-}
-
-func (r alertRecord) alert(device, check, key string) store.Alert {
-	return store.Alert{Device: device, Check: check, Key: key, State: r.State, Closing: r.Closing,
-		Severity: r.Severity, Evidence: r.Evidence, Flapping: r.Flapping, Raised: fromNanos(r.Raised),
-		Closed: fromNanos(r.Closed), Updated: fromNanos(r.Updated), Count: r.Count, Seq: r.Seq}
-}
-
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
 
 func listKey(changed int64, member string) []byte { return append(u64(uint64(changed)), member...) }
 
@@ -92,12 +48,12 @@ func (b alertTx) device(id string) (seq, count uint64) {
 	return 0, 0
 }
 
-func (b alertTx) get(member string) (alertRecord, bool, error) {
+func (b alertTx) get(member string) (store.AlertRecord, bool, error) {
 	v := b.recs.Get([]byte(member))
 	if v == nil {
-		return alertRecord{}, false, nil
+		return store.AlertRecord{}, false, nil
 	}
-	var r alertRecord
+	var r store.AlertRecord
 	if err := json.Unmarshal(v, &r); err != nil {
 		return r, false, fmt.Errorf("alert record %q: %w", member, err)
 	}
@@ -151,7 +107,7 @@ func (b alertTx) trimList(max int) error {
 // per-device listing.
 type storedAlert struct {
 	member string
-	rec    alertRecord
+	rec    store.AlertRecord
 }
 
 // deviceRecords returns all of device's records.
@@ -160,7 +116,7 @@ func (b alertTx) deviceRecords(device string) ([]storedAlert, error) {
 	prefix := []byte(device + "|")
 	c := b.recs.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		var r alertRecord
+		var r store.AlertRecord
 		if err := json.Unmarshal(v, &r); err != nil {
 			return nil, fmt.Errorf("alert record %q: %w", k, err)
 		}
@@ -186,7 +142,7 @@ func dropOrder(a, b storedAlert) int {
 
 // batchEntry is one record a batch of events touches.
 type batchEntry struct {
-	rec     alertRecord
+	rec     store.AlertRecord
 	existed bool  // there was a record before the batch
 	prev    int64 // its change time then
 	dirty   bool  // the batch writes it
@@ -226,7 +182,7 @@ func (s *Store) RecordAlerts(ctx context.Context, device string, events []store.
 			}
 			var cur store.Alert
 			if en.existed || en.dirty {
-				cur = en.rec.alert(device, e.Check, e.Key)
+				cur = en.rec.Alert(device, e.Check, e.Key)
 			}
 			next, ch := e.Apply(device, cur)
 			if !ch && !en.existed && !en.dirty {
@@ -237,7 +193,7 @@ func (s *Store) RecordAlerts(ctx context.Context, device string, events []store.
 				t = store.AlertChangeTime(t, e.Time, now)
 				changed = append(changed, next)
 			}
-			en.rec = newAlertRecord(next, t)
+			en.rec = store.NewAlertRecord(next, t)
 			if !en.dirty {
 				en.dirty = true
 				order = append(order, m)
@@ -340,5 +296,5 @@ func listOrder(a, b storedAlert) int {
 
 func decodeMember(sa storedAlert) (store.Alert, bool) {
 	device, check, key, ok := store.ParseAlertMember(sa.member)
-	return sa.rec.alert(device, check, key), ok
+	return sa.rec.Alert(device, check, key), ok
 }

@@ -137,7 +137,7 @@ func decodeConfigStatus(device string, v []any) (st store.ConfigStatus, ok bool,
 	}
 	st = store.ConfigStatus{Device: device, Digest: f[0], State: f[1], Script: f[2],
 		ExitCode: int(num("x", f[3])), Output: f[4], FileDigest: f[5], Via: f[6],
-		Reported: fromNanos(num("r", f[7])), Since: fromNanos(num("t", f[8]))}
+		Reported: store.FromNanos(num("r", f[7])), Since: store.FromNanos(num("t", f[8]))}
 	if err := errors.Join(errs...); err != nil {
 		return st, false, fmt.Errorf("redis: config status of device %s: %w", device, err)
 	}

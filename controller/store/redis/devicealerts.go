@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 	goredis "github.com/redis/go-redis/v9"
@@ -67,51 +66,8 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2 + n, #ARGV))
 return 1
 `)
 
-// alertRecord is a store.Alert as kept, without the device, check and key
-// (they are in its field and key), with times in unix ns (0 for none) and
-// its change time (unix ms), which orders the listing.
-type alertRecord struct {
-	State    string `json:"s"`
-	Closing  string `json:"c,omitempty"`
-	Severity string `json:"v,omitempty"`
-	Evidence string `json:"e,omitempty"`
-	Flapping bool   `json:"f,omitempty"`
-	Raised   int64  `json:"r,omitempty"`
-	Closed   int64  `json:"x,omitempty"`
-	Updated  int64  `json:"u,omitempty"`
-	Count    int64  `json:"n"`
-	Seq      uint64 `json:"q"`
-	Changed  int64  `json:"t"`
-}
-
-func newAlertRecord(a store.Alert, changed int64) alertRecord {
-	return alertRecord{State: a.State, Closing: a.Closing, Severity: a.Severity, Evidence: a.Evidence,
-		Flapping: a.Flapping, Raised: nanos(a.Raised), Closed: nanos(a.Closed), Updated: nanos(a.Updated),
-		Count: a.Count, Seq: a.Seq, Changed: changed}
-}
-
-func (r alertRecord) alert(device, check, key string) store.Alert {
-	return store.Alert{Device: device, Check: check, Key: key, State: r.State, Closing: r.Closing,
-		Severity: r.Severity, Evidence: r.Evidence, Flapping: r.Flapping, Raised: fromNanos(r.Raised),
-		Closed: fromNanos(r.Closed), Updated: fromNanos(r.Updated), Count: r.Count, Seq: r.Seq}
-}
-
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-func decodeAlertRecord(device, field, v string) (alertRecord, error) {
-	var r alertRecord
+func decodeAlertRecord(device, field, v string) (store.AlertRecord, error) {
+	var r store.AlertRecord
 	if err := json.Unmarshal([]byte(v), &r); err != nil {
 		return r, fmt.Errorf("redis: alert record %q of device %s: %w", field, device, err)
 	}
@@ -121,7 +77,7 @@ func decodeAlertRecord(device, field, v string) (alertRecord, error) {
 // batchEntry is one record a batch of events touches.
 type batchEntry struct {
 	field   string
-	rec     alertRecord
+	rec     store.AlertRecord
 	existed bool  // there was a record before the batch
 	prev    int64 // its change time then
 	dirty   bool  // the batch writes it
@@ -200,7 +156,7 @@ func (s *Store) recordAlertsOnce(ctx context.Context, device, key string, fields
 		}
 		var cur store.Alert
 		if en.existed || en.dirty {
-			cur = en.rec.alert(device, e.Check, e.Key)
+			cur = en.rec.Alert(device, e.Check, e.Key)
 		}
 		next, ch := e.Apply(device, cur)
 		if !ch && !en.existed && !en.dirty {
@@ -211,7 +167,7 @@ func (s *Store) recordAlertsOnce(ctx context.Context, device, key string, fields
 			t = store.AlertChangeTime(t, e.Time, now)
 			changed = append(changed, next)
 		}
-		en.rec = newAlertRecord(next, t)
+		en.rec = store.NewAlertRecord(next, t)
 		if !en.dirty {
 			en.dirty = true
 			order = append(order, en)
@@ -392,7 +348,7 @@ func (s *Store) ListAlerts(ctx context.Context, f store.AlertFilter) ([]store.Al
 			if err != nil {
 				return nil, err
 			}
-			if a := r.alert(e.device, e.check, e.key); f.Matches(a) {
+			if a := r.Alert(e.device, e.check, e.key); f.Matches(a) {
 				if out = append(out, a); len(out) == f.Limit {
 					break
 				}
@@ -424,7 +380,7 @@ func (s *Store) deviceAlertList(ctx context.Context, f store.AlertFilter) ([]sto
 			return nil, err
 		}
 		check, key, _ := strings.Cut(field, "|")
-		if a := r.alert(f.Device, check, key); f.Matches(a) {
+		if a := r.Alert(f.Device, check, key); f.Matches(a) {
 			found = append(found, listed{store.AlertMember(f.Device, check, key), r.Changed, a})
 		}
 	}
