@@ -142,6 +142,12 @@ func monitorChecks(svc, rst string) map[string]string {
 		"inject":     "libraryInjection: {}",
 		"failed":     "failedDeployments: {}",
 	}
+	return checkManifests(checks, "severity: error\n  interval: 1s")
+}
+
+// checkManifests writes a MonitorCheck targeting every device for each
+// name → probe spec of checks, each spec also holding common.
+func checkManifests(checks map[string]string, common string) map[string]string {
 	out := map[string]string{}
 	for name, spec := range checks {
 		out["checks/"+name+".yaml"] = fmt.Sprintf(`apiVersion: gitfleet.io/v1
@@ -149,10 +155,9 @@ kind: MonitorCheck
 metadata: {name: %s}
 spec:
   target: {all: true}
-  severity: error
-  interval: 1s
   %s
-`, name, spec)
+  %s
+`, name, common, spec)
 	}
 	return out
 }

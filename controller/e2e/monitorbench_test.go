@@ -113,18 +113,7 @@ func monitorBenchChecks(root, svc, rst string) map[string]string {
 		"failed":     "failedDeployments: {}",
 		"inject":     "libraryInjection: {}",
 	}
-	out := map[string]string{}
-	for name, spec := range checks {
-		out["checks/"+name+".yaml"] = fmt.Sprintf(`apiVersion: gitfleet.io/v1
-kind: MonitorCheck
-metadata: {name: %s}
-spec:
-  target: {all: true}
-  severity: warning
-  %s
-`, name, spec)
-	}
-	return out
+	return checkManifests(checks, "severity: warning")
 }
 
 // logWriter appends to the monitor root's logs what a busy little device
