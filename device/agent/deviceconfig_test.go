@@ -139,15 +139,7 @@ func (c *fakeConfigController) got() (statuses []devconfig.Status, reports []map
 }
 
 func (c *fakeConfigController) client(t *testing.T) *Client {
-	t.Helper()
-	key, pub, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "device.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return NewClient(ClientOptions{ServerURL: c.srv.URL, HTTP: c.srv.Client(), Key: key, PublicKeyPEM: pub,
-		Identity: func(context.Context) (map[string]string, error) {
-			return map[string]string{"mac": "02:00:00:00:00:02"}, nil
-		}})
+	return testClient(t, c.srv, "02:00:00:00:00:02")
 }
 
 // lockedBuffer is a log destination shared by goroutines.

@@ -154,14 +154,19 @@ func (c *fakeMonitorController) counts() (gets, notModified, posts, auths int) {
 }
 
 func (c *fakeMonitorController) client(t *testing.T) *Client {
+	return testClient(t, c.srv, "02:00:00:00:00:01")
+}
+
+// testClient is a Client of srv with a new key, identified by mac.
+func testClient(t *testing.T, srv *httptest.Server, mac string) *Client {
 	t.Helper()
 	key, pub, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "device.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewClient(ClientOptions{ServerURL: c.srv.URL, HTTP: c.srv.Client(), Key: key, PublicKeyPEM: pub,
+	return NewClient(ClientOptions{ServerURL: srv.URL, HTTP: srv.Client(), Key: key, PublicKeyPEM: pub,
 		Identity: func(context.Context) (map[string]string, error) {
-			return map[string]string{"mac": "02:00:00:00:00:01"}, nil
+			return map[string]string{"mac": mac}, nil
 		}})
 }
 
