@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,26 +20,6 @@ import (
 	"github.com/gitfleet/gitfleet/policies"
 	"github.com/gitfleet/gitfleet/schema"
 )
-
-func encrypt(t *testing.T, r age.Recipient, msg string) string {
-	t.Helper()
-	var b strings.Builder
-	a := armor.NewWriter(&b)
-	w, err := age.Encrypt(a, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
 
 func indent(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -109,8 +88,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "wifi-pass"), []byte(fileSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	oldCipher := encrypt(t, id.Recipient(), ageSecret)
-	newCipher := encrypt(t, id.Recipient(), ageSecretNew)
+	oldCipher := deviceconfig.Encrypt(t, id.Recipient(), ageSecret)
+	newCipher := deviceconfig.Encrypt(t, id.Recipient(), ageSecretNew)
 	base := fleetFS(map[string]string{"devices.yaml": devices, "configs.yaml": configYAML(oldCipher)})
 	head := fleetFS(map[string]string{"devices.yaml": devices, "configs.yaml": configYAML(newCipher)})
 

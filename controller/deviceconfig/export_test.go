@@ -1,0 +1,4 @@
+package deviceconfig
+
+// Encrypt is the tests' age encryption, for the external test package.
+var Encrypt = encrypt
