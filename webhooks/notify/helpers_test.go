@@ -1,12 +1,12 @@
 package notify
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gitfleet/gitfleet/webhooks/notify/notifytest"
 )
 
 // fakeClock is an injected clock whose Sleep records the wait and moves
@@ -102,27 +102,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// logBuffer is a slog logger writing to a buffer the test can read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+// logBuffer is a slog logger the test can read.
+type logBuffer = notifytest.LogBuffer
 
 func alert(device string) Event {
 	return Event{Kind: AlertRaised, Check: "ssh-root", Device: device,
