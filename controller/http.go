@@ -60,6 +60,9 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/config", c.configStatus)
 	m.GET("/config/devices", c.configDevices)
 	m.GET("/alerts", c.alerts)
+	m.GET("/audit", c.audit)
+	m.POST("/reconcile", c.reconcileNow)
+	c.registerDashboard(e)
 	return e
 }
 
