@@ -1,10 +1,11 @@
 package receive
 
 import (
-	"container/list"
 	"context"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Deduper remembers webhook delivery IDs, so that a delivery the host sends
@@ -22,18 +23,17 @@ var _ Deduper = (*MemoryDeduper)(nil)
 
 // MemoryDeduper is a Deduper for a single process, bounded in size. When it
 // is full, the oldest record goes first, expired or not.
+//
+// The records are kept in a [simplelru.LRU] that is only ever read with
+// Peek, so its order is the order of recording. The expirable LRU of the
+// same module does not fit: its TTL is one for the whole cache and it
+// reads the wall clock, while a Deduper takes a TTL per call and a clock
+// that tests can move.
 type MemoryDeduper struct {
 	now func() time.Time
-	max int
 
-	mu    sync.Mutex
-	seen  map[string]*list.Element
-	order *list.List // of *seenID, oldest first
-}
-
-type seenID struct {
-	id      string
-	expires time.Time
+	mu   sync.Mutex
+	seen *simplelru.LRU[string, time.Time] // delivery ID → when its record expires
 }
 
 // DefaultMemoryDeduperSize is the capacity of a MemoryDeduper made with
@@ -50,7 +50,11 @@ func NewMemoryDeduper(size int, now func() time.Time) *MemoryDeduper {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryDeduper{now: now, max: size, seen: make(map[string]*list.Element), order: list.New()}
+	seen, err := simplelru.NewLRU[string, time.Time](size, nil)
+	if err != nil {
+		panic(err) // only for a size <= 0, excluded above
+	}
+	return &MemoryDeduper{now: now, seen: seen}
 }
 
 // FirstDelivery implements Deduper. It never fails.
@@ -58,27 +62,24 @@ func (d *MemoryDeduper) FirstDelivery(_ context.Context, id string, ttl time.Dur
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// Drop expired records from the front. With one TTL for every call
-	// (the Handler's case) insertion order is expiry order, so this drops
-	// them all; with mixed TTLs a few may linger until they reach the front
-	// or are looked up.
-	for e := d.order.Front(); e != nil; e = d.order.Front() {
-		s := e.Value.(*seenID)
-		if now.Before(s.expires) {
+	// Drop expired records from the oldest on. With one TTL for every
+	// call (the Handler's case) recording order is expiry order, so this
+	// drops them all; with mixed TTLs a few may linger until they are the
+	// oldest or are looked up.
+	for {
+		_, expires, ok := d.seen.GetOldest()
+		if !ok || now.Before(expires) {
 			break
 		}
-		d.remove(e)
+		d.seen.RemoveOldest()
 	}
-	if e, ok := d.seen[id]; ok {
-		if now.Before(e.Value.(*seenID).expires) {
+	if expires, ok := d.seen.Peek(id); ok {
+		if now.Before(expires) {
 			return false, nil
 		}
-		d.remove(e)
+		d.seen.Remove(id) // re-recorded below as the newest
 	}
-	for len(d.seen) >= d.max {
-		d.remove(d.order.Front())
-	}
-	d.seen[id] = d.order.PushBack(&seenID{id: id, expires: now.Add(ttl)})
+	d.seen.Add(id, now.Add(ttl)) // evicts the oldest when full
 	return true, nil
 }
 
@@ -86,10 +87,5 @@ func (d *MemoryDeduper) FirstDelivery(_ context.Context, id string, ttl time.Dur
 func (d *MemoryDeduper) Len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.seen)
-}
-
-func (d *MemoryDeduper) remove(e *list.Element) {
-	d.order.Remove(e)
-	delete(d.seen, e.Value.(*seenID).id)
+	return d.seen.Len()
 }

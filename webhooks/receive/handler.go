@@ -30,7 +30,7 @@ func New(opts Options) (*Handler, error) {
 	}
 	return &Handler{
 		opts:    o,
-		limiter: newLimiter(o.PerSource, o.Global, o.MaxSources, o.Now()),
+		limiter: newLimiter(o.PerSource, o.Global, o.MaxSources),
 		repos:   newRepoMatcher(o.Repositories),
 	}, nil
 }

@@ -8,58 +8,45 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/gitfleet/gitfleet/controller/clientip"
 )
 
-// bucket is a token bucket refilled lazily from the clock.
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (b *bucket) refill(l Limit, now time.Time) {
-	if now.After(b.last) {
-		b.tokens = math.Min(float64(l.Burst), b.tokens+now.Sub(b.last).Seconds()*l.Rate)
-		b.last = now
-	}
-}
-
-// wait is how long until the bucket holds a whole token.
-func (b *bucket) wait(l Limit) time.Duration {
-	if b.tokens >= 1 {
-		return 0
-	}
-	if l.Rate <= 0 {
-		return time.Hour
-	}
-	return time.Duration((1 - b.tokens) / l.Rate * float64(time.Second))
-}
-
-func newBucket(l Limit, now time.Time) *bucket {
-	return &bucket{tokens: float64(l.Burst), last: now}
-}
-
-// limiter holds a per-source and a global token bucket. Every request
-// takes a token from its source's bucket before anything else is done
-// with it; only a verified delivery takes one from the global bucket, so
-// forged requests exhaust their sender's budget and nobody else's.
+// limiter holds a per-source and a global token bucket ([rate.Limiter]).
+// Every request takes a token from its source's bucket before anything
+// else is done with it; only a verified delivery takes one from the global
+// bucket, so forged requests exhaust their sender's budget and nobody
+// else's.
+//
+// At most maxSources buckets are kept. When that many are in use, the
+// buckets that have refilled are forgotten (a fresh one would be the
+// same); if none has, a new source is refused until one has. Evicting the
+// least recently used bucket instead would hand a spent source a fresh
+// burst whenever a flood from many addresses pushed it out.
 type limiter struct {
 	perSource, global Limit
 	maxSources        int
 
 	mu      sync.Mutex
-	all     *bucket
-	sources map[string]*bucket
+	all     *rate.Limiter
+	sources map[string]*rate.Limiter
 }
 
-func newLimiter(perSource, global Limit, maxSources int, now time.Time) *limiter {
+func newLimiter(perSource, global Limit, maxSources int) *limiter {
 	return &limiter{
 		perSource:  perSource,
 		global:     global,
 		maxSources: maxSources,
-		all:        newBucket(global, now),
-		sources:    make(map[string]*bucket),
+		all:        newBucket(global),
+		sources:    make(map[string]*rate.Limiter),
 	}
+}
+
+// newBucket is a full bucket for l. A negative Rate (unlimited) is never
+// asked for a token.
+func newBucket(l Limit) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(max(l.Rate, 0)), l.Burst)
 }
 
 // allowSource reports whether a request from source may be looked at, and
@@ -78,10 +65,10 @@ func (l *limiter) allowSource(source string, now time.Time) (bool, time.Duration
 		if len(l.sources) >= l.maxSources {
 			return false, time.Second
 		}
-		src = newBucket(l.perSource, now)
+		src = newBucket(l.perSource)
 		l.sources[source] = src
 	}
-	return take(src, l.perSource, now)
+	return take(src, now)
 }
 
 // allowGlobal reports whether a verified delivery may proceed, and if not,
@@ -92,25 +79,26 @@ func (l *limiter) allowGlobal(now time.Time) (bool, time.Duration) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return take(l.all, l.global, now)
+	return take(l.all, now)
 }
 
-// take takes a token from b if it has one.
-func take(b *bucket, lim Limit, now time.Time) (bool, time.Duration) {
-	b.refill(lim, now)
-	if wait := b.wait(lim); wait > 0 {
-		return false, wait
+// take takes a token from b if it has one; if not, it reports how long
+// until it will (an hour when b never refills).
+func take(b *rate.Limiter, now time.Time) (bool, time.Duration) {
+	if b.AllowN(now, 1) {
+		return true, 0
 	}
-	b.tokens--
-	return true, 0
+	if b.Limit() <= 0 {
+		return false, time.Hour
+	}
+	missing := 1 - b.TokensAt(now)
+	return false, time.Duration(missing / float64(b.Limit()) * float64(time.Second))
 }
 
-// sweep forgets sources whose buckets have refilled: a fresh bucket would be
-// the same.
+// sweep forgets sources whose buckets have refilled.
 func (l *limiter) sweep(now time.Time) {
 	for k, b := range l.sources {
-		b.refill(l.perSource, now)
-		if b.tokens >= float64(l.perSource.Burst) {
+		if b.TokensAt(now) >= float64(l.perSource.Burst) {
 			delete(l.sources, k)
 		}
 	}

@@ -110,7 +110,7 @@ func TestRateLimitClientIP(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	now := newClock().Now()
 	t.Run("IPv6 /64", func(t *testing.T) {
-		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: -1}, 10, now)
+		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: -1}, 10)
 		if ok, _ := l.allowSource(sourceKey("2001:db8:1:2::1"), now); !ok {
 			t.Fatal("first")
 		}
@@ -128,7 +128,7 @@ func TestLimiter(t *testing.T) {
 		}
 	})
 	t.Run("MaxSources", func(t *testing.T) {
-		l := newLimiter(Limit{Rate: 1, Burst: 2}, Limit{Rate: -1}, 2, now)
+		l := newLimiter(Limit{Rate: 1, Burst: 2}, Limit{Rate: -1}, 2)
 		l.allowSource("a", now)
 		l.allowSource("b", now)
 		if ok, _ := l.allowSource("c", now); ok {
@@ -144,7 +144,7 @@ func TestLimiter(t *testing.T) {
 		}
 	})
 	t.Run("global counts apart from sources", func(t *testing.T) {
-		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: 1, Burst: 1}, 10, now)
+		l := newLimiter(Limit{Rate: 1, Burst: 1}, Limit{Rate: 1, Burst: 1}, 10)
 		if ok, _ := l.allowSource("a", now); !ok {
 			t.Fatal("source a")
 		}
@@ -156,6 +156,15 @@ func TestLimiter(t *testing.T) {
 		}
 		if ok, _ := l.allowGlobal(now); ok {
 			t.Fatal("global burst exceeded")
+		}
+	})
+	t.Run("no refill", func(t *testing.T) {
+		l := newLimiter(Limit{Rate: 0, Burst: 1}, Limit{Rate: -1}, 10)
+		if ok, _ := l.allowSource("a", now); !ok {
+			t.Fatal("the burst")
+		}
+		if ok, wait := l.allowSource("a", now.Add(24*time.Hour)); ok || wait != time.Hour {
+			t.Fatalf("after the burst, a day later: %v, wait %v; want refused, wait 1h", ok, wait)
 		}
 	})
 	t.Run("Retry-After", func(t *testing.T) {
