@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"net/http"
@@ -150,7 +151,11 @@ type LastReconcile struct {
 }
 
 func (c *Controller) status(ctx *echo.Context) error {
-	rctx := ctx.Request().Context()
+	return ctx.JSON(http.StatusOK, c.statusOf(ctx.Request().Context()))
+}
+
+// statusOf builds the Status the management API and the dashboard show.
+func (c *Controller) statusOf(rctx context.Context) Status {
 	st := Status{Replica: c.opts.ReplicaID, Started: c.started}
 	if snap := c.rec.Live(); snap != nil {
 		rec := snap.Commit
@@ -178,7 +183,7 @@ func (c *Controller) status(ctx *echo.Context) error {
 		}
 	}
 	c.mu.Unlock()
-	return ctx.JSON(http.StatusOK, st)
+	return st
 }
 
 // pageLimit reads a listing's ?limit=1…store.MaxPage (default 100).

@@ -96,26 +96,34 @@ func utc(t time.Time) *time.Time {
 }
 
 func (c *Controller) rollouts(ctx *echo.Context) error {
-	rctx := ctx.Request().Context()
-	ros, err := c.opts.Store.Rollouts(rctx)
+	out, err := c.rolloutViews(ctx.Request().Context(), time.Now())
 	if err != nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+	}
+	return ctx.JSON(http.StatusOK, map[string]any{"rollouts": out})
+}
+
+// rolloutViews builds the view of every rollout the store knows at now:
+// what GET /rollouts and the dashboard show.
+func (c *Controller) rolloutViews(ctx context.Context, now time.Time) ([]RolloutView, error) {
+	ros, err := c.opts.Store.Rollouts(ctx)
+	if err != nil {
+		return nil, err
 	}
 	snap := c.rec.Live()
 	var plan *rollout.Plan
 	if snap != nil && snap.Fleet != nil {
 		plan = rollout.Compile(snap.Fleet, ros)
 	}
-	now := time.Now()
 	out := make([]RolloutView, 0, len(ros))
 	for _, r := range ros {
-		v, err := c.rolloutView(rctx, snap, plan, r, now)
+		v, err := c.rolloutView(ctx, snap, plan, r, now)
 		if err != nil {
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+			return nil, err
 		}
 		out = append(out, v)
 	}
-	return ctx.JSON(http.StatusOK, map[string]any{"rollouts": out})
+	return out, nil
 }
 
 // rolloutView builds r's view at now; plan may be nil (no commit served).
@@ -355,14 +363,26 @@ func (c *Controller) rolloutDevices(ctx *echo.Context) error {
 			return echo.NewHTTPError(http.StatusBadRequest, "from must be a device offset ≥ 0")
 		}
 	}
-	rctx := ctx.Request().Context()
-	g, plan, snap, err := c.runningGeneration(rctx, ctx.Param("name"))
+	g, out, total, err := c.rolloutDeviceList(ctx.Request().Context(), ctx.Param("name"), from, limit)
 	if err != nil {
 		return err
 	}
+	return ctx.JSON(http.StatusOK, map[string]any{"rollout": g.Rollout, "generation": g.Generation, "total": total, "devices": out})
+}
+
+// rolloutDeviceList lists up to limit devices admitted into rollout
+// name's running generation, in admission order from the from-th, and how
+// many it admitted in all: what GET /rollouts/:name/devices and the
+// dashboard show. Its errors are echo.HTTPErrors (404 for an unknown or
+// stopped rollout, 503 for the store).
+func (c *Controller) rolloutDeviceList(rctx context.Context, name string, from, limit int) (store.GenerationRef, []RolloutDevice, int, error) {
+	g, plan, snap, err := c.runningGeneration(rctx, name)
+	if err != nil {
+		return g, nil, 0, err
+	}
 	p, err := c.opts.Store.Progress(rctx, g)
 	if err != nil {
-		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+		return g, nil, 0, echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 	}
 	var order []string
 	history := map[string][]string{}
@@ -370,7 +390,7 @@ func (c *Controller) rolloutDevices(ctx *echo.Context) error {
 	for at := int64(0); at < total; {
 		chs, err := c.opts.Store.Changes(rctx, g, at, store.MaxChangesPage)
 		if err != nil {
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+			return g, nil, 0, echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 		}
 		if len(chs) == 0 {
 			break
@@ -395,7 +415,7 @@ func (c *Controller) rolloutDevices(ctx *echo.Context) error {
 			continue
 		}
 		if err != nil {
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+			return g, nil, 0, echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 		}
 		rd := RolloutDevice{Name: name, ID: c.deviceID(snap, name), Phase: d.Phase, State: d.State, Attempts: d.Attempts,
 			Admitted: utc(d.Admitted), History: history[name]}
@@ -409,18 +429,18 @@ func (c *Controller) rolloutDevices(ctx *echo.Context) error {
 		}
 		seen, err := c.lastSeen(rctx, snap, name)
 		if err != nil {
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+			return g, nil, 0, echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 		}
 		rd.LastSeen = utc(seen)
 		switch _, err := c.opts.Store.DeploymentLog(rctx, g, name); {
 		case err == nil:
 			rd.HasLog = true
 		case !errors.Is(err, store.ErrNotFound):
-			return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
+			return g, nil, 0, echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 		}
 		out = append(out, rd)
 	}
-	return ctx.JSON(http.StatusOK, map[string]any{"rollout": g.Rollout, "generation": g.Generation, "total": len(order), "devices": out})
+	return g, out, len(order), nil
 }
 
 // runningGeneration finds rollout name's running generation, and the plan
