@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/schema"
 )
@@ -35,6 +37,9 @@ type record struct {
 	attempts int    // consecutive failed fetches
 	next     time.Time
 	checked  time.Time
+	// retry spaces the fetches of an https source that keeps failing;
+	// made at the first failure, reset by a verdict.
+	retry *backoff.ExponentialBackOff
 }
 
 // identity names what an outcome depends on besides the source's bytes:
@@ -149,7 +154,7 @@ func (c *Cache) ensureGen(ctx context.Context, a *schema.Artifact, keys []schema
 		r.digest = digest
 	}
 	if ferr == nil {
-		r.entry, r.err, r.attempts, r.next = e, nil, 0, time.Time{}
+		r.entry, r.err, r.attempts, r.next, r.retry = e, nil, 0, time.Time{}, nil
 		if was == nil || was.Digest != e.Digest {
 			c.log.Info("artifact ready", "artifact", a.Name, "sha256", e.Digest, "size", e.Size, "signed_by", e.SignedBy)
 		}
@@ -163,10 +168,13 @@ func (c *Cache) ensureGen(ctx context.Context, a *schema.Artifact, keys []schema
 		// Only network fetches back off; a store path is a stat away
 		// and is looked at again by every sync.
 		if isHTTPS(a.Spec.Source) {
-			r.next = now.Add(c.backoff(r.attempts))
+			if r.retry == nil {
+				r.retry = c.newBackoff()
+			}
+			r.next = now.Add(r.retry.NextBackOff())
 		}
 	} else {
-		r.attempts, r.next = 0, time.Time{}
+		r.attempts, r.next, r.retry = 0, time.Time{}, nil
 	}
 	if first {
 		c.log.Warn("artifact refused", "artifact", a.Name, "reason", ferr.Reason(), "attempts", r.attempts, "next_attempt", r.next)
@@ -175,13 +183,18 @@ func (c *Cache) ensureGen(ctx context.Context, a *schema.Artifact, keys []schema
 	return nil, ferr
 }
 
-// backoff is the delay after the n-th consecutive failed fetch.
-func (c *Cache) backoff(n int) time.Duration {
-	d := c.opts.MinBackoff
-	for i := 1; i < n && d < c.opts.MaxBackoff; i++ {
-		d *= 2
+// newBackoff returns the delays between the fetches of an https source
+// that keeps failing: MinBackoff after the first failure, doubling up to
+// MaxBackoff. No jitter: the status shows the next attempt's time, and one
+// controller fetches each artifact once per delay.
+func (c *Cache) newBackoff() *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval: c.opts.MinBackoff,
+		Multiplier:      2,
+		MaxInterval:     c.opts.MaxBackoff,
 	}
-	return min(d, c.opts.MaxBackoff)
+	b.Reset()
+	return b
 }
 
 // reindex rebuilds the digests the handler serves. c.mu is held.

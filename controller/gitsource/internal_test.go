@@ -54,20 +54,30 @@ func TestStripCredentials(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	b := backoff{min: time.Second, max: 10 * time.Second}
+	b := newBackoff(time.Second, 10*time.Second)
 	for round := range 2 {
 		for i, c := range []time.Duration{1, 2, 4, 8, 10, 10, 10} {
 			c *= time.Second
-			for range 20 {
-				saved := b.n
-				if d := b.next(); d < c/2 || d > c {
+			var lo, hi time.Duration
+			for j := range 200 {
+				saved := *b
+				d := b.NextBackOff()
+				if d < c/2 || d > c {
 					t.Fatalf("round %d, failure %d: %v outside [%v, %v]", round, i, d, c/2, c)
 				}
-				b.n = saved
+				if j == 0 || d < lo {
+					lo = d
+				}
+				hi = max(hi, d)
+				*b = saved
 			}
-			b.next()
+			// Jittered: 200 draws spread over most of the range.
+			if hi-lo < c/4 {
+				t.Errorf("round %d, failure %d: draws within [%v, %v] only", round, i, lo, hi)
+			}
+			b.NextBackOff()
 		}
-		b.reset()
+		b.Reset()
 	}
 }
 

@@ -3,8 +3,9 @@ package gitsource
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Clock tells time and makes timers; tests inject a fake one.
@@ -29,24 +30,21 @@ type systemTimer struct{ t *time.Timer }
 func (t systemTimer) C() <-chan time.Time { return t.t.C }
 func (t systemTimer) Stop() bool          { return t.t.Stop() }
 
-// backoff doubles from min to max with each failure. Each wait is drawn
-// from [d/2, d] so that replicas that failed together do not retry together.
-type backoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min
-	for i := 0; i < b.n && d < b.max; i++ {
-		d *= 2
+// newBackoff returns Run's schedule of retries while the remote is
+// unreachable: the n-th wait (from 0) is drawn from [d/2, d], d being min
+// doubled n times and capped at max, so that replicas that failed together
+// do not retry together, and max stays a bound. ExponentialBackOff draws
+// from interval·[1-f, 1+f]; an interval of 3d/4 with f = 1/3 is [d/2, d].
+func newBackoff(min, max time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     min * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
+		MaxInterval:         max * 3 / 4,
 	}
-	d = min(d, b.max)
-	b.n++
-	return d/2 + rand.N(d/2+1)
+	b.Reset()
+	return b
 }
-
-func (b *backoff) reset() { b.n = 0 }
 
 // Run follows the ref until ctx ends. It fetches at once, then every
 // PollInterval, and immediately whenever trigger fires (a webhook). Triggers
@@ -69,7 +67,7 @@ func (s *Source) Redeliver() { s.redeliver.Store(true) }
 
 func (s *Source) Run(ctx context.Context, trigger <-chan struct{}, onRevision func(context.Context, Revision)) {
 	var (
-		bo          = backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff}
+		bo          = newBackoff(s.opts.MinBackoff, s.opts.MaxBackoff)
 		delivered   string
 		lastRefused string
 		failing     bool
@@ -105,11 +103,11 @@ func (s *Source) Run(ctx context.Context, trigger <-chan struct{}, onRevision fu
 			}
 		default:
 			failing = true
-			wait = bo.next()
+			wait = bo.NextBackOff()
 			s.log.Warn("fetch failed", "error", err, "retry_in", wait, "serving", delivered)
 		}
 		if !failing {
-			bo.reset()
+			bo.Reset()
 			wait = s.opts.PollInterval
 		}
 		s.setBackoff(failing, wait)
