@@ -56,7 +56,7 @@ const (
 	sessionLifetime = 12 * time.Hour
 	// sessionSecret names the store's shared secret that keys session
 	// MACs, the same on every replica.
-	sessionSecret = "dashboard-session-key"
+	sessionSecret  = "dashboard-session-key"
 	fragmentHeader = "X-Gitfleet-Fragment"
 	// refreshInterval is how often the script refreshes a page's live part.
 	refreshInterval = 2 * time.Second
