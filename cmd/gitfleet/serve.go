@@ -90,20 +90,60 @@ environment variable (GITFLEET_REPO, GITFLEET_WEBHOOK_SECRET, …).`,
 // newLogger returns the JSON logger of serve, at level, writing to w; r
 // removes secrets from every line.
 func newLogger(w io.Writer, level string, r *redactor) *slog.Logger {
+	return newFormatLogger(w, "json", level, r)
+}
+
+// newFormatLogger returns serve's logger: one JSON object a line (format
+// "json") or key=value text ("text"), at level, writing to w; r removes
+// secrets from every line. Durations are written as Go durations ("1m30s"),
+// not as nanosecond counts. The keys are documented in docs/operations.md.
+func newFormatLogger(w io.Writer, format, level string, r *redactor) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(redactHandler{h: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}), r: r})
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: durationsAsText}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if format == "text" {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(redactHandler{h: h, r: r})
+}
+
+// durationsAsText renders time.Duration values with String.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // serve runs the controller until ctx ends. Neither its log nor the error
-// it returns carries a secret of cfg (see redact.go).
+// it returns carries a secret of cfg (see redact.go). Every line it writes
+// is a log line in the chosen format: the standard library's log package
+// and go-redis's own logger go through the same handler, and an error that
+// stops the controller is logged ("controller stopped") rather than
+// printed; the error returned then has an empty message, so the caller
+// prints nothing more, and exits non-zero.
 func serve(ctx context.Context, cfg serveConfig) error {
 	r := newRedactor(cfg.secretValues())
-	log := newLogger(os.Stderr, cfg.LogLevel, r)
-	// Libraries that log to the default logger go through the redactor too.
+	log := newFormatLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel, r)
+	// Libraries that log to the default logger (or the log package) go
+	// through the redactor too.
 	slog.SetDefault(log)
-	return r.Error(runServe(ctx, cfg, log))
+	redis.LogTo(log)
+	err := r.Error(runServe(ctx, cfg, log))
+	if err == nil {
+		return nil
+	}
+	log.Error("controller stopped", "err", err)
+	return &exitError{code: 1, err: loggedError{err}}
 }
+
+// loggedError is an error already in the log: its message is empty, so
+// that main prints nothing more; errors.Is and errors.As see the original.
+type loggedError struct{ err error }
+
+func (loggedError) Error() string   { return "" }
+func (e loggedError) Unwrap() error { return e.err }
 
 func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	log.Info("starting gitfleet controller", "settings", cfg)

@@ -81,6 +81,7 @@ type serveConfig struct {
 	SMTPInsecure        bool          `yaml:"smtp_insecure_plaintext" flag:"smtp-insecure-plaintext" help:"for tests only: send notification mail without STARTTLS to a server that offers none (never with --smtp-username)"`
 	DebugListen         string        `yaml:"debug_listen" flag:"debug-listen" help:"loopback address for Go's pprof profiles (e.g. 127.0.0.1:6060); empty: off"`
 	LogLevel            string        `yaml:"log_level" flag:"log-level" help:"debug, info, warn or error"`
+	LogFormat           string        `yaml:"log_format" flag:"log-format" help:"json (one JSON object a line on stderr) or text (key=value)"`
 
 	// Unexported fields are derived, not settings: no flag, key or
 	// variable of their own.
@@ -108,6 +109,7 @@ func defaultServeConfig() serveConfig {
 		PolicyOutput:      (*sizeFlag)(ptr(int64(policies.DefaultOutput))).String(),
 		SMTPDigestWindow:  time.Minute,
 		LogLevel:          "info",
+		LogFormat:         "json",
 	}
 }
 
@@ -265,6 +267,11 @@ func (c *serveConfig) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q: use json or text", c.LogFormat))
 	}
 	if c.WebhookRate <= 0 || c.WebhookBurst < 1 {
 		errs = append(errs, fmt.Errorf("--webhook-rate (%g) must be > 0 and --webhook-burst (%d) at least 1", c.WebhookRate, c.WebhookBurst))
