@@ -40,10 +40,13 @@
 //
 // # Signatures
 //
-// Signatures are made and checked with sigstore's signature package. The
-// encodings are those of mender-artifact: RSA PKCS#1 v1.5 over SHA-256, and
-// ECDSA P-256 over SHA-256 stored as raw r‖s (64 bytes) rather than the
-// ASN.1 that sigstore produces; the conversion happens here, at the edge.
+// Signatures are made and checked with the standard library's crypto/ecdsa,
+// crypto/rsa and crypto/ed25519 alone: the device agent links this package
+// for its Reader, and sigstore's signature package added 2 MB (its protobuf
+// types) to the agent's binary. The encodings are those of mender-artifact: RSA PKCS#1
+// v1.5 over SHA-256, and ECDSA P-256 over SHA-256 stored as raw r‖s (64
+// bytes) rather than the ASN.1 that crypto/ecdsa produces; the conversion
+// happens here, at the edge.
 // Ed25519 (pure Ed25519 over the manifest bytes, 64-byte signature) is a
 // Gitfleet extension: mender-artifact 3.9 can neither make nor check it.
 //

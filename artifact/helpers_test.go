@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"io"
 	"os"
 	"os/exec"
@@ -160,7 +159,7 @@ func needTool(t testing.TB, name string) string {
 // pkcs8 re-encodes a PEM private key as PKCS#8.
 func pkcs8(t testing.TB, privPEM []byte) []byte {
 	t.Helper()
-	k, err := cryptoutils.UnmarshalPEMToPrivateKey(privPEM, nil)
+	k, err := parsePrivateKey(privPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package artifact
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -12,14 +11,10 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
-
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 // Algorithm is a signing algorithm.
@@ -41,16 +36,7 @@ const minRSABits = 2048
 // Signer signs manifests the way mender-artifact does.
 type Signer struct {
 	alg    Algorithm
-	signer signature.Signer
-	pub    crypto.PublicKey
-}
-
-// Verifier checks manifest signatures.
-type Verifier struct {
-	alg      Algorithm
-	verifier signature.Verifier
-	pub      crypto.PublicKey
-	id       string
+	signer crypto.Signer
 }
 
 // LoadSigner reads a PEM private key: PKCS#8, SEC1 or PKCS#1; RSA (at least
@@ -61,9 +47,9 @@ func LoadSigner(pemBytes []byte) (*Signer, error) {
 	} else if strings.Contains(block.Type, "PUBLIC KEY") {
 		return nil, fmt.Errorf("%w: this is a public key; signing needs the private key", ErrUnsupportedKey)
 	}
-	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, nil)
+	priv, err := parsePrivateKey(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+		return nil, err
 	}
 	signer, ok := priv.(crypto.Signer)
 	if !ok {
@@ -73,11 +59,7 @@ func LoadSigner(pemBytes []byte) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
-	}
-	return &Signer{alg: alg, signer: s, pub: signer.Public()}, nil
+	return &Signer{alg: alg, signer: signer}, nil
 }
 
 // Algorithm returns the signer's algorithm.
@@ -85,7 +67,7 @@ func (s *Signer) Algorithm() Algorithm { return s.alg }
 
 // Verifier returns a verifier for the signer's public key.
 func (s *Signer) Verifier() *Verifier {
-	v, err := newVerifier(s.pub)
+	v, err := newVerifier(s.signer.Public())
 	if err != nil {
 		panic("artifact: signer with unusable public key: " + err.Error())
 	}
@@ -95,7 +77,16 @@ func (s *Signer) Verifier() *Verifier {
 // Sign returns the manifest.sig content for manifest: a base64 signature in
 // mender-artifact's encoding.
 func (s *Signer) Sign(manifest []byte) ([]byte, error) {
-	sig, err := s.signer.SignMessage(bytes.NewReader(manifest))
+	var (
+		sig []byte
+		err error
+	)
+	if s.alg == Ed25519 {
+		sig, err = s.signer.Sign(rand.Reader, manifest, crypto.Hash(0))
+	} else {
+		digest := sha256.Sum256(manifest)
+		sig, err = s.signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sign manifest: %w", err)
 	}
@@ -109,102 +100,41 @@ func (s *Signer) Sign(manifest []byte) ([]byte, error) {
 	return out, nil
 }
 
-// LoadVerifier reads a PEM public key (PKIX "PUBLIC KEY" or PKCS#1 "RSA
-// PUBLIC KEY").
-func LoadVerifier(pemBytes []byte) (*Verifier, error) {
+// parsePrivateKey reads an unencrypted PEM private key: PKCS#8 "PRIVATE
+// KEY", SEC1 "EC PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY".
+func parsePrivateKey(pemBytes []byte) (crypto.PrivateKey, error) {
 	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		return nil, fmt.Errorf("%w: not a PEM public key", ErrUnsupportedKey)
+	var (
+		key any
+		err error
+	)
+	switch {
+	case block == nil:
+		return nil, fmt.Errorf("%w: not a PEM private key", ErrUnsupportedKey)
+	case block.Type == "ENCRYPTED PRIVATE KEY" || strings.HasPrefix(block.Type, "ENCRYPTED ") || block.Headers["Proc-Type"] != "":
+		return nil, fmt.Errorf("%w: the private key is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)", ErrUnsupportedKey)
+	case block.Type == "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case block.Type == "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case block.Type == "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("%w: PEM block %q (want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)", ErrUnsupportedKey, block.Type)
 	}
-	if strings.Contains(block.Type, "PRIVATE KEY") {
-		return nil, fmt.Errorf("%w: this is a private key; verification takes the public key (derive it with `gitfleet keys public`)", ErrUnsupportedKey)
-	}
-	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
-	return newVerifier(pub)
+	return key, nil
 }
 
-// algorithmOf returns the algorithm of a supported public key: ECDSA P-256,
-// RSA of at least minRSABits, or Ed25519.
-func algorithmOf(pub crypto.PublicKey) (Algorithm, error) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return "", fmt.Errorf("%w: ECDSA curve %s (only P-256 is supported)", ErrUnsupportedKey, k.Curve.Params().Name)
-		}
-		return ECDSAP256, nil
-	case *rsa.PublicKey:
-		if k.N.BitLen() < minRSABits {
-			return "", fmt.Errorf("%w: RSA key of %d bits (at least %d; 3072 recommended)", ErrUnsupportedKey, k.N.BitLen(), minRSABits)
-		}
-		return RSA, nil
-	case ed25519.PublicKey:
-		return Ed25519, nil
-	}
-	return "", fmt.Errorf("%w: key type %T (use ECDSA P-256, RSA or Ed25519)", ErrUnsupportedKey, pub)
-}
-
-func newVerifier(pub crypto.PublicKey) (*Verifier, error) {
-	alg, err := algorithmOf(pub)
-	if err != nil {
-		return nil, err
-	}
-	v, err := signature.LoadVerifier(pub, crypto.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
-	}
-	id, err := Fingerprint(pub)
-	if err != nil {
-		return nil, err
-	}
-	return &Verifier{alg: alg, verifier: v, pub: pub, id: id}, nil
-}
-
-// Algorithm returns the verifier's algorithm.
-func (v *Verifier) Algorithm() Algorithm { return v.alg }
-
-// Fingerprint returns the key's fingerprint (see [Fingerprint]).
-func (v *Verifier) Fingerprint() string { return v.id }
-
-// Verify checks a manifest.sig content (base64, mender-artifact encoding)
-// against manifest.
-func (v *Verifier) Verify(manifest, sigB64 []byte) error {
-	sig, err := base64.StdEncoding.Strict().DecodeString(strings.TrimRight(string(sigB64), "\n"))
-	if err != nil {
-		return fmt.Errorf("%w: manifest.sig is not base64: %v", ErrSignature, err)
-	}
-	switch v.alg {
-	case ECDSAP256:
-		// mender-artifact stores raw r‖s; sigstore verifies ASN.1. Only the
-		// raw form is accepted, so one artifact has one valid encoding.
-		if len(sig) != p256SigSize {
-			return fmt.Errorf("%w: ECDSA P-256 signature is %d bytes, want %d (raw r‖s)", ErrSignature, len(sig), p256SigSize)
-		}
-		if sig, err = rawToASN1(sig); err != nil {
-			return fmt.Errorf("%w: %v", ErrSignature, err)
-		}
-	case Ed25519:
-		if len(sig) != ed25519.SignatureSize {
-			return fmt.Errorf("%w: Ed25519 signature is %d bytes, want %d", ErrSignature, len(sig), ed25519.SignatureSize)
-		}
-	}
-	if err := v.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(manifest)); err != nil {
-		return fmt.Errorf("%w with %s key %s", ErrSignature, v.alg, v.id[:16])
-	}
-	return nil
-}
-
-// Fingerprint is the lowercase hex SHA-256 of the key's PKIX DER encoding:
-// the same value `openssl pkey -pubin -outform DER | sha256sum` prints.
-func Fingerprint(pub crypto.PublicKey) (string, error) {
+// marshalPublicKey encodes pub as a PKIX "PUBLIC KEY" PEM block.
+func marshalPublicKey(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
 type ecdsaSig struct{ R, S *big.Int }
@@ -219,15 +149,6 @@ func asn1ToRaw(der []byte) ([]byte, error) {
 	s.R.FillBytes(raw[:p256SigSize/2])
 	s.S.FillBytes(raw[p256SigSize/2:])
 	return raw, nil
-}
-
-func rawToASN1(raw []byte) ([]byte, error) {
-	r := new(big.Int).SetBytes(raw[:len(raw)/2])
-	s := new(big.Int).SetBytes(raw[len(raw)/2:])
-	if r.Sign() == 0 || s.Sign() == 0 {
-		return nil, fmt.Errorf("zero r or s in ECDSA signature")
-	}
-	return asn1.Marshal(ecdsaSig{r, s})
 }
 
 // GenerateKey makes a new key pair and returns the private and public keys as
@@ -268,7 +189,7 @@ func GenerateKey(alg Algorithm) (privPEM, pubPEM []byte, err error) {
 	if genError != nil {
 		return nil, nil, genError
 	}
-	pubPEM, err = cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	pubPEM, err = marshalPublicKey(priv.Public())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -281,7 +202,7 @@ func PublicKeyPEM(privPEM []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cryptoutils.MarshalPublicKeyToPEM(s.pub)
+	return marshalPublicKey(s.signer.Public())
 }
 
 // ParseAlgorithm accepts "ecdsa", "ecdsa-p256", "rsa" and "ed25519".
