@@ -45,17 +45,13 @@ func newAgent(cfg agent.Config, log *slog.Logger, online bool) (*agent.Agent, er
 		Timeout: time.Duration(cfg.ModuleTimeoutSeconds) * time.Second,
 		Logger:  log,
 	}
-	newInstaller := func(p agent.Payload) (agent.Installer, error) {
+	newInstaller := func(p install.Payload) (install.Installer, error) {
 		ins := install.Installers{Rootfs: rootfs, Modules: modules}
 		if info, err := a.ArtifactInfo(); err == nil {
 			ins.Modules.ArtifactName, ins.Modules.ArtifactGroup = info["artifact_name"], info["artifact_group"]
 		}
 		ins.Modules.DeviceType, _ = a.DeviceType()
-		in, err := ins.New(install.Payload{Header: p.Header, Index: p.Index})
-		if err != nil {
-			return nil, err
-		}
-		return installer{in}, nil
+		return ins.New(p)
 	}
 	scripts := scriptRunner{install.NewRunner(install.RunnerOptions{
 		RootfsDir:   cfg.RootfsScriptsPath,
@@ -133,43 +129,6 @@ func bootedFromFile(path, a, b string) func(context.Context) (int, error) {
 		return 0, fmt.Errorf("booted partition %q is neither %s nor %s", s, a, b)
 	}
 }
-
-// installer adapts an install.Installer to agent.Installer.
-type installer struct{ in install.Installer }
-
-var _ agent.Installer = installer{}
-
-func (i installer) Download(ctx context.Context, files agent.Files) error {
-	return i.in.Download(ctx, files)
-}
-func (i installer) ArtifactInstall(ctx context.Context) error { return i.in.ArtifactInstall(ctx) }
-func (i installer) NeedsArtifactReboot(ctx context.Context) (agent.Reboot, error) {
-	r, err := i.in.NeedsArtifactReboot(ctx)
-	switch r {
-	case install.RebootYes:
-		return agent.RebootYes, err
-	case install.RebootAutomatic:
-		return agent.RebootAutomatic, err
-	}
-	return agent.RebootNo, err
-}
-func (i installer) ArtifactReboot(ctx context.Context) error { return i.in.ArtifactReboot(ctx) }
-func (i installer) ArtifactVerifyReboot(ctx context.Context) error {
-	return i.in.ArtifactVerifyReboot(ctx)
-}
-func (i installer) ArtifactCommit(ctx context.Context) error { return i.in.ArtifactCommit(ctx) }
-func (i installer) SupportsRollback(ctx context.Context) (bool, error) {
-	return i.in.SupportsRollback(ctx)
-}
-func (i installer) ArtifactRollback(ctx context.Context) error { return i.in.ArtifactRollback(ctx) }
-func (i installer) ArtifactRollbackReboot(ctx context.Context) error {
-	return i.in.ArtifactRollbackReboot(ctx)
-}
-func (i installer) ArtifactVerifyRollbackReboot(ctx context.Context) error {
-	return i.in.ArtifactVerifyRollbackReboot(ctx)
-}
-func (i installer) ArtifactFailure(ctx context.Context) error { return i.in.ArtifactFailure(ctx) }
-func (i installer) Cleanup(ctx context.Context) error         { return i.in.Cleanup(ctx) }
 
 // scriptRunner adapts install.Runner to agent.Scripts.
 type scriptRunner struct{ r *install.Runner }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/install"
 )
 
 // recordStore is where the state record lives (Records; tests wrap it).
@@ -145,7 +146,7 @@ func New(opts Options) (*Agent, error) {
 		}
 	}
 	if a.newInstaller == nil {
-		a.newInstaller = func(p Payload) (Installer, error) {
+		a.newInstaller = func(p install.Payload) (install.Installer, error) {
 			return nil, fmt.Errorf("no installer for payload type %q", p.Header.Payloads[p.Index].Type)
 		}
 	}
@@ -211,7 +212,7 @@ func (a *Agent) resume(ctx context.Context, rec *Record, commit bool) error {
 	case StateArtifactVerifyReboot, StateArtifactCommit:
 		// A start in the new software before it was committed: count it,
 		// and break the loop of a software that keeps dying.
-		if !rec.Committed && rec.Reboot != "" && rec.Reboot != RebootNo.String() {
+		if !rec.Committed && rec.Reboot != "" && rec.Reboot != install.RebootNo.String() {
 			rec.Boots++
 			if rec.Boots > a.cfg.MaxBootCount {
 				err := fmt.Errorf("started %d times without committing (MaxBootCount %d)", rec.Boots, a.cfg.MaxBootCount)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/install"
 )
 
 // testKey is one signing key shared by the tests (key generation is slow
@@ -136,8 +137,8 @@ func (d *fakeDevice) image() []byte {
 
 type fakeInstaller struct{ d *fakeDevice }
 
-func (d *fakeDevice) installer(ctx context.Context) func(Payload) (Installer, error) {
-	return func(p Payload) (Installer, error) {
+func (d *fakeDevice) installer(ctx context.Context) func(install.Payload) (install.Installer, error) {
+	return func(p install.Payload) (install.Installer, error) {
 		if p.Header.Payloads[p.Index].Type != "rootfs-image" {
 			return nil, fmt.Errorf("unsupported payload %q", p.Header.Payloads[p.Index].Type)
 		}
@@ -170,7 +171,7 @@ func (f *fakeInstaller) call(name string, work func() error) error {
 	return nil
 }
 
-func (f *fakeInstaller) Download(ctx context.Context, files Files) error {
+func (f *fakeInstaller) Download(ctx context.Context, files install.Files) error {
 	return f.call("Download", func() error {
 		d := f.d
 		d.mu.Lock()
@@ -210,8 +211,8 @@ func (f *fakeInstaller) ArtifactInstall(ctx context.Context) error {
 	})
 }
 
-func (f *fakeInstaller) NeedsArtifactReboot(ctx context.Context) (Reboot, error) {
-	return RebootAutomatic, f.call("NeedsArtifactReboot", func() error { return nil })
+func (f *fakeInstaller) NeedsArtifactReboot(ctx context.Context) (install.Reboot, error) {
+	return install.RebootAutomatic, f.call("NeedsArtifactReboot", func() error { return nil })
 }
 
 func (f *fakeInstaller) ArtifactReboot(ctx context.Context) error {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/gitfleet/gitfleet/device/install"
 )
 
 // state is one state of the update state machine. Run does the state's
@@ -45,7 +47,7 @@ const maxTransitions = 100
 type deployment struct {
 	a   *Agent
 	rec *Record
-	ins []Installer
+	ins []install.Installer
 	// resumed: the current state was found in the record at start (not
 	// entered from another state in this process).
 	resumed bool
@@ -200,7 +202,7 @@ func (d *deployment) supportsRollback(ctx context.Context) (bool, error) {
 }
 
 // installers makes (once) the installers for the record's header.
-func (d *deployment) installers() ([]Installer, error) {
+func (d *deployment) installers() ([]install.Installer, error) {
 	if d.ins != nil || d.rec.Header == nil {
 		return d.ins, nil
 	}
@@ -208,9 +210,9 @@ func (d *deployment) installers() ([]Installer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ins := make([]Installer, len(h.Payloads))
+	ins := make([]install.Installer, len(h.Payloads))
 	for i := range h.Payloads {
-		in, err := d.a.newInstaller(Payload{Header: h, Index: i})
+		in, err := d.a.newInstaller(install.Payload{Header: h, Index: i})
 		if err != nil {
 			return nil, fmt.Errorf("installer for payload %d (%s): %w", i, h.Payloads[i].Type, err)
 		}
@@ -221,7 +223,7 @@ func (d *deployment) installers() ([]Installer, error) {
 }
 
 // each calls f on every installer, stopping at the first error.
-func (d *deployment) each(ctx context.Context, what string, f func(Installer) error) error {
+func (d *deployment) each(ctx context.Context, what string, f func(install.Installer) error) error {
 	ins, err := d.installers()
 	if err != nil {
 		return err
@@ -236,7 +238,7 @@ func (d *deployment) each(ctx context.Context, what string, f func(Installer) er
 
 // all calls f on every installer, logging errors and going on: for the
 // states that must run whatever happened (ArtifactFailure, Cleanup).
-func (d *deployment) all(ctx context.Context, what string, f func(Installer) error) {
+func (d *deployment) all(ctx context.Context, what string, f func(install.Installer) error) {
 	ins, err := d.installers()
 	if err != nil {
 		d.logf(slog.LevelError, "%s: %v", what, err)
@@ -253,26 +255,23 @@ func (d *deployment) all(ctx context.Context, what string, f func(Installer) err
 }
 
 // needsReboot asks every installer (once; the answer is kept in the record).
-func (d *deployment) needsReboot(ctx context.Context) (Reboot, error) {
+func (d *deployment) needsReboot(ctx context.Context) (install.Reboot, error) {
 	if r, ok := parseReboot(d.rec.Reboot); ok {
 		return r, nil
 	}
 	ins, err := d.installers()
 	if err != nil {
-		return RebootNo, err
+		return install.RebootNo, err
 	}
-	out := RebootNo
+	answers := make([]install.Reboot, len(ins))
 	for i, in := range ins {
-		r, err := in.NeedsArtifactReboot(ctx)
-		if err != nil {
-			return RebootNo, fmt.Errorf("NeedsArtifactReboot (payload %d): %w", i, err)
+		if answers[i], err = in.NeedsArtifactReboot(ctx); err != nil {
+			return install.RebootNo, fmt.Errorf("NeedsArtifactReboot (payload %d): %w", i, err)
 		}
-		if (out == RebootYes && r == RebootAutomatic) || (out == RebootAutomatic && r == RebootYes) {
-			return RebootNo, fmt.Errorf("payloads need both ArtifactReboot (Yes) and an automatic reboot")
-		}
-		if r > out {
-			out = r
-		}
+	}
+	out, err := install.CombineReboots(answers...)
+	if err != nil {
+		return install.RebootNo, err
 	}
 	d.rec.Reboot = out.String()
 	return out, nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/device/install"
 )
 
 // One type per state. Each Run does its state's work and returns the next
@@ -29,7 +30,7 @@ func (d *deployment) resumeState() state {
 	case StateDownload:
 		return download{}
 	case StateArtifactInstall:
-		return install{}
+		return artifactInstall{}
 	case StateArtifactReboot:
 		if d.a.sameBoot(r.BootID) {
 			return reboot{}
@@ -70,7 +71,7 @@ func (download) Run(ctx context.Context, d *deployment) (state, error) {
 		d.logf(slog.LevelWarn, "download interrupted; starting over (attempt %d)", r.Attempts)
 		// Whatever the last attempt left is not bootable; let the
 		// installers clear it before they start again.
-		d.all(ctx, "Cleanup", func(in Installer) error { return in.Cleanup(ctx) })
+		d.all(ctx, "Cleanup", func(in install.Installer) error { return in.Cleanup(ctx) })
 		d.ins, r.Header, r.Provides = nil, nil, nil
 	}
 	if err := d.status(ctx, StatusDownloading, ""); err != nil {
@@ -82,7 +83,7 @@ func (download) Run(ctx context.Context, d *deployment) (state, error) {
 		}
 		return d.failed(ctx, err)
 	}
-	return install{}, nil
+	return artifactInstall{}, nil
 }
 
 // download streams the artifact into the installers. Nothing it does is
@@ -144,18 +145,18 @@ func (d *deployment) download(ctx context.Context) error {
 		return err
 	}
 	start := a.now()
-	if err := downloadAll(ctx, ar, ins); err != nil {
+	if err := install.DownloadAll(ctx, ar, ins); err != nil {
 		return err
 	}
 	d.logf(slog.LevelInfo, "downloaded and verified %s in %s", h.Name(), a.now().Sub(start).Round(time.Millisecond))
 	return nil
 }
 
-type install struct{}
+type artifactInstall struct{}
 
-func (install) Name() StateName { return StateArtifactInstall }
+func (artifactInstall) Name() StateName { return StateArtifactInstall }
 
-func (install) Run(ctx context.Context, d *deployment) (state, error) {
+func (artifactInstall) Run(ctx context.Context, d *deployment) (state, error) {
 	if d.rec.Header == nil {
 		err := errors.New("ArtifactInstall without a downloaded artifact")
 		return d.failed(ctx, err)
@@ -165,14 +166,14 @@ func (install) Run(ctx context.Context, d *deployment) (state, error) {
 	}
 	// Before the installers change a file a running check could see.
 	d.expectDigests()
-	if err := d.each(ctx, "ArtifactInstall", func(in Installer) error { return in.ArtifactInstall(ctx) }); err != nil {
+	if err := d.each(ctx, "ArtifactInstall", func(in install.Installer) error { return in.ArtifactInstall(ctx) }); err != nil {
 		return d.failed(ctx, err)
 	}
 	need, err := d.needsReboot(ctx)
 	if err != nil {
 		return d.failed(ctx, err)
 	}
-	if need == RebootNo {
+	if need == install.RebootNo {
 		return commit{}, nil
 	}
 	return reboot{}, nil
@@ -208,8 +209,8 @@ func (reboot) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.save(); err != nil {
 		return nil, err
 	}
-	if need == RebootYes {
-		if err := d.each(ctx, "ArtifactReboot", func(in Installer) error { return in.ArtifactReboot(ctx) }); err != nil {
+	if need == install.RebootYes {
+		if err := d.each(ctx, "ArtifactReboot", func(in install.Installer) error { return in.ArtifactReboot(ctx) }); err != nil {
 			return d.failed(ctx, err)
 		}
 		// The installer rebooted what it updated and we are still here.
@@ -240,7 +241,7 @@ func (verifyReboot) Run(ctx context.Context, d *deployment) (state, error) {
 // verify runs the installers' ArtifactVerifyReboot (running the expected
 // partition?) and the configured health check.
 func (d *deployment) verify(ctx context.Context) error {
-	if err := d.each(ctx, "ArtifactVerifyReboot", func(in Installer) error { return in.ArtifactVerifyReboot(ctx) }); err != nil {
+	if err := d.each(ctx, "ArtifactVerifyReboot", func(in install.Installer) error { return in.ArtifactVerifyReboot(ctx) }); err != nil {
 		return err
 	}
 	if err := d.a.healthCheck(ctx); err != nil {
@@ -274,7 +275,7 @@ func (commit) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.status(ctx, StatusInstalling, "committing"); err != nil {
 		return d.failed(ctx, err)
 	}
-	if err := d.each(ctx, "ArtifactCommit", func(in Installer) error { return in.ArtifactCommit(ctx) }); err != nil {
+	if err := d.each(ctx, "ArtifactCommit", func(in install.Installer) error { return in.ArtifactCommit(ctx) }); err != nil {
 		return d.failed(ctx, err)
 	}
 	// The order is what keeps the reported artifact equal to the booted
@@ -307,7 +308,7 @@ type rollback struct{}
 func (rollback) Name() StateName { return StateArtifactRollback }
 
 func (rollback) Run(ctx context.Context, d *deployment) (state, error) {
-	if err := d.each(ctx, "ArtifactRollback", func(in Installer) error { return in.ArtifactRollback(ctx) }); err != nil {
+	if err := d.each(ctx, "ArtifactRollback", func(in install.Installer) error { return in.ArtifactRollback(ctx) }); err != nil {
 		if isStop(err) {
 			return nil, err
 		}
@@ -322,9 +323,9 @@ func (rollback) Run(ctx context.Context, d *deployment) (state, error) {
 	need, err := d.needsReboot(ctx)
 	if err != nil {
 		d.logf(slog.LevelError, "%v", err)
-		need = RebootAutomatic
+		need = install.RebootAutomatic
 	}
-	if need == RebootNo {
+	if need == install.RebootNo {
 		return failure{}, nil
 	}
 	return rollbackReboot{}, nil
@@ -351,8 +352,8 @@ func (rollbackReboot) Run(ctx context.Context, d *deployment) (state, error) {
 	if err := d.save(); err != nil {
 		return nil, err
 	}
-	if need == RebootYes {
-		if err := d.each(ctx, "ArtifactRollbackReboot", func(in Installer) error { return in.ArtifactRollbackReboot(ctx) }); err != nil {
+	if need == install.RebootYes {
+		if err := d.each(ctx, "ArtifactRollbackReboot", func(in install.Installer) error { return in.ArtifactRollbackReboot(ctx) }); err != nil {
 			if isStop(err) {
 				return nil, err
 			}
@@ -375,7 +376,7 @@ func (verifyRollbackReboot) Name() StateName { return StateArtifactVerifyRollbac
 
 func (verifyRollbackReboot) Run(ctx context.Context, d *deployment) (state, error) {
 	d.scripts(ctx, StateArtifactRollbackReboot, "Leave")
-	err := d.each(ctx, "ArtifactVerifyRollbackReboot", func(in Installer) error { return in.ArtifactVerifyRollbackReboot(ctx) })
+	err := d.each(ctx, "ArtifactVerifyRollbackReboot", func(in install.Installer) error { return in.ArtifactVerifyRollbackReboot(ctx) })
 	if isStop(err) {
 		return nil, err
 	}
@@ -395,7 +396,7 @@ type failure struct{}
 func (failure) Name() StateName { return StateArtifactFailure }
 
 func (failure) Run(ctx context.Context, d *deployment) (state, error) {
-	d.all(ctx, "ArtifactFailure", func(in Installer) error { return in.ArtifactFailure(ctx) })
+	d.all(ctx, "ArtifactFailure", func(in install.Installer) error { return in.ArtifactFailure(ctx) })
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -407,7 +408,7 @@ type cleanup struct{}
 func (cleanup) Name() StateName { return StateCleanup }
 
 func (cleanup) Run(ctx context.Context, d *deployment) (state, error) {
-	d.all(ctx, "Cleanup", func(in Installer) error { return in.Cleanup(ctx) })
+	d.all(ctx, "Cleanup", func(in install.Installer) error { return in.Cleanup(ctx) })
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
