@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/device/install"
 )
@@ -498,11 +500,11 @@ func (a *Agent) Daemon(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				d := invBackoff.next()
+				d := invBackoff.NextBackOff()
 				a.log.Warn("sending the inventory failed", "err", err, "retry_in", d.Round(time.Second))
 				nextInv = a.now().Add(d)
 			} else {
-				invBackoff.reset()
+				invBackoff.Reset()
 				nextInv = a.now().Add(a.jitter(seconds(a.cfg.InventoryPollIntervalSeconds)))
 			}
 		}
@@ -533,14 +535,14 @@ func (a *Agent) Daemon(ctx context.Context) error {
 			case errors.Is(err, ErrFailed):
 				// The deployment is over and its failure reported: poll
 				// at the normal pace.
-				updBackoff.reset()
+				updBackoff.Reset()
 				nextUpdate = a.now().Add(a.jitter(seconds(a.cfg.UpdatePollIntervalSeconds)))
 			case err != nil && !errors.Is(err, ErrBusy):
-				d := updBackoff.next()
+				d := updBackoff.NextBackOff()
 				a.log.Warn("checking for an update failed", "err", err, "retry_in", d.Round(time.Second))
 				nextUpdate = a.now().Add(d)
 			default:
-				updBackoff.reset()
+				updBackoff.Reset()
 				nextUpdate = a.now().Add(a.jitter(seconds(a.cfg.UpdatePollIntervalSeconds)))
 			}
 		}
@@ -571,30 +573,17 @@ func (a *Agent) jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
-// backoff doubles from 5 s (with jitter) up to RetryPollIntervalSeconds.
-type backoff struct {
-	cur, min, max time.Duration
-}
-
-func (a *Agent) backoff() *backoff {
-	max := seconds(a.cfg.RetryPollIntervalSeconds)
-	min := 5 * time.Second
-	if min > max {
-		min = max
+// backoff is the wait between retries while the server cannot be reached:
+// 5 s doubling up to RetryPollIntervalSeconds, each wait spread by ±25 %.
+func (a *Agent) backoff() *backoff.ExponentialBackOff {
+	maxWait := seconds(a.cfg.RetryPollIntervalSeconds)
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     min(5*time.Second, maxWait),
+		RandomizationFactor: 0.25,
+		Multiplier:          2,
+		MaxInterval:         maxWait,
 	}
-	return &backoff{min: min, max: max}
 }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else if b.cur *= 2; b.cur > b.max {
-		b.cur = b.max
-	}
-	return time.Duration(float64(b.cur) * (0.75 + 0.5*rand.Float64()))
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // ErrSourceRefused: the server sent a download URI the agent does not
 // read from (a local path, file://, plain http without

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // ErrDownload marks a download that cannot go on: the server refused it
@@ -74,6 +76,7 @@ type resumable struct {
 	size      int64 // total, -1 until known
 	validator string
 	failures  int // reconnects since the last byte of progress
+	backoff   *backoff.ExponentialBackOff
 	err       error
 	// Resumes counts reconnects (for logs and tests).
 	resumes int
@@ -97,6 +100,7 @@ func (r *resumable) Read(p []byte) (int, error) {
 		r.off += int64(n)
 		if n > 0 {
 			r.failures = 0
+			r.backoff = nil
 		}
 		switch {
 		case err == nil:
@@ -142,10 +146,10 @@ func (r *resumable) retryable(err error) bool {
 		r.err = fmt.Errorf("%w: %d attempts in a row without progress: %v", ErrDownload, r.failures, err)
 		return false
 	}
-	d := r.opts.Backoff << (r.failures - 1)
-	if d > r.opts.MaxBackoff || d <= 0 {
-		d = r.opts.MaxBackoff
+	if r.backoff == nil {
+		r.backoff = &backoff.ExponentialBackOff{InitialInterval: r.opts.Backoff, Multiplier: 2, MaxInterval: r.opts.MaxBackoff}
 	}
+	d := r.backoff.NextBackOff()
 	if serr := r.opts.Sleep(r.ctx, d); serr != nil {
 		r.err = serr
 		return false

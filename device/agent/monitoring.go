@@ -275,12 +275,12 @@ func (mo *monitoring) deliveryLoop(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				d := b.next()
+				d := b.NextBackOff()
 				mo.log.Warn("delivering monitoring alerts failed; they stay queued", "err", err, "retry_in", d.Round(time.Second))
 				retry = time.NewTimer(d)
 				retryC = retry.C
 			} else {
-				b.reset()
+				b.Reset()
 			}
 		}
 		select {

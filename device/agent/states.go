@@ -456,7 +456,7 @@ func (report) Run(ctx context.Context, d *deployment) (state, error) {
 			return nil, nil
 		}
 		d.a.log.Warn("report failed; retrying", "deployment", id, "status", r.Status, "err", err)
-		if err := d.a.sleep(ctx, b.next()); err != nil {
+		if err := d.a.sleep(ctx, b.NextBackOff()); err != nil {
 			return nil, err
 		}
 	}
