@@ -73,7 +73,7 @@ Every setting can also come from --config FILE (YAML) or a GITFLEET_…
 environment variable (GITFLEET_REPO, GITFLEET_WEBHOOK_SECRET, …).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resolved, err := loadServeConfig(cmd.Flags(), os.Getenv)
+			resolved, err := loadServeConfig(cmd.Flags(), os.Environ)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

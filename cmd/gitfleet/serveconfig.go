@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
+	envprovider "github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 
 	"github.com/gitfleet/gitfleet/artifact"
@@ -140,92 +143,223 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	}
 }
 
-// loadServeConfig resolves the settings: defaults, then file, then
-// environment, then the flags the user set.
-func loadServeConfig(fs *pflag.FlagSet, getenv func(string) string) (serveConfig, error) {
+// loadServeConfig resolves the settings with koanf: the defaults, then
+// the config file, then the environment (GITFLEET_ and the key in upper
+// case; unknown and empty variables are ignored: other commands read
+// GITFLEET_ variables too), then the flags the user set. Each layer is
+// checked on its own before it is merged, so that an error names where
+// the bad value came from: the file and line, the variable, or the flag.
+func loadServeConfig(fs *pflag.FlagSet, environ func() []string) (serveConfig, error) {
 	cfg := defaultServeConfig()
+	known := cfg.keys()
+	merged := koanf.New(".")
+
 	if path, _ := fs.GetString("config"); path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+		p := &yamlParser{known: known, lines: map[string]int{}, values: map[string]string{}}
+		k := koanf.New(".")
+		if err := k.Load(rawBytes(data), p); err != nil {
+			return cfg, fmt.Errorf("config %s%w", path, err)
 		}
+		if err := checkLayer(k, func(key string) string {
+			return fmt.Sprintf("config %s:%d: %s %s", path, p.lines[key], key, p.values[key])
+		}); err != nil {
+			return cfg, err
+		}
+		merged.Merge(k)
 	}
-	v := reflect.ValueOf(&cfg).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		f := v.Type().Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		env := "GITFLEET_" + strings.ToUpper(f.Tag.Get("yaml"))
-		val := getenv(env)
-		if val == "" {
-			continue
-		}
-		if err := setField(v.Field(i), val); err != nil {
-			return cfg, fmt.Errorf("%s=%q: %w", env, val, err)
-		}
+
+	raw := map[string]string{}
+	env := koanf.New(".")
+	if err := env.Load(envprovider.Provider("", envprovider.Opt{
+		Prefix:      "GITFLEET_",
+		EnvironFunc: environ,
+		TransformFunc: func(name, val string) (string, any) {
+			key := strings.ToLower(strings.TrimPrefix(name, "GITFLEET_"))
+			if _, ok := known[key]; !ok || val == "" {
+				return "", nil
+			}
+			raw[key] = name + "=" + strconv.Quote(val)
+			if f := known[key]; f.Type == reflect.TypeFor[[]string]() {
+				return key, strings.Split(val, ",")
+			}
+			return key, val
+		},
+	}), nil); err != nil {
+		return cfg, fmt.Errorf("environment: %w", err)
 	}
-	var ferr error
-	fs.Visit(func(fl *pflag.Flag) {
-		if fl.Name == "config" || ferr != nil {
-			return
-		}
-		for i := 0; i < v.NumField(); i++ {
-			if v.Type().Field(i).Tag.Get("flag") != fl.Name {
-				continue
-			}
-			if sv, ok := fl.Value.(pflag.SliceValue); ok {
-				v.Field(i).Set(reflect.ValueOf(sv.GetSlice()))
-			} else if err := setField(v.Field(i), fl.Value.String()); err != nil {
-				ferr = fmt.Errorf("--%s: %w", fl.Name, err)
-			}
-		}
-	})
-	if ferr != nil {
-		return cfg, ferr
+	if err := checkLayer(env, func(key string) string { return raw[key] }); err != nil {
+		return cfg, err
+	}
+	merged.Merge(env)
+
+	flags := koanf.New(".")
+	byFlag := map[string]string{}
+	for key, f := range known {
+		byFlag[f.Tag.Get("flag")] = key
+	}
+	if err := flags.Load(posflag.ProviderWithFlag(fs, ".", nil, func(f *pflag.Flag) (string, any) {
+		return byFlag[f.Name], posflag.FlagVal(fs, f) // "" (--config): not a setting
+	}), nil); err != nil {
+		return cfg, fmt.Errorf("flags: %w", err)
+	}
+	if err := checkLayer(flags, func(key string) string { return "--" + known[key].Tag.Get("flag") }); err != nil {
+		return cfg, err
+	}
+	merged.Merge(flags)
+
+	if err := decodeSettings(merged.All(), &cfg); err != nil {
+		return cfg, err // each layer decoded on its own: not expected
 	}
 	return cfg, cfg.resolveSecretFiles()
 }
 
-func setField(f reflect.Value, s string) error {
-	switch f.Interface().(type) {
-	case string:
-		f.SetString(s)
-	case time.Duration:
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return err
+// keys maps each setting's config key (its yaml tag) to its field.
+func (c *serveConfig) keys() map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	t := reflect.TypeOf(c).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		if f := t.Field(i); f.IsExported() {
+			out[f.Tag.Get("yaml")] = f
 		}
-		f.Set(reflect.ValueOf(d))
-	case []string:
-		f.Set(reflect.ValueOf(strings.Split(s, ",")))
-	case float64:
-		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return err
+	}
+	return out
+}
+
+// decodeSettings sets the fields of cfg named by m's keys (yaml tags),
+// converting strings (from the environment, or quoted in YAML) to
+// durations, numbers and booleans, and splitting them at commas for lists.
+func decodeSettings(m map[string]any, cfg *serveConfig) error {
+	d, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		TagName:          "yaml",
+		Result:           cfg,
+	})
+	if err != nil {
+		return err
+	}
+	return d.Decode(m)
+}
+
+// checkLayer decodes each setting of one layer on its own and names a bad
+// one as where(key) says.
+func checkLayer(k *koanf.Koanf, where func(key string) string) error {
+	for _, key := range k.Keys() {
+		scratch := defaultServeConfig()
+		if err := decodeSettings(map[string]any{key: k.Get(key)}, &scratch); err != nil {
+			var de *mapstructure.DecodeError
+			if errors.As(err, &de) {
+				err = de.Unwrap()
+			}
+			return fmt.Errorf("%s: %w", where(key), err)
 		}
-		f.SetFloat(v)
-	case int:
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			return err
-		}
-		f.SetInt(int64(v))
-	case bool:
-		v, err := strconv.ParseBool(s)
-		if err != nil {
-			return err
-		}
-		f.SetBool(v)
-	default:
-		return fmt.Errorf("unsupported setting type %s", f.Type())
 	}
 	return nil
+}
+
+// rawBytes is a koanf.Provider of bytes already read.
+type rawBytes []byte
+
+func (b rawBytes) ReadBytes() ([]byte, error)  { return b, nil }
+func (rawBytes) Read() (map[string]any, error) { return nil, errors.New("rawBytes needs a parser") }
+
+// yamlParser is a koanf.Parser, over go.yaml.in/yaml/v3, of serve's config
+// file: one YAML mapping of known keys. Its errors start with ":LINE: ",
+// to follow the file name; it records the line of each key, so that a bad
+// value can be reported where it is.
+type yamlParser struct {
+	known  map[string]reflect.StructField
+	lines  map[string]int
+	values map[string]string // as written, quoted
+}
+
+func (p *yamlParser) Unmarshal(data []byte) (map[string]any, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf(": %w", err) // yaml's errors name the line
+	}
+	out := map[string]any{}
+	if len(doc.Content) == 0 {
+		return out, nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf(":%d: want key: value lines (a YAML mapping) at the top", root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if _, ok := p.known[k.Value]; !ok {
+			return nil, fmt.Errorf(":%d: unknown key %q%s", k.Line, k.Value, p.suggest(k.Value))
+		}
+		var val any
+		if err := v.Decode(&val); err != nil {
+			return nil, fmt.Errorf(":%d: %s: %w", v.Line, k.Value, err)
+		}
+		out[k.Value] = val
+		p.lines[k.Value] = k.Line
+		p.values[k.Value] = strconv.Quote(v.Value)
+		if v.Kind != yaml.ScalarNode {
+			p.values[k.Value] = "(a YAML " + kindName(v.Kind) + ")"
+		}
+	}
+	return out, nil
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.MappingNode:
+		return "mapping"
+	}
+	return "value"
+}
+
+func (*yamlParser) Marshal(map[string]any) ([]byte, error) {
+	return nil, errors.New("serve's config is only read")
+}
+
+// suggest names the known key closest to an unknown one, if one is close.
+func (p *yamlParser) suggest(key string) string {
+	best, dist := "", 3
+	for k := range p.known {
+		if d := editDistance(key, k); d < dist || d == dist && k < best {
+			best, dist = k, d
+		}
+	}
+	if best == "" {
+		return " (the keys are the settings' names in gitfleet serve --help, with _ for -)"
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 func (c *serveConfig) resolveSecretFiles() error {

@@ -29,7 +29,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"GITFLEET_BRANCH": "staging", "GITFLEET_LISTEN": ":7443", "GITFLEET_MANAGEMENT_TOKEN_FILE": tokenFile}
-	got, err := loadServeConfig(fs, func(k string) string { return env[k] })
+	got, err := loadServeConfig(fs, environ(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,15 +64,10 @@ func TestServeConfigErrors(t *testing.T) {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	cfg.bindFlags(fs)
 	fs.Parse([]string{"--config", file})
-	if _, err := loadServeConfig(fs, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "brnach") {
+	if _, err := loadServeConfig(fs, environ(nil)); err == nil || !strings.Contains(err.Error(), "brnach") {
 		t.Errorf("unknown key in config file: %v", err)
 	}
-	if _, err := loadServeConfig(pflagWith(t), func(k string) string {
-		if k == "GITFLEET_POLL_INTERVAL" {
-			return "soon"
-		}
-		return ""
-	}); err == nil || !strings.Contains(err.Error(), "GITFLEET_POLL_INTERVAL") {
+	if _, err := loadServeConfig(pflagWith(t), environ(map[string]string{"GITFLEET_POLL_INTERVAL": "soon"})); err == nil || !strings.Contains(err.Error(), "GITFLEET_POLL_INTERVAL") {
 		t.Errorf("bad env: %v", err)
 	}
 	c := defaultServeConfig()
@@ -87,6 +82,17 @@ func TestServeConfigErrors(t *testing.T) {
 	}
 	if got := redactURL("redis://u:p@h:6379,redis://h2"); got != "redis://<redacted>@h:6379,redis://h2" {
 		t.Errorf("redactURL: %s", got)
+	}
+}
+
+// environ is an environment of the variables in m, for loadServeConfig.
+func environ(m map[string]string) func() []string {
+	return func() []string {
+		var out []string
+		for k, v := range m {
+			out = append(out, k+"="+v)
+		}
+		return out
 	}
 }
 
@@ -113,7 +119,7 @@ func TestServeConfigSMTP(t *testing.T) {
 		"smtp_addr: smtp.example.com:587\nsmtp_username: fleet\nsmtp_password_file: "+pwFile+"\n"), 0o600)
 	fs := pflagWith(t, "--config", file, "--smtp-digest-window", "5m")
 	env := map[string]string{"GITFLEET_SMTP_FROM": "Gitfleet <gitfleet@fleet.example>"}
-	got, err := loadServeConfig(fs, func(k string) string { return env[k] })
+	got, err := loadServeConfig(fs, environ(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,13 +147,11 @@ func TestServeConfigSMTP(t *testing.T) {
 
 	// The bool flag and its variable.
 	fs = pflagWith(t, "--smtp-insecure-plaintext")
-	got, err = loadServeConfig(fs, func(string) string { return "" })
+	got, err = loadServeConfig(fs, environ(nil))
 	if err != nil || !got.SMTPInsecure {
 		t.Errorf("--smtp-insecure-plaintext: %v, %v", got.SMTPInsecure, err)
 	}
-	got, err = loadServeConfig(pflagWith(t), func(k string) string {
-		return map[string]string{"GITFLEET_SMTP_INSECURE_PLAINTEXT": "true"}[k]
-	})
+	got, err = loadServeConfig(pflagWith(t), environ(map[string]string{"GITFLEET_SMTP_INSECURE_PLAINTEXT": "true"}))
 	if err != nil || !got.SMTPInsecure {
 		t.Errorf("GITFLEET_SMTP_INSECURE_PLAINTEXT: %v, %v", got.SMTPInsecure, err)
 	}
@@ -197,7 +201,7 @@ func TestServeConfigDeviceConfigSecrets(t *testing.T) {
 	file := filepath.Join(dir, "gitfleet.yaml")
 	os.WriteFile(file, []byte("repo: https://git.example/fleet.git\npublic_url: https://gitfleet.example\nconfig_secrets_dir: /nonexistent\n"), 0o600)
 	env := map[string]string{"GITFLEET_CONFIG_SECRETS_DIR": secrets, "GITFLEET_CONFIG_AGE_IDENTITY": "/nonexistent"}
-	got, err := loadServeConfig(pflagWith(t, "--config", file, "--config-age-identity", key), func(k string) string { return env[k] })
+	got, err := loadServeConfig(pflagWith(t, "--config", file, "--config-age-identity", key), environ(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +241,107 @@ func TestServeConfigDeviceConfigSecrets(t *testing.T) {
 			tc.mod(&c)
 			if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Every layer's bad input is named where it is: the file and line, the
+// variable, the flag.
+func TestServeConfigErrorPlaces(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		file string // config file body; "" for none
+		env  map[string]string
+		args []string
+		want string // %s is the config file's path
+	}{
+		{"unknown key, with a suggestion", "repo: x\n\nbrnach: main\n", nil, nil,
+			`config %s:3: unknown key "brnach" (did you mean branch?)`},
+		{"unknown key, nothing close", "repo: x\nfrobnicate: 1\n", nil, nil,
+			`config %s:2: unknown key "frobnicate" (the keys are`},
+		{"bad duration in the file", "repo: x\nbranch: main\npoll_interval: soon\n", nil, nil,
+			`config %s:3: poll_interval "soon": time: invalid duration`},
+		{"bad number in the file", "webhook_rate: fast\n", nil, nil,
+			`config %s:1: webhook_rate "fast": cannot parse`},
+		{"not a mapping", "- repo\n", nil, nil, `config %s:1: want key: value lines`},
+		{"not YAML", "repo: [x\n", nil, nil, `config %s: yaml: line`},
+		{"bad bool in the environment", "", map[string]string{"GITFLEET_SMTP_INSECURE_PLAINTEXT": "maybe"}, nil,
+			`GITFLEET_SMTP_INSECURE_PLAINTEXT="maybe": cannot parse`},
+		{"bad number in the environment", "", map[string]string{"GITFLEET_WEBHOOK_BURST": "lots"}, nil,
+			`GITFLEET_WEBHOOK_BURST="lots": cannot parse`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			path := ""
+			if tc.file != "" {
+				path = write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.file)
+				args = append([]string{"--config", path}, args...)
+			}
+			_, err := loadServeConfig(pflagWith(t, args...), environ(tc.env))
+			want := tc.want
+			if strings.Contains(want, "%s") {
+				want = fmt.Sprintf(want, path)
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v, want %q", err, want)
+			}
+		})
+	}
+}
+
+// Lists come from YAML sequences, comma-separated variables and repeated
+// flags, each layer replacing the one below; variables that are empty or
+// not serve's settings (other commands read GITFLEET_SERVER, …) are
+// ignored; a flag left at its default does not hide a lower layer.
+func TestServeConfigLayers(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gitfleet.yaml")
+	os.WriteFile(file, []byte("hostnames: [f1.example, f2.example]\ntrusted_proxies:\n  - 10.0.0.0/8\nwebhook_burst: 7\nsmtp_insecure_plaintext: true\npoll_interval: 90s\n"), 0o600)
+	for _, tc := range []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		check func(serveConfig) string
+	}{
+		{"file only", nil, nil, func(c serveConfig) string {
+			if strings.Join(c.Hostnames, ",") != "f1.example,f2.example" || strings.Join(c.TrustedProxies, ",") != "10.0.0.0/8" ||
+				c.WebhookBurst != 7 || !c.SMTPInsecure || c.PollInterval != 90*time.Second || c.Branch != "main" {
+				return fmt.Sprintf("%+v", c)
+			}
+			return ""
+		}},
+		{"env list over file", map[string]string{"GITFLEET_HOSTNAMES": "e1.example,e2.example", "GITFLEET_SERVER": "https://x", "GITFLEET_BRANCH": ""}, nil,
+			func(c serveConfig) string {
+				if strings.Join(c.Hostnames, ",") != "e1.example,e2.example" || c.Branch != "main" {
+					return fmt.Sprintf("hostnames %q branch %q", c.Hostnames, c.Branch)
+				}
+				return ""
+			}},
+		{"flags over env", map[string]string{"GITFLEET_HOSTNAMES": "e1.example", "GITFLEET_WEBHOOK_BURST": "9"},
+			[]string{"--hostname", "a.example", "--smtp-insecure-plaintext=false"},
+			func(c serveConfig) string {
+				if strings.Join(c.Hostnames, ",") != "a.example" || c.WebhookBurst != 9 || c.SMTPInsecure {
+					return fmt.Sprintf("hostnames %q burst %d insecure %v", c.Hostnames, c.WebhookBurst, c.SMTPInsecure)
+				}
+				return ""
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := loadServeConfig(pflagWith(t, append([]string{"--config", file}, tc.args...)...), environ(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := tc.check(got); msg != "" {
+				t.Error(msg)
 			}
 		})
 	}
