@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -16,9 +20,11 @@ import (
 // client (mender.conf) has a name for the same setting, the name and the
 // meaning are Mender's, so a device can switch agents with its existing
 // /etc/mender/mender.conf; settings Mender does not have are Gitfleet's and
-// documented as such. Unknown names are ignored (mender.conf carries settings
-// this agent does not use, such as DBus or Connectivity), so a typo in a
-// Gitfleet name is not caught — [Config.Validate] checks what it can.
+// documented as such. A name that is neither is an error that names it
+// (a typo must not silently leave a setting at its default). The mender.conf
+// settings of the Mender client 3.x that this agent has no use for (DBus,
+// Connectivity, HttpsClient, …; see [MenderOnlyKeys]) are accepted and
+// listed in [Config.Ignored], so a mender.conf still loads unchanged.
 //
 // Durations are whole seconds, as in mender.conf. Zero means the default.
 type Config struct {
@@ -73,17 +79,24 @@ type Config struct {
 	// StateScriptTimeoutSeconds bounds one state script. Default 3600.
 	StateScriptTimeoutSeconds int `json:"StateScriptTimeoutSeconds,omitempty"`
 
+	// DaemonLogLevel is the log level (debug, info, warn, error) when
+	// gitfleet-agent is not given --log-level. Default info.
+	DaemonLogLevel string `json:"DaemonLogLevel,omitempty"`
+
 	// --- Gitfleet's own settings (no Mender equivalent in mender.conf) ---
 
 	// DataDir holds the device key, the state record, artifact_info and
 	// provides, and the deployment log. Default /var/lib/gitfleet.
 	DataDir string `json:"DataDir,omitempty"`
 	// IdentityScript prints the device identity as name=value lines.
-	// Default /usr/share/mender/identity/mender-device-identity.
+	// Default /usr/share/gitfleet/identity/gitfleet-device-identity (the
+	// Debian package installs one); a device moving from the Mender client
+	// sets /usr/share/mender/identity/mender-device-identity.
 	IdentityScript string `json:"IdentityScript,omitempty"`
 	// InventoryScriptsDir holds executables named mender-inventory-* that
 	// print inventory attributes as name=value lines.
-	// Default /usr/share/mender/inventory.
+	// Default /usr/share/gitfleet/inventory; a device moving from the
+	// Mender client sets /usr/share/mender/inventory.
 	InventoryScriptsDir string `json:"InventoryScriptsDir,omitempty"`
 	// ModulesDir holds the update modules (protocol v3).
 	// Default /usr/share/mender/modules/v3.
@@ -182,6 +195,29 @@ type Config struct {
 	// the drift. Default false: drift is only reported, and the file is
 	// rewritten when the desired configuration next changes.
 	DeviceConfigRepairDrift bool `json:"DeviceConfigRepairDrift,omitempty"`
+
+	// Ignored lists the mender.conf settings the file set that this agent
+	// does not use (see MenderOnlyKeys), for a warning at start.
+	Ignored []string `json:"-"`
+}
+
+// MenderOnlyKeys are the settings of the Mender client 3.x's mender.conf
+// (conf.MenderConfigFromFile of its 3.4 and 3.5 branches) that this agent
+// accepts and does nothing with, so that an existing mender.conf loads.
+var MenderOnlyKeys = []string{
+	"BootUtilitiesGetNextActivePart", // the agent talks to the bootloader environment itself (BootEnv)
+	"BootUtilitiesSetActivePart",
+	"Connectivity",                    // keep-alive tuning of the HTTP client
+	"DBus",                            // the agent has no D-Bus API
+	"HttpsClient",                     // client certificates (mutual TLS) are not supported by the agent yet
+	"RetryPollCount",                  // the agent retries until the server answers, backing off
+	"Security",                        // the device key lives in DataDir/device.key
+	"SkipVerify",                      // never: use ServerCertificate for a private CA
+	"StateScriptRetryIntervalSeconds", // state scripts that ask for a retry are retried on install's schedule
+	"StateScriptRetryTimeoutSeconds",  //
+	"UpdateControlMapBootExpirationTimeSeconds", // update control maps are a Mender Enterprise feature
+	"UpdateControlMapExpirationTimeSeconds",
+	"UpdateLogPath", // deployment logs are kept in DataDir
 }
 
 // DeviceConfigEnabled reports whether the daemon applies the device
@@ -207,14 +243,18 @@ func (c *Config) MonitorEnabled() bool { return c.Monitor == nil || *c.Monitor }
 
 // Defaults of the Config fields.
 const (
-	DefaultDataDir          = "/var/lib/gitfleet"
-	DefaultUpdatePoll       = 1800
-	DefaultInventoryPoll    = 28800
-	DefaultRetryPoll        = 300
-	DefaultMaxBootCount     = 3
-	DefaultHealthTimeout    = 300
-	DefaultModuleTimeout    = 14400
-	DefaultStateScriptLimit = 3600
+	DefaultDataDir = "/var/lib/gitfleet"
+	// DefaultIdentityScript and DefaultInventoryScriptsDir are where the
+	// Debian package installs the identity script and inventory scripts.
+	DefaultIdentityScript      = "/usr/share/gitfleet/identity/gitfleet-device-identity"
+	DefaultInventoryScriptsDir = "/usr/share/gitfleet/inventory"
+	DefaultUpdatePoll          = 1800
+	DefaultInventoryPoll       = 28800
+	DefaultRetryPoll           = 300
+	DefaultMaxBootCount        = 3
+	DefaultHealthTimeout       = 300
+	DefaultModuleTimeout       = 14400
+	DefaultStateScriptLimit    = 3600
 	// DefaultDeviceConfigScriptsDir is where the apply scripts are looked
 	// for unless DeviceConfigScriptsDir says otherwise.
 	DefaultDeviceConfigScriptsDir = "/usr/lib/gitfleet/apply-device-config.d"
@@ -240,18 +280,209 @@ func LoadConfig(path string) (Config, error) {
 	if len(b) > maxConfigBytes {
 		return Config{}, fmt.Errorf("%w: %s is larger than %d bytes", ErrConfig, path, maxConfigBytes)
 	}
-	return ParseConfig(b)
+	return parseConfig(path, b)
 }
 
-// ParseConfig parses a configuration and fills in the defaults.
-func ParseConfig(b []byte) (Config, error) {
-	var c Config
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+// ParseConfig parses a configuration and fills in the defaults. A key that
+// is neither a Config field nor one of MenderOnlyKeys is an error naming
+// it; JSON errors name the line and column.
+func ParseConfig(b []byte) (Config, error) { return parseConfig("", b) }
+
+// parseConfig parses the configuration read from file (named in errors
+// when not "").
+func parseConfig(file string, b []byte) (Config, error) {
+	where := ""
+	if file != "" {
+		where = file + ": "
+	}
+	c, err := decodeConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %s%w", ErrConfig, where, err)
 	}
 	c.SetDefaults()
-	return c, c.Validate()
+	if errs := c.problems(); len(errs) > 0 {
+		return c, fmt.Errorf("%w: %s%w", ErrConfig, where, errList(errs))
+	}
+	return c, nil
+}
+
+// errList is several errors on one line ("; " between them): the
+// agent's last line on stderr is its reason.
+type errList []error
+
+func (l errList) Error() string {
+	s := make([]string, len(l))
+	for i, err := range l {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (l errList) Unwrap() []error { return l }
+
+func decodeConfig(b []byte) (Config, error) {
+	// The keys first: one object, its names checked against Config's
+	// fields and MenderOnlyKeys (case-insensitively, as encoding/json
+	// matches them).
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Config{}, jsonError(b, err)
+	}
+	known := configKeys()
+	var unknown []string
+	var ignored []string
+	for k := range raw {
+		switch name, ok := known[strings.ToLower(k)]; {
+		case !ok:
+			unknown = append(unknown, k)
+		case slices.Contains(MenderOnlyKeys, name):
+			ignored = append(ignored, name)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		var errs []error
+		for _, k := range unknown {
+			msg := fmt.Sprintf("unknown key %q", k)
+			if s := closestKey(k, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			errs = append(errs, errors.New(msg))
+		}
+		return Config{}, fmt.Errorf("%w (docs/agent.md lists every key)", errList(errs))
+	}
+	var c struct {
+		Config
+		menderOnly
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, jsonError(b, err)
+	}
+	sort.Strings(ignored)
+	c.Config.Ignored = ignored
+	return c.Config, nil
+}
+
+// menderOnly holds the MenderOnlyKeys while the file is decoded: any JSON
+// value is accepted.
+type menderOnly struct {
+	BootUtilitiesGetNextActivePart            json.RawMessage
+	BootUtilitiesSetActivePart                json.RawMessage
+	Connectivity                              json.RawMessage
+	DBus                                      json.RawMessage
+	HttpsClient                               json.RawMessage
+	RetryPollCount                            json.RawMessage
+	Security                                  json.RawMessage
+	SkipVerify                                json.RawMessage
+	StateScriptRetryIntervalSeconds           json.RawMessage
+	StateScriptRetryTimeoutSeconds            json.RawMessage
+	UpdateControlMapBootExpirationTimeSeconds json.RawMessage
+	UpdateControlMapExpirationTimeSeconds     json.RawMessage
+	UpdateLogPath                             json.RawMessage
+}
+
+// configKeys maps the lowercased name of every accepted key to its
+// spelling.
+func configKeys() map[string]string {
+	out := map[string]string{}
+	for _, t := range []reflect.Type{reflect.TypeFor[Config](), reflect.TypeFor[menderOnly]()} {
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			out[strings.ToLower(name)] = name
+		}
+	}
+	return out
+}
+
+// closestKey suggests the accepted key nearest to k (at most two edits
+// away), or "".
+func closestKey(k string, known map[string]string) string {
+	best, bestD := "", 3
+	for lower, name := range known {
+		if d := editDistance(strings.ToLower(k), lower); d < bestD || (d == bestD && name < best) {
+			best, bestD = name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// jsonError turns a decoding error into one that says where: line and
+// column, and the key of a value of the wrong type.
+func jsonError(b []byte, err error) error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &syn):
+		line, col := position(b, syn.Offset-1) // Offset counts the bad byte
+		return fmt.Errorf("line %d, column %d: %v", line, col, syn)
+	case errors.As(err, &typ):
+		line, col := position(b, typ.Offset)
+		if typ.Field == "" {
+			return fmt.Errorf("line %d, column %d: the configuration must be a JSON object, not %s", line, col, typ.Value)
+		}
+		return fmt.Errorf("line %d, column %d: %s must be %s, not %s", line, col, typ.Field, jsonKind(typ.Type), typ.Value)
+	}
+	return err
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "a whole number"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return t.String()
+}
+
+// position returns the 1-based line and column of byte offset off.
+func position(b []byte, off int64) (line, col int) {
+	off = max(0, off)
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	before := b[:off]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = int(off) - bytes.LastIndexByte(before, '\n')
+	return line, col
 }
 
 // SetDefaults fills every zero field that has a default.
@@ -282,8 +513,8 @@ func (c *Config) SetDefaults() {
 	str(&c.DataDir, DefaultDataDir)
 	str(&c.DeviceTypeFile, filepath.Join(c.DataDir, "device_type"))
 	str(&c.ArtifactScriptsPath, filepath.Join(c.DataDir, "scripts"))
-	str(&c.IdentityScript, "/usr/share/mender/identity/mender-device-identity")
-	str(&c.InventoryScriptsDir, "/usr/share/mender/inventory")
+	str(&c.IdentityScript, DefaultIdentityScript)
+	str(&c.InventoryScriptsDir, DefaultInventoryScriptsDir)
 	str(&c.ModulesDir, "/usr/share/mender/modules/v3")
 	str(&c.ModulesWorkDir, filepath.Join(c.DataDir, "modules", "v3"))
 	str(&c.ArtifactInfoFile, "/etc/mender/artifact_info")
@@ -302,6 +533,13 @@ func (c *Config) SetDefaults() {
 
 // Validate reports settings the agent cannot work with.
 func (c *Config) Validate() error {
+	if errs := c.problems(); len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrConfig, errList(errs))
+	}
+	return nil
+}
+
+func (c *Config) problems() []error {
 	var errs []error
 	if c.ServerURL != "" && !strings.HasPrefix(c.ServerURL, "https://") && !strings.HasPrefix(c.ServerURL, "http://") {
 		errs = append(errs, fmt.Errorf("ServerURL %q is not an http(s) URL", c.ServerURL))
@@ -321,13 +559,16 @@ func (c *Config) Validate() error {
 	if c.MonitorRoot != "" && !filepath.IsAbs(c.MonitorRoot) {
 		errs = append(errs, fmt.Errorf("MonitorRoot %q is not an absolute path", c.MonitorRoot))
 	}
+	if c.DaemonLogLevel != "" {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(c.DaemonLogLevel)); err != nil {
+			errs = append(errs, fmt.Errorf("DaemonLogLevel %q is not one of debug, info, warn, error", c.DaemonLogLevel))
+		}
+	}
 	if c.ArtifactVerifyKey != "" && len(c.ArtifactVerifyKeys) > 0 {
 		errs = append(errs, errors.New("only one of ArtifactVerifyKey and ArtifactVerifyKeys may be set"))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
-	}
-	return nil
+	return errs
 }
 
 // VerifyKeys returns the configured artifact verification key paths.

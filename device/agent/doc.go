@@ -11,11 +11,15 @@
 // UpdatePollIntervalSeconds, InventoryPollIntervalSeconds,
 // RetryPollIntervalSeconds, ArtifactVerifyKey(s), RootfsPartA/B,
 // DeviceTypeFile, ArtifactScriptsPath, RootfsScriptsPath,
-// ModuleTimeoutSeconds, StateScriptTimeoutSeconds) and Gitfleet's own
-// names for the rest (DataDir, IdentityScript, InventoryScriptsDir,
-// ModulesDir, ModulesWorkDir, ArtifactInfoFile, BootEnv*, AllowHTTPDownloads, AllowDowngrade,
-// HealthCheck, MaxBootCount, RebootCommand, RebootByExit, BootIDFile,
-// BootedPartitionFile, Monitor, MonitorRoot, DeviceConfig*):
+// ModuleTimeoutSeconds, StateScriptTimeoutSeconds, DaemonLogLevel) and
+// Gitfleet's own names for the rest (DataDir, IdentityScript,
+// InventoryScriptsDir, ModulesDir, ModulesWorkDir, ArtifactInfoFile,
+// BootEnv*, AllowHTTPDownloads, AllowDowngrade, HealthCheck, MaxBootCount,
+// RebootCommand, RebootByExit, BootIDFile, BootedPartitionFile, Monitor,
+// MonitorRoot, DeviceConfig*). Any other key is an error naming it, except
+// the mender.conf settings this agent has no use for ([MenderOnlyKeys]),
+// which are accepted so that a mender.conf loads as it is. docs/agent.md
+// is the reference of every key:
 //
 //	{
 //	  "ServerURL": "https://gitfleet.example.com",
