@@ -1,25 +1,19 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 )
@@ -28,8 +22,11 @@ func newDevicesCmd() *cobra.Command {
 	var mc mgmtClient
 	cmd := &cobra.Command{
 		Use:   "devices",
-		Short: "List pending devices and print the manifest that accepts one",
-		Long: `Devices that authenticate without being declared in the fleet repository are
+		Short: "List declared and pending devices and print the manifest that accepts one",
+		Long: `'gitfleet devices' (or 'gitfleet devices list') lists the devices the served
+commit declares: status, last seen, artifact and open alerts.
+
+Devices that authenticate without being declared in the fleet repository are
 recorded as pending and refused. 'gitfleet devices pending' lists them;
 'gitfleet devices accept ID' prints the Device manifest that accepts one (its
 identity and key fingerprint), or writes it into a checkout of the fleet
@@ -39,11 +36,15 @@ by trust on first use, 'accept' prints the key the controller bound, as the
 publicKeySHA256 line to commit. 'gitfleet devices conflicts' lists signed
 requests that came with another key than the one bound to their device.
 
-Both talk to the controller's management API: --server (or GITFLEET_SERVER)
-and --token (or GITFLEET_TOKEN, the controller's --management-token).`,
+All talk to the controller's management API: see gitfleet help login for
+--server, --token and --ca-cert.`,
 	}
+	var o deviceListOptions
+	o.flags(cmd)
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error { return listDevices(cmd, &mc, o) }
 	mc.flags(cmd.PersistentFlags())
-	cmd.AddCommand(newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc), newDevicesConflictsCmd(&mc))
+	cmd.AddCommand(newDevicesListCmd(&mc), newDevicesPendingCmd(&mc), newDevicesAcceptCmd(&mc), newDevicesConflictsCmd(&mc))
 	return cmd
 }
 
@@ -248,117 +249,4 @@ func deviceManifest(name, id, deviceType string, identity map[string]string, d s
 		fmt.Fprintf(&b, "  deviceType: %s\n", q(deviceType))
 	}
 	return b.String()
-}
-
-// mgmtClient calls the controller's management API.
-type mgmtClient struct {
-	server, token, caCert string
-}
-
-// maxMgmtResponse bounds what the CLI reads from the management API.
-const maxMgmtResponse = 16 << 20
-
-func (m *mgmtClient) get(ctx context.Context, path string, out any) error {
-	if m.server == "" {
-		return errors.New("--server (or GITFLEET_SERVER) is required: the controller's URL")
-	}
-	u, err := url.Parse(m.server)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("--server %q: want an https:// URL (the controller serves HTTPS only)", m.server)
-	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if m.caCert != "" {
-		pemBytes, err := os.ReadFile(m.caCert)
-		if err != nil {
-			return fmt.Errorf("--ca-cert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return fmt.Errorf("--ca-cert %s: no PEM certificate in it", m.caCert)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(m.server, "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	if m.token != "" {
-		req.Header.Set("Authorization", "Bearer "+m.token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("management API: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMgmtResponse))
-	if err != nil {
-		return fmt.Errorf("management API: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		if e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			e.Error += " (check --token)"
-		}
-		return fmt.Errorf("management API: %s: %d %s", req.URL.Path, resp.StatusCode, e.Error)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("management API: %s: %w", req.URL.Path, err)
-	}
-	return nil
-}
-
-// listing fetches a management API listing (its items under key) and
-// prints it as JSON, or as a table under header with one row per item
-// (none on stderr when there is none). It returns how many items it got.
-func listing[T any](cmd *cobra.Command, mc *mgmtClient, path, key string, asJSON bool, none, header string, row func(T) string) (int, error) {
-	var resp map[string]json.RawMessage
-	if err := mc.get(cmd.Context(), path, &resp); err != nil {
-		return 0, failed(err)
-	}
-	var items []T
-	if raw, ok := resp[key]; ok {
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return 0, failed(fmt.Errorf("management API: %s: %q: %w", path, key, err))
-		}
-	}
-	if asJSON {
-		return len(items), printJSON(cmd, items)
-	}
-	if len(items) == 0 {
-		fmt.Fprintln(cmd.ErrOrStderr(), none)
-		return 0, nil
-	}
-	tw := newTable(cmd)
-	fmt.Fprintln(tw, header)
-	for _, it := range items {
-		fmt.Fprintln(tw, row(it))
-	}
-	return len(items), tw.Flush()
-}
-
-// flags adds the management API connection flags (--server, --token,
-// --ca-cert) to f, with their environment defaults.
-func (m *mgmtClient) flags(f *pflag.FlagSet) {
-	f.StringVar(&m.server, "server", os.Getenv("GITFLEET_SERVER"), "controller URL, e.g. https://gitfleet.example.com:8443 (env GITFLEET_SERVER)")
-	f.StringVar(&m.token, "token", os.Getenv("GITFLEET_TOKEN"), "management API token (env GITFLEET_TOKEN)")
-	f.StringVar(&m.caCert, "ca-cert", os.Getenv("GITFLEET_CA_CERT"), "PEM file of the CA (or self-signed certificate) to trust for --server (env GITFLEET_CA_CERT)")
-}
-
-// printJSON prints v indented, as the management API's answers are shown.
-func printJSON(cmd *cobra.Command, v any) error {
-	enc := json.NewEncoder(cmd.OutOrStdout())
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// newTable returns the aligned table writer of the listing commands.
-func newTable(cmd *cobra.Command) *tabwriter.Writer {
-	return tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 }

@@ -41,6 +41,12 @@ func newRootCmd() *cobra.Command {
 		newAlertsCmd(),
 		newRolloutsCmd(),
 		newConfigCmd(),
+		newStatusCmd(),
+		newEventsCmd(),
+		newAuditCmd(),
+		newReconcileCmd(),
+		newVersionCmd(),
+		newLoginCmd(),
 	)
 	return root
 }
