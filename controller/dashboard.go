@@ -308,16 +308,18 @@ func (d *dashboard) sessionOK(ctx *echo.Context) bool {
 	return hmac.Equal(mac, sessionMAC(key, d.c.opts.ManagementToken, exp))
 }
 
-// sameOrigin refuses a form posted from another site: browsers send
-// Origin (and Sec-Fetch-Site) with a POST; when they do, it must be this
-// host.
+// sameOrigin refuses a form posted from another site. Browsers say where
+// a request comes from in Sec-Fetch-Site; it must be this origin. Without
+// it (older browsers, other clients), Origin, when sent, must be this
+// host. (Under Referrer-Policy no-referrer, browsers send Origin: null
+// with a form's POST, so Origin alone cannot tell.)
 func sameOrigin(r *http.Request) bool {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return false
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		return site == "same-origin" || site == "none"
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
-		return true // not a browser, or an old one: the cookie is SameSite=Strict anyway
+		return true // not a browser: the cookie is SameSite=Strict anyway
 	}
 	u, err := url.Parse(origin)
 	return err == nil && u.Scheme == "https" && u.Host == r.Host
