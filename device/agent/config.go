@@ -403,9 +403,12 @@ func configKeys() map[string]string {
 }
 
 // closestKey suggests the accepted key nearest to k (at most two edits
-// away), or "".
+// away, three for names of ten letters or more), or "".
 func closestKey(k string, known map[string]string) string {
 	best, bestD := "", 3
+	if len(k) >= 10 {
+		bestD = 4
+	}
 	for lower, name := range known {
 		if d := editDistance(strings.ToLower(k), lower); d < bestD || (d == bestD && name < best) {
 			best, bestD = name, d
