@@ -33,6 +33,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -333,7 +334,7 @@ func safeNext(s string) string {
 		return "/"
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || path.Clean(u.Path) != u.Path {
 		return "/"
 	}
 	if u.Path != "/" && (!strings.HasPrefix(u.Path, "/ui/") || strings.HasPrefix(u.Path, "/ui/login") ||

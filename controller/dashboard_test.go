@@ -246,6 +246,8 @@ func TestDashboardLoginRedirect(t *testing.T) {
 		{"/api/management/v1/status", "/"},
 		{"/ui/x\r\nSet-Cookie: a=b", "/"},
 		{"ui/devices", "/"},
+		{"/ui/../api/management/v1/status", "/"},
+		{"/ui/./devices", "/"},
 	} {
 		resp, _ := tc.dashDo(t, http.MethodPost, "/ui/login", url.Values{"token": {tc.Token}, "next": {tt.next}}, map[string]string{"Origin": tc.URL})
 		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || got != tt.want {
