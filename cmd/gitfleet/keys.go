@@ -75,7 +75,9 @@ not support.`,
 			if err := writeKeyFile(pubPath, 0o644, force, pub); err != nil {
 				return failed(err)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (private, keep it secret) and %s (public); %s key fingerprint:\n", privPath, pubPath, alg)
+			// The whole sentence on stderr; the bare fingerprint on stdout,
+			// for scripts ($(gitfleet keys generate …)).
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (private, keep it secret) and %s (public); %s key fingerprint %s\n", privPath, pubPath, alg, fp)
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), fp)
 			return err
 		},

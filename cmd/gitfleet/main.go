@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newReconcileCmd(),
 		newVersionCmd(),
 		newLoginCmd(),
+		newWebhookCmd(),
 	)
 	return root
 }
