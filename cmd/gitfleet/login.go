@@ -47,7 +47,7 @@ without it the system's CAs are trusted.
 login checks that the controller answers with these settings, then writes the
 configuration file (mode 0600), referring to the token file rather than
 copying the token. It does not overwrite an existing file without --force.`,
-		Example: `  gitfleet login --server https://127.0.0.1:8443 --token-file ./token --ca-cert ./data/tls/cert.pem
+		Example: `  gitfleet login --server https://127.0.0.1:8443 --token-file ./token --ca-cert .gitfleet/dev-tls.crt
   gitfleet status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

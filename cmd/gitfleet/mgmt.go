@@ -291,7 +291,7 @@ func (m *mgmtClient) do(ctx context.Context, method, path string, timeout time.D
 		case resp.StatusCode == http.StatusUnauthorized:
 			e.Error += ": check --token (the token came from " + c.tokenFrom + "): it must be the controller's --management-token"
 		case resp.StatusCode == http.StatusNotFound && strings.Contains(e.Error, "management API is disabled"):
-			e.Error = "the management API is disabled on " + shownURL(c.server) + ": start gitfleet serve with --management-token (or its configuration's managementToken)"
+			e.Error = "the management API is disabled on " + shownURL(c.server) + ": start gitfleet serve with --management-token or --management-token-file (management_token_file in its configuration file)"
 		}
 		return fmt.Errorf("management API: %s: %d %s", req.URL.Path, resp.StatusCode, e.Error)
 	}
