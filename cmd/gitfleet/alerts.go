@@ -39,8 +39,9 @@ inventory they last reported). With --group the controller looks through the
 alerts of the group can be missed: narrow with --check, --severity or a state
 to reach them.
 
-Talks to the controller's management API: --server (or GITFLEET_SERVER) and
---token (or GITFLEET_TOKEN, the controller's --management-token).`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet alerts --open
   gitfleet alerts --group production --severity critical
   gitfleet alerts --device lab-pi-03 --check disk-space --json`,

@@ -40,8 +40,9 @@ their configuration, its alerts, and its events.
 NAME is looked up as a Device and as a Rollout; --device or --rollout says
 which when both exist.
 
-Talks to the controller's management API: see gitfleet help login for
---server, --token and --ca-cert.`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet audit hello-2
   gitfleet audit sim-003 --device --json`,
 		Args: cobra.ExactArgs(1),

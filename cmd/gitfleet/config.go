@@ -44,8 +44,9 @@ whole fleet), optionally only those in --state.
 
 Secret values are never shown: keys only.
 
-Talks to the controller's management API: --server (or GITFLEET_SERVER) and
---token (or GITFLEET_TOKEN, the controller's --management-token).`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet config status
   gitfleet config status wifi --devices --state failed`,
 		Args: cobra.MaximumNArgs(1),

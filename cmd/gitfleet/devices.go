@@ -36,8 +36,9 @@ by trust on first use, 'accept' prints the key the controller bound, as the
 publicKeySHA256 line to commit. 'gitfleet devices conflicts' lists signed
 requests that came with another key than the one bound to their device.
 
-All talk to the controller's management API: see gitfleet help login for
---server, --token and --ca-cert.`,
+All talk to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 	}
 	var o deviceListOptions
 	o.flags(cmd)

@@ -38,8 +38,9 @@ rollout.artifact, rollout.settings, rollout.stopped, rollout.phase_opened,
 rollout.phase_completed, rollout.awaiting_approval, rollout.paused,
 rollout.aborted, rollout.completed, artifact.refused, device.pending.
 
-Talks to the controller's management API: see gitfleet help login for
---server, --token and --ca-cert.`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet events
   gitfleet events --limit 20 --json
   gitfleet events --after "$LAST_ID"`,

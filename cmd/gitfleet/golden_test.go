@@ -56,8 +56,9 @@ var goldenFleet = map[string]string{
 // embedded store, seeded with what every command shows: three devices
 // seen with inventory, a pending device, a key conflict, alerts, device
 // configuration reports, and the rollout's canary downloading with a
-// deployment log. It returns the CLI's connection flags and the canary.
-func goldenServer(t *testing.T) ([]string, string) {
+// deployment log. It returns the CLI's connection flags, the canary and
+// the repository.
+func goldenServer(t *testing.T) ([]string, string, *gittest.Repo) {
 	t.Helper()
 	gittest.RequireGit(t)
 	repo := gittest.NewRepo(t)
@@ -165,7 +166,7 @@ func goldenServer(t *testing.T) ([]string, string) {
 	t.Cleanup(srv.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	must(os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644))
-	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}, canary
+	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}, canary, repo
 }
 
 // The golden replacer makes output comparable between runs. In this order
@@ -202,7 +203,7 @@ func normalize(s string, text bool) string {
 // against one seeded controller and compares the normalized output
 // (stdout, then stderr) with testdata/golden/NAME.txt and NAME.json.
 func TestGolden(t *testing.T) {
-	conn, canary := goldenServer(t)
+	conn, canary, _ := goldenServer(t)
 	version, commit = "1.2.3", "0123456789abcdef0123456789abcdef01234567"
 	readBuildInfo = func() (*debug.BuildInfo, bool) {
 		return &debug.BuildInfo{Settings: []debug.BuildSetting{{Key: "vcs.time", Value: "2026-01-01T00:00:00Z"}}}, true
@@ -281,5 +282,27 @@ func compareGolden(t *testing.T, path, got string) {
 	}
 	if string(want) != got {
 		t.Errorf("%s differs (review, then rewrite with -update):\n--- want\n%s\n--- got\n%s", path, want, got)
+	}
+}
+
+// gitfleet reconcile after a commit the controller refuses: the errors,
+// what is still served, and exit status 1; then a good commit goes live.
+func TestReconcileCommand(t *testing.T) {
+	conn, _, repo := goldenServer(t)
+	repo.Commit(map[string]string{"bad.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: lab2}\nspec:\n  members: [nobody]\n"}, "a group of nobody")
+	stdout, stderr, err := gitfleet(t, append([]string{"reconcile"}, conn...)...)
+	if exitCode(err) != 1 {
+		t.Fatalf("exit %d (%v), want 1\n%s%s", exitCode(err), err, stdout, stderr)
+	}
+	compareGolden(t, filepath.Join("testdata", "golden", "reconcile-refused.txt"), "$ gitfleet reconcile\n"+normalize(stdout, true))
+
+	sha := repo.Commit(map[string]string{"bad.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: lab2}\nspec:\n  members: [sim-002]\n"}, "lab2 is sim-002")
+	stdout, _, err = gitfleet(t, append([]string{"reconcile", "--json"}, conn...)...)
+	var r controller.Reconcile
+	if err != nil || json.Unmarshal([]byte(stdout), &r) != nil || r.Outcome != "live" || r.Serving == nil || r.Serving.SHA != sha {
+		t.Fatalf("reconcile after the fix: %v\n%s", err, stdout)
+	}
+	if _, _, err := gitfleet(t, append([]string{"reconcile", "--wait", "3m"}, conn...)...); exitCode(err) != 2 {
+		t.Fatalf("--wait 3m: %v", err)
 	}
 }

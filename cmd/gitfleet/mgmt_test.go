@@ -129,6 +129,7 @@ func TestConnectionErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
+			t.Logf("gitfleet status: %v", err)
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error lacks %q:\n%v", w, err)

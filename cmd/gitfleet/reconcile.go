@@ -33,8 +33,9 @@ With --wait 0 the fetch is only triggered. Requests coalesce: asking again
 while a fetch runs costs one more fetch at most. Exits 1 unless the outcome
 is live (or triggered, with --wait 0).
 
-Talks to the controller's management API: see gitfleet help login for
---server, --token and --ca-cert.`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  git push && gitfleet reconcile
   gitfleet reconcile --wait 0`,
 		Args: cobra.NoArgs,

@@ -49,8 +49,9 @@ it) and its history.
 
 Stopped rollouts (no longer declared in Git) are not shown.
 
-Talks to the controller's management API: --server (or GITFLEET_SERVER) and
---token (or GITFLEET_TOKEN, the controller's --management-token).`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet rollouts
   gitfleet rollouts hello-2 --devices
   gitfleet rollouts hello-2 --json`,

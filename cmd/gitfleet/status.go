@@ -24,8 +24,9 @@ when another replica moved it), the last refused commit and why, the policy
 warnings of the served commit, how fetching the fleet repository goes (branch
 head, last fetch, last error, back-off) and the outcome of the last reconcile.
 
-Talks to the controller's management API: see gitfleet help login for
---server, --token and --ca-cert.`,
+Talks to the controller's management API: --server, --token and --ca-cert
+(or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
+configuration file; see gitfleet help login).`,
 		Example: `  gitfleet status
   gitfleet status --json`,
 		Args: cobra.NoArgs,
