@@ -5,8 +5,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/gitfleet/gitfleet/device/agent"
 )
 
 // TestCLI runs the command line as a user types it: usage errors exit 2
@@ -86,5 +89,29 @@ func TestCLI(t *testing.T) {
 				t.Errorf("stderr on success: %s", stderr.String())
 			}
 		})
+	}
+}
+
+// TestConfigReferenceComplete: docs/agent.md names every configuration key
+// the agent accepts.
+func TestConfigReferenceComplete(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/agent.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := append([]string{}, agent.MenderOnlyKeys...)
+	for f := range reflect.TypeFor[agent.Config]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "-" && name != "" {
+			keys = append(keys, name)
+		}
+	}
+	if len(keys) < 40 {
+		t.Fatalf("found only %d keys", len(keys))
+	}
+	for _, k := range keys {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/agent.md does not document %s", k)
+		}
 	}
 }

@@ -524,6 +524,7 @@ func (c *Config) SetDefaults() {
 	str(&c.BootEnv, "uboot")
 	str(&c.BootIDFile, "/proc/sys/kernel/random/boot_id")
 	str(&c.MonitorRoot, "/")
+	str(&c.DaemonLogLevel, "info")
 	str(&c.DeviceConfigPath, filepath.Join(c.DataDir, "device-config.json"))
 	str(&c.DeviceConfigScriptsDir, DefaultDeviceConfigScriptsDir)
 	if c.BootEnv == "uboot" {
