@@ -7,8 +7,10 @@ import (
 	"sync"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/format"
 	"cuelang.org/go/cue/parser"
 )
 
@@ -24,22 +26,47 @@ const schemaPrefix = "/gitfleet.io/schema/"
 
 // compileSchema builds the embedded definitions in ctx.
 func compileSchema(ctx *cue.Context) (cue.Value, error) {
+	return compileSchemaEdited(ctx, nil)
+}
+
+// compileSchemaEdited builds the embedded definitions, parsed with opts
+// (parser.ParseComments keeps the documentation comments) and passed
+// through edit when it is not nil.
+func compileSchemaEdited(ctx *cue.Context, edit func([]*ast.File), opts ...parser.Option) (cue.Value, error) {
 	names, err := fs.Glob(cueFiles, "*.cue")
 	if err != nil {
 		return cue.Value{}, err
 	}
 	inst := build.NewContext().NewInstance(schemaPrefix, nil)
+	var files []*ast.File
 	for _, name := range names {
 		src, err := cueFiles.ReadFile(name)
 		if err != nil {
 			return cue.Value{}, err
 		}
-		f, err := parser.ParseFile(schemaPrefix+name, src)
+		f, err := parser.ParseFile(schemaPrefix+name, src, opts...)
 		if err != nil {
 			return cue.Value{}, fmt.Errorf("schema: parse %s: %w", name, err)
 		}
+		files = append(files, f)
+	}
+	if edit != nil {
+		edit(files)
+		// Identifiers were resolved when parsed: print the edited files
+		// and parse them again, so that moved nodes resolve afresh.
+		for i, f := range files {
+			src, err := format.Node(f)
+			if err != nil {
+				return cue.Value{}, fmt.Errorf("schema: edit %s: %w", names[i], err)
+			}
+			if files[i], err = parser.ParseFile(schemaPrefix+names[i], src, opts...); err != nil {
+				return cue.Value{}, fmt.Errorf("schema: edit %s: %w", names[i], err)
+			}
+		}
+	}
+	for i, f := range files {
 		if err := inst.AddSyntax(f); err != nil {
-			return cue.Value{}, fmt.Errorf("schema: add %s: %w", name, err)
+			return cue.Value{}, fmt.Errorf("schema: add %s: %w", names[i], err)
 		}
 	}
 	v := ctx.BuildInstance(inst)

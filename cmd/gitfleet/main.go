@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newLoginCmd(),
 		newWebhookCmd(),
+		newSchemaCmd(),
 	)
 	return root
 }
