@@ -42,5 +42,14 @@ func TestTemplateCICommands(t *testing.T) {
 		if !seen["validate"] || !seen["plan"] {
 			t.Errorf("%s runs %v, want validate and plan", file, seen)
 		}
+		// CI runs a pinned gitfleet (the controller's version), never
+		// whatever is newest.
+		if strings.Contains(string(data), "@latest") {
+			t.Errorf("%s installs gitfleet@latest; pin GITFLEET_VERSION", file)
+		}
+		pin := regexp.MustCompile(`(?m)^\s*GITFLEET_VERSION: (v[0-9]+\.[0-9]+\.[0-9]+)\s*$`).FindStringSubmatch(string(data))
+		if pin == nil || !strings.Contains(string(data), "cmd/gitfleet@${GITFLEET_VERSION}") && !strings.Contains(string(data), "cmd/gitfleet@$GITFLEET_VERSION") {
+			t.Errorf("%s: want a GITFLEET_VERSION: vX.Y.Z pin that the install line uses", file)
+		}
 	}
 }
