@@ -93,6 +93,15 @@ func (g *fakeGen) progress() store.Progress {
 		}
 	}
 	p.Phases = slices.Clone(g.counts[:last+1])
+	// As the stores do: a phase's counts carry when it was completed.
+	for k, t := range g.completed {
+		if !t.IsZero() {
+			for len(p.Phases) <= k {
+				p.Phases = append(p.Phases, store.PhaseCounts{})
+			}
+			p.Phases[k].Completed = t
+		}
+	}
 	return p
 }
 

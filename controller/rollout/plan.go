@@ -765,6 +765,12 @@ func (p *Plan) OnStatus(in StatusInput) StatusDecision {
 	if in.Progress.Aborted != "" {
 		return StatusDecision{}
 	}
+	// A completed rollout (its last phase recorded complete) is over:
+	// nothing is left to stop, so neither a late report nor an alert
+	// raised afterwards turns it into an aborted one.
+	if last := len(pl.phases) - 1; !countsOf(&in.Progress, last).Completed.IsZero() {
+		return StatusDecision{}
+	}
 	out := pl.abortCheck(in, c)
 	// A report that aborts by the phase's own counts (failures, timeouts)
 	// does not complete it: it ended in an abort. An alert that aborts
