@@ -52,7 +52,7 @@ type browser struct {
 	n   int
 }
 
-func startBrowser(t *testing.T, c *Controller) *browser {
+func startBrowser(t *testing.T, certPEM []byte) *browser {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -60,7 +60,7 @@ func startBrowser(t *testing.T, c *Controller) *browser {
 		}
 		t.Skipf("%s not installed (Debian: apt-get install chromium chromium-driver)", chromiumPath)
 	}
-	block, _ := pem.Decode(c.CertPEM())
+	block, _ := pem.Decode(certPEM)
 	if block == nil {
 		t.Fatal("controller certificate: no PEM block")
 	}
@@ -318,7 +318,7 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 	}
 
-	br := startBrowser(t, c)
+	br := startBrowser(t, c.CertPEM())
 
 	// Logging in: a page asked for without a session is the login form,
 	// with no fleet data; the form leads back to that page.

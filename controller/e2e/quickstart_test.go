@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/gitfleet/gitfleet/device/sim"
 )
 
@@ -203,6 +205,30 @@ func TestQuickstart(t *testing.T) {
 		}
 		return false
 	})
+
+	// The dashboard as a newcomer opens it (the README's screenshot):
+	// logged in with the printed token, the rollout completed on all five
+	// devices, sim-005's alert open.
+	if _, err := os.Stat(chromiumPath); err == nil || os.Getenv("CI") == "true" {
+		cert, err := os.ReadFile(filepath.Join(state, "data", "dev-tls.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := startBrowser(t, cert)
+		br.do("log in", chromedp.Navigate("https://"+listen+"/"), chromedp.WaitVisible(chromedp.CSS(`#token`)),
+			chromedp.SendKeys(chromedp.CSS(`#token`), api.token), chromedp.Click(chromedp.CSS(`#login button[type=submit]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#live`)))
+		br.await("the overview showing the alert", `document.getElementById("live").innerText.includes("hello-errors")`)
+		overview := br.screenshot("quickstart-overview", "#live", `.rollout-summary[data-rollout="hello-2"] .bar`)
+		for _, want := range []string{"Start the hello-2 rollout", "Newcomer", "hello-2", "completed", "sim-005", "hello-errors", "5 succeeded"} {
+			if !strings.Contains(overview.text, want) {
+				t.Errorf("the quickstart's overview lacks %q:\n%s", want, overview.text)
+			}
+		}
+		if got := overview.colorShare(`.rollout-summary[data-rollout="hello-2"] .bar`, colorOK); got < 0.9 {
+			t.Errorf("the completed rollout's bar is %.0f%% green, want it full", got*100)
+		}
+	}
 
 	// Ctrl-C: the terminal sends SIGINT to the foreground process group.
 	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
