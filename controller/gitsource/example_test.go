@@ -23,7 +23,7 @@ func ExampleSource_Run() {
 		TrustedKeys:    string(keyring),
 	})
 	if err != nil {
-		slog.Error("git source", "error", err)
+		slog.Error("git source", "err", err)
 		return
 	}
 	defer src.Close()

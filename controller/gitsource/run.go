@@ -104,7 +104,7 @@ func (s *Source) Run(ctx context.Context, trigger <-chan struct{}, onRevision fu
 		default:
 			failing = true
 			wait = bo.NextBackOff()
-			s.log.Warn("fetch failed", "error", err, "retry_in", wait, "serving", delivered)
+			s.log.Warn("fetch failed", "err", err, "retry_in", wait, "serving", delivered)
 		}
 		if !failing {
 			bo.Reset()

@@ -175,7 +175,7 @@ func AlertEvent(a store.Alert, kind string) (notify.Event, error) {
 func (n *Notifier) Alert(ctx context.Context, a store.Alert, kind string) {
 	ev, err := AlertEvent(a, kind)
 	if err != nil {
-		n.log.Warn("alert not notified", "device", a.Device, "check", a.Check, "error", err)
+		n.log.Warn("alert not notified", "device", a.Device, "check", a.Check, "err", err)
 		return
 	}
 	n.Notify(ctx, ev)

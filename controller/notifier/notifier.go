@@ -202,7 +202,7 @@ func (n *Notifier) Configure(fleet *schema.Fleet) error {
 		if err != nil {
 			err = fmt.Errorf("notification %s (%s): %w", nt.Name, nt.Source, err)
 			n.log.Warn("notification not configured; its events are not sent", "notification", nt.Name,
-				"sink", nt.Spec.Sink(), "error", err)
+				"sink", nt.Spec.Sink(), "err", err)
 			problems = append(problems, err)
 			continue
 		}
@@ -337,7 +337,7 @@ func (n *Notifier) retire(e *entry) {
 		defer cancel()
 		if err := e.sink.Close(ctx); err != nil {
 			n.log.Warn("replaced notification sink did not deliver everything in time", "notification", e.id.name,
-				"sink", e.id.kind, "error", err)
+				"sink", e.id.kind, "err", err)
 		}
 		st := e.sink.Stats()
 		n.mu.Lock()

@@ -229,7 +229,7 @@ func startCommand(ctx context.Context, ex Exec, command string, match func(strin
 			c.mu.Lock()
 			c.lastErr = fmt.Errorf("log @%s: command ended (%v); restarted with backoff", command, err)
 			c.mu.Unlock()
-			log.Warn("monitor command ended", "command", command, "error", err, "restart_in", delay)
+			log.Warn("monitor command ended", "command", command, "err", err, "restart_in", delay)
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():

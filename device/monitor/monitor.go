@@ -156,7 +156,7 @@ func New(opts Options) (*Monitor, error) {
 			var st persisted
 			if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
 				// A damaged state file costs the baselines, not the agent.
-				opts.Logger.Warn("monitor state unreadable, starting afresh", "path", opts.StatePath, "error", err)
+				opts.Logger.Warn("monitor state unreadable, starting afresh", "path", opts.StatePath, "err", err)
 			} else {
 				if st.Checks == nil {
 					st.Checks = map[string]*checkState{}
@@ -317,7 +317,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	for {
 		wait, err := m.Step(ctx)
 		if err != nil {
-			m.opts.Logger.Warn("monitor state not saved", "error", err)
+			m.opts.Logger.Warn("monitor state not saved", "err", err)
 			wait = min(max(wait, time.Second), time.Minute)
 		}
 		t := time.NewTimer(max(wait, time.Second))

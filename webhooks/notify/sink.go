@@ -80,7 +80,7 @@ func (w *worker) Notify(e Event) {
 		return
 	}
 	if err := e.Validate(); err != nil {
-		w.log.Warn("notification event ignored", "sink", w.name, "error", err)
+		w.log.Warn("notification event ignored", "sink", w.name, "err", err)
 		return
 	}
 	if !w.filter.Match(e) {
@@ -167,7 +167,7 @@ func (w *worker) once() {
 	if err := w.deliver(w.runCtx, batch, dropped); err != nil {
 		w.failed.Add(uint64(len(batch)))
 		w.log.Error("notification not delivered", "sink", w.name, "events", len(batch),
-			"first_delivery", batch[0].ID, "event", string(batch[0].Kind), "error", err)
+			"first_delivery", batch[0].ID, "event", string(batch[0].Kind), "err", err)
 		return
 	}
 	w.delivered.Add(uint64(len(batch)))

@@ -246,7 +246,7 @@ func (h *Handler) handle(r *http.Request, pinned *provider) result {
 			// Fail open: a second fetch of the same commit is harmless,
 			// a missed one delays the update until the next poll.
 			h.opts.Logger.LogAttrs(r.Context(), slog.LevelWarn, "webhook dedupe unavailable; triggering anyway",
-				slog.String("provider", string(p.name)), slog.String("delivery", res.delivery), slog.Any("error", err))
+				slog.String("provider", string(p.name)), slog.String("delivery", res.delivery), slog.Any("err", err))
 		case !first:
 			return done(http.StatusOK, Duplicate, "delivery already received")
 		}
