@@ -580,7 +580,7 @@ func (d *dashboard) rolloutCard(ctx context.Context, v RolloutView, now time.Tim
 			row.Name = "#" + strconv.Itoa(i+1)
 		}
 		for _, w := range p.Waiting {
-			row.Waits = append(row.Waits, waitWords(w, now))
+			row.Waits = append(row.Waits, w.Words(now))
 		}
 		completed = completed && p.Completed != nil
 		limit += max(p.Limit, p.Admitted)
@@ -604,51 +604,6 @@ func (d *dashboard) rolloutCard(ctx context.Context, v RolloutView, now time.Tim
 		card.State = "running"
 	}
 	return card
-}
-
-// waitWords says in words what a phase waits for.
-func waitWords(w Wait, now time.Time) string {
-	switch w.Reason {
-	case "approval":
-		return "waits for approval: " + w.Commit
-	case "previous-phase":
-		return "waits for the previous phase to complete"
-	case "hold":
-		return "holds after the previous phase, until " + stampPtr(w.Until) + " (" + sincePtr(w.Until, now) + ")"
-	case "paused":
-		return "paused (spec.paused is set)"
-	case "artifact-refused":
-		return "the controller refuses the artifact: " + w.Detail
-	case "window":
-		return "outside every maintenance window; the next opens " + stampPtr(w.Opens) + " (" + sincePtr(w.Opens, now) + ")"
-	case "devices":
-		var parts []string
-		for _, s := range slices.Sorted(maps.Keys(w.InProgress)) {
-			parts = append(parts, fmt.Sprintf("%d %s", w.InProgress[s], s))
-		}
-		return "devices in progress: " + strings.Join(parts, ", ")
-	case "not-polled":
-		s := fmt.Sprintf("%d place%s not taken yet", w.Places, pluralS(w.Places))
-		if len(w.Devices) > 0 {
-			names, more := w.Devices, ""
-			if len(names) > 5 {
-				names, more = names[:5], fmt.Sprintf(" and %d more", len(w.Devices)-5)
-			}
-			s += "; devices that have not polled: " + strings.Join(names, ", ") + more
-		}
-		var seen []string
-		if w.OldestLastSeen != nil {
-			seen = append(seen, "oldest last seen "+since(*w.OldestLastSeen, now))
-		}
-		if w.Never > 0 {
-			seen = append(seen, fmt.Sprintf("%d never seen", w.Never))
-		}
-		if len(seen) > 0 {
-			s += " (" + strings.Join(seen, ", ") + ")"
-		}
-		return s
-	}
-	return "waits: " + w.Reason
 }
 
 func pluralS(n int64) string {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -179,74 +178,9 @@ func phaseStatus(r controller.RolloutView, p controller.PhaseView, now time.Time
 	}
 	var parts []string
 	for _, w := range p.Waiting {
-		parts = append(parts, waitText(w, now))
+		parts = append(parts, cell(w.Words(now), 400))
 	}
 	return strings.Join(parts, "; ")
-}
-
-// waitText says one wait in words.
-func waitText(w controller.Wait, now time.Time) string {
-	at := func(t *time.Time) string {
-		if t == nil {
-			return "(unknown)"
-		}
-		return t.UTC().Format(time.RFC3339)
-	}
-	switch w.Reason {
-	case "approval":
-		return "waits for approval: " + cell(w.Commit, 120)
-	case "previous-phase":
-		return "waits for the previous phase"
-	case "hold":
-		return "hold until " + at(w.Until)
-	case "paused":
-		return "paused (spec.paused)"
-	case "artifact-refused":
-		return "artifact refused by the controller: " + cell(w.Detail, 120)
-	case "window":
-		return "outside maintenance windows, next opens " + at(w.Opens)
-	case "devices":
-		states := make([]string, 0, len(w.InProgress))
-		for s := range w.InProgress {
-			states = append(states, s)
-		}
-		slices.Sort(states)
-		var b strings.Builder
-		b.WriteString("in progress:")
-		for i, s := range states {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			fmt.Fprintf(&b, " %d %s", w.InProgress[s], cell(s, 32))
-		}
-		return b.String()
-	case "not-polled":
-		s := fmt.Sprintf("%d place%s not taken", w.Places, plural(w.Places))
-		if len(w.Devices) == 0 {
-			return s
-		}
-		names := w.Devices
-		more := ""
-		if len(names) > 5 {
-			names, more = names[:5], fmt.Sprintf(" and %d more", len(w.Devices)-5)
-		}
-		for i := range names {
-			names[i] = cell(names[i], 64)
-		}
-		s += ", not polled yet: " + strings.Join(names, ", ") + more
-		var seen []string
-		if w.OldestLastSeen != nil {
-			seen = append(seen, "oldest last seen "+since(*w.OldestLastSeen, now))
-		}
-		if w.Never > 0 {
-			seen = append(seen, fmt.Sprintf("%d never seen", w.Never))
-		}
-		if len(seen) > 0 {
-			s += " (" + strings.Join(seen, ", ") + ")"
-		}
-		return s
-	}
-	return cell(w.Reason, 32)
 }
 
 func plural(n int64) string {

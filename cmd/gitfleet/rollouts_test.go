@@ -77,7 +77,7 @@ func TestRolloutsCommand(t *testing.T) {
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ROLLOUT") {
 		t.Fatalf("want a header and a row per phase:\n%s", out)
 	}
-	for i, want := range []string{"canary 1/1 0 0 0 in progress: 1 downloading", "early 0/1 0 0 0 waits for the previous phase",
+	for i, want := range []string{"canary 1/1 0 0 0 devices in progress: 1 downloading", "early 0/1 0 0 0 waits for the previous phase to complete",
 		`all 0/3 0 0 0 waits for approval: add "all" to spec.approvedPhases`} {
 		if got := strings.Join(strings.Fields(lines[i+1]), " "); !strings.Contains(got, "hello-2 1 "+want) {
 			t.Errorf("row %d: %q, want %q", i+1, got, want)
