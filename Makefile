@@ -9,7 +9,7 @@ TESTFLAGS ?= -timeout 20m
 
 .DEFAULT_GOAL := help
 
-.PHONY: help run test bench lint build fuzz attacks
+.PHONY: help run test bench lint build fuzz attacks dist
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -40,3 +40,6 @@ lint: ## gofmt, go vet, and staticcheck when installed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck $(PKGS); else echo "staticcheck not installed; skipped"; fi
+
+dist: ## Build release archives (linux amd64, arm64, armv7) and the agent's .deb into dist/
+	@./scripts/dist
