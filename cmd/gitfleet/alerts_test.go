@@ -23,8 +23,8 @@ import (
 // mgmtServer starts a real controller following a Git repository seeded
 // from examples/quickstart plus files, with an embedded store that seed
 // fills once ready reports the commit served, and serves its handler over
-// TLS. It returns the CLI's connection flags.
-func mgmtServer(t *testing.T, files map[string]string, ready func(*controller.Controller) bool, seed func(context.Context, store.Store, *controller.Controller)) []string {
+// TLS. It returns the CLI's connection flags and the repository.
+func mgmtServer(t *testing.T, files map[string]string, ready func(*controller.Controller) bool, seed func(context.Context, store.Store, *controller.Controller)) ([]string, *gittest.Repo) {
 	t.Helper()
 	gittest.RequireGit(t)
 	repo := gittest.NewRepo(t)
@@ -41,7 +41,7 @@ func mgmtServer(t *testing.T, files map[string]string, ready func(*controller.Co
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	c, err := controller.New(controller.Options{Source: src, Store: st, Branch: "main", Logger: log, ManagementToken: "s3cret"})
+	c, err := controller.New(controller.Options{Source: src, Store: st, Branch: "main", Logger: log, ManagementToken: "s3cret", ReplicaID: "replica-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +63,14 @@ func mgmtServer(t *testing.T, files map[string]string, ready func(*controller.Co
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}
+	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}, repo
 }
 
 // alertsServer is mgmtServer with a group "lab" (sim-001 and sim-004) and
 // alerts of three devices.
 func alertsServer(t *testing.T) []string {
 	t.Helper()
-	return mgmtServer(t, map[string]string{
+	conn, _ := mgmtServer(t, map[string]string{
 		"lab.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceGroup\nmetadata: {name: lab}\nspec:\n  members: [sim-001, sim-004]\n",
 	}, func(c *controller.Controller) bool { return c.Live().Fleet.Group("lab") != nil }, func(ctx context.Context, st store.Store, _ *controller.Controller) {
 		t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -91,6 +91,7 @@ func alertsServer(t *testing.T) []string {
 			}
 		}
 	})
+	return conn
 }
 
 func TestAlertsCommand(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 // secret; sim-001 applied its configuration, sim-002's apply script failed.
 func configServer(t *testing.T) []string {
 	t.Helper()
-	return mgmtServer(t, map[string]string{
+	conn, _ := mgmtServer(t, map[string]string{
 		"all.yaml": "apiVersion: gitfleet.io/v1\nkind: DeviceConfig\nmetadata: {name: everyone}\nspec:\n  target: {all: true}\n  values: {ntp_server: pool.ntp.org}\n",
 	}, func(c *controller.Controller) bool { return c.Live().Config.Len() == 2 }, func(ctx context.Context, st store.Store, c *controller.Controller) {
 		for _, s := range []store.ConfigStatus{
@@ -32,6 +32,7 @@ func configServer(t *testing.T) []string {
 			}
 		}
 	})
+	return conn
 }
 
 func TestConfigStatusCommand(t *testing.T) {

@@ -3,11 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,11 +15,9 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
-	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
-	"github.com/gitfleet/gitfleet/controller/store/embedded"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden/ from the commands' output")
@@ -60,29 +54,18 @@ var goldenFleet = map[string]string{
 // the repository.
 func goldenServer(t *testing.T) ([]string, string, *gittest.Repo) {
 	t.Helper()
-	gittest.RequireGit(t)
-	repo := gittest.NewRepo(t)
-	repo.CopyDir(filepath.Join("..", "..", "examples", "quickstart"), "seed")
-	repo.Commit(goldenFleet, "ranked rollout and a lab group")
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src, err := gitsource.New(gitsource.Options{URL: repo.URL(), Ref: "main", Dir: filepath.Join(t.TempDir(), "clone"), Logger: log, PollInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	st, err := embedded.Open(filepath.Join(t.TempDir(), "state.db"), embedded.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	c, err := controller.New(controller.Options{Source: src, Store: st, Branch: "main", Logger: log, ManagementToken: "s3cret", ReplicaID: "replica-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	var canary string
+	conn, repo := mgmtServer(t, goldenFleet, func(c *controller.Controller) bool { return c.Live().Fleet.Group("lab") != nil },
+		func(ctx context.Context, st store.Store, c *controller.Controller) {
+			canary = goldenSeed(t, ctx, st, c)
+		})
+	return conn, canary, repo
+}
+
+// goldenSeed waits for the rollout's generation and seeds the store; it
+// returns the canary.
+func goldenSeed(t *testing.T, ctx context.Context, st store.Store, c *controller.Controller) string {
+	t.Helper()
 	var g store.GenerationRef
 	for stop := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(stop) {
@@ -138,7 +121,7 @@ func goldenServer(t *testing.T) ([]string, string, *gittest.Repo) {
 		}
 		must(err)
 	}
-	_, err = st.SeeDevice(ctx, store.Device{ID: "0123456789abcdef0123456789abcdef", Identity: json.RawMessage(`{"mac":"dc:a6:32:00:00:07"}`),
+	_, err := st.SeeDevice(ctx, store.Device{ID: "0123456789abcdef0123456789abcdef", Identity: json.RawMessage(`{"mac":"dc:a6:32:00:00:07"}`),
 		KeyFingerprint: key("ef"), Status: store.DevicePending, FirstSeen: t0, LastSeen: t0.Add(2 * time.Hour)})
 	must(err)
 	// Alerts: sim-001 open, sim-004 cleared.
@@ -162,11 +145,7 @@ func goldenServer(t *testing.T) ([]string, string, *gittest.Repo) {
 	}})
 	must(err)
 
-	srv := httptest.NewTLSServer(c.Handler())
-	t.Cleanup(srv.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	must(os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644))
-	return []string{"--server", srv.URL, "--token", "s3cret", "--ca-cert", ca}, canary, repo
+	return canary
 }
 
 // The golden replacer makes output comparable between runs. In this order

@@ -32,7 +32,7 @@ spec:
 func rolloutsServer(t *testing.T) ([]string, string) {
 	t.Helper()
 	var canary string
-	conn := mgmtServer(t, map[string]string{"rollout.yaml": rankedRollout}, func(c *controller.Controller) bool {
+	conn, _ := mgmtServer(t, map[string]string{"rollout.yaml": rankedRollout}, func(c *controller.Controller) bool {
 		ro := c.Live().Fleet.Rollout("hello-2")
 		return ro != nil && len(ro.Spec.Phases) == 3
 	}, func(ctx context.Context, st store.Store, c *controller.Controller) {
