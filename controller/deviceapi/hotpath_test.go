@@ -2,8 +2,14 @@ package deviceapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,15 +18,256 @@ import (
 func TestTokenCacheHonoursExpiry(t *testing.T) {
 	var c tokenCache
 	now := time.Unix(1_800_000_000, 0)
-	c.put("tok", Claims{Subject: "d", Expires: now.Unix() + 60})
-	if _, ok := c.get("tok", now); !ok {
+	sig := [32]byte{1, 2, 3}
+	c.put(&sig, 42, Claims{Subject: "d", Expires: now.Unix() + 60}, now)
+	if _, ok := c.get(&sig, 42, now); !ok {
 		t.Fatal("fresh token not cached")
 	}
-	if _, ok := c.get("tok", now.Add(61*time.Second)); ok {
+	if _, ok := c.get(&sig, 42, now.Add(61*time.Second)); ok {
 		t.Fatal("expired token served from the cache")
 	}
-	if _, ok := c.get("other", now); ok {
+	if _, ok := c.get(&sig, 43, now); ok {
+		t.Fatal("a token with the same signature but another hash served from the cache")
+	}
+	other := [32]byte{9}
+	if _, ok := c.get(&other, 42, now); ok {
 		t.Fatal("unknown token served from the cache")
+	}
+}
+
+// A full shard keeps 7/8 of its bound, expired entries first, and takes
+// the new token.
+func TestTokenCacheEvictsWithinShard(t *testing.T) {
+	var c tokenCache
+	now := time.Unix(1_800_000_000, 0)
+	const bound = maxTokens / tokenShards
+	var sig [32]byte // every key in shard 0
+	for i := range bound {
+		sig[1], sig[2], sig[3] = byte(i), byte(i>>8), byte(i>>16)
+		exp := now.Unix() + 60
+		if i < 100 {
+			exp = now.Unix() - 1
+		}
+		c.put(&sig, 1, Claims{Subject: "d", Expires: exp}, now)
+	}
+	if n := c.len(); n != bound {
+		t.Fatalf("%d cached, want %d", n, bound)
+	}
+	last := sig
+	sig = [32]byte{0, 0xff, 0xff, 0xff}
+	c.put(&sig, 1, Claims{Subject: "new", Expires: now.Unix() + 60}, now)
+	if n := c.len(); n > bound*7/8+1 || n < bound/2 {
+		t.Fatalf("%d cached after eviction (bound %d)", n, bound)
+	}
+	if cl, ok := c.get(&sig, 1, now); !ok || cl.Subject != "new" {
+		t.Fatal("the new token is not cached")
+	}
+	s := &c.shards[0]
+	for _, e := range s.m {
+		if e.c.Expires <= now.Unix() {
+			t.Fatal("an expired entry survived the eviction")
+		}
+	}
+	_ = last
+}
+
+func newTokenAPI(now time.Time) *API {
+	return &API{opts: Options{Now: func() time.Time { return now }}}
+}
+
+// The poll path's token check: a token already seen costs no allocation
+// (and so no JSON decode); one not seen verifies with a handful.
+func TestVerifyCachedTokenAllocatesNothing(t *testing.T) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	claims := Claims{Subject: strings.Repeat("ab", 32), ID: "0123456789abcdef0123456789abcdef", IssuedAt: now.Unix(),
+		Expires: now.Add(time.Hour).Unix(), Issuer: tokenIssuer, Device: true,
+		Identity: Attributes{"mac": "02:00:00:00:00:01", "serial": "SN-000001"}, Key: strings.Repeat("cd", 32)}
+	tok, err := signToken(key, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTokenAPI(now)
+	got, err := a.verify(key, tok)
+	if err != nil || !reflect.DeepEqual(got, claims) {
+		t.Fatalf("first verify: %+v, %v", got, err)
+	}
+	if a.tokens.len() != 1 {
+		t.Fatal("verified token not cached")
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := a.verify(key, tok); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a cached token costs %v allocations per check, want 0", n)
+	}
+	// With a revocation hook (client-certificate tokens) as well.
+	claims.Cert = "ca/01"
+	ctok, _ := signToken(key, claims)
+	revoked := map[string]bool{}
+	a.tokens.setRevoked(func(cert string) bool { return revoked[cert] })
+	if _, err := a.verify(key, ctok); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := a.verify(key, ctok); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a cached certificate token costs %v allocations per check, want 0", n)
+	}
+	// A miss: the payload (one string), the identity map, the cache
+	// entry; no encoding/json.
+	if n := testing.AllocsPerRun(200, func() {
+		if _, err := verifyToken(key, tok, now); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 4 {
+		t.Errorf("verifying an unseen token costs %v allocations, want at most 4", n)
+	}
+}
+
+// A revoked certificate is refused at its next call, cached or not, and
+// only that one.
+func TestVerifyRefusesRevokedCertificate(t *testing.T) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	mk := func(cert string) string {
+		tok, err := signToken(key, Claims{Subject: "d-" + cert, IssuedAt: now.Unix(), Expires: now.Unix() + 60,
+			Issuer: tokenIssuer, Device: true, Key: "k", Cert: cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	a := newTokenAPI(now)
+	t1, t2, plain := mk("ca/01"), mk("ca/02"), mk("")
+	for _, tok := range []string{t1, t2, plain} {
+		if _, err := a.verify(key, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoked := map[string]bool{"ca/01": true}
+	a.tokens.setRevoked(func(cert string) bool { return revoked[cert] })
+	if _, err := a.verify(key, t1); !errors.Is(err, ErrToken) {
+		t.Fatalf("revoked certificate's cached token: %v", err)
+	}
+	if _, err := a.verify(key, t2); err != nil {
+		t.Fatalf("another certificate: %v", err)
+	}
+	if _, err := a.verify(key, plain); err != nil {
+		t.Fatalf("a token without a certificate: %v", err)
+	}
+	a.tokens.setRevoked(nil)
+	if _, err := a.verify(key, t1); err != nil {
+		t.Fatalf("hook removed: %v", err)
+	}
+}
+
+// A cached token's signature with another payload is not a hit: the
+// token is verified, and refused.
+func TestVerifyCacheBindsWholeToken(t *testing.T) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	c := Claims{Subject: "d", IssuedAt: now.Unix(), Expires: now.Unix() + 60, Issuer: tokenIssuer, Device: true, Key: "k"}
+	tok, _ := signToken(key, c)
+	a := newTokenAPI(now)
+	if _, err := a.verify(key, tok); err != nil {
+		t.Fatal(err)
+	}
+	c.Subject = "other"
+	p, _ := json.Marshal(c)
+	parts := strings.Split(tok, ".")
+	forged := parts[0] + "." + b64(p) + "." + parts[2]
+	if cl, err := a.verify(key, forged); err == nil {
+		t.Fatalf("forged payload with a cached signature accepted as %+v", cl)
+	}
+}
+
+// parseClaims reads what signToken writes exactly as encoding/json does,
+// and leaves what it does not read to encoding/json.
+func TestParseClaimsMatchesEncodingJSON(t *testing.T) {
+	base := Claims{Subject: "dev", ID: "j", IssuedAt: 1_800_000_000, Expires: 1_800_003_600, Issuer: tokenIssuer, Device: true, Key: "ab"}
+	with := func(f func(*Claims)) Claims { c := base; f(&c); return c }
+	for _, tc := range []struct {
+		name string
+		c    Claims
+		fast bool
+	}{
+		{"no identity", base, true},
+		{"empty identity", with(func(c *Claims) { c.Identity = Attributes{} }), true},
+		{"identity", with(func(c *Claims) { c.Identity = Attributes{"z": "1", "a": "2", "mac": "02:00"} }), true},
+		{"typed", with(func(c *Claims) { c.Typed = true; c.Identity = Attributes{"a": "b"} }), true},
+		{"certificate", with(func(c *Claims) { c.Cert = "factory-ca/7f" }), true},
+		{"not a device", with(func(c *Claims) { c.Device = false }), true},
+		{"negative times", with(func(c *Claims) { c.IssuedAt = -5; c.Expires = 0 }), true},
+		{"unicode", with(func(c *Claims) { c.Identity = Attributes{"ort": "Zürich"} }), true},
+		{"escaped quote", with(func(c *Claims) { c.Identity = Attributes{"a": `x"y`} }), false},
+		{"html escaped", with(func(c *Claims) { c.Subject = "<d&>" }), false},
+		{"newline", with(func(c *Claims) { c.Identity = Attributes{"a": "x\ny"} }), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			payload, err := json.Marshal(tc.c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want Claims
+			if err := json.Unmarshal(payload, &want); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := parseClaims(payload)
+			if ok != tc.fast {
+				t.Fatalf("parseClaims(%s) ok = %v, want %v", payload, ok, tc.fast)
+			}
+			if ok && !reflect.DeepEqual(got, want) {
+				t.Fatalf("parseClaims(%s) = %+v, encoding/json %+v", payload, got, want)
+			}
+			// Either way verifyToken returns encoding/json's reading.
+			key := bytes.Repeat([]byte{1}, 32)
+			tok, _ := signToken(key, tc.c)
+			v, err := verifyToken(key, tok, time.Unix(1_800_000_001, 0))
+			if tc.c.Device && tc.c.Expires > 1_800_000_001 && (err != nil || !reflect.DeepEqual(v, want)) {
+				t.Fatalf("verifyToken = %+v, %v; want %+v", v, err, want)
+			}
+		})
+	}
+	for _, bad := range []string{``, `{}`, `{"sub":"a"}`, `{"sub":"a","jti":"j","iat":01,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":null,"gf.key":"k"}`,
+		`{"sub":"a","jti":"j","iat":1,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":null,"gf.key":"k"} `,
+		`{"sub":"a","jti":"j","iat":1,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":{"a":"1","a":"2"},"gf.key":"k"}`,
+		`{"sub":"a","jti":"j","iat":1,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":{"a":1},"gf.key":"k"}`,
+		`{"sub":"a","jti":"j","iat":1,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":null,"gf.key":"k","x":1}`,
+		`{"sub":"a","jti":"j","iat":1234567890123456789,"exp":2,"iss":"gitfleet","mender.device":true,"gf.id":null,"gf.key":"k"}`} {
+		if c, ok := parseClaims([]byte(bad)); ok {
+			t.Errorf("parseClaims(%s) = %+v, want it left to encoding/json", bad, c)
+		}
+	}
+}
+
+func TestDecodeB64MatchesEncoding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := range 70 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		s := base64.RawURLEncoding.EncodeToString(b)
+		dst := make([]byte, len(s)*3/4)
+		if k := decodeB64(dst, s); k != n || !bytes.Equal(dst[:k], b) {
+			t.Fatalf("decodeB64(%q) = %d %x, want %x", s, k, dst[:max(k, 0)], b)
+		}
+	}
+	for _, s := range []string{"a", "abcde", "ab=c", "ab+c", "ab/c", "a.bc", "ab c"} {
+		want, werr := base64.RawURLEncoding.DecodeString(s)
+		dst := make([]byte, len(s))
+		k := decodeB64(dst, s)
+		if (k < 0) != (werr != nil) || k >= 0 && !bytes.Equal(dst[:k], want) {
+			t.Errorf("decodeB64(%q) = %d; encoding/base64: %x, %v", s, k, want, werr)
+		}
+	}
+	// Stricter than encoding/base64, which skips line breaks.
+	if k := decodeB64(make([]byte, 8), "ab\nc"); k >= 0 {
+		t.Errorf("decodeB64 accepted a line break")
 	}
 }
 
@@ -59,4 +306,66 @@ func TestFlattenValueMatchesFlatten(t *testing.T) {
 			t.Errorf("DecodeNextV2(%s) accepted", body)
 		}
 	}
+}
+
+// BenchmarkVerify reports the token check's cost for a cached token, an
+// unseen one, and the heap a cached token holds (B/token, docs/scale.md).
+func BenchmarkVerify(b *testing.B) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	mint := func(i int) string {
+		tok, err := signToken(key, Claims{Subject: fmt.Sprintf("%064x", i), ID: fmt.Sprintf("%032x", i), IssuedAt: now.Unix(),
+			Expires: now.Add(time.Hour).Unix(), Issuer: tokenIssuer, Device: true,
+			Identity: Attributes{"mac": fmt.Sprintf("02:00:00:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i))},
+			Key:      fmt.Sprintf("%064x", i*7)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tok
+	}
+	const n = 100_000
+	toks := make([]string, n)
+	for i := range toks {
+		toks[i] = mint(i)
+	}
+	b.Run("cached", func(b *testing.B) {
+		a := newTokenAPI(now)
+		for _, tok := range toks {
+			if _, err := a.verify(key, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			if _, err := a.verify(key, toks[i%n]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unseen", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := verifyToken(key, toks[i%n], now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("memory", func(b *testing.B) {
+		for b.Loop() {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			a := newTokenAPI(now)
+			for _, tok := range toks {
+				if _, err := a.verify(key, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/token")
+			runtime.KeepAlive(a)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package deviceapi
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -22,7 +25,14 @@ import (
 // Mender's own device tokens carry. Two private claims let every call
 // re-check admission against the live Snapshot without a store read:
 // "gf.id" (the device's identity attributes) and "gf.key" (the hex SHA-256
-// of its public key).
+// of its public key). A device admitted by a client certificate also
+// carries "gf.crt", which names that certificate for the revocation check.
+//
+// Verifying a token the cache does not hold (hotpath.go) costs one
+// HMAC-SHA256 and a parse of the payload without encoding/json: the
+// payload was written by signToken (encoding/json's fixed field order,
+// sorted identity keys), so parseClaims reads exactly that layout and
+// leaves anything else (an escaped string, say) to encoding/json.
 
 // ErrToken is returned (wrapped) for every token that does not verify:
 // malformed, signed with another key or algorithm, or expired.
@@ -34,7 +44,8 @@ const MaxTokenBytes = 16 << 10
 // tokenSecretName is the store.SharedSecret holding the HMAC key.
 const tokenSecretName = "deviceapi.jwt.hs256"
 
-// Claims are what a device token says.
+// Claims are what a device token says. Keep the field order: parseClaims
+// reads the payload in exactly this order.
 type Claims struct {
 	Subject  string     `json:"sub"`
 	ID       string     `json:"jti"`
@@ -45,12 +56,20 @@ type Claims struct {
 	Identity Attributes `json:"gf.id"`            // the string-valued attributes of id_data
 	Typed    bool       `json:"gf.idt,omitempty"` // id_data has a value that is not a string
 	Key      string     `json:"gf.key"`
+	// Cert names the client certificate that admitted the device
+	// (DeviceCA admission; empty otherwise). Its format is the DeviceCA
+	// code's; the revocation hook (tokenCache.setRevoked) is given it on
+	// every call.
+	Cert string `json:"gf.crt,omitempty"`
 }
 
 const tokenIssuer = "gitfleet"
 
 // jwtHeader is the only header this package issues or accepts.
 var jwtHeader = b64(mustJSON(map[string]string{"alg": "HS256", "typ": "JWT"}))
+
+// sigChars is the length of an HMAC-SHA256 signature in base64url.
+const sigChars = 43
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
@@ -77,51 +96,288 @@ func signToken(key []byte, c Claims) (string, error) {
 	return signed + "." + b64(mac.Sum(nil)), nil
 }
 
-// verifyToken checks tok's signature under key and its times against now,
-// and returns its claims.
-func verifyToken(key []byte, tok string, now time.Time) (Claims, error) {
+// splitToken returns the signed part (header.payload) of tok, its payload
+// and its signature decoded, or a reason it is not one of ours.
+func splitToken(tok string) (signed, payload string, sig [sha256.Size]byte, err error) {
 	if len(tok) > MaxTokenBytes {
-		return Claims{}, fmt.Errorf("%w: longer than %d bytes", ErrToken, MaxTokenBytes)
+		return "", "", sig, fmt.Errorf("%w: longer than %d bytes", ErrToken, MaxTokenBytes)
 	}
 	h, rest, ok1 := strings.Cut(tok, ".")
 	p, s, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || strings.Contains(s, ".") {
-		return Claims{}, fmt.Errorf("%w: not three dot-separated parts", ErrToken)
+		return "", "", sig, fmt.Errorf("%w: not three dot-separated parts", ErrToken)
 	}
 	// The header must be exactly ours: no "none", no other algorithm.
-	if !hmac.Equal([]byte(h), []byte(jwtHeader)) {
-		return Claims{}, fmt.Errorf("%w: unexpected header", ErrToken)
+	// (It is public: no constant-time comparison needed.)
+	if h != jwtHeader {
+		return "", "", sig, fmt.Errorf("%w: unexpected header", ErrToken)
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s)
+	if len(s) != sigChars || decodeB64(sig[:], s) != sha256.Size {
+		return "", "", sig, fmt.Errorf("%w: signature is not 32 bytes of base64url", ErrToken)
+	}
+	return tok[:len(h)+1+len(p)], p, sig, nil
+}
+
+// verifyToken checks tok's signature under key and its times against now,
+// and returns its claims.
+func verifyToken(key []byte, tok string, now time.Time) (Claims, error) {
+	signed, p, sig, err := splitToken(tok)
 	if err != nil {
-		return Claims{}, fmt.Errorf("%w: signature is not base64url", ErrToken)
+		return Claims{}, err
 	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(tok[:len(h)+1+len(p)]))
-	if !hmac.Equal(sig, mac.Sum(nil)) {
+	return verifySplit(key, signed, p, &sig, now)
+}
+
+// verifySplit is verifyToken after splitToken.
+func verifySplit(key []byte, signed, p string, sig *[sha256.Size]byte, now time.Time) (Claims, error) {
+	sc := getScratch(key)
+	defer scratchPool.Put(sc)
+	sc.buf = append(sc.buf[:0], signed...)
+	sc.mac.Reset()
+	sc.mac.Write(sc.buf)
+	if !hmac.Equal(sig[:], sc.mac.Sum(sc.sum[:0])) {
 		return Claims{}, fmt.Errorf("%w: bad signature", ErrToken)
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(p)
-	if err != nil {
+	n := decodeB64(sc.buf[:cap(sc.buf)], p)
+	if n < 0 {
 		return Claims{}, fmt.Errorf("%w: payload is not base64url", ErrToken)
 	}
-	var c Claims
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return Claims{}, fmt.Errorf("%w: payload: %v", ErrToken, err)
+	c, ok := parseClaims(sc.buf[:n])
+	if !ok {
+		// Not the layout signToken writes (an escaped character, a
+		// token of an older version): encoding/json decides.
+		c = Claims{}
+		if err := json.Unmarshal(sc.buf[:n], &c); err != nil {
+			return Claims{}, fmt.Errorf("%w: payload: %v", ErrToken, err)
+		}
 	}
-	switch unix := now.Unix(); {
-	case c.Subject == "" || c.Issuer != tokenIssuer || !c.Device:
-		return Claims{}, fmt.Errorf("%w: not a gitfleet device token", ErrToken)
-	case c.Expires <= unix:
-		return Claims{}, fmt.Errorf("%w: expired at %s", ErrToken, time.Unix(c.Expires, 0).UTC().Format(time.RFC3339))
-	case c.IssuedAt > unix+int64(maxClockSkew/time.Second):
-		return Claims{}, fmt.Errorf("%w: issued in the future", ErrToken)
+	if err := checkClaims(&c, now); err != nil {
+		return Claims{}, err
 	}
 	return c, nil
 }
 
+// checkClaims checks what verifyToken checks beyond the signature; the
+// cache repeats the expiry check on every use.
+func checkClaims(c *Claims, now time.Time) error {
+	switch unix := now.Unix(); {
+	case c.Subject == "" || c.Issuer != tokenIssuer || !c.Device:
+		return fmt.Errorf("%w: not a gitfleet device token", ErrToken)
+	case c.Expires <= unix:
+		return fmt.Errorf("%w: expired at %s", ErrToken, time.Unix(c.Expires, 0).UTC().Format(time.RFC3339))
+	case c.IssuedAt > unix+int64(maxClockSkew/time.Second):
+		return fmt.Errorf("%w: issued in the future", ErrToken)
+	}
+	return nil
+}
+
 // maxClockSkew tolerates replicas whose clocks disagree a little.
 const maxClockSkew = 5 * time.Minute
+
+// scratch is what one verification needs and can reuse: an HMAC keyed
+// with key, and a buffer for the signed part and then the payload.
+type scratch struct {
+	key []byte
+	mac hash.Hash
+	sum [sha256.Size]byte
+	buf []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 1024)} }}
+
+func getScratch(key []byte) *scratch {
+	sc := scratchPool.Get().(*scratch)
+	if sc.mac == nil || !bytes.Equal(sc.key, key) {
+		sc.key = bytes.Clone(key)
+		sc.mac = hmac.New(sha256.New, sc.key)
+	}
+	if cap(sc.buf) > 4<<10 { // do not keep the big buffer a long token grew
+		sc.buf = make([]byte, 0, 1024)
+	}
+	return sc
+}
+
+// b64val maps a base64url character to its value, 0xff for any other byte.
+var b64val = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// decodeB64 decodes unpadded base64url src into dst (which must hold
+// len(src)*3/4 bytes) and returns the decoded length, or -1 when src is
+// not base64url or dst is too short. It accepts what
+// base64.RawURLEncoding.DecodeString accepts but line breaks (which that
+// skips), without allocating.
+func decodeB64(dst []byte, src string) int {
+	if len(src)%4 == 1 || len(dst) < len(src)*3/4 {
+		return -1
+	}
+	n := 0
+	for len(src) >= 4 {
+		a, b, c, d := b64val[src[0]], b64val[src[1]], b64val[src[2]], b64val[src[3]]
+		if (a|b|c|d)&0xc0 != 0 { // 0xff, not base64url, has these bits
+			return -1
+		}
+		v := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(d)
+		dst[n], dst[n+1], dst[n+2] = byte(v>>16), byte(v>>8), byte(v)
+		n += 3
+		src = src[4:]
+	}
+	switch len(src) {
+	case 2:
+		a, b := b64val[src[0]], b64val[src[1]]
+		if (a|b)&0xc0 != 0 {
+			return -1
+		}
+		dst[n] = a<<2 | b>>4
+		n++
+	case 3:
+		a, b, c := b64val[src[0]], b64val[src[1]], b64val[src[2]]
+		if (a|b|c)&0xc0 != 0 {
+			return -1
+		}
+		v := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6
+		dst[n], dst[n+1] = byte(v>>16), byte(v>>8)
+		n += 2
+	}
+	return n
+}
+
+// parseClaims reads a payload in the layout signToken writes:
+//
+//	{"sub":"…","jti":"…","iat":N,"exp":N,"iss":"…","mender.device":B,
+//	 "gf.id":null|{"k":"v",…}[,"gf.idt":true],"gf.key":"…"[,"gf.crt":"…"]}
+//
+// with no whitespace and no escaped string. It reports false for anything
+// else, which encoding/json then decides. Its strings share one copy of
+// the payload.
+func parseClaims(b []byte) (Claims, bool) {
+	p := claimParser{s: string(b)}
+	var c Claims
+	ok := p.lit(`{"sub":`) && p.str(&c.Subject) &&
+		p.lit(`,"jti":`) && p.str(&c.ID) &&
+		p.lit(`,"iat":`) && p.int(&c.IssuedAt) &&
+		p.lit(`,"exp":`) && p.int(&c.Expires) &&
+		p.lit(`,"iss":`) && p.str(&c.Issuer) &&
+		p.lit(`,"mender.device":`) && p.bool(&c.Device) &&
+		p.lit(`,"gf.id":`) && p.attrs(&c.Identity)
+	if !ok {
+		return Claims{}, false
+	}
+	if p.lit(`,"gf.idt":true`) {
+		c.Typed = true
+	}
+	if !p.lit(`,"gf.key":`) || !p.str(&c.Key) {
+		return Claims{}, false
+	}
+	if p.lit(`,"gf.crt":`) && !p.str(&c.Cert) {
+		return Claims{}, false
+	}
+	if !p.lit(`}`) || p.i != len(p.s) {
+		return Claims{}, false
+	}
+	return c, true
+}
+
+type claimParser struct {
+	s string
+	i int
+}
+
+func (p *claimParser) lit(l string) bool {
+	if strings.HasPrefix(p.s[p.i:], l) {
+		p.i += len(l)
+		return true
+	}
+	return false
+}
+
+func (p *claimParser) str(dst *string) bool {
+	if p.i >= len(p.s) || p.s[p.i] != '"' {
+		return false
+	}
+	for j := p.i + 1; j < len(p.s); j++ {
+		switch c := p.s[j]; {
+		case c == '"':
+			*dst = p.s[p.i+1 : j]
+			p.i = j + 1
+			return true
+		case c == '\\' || c < 0x20:
+			return false
+		}
+	}
+	return false
+}
+
+func (p *claimParser) int(dst *int64) bool {
+	j, neg := p.i, false
+	if j < len(p.s) && p.s[j] == '-' {
+		neg = true
+		j++
+	}
+	start := j
+	var v int64
+	for ; j < len(p.s) && p.s[j] >= '0' && p.s[j] <= '9'; j++ {
+		v = v*10 + int64(p.s[j]-'0')
+	}
+	// encoding/json writes no leading zero, and 18 digits cannot overflow.
+	if n := j - start; n == 0 || n > 18 || n > 1 && p.s[start] == '0' {
+		return false
+	}
+	if neg {
+		v = -v
+	}
+	*dst, p.i = v, j
+	return true
+}
+
+func (p *claimParser) bool(dst *bool) bool {
+	switch {
+	case p.lit("true"):
+		*dst = true
+	case p.lit("false"):
+		*dst = false
+	default:
+		return false
+	}
+	return true
+}
+
+func (p *claimParser) attrs(dst *Attributes) bool {
+	if p.lit("null") {
+		return true
+	}
+	if !p.lit("{") {
+		return false
+	}
+	m := Attributes{}
+	if p.lit("}") {
+		*dst = m
+		return true
+	}
+	for {
+		var k, v string
+		if !p.str(&k) || !p.lit(":") || !p.str(&v) {
+			return false
+		}
+		if _, dup := m[k]; dup {
+			return false // encoding/json keeps the last; let it
+		}
+		m[k] = v
+		if p.lit("}") {
+			*dst = m
+			return true
+		}
+		if !p.lit(",") {
+			return false
+		}
+	}
+}
 
 // newTokenKey generates a fresh HMAC key for SharedSecret.
 func newTokenKey() ([]byte, error) {
