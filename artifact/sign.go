@@ -36,7 +36,25 @@ const minRSABits = 2048
 // Signer signs manifests the way mender-artifact does.
 type Signer struct {
 	alg    Algorithm
+	pub    crypto.PublicKey
 	signer crypto.Signer
+	// message, when set, signs the whole manifest itself (hashing it as
+	// the algorithm does) and returns the signature as the algorithm
+	// produces it (ASN.1 DER for ECDSA): see NewMessageSigner.
+	message func(manifest []byte) ([]byte, error)
+}
+
+// NewMessageSigner makes a Signer for the key pub from sign, a function
+// that signs a whole manifest — SHA-256 with ECDSA P-256 (ASN.1 DER
+// signature) or RSA PKCS#1 v1.5, or pure Ed25519 — such as a sigstore
+// signature.Signer's SignMessage. The signature is converted to
+// mender-artifact's encoding here.
+func NewMessageSigner(pub crypto.PublicKey, sign func(manifest []byte) ([]byte, error)) (*Signer, error) {
+	alg, err := algorithmOf(pub)
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{alg: alg, pub: pub, message: sign}, nil
 }
 
 // LoadSigner reads a PEM private key: PKCS#8, SEC1 or PKCS#1; RSA (at least
@@ -59,15 +77,18 @@ func LoadSigner(pemBytes []byte) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{alg: alg, signer: signer}, nil
+	return &Signer{alg: alg, pub: signer.Public(), signer: signer}, nil
 }
 
 // Algorithm returns the signer's algorithm.
 func (s *Signer) Algorithm() Algorithm { return s.alg }
 
+// PublicKeyPEM returns the signer's public key as a PKIX PEM block.
+func (s *Signer) PublicKeyPEM() ([]byte, error) { return marshalPublicKey(s.pub) }
+
 // Verifier returns a verifier for the signer's public key.
 func (s *Signer) Verifier() *Verifier {
-	v, err := newVerifier(s.signer.Public())
+	v, err := newVerifier(s.pub)
 	if err != nil {
 		panic("artifact: signer with unusable public key: " + err.Error())
 	}
@@ -81,9 +102,12 @@ func (s *Signer) Sign(manifest []byte) ([]byte, error) {
 		sig []byte
 		err error
 	)
-	if s.alg == Ed25519 {
+	switch {
+	case s.message != nil:
+		sig, err = s.message(manifest)
+	case s.alg == Ed25519:
 		sig, err = s.signer.Sign(rand.Reader, manifest, crypto.Hash(0))
-	} else {
+	default:
 		digest := sha256.Sum256(manifest)
 		sig, err = s.signer.Sign(rand.Reader, digest[:], crypto.SHA256)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/artifact/keyfile"
 )
 
 // Bounds on the small files the CLI reads whole. Scripts and meta-data end up
@@ -64,11 +65,31 @@ func loadSigner(flag, path string) (*artifact.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := artifact.LoadSigner(data)
+	s, err := keyfile.Load(data, keyPassword())
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	return s, nil
+}
+
+// keyPassword returns what reads the password of an encrypted private key:
+// the file GITFLEET_KEY_PASSWORD_FILE names, else GITFLEET_KEY_PASSWORD;
+// nil when neither is set. (Never a flag: command lines are visible to
+// every user of the machine.)
+func keyPassword() func() ([]byte, error) {
+	if f := os.Getenv("GITFLEET_KEY_PASSWORD_FILE"); f != "" {
+		return func() ([]byte, error) {
+			b, err := readFileLimit(f, 4096)
+			if err != nil {
+				return nil, fmt.Errorf("GITFLEET_KEY_PASSWORD_FILE: %w", err)
+			}
+			return bytes.TrimRight(b, "\r\n"), nil
+		}
+	}
+	if pw, ok := os.LookupEnv("GITFLEET_KEY_PASSWORD"); ok {
+		return func() ([]byte, error) { return []byte(pw), nil }
+	}
+	return nil
 }
 
 func loadVerifiers(flag string, paths []string) ([]*artifact.Verifier, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gitfleet/gitfleet/artifact"
+	"github.com/gitfleet/gitfleet/artifact/keyfile"
 )
 
 func newKeysCmd() *cobra.Command {
@@ -23,14 +24,14 @@ ECDSA P-256 and RSA keys work with mender-artifact and the Mender client too.
 Ed25519 is a Gitfleet extension: mender-artifact 3.9 and stock Mender 3.x
 clients can neither make nor check Ed25519 signatures.`,
 	}
-	cmd.AddCommand(newKeysGenerateCmd(), newKeysPublicCmd(), newKeysFingerprintCmd())
+	cmd.AddCommand(newKeysGenerateCmd(), newKeysPublicCmd(), newKeysFingerprintCmd(), newKeysEncryptCmd())
 	return cmd
 }
 
 func newKeysGenerateCmd() *cobra.Command {
 	var (
-		typ, prefix string
-		force       bool
+		typ, prefix    string
+		force, encrypt bool
 	)
 	cmd := &cobra.Command{
 		Use:   "generate [--type ecdsa|rsa|ed25519] [--out PREFIX]",
@@ -43,7 +44,11 @@ its PKIX DER encoding, as 'openssl pkey -pubin -outform DER | sha256sum'.
 ecdsa (P-256, written as SEC1 "EC PRIVATE KEY") and rsa (3072 bits, PKCS#1)
 keys are accepted by mender-artifact 3.9 as well. ed25519 (PKCS#8) is a
 Gitfleet extension that mender-artifact 3.9 and stock Mender 3.x clients do
-not support.`,
+not support.
+
+With --encrypt the private key is written encrypted with a password (from
+GITFLEET_KEY_PASSWORD_FILE or GITFLEET_KEY_PASSWORD), in sigstore's format
+(the one cosign key files use); signing commands then need the same password.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			alg, err := artifact.ParseAlgorithm(typ)
@@ -69,6 +74,11 @@ not support.`,
 			if err != nil {
 				return failed(err)
 			}
+			if encrypt {
+				if priv, err = encryptKey(priv); err != nil {
+					return failed(err)
+				}
+			}
 			if err := writeKeyFile(privPath, 0o600, force, priv); err != nil {
 				return failed(err)
 			}
@@ -85,6 +95,55 @@ not support.`,
 	cmd.Flags().StringVar(&typ, "type", "ecdsa", "key `TYPE`: ecdsa (P-256), rsa (3072 bits) or ed25519 (Gitfleet extension)")
 	cmd.Flags().StringVar(&prefix, "out", "gitfleet", "path `PREFIX` of the files to write: PREFIX.key and PREFIX.pub")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt the private key with the password in GITFLEET_KEY_PASSWORD_FILE or GITFLEET_KEY_PASSWORD")
+	return cmd
+}
+
+// encryptKey encrypts a plain PEM private key with the password from the
+// environment.
+func encryptKey(priv []byte) ([]byte, error) {
+	pw := keyPassword()
+	if pw == nil {
+		return nil, errors.New("--encrypt: set GITFLEET_KEY_PASSWORD_FILE (a file holding the password) or GITFLEET_KEY_PASSWORD")
+	}
+	password, err := pw()
+	if err != nil {
+		return nil, err
+	}
+	return keyfile.Encrypt(priv, password)
+}
+
+func newKeysEncryptCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "encrypt PRIVATE_KEY --out FILE",
+		Short: "Write a password-encrypted copy of a private key",
+		Long: `Write PRIVATE_KEY (a plain PEM private key) to FILE encrypted with the
+password in GITFLEET_KEY_PASSWORD_FILE or GITFLEET_KEY_PASSWORD, in sigstore's
+format (the one cosign key files use). Signing with FILE then needs the same
+password. Delete the plain key once you have checked the encrypted one signs
+('gitfleet keys public FILE').`,
+		Args: exactArgs(1, "PRIVATE_KEY: a plain PEM private key file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("--out is required: the file to write the encrypted key to")
+			}
+			data, err := readKeyFile("", args[0])
+			if err != nil {
+				return failed(err)
+			}
+			enc, err := encryptKey(data)
+			if err != nil {
+				return failed(fmt.Errorf("%s: %w", args[0], err))
+			}
+			if err := writeKeyFile(out, 0o600, false, enc); err != nil {
+				return failed(err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (encrypted)\n", out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write (must not exist)")
 	return cmd
 }
 
@@ -112,7 +171,7 @@ func newKeysPublicCmd() *cobra.Command {
 			if err != nil {
 				return failed(err)
 			}
-			pub, err := artifact.PublicKeyPEM(data)
+			pub, err := publicOfPrivate(data)
 			if err != nil {
 				return failed(fmt.Errorf("%s: %w", args[0], err))
 			}
@@ -136,7 +195,7 @@ a PEM public key, or a private key whose public half is used.`,
 				return failed(err)
 			}
 			if block, _ := pem.Decode(data); block != nil && strings.Contains(block.Type, "PRIVATE KEY") {
-				if data, err = artifact.PublicKeyPEM(data); err != nil {
+				if data, err = publicOfPrivate(data); err != nil {
 					return failed(fmt.Errorf("%s: %w", args[0], err))
 				}
 			}
@@ -148,6 +207,16 @@ a PEM public key, or a private key whose public half is used.`,
 			return err
 		},
 	}
+}
+
+// publicOfPrivate returns the public key of a PEM private key, plain or
+// encrypted (then with the password from the environment).
+func publicOfPrivate(priv []byte) ([]byte, error) {
+	s, err := keyfile.Load(priv, keyPassword())
+	if err != nil {
+		return nil, err
+	}
+	return s.PublicKeyPEM()
 }
 
 func fingerprintPEM(pub []byte) (string, error) {
