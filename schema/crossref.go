@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // index maps the names of each kind to their manifests.
@@ -65,6 +66,7 @@ func (l *loader) crossCheck() {
 	}
 	l.checkRolloutOverlaps(ix)
 	l.checkConfigConflicts(ix)
+	l.checkDeviceCAs(time.Now())
 }
 
 // indexNames maps names to manifests, reporting duplicates.

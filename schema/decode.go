@@ -123,6 +123,11 @@ func (l *loader) decode(kind Kind, src Source, node ast.Node, doc fields, add bo
 		if l.decodeSpec(&m, spec, &x.Spec) && l.checkNotification(&x) {
 			f.Notifications = append(f.Notifications, x)
 		}
+	case KindDeviceCA: // checked across the fleet: checkDeviceCAs
+		x := DeviceCA{Meta: m}
+		if l.decodeSpec(&m, spec, &x.Spec) {
+			f.DeviceCAs = append(f.DeviceCAs, x)
+		}
 	}
 }
 

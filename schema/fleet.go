@@ -13,6 +13,7 @@ type Fleet struct {
 	Configs       []DeviceConfig
 	Keys          []SigningKey
 	Notifications []Notification
+	DeviceCAs     []DeviceCA
 }
 
 // All yields every manifest of f, kind by kind in the order of the Fleet's
@@ -26,7 +27,8 @@ func (f *Fleet) All() iter.Seq[Manifest] {
 			each(f.Checks, yield) &&
 			each(f.Configs, yield) &&
 			each(f.Keys, yield) &&
-			each(f.Notifications, yield)
+			each(f.Notifications, yield) &&
+			each(f.DeviceCAs, yield)
 	}
 }
 
@@ -65,12 +67,13 @@ func (f *Fleet) append(g *Fleet) {
 	f.Configs = append(f.Configs, g.Configs...)
 	f.Keys = append(f.Keys, g.Keys...)
 	f.Notifications = append(f.Notifications, g.Notifications...)
+	f.DeviceCAs = append(f.DeviceCAs, g.DeviceCAs...)
 }
 
 // Len returns the number of manifests in f.
 func (f *Fleet) Len() int {
 	return len(f.Artifacts) + len(f.Rollouts) + len(f.Groups) + len(f.Devices) +
-		len(f.Checks) + len(f.Configs) + len(f.Keys) + len(f.Notifications)
+		len(f.Checks) + len(f.Configs) + len(f.Keys) + len(f.Notifications) + len(f.DeviceCAs)
 }
 
 // Artifact returns the Artifact called name, or nil.

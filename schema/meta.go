@@ -24,6 +24,7 @@ const (
 	KindDeviceConfig Kind = "DeviceConfig"
 	KindSigningKey   Kind = "SigningKey"
 	KindNotification Kind = "Notification"
+	KindDeviceCA     Kind = "DeviceCA"
 )
 
 // Kinds lists every manifest kind.
@@ -31,6 +32,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindArtifact, KindRollout, KindDeviceGroup, KindDevice,
 		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification,
+		KindDeviceCA,
 	}
 }
 

@@ -64,6 +64,10 @@ const (
 	// EventDevicePending: a device the live commit does not declare asked
 	// to authenticate for the first time (a new pending record).
 	EventDevicePending = "device.pending"
+	// EventDeviceRefused: a device presenting a client certificate was
+	// refused (revoked serial, another CA, a key or identity that is not
+	// the certificate's).
+	EventDeviceRefused = "device.refused"
 )
 
 // events is #Event, in its order.
@@ -72,7 +76,7 @@ var events = []string{
 	EventRolloutStarted, EventRolloutArtifact, EventRolloutSettings, EventRolloutStopped,
 	EventRolloutPhaseOpened, EventRolloutPhaseCompleted, EventRolloutAwaitingApproval,
 	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted, EventArtifactRefused,
-	EventAlertRaised, EventAlertCleared, EventDevicePending,
+	EventAlertRaised, EventAlertCleared, EventDevicePending, EventDeviceRefused,
 }
 
 // Events lists every event name, in the order of the schema's #Event.

@@ -198,7 +198,7 @@ func (l *loader) checkKind(src Source, d *doc) (Kind, bool) {
 func isKind(s string) bool {
 	switch Kind(s) {
 	case KindArtifact, KindRollout, KindDeviceGroup, KindDevice,
-		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification:
+		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification, KindDeviceCA:
 		return true
 	}
 	return false

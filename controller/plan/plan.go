@@ -131,7 +131,7 @@ func Kinds() []schema.Kind {
 	return []schema.Kind{
 		schema.KindRollout, schema.KindArtifact, schema.KindDevice, schema.KindDeviceGroup,
 		schema.KindDeviceConfig, schema.KindMonitorCheck, schema.KindSigningKey, schema.KindNotification,
-		KindPolicy,
+		schema.KindDeviceCA, KindPolicy,
 	}
 }
 

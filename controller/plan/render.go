@@ -58,6 +58,8 @@ func nouns(k schema.Kind) (one, many string) {
 		return "signing key", "signing keys"
 	case schema.KindNotification:
 		return "notification", "notifications"
+	case schema.KindDeviceCA:
+		return "device CA", "device CAs"
 	case KindPolicy:
 		return "policy", "policies"
 	}
