@@ -12,7 +12,6 @@ import (
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
-	goredis "github.com/redis/go-redis/v9"
 )
 
 // The rollout's state while polls are measured: the canary (10 devices)
@@ -50,7 +49,7 @@ func (d deploymentsReport) String() string {
 // (Admit and Report, as the device API calls them) from workers
 // goroutines, after the controller started the rollout's generation.
 func seedDeployments(ctx context.Context, addr string, f *fleet, workers int) (deploymentsReport, error) {
-	raw := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: workers})
+	raw := redisClient(addr, workers)
 	defer raw.Close()
 	st, err := redis.New(redis.Options{Client: raw})
 	if err != nil {

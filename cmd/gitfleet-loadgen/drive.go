@@ -18,9 +18,14 @@ import (
 )
 
 type driveOptions struct {
-	mode     string // keepalive, h2, newconn
+	mode     string // keepalive, h2, newconn, mtls
 	target   string // for the report
 	addr     string
+	// addrs, when set, are several servers (replicas behind a
+	// round-robin balancer): client w polls addrs[w%len(addrs)].
+	addrs []string
+	// pki gives client certificates (mtls) to servers that ask.
+	pki *clientPKI
 	ca       *x509.CertPool
 	clients  int
 	duration time.Duration
@@ -40,6 +45,8 @@ type result struct {
 	rate          float64
 	measured      time.Duration
 	p50, p99      time.Duration
+	perAddr       []int64 // measured polls by addrs
+	asked         int64   // handshakes in which the server asked for a client certificate
 }
 
 // transport returns the client side of a mode, counting the connections
@@ -60,11 +67,14 @@ func transport(o driveOptions, dials *atomic.Int64) *http.Transport {
 		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
 	case "h2":
 		t.ForceAttemptHTTP2 = true
-	case "newconn":
+	case "newconn", "mtls":
 		// A full TLS handshake per poll: no keep-alive, no session
 		// resumption (the client keeps no session cache).
 		t.DisableKeepAlives = true
 		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	if o.mode == "mtls" && o.pki != nil {
+		t.TLSClientConfig.GetClientCertificate = o.pki.getClientCertificate
 	}
 	return t
 }
@@ -77,7 +87,15 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 	tr := transport(o, &dials)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	base := "https://" + o.addr
+	addrs := o.addrs
+	if len(addrs) == 0 {
+		addrs = []string{o.addr}
+	}
+	perAddr := make([]atomic.Int64, len(addrs))
+	var asked0 int64
+	if o.pki != nil {
+		asked0 = o.pki.asked.Load()
+	}
 	measureFrom := time.Now().Add(o.warmup)
 	var endNano atomic.Int64 // when the measurement ends
 	endNano.Store(measureFrom.Add(o.duration).UnixNano())
@@ -109,6 +127,8 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			base := "https://" + addrs[w%len(addrs)]
+			var n int64
 			mine := make([]time.Duration, 0, 1<<14)
 			for {
 				t0 := time.Now()
@@ -139,8 +159,10 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 				}
 				if !t0.Before(measureFrom) && !ended(time.Now()) {
 					mine = append(mine, time.Since(t0))
+					n++
 				}
 			}
+			perAddr[w%len(addrs)].Add(n)
 			mu.Lock()
 			lat = append(lat, mine...)
 			mu.Unlock()
@@ -151,6 +173,12 @@ func drive(ctx context.Context, o driveOptions) (result, error) {
 		return result{}, err
 	}
 	r := result{mode: o.mode, target: o.target, polls: int64(len(lat)), errors: errs.Load(), conns: dials.Load(), all: total.Load(), offered: offered.Load()}
+	for i := range perAddr {
+		r.perAddr = append(r.perAddr, perAddr[i].Load())
+	}
+	if o.pki != nil {
+		r.asked = o.pki.asked.Load() - asked0
+	}
 	if want := int64(2); o.mode == "h2" && proto.Load() != want {
 		return r, fmt.Errorf("%s %s: answered over HTTP/%d, not HTTP/2", o.mode, o.target, proto.Load())
 	}

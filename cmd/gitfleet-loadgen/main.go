@@ -130,6 +130,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -150,6 +151,8 @@ type config struct {
 	gitfleet       string
 	keep           bool
 	startTimeout   time.Duration
+	reloads        int
+	cluster        bool
 
 	// The alert storm (-alerts).
 	alerts          bool
@@ -177,7 +180,9 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured duration of each mode and target")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured polling before each measurement")
 	flag.IntVar(&c.authSample, "auth-sample", 1000, "devices that authenticate with signed auth requests")
-	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll)")
+	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn,mtls", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll), mtls (a TLS handshake with a client certificate per poll)")
+	flag.IntVar(&c.reloads, "reloads", 3, "commits changing the rollout after the polls, each timed until gitfleet serve serves it (0: none)")
+	flag.BoolVar(&c.cluster, "cluster", false, "run two gitfleet serve replicas against a three-node Redis Cluster instead, and report how the polls divide between them (see the package doc); -devices defaults to 100,000")
 	flag.StringVar(&c.gitfleet, "gitfleet", "", "gitfleet binary (default: go build ./cmd/gitfleet)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (repository, logs)")
 	flag.DurationVar(&c.startTimeout, "start-timeout", 10*time.Minute, "how long gitfleet serve may take to serve the fleet")
@@ -326,20 +331,34 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 
 // runPolls is step 5 of the package doc and the poll benchmark's report.
 func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
-	ceil, err := startCeiling(ctx, procs, e.srv.certFile, e.srv.keyFile)
+	ceil, err := startCeiling(ctx, procs, e.srv.certFile, e.srv.keyFile, "")
 	if err != nil {
 		return err
 	}
 	rd, srv, deps, toks := e.rd, e.srv, e.deps, e.toks
+	var pki *clientPKI
+	var mceil *server
 	var results []result
 	for _, mode := range strings.Split(c.modes, ",") {
 		mode = strings.TrimSpace(mode)
-		if mode != "keepalive" && mode != "h2" && mode != "newconn" {
-			return fmt.Errorf("unknown mode %q", mode)
+		if !slices.Contains(pollModes, mode) {
+			return fmt.Errorf("unknown mode %q (give %s)", mode, strings.Join(pollModes, ", "))
 		}
-		for _, target := range []struct{ name, addr string }{{"ceiling", ceil.addr}, {"gitfleet", srv.addr}} {
+		ceilAddr := ceil.addr
+		if mode == "mtls" {
+			if pki == nil {
+				if pki, err = newClientPKI(filepath.Dir(srv.certFile), c.clients); err != nil {
+					return err
+				}
+				if mceil, err = startCeiling(ctx, procs, srv.certFile, srv.keyFile, pki.caFile); err != nil {
+					return err
+				}
+			}
+			ceilAddr = mceil.addr
+		}
+		for _, target := range []struct{ name, addr string }{{"ceiling", ceilAddr}, {"gitfleet", srv.addr}} {
 			before, _ := commandStats(ctx, rd.addr)
-			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool,
+			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool, pki: pki,
 				clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
 			if err != nil {
 				return err
@@ -349,15 +368,27 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			if target.name == "gitfleet" {
 				perPoll = fmt.Sprintf(", %d answered 200, Redis per poll: %s", r.offered, perPollStats(before, after, r.all))
 			}
+			if mode == "mtls" {
+				perPoll += fmt.Sprintf(", client certificate asked for in %d of %d handshakes", r.asked, r.conns)
+			}
 			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
 				mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.polls, r.errors, r.conns, perPoll)
 			if target.name == "gitfleet" && r.offered == 0 {
 				return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
 			}
+			if mode == "mtls" && target.name == "ceiling" && r.asked < r.conns {
+				return fmt.Errorf("mtls: the ceiling server asked for a client certificate in only %d of %d handshakes", r.asked, r.conns)
+			}
 			results = append(results, r)
 		}
 	}
 	rss, peak := rssOf(srv.proc.Process.Pid)
+	var reloads []reloadResult
+	if c.reloads > 0 {
+		if reloads, err = measureReloads(ctx, srv, c.reloads); err != nil {
+			return err
+		}
+	}
 
 	// Report.
 	fmt.Println()
@@ -367,33 +398,41 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	for i := 0; i+1 < len(results); i += 2 {
 		ce, gf := results[i], results[i+1]
 		ratio := gf.rate / ce.rate
-		goal, ok := 0.5, gf.p99 < 20*time.Millisecond
-		if gf.mode == "newconn" {
-			goal, ok = 0.7, true
+		goal, ok := 0.8, gf.p99 < 20*time.Millisecond
+		p99goal := ", p99 < 20ms"
+		if gf.mode == "newconn" || gf.mode == "mtls" {
+			goal, ok, p99goal = 0.9, true, ""
 		}
 		verdict := "met"
 		if ratio < goal || !ok {
 			verdict = "NOT met"
 		}
-		p99goal := ""
-		if gf.mode != "newconn" {
-			p99goal = ", p99 < 20ms"
+		note := ""
+		if gf.mode == "mtls" && gf.asked < gf.conns {
+			note = fmt.Sprintf("; gitfleet asked for the client certificate in %d of %d handshakes", gf.asked, gf.conns)
 		}
-		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s)\n", gf.mode, ce.rate, gf.rate, ratio,
-			fmtDur(gf.p50), fmtDur(gf.p99), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99))
+		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
+			fmtDur(gf.p50), fmtDur(gf.p99), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99), note)
 	}
 	fmt.Printf("Redis memory per device: %s\n", e.mem)
 	if e.memDefault != nil {
 		fmt.Printf("                         %s\n", e.memDefault)
 	}
 	fmt.Printf("                         + %s\n", deps)
-	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB (peak %d MiB)\n",
+	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB after the polls (peak %d MiB)\n",
 		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
+	for i, r := range reloads {
+		fmt.Printf("commit %d changing the rollout: live after %s (gitfleet serve CPU %s; RSS peak %d MiB)\n",
+			i+1, r.took.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.peak>>20)
+	}
 	if toks.authRate > 0 {
 		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients): %.0f/s\n", toks.authN, authClients, toks.authRate)
 	}
 	return nil
 }
+
+// pollModes are the modes of -modes.
+var pollModes = []string{"keepalive", "h2", "newconn", "mtls"}
 
 func fmtDur(d time.Duration) string {
 	switch {

@@ -39,7 +39,7 @@ func (m memReport) String() string {
 // first key) and an inventory, through the store API (SeeDevice and
 // SetInventory, as the device API writes them), from workers goroutines.
 func seed(ctx context.Context, addr string, f *fleet, workers int, settings string) (memReport, error) {
-	raw := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: workers})
+	raw := redisClient(addr, workers)
 	defer raw.Close()
 	st, err := redis.New(redis.Options{Client: raw})
 	if err != nil {
@@ -114,7 +114,21 @@ func seed(ctx context.Context, addr string, f *fleet, workers int, settings stri
 	return m, nil
 }
 
-func usedMemory(ctx context.Context, c *goredis.Client) (int64, error) {
+// usedMemory returns INFO used_memory, summed over the masters of a
+// cluster.
+func usedMemory(ctx context.Context, c goredis.UniversalClient) (int64, error) {
+	if cc, ok := c.(*goredis.ClusterClient); ok {
+		var mu sync.Mutex
+		var sum int64
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
+			v, err := usedMemory(ctx, n)
+			mu.Lock()
+			sum += v
+			mu.Unlock()
+			return err
+		})
+		return sum, err
+	}
 	info, err := c.Info(ctx, "memory").Result()
 	if err != nil {
 		return 0, fmt.Errorf("redis INFO memory: %w", err)
@@ -127,15 +141,32 @@ func usedMemory(ctx context.Context, c *goredis.Client) (int64, error) {
 	return 0, fmt.Errorf("redis INFO memory has no used_memory")
 }
 
-// commandStats returns Redis's calls per command (INFO commandstats).
-func commandStats(ctx context.Context, addr string) (map[string]int64, error) {
-	c := goredis.NewClient(&goredis.Options{Addr: addr})
-	defer c.Close()
-	info, err := c.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return nil, err
+// redisClient is a client of addr: one host:port, or the comma-separated
+// nodes of a cluster.
+func redisClient(addr string, pool int) goredis.UniversalClient {
+	if nodes := strings.Split(addr, ","); len(nodes) > 1 {
+		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: nodes, PoolSize: pool})
 	}
+	return goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: pool})
+}
+
+// commandStats returns Redis's calls per command (INFO commandstats),
+// summed over the nodes of a cluster.
+func commandStats(ctx context.Context, addr string) (map[string]int64, error) {
 	out := map[string]int64{}
+	for _, node := range strings.Split(addr, ",") {
+		c := goredis.NewClient(&goredis.Options{Addr: node})
+		info, err := c.Info(ctx, "commandstats").Result()
+		c.Close()
+		if err != nil {
+			return nil, err
+		}
+		addCommandStats(out, info)
+	}
+	return out, nil
+}
+
+func addCommandStats(out map[string]int64, info string) {
 	for _, line := range strings.Split(info, "\n") {
 		// cmdstat_hgetall:calls=123,usec=…
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
@@ -144,9 +175,8 @@ func commandStats(ctx context.Context, addr string) (map[string]int64, error) {
 		}
 		calls, _, _ := strings.Cut(rest, ",")
 		n, _ := strconv.ParseInt(calls, 10, 64)
-		out[strings.TrimPrefix(name, "cmdstat_")] = n
+		out[strings.TrimPrefix(name, "cmdstat_")] += n
 	}
-	return out, nil
 }
 
 // perPollStats describes the Redis commands per poll between two

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 // server is a running HTTPS server under test.
 type server struct {
 	addr     string
+	repo     string // the fleet repository's work tree
 	proc     *exec.Cmd
 	certFile string
 	keyFile  string
@@ -40,7 +42,8 @@ func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, red
 	if err != nil {
 		return nil, err
 	}
-	s := &server{certFile: filepath.Join(dataDir, devcert.CertFile), keyFile: filepath.Join(dataDir, devcert.KeyFile)}
+	s := &server{certFile: filepath.Join(dataDir, devcert.CertFile), keyFile: filepath.Join(dataDir, devcert.KeyFile),
+		repo: strings.TrimPrefix(repo, "file://")}
 	pem, err := os.ReadFile(s.certFile)
 	if err != nil {
 		return nil, err
@@ -114,13 +117,14 @@ func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, Certificates: []tls.Certificate{pair}}, nil
 }
 
-// startCeiling runs this program again as the ceiling server.
-func startCeiling(ctx context.Context, p *procs, certFile, keyFile string) (*server, error) {
+// startCeiling runs this program again as the ceiling server; with
+// clientCA, it asks for client certificates and verifies them against it.
+func startCeiling(ctx context.Context, p *procs, certFile, keyFile, clientCA string) (*server, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "ceiling-server", "-cert", certFile, "-key", keyFile)
+	cmd := exec.Command(self, "ceiling-server", "-cert", certFile, "-key", keyFile, "-client-ca", clientCA)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -147,12 +151,24 @@ func ceilingServer(args []string) error {
 	fs := flag.NewFlagSet("ceiling-server", flag.ContinueOnError)
 	certFile := fs.String("cert", "", "certificate")
 	keyFile := fs.String("key", "", "key")
+	clientCA := fs.String("client-ca", "", "CA certificates (PEM) of client certificates: ask for one and verify it when given (mutual TLS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := serverTLS(*certFile, *keyFile)
 	if err != nil {
 		return err
+	}
+	if *clientCA != "" {
+		pem, err := os.ReadFile(*clientCA)
+		if err != nil {
+			return err
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s: no PEM certificate", *clientCA)
+		}
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

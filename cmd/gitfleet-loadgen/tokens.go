@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,7 +109,7 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 	}
 
 	// Mint the rest.
-	st, err := redis.New(redis.Options{Addrs: []string{redisAddr}})
+	st, err := redis.New(redis.Options{Addrs: strings.Split(redisAddr, ",")})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// clientPKI is the mtls mode's test CA and the client certificates it
+// issued (ECDSA P-256, as a factory CA would issue to devices), one per
+// polling client.
+type clientPKI struct {
+	caFile string // PEM, for the ceiling server's ClientCAs
+	certs  []tls.Certificate
+	next   atomic.Uint64
+	asked  atomic.Int64 // handshakes in which the server asked for a certificate
+}
+
+// newClientPKI writes a CA certificate to dir/client-ca.pem and issues n
+// client certificates under it.
+func newClientPKI(dir string, n int) (*clientPKI, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gitfleet-loadgen device CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	p := &clientPKI{caFile: dir + "/client-ca.pem"}
+	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(1000 + i)), Subject: pkix.Name{CommonName: fmt.Sprintf("loadgen-client-%03d", i), SerialNumber: fmt.Sprintf("SN%06d", i)},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return nil, err
+		}
+		p.certs = append(p.certs, tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key})
+	}
+	return p, nil
+}
+
+// getClientCertificate hands out the certificates in turn, and counts the
+// handshakes in which the server asked for one (a server that does not
+// ask gets none: the handshake is then plain TLS).
+func (p *clientPKI) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	p.asked.Add(1)
+	return &p.certs[p.next.Add(1)%uint64(len(p.certs))], nil
+}
