@@ -18,14 +18,14 @@ import (
 )
 
 type driveOptions struct {
-	mode     string // keepalive, h2, newconn, mtls
-	target   string // for the report
-	addr     string
+	mode   string // keepalive, h2, newconn, mtls
+	target string // for the report
+	addr   string
 	// addrs, when set, are several servers (replicas behind a
 	// round-robin balancer): client w polls addrs[w%len(addrs)].
 	addrs []string
 	// pki gives client certificates (mtls) to servers that ask.
-	pki *clientPKI
+	pki      *clientPKI
 	ca       *x509.CertPool
 	clients  int
 	duration time.Duration
