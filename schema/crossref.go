@@ -29,7 +29,7 @@ func (l *loader) crossCheck() {
 		artifacts: indexNames(l, f.Artifacts),
 		rollouts:  indexNames(l, f.Rollouts),
 		groups:    indexNames(l, f.Groups),
-		devices:   indexNames(l, f.Devices),
+		devices:   l.deviceIndex(),
 		checks:    indexNames(l, f.Checks),
 		configs:   indexNames(l, f.Configs),
 		keys:      indexNames(l, f.Keys),
@@ -67,6 +67,20 @@ func (l *loader) crossCheck() {
 	l.checkRolloutOverlaps(ix)
 	l.checkConfigConflicts(ix)
 	l.checkDeviceCAs(time.Now())
+}
+
+// deviceIndex maps device names to devices, reporting duplicates. When the
+// devices are shared with an earlier valid load, so is their index.
+func (l *loader) deviceIndex() map[string]*Device {
+	if d := l.shared; d != nil && d.index != nil {
+		return d.index
+	}
+	n := l.errs.count()
+	ix := indexNames(l, l.fleet.Devices)
+	if d := l.shared; d != nil && l.errs.count() == n {
+		d.index = ix
+	}
+	return ix
 }
 
 // indexNames maps names to manifests, reporting duplicates.

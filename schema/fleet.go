@@ -37,9 +37,15 @@ func (f *Fleet) All() iter.Seq[Manifest] {
 // (about 1 GiB for a million devices). Afterwards Pos answers with each
 // manifest's own position. Call it once a Fleet is validated and will live
 // long, as the controller's served snapshot does.
+//
+// Compact writes only to manifests that still have a syntax tree, so a
+// Fleet that shares its devices with another (see [LoadCached]) can be
+// compacted while the other is read.
 func (f *Fleet) Compact() {
 	for m := range f.All() {
-		m.Metadata().doc = nil
+		if md := m.Metadata(); md.doc != nil {
+			md.doc = nil
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,11 +38,19 @@ func Load(fsys fs.FS) (*Fleet, error) { return LoadCached(fsys, nil) }
 // LoadCached is Load with a cache of the files it validated before (nil:
 // none): a file whose path and content are in c is not parsed nor
 // validated again, so loading the next commit of a repository costs the
-// files that changed (and the checks across files). When the result has
-// errors and some files came from c, the tree is loaded again without c,
-// so that every error has the position an uncached Load gives it.
+// files that changed (and the checks across files). When fsys's
+// directory entries know their file's content hash (a [ContentHasher],
+// as the entries of a Git commit's tree do), a cached file is not even
+// read. The devices of the fleet are shared with the previous load when
+// no file that declares devices changed: then neither the device list
+// nor the index of device names is rebuilt. When the result has errors
+// and some files came from c, the tree is loaded again without c, so that
+// every error has the position an uncached Load gives it.
+//
+// The returned Fleet may share its Devices with the Fleet of an earlier
+// LoadCached with the same c: treat both as read-only.
 func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
-	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}, overlapBudget: MaxOverlapPairs}
+	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}, overlapBudget: MaxOverlapPairs, cache: c}
 	files := l.walk()
 	hits, err := l.loadFiles(files, c)
 	if err != nil {
@@ -54,7 +63,20 @@ func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 		}
 		return l.fleet, errs
 	}
+	if c != nil {
+		c.mu.Lock()
+		c.devices = l.shared
+		c.mu.Unlock()
+	}
 	return l.fleet, nil
+}
+
+// A ContentHasher is a directory entry (an [fs.DirEntry]) that knows a
+// digest of its file's content without reading it, such as the Git blob
+// hash of a tree entry. Two files with the same ContentHash have the same
+// content.
+type ContentHasher interface {
+	ContentHash() string
 }
 
 // A Cache holds the manifests of valid files by path and content digest,
@@ -63,23 +85,46 @@ func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 // [Fleet.Compact]); use one Cache per repository followed. Safe for
 // concurrent use.
 type Cache struct {
-	mu sync.Mutex
-	m  map[cacheKey]*Fleet
+	mu      sync.Mutex
+	m       map[cacheKey]*cachedFile
+	devices *sharedDevices // the devices of the last valid load
 }
 
 type cacheKey struct {
 	path string
-	sum  [sha256.Size]byte
+	sum  string // "sha256:" and the digest, or a ContentHasher's hash
+}
+
+// A cachedFile is the result of a valid file, compacted.
+type cachedFile struct {
+	fleet *Fleet
+	size  int64 // bytes, for MaxTotalSize
+}
+
+// sharedDevices is the merged Devices of a load, the per-file results
+// they were merged from, in order, and their index by name; a load whose
+// files that declare devices are the same ones shares them.
+type sharedDevices struct {
+	from    []*Fleet
+	devices []Device
+	index   map[string]*Device
 }
 
 // NewCache returns an empty Cache.
-func NewCache() *Cache { return &Cache{m: map[cacheKey]*Fleet{}} }
+func NewCache() *Cache { return &Cache{m: map[cacheKey]*cachedFile{}} }
 
 // Len returns how many files c holds.
 func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
+}
+
+// lookup returns the cached file at k, or nil.
+func (c *Cache) lookup(k cacheKey) *cachedFile {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
 }
 
 // A loader holds the state of one Load: the errors and the fleet. The
@@ -90,9 +135,14 @@ type loader struct {
 	fsMu  *sync.Mutex // held while a worker reads fsys
 	errs  errorList
 	fleet *Fleet
+	cache *Cache // nil: none
 
 	files int   // manifest files read
 	total int64 // bytes read
+
+	// shared are the fleet's devices, shared with an earlier load when
+	// index is set (then its names need no new index).
+	shared *sharedDevices
 
 	names     map[Kind][]string // sorted names by kind, for suggestions
 	suggested int               // names compared for suggestions
@@ -106,6 +156,8 @@ type loader struct {
 type file struct {
 	path string
 	data []byte
+	key  cacheKey    // set when loading with a cache
+	hit  *cachedFile // set when found in the cache (data is then nil)
 }
 
 // loadFiles validates files in parallel and adds their manifests and
@@ -118,24 +170,23 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 		errs  errorList
 	}
 	results := make([]result, len(files))
-	var keys []cacheKey
 	var todo []int // indexes of files to validate
 	if c != nil {
-		keys = make([]cacheKey, len(files))
 		for i := range files {
-			keys[i] = cacheKey{files[i].path, sha256.Sum256(files[i].data)}
-		}
-		c.mu.Lock()
-		for i := range files {
-			if f, ok := c.m[keys[i]]; ok {
-				results[i].fleet = f
-				files[i].data = nil
+			f := &files[i]
+			if f.hit == nil && f.key.sum == "" {
+				sum := sha256.Sum256(f.data)
+				f.key = cacheKey{f.path, "sha256:" + string(sum[:])}
+				f.hit = c.lookup(f.key)
+			}
+			if f.hit != nil {
+				results[i].fleet = f.hit.fleet
+				f.data = nil
 				hits++
 				continue
 			}
 			todo = append(todo, i)
 		}
-		c.mu.Unlock()
 	} else {
 		todo = make([]int, len(files))
 		for i := range todo {
@@ -159,29 +210,35 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 				}
 				i := todo[n]
 				w.fleet, w.errs = &Fleet{}, errorList{}
+				size := len(files[i].data)
 				w.loadFile(&files[i])
 				results[i] = result{w.fleet, w.errs}
+				if c != nil && w.errs.count() == 0 {
+					files[i].hit = &cachedFile{fleet: w.fleet, size: int64(size)}
+				}
 			}
 		})
 	}
 	wg.Wait()
-	for _, r := range results {
-		l.fleet.append(r.fleet)
+	fleets := make([]*Fleet, len(results))
+	for i, r := range results {
+		fleets[i] = r.fleet
 		l.errs.merge(&r.errs)
 	}
+	l.merge(fleets, c)
 	if c != nil {
 		// Keep this load's valid files, without their syntax trees (the
 		// fleet just built has its own copies of the manifests, with
 		// them).
-		m := make(map[cacheKey]*Fleet, len(files))
+		m := make(map[cacheKey]*cachedFile, len(files))
 		for i, r := range results {
-			if len(r.errs.errs) == 0 && r.errs.dropped == 0 {
-				m[keys[i]] = r.fleet
+			if len(r.errs.errs) == 0 && r.errs.dropped == 0 && files[i].hit != nil {
+				m[files[i].key] = files[i].hit
 			}
 		}
 		for _, i := range todo { // hits are compact already
-			if r := results[i]; m[keys[i]] == r.fleet {
-				r.fleet.Compact()
+			if h := files[i].hit; h != nil {
+				h.fleet.Compact()
 			}
 		}
 		c.mu.Lock()
@@ -191,10 +248,70 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 	return hits, nil
 }
 
+// merge sets l.fleet to the manifests of fleets, the results of the
+// files in order. Its Devices are those of the last load with c when they
+// came from the same results, else a new list (l.shared says which).
+func (l *loader) merge(fleets []*Fleet, c *Cache) {
+	var with []*Fleet // the results that declare devices
+	for _, g := range fleets {
+		if len(g.Devices) > 0 {
+			with = append(with, g)
+		}
+	}
+	f := l.fleet
+	n := func(get func(*Fleet) int) int {
+		s := 0
+		for _, g := range fleets {
+			s += get(g)
+		}
+		return s
+	}
+	f.Artifacts = make([]Artifact, 0, n(func(g *Fleet) int { return len(g.Artifacts) }))
+	f.Rollouts = make([]Rollout, 0, n(func(g *Fleet) int { return len(g.Rollouts) }))
+	f.Groups = make([]DeviceGroup, 0, n(func(g *Fleet) int { return len(g.Groups) }))
+	f.Checks = make([]MonitorCheck, 0, n(func(g *Fleet) int { return len(g.Checks) }))
+	f.Configs = make([]DeviceConfig, 0, n(func(g *Fleet) int { return len(g.Configs) }))
+	f.Keys = make([]SigningKey, 0, n(func(g *Fleet) int { return len(g.Keys) }))
+	f.Notifications = make([]Notification, 0, n(func(g *Fleet) int { return len(g.Notifications) }))
+	for _, g := range fleets {
+		devices := g.Devices
+		g.Devices = nil
+		f.append(g)
+		g.Devices = devices
+	}
+	if c != nil {
+		c.mu.Lock()
+		prev := c.devices
+		c.mu.Unlock()
+		if prev != nil && slices.Equal(prev.from, with) {
+			l.shared = prev
+			f.Devices = prev.devices
+			return
+		}
+	}
+	switch len(with) {
+	case 0:
+	case 1:
+		if with[0].Devices[0].doc == nil {
+			// A device list or a cached file: nothing for Compact to
+			// change, so the list can be shared with the file's result.
+			f.Devices = with[0].Devices
+			break
+		}
+		fallthrough
+	default:
+		f.Devices = make([]Device, 0, n(func(g *Fleet) int { return len(g.Devices) }))
+		for _, g := range with {
+			f.Devices = append(f.Devices, g.Devices...)
+		}
+	}
+	l.shared = &sharedDevices{from: with, devices: f.Devices}
+}
+
 // isManifestFile reports whether name has a manifest file extension.
 func isManifestFile(name string) bool {
 	switch path.Ext(name) {
-	case ".yaml", ".yml", ".cue":
+	case ".yaml", ".yml", ".cue", DeviceListExt:
 		return true
 	}
 	return false
@@ -213,9 +330,12 @@ func (l *loader) loadFile(f *file) {
 			}
 		}
 	}()
-	if path.Ext(f.path) == ".cue" {
+	switch path.Ext(f.path) {
+	case ".cue":
 		l.loadCUE(f.path, f.data)
-	} else {
+	case DeviceListExt:
+		l.loadDeviceList(f.path, f.data)
+	default:
 		l.loadYAML(f.path, f.data)
 	}
 	f.data = nil
@@ -266,6 +386,19 @@ func (l *loader) walk() []file {
 			l.errs.add(Source{File: p}, "", "more than %d manifest files; stopped reading", MaxFiles)
 			return fs.SkipAll
 		}
+		f := file{path: p}
+		if h, ok := d.(ContentHasher); ok && l.cache != nil {
+			// Known by its hash: a file in the cache is not read.
+			f.key = cacheKey{p, h.ContentHash()}
+			if f.hit = l.cache.lookup(f.key); f.hit != nil {
+				if l.total += f.hit.size; l.total > MaxTotalSize {
+					l.errs.add(Source{File: p}, "", "manifests total more than %d bytes; stopped reading", MaxTotalSize)
+					return fs.SkipAll
+				}
+				files = append(files, f)
+				return nil
+			}
+		}
 		data, err := l.read(p)
 		if err != nil {
 			l.errs.add(Source{File: p}, "", "%v", err)
@@ -274,7 +407,8 @@ func (l *loader) walk() []file {
 			}
 			return nil
 		}
-		files = append(files, file{p, data})
+		f.data = data
+		files = append(files, f)
 		return nil
 	})
 	if err != nil {
@@ -293,15 +427,37 @@ func (l *loader) read(p string) ([]byte, error) {
 		return nil, unwrapPath(err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("file is %d bytes; the limit is %d", fi.Size(), MaxFileSize)
+	limit := int64(MaxFileSize)
+	if path.Ext(p) == DeviceListExt {
+		limit = MaxDeviceListSize
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read: %w", unwrapPath(err))
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		if size = fi.Size(); size > limit {
+			return nil, fmt.Errorf("file is %d bytes; the limit is %d", size, limit)
+		}
 	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("file is larger than the limit of %d bytes", MaxFileSize)
+	// Read into a buffer of the size Stat said (and one byte more, to
+	// see the end), growing it only when the file was larger.
+	data := make([]byte, 0, min(size, limit)+1)
+	for {
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read: %w", unwrapPath(err))
+		}
+		if int64(len(data)) > limit {
+			break
+		}
+		if len(data) == cap(data) {
+			data = slices.Grow(data, len(data))
+		}
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("file is larger than the limit of %d bytes", limit)
 	}
 	l.total += int64(len(data))
 	if l.total > MaxTotalSize {

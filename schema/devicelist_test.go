@@ -1,0 +1,173 @@
+package schema
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"testing"
+	"testing/fstest"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// deviceListFS returns a tree declaring devices d0000000… in device-list
+// files of perFile devices, every third by trust on first use, every
+// fifth with a device type; plus an artifact and a rollout of the whole
+// fleet.
+func deviceListFS(devices, perFile int) fstest.MapFS {
+	fsys := fstest.MapFS{}
+	for f := 0; f*perFile < devices; f++ {
+		var buf bytes.Buffer
+		buf.WriteString(DeviceListHeader + "\n# name key identity\n")
+		for i := f * perFile; i < min((f+1)*perFile, devices); i++ {
+			if i%3 == 0 {
+				fmt.Fprintf(&buf, "d%07d tofu mac=02:00:00:%02x:%02x:%02x", i, i>>16&0xff, i>>8&0xff, i&0xff)
+			} else {
+				fmt.Fprintf(&buf, "d%07d %064x mac=02:00:00:%02x:%02x:%02x serial=S%d", i, i, i>>16&0xff, i>>8&0xff, i&0xff, i)
+			}
+			if i%5 == 0 {
+				buf.WriteString(" +deviceType=sim")
+			}
+			buf.WriteByte('\n')
+		}
+		fsys[fmt.Sprintf("devices/line-%04d.devices", f)] = &fstest.MapFile{Data: buf.Bytes()}
+	}
+	fsys["artifact.yaml"] = &fstest.MapFile{Data: []byte("apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: app}\nspec:\n  source: app.mender\n  deviceTypes: [sim]\n")}
+	fsys["rollout.yaml"] = rolloutFile(1)
+	return fsys
+}
+
+func rolloutFile(canary int) *fstest.MapFile {
+	return &fstest.MapFile{Data: fmt.Appendf(nil, "apiVersion: gitfleet.io/v1\nkind: Rollout\nmetadata: {name: fleet}\nspec:\n  artifact: app\n  target: {all: true}\n  phases: [{name: canary, count: %d}, {name: all, percent: 100}]\n", canary)}
+}
+
+// A device list declares the same devices as the Device manifests that
+// say the same thing.
+func TestDeviceListSameAsManifests(t *testing.T) {
+	list := deviceListFS(100, 40)
+	manifests := fstest.MapFS{"artifact.yaml": list["artifact.yaml"], "rollout.yaml": list["rollout.yaml"]}
+	var buf bytes.Buffer
+	for i := range 100 {
+		fmt.Fprintf(&buf, "---\napiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: d%07d}\nspec:\n  identity: {mac: \"02:00:00:%02x:%02x:%02x\"", i, i>>16&0xff, i>>8&0xff, i&0xff)
+		if i%3 != 0 {
+			fmt.Fprintf(&buf, ", serial: S%d}\n  publicKeySHA256: \"%064x\"\n", i, i)
+		} else {
+			buf.WriteString("}\n  trustOnFirstUse: true\n")
+		}
+		if i%5 == 0 {
+			buf.WriteString("  deviceType: sim\n")
+		}
+	}
+	manifests["devices.yaml"] = &fstest.MapFile{Data: buf.Bytes()}
+	fl, err := Load(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := Load(manifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fl.Devices) != 100 {
+		t.Fatalf("the list declares %d devices, want 100", len(fl.Devices))
+	}
+	if d := cmp.Diff(fleetJSON(t, fm), fleetJSON(t, fl)); d != "" {
+		t.Fatalf("fleets differ (-manifests +list):\n%s", d)
+	}
+	if got, want := fl.Devices[41].Source.String(), "devices/line-0001.devices:4:1"; got != want {
+		t.Errorf("d0000041 declared at %s, want %s", got, want)
+	}
+}
+
+// benchDevices returns GITFLEET_BENCH_DEVICES, or def.
+func benchDevices(b *testing.B, def int) int {
+	if v := os.Getenv("GITFLEET_BENCH_DEVICES"); v != "" {
+		if _, err := fmt.Sscan(v, &def); err != nil || def < 1 {
+			b.Fatalf("GITFLEET_BENCH_DEVICES=%q: want a number of devices", v)
+		}
+	}
+	return def
+}
+
+// BenchmarkLoadDeviceList loads a fleet of 100,000 devices in device-list
+// files of 100,000 from scratch (GITFLEET_BENCH_DEVICES sets another
+// size):
+//
+//	GITFLEET_BENCH_DEVICES=1000000 go test ./schema -run '^$' -bench LoadDeviceList -benchtime 3x
+func BenchmarkLoadDeviceList(b *testing.B) {
+	n := benchDevices(b, 100_000)
+	fsys := deviceListFS(n, 100_000)
+	start := rusage()
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Load(fsys)
+		if err != nil || len(f.Devices) != n {
+			b.Fatal(err, len(f.Devices))
+		}
+	}
+	reportUsage(b, start)
+}
+
+// hashFS is a MapFS whose directory entries know their file's content
+// hash, as those of a Git tree do: LoadCached need not read a file it
+// has cached.
+type hashFS struct {
+	fstest.MapFS
+	sums map[string]string
+}
+
+func newHashFS(m fstest.MapFS) *hashFS {
+	h := &hashFS{MapFS: fstest.MapFS{}, sums: map[string]string{}}
+	for p, f := range m {
+		h.set(p, f)
+	}
+	return h
+}
+
+func (h *hashFS) set(p string, f *fstest.MapFile) {
+	h.MapFS[p] = f
+	sum := sha256.Sum256(f.Data)
+	h.sums[p] = hex.EncodeToString(sum[:])
+}
+
+func (h *hashFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	es, err := h.MapFS.ReadDir(name)
+	for i, e := range es {
+		if sum, ok := h.sums[path.Join(name, e.Name())]; ok {
+			es[i] = hashEntry{e, sum}
+		}
+	}
+	return es, err
+}
+
+type hashEntry struct {
+	fs.DirEntry
+	sum string
+}
+
+func (e hashEntry) ContentHash() string { return e.sum }
+
+// BenchmarkLoadDeviceListCommit loads the fleet of BenchmarkLoadDeviceList
+// again after a commit that changed only its rollout, with the cache, in
+// a tree whose entries know their content hash (as Git's do).
+func BenchmarkLoadDeviceListCommit(b *testing.B) {
+	n := benchDevices(b, 100_000)
+	fsys := newHashFS(deviceListFS(n, 100_000))
+	c := NewCache()
+	if _, err := LoadCached(fsys, c); err != nil {
+		b.Fatal(err)
+	}
+	canary := 1
+	b.ReportAllocs()
+	for b.Loop() {
+		canary++
+		fsys.set("rollout.yaml", rolloutFile(canary))
+		f, err := LoadCached(fsys, c)
+		if err != nil || len(f.Devices) != n {
+			b.Fatal(err, len(f.Devices))
+		}
+	}
+}
