@@ -193,6 +193,13 @@ func main() {
 	flag.StringVar(&c.stormMode, "storm-mode", "keepalive", "-alerts: the storm's connections: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per batch, as devices that each connect once)")
 	flag.IntVar(&c.pollers, "pollers", 8, "-alerts: concurrent clients polling deployments/next during the baseline and the storm")
 	flag.Parse()
+	if c.cluster && !c.alerts {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["devices"] {
+			c.devices = 100_000
+		}
+	}
 	if c.alerts {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -248,6 +255,9 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	fmt.Printf("gitfleet-loadgen: %d devices, %s, GOMAXPROCS %d, %d CPUs\n",
 		c.devices, what, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	if c.cluster {
+		return runCluster(ctx, c, dir, &procs)
+	}
 	e, err := setup(ctx, c, dir, &procs)
 	if err != nil {
 		return err

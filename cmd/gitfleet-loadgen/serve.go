@@ -55,7 +55,11 @@ func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, red
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--repo", repo, "--branch", "main", "--redis", "redis://"+redisAddr,
+	var urls []string // one node, or a cluster's
+	for _, a := range strings.Split(redisAddr, ",") {
+		urls = append(urls, "redis://"+a)
+	}
+	cmd := exec.Command(bin, "serve", "--repo", repo, "--branch", "main", "--redis", strings.Join(urls, ","),
 		"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--artifact-store", storeDir,
 		"--poll-interval", "1h", "--log-level", "info")
 	cmd.Env = append(os.Environ(), "GITFLEET_MANAGEMENT_TOKEN=loadgen-token")
