@@ -58,7 +58,15 @@ func (a *API) authRequest(c *echo.Context) error {
 		return notReady()
 	}
 	now := a.opts.Now()
-	manifest := a.adm.get(snap).admit(identity.Strings, identity.Typed, fp)
+	// A client certificate decides alone (cert.go); without one, the
+	// Device manifests do.
+	manifest, cert, err := a.admitCert(c.Request(), snap, identity, fp, now)
+	if err != nil {
+		return a.refuseCert(c, snap, id, err, now)
+	}
+	if manifest == nil {
+		manifest = a.adm.get(snap).admit(identity.Strings, identity.Typed, fp)
+	}
 	rec := store.Device{ID: id, Identity: identity.Canonical(), KeyFingerprint: fp, Status: store.DeviceAccepted, LastSeen: now}
 	var created bool
 	switch {
@@ -67,6 +75,8 @@ func (a *API) authRequest(c *echo.Context) error {
 			return tooMany(c, "too many auth requests of devices that are not accepted from this address", a.opts.UnknownRate)
 		}
 		rec.Status = store.DevicePending
+		created, err = a.opts.Store.SeeDevice(ctx, rec)
+	case cert != "": // the key the certificate holds
 		created, err = a.opts.Store.SeeDevice(ctx, rec)
 	case manifest.Spec.PublicKeySHA256 == "": // trustOnFirstUse
 		created, err = a.opts.Store.BindDevice(ctx, rec)
@@ -109,7 +119,7 @@ func (a *API) authRequest(c *echo.Context) error {
 	}
 	tok, err := signToken(key, Claims{
 		Subject: id, ID: randomID(), IssuedAt: now.Unix(), Expires: now.Add(a.opts.TokenTTL).Unix(),
-		Issuer: tokenIssuer, Device: true, Identity: identity.Strings, Typed: identity.Typed, Key: fp,
+		Issuer: tokenIssuer, Device: true, Identity: identity.Strings, Typed: identity.Typed, Key: fp, Cert: cert,
 	})
 	if err != nil {
 		return a.httpError("sign token", err)

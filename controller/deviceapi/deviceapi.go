@@ -140,6 +140,7 @@ type API struct {
 	opts      Options
 	log       *slog.Logger
 	adm       admissions
+	cas       certIndexes // DeviceCAs (cert.go)
 	plan      plans
 	prog      progressCache
 	index     depIndex
@@ -223,6 +224,7 @@ func New(opts Options) (*API, error) {
 	a := &API{opts: opts, log: opts.Logger, key: opts.TokenKey,
 		unknown: newLimiter(opts.UnknownRate, opts.UnknownBurst), logs: newLimiter(opts.LogRate, opts.LogBurst),
 		alertLim: newLimiter(opts.AlertRate, opts.AlertBurst), alertSem: make(chan struct{}, opts.AlertConcurrency)}
+	a.tokens.setRevoked(a.revokedCert) // DeviceCA revocation, on every call (cert.go)
 	return a, nil
 }
 
@@ -369,7 +371,7 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		// A trust-on-first-use device's token was issued only after the
 		// store bound its key (claims.Key), and the store never rebinds
 		// it: checking the manifest is enough.
-		m := a.adm.get(snap).admit(claims.Identity, claims.Typed, claims.Key)
+		m := a.admitToken(snap, &claims) // Device manifests, or a DeviceCA (cert.go)
 		if m == nil {
 			a.log.Info("device no longer accepted", "device_id", claims.Subject)
 			return unauthorized(c, "the device is not accepted")
