@@ -74,7 +74,7 @@ func runCluster(ctx context.Context, c config, dir string, procs *procs) error {
 	if err != nil {
 		return err
 	}
-	repo, artifacts, err := writeRepo(ctx, filepath.Join(dir, "fleet"), f, 0)
+	repo, artifacts, err := writeRepo(ctx, filepath.Join(dir, "fleet"), f, 0, nil)
 	if err != nil {
 		return err
 	}

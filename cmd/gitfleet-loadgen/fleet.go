@@ -126,7 +126,7 @@ func checksYAML(n int) []byte {
 // many MonitorChecks) and commits it with git; the artifact file goes to a
 // separate artifact store. It returns the repository's file:// URL and the
 // store directory.
-func writeRepo(ctx context.Context, dir string, f *fleet, checks int) (repoURL, storeDir string, err error) {
+func writeRepo(ctx context.Context, dir string, f *fleet, checks int, pki *clientPKI) (repoURL, storeDir string, err error) {
 	repo, storeDir := filepath.Join(dir, "repo"), filepath.Join(dir, "artifacts")
 	for _, d := range []string{filepath.Join(repo, "devices"), filepath.Join(repo, "fleet"), storeDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -178,6 +178,10 @@ func writeRepo(ctx context.Context, dir string, f *fleet, checks int) (repoURL, 
 	}
 	if checks > 0 {
 		files["fleet/checks.yaml"] = string(checksYAML(checks))
+	}
+	if pki != nil {
+		files["fleet/loadgen-ca.pem"] = string(pki.caPEM)
+		files["fleet/deviceca.yaml"] = deviceCAYAML
 	}
 	for name, data := range files {
 		if err := write(name, []byte(data)); err != nil {

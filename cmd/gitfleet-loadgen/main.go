@@ -279,6 +279,7 @@ type env struct {
 	srv        *server
 	deps       deploymentsReport
 	toks       *tokens
+	pki        *clientPKI // with the mtls mode: the DeviceCA and client certificates
 }
 
 // setup runs steps 1 to 4 of the package doc, for both the poll benchmark
@@ -310,7 +311,12 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 
 	// 2. The fleet repository and artifact store.
 	start := time.Now()
-	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), e.fleet, c.checks)
+	if !c.alerts && slices.Contains(strings.Split(strings.ReplaceAll(c.modes, " ", ""), ","), "mtls") {
+		if e.pki, err = newClientPKI(dir, c.clients); err != nil {
+			return nil, err
+		}
+	}
+	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), e.fleet, c.checks, e.pki)
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +352,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		return err
 	}
 	rd, srv, deps, toks := e.rd, e.srv, e.deps, e.toks
-	var pki *clientPKI
+	pki := e.pki
 	var mceil *server
 	var results []result
 	for _, mode := range strings.Split(c.modes, ",") {
@@ -356,10 +362,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 		ceilAddr := ceil.addr
 		if mode == "mtls" {
-			if pki == nil {
-				if pki, err = newClientPKI(filepath.Dir(srv.certFile), c.clients); err != nil {
-					return err
-				}
+			if mceil == nil {
 				if mceil, err = startCeiling(ctx, procs, srv.certFile, srv.keyFile, pki.caFile); err != nil {
 					return err
 				}

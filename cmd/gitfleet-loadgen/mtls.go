@@ -20,6 +20,7 @@ import (
 // polling client.
 type clientPKI struct {
 	caFile string // PEM, for the ceiling server's ClientCAs
+	caPEM  []byte // the same, declared as a DeviceCA in the fleet repository
 	certs  []tls.Certificate
 	next   atomic.Uint64
 	asked  atomic.Int64 // handshakes in which the server asked for a certificate
@@ -46,8 +47,8 @@ func newClientPKI(dir string, n int) (*clientPKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &clientPKI{caFile: dir + "/client-ca.pem"}
-	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+	p := &clientPKI{caFile: dir + "/client-ca.pem", caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
+	if err := os.WriteFile(p.caFile, p.caPEM, 0o644); err != nil {
 		return nil, err
 	}
 	for i := range n {
@@ -68,6 +69,19 @@ func newClientPKI(dir string, n int) (*clientPKI, error) {
 	}
 	return p, nil
 }
+
+// deviceCAYAML declares the CA as a DeviceCA (devices named by their
+// certificate's subject serial number), so that gitfleet serve asks for
+// client certificates and verifies them at each handshake as it would a
+// factory CA's.
+const deviceCAYAML = `apiVersion: gitfleet.io/v1
+kind: DeviceCA
+metadata: {name: loadgen}
+spec:
+  certificateFile: fleet/loadgen-ca.pem
+  identity: {serial: subject.serialNumber}
+  deviceType: sim
+`
 
 // getClientCertificate hands out the certificates in turn, and counts the
 // handshakes in which the server asked for one (a server that does not
