@@ -105,6 +105,9 @@ func CheckContext(ctx context.Context, fsys fs.FS, fleet *schema.Fleet, b Budget
 	if err != nil {
 		return nil, err
 	}
+	if len(files) == 0 && len(cfg.packs) == 0 {
+		return nil, orNil(errs) // nothing to evaluate: no pass over the fleet
+	}
 	ms := metas(fleet)
 	var vs []Violation
 	if len(files) > 0 {

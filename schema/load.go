@@ -387,10 +387,11 @@ func (l *loader) walk() []file {
 			return fs.SkipAll
 		}
 		f := file{path: p}
-		if h, ok := d.(ContentHasher); ok && l.cache != nil {
+		if h, ok := d.(ContentHasher); ok && l.cache != nil && h.ContentHash() != "" {
 			// Known by its hash: a file in the cache is not read.
 			f.key = cacheKey{p, h.ContentHash()}
-			if f.hit = l.cache.lookup(f.key); f.hit != nil {
+			f.hit = l.cache.lookup(f.key)
+			if f.hit != nil {
 				if l.total += f.hit.size; l.total > MaxTotalSize {
 					l.errs.add(Source{File: p}, "", "manifests total more than %d bytes; stopped reading", MaxTotalSize)
 					return fs.SkipAll

@@ -34,7 +34,7 @@ type Set struct {
 	// which it is a static member; selGroups are those with a selector.
 	memberOf  map[string][]string
 	selGroups []*group
-	devices   []string // every Device manifest name, sorted
+	devices   func() []string // every Device manifest name, sorted; listed on first use
 	secret    map[string]bool
 	inventory bool
 	cache     *cache
@@ -176,11 +176,16 @@ func Compile(fleet *schema.Fleet, opts Options) (*Set, error) {
 			}
 		}
 	}
-	for i := range fleet.Devices {
-		s.devices = append(s.devices, fleet.Devices[i].Name)
-	}
-	slices.Sort(s.devices)
-	s.devices = slices.Compact(s.devices)
+	// Listed when first asked for, not on every commit: a fleet may
+	// have a million devices.
+	s.devices = sync.OnceValue(func() []string {
+		names := make([]string, 0, len(fleet.Devices))
+		for i := range fleet.Devices {
+			names = append(names, fleet.Devices[i].Name)
+		}
+		slices.Sort(names)
+		return slices.Compact(names)
+	})
 	return s, nil
 }
 
@@ -396,7 +401,7 @@ func (s *Set) DevicesOf(cfg string) []string {
 	c := s.configs[i]
 	switch c.info.Level {
 	case schema.SpecificityFleet:
-		return slices.Clone(s.devices)
+		return slices.Clone(s.devices())
 	case schema.SpecificityDevice:
 		return slices.Compact(slices.Sorted(slices.Values(c.info.Devices)))
 	}

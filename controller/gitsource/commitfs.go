@@ -205,6 +205,10 @@ func (e *dirEntry) IsDir() bool       { return e.entry.Mode == filemode.Dir }
 func (e *dirEntry) Type() fs.FileMode { return fsMode(e.entry.Mode).Type() }
 func (e *dirEntry) String() string    { return fs.FormatDirEntry(e) }
 
+// ContentHash returns the Git object hash of the entry (for
+// schema.ContentHasher): a loader that cached the file need not read it.
+func (e *dirEntry) ContentHash() string { return "git:" + e.entry.Hash.String() }
+
 func (e *dirEntry) Info() (fs.FileInfo, error) {
 	var size int64
 	if e.entry.Mode.IsFile() {

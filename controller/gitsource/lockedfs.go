@@ -70,6 +70,15 @@ type lockedEntry struct {
 	mu *sync.Mutex
 }
 
+// ContentHash passes on the wrapped entry's content hash, or "" when it
+// has none.
+func (e *lockedEntry) ContentHash() string {
+	if h, ok := e.DirEntry.(interface{ ContentHash() string }); ok {
+		return h.ContentHash()
+	}
+	return ""
+}
+
 func (e *lockedEntry) Info() (fs.FileInfo, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
