@@ -65,6 +65,7 @@ func startCluster(ctx context.Context, p *procs, dir string) ([]string, error) {
 // round-robin balancer): how the polls and the CPU divide between them.
 func runCluster(ctx context.Context, c config, dir string, procs *procs) error {
 	f := newFleet(c.devices)
+	f.lists = c.deviceLists
 	nodes, err := startCluster(ctx, procs, filepath.Join(dir, "cluster"))
 	if err != nil {
 		return err

@@ -34,7 +34,8 @@ func phaseSizes(n int) (canary, half int) {
 // deploymentsReport is what seeding the rollout's deployments cost.
 type deploymentsReport struct {
 	finished, inFlight int
-	probe              int // an in-flight device (its index), offered the artifact at every poll
+	probe              int   // an in-flight device (its index), offered the artifact at every poll
+	inFlightIdx        []int // the in-flight devices (indexes)
 	memDelta           int64
 	took               time.Duration
 }
@@ -131,6 +132,9 @@ func seedDeployments(ctx context.Context, addr string, f *fleet, workers int) (d
 		return deploymentsReport{}, err
 	}
 	d := deploymentsReport{finished: half - inflight, inFlight: inflight, probe: all[half-1].i, memDelta: after - before, took: time.Since(start)}
+	for _, r := range all[half-inflight : half] {
+		d.inFlightIdx = append(d.inFlightIdx, r.i)
+	}
 	fmt.Printf("rollout %s: %d devices finished, %d in flight, %d waiting for approval; %s\n",
 		g, d.finished, d.inFlight, f.n-half, d)
 	return d, nil

@@ -47,6 +47,7 @@ type result struct {
 	p50, p99      time.Duration
 	perAddr       []int64 // measured polls by addrs
 	asked         int64   // handshakes in which the server asked for a client certificate
+	cpuPerPoll    time.Duration
 }
 
 // transport returns the client side of a mode, counting the connections

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/artifact"
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
+	"github.com/gitfleet/gitfleet/schema"
 )
 
 // fleet names the simulated devices: device i is declared as d<i> with
@@ -27,6 +28,7 @@ import (
 // an Ed25519 key derived from its name.
 type fleet struct {
 	n      int
+	lists  bool // declared in device-list files (*.devices) rather than Device manifests
 	fpOnce sync.Once
 	fps    [][sha256.Size]byte // by device, computed once
 }
@@ -136,12 +138,24 @@ func writeRepo(ctx context.Context, dir string, f *fleet, checks int, pki *clien
 	write := func(name string, data []byte) error { return os.WriteFile(filepath.Join(repo, name), data, 0o644) }
 	var b bytes.Buffer
 	for i := 0; i < f.n; i++ {
-		if i%devicesPerManifest == 0 {
+		switch {
+		case i%devicesPerManifest != 0:
+		case f.lists:
+			fmt.Fprintf(&b, "%s\n# name, key, identity, options\n", schema.DeviceListHeader)
+		default:
 			fmt.Fprintf(&b, "apiVersion: gitfleet.io/v1\nkind: Device\nmetadata: {name: sims-%04d}\nspec:\n  devices:\n", i/devicesPerManifest)
 		}
-		fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, trustOnFirstUse: true, deviceType: sim}\n", f.name(i), f.mac(i))
+		if f.lists {
+			fmt.Fprintf(&b, "%s tofu mac=%s +deviceType=sim\n", f.name(i), f.mac(i))
+		} else {
+			fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, trustOnFirstUse: true, deviceType: sim}\n", f.name(i), f.mac(i))
+		}
 		if (i+1)%devicesPerManifest == 0 || i+1 == f.n {
-			if err := write(fmt.Sprintf("devices/sims-%04d.yaml", i/devicesPerManifest), b.Bytes()); err != nil {
+			ext := ".yaml"
+			if f.lists {
+				ext = schema.DeviceListExt
+			}
+			if err := write(fmt.Sprintf("devices/sims-%04d%s", i/devicesPerManifest, ext), b.Bytes()); err != nil {
 				return "", "", err
 			}
 			b.Reset()

@@ -152,6 +152,7 @@ type config struct {
 	keep           bool
 	startTimeout   time.Duration
 	reloads        int
+	deviceLists    bool
 	cluster        bool
 
 	// The alert storm (-alerts).
@@ -182,6 +183,7 @@ func main() {
 	flag.IntVar(&c.authSample, "auth-sample", 1000, "devices that authenticate with signed auth requests")
 	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn,mtls", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll), mtls (a TLS handshake with a client certificate per poll)")
 	flag.IntVar(&c.reloads, "reloads", 3, "commits changing the rollout after the polls, each timed until gitfleet serve serves it (0: none)")
+	flag.BoolVar(&c.deviceLists, "device-lists", false, "declare the devices in device-list files (devices/*.devices, one device a line) instead of Device manifests")
 	flag.BoolVar(&c.cluster, "cluster", false, "run two gitfleet serve replicas against a three-node Redis Cluster instead, and report how the polls divide between them (see the package doc); -devices defaults to 100,000")
 	flag.StringVar(&c.gitfleet, "gitfleet", "", "gitfleet binary (default: go build ./cmd/gitfleet)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (repository, logs)")
@@ -286,6 +288,7 @@ type env struct {
 // and the alert storm (which declares c.checks MonitorChecks as well).
 func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error) {
 	e := &env{fleet: newFleet(c.devices)}
+	e.fleet.lists = c.deviceLists
 
 	// 1. Redis and the device records.
 	rd, err := startRedis(ctx, procs, filepath.Join(dir, "redis"), "--hash-max-listpack-value", "1024")
@@ -371,6 +374,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 		for _, target := range []struct{ name, addr string }{{"ceiling", ceilAddr}, {"gitfleet", srv.addr}} {
 			before, _ := commandStats(ctx, rd.addr)
+			cpu0 := cpuOf(srv.proc.Process.Pid)
 			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool, pki: pki,
 				clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
 			if err != nil {
@@ -379,7 +383,10 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			after, _ := commandStats(ctx, rd.addr)
 			perPoll := ""
 			if target.name == "gitfleet" {
-				perPoll = fmt.Sprintf(", %d answered 200, Redis per poll: %s", r.offered, perPollStats(before, after, r.all))
+				// CPU over every poll, the warm-up's included.
+				r.cpuPerPoll = (cpuOf(srv.proc.Process.Pid) - cpu0) / time.Duration(max(r.all, 1))
+				perPoll = fmt.Sprintf(", %d answered 200, gitfleet serve CPU %s per poll, Redis per poll: %s",
+					r.offered, fmtDur(r.cpuPerPoll), perPollStats(before, after, r.all))
 			}
 			if mode == "mtls" {
 				perPoll += fmt.Sprintf(", client certificate asked for in %d of %d handshakes", r.asked, r.conns)
@@ -396,6 +403,10 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 	}
 	rss, peak := rssOf(srv.proc.Process.Pid)
+	reports, err := measureReports(ctx, srv, rd.addr, toks, deps.inFlightIdx)
+	if err != nil {
+		return err
+	}
 	var reloads []reloadResult
 	if c.reloads > 0 {
 		if reloads, err = measureReloads(ctx, srv, c.reloads); err != nil {
@@ -407,7 +418,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	fmt.Println()
 	fmt.Printf("gitfleet-loadgen report: %d devices registered in Redis and declared in Git, %d clients, %s per run, %d CPUs\n",
 		c.devices, c.clients, c.duration, runtime.NumCPU())
-	fmt.Printf("%-10s %12s %12s %7s %9s %9s %9s  %s\n", "mode", "ceiling/s", "gitfleet/s", "ratio", "p50", "p99", "goal", "")
+	fmt.Printf("%-10s %12s %12s %7s %9s %9s %9s %9s  %s\n", "mode", "ceiling/s", "gitfleet/s", "ratio", "p50", "p99", "CPU/poll", "goal", "")
 	for i := 0; i+1 < len(results); i += 2 {
 		ce, gf := results[i], results[i+1]
 		ratio := gf.rate / ce.rate
@@ -424,8 +435,8 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		if gf.mode == "mtls" && gf.asked < gf.conns {
 			note = fmt.Sprintf("; gitfleet asked for the client certificate in %d of %d handshakes", gf.asked, gf.conns)
 		}
-		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
-			fmtDur(gf.p50), fmtDur(gf.p99), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99), note)
+		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
+			fmtDur(gf.p50), fmtDur(gf.p99), fmtDur(gf.cpuPerPoll), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99), note)
 	}
 	fmt.Printf("Redis memory per device: %s\n", e.mem)
 	if e.memDefault != nil {
@@ -434,12 +445,15 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	fmt.Printf("                         + %s\n", deps)
 	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB after the polls (peak %d MiB)\n",
 		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
+	fmt.Printf("status reports (%d, installing, rebooting, success): %.0f/s from 8 clients, gitfleet serve CPU %s each, Redis %s\n",
+		reports.n, reports.rate, fmtDur(reports.cpu), reports.cmds)
 	for i, r := range reloads {
 		fmt.Printf("commit %d changing the rollout: live after %s (gitfleet serve CPU %s; RSS peak %d MiB)\n",
 			i+1, r.took.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.peak>>20)
 	}
 	if toks.authRate > 0 {
-		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients): %.0f/s\n", toks.authN, authClients, toks.authRate)
+		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients): %.0f/s, gitfleet serve CPU %s each\n",
+			toks.authN, authClients, toks.authRate, fmtDur(toks.authCPU))
 	}
 	return nil
 }

@@ -38,7 +38,8 @@ const authClients = 16
 type tokens struct {
 	all      []string // by device index
 	authN    int
-	authRate float64 // signed auth requests per second
+	authRate float64       // signed auth requests per second
+	authCPU  time.Duration // gitfleet serve's CPU per auth request
 }
 
 // prepareTokens authenticates a sample of devices with signed auth
@@ -81,6 +82,7 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 		var wg sync.WaitGroup
 		var firstErr error
 		var once sync.Once
+		cpu0 := cpuOf(srv.proc.Process.Pid)
 		start := time.Now()
 		for range authClients {
 			wg.Add(1)
@@ -105,6 +107,7 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 			return nil, firstErr
 		}
 		out.authN, out.authRate = sample, float64(sample)/time.Since(start).Seconds()
+		out.authCPU = (cpuOf(srv.proc.Process.Pid) - cpu0) / time.Duration(sample)
 		fmt.Printf("%d devices authenticated with signed auth requests: %.0f/s\n", sample, out.authRate)
 	}
 
