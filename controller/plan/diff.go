@@ -27,7 +27,7 @@ func diff(base, head *schema.Fleet) []Change {
 	var out []Change
 	out = append(out, diffKind(base.Rollouts, head.Rollouts, d.rollout)...)
 	out = append(out, diffKind(base.Artifacts, head.Artifacts, d.artifact)...)
-	out = append(out, diffKind(base.Devices, head.Devices, d.device)...)
+	out = append(out, summarizeLists(diffKind(base.Devices, head.Devices, d.device))...)
 	out = append(out, diffKind(base.Groups, head.Groups, d.group)...)
 	out = append(out, diffKind(base.Configs, head.Configs, d.config)...)
 	out = append(out, diffKind(base.Checks, head.Checks, d.check)...)
@@ -407,6 +407,68 @@ func (d *differ) device(b, h *schema.Device) *Change {
 	c := &Change{Actions: []Action{Changed}, Summary: "changes how it is recognized: " + describeDevice(h)}
 	c.Details = manifestChanges(b, h)
 	return c
+}
+
+// maxListChanges is how many changes of one kind (accepted, removed,
+// changed) a device-list file may have and still be listed device by
+// device; past it, the plan says how many and names the first few.
+const maxListChanges = 5
+
+// summarizeLists replaces, for each device-list file and action with more
+// than maxListChanges device changes, those changes with one that counts
+// them and names the first few, at the place of the first. A list of a
+// million devices then makes a plan of a few lines.
+func summarizeLists(cs []Change) []Change {
+	type group struct {
+		file   string
+		action Action
+	}
+	members := map[group][]int{}
+	for i, c := range cs {
+		if strings.HasSuffix(c.File, schema.DeviceListExt) {
+			g := group{c.File, c.Actions[0]}
+			members[g] = append(members[g], i)
+		}
+	}
+	summary := map[int]*Change{} // by the index of the first change it replaces
+	drop := map[int]bool{}
+	for g, idx := range members {
+		if len(idx) <= maxListChanges {
+			continue
+		}
+		names := make([]string, len(idx))
+		for i, j := range idx {
+			names[i], drop[j] = cs[j].Name, true
+		}
+		what := map[Action]string{
+			Accepted: "accepted",
+			Removed:  "removed: refused at their next authentication, no more updates",
+			Changed:  "change how they are recognized",
+		}[g.action]
+		if what == "" {
+			what = string(g.action)
+		}
+		shown := names[:maxListChanges]
+		summary[idx[0]] = &Change{
+			Kind: schema.KindDevice, Name: g.file, Actions: []Action{g.action}, Count: len(idx),
+			Summary: fmt.Sprintf("(device list): %d devices %s", len(idx), what),
+			Details: []string{strings.Join(shown, ", ") + fmt.Sprintf(" and %d more", len(idx)-len(shown))},
+			File:    g.file,
+		}
+	}
+	if len(drop) == 0 {
+		return cs
+	}
+	out := make([]Change, 0, len(cs)-len(drop)+len(summary))
+	for i := range cs {
+		if s := summary[i]; s != nil {
+			out = append(out, *s)
+		}
+		if !drop[i] {
+			out = append(out, cs[i])
+		}
+	}
+	return out
 }
 
 // describeDevice says how a device is recognized.

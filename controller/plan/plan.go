@@ -115,6 +115,11 @@ type Change struct {
 	// removed.
 	File string `json:"file"`
 	Line int    `json:"line,omitempty"`
+
+	// Count is how many manifests the change stands for, when more than
+	// one: the devices of a device-list file that one action changed
+	// (Name is then the file, and Details names the first few).
+	Count int `json:"count,omitempty"`
 }
 
 // Has reports whether c carries action a.

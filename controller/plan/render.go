@@ -103,7 +103,7 @@ func (p *Plan) Headline() string {
 			n := 0
 			for _, c := range p.Changes {
 				if c.Kind == k && c.Actions[0] == a {
-					n++
+					n += max(c.Count, 1)
 				}
 			}
 			if n == 0 {
