@@ -12,9 +12,11 @@
 //     second redis-server with Redis's default hash-max-listpack-value
 //     (64), so both figures are reported;
 //  2. writes a fleet repository declaring every device (Device manifests
-//     with spec.devices lists of 10,000, admitted by identity), a signed
+//     with spec.devices lists of 10,000, admitted by identity; with
+//     -device-lists, device-list files of 10,000 lines instead), a signed
 //     artifact and a rollout targeting the whole fleet in three phases:
 //     canary (10 devices), half (50 %), all (100 %, needs an approval);
+//     with the mtls mode, also a DeviceCA (a test CA made for the run);
 //  3. starts `gitfleet serve` on 127.0.0.1 with that repository and Redis,
 //     waits until it serves the commit, then records the rollout's
 //     progress through the store API as the controller would have: every
@@ -26,39 +28,51 @@
 //     each through the whole decision (route, progress, deployment,
 //     gates);
 //  4. authenticates -auth-sample devices for real (Ed25519-signed
-//     auth_requests) and mints a token for every device with the key
-//     the controller shares through the store (the same JWT the device
-//     API issues), checking that the controller accepts minted tokens;
+//     auth_requests; gitfleet serve's CPU per request is reported) and
+//     mints a token for every device with the key the controller shares
+//     through the store (the same JWT the device API issues), checking
+//     that the controller accepts minted tokens;
 //  5. for each mode — kept-alive HTTP/1.1 connections, kept-alive HTTP/2,
-//     and a new TLS connection (full handshake) per poll — drives POST v2
-//     deployments/next from -clients concurrent clients, each poll for a
-//     random device, for -duration, first against a trivial HTTPS handler
-//     (a separate process serving 204 with the controller's certificate),
-//     then against gitfleet; and prints polls/s, p50/p99 latency and the
-//     ratio to the ceiling.
+//     a new TLS connection (full handshake) per poll, and a new mutual-TLS
+//     connection per poll (mtls: each client presents a client
+//     certificate of the test CA, which the DeviceCA declares) — drives
+//     POST v2 deployments/next from -clients concurrent clients, each poll
+//     for a random device, for -duration, first against a trivial HTTPS
+//     handler (a separate process serving 204 with the controller's
+//     certificate; for mtls it asks for and verifies client certificates
+//     of the test CA), then against gitfleet; and prints polls/s, p50/p99
+//     latency, the ratio to the ceiling, gitfleet serve's CPU per poll
+//     and, for mtls, in how many handshakes each server asked for the
+//     client certificate (a controller that does not ask measures plain
+//     TLS: the report says so);
+//  6. lets the 100 in-flight devices finish (a poll, then the status
+//     reports installing, rebooting, success): gitfleet serve's CPU and
+//     Redis commands per report;
+//  7. commits -reloads changes to the rollout, each followed by POST
+//     /api/management/v1/reconcile until it is live: the per-commit
+//     reload time, gitfleet serve's CPU for it and its peak RSS.
 //
 // Everything listens on 127.0.0.1 and is stopped at the end.
 //
-//	go run ./cmd/gitfleet-loadgen -devices 1000000
+//	go run ./cmd/gitfleet-loadgen -devices 1000000 -device-lists
 //	go run ./cmd/gitfleet-loadgen -devices 100000 -clients 32 -duration 10s
 //
-// Figures of `go run ./cmd/gitfleet-loadgen -devices 1000000` (32
-// clients, 20 s per run) on the 2-CPU development machine, 2026-11-22:
+// docs/benchmarks.md has the figures of these runs on the development
+// machine, before and after the token cache and device lists.
 //
-//	mode       ceiling/s  gitfleet/s  ratio  gitfleet p50/p99   ceiling p50/p99
-//	keepalive      19639       13145   0.67   1.91ms/11.56ms     1.28ms/7.57ms
-//	h2             13118        9505   0.72   2.96ms/11.62ms     2.17ms/7.30ms
-//	newconn         1251        1210   0.97  24.85ms/60.74ms    24.36ms/54.70ms
+// # Two replicas on a Redis Cluster (-cluster)
 //
-//	Redis: 555 B/device (1,000,000 devices, hash-max-listpack-value 1024);
-//	       977 B/device (100,000 devices, Redis defaults: hashtable encoding);
-//	       + 120 B per device with a deployment (500,000 deployments)
-//	every poll: no Redis command (the device API decides from its
-//	deployment index and a progress read at most once a second)
-//	gitfleet serve with 1,000,000 declared devices: ready after 61 s,
-//	RSS 2.0 GiB (peak 4.3 GiB while loading the manifests)
+// With -cluster the program starts three redis-server nodes in cluster
+// mode on free loopback ports and joins them (redis-cli --cluster create),
+// seeds the fleet (-devices, default 100,000) into the cluster, writes the
+// repository as above and starts two gitfleet serve replicas sharing the
+// cluster. It then polls with kept-alive HTTP/1.1 from -clients clients:
+// all to replica A, all to B, then half to each (as a round-robin load
+// balancer would), and reports polls/s in total and per replica, each
+// replica's CPU per poll and Redis commands per poll: how the throughput
+// divides between the replicas.
 //
-// With -devices 100000 the kept-alive ratio is about 0.8.
+//	go run ./cmd/gitfleet-loadgen -cluster
 //
 // # The alert storm (-alerts)
 //
