@@ -435,11 +435,12 @@ type deviceNames struct {
 }
 
 // deviceDeclared reports whether the live commit declares a Device
-// manifest named name: the device a download URL was issued to. The index
+// manifest named name, or a DeviceCA that names it (deviceca.go): the
+// device a download URL was issued to. The index
 // is built once per Snapshot, by the first download that needs it.
 func (c *Controller) deviceDeclared(name string) bool {
 	snap := c.rec.Live()
-	return snap != nil && snap.Fleet != nil && c.declaredDevice(snap, name) != nil
+	return snap != nil && snap.Fleet != nil && (c.declaredDevice(snap, name) != nil || certDevice(snap, name))
 }
 
 // CheckPublicURL checks a public URL: what devices reach the controller

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/clientip"
@@ -107,7 +109,7 @@ func (c *Controller) Server(opts ServerOptions) *http.Server {
 	opts = opts.withDefaults()
 	return &http.Server{
 		Handler:   Bounded(c.Handler(), opts),
-		TLSConfig: opts.TLS,
+		TLSConfig: c.deviceTLS(opts.TLS),
 		// The handshake and the headers; there is deliberately no
 		// ReadTimeout or WriteTimeout for the whole request: Bounded sets
 		// per-body and per-write deadlines instead.
@@ -126,7 +128,43 @@ func (c *Controller) Listener(ln net.Listener, opts ServerOptions) net.Listener 
 	if opts.MaxConnsPerSource > 0 {
 		ln = &limitListener{Listener: ln, max: opts.MaxConnsPerSource, open: map[string]int{}, clients: opts.Clients}
 	}
-	return tls.NewListener(ln, opts.TLS)
+	return tls.NewListener(ln, c.deviceTLS(opts.TLS))
+}
+
+// deviceTLS returns base set to ask for client certificates, and to verify
+// one that is given against the CA certificates of the live commit's
+// DeviceCAs (VerifyClientCertIfGiven), as long as it declares any; without
+// DeviceCAs no certificate is asked for. The CAs are read at each
+// handshake, so a commit adding or removing a DeviceCA applies to the next
+// connection. A client without a certificate is served as before; the
+// device API then checks the certificate's serial, key and identity. A
+// base that already sets ClientAuth or GetConfigForClient is kept as is.
+func (c *Controller) deviceTLS(base *tls.Config) *tls.Config {
+	if c.devices == nil || base.ClientAuth != tls.NoClientCert || base.GetConfigForClient != nil {
+		return base
+	}
+	base = base.Clone()
+	plain := base.Clone()
+	type entry struct {
+		pool *x509.CertPool
+		cfg  *tls.Config
+	}
+	var cur atomic.Pointer[entry]
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := c.devices.ClientCAs()
+		if pool == nil {
+			return plain, nil
+		}
+		if e := cur.Load(); e != nil && e.pool == pool {
+			return e.cfg, nil
+		}
+		cfg := plain.Clone()
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		cfg.ClientCAs = pool
+		cur.Store(&entry{pool: pool, cfg: cfg})
+		return cfg, nil
+	}
+	return base
 }
 
 // Bounded applies opts' per-request deadlines to h: a request body must

@@ -19,6 +19,7 @@ import (
 // it.
 type Plan struct {
 	devices  map[string]int32 // declared device name → index
+	certs    bool             // the fleet declares DeviceCAs: see deviceca.go
 	rollouts []*plan          // priority order: highest first, then by name
 	byName   map[string]*plan
 	problems []string
@@ -51,6 +52,7 @@ type plan struct {
 	timeout time.Duration // spec.deviceTimeout in effect
 	online  time.Duration // spec.onlineWindow in effect
 	keys    []keyT        // exact targets: the target by rank
+	open    bool          // also targets devices admitted by a DeviceCA (deviceca.go)
 }
 
 type phase struct {
@@ -93,7 +95,8 @@ func (b bitset) count() (n int) {
 // (ReasonNotRecorded). Compile does not fail; what it cannot use it
 // reports in Problems, and such a rollout targets nobody.
 func Compile(fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
-	p := &Plan{devices: make(map[string]int32, len(fleet.Devices)), byName: make(map[string]*plan, len(fleet.Rollouts))}
+	p := &Plan{devices: make(map[string]int32, len(fleet.Devices)), byName: make(map[string]*plan, len(fleet.Rollouts)),
+		certs: len(fleet.DeviceCAs) > 0}
 	for i := range fleet.Devices {
 		if _, dup := p.devices[fleet.Devices[i].Name]; !dup {
 			p.devices[fleet.Devices[i].Name] = int32(i)
@@ -154,6 +157,7 @@ func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[strin
 		pl.window = append(pl.window, cw)
 	}
 	pl.target(fleet, groups)
+	pl.openToCerts(fleet)
 	pl.timeout, pl.online = ro.Spec.Timeout(), ro.Spec.Window()
 
 	// Phase sizes and boundaries.
@@ -175,6 +179,9 @@ func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[strin
 		pl.keys = keys
 	}
 	n := int64(pl.size)
+	if pl.open {
+		n = openCertSize
+	}
 	var prev int64
 	for _, sp := range ro.Spec.Phases {
 		ph := phase{name: sp.Name, hold: sp.Hold.Duration, abort: sp.Abort}
@@ -333,7 +340,7 @@ func (pl *plan) targets(d *Device, i int) bool {
 func (p *Plan) NeedsInventory(id string) bool {
 	x, ok := p.devices[id]
 	if !ok {
-		return false
+		return p.certs // a device admitted by a DeviceCA: selectors decide
 	}
 	i := int(x)
 	for _, pl := range p.rollouts {
@@ -359,7 +366,7 @@ func (p *Plan) route(d *Device) *plan {
 		i = int(x)
 	}
 	if i < 0 {
-		return nil
+		return p.routeUndeclared(d)
 	}
 	for _, pl := range p.rollouts {
 		if pl.targets(d, i) {
@@ -763,12 +770,6 @@ func (p *Plan) OnStatus(in StatusInput) StatusDecision {
 	}
 	c := countsOf(&in.Progress, in.Phase)
 	if in.Progress.Aborted != "" {
-		return StatusDecision{}
-	}
-	// A completed rollout (its last phase recorded complete) is over:
-	// nothing is left to stop, so neither a late report nor an alert
-	// raised afterwards turns it into an aborted one.
-	if last := len(pl.phases) - 1; !countsOf(&in.Progress, last).Completed.IsZero() {
 		return StatusDecision{}
 	}
 	out := pl.abortCheck(in, c)
