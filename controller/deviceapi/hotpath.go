@@ -27,7 +27,9 @@ import (
 // map order) down to 7/8 of its bound, so a fleet larger than the cache
 // keeps most of it warm instead of starting over. A token the cache does
 // not hold costs one HMAC-SHA256 and a parse of its payload without
-// encoding/json (token.go): about 1.5 µs and four allocations.
+// encoding/json (token.go): BenchmarkVerify measured 4 µs and four
+// allocations on the 2-CPU development machine, where encoding/json took
+// 47 µs and 25 allocations.
 //
 // The tokens of one process are all signed with the same key (the API's
 // key is read once): the cache does not record which key verified a token.
