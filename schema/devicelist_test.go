@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"testing"
 	"testing/fstest"
 
@@ -100,15 +101,29 @@ func benchDevices(b *testing.B, def int) int {
 func BenchmarkLoadDeviceList(b *testing.B) {
 	n := benchDevices(b, 100_000)
 	fsys := deviceListFS(n, 100_000)
+	base := liveHeap()
 	start := rusage()
 	b.ReportAllocs()
+	var f *Fleet
 	for b.Loop() {
-		f, err := Load(fsys)
+		var err error
+		f, err = Load(fsys)
 		if err != nil || len(f.Devices) != n {
 			b.Fatal(err, len(f.Devices))
 		}
 	}
 	reportUsage(b, start)
+	// The fleet's own memory: the live heap with it, less without.
+	b.ReportMetric(float64(liveHeap()-base)/(1<<20), "fleet-MB")
+	runtime.KeepAlive(f)
+}
+
+// liveHeap returns the bytes of live heap objects, after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }
 
 // hashFS is a MapFS whose directory entries know their file's content
@@ -170,4 +185,54 @@ func BenchmarkLoadDeviceListCommit(b *testing.B) {
 			b.Fatal(err, len(f.Devices))
 		}
 	}
+}
+
+// LoadCached shares the devices of the previous load when no file that
+// declares devices changed, and only then.
+func TestLoadCachedSharesDevices(t *testing.T) {
+	for _, name := range []string{"read", "content hash"} {
+		t.Run(name, func(t *testing.T) {
+			m := deviceListFS(1000, 300)
+			var fsys fs.FS = m
+			set := func(p string, f *fstest.MapFile) { m[p] = f }
+			if name == "content hash" {
+				h := newHashFS(m)
+				fsys, set = h, h.set
+			}
+			c := NewCache()
+			first, err := LoadCached(fsys, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			set("rollout.yaml", rolloutFile(7))
+			second, err := LoadCached(fsys, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !first.SameDevices(second) || second.Rollouts[0].Spec.Phases[0].Count != 7 {
+				t.Fatalf("after a rollout change: same devices %v, canary %d", first.SameDevices(second), second.Rollouts[0].Spec.Phases[0].Count)
+			}
+			list := m["devices/line-0001.devices"].Data
+			set("devices/line-0001.devices", &fstest.MapFile{Data: append(bytes.Clone(list), "extra-1 tofu mac=x\n"...)})
+			third, err := LoadCached(fsys, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if second.SameDevices(third) || len(third.Devices) != 1001 || third.Device("extra-1") == nil {
+				t.Fatalf("after a list change: same devices %v, %d devices", second.SameDevices(third), len(third.Devices))
+			}
+			if d := cmp.Diff(fleetJSON(t, mustLoad(t, fsys)), fleetJSON(t, third)); d != "" {
+				t.Fatalf("LoadCached differs from Load:\n%s", d)
+			}
+		})
+	}
+}
+
+func mustLoad(t *testing.T, fsys fs.FS) *Fleet {
+	t.Helper()
+	f, err := Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

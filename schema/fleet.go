@@ -49,6 +49,17 @@ func (f *Fleet) Compact() {
 	}
 }
 
+// SameDevices reports whether f and g hold the very same list of devices,
+// not copies: [LoadCached] shares it between the fleets of two commits when
+// no file that declares devices changed. An index of f's devices then
+// serves g as it is.
+func (f *Fleet) SameDevices(g *Fleet) bool {
+	if f == nil || g == nil || len(f.Devices) != len(g.Devices) {
+		return false
+	}
+	return len(f.Devices) == 0 || &f.Devices[0] == &g.Devices[0]
+}
+
 // each yields a pointer to every element of s, and reports whether to go
 // on.
 func each[T any, P interface {

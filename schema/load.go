@@ -50,6 +50,10 @@ func Load(fsys fs.FS) (*Fleet, error) { return LoadCached(fsys, nil) }
 // The returned Fleet may share its Devices with the Fleet of an earlier
 // LoadCached with the same c: treat both as read-only.
 func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
+	if c != nil {
+		c.load.Lock()
+		defer c.load.Unlock()
+	}
 	l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}, overlapBudget: MaxOverlapPairs, cache: c}
 	files := l.walk()
 	hits, err := l.loadFiles(files, c)
@@ -64,11 +68,31 @@ func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 		return l.fleet, errs
 	}
 	if c != nil {
+		l.shared.rebase()
 		c.mu.Lock()
 		c.devices = l.shared
 		c.mu.Unlock()
 	}
 	return l.fleet, nil
+}
+
+// rebase points the devices of each file's result that has no syntax
+// trees (device lists, cached files) into the merged list, so that the
+// cache and the fleet hold one copy of them, not two. Files with syntax
+// trees keep their own, compacted, copy: the merged list keeps the trees
+// until the caller compacts it.
+func (d *sharedDevices) rebase() {
+	if d == nil || len(d.from) < 2 {
+		return // nothing merged, or a file's list itself
+	}
+	off := 0
+	for _, g := range d.from {
+		n := len(g.Devices)
+		if n > 0 && g.Devices[0].doc == nil && &g.Devices[0] != &d.devices[off] {
+			g.Devices = d.devices[off : off+n : off+n]
+		}
+		off += n
+	}
 }
 
 // A ContentHasher is a directory entry (an [fs.DirEntry]) that knows a
@@ -83,8 +107,9 @@ type ContentHasher interface {
 // for LoadCached. It keeps the files of the last load that used it (so
 // its size is one repository's, less the syntax trees: see
 // [Fleet.Compact]); use one Cache per repository followed. Safe for
-// concurrent use.
+// concurrent use; loads that share a Cache run one at a time.
 type Cache struct {
+	load    sync.Mutex // held by each LoadCached: they run one at a time
 	mu      sync.Mutex
 	m       map[cacheKey]*cachedFile
 	devices *sharedDevices // the devices of the last valid load

@@ -89,7 +89,9 @@ func first(a, b *schema.Device) *schema.Device {
 }
 
 // admissions caches the index of the live Snapshot; it is rebuilt once per
-// Snapshot, by whichever request first sees the new one.
+// Snapshot, by whichever request first sees the new one, unless the new
+// Snapshot has the very same devices as the old (a commit that changed no
+// device declaration): then the index carries over.
 type admissions struct {
 	cur atomic.Pointer[admissionEntry]
 }
@@ -106,6 +108,10 @@ func (c *admissions) get(snap *reconcile.Snapshot) *admission {
 	var f *schema.Fleet
 	if snap != nil {
 		f = snap.Fleet
+	}
+	if e := c.cur.Load(); e != nil && e.snap != nil && e.snap.Fleet.SameDevices(f) {
+		c.cur.Store(&admissionEntry{snap: snap, idx: e.idx})
+		return e.idx
 	}
 	e := &admissionEntry{snap: snap, idx: newAdmission(f)}
 	c.cur.Store(e)
