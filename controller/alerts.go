@@ -192,7 +192,8 @@ func (m *groupMembers) matches(ctx context.Context, sel *schema.Selector, name s
 	return sel.Matches(identity, deviceapi.InventoryAttributes(rec.Inventory)), nil
 }
 
-// declaredDevice returns snap's Device manifest called name, or nil. It
+// declaredDevice returns snap's Device manifest called name, or the device
+// a DeviceCA names so (deviceca.go), or nil. It
 // uses the controller's index of the live commit's device names (built
 // once per snapshot), so a lookup costs a binary search.
 func (c *Controller) declaredDevice(snap *reconcile.Snapshot, name string) *schema.Device {
@@ -211,7 +212,7 @@ func (c *Controller) declaredDevice(snap *reconcile.Snapshot, name string) *sche
 	devs := snap.Fleet.Devices
 	i, found := slices.BinarySearchFunc(idx.order, name, func(i int32, name string) int { return strings.Compare(devs[i].Name, name) })
 	if !found {
-		return nil
+		return certDevice(snap, name) // admitted by a DeviceCA, or nil
 	}
 	return &devs[idx.order[i]]
 }

@@ -440,7 +440,7 @@ type deviceNames struct {
 // is built once per Snapshot, by the first download that needs it.
 func (c *Controller) deviceDeclared(name string) bool {
 	snap := c.rec.Live()
-	return snap != nil && snap.Fleet != nil && (c.declaredDevice(snap, name) != nil || certDevice(snap, name))
+	return snap != nil && snap.Fleet != nil && c.declaredDevice(snap, name) != nil
 }
 
 // CheckPublicURL checks a public URL: what devices reach the controller

@@ -110,6 +110,13 @@ spec:
 			t.Errorf("%s: asked %v, err %v; want asked, ok %v", c.name, asked, err, c.ok)
 		}
 	}
+	// The management API knows the devices the DeviceCA names.
+	if code, body := tc.do(t, http.MethodGet, "/api/management/v1/audit?device=factory-SN7", "", nil); code != http.StatusOK || !strings.Contains(body, "pki/factory.yaml") {
+		t.Errorf("audit of a DeviceCA's device: %d %s", code, body)
+	}
+	if code, _ := tc.do(t, http.MethodGet, "/api/management/v1/audit?device=elsewhere-SN7", "", nil); code != http.StatusNotFound {
+		t.Errorf("audit of a device no DeviceCA names: %d, want 404", code)
+	}
 	commit(map[string]string{"pki/factory.yaml": ""}, "remove the DeviceCA")
 	if asked, err := handshake(&other.client); err != nil || asked {
 		t.Fatalf("after the DeviceCA was removed: asked %v, err %v", asked, err)

@@ -36,6 +36,8 @@ func collection(kind schema.Kind) string {
 		return "keys"
 	case schema.KindNotification:
 		return "notifications"
+	case schema.KindDeviceCA:
+		return "deviceCAs"
 	}
 	return ""
 }
