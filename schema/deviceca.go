@@ -3,6 +3,7 @@ package schema
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"maps"
@@ -34,8 +35,38 @@ type DeviceCASpec struct {
 	Identity        map[string]string `json:"identity"`
 	NameAttribute   string            `json:"nameAttribute,omitempty"`
 	DeviceType      string            `json:"deviceType,omitempty"`
-	Revoked         []string          `json:"revoked,omitempty"`
+	Revoked         Serials           `json:"revoked,omitempty"`
 	RevokedFile     string            `json:"revokedFile,omitempty"`
+}
+
+// Serials are serial numbers as a manifest writes them: strings (see
+// [ParseSerial]), or non-negative integers, which decode as their decimal
+// digits.
+type Serials []string
+
+// UnmarshalJSON reads a list of strings and non-negative integers.
+func (s *Serials) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	out := make(Serials, len(raw))
+	for i, r := range raw {
+		if len(r) > 0 && r[0] == '"' {
+			if err := json.Unmarshal(r, &out[i]); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, c := range r {
+			if c < '0' || c > '9' {
+				return fmt.Errorf("serial %s is not a string nor a non-negative integer", r)
+			}
+		}
+		out[i] = string(r)
+	}
+	*s = out
+	return nil
 }
 
 // The certificate fields a DeviceCA's identity attributes come from.

@@ -69,7 +69,7 @@ func TestDeviceCALoad(t *testing.T) {
 	caPEM := validCA(t, "Factory A")
 	fsys := fstest.MapFS{
 		"fleet/ca.yaml": {Data: []byte(caManifest("factory-a", "  certificateFile: pki/factory-a.pem",
-			"  deviceType: board-x\n  revoked: [\"0x0A\", \"1f:02\", \"255\"]\n  revokedFile: pki/revoked.txt\n"))},
+			"  deviceType: board-x\n  revoked: [\"0x0A\", \"1f:02\", \"255\", 0x77, 4096]\n  revokedFile: pki/revoked.txt\n"))},
 		"fleet/ca2.yaml":    {Data: []byte(caManifest("factory-b", inlineCert(validCA(t, "Factory B")), ""))},
 		"pki/factory-a.pem": {Data: []byte(caPEM)},
 		"pki/revoked.txt":   {Data: []byte("# revoked in 2026\n\n0xDEADbeef\n  1234  \n00:ff\n")},
@@ -85,12 +85,12 @@ func TestDeviceCALoad(t *testing.T) {
 	if ca.Spec.Certificate != caPEM || len(ca.Certificates()) != 1 || ca.Certificates()[0].Subject.CommonName != "Factory A" {
 		t.Errorf("certificate not loaded from its file: %q", ca.Spec.Certificate)
 	}
-	for _, s := range []string{"a", "1f02", "ff", "deadbeef", "4d2"} {
+	for _, s := range []string{"a", "1f02", "ff", "deadbeef", "4d2", "77", "1000"} {
 		if !ca.Revoked(s) {
 			t.Errorf("serial %s not revoked", s)
 		}
 	}
-	if ca.Revoked("1234") || ca.Revoked("0") || ca.RevokedCount() != 5 {
+	if ca.Revoked("1234") || ca.Revoked("0") || ca.RevokedCount() != 7 {
 		t.Errorf("revoked set wrong: count %d", ca.RevokedCount())
 	}
 	if b := f.DeviceCA("factory-b"); b == nil || b.RevokedCount() != 0 || b.Pool() == nil {
@@ -269,5 +269,24 @@ func BenchmarkDeviceCARevoked100k(b *testing.B) {
 		if f.DeviceCAs[0].RevokedCount() != 100_000 {
 			b.Fatal(f.DeviceCAs[0].RevokedCount())
 		}
+	}
+}
+
+// An unquoted serial too large for 64 bits is refused at its position;
+// quoted, it is read exactly.
+func TestDeviceCABigSerial(t *testing.T) {
+	big := "1461501637330902918203684832716283019655932542975"
+	load := func(revoked string) (*Fleet, error) {
+		return Load(fstest.MapFS{"ca.yaml": {Data: []byte(caManifest("a", inlineCert(validCA(t, "A")), "  revoked: ["+revoked+"]\n"))}})
+	}
+	if _, err := load(big); err == nil || !strings.Contains(err.Error(), "ca.yaml:18:") {
+		t.Errorf("unquoted big serial: %v", err)
+	}
+	f, err := load(`"` + big + `"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.DeviceCAs[0].Revoked(strings.Repeat("f", 40)) {
+		t.Error("quoted big serial not revoked")
 	}
 }
