@@ -35,6 +35,7 @@ const (
 	AlertRaised             Kind = schema.EventAlertRaised
 	AlertCleared            Kind = schema.EventAlertCleared
 	DevicePending           Kind = schema.EventDevicePending
+	DeviceRefused           Kind = schema.EventDeviceRefused
 )
 
 // kinds is schema.Events(), typed.
