@@ -407,7 +407,10 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			}
 			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
 				mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.polls, r.errors, r.conns, perPoll)
-			if target.name == "gitfleet" && r.offered == 0 {
+			// In flight are deps.inFlight of the devices: a run expected
+			// to hit them 20 times or more and never offered the artifact
+			// is wrong (fewer hits may be chance).
+			if target.name == "gitfleet" && r.offered == 0 && r.all*int64(deps.inFlight) >= 20*int64(c.devices) {
 				return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
 			}
 			if mode == "mtls" && target.name == "ceiling" && r.asked < r.conns {
