@@ -16,14 +16,20 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/gitfleet/gitfleet/controller/artifacts"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/rollout"
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/controller/store/embedded"
+	"github.com/gitfleet/gitfleet/controller/store/redis"
+	"github.com/gitfleet/gitfleet/controller/store/redistest"
 	"github.com/gitfleet/gitfleet/schema"
 )
 
@@ -94,20 +100,85 @@ func caYAML(name string, ca *testCA, revoked ...string) string {
 	return b.String()
 }
 
-// certEnv is env with a TLS server that asks for client certificates (as
-// the controller's server does when the live commit declares a DeviceCA).
+// certEnv is a device API on a store, over a TLS server that asks for
+// client certificates (as the controller's server does when the live
+// commit declares a DeviceCA).
 type certEnv struct {
-	*env
-	srv *httptest.Server
+	api     *API
+	store   Store
+	srv     *httptest.Server
+	snap    atomic.Pointer[reconcile.Snapshot]
+	plan    *fakePlan
+	clock   *fakeClock
+	commits int
 }
 
-func newCertEnv(t *testing.T) *certEnv {
-	e := newEnv(t)
-	srv := httptest.NewUnstartedServer(e.api.Handler())
-	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return &certEnv{env: e, srv: srv}
+// certStores are the stores the certificate admission tests run on: the
+// embedded store, a redis-server and a three-node Redis Cluster (started
+// by the test; skipped without redis-server unless CI=true).
+var certStores = []struct {
+	name string
+	open func(t *testing.T, clock *fakeClock) Store
+}{
+	{"embedded", func(t *testing.T, clock *fakeClock) Store {
+		st, err := embedded.Open(filepath.Join(t.TempDir(), embedded.FileName), embedded.Options{NoSync: true, Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}},
+	{"redis", func(t *testing.T, clock *fakeClock) Store {
+		addr, _ := redistest.Start(t)
+		st, err := redis.New(redis.Options{Addrs: []string{addr}, Prefix: "certs", Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}},
+	{"redis-cluster", func(t *testing.T, clock *fakeClock) Store {
+		st, err := redis.New(redis.Options{Addrs: redistest.StartCluster(t), Cluster: true, Prefix: "certs", Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}},
+}
+
+// eachStore runs f on every store of certStores; open gives a new API
+// (and server) over the store, which its cases share.
+func eachStore(t *testing.T, f func(t *testing.T, open func(*testing.T) *certEnv)) {
+	for _, sc := range certStores {
+		t.Run(sc.name, func(t *testing.T) {
+			clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+			st := sc.open(t, clock)
+			f(t, func(t *testing.T) *certEnv { return newCertEnv(t, st, clock) })
+		})
+	}
+}
+
+func newCertEnv(t *testing.T, st Store, clock *fakeClock) *certEnv {
+	t.Helper()
+	e := &certEnv{store: st, plan: &fakePlan{}, clock: clock}
+	var err error
+	e.api, err = New(Options{
+		Store:     st,
+		Live:      e.snap.Load,
+		Artifacts: &fakeArtifacts{entries: map[string]*artifacts.Entry{}},
+		PublicURL: "https://gitfleet.test",
+		Compile:   func(*schema.Fleet, []store.RolloutRecord) Planner { return e.plan },
+		Now:       clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewUnstartedServer(e.api.Handler())
+	e.srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	e.srv.StartTLS()
+	t.Cleanup(e.srv.Close)
+	return e
 }
 
 func (e *certEnv) setCAFleet(f *schema.Fleet) {
@@ -163,9 +234,13 @@ func (e *certEnv) poll(t *testing.T, d *testDevice, cert *x509.Certificate) (int
 // with the certificate's key, is admitted without a Device manifest, under
 // the certificate's name and identity; a serial revoked by a later commit
 // is refused at the next call with the token it holds, and again when it
-// authenticates, with a device.refused event.
+// authenticates, with a device.refused event. On the embedded store, Redis
+// and a three-node Redis Cluster.
 func TestCertAdmission(t *testing.T) {
-	e := newCertEnv(t)
+	eachStore(t, func(t *testing.T, open func(*testing.T) *certEnv) { testCertAdmission(t, open(t)) })
+}
+
+func testCertAdmission(t *testing.T, e *certEnv) {
 	ca := newTestCA(t, "Factory A")
 	e.setCAFleet(loadCAFleet(t, map[string]string{"ca.yaml": caYAML("factory-a", ca)}))
 	d := newDevice(t, "ecdsa", map[string]any{"serial": "SN0001"})
@@ -274,30 +349,32 @@ func TestAttackCertAdmission(t *testing.T) {
 			return d, ca.issue(t, d.signer.Public(), "SN1", 0xdead, valid), d.signer
 		}, "serial 0xdead of DeviceCA factory-a is revoked"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newCertEnv(t)
-			ca, other := newTestCA(t, "Factory A"), newTestCA(t, "Elsewhere")
-			e.setCAFleet(loadCAFleet(t, map[string]string{"ca.yaml": caYAML("factory-a", ca, `"0xDEAD"`)}))
-			d, cert, key := tc.make(t, ca, other)
-			code, b := e.authWith(t, d, cert, key)
-			if code != http.StatusUnauthorized || !strings.Contains(b, tc.want) {
-				t.Fatalf("auth: %d %s; want 401 with %q", code, b, tc.want)
-			}
-			if d.token != "" {
-				t.Fatal("a token was issued")
-			}
-			if _, err := e.store.Device(ctx(), d.id()); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("the store holds a record of the refused device: %v", err)
-			}
-		})
-	}
+	eachStore(t, func(t *testing.T, open func(*testing.T) *certEnv) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				e := open(t)
+				ca, other := newTestCA(t, "Factory A"), newTestCA(t, "Elsewhere")
+				e.setCAFleet(loadCAFleet(t, map[string]string{"ca.yaml": caYAML("factory-a", ca, `"0xDEAD"`)}))
+				d, cert, key := tc.make(t, ca, other)
+				code, b := e.authWith(t, d, cert, key)
+				if code != http.StatusUnauthorized || !strings.Contains(b, tc.want) {
+					t.Fatalf("auth: %d %s; want 401 with %q", code, b, tc.want)
+				}
+				if d.token != "" {
+					t.Fatal("a token was issued")
+				}
+				if _, err := e.store.Device(ctx(), d.id()); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("the store holds a record of the refused device: %v", err)
+				}
+			})
+		}
+	})
 }
 
 // TestCertRevokedTokenCheckAllocatesNothing: the revocation hook the
 // token check calls does not allocate.
 func TestCertRevokedTokenCheckAllocatesNothing(t *testing.T) {
-	e := newCertEnv(t)
+	e := newCertEnv(t, certStores[0].open(t, &fakeClock{now: time.Now()}), &fakeClock{now: time.Now()})
 	ca := newTestCA(t, "Factory A")
 	e.setCAFleet(loadCAFleet(t, map[string]string{"ca.yaml": caYAML("factory-a", ca, `"0x10"`)}))
 	claim := certClaim("factory-a", "11")
