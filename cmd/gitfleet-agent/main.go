@@ -38,11 +38,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/gitfleet/gitfleet/cmd/internal/buildinfo"
 	"github.com/gitfleet/gitfleet/device/agent"
 )
 
@@ -449,35 +449,5 @@ func runShowProvides(_ context.Context, a *agent.Agent, _ []string, stdout io.Wr
 }
 
 // agentVersion is the version set at link time, else what the Go
-// toolchain recorded: the module version (go install m@v), else the VCS
-// revision (and "-dirty"), else "devel".
-func agentVersion() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "-dirty"
-			}
-		}
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if rev == "" {
-		return "devel"
-	}
-	return "devel+" + rev + dirty
-}
+// toolchain recorded.
+func agentVersion() string { return buildinfo.Read(version, "").Short() }

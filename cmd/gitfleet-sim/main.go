@@ -24,13 +24,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/gitfleet/gitfleet/cmd/internal/buildinfo"
 	"github.com/gitfleet/gitfleet/device/agent"
 	"github.com/gitfleet/gitfleet/device/sim"
 )
@@ -99,15 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
+func buildVersion() string { return buildinfo.Read(version, "").Short() }
 
 // newFlags returns a flag set whose errors are returned, not printed and
 // exited on, with the usage of the command on stderr.

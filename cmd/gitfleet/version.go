@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"runtime"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gitfleet/gitfleet/cmd/internal/buildinfo"
 )
 
 // version and commit are set at build time:
@@ -22,40 +23,9 @@ var (
 // readBuildInfo is debug.ReadBuildInfo (tests replace it).
 var readBuildInfo = debug.ReadBuildInfo
 
-// buildVersion describes this binary.
-type buildVersion struct {
-	Version  string `json:"version"`
-	Commit   string `json:"commit,omitempty"`
-	Time     string `json:"commit_time,omitempty"`
-	Modified bool   `json:"modified,omitempty"` // built from a tree with uncommitted changes
-	Go       string `json:"go"`
-	Platform string `json:"platform"`
-}
-
-// versionInfo reads the version from the ldflags, else the build info.
-func versionInfo(info *debug.BuildInfo, ok bool) buildVersion {
-	v := buildVersion{Version: version, Commit: commit, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	if ok {
-		if v.Version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			v.Version = info.Main.Version
-		}
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				if v.Commit == "" {
-					v.Commit = s.Value
-				}
-			case "vcs.time":
-				v.Time = s.Value
-			case "vcs.modified":
-				v.Modified = s.Value == "true"
-			}
-		}
-	}
-	if v.Version == "" {
-		v.Version = "devel"
-	}
-	return v
+// versionInfo describes this binary from the ldflags and the build info.
+func versionInfo(info *debug.BuildInfo, ok bool) buildinfo.Info {
+	return buildinfo.From(info, ok, version, commit)
 }
 
 func newVersionCmd() *cobra.Command {
@@ -77,7 +47,7 @@ func newVersionCmd() *cobra.Command {
 	return cmd
 }
 
-func printVersion(cmd *cobra.Command, v buildVersion) {
+func printVersion(cmd *cobra.Command, v buildinfo.Info) {
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "gitfleet %s\n", v.Version)
 	if v.Commit != "" {
