@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"runtime"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -235,4 +237,33 @@ func mustLoad(t *testing.T, fsys fs.FS) *Fleet {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// FuzzDeviceList loads arbitrary device-list files: no panic, every error
+// at a line of the file, every device valid by the rules of Device
+// manifests.
+//
+//	go test ./schema -run '^$' -fuzz FuzzDeviceList -fuzztime 30s
+func FuzzDeviceList(f *testing.F) {
+	f.Add([]byte(DeviceListHeader + "\nd-1 tofu mac=1 +deviceType=x\n"))
+	f.Add([]byte("# c\n" + DeviceListHeader + "\r\nd-1 " + strings.Repeat("ab", 32) + "\n\td-2\ttofu\ta=b=c # x\n"))
+	f.Add([]byte(DeviceListHeader + "\nd-1 tofu\n-x y\nd-1 tofu a=\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fl, err := Load(fstest.MapFS{"f.devices": {Data: data}})
+		lines := bytes.Count(data, []byte{'\n'}) + 1
+		var errs Errors
+		if err != nil && !errors.As(err, &errs) {
+			t.Fatalf("not Errors: %v", err)
+		}
+		for _, e := range errs {
+			if e.File != "" && (e.File != "f.devices" || e.Line < 1 || e.Line > lines) {
+				t.Fatalf("error outside the file: %v", e)
+			}
+		}
+		for _, d := range fl.Devices {
+			if !validName(d.Name) || (d.Spec.PublicKeySHA256 == "") == !d.Spec.TrustOnFirstUse || d.Spec.TrustOnFirstUse && len(d.Spec.Identity) == 0 {
+				t.Fatalf("invalid device loaded: %+v", d)
+			}
+		}
+	})
 }

@@ -46,8 +46,11 @@
 //
 // # Loading
 //
-// [Load] reads every *.yaml, *.yml and *.cue file of a tree (an os.DirFS of
-// a work tree or an fs.FS of a Git commit) and returns a [Fleet]. Each
+// [Load] reads every *.yaml, *.yml, *.cue and *.devices file of a tree (an
+// os.DirFS of a work tree or an fs.FS of a Git commit) and returns a
+// [Fleet]. A *.devices file is a device list: one device a line, read by a
+// line parser rather than CUE (see [DeviceListHeader]), for fleets of
+// millions of devices; its devices are Devices like those of manifests. Each
 // document is checked against the CUE definitions embedded in this package
 // (see the *.cue files), decoded into its Go type, and then the whole fleet
 // is cross-checked (references, duplicate names, overlapping rollouts, phase
@@ -59,7 +62,7 @@
 //
 // Files the loader ignores:
 //
-//   - anything that is not *.yaml, *.yml or *.cue;
+//   - anything that is not *.yaml, *.yml, *.cue or *.devices;
 //   - dot-files and dot-directories (.git, .github, .gitlab-ci.yml);
 //   - the top-level policies/ directory, which holds CUE policies for the
 //     policies package, not manifests;
