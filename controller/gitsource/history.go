@@ -12,15 +12,10 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
-// largeObject is the size from which openReader's storage streams objects.
-const largeObject = 1 << 20
-
 // openReader opens a separate handle on the local clone for reading, so
-// readers never race with a fetch writing objects. Objects over
-// largeObject bytes (device lists of many thousand devices) are streamed
-// from their pack when read rather than first copied whole into memory.
+// readers never race with a fetch writing objects.
 func (s *Source) openReader() (*git.Repository, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(s.dir), cache.NewObjectLRU(8*cache.MiByte), filesystem.Options{LargeObjectThreshold: largeObject})
+	st := filesystem.NewStorageWithOptions(osfs.New(s.dir), cache.NewObjectLRU(8*cache.MiByte), filesystem.Options{})
 	repo, err := git.Open(st, nil)
 	if err != nil {
 		return nil, fmt.Errorf("gitsource: open clone: %w", err)
