@@ -2,7 +2,6 @@ package schema
 
 import (
 	"bytes"
-	"slices"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -47,7 +46,9 @@ func (l *loader) loadDeviceList(file string, data []byte) {
 	// without a copy saves the file's size again, and a string per
 	// field.
 	text := unsafe.String(unsafe.SliceData(data), len(data))
-	l.fleet.Devices = slices.Grow(l.fleet.Devices, bytes.Count(data, []byte{'\n'})+1)
+	if cap(l.fleet.Devices) == 0 {
+		l.fleet.Devices = make([]Device, 0, countDeviceLines(data))
+	}
 	header := false
 	var fields [16]listField
 	lineNo := 0
@@ -77,6 +78,27 @@ func (l *loader) loadDeviceList(file string, data []byte) {
 	if !header {
 		l.errs.add(Source{File: file, Line: 1, Col: 1}, "", "empty device-list file: want the line %q, then one device a line", DeviceListHeader)
 	}
+}
+
+// countDeviceLines returns the number of device lines of a device-list
+// file: the lines with a field, less the header. The loader sizes the
+// file's devices by it.
+func countDeviceLines(data []byte) int {
+	n := 0
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		line = bytes.TrimLeft(line, " \t")
+		if len(line) > 0 && line[0] != '#' {
+			n++
+		}
+	}
+	return max(n-1, 0)
 }
 
 // A listField is a whitespace-separated field of a device-list line and

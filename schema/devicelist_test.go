@@ -11,6 +11,7 @@ import (
 	"path"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -266,4 +267,27 @@ func FuzzDeviceList(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The devices of several lists are parsed into one array, each list into
+// its region, so the fleet's devices are that array, not a copy; a list
+// with an error (fewer devices than lines) makes a copy instead.
+func TestDeviceListsNotCopied(t *testing.T) {
+	load := func(fsys fs.FS) *loader {
+		l := &loader{fsys: fsys, fsMu: new(sync.Mutex), fleet: &Fleet{}, overlapBudget: MaxOverlapPairs}
+		if _, err := l.loadFiles(l.walk(), nil); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	fsys := deviceListFS(1000, 300)
+	l := load(fsys)
+	if len(l.fleet.Devices) != 1000 || len(l.lists) != 1000 || &l.fleet.Devices[0] != &l.lists[0] {
+		t.Fatalf("%d devices, %d in the lists' array; shared: %v", len(l.fleet.Devices), len(l.lists), len(l.lists) > 0 && &l.fleet.Devices[0] == &l.lists[0])
+	}
+	fsys["devices/line-0001.devices"].Data = append(fsys["devices/line-0001.devices"].Data, "-bad- tofu a=b\n"...)
+	l = load(fsys)
+	if len(l.fleet.Devices) != 1000 || &l.fleet.Devices[0] == &l.lists[0] || l.errs.count() != 1 {
+		t.Fatalf("with a bad line: %d devices, %d errors, shared %v", len(l.fleet.Devices), l.errs.count(), &l.fleet.Devices[0] == &l.lists[0])
+	}
 }

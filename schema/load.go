@@ -76,6 +76,53 @@ func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 	return l.fleet, nil
 }
 
+// listRegions gives each device list of files[todo] its region of one
+// array for its devices, sized by its device lines, in file order. When
+// every list parses without error, the regions are adjacent and the
+// fleet's devices are that array, with no copy (see contiguous).
+func (l *loader) listRegions(files []file, todo []int) {
+	total := 0
+	counts := make(map[int]int)
+	for _, i := range todo {
+		if path.Ext(files[i].path) == DeviceListExt {
+			n := countDeviceLines(files[i].data)
+			counts[i] = n
+			total += n
+		}
+	}
+	if total == 0 {
+		return
+	}
+	l.lists = make([]Device, total)
+	off := 0
+	for _, i := range todo {
+		if n, ok := counts[i]; ok {
+			files[i].devices = l.lists[off : off : off+n]
+			off += n
+		}
+	}
+}
+
+// contiguous returns the devices of with, results in file order, when
+// they are, in that order, exactly the adjacent regions that make up
+// l.lists.
+func (l *loader) contiguous(with []*Fleet) ([]Device, bool) {
+	if len(with) == 0 || len(l.lists) == 0 {
+		return nil, false
+	}
+	next := 0
+	for _, g := range with {
+		if len(g.Devices) > len(l.lists)-next || &g.Devices[0] != &l.lists[next] {
+			return nil, false
+		}
+		next += len(g.Devices)
+	}
+	if next != len(l.lists) {
+		return nil, false
+	}
+	return l.lists, true
+}
+
 // rebase points the devices of each file's result that has no syntax
 // trees (device lists, cached files) into the merged list, so that the
 // cache and the fleet hold one copy of them, not two. Files with syntax
@@ -165,6 +212,10 @@ type loader struct {
 	files int   // manifest files read
 	total int64 // bytes read
 
+	// lists is the array the device lists of this load are parsed into
+	// (see listRegions).
+	lists []Device
+
 	// shared are the fleet's devices, shared with an earlier load when
 	// index is set (then its names need no new index).
 	shared *sharedDevices
@@ -183,6 +234,10 @@ type file struct {
 	data []byte
 	key  cacheKey    // set when loading with a cache
 	hit  *cachedFile // set when found in the cache (data is then nil)
+	// devices, for a device list to parse, is its region of the
+	// array all device lists of the load are parsed into (length 0,
+	// capacity its device lines).
+	devices []Device
 }
 
 // loadFiles validates files in parallel and adds their manifests and
@@ -218,6 +273,7 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 			todo[i] = i
 		}
 	}
+	l.listRegions(files, todo)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(todo)) {
@@ -234,7 +290,7 @@ func (l *loader) loadFiles(files []file, c *Cache) (hits int, err error) {
 					return
 				}
 				i := todo[n]
-				w.fleet, w.errs = &Fleet{}, errorList{}
+				w.fleet, w.errs = &Fleet{Devices: files[i].devices}, errorList{}
 				size := len(files[i].data)
 				w.loadFile(&files[i])
 				results[i] = result{w.fleet, w.errs}
@@ -313,6 +369,12 @@ func (l *loader) merge(fleets []*Fleet, c *Cache) {
 			f.Devices = prev.devices
 			return
 		}
+	}
+	if d, ok := l.contiguous(with); ok {
+		// Parsed into adjacent regions of one array: nothing to copy.
+		f.Devices = d
+		l.shared = &sharedDevices{from: with, devices: f.Devices}
+		return
 	}
 	switch len(with) {
 	case 0:
