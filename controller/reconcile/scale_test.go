@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
@@ -121,7 +122,7 @@ func BenchmarkCommit(b *testing.B) {
 	}
 	repo := gittest.NewRepo(b)
 	repo.Commit(listFleet(devices, 100_000, 1), "the fleet")
-	src, err := gitsource.New(gitsource.Options{URL: repo.URL(), Dir: filepath.Join(b.TempDir(), "clone")})
+	src, err := gitsource.New(gitsource.Options{URL: repo.URL(), Dir: filepath.Join(b.TempDir(), "clone"), FetchTimeout: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,14 +137,16 @@ func BenchmarkCommit(b *testing.B) {
 		b.Fatal(err)
 	}
 	var ms runtime.MemStats
+	start := time.Now()
 	full := allocated(func() {
 		if res, err := r.Apply(b.Context(), rev); err != nil || res.Outcome != Applied {
 			b.Fatal(err, res.Errors)
 		}
 	})
+	took := time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	b.Logf("first commit: %d devices, %d MB allocated, %d MB live heap after", devices, full>>20, ms.HeapAlloc>>20)
+	b.Logf("first commit: %d devices live after %s, %d MB allocated, %d MB live heap after", devices, took.Round(time.Millisecond), full>>20, ms.HeapAlloc>>20)
 	canary := 1
 	b.ReportAllocs()
 	for b.Loop() {
