@@ -42,7 +42,7 @@ type tokenCache struct {
 	revoked atomic.Pointer[func(cert string) bool]
 }
 
-// maxTokens bounds the tokens cached, about 700 B each with a typical
+// maxTokens bounds the tokens cached, about 860 B each with a typical
 // identity (docs/scale.md): enough for 1,000,000 devices polling with one
 // token each, and their re-authentications.
 const maxTokens = 1_500_000
