@@ -3,6 +3,8 @@ package schema
 import (
 	"testing"
 	"time"
+
+	"github.com/gitfleet/gitfleet/schema/didyoumean"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -89,8 +91,8 @@ func TestSuggest(t *testing.T) {
 		{"xyz", ""},
 		{"size", ""},
 	} {
-		if got := suggest(tc.in, names); got != tc.want {
-			t.Errorf("suggest(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := didyoumean.Closest(tc.in, names); got != tc.want {
+			t.Errorf("Closest(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

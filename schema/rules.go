@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 	_ "time/tzdata" // maintenance windows name IANA zones; devices of the controller may lack a zoneinfo database
+
+	"github.com/gitfleet/gitfleet/schema/didyoumean"
 )
 
 // The rules of this file are those of a single manifest that the CUE
@@ -134,7 +136,7 @@ func phaseNames(r *Rollout) []string {
 }
 
 func didYouMean(s string, candidates []string) string {
-	if sug := suggest(s, candidates); sug != "" {
+	if sug := didyoumean.Closest(s, candidates); sug != "" {
 		return fmt.Sprintf("; did you mean %q?", sug)
 	}
 	return ""

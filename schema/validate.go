@@ -12,6 +12,7 @@ import (
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/literal"
 	"cuelang.org/go/cue/token"
+	"github.com/gitfleet/gitfleet/schema/didyoumean"
 )
 
 // A doc is one document of a manifest file.
@@ -185,7 +186,7 @@ func (l *loader) checkKind(src Source, d *doc) (Kind, bool) {
 		for _, k := range Kinds() {
 			names = append(names, string(k))
 		}
-		if sug := suggest(s, names); sug != "" {
+		if sug := didyoumean.Closest(s, names); sug != "" {
 			l.errs.add(pos, "kind", "unknown kind %q; did you mean %q?", s, sug)
 		} else {
 			l.errs.add(pos, "kind", "unknown kind %q; want one of %s", s, kindList())
@@ -260,7 +261,7 @@ func (l *loader) checkUnknown(n ast.Node, s cue.Value, path []string, key string
 		declared := si.declared[name]
 		if !declared && !si.any && !st.Allows(cue.Str(name)) {
 			msg := fmt.Sprintf("unknown field %q", name)
-			if sug := suggest(name, si.names); sug != "" {
+			if sug := didyoumean.Closest(name, si.names); sug != "" {
 				msg += fmt.Sprintf("; did you mean %q?", sug)
 			}
 			l.errs.add(sourceOf(f.Pos()), formatPath(fpath), "%s", msg)

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/mail"
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
+	"github.com/gitfleet/gitfleet/schema/didyoumean"
 	"github.com/gitfleet/gitfleet/webhooks/notify"
 	"go.yaml.in/yaml/v3"
 )
@@ -329,37 +332,10 @@ func (*yamlParser) Marshal(map[string]any) ([]byte, error) {
 
 // suggest names the known key closest to an unknown one, if one is close.
 func (p *yamlParser) suggest(key string) string {
-	best, dist := "", 3
-	for k := range p.known {
-		if d := editDistance(key, k); d < dist || d == dist && k < best {
-			best, dist = k, d
-		}
+	if best := didyoumean.Closest(key, slices.Sorted(maps.Keys(p.known))); best != "" {
+		return fmt.Sprintf(" (did you mean %s?)", best)
 	}
-	if best == "" {
-		return " (the keys are the settings' names in gitfleet serve --help, with _ for -)"
-	}
-	return fmt.Sprintf(" (did you mean %s?)", best)
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
+	return " (the keys are the settings' names in gitfleet serve --help, with _ for -)"
 }
 
 func (c *serveConfig) resolveSecretFiles() error {

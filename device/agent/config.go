@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gitfleet/gitfleet/schema/didyoumean"
 )
 
 // Config is the agent's configuration file: a JSON object. Where the Mender
@@ -344,7 +347,7 @@ func decodeConfig(b []byte) (Config, error) {
 		var errs []error
 		for _, k := range unknown {
 			msg := fmt.Sprintf("unknown key %q", k)
-			if s := closestKey(k, known); s != "" {
+			if s := didyoumean.Closest(k, slices.Collect(maps.Values(known))); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			errs = append(errs, errors.New(msg))
@@ -400,41 +403,6 @@ func configKeys() map[string]string {
 		}
 	}
 	return out
-}
-
-// closestKey suggests the accepted key nearest to k (at most two edits
-// away, three for names of ten letters or more), or "".
-func closestKey(k string, known map[string]string) string {
-	best, bestD := "", 3
-	if len(k) >= 10 {
-		bestD = 4
-	}
-	for lower, name := range known {
-		if d := editDistance(strings.ToLower(k), lower); d < bestD || (d == bestD && name < best) {
-			best, bestD = name, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // jsonError turns a decoding error into one that says where: line and

@@ -45,7 +45,12 @@ func TestDependencies(t *testing.T) {
 	if len(deps) == 0 {
 		t.Fatal("go list printed no dependencies")
 	}
+	// Leaf packages under forbidden trees that import nothing of them.
+	allowed := map[string]bool{"github.com/gitfleet/gitfleet/schema/didyoumean": true}
 	for _, p := range deps {
+		if allowed[p] {
+			continue
+		}
 		for _, f := range forbidden {
 			if p == f || strings.HasPrefix(p, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(p, f)) {
 				t.Errorf("device/... or cmd/gitfleet-agent depends on %s", p)

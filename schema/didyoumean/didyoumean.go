@@ -1,10 +1,19 @@
-package schema
+// Package didyoumean suggests the name a mistyped one was probably meant
+// to be: the manifest loader for fields and references, gitfleet serve
+// and the agent for unknown configuration keys. It imports nothing of
+// Gitfleet's (the device agent uses it).
+//
+// The distance is hand-written rather than taken from a Levenshtein
+// library because it counts a swap of adjacent letters as one edit
+// (optimal string alignment): "brnach" is one edit from "branch".
+package didyoumean
 
 import "strings"
 
-// suggest returns the candidate closest to s, if it is close enough to be
-// a likely typo, or "".
-func suggest(s string, candidates []string) string {
+// Closest returns the candidate closest to s (case-insensitively), if it
+// is close enough to be a likely typo — one edit for short names, a third
+// of the length for longer ones — or "".
+func Closest(s string, candidates []string) string {
 	best, bestDist := "", -1
 	for _, c := range candidates {
 		if strings.EqualFold(c, s) {
