@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -65,17 +63,9 @@ flag: command lines are visible to other users).`,
 			if !strings.HasPrefix(ref, "refs/") {
 				return fmt.Errorf("--ref %q: want a full ref name, e.g. refs/heads/main", ref)
 			}
-			tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-			if caCert != "" {
-				pemBytes, err := os.ReadFile(caCert)
-				if err != nil {
-					return fmt.Errorf("--ca-cert: %w", err)
-				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pemBytes) {
-					return fmt.Errorf("--ca-cert %s: no PEM certificate in it", caCert)
-				}
-				tlsCfg.RootCAs = pool
+			tlsCfg, err := (&connection{caCert: caCert, caFrom: "--ca-cert"}).tlsConfig()
+			if err != nil {
+				return err
 			}
 			payload := map[string]string{"ref": ref}
 			if after != "" {

@@ -92,28 +92,41 @@ func first(a, b *schema.Device) *schema.Device {
 // Snapshot, by whichever request first sees the new one, unless the new
 // Snapshot has the very same devices as the old (a commit that changed no
 // device declaration): then the index carries over.
-type admissions struct {
-	cur atomic.Pointer[admissionEntry]
-}
-
-type admissionEntry struct {
-	snap *reconcile.Snapshot
-	idx  *admission
-}
+type admissions struct{ perSnapshot[admission] }
 
 func (c *admissions) get(snap *reconcile.Snapshot) *admission {
-	if e := c.cur.Load(); e != nil && e.snap == snap {
+	return c.perSnapshot.get(snap, newAdmission, (*schema.Fleet).SameDevices)
+}
+
+// perSnapshot holds an index built from the live Snapshot's fleet, built
+// once per Snapshot by whichever request first sees it (or carried over
+// from the previous Snapshot when keep says the fleet's part it depends
+// on did not change).
+type perSnapshot[T any] struct {
+	cur atomic.Pointer[snapEntry[T]]
+}
+
+type snapEntry[T any] struct {
+	snap *reconcile.Snapshot
+	idx  *T
+}
+
+// get returns the index for snap, building it with build when the cached
+// one is for another Snapshot and keep (when not nil) does not accept it.
+func (c *perSnapshot[T]) get(snap *reconcile.Snapshot, build func(*schema.Fleet) *T, keep func(old, cur *schema.Fleet) bool) *T {
+	e := c.cur.Load()
+	if e != nil && e.snap == snap {
 		return e.idx
 	}
 	var f *schema.Fleet
 	if snap != nil {
 		f = snap.Fleet
 	}
-	if e := c.cur.Load(); e != nil && e.snap != nil && e.snap.Fleet.SameDevices(f) {
-		c.cur.Store(&admissionEntry{snap: snap, idx: e.idx})
+	if keep != nil && e != nil && e.snap != nil && keep(e.snap.Fleet, f) {
+		c.cur.Store(&snapEntry[T]{snap: snap, idx: e.idx})
 		return e.idx
 	}
-	e := &admissionEntry{snap: snap, idx: newAdmission(f)}
-	c.cur.Store(e)
-	return e.idx
+	n := &snapEntry[T]{snap: snap, idx: build(f)}
+	c.cur.Store(n)
+	return n.idx
 }

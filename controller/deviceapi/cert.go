@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/gitfleet/gitfleet/artifact"
@@ -67,26 +66,10 @@ func newCertIndex(f *schema.Fleet) *certIndex {
 }
 
 // certIndexes caches the index of the live Snapshot, like admissions.
-type certIndexes struct {
-	cur atomic.Pointer[certIndexEntry]
-}
-
-type certIndexEntry struct {
-	snap *reconcile.Snapshot
-	idx  *certIndex
-}
+type certIndexes struct{ perSnapshot[certIndex] }
 
 func (c *certIndexes) get(snap *reconcile.Snapshot) *certIndex {
-	if e := c.cur.Load(); e != nil && e.snap == snap {
-		return e.idx
-	}
-	var f *schema.Fleet
-	if snap != nil {
-		f = snap.Fleet
-	}
-	e := &certIndexEntry{snap: snap, idx: newCertIndex(f)}
-	c.cur.Store(e)
-	return e.idx
+	return c.perSnapshot.get(snap, newCertIndex, nil)
 }
 
 // ClientCAs returns the CA certificates of the live commit's DeviceCAs, to
