@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -17,16 +19,28 @@ import (
 type RemoteSessions interface {
 	// Publish sends msg (at most MaxRemoteMessage bytes) to every current
 	// subscriber of topic, on any replica. Delivery is at most once; the
-	// messages of one publisher to one topic arrive in order.
+	// messages of one publisher to one topic arrive in order. Publishing
+	// to a topic nobody subscribes to is not an error: the message is
+	// gone. Publish copies msg; the caller may reuse it.
 	Publish(ctx context.Context, topic string, msg []byte) error
 	// Subscribe receives what is published to topic from the moment it
-	// returns until the Subscription is closed or ctx ends.
+	// returns until the Subscription ends. It ends, and its C is closed,
+	// when it is closed, when ctx ends, when the store is closed, when the
+	// subscriber falls more than RemoteBuffer messages behind (a stream
+	// with a silent gap would be worse than one that visibly ends), and,
+	// for a store with a server, when the connection to it breaks.
+	// Messages already buffered are still delivered before C closes,
+	// except after Close. A subscriber that sees C close without having
+	// closed it should end what it relays.
 	Subscribe(ctx context.Context, topic string) (Subscription, error)
 
-	// SetConnected records that device holds a deviceconnect connection
-	// on replica until ttl from now (a later call renews it). A zero ttl
-	// clears it (the connection closed), but only while the record still
-	// names conn: an old connection's close does not clear a newer one.
+	// SetConnected records that device holds the deviceconnect connection
+	// conn until ttl from now (a later call renews it; Since stays while
+	// the record names conn, and a call naming another conn replaces the
+	// record: the latest connection wins). A zero ttl clears it (the
+	// connection closed), but only while the record still names conn: an
+	// old connection's close does not clear a newer one. A negative ttl,
+	// an empty or over-long device or conn is ErrInvalid.
 	SetConnected(ctx context.Context, device, conn string, ttl time.Duration) error
 	// Connected returns the device's current connection record, ok false
 	// when it has none (never connected, closed or expired).
@@ -40,20 +54,29 @@ type RemoteSessions interface {
 	// ("device" or "operator"). The check and the write are atomic, so
 	// replicas together never exceed a limit.
 	StartSession(ctx context.Context, s RemoteSession, lease time.Duration, deviceLimit, operatorLimit int) (ok bool, limit string, err error)
-	// TouchSession renews an open session's lease and adds to its byte
-	// counters; input (what the operator typed, when the operator's
-	// manifest asks for it to be recorded) is appended to the session's
-	// recorded input, which is capped at MaxRecordedInput bytes (the rest
-	// is dropped and InputTruncated set).
+	// TouchSession renews an open session's lease (until lease from the
+	// store's clock) and adds to its byte counters; input (what the
+	// operator typed) is appended to the session's recorded input when
+	// the session was started with RecordInput (otherwise it is
+	// dropped), capped at MaxRecordedInput bytes (the rest is dropped and
+	// InputTruncated set). A session that has ended or whose lease ran
+	// out is not renewed (it no longer counts against the limits and may
+	// not come back): the counters and input are still added, and the
+	// error wraps ErrSessionEnded, so the caller should end what it
+	// relays. An unknown id is ErrNotFound.
 	TouchSession(ctx context.Context, id string, lease time.Duration, delta RemoteTraffic, input []byte) error
-	// EndSession closes session id with reason at end, adding the last
-	// counters. Ending a session twice keeps the first end.
+	// EndSession closes session id with reason (not empty) at end, adding
+	// the last counters and input as TouchSession does. Ending a session
+	// twice keeps the first end and adds nothing (so a retried EndSession
+	// counts nothing twice). An unknown id is ErrNotFound.
 	EndSession(ctx context.Context, id string, end time.Time, reason string, delta RemoteTraffic, input []byte) error
-	// Session returns one session record.
+	// Session returns one session record, or ErrNotFound.
 	Session(ctx context.Context, id string) (RemoteSession, error)
-	// Sessions returns up to limit (1…MaxPage) session records, newest
-	// start first, that match f. The store keeps the last MaxRemoteSessions
-	// records.
+	// Sessions returns up to limit (1…MaxPage; larger is clamped) session
+	// records, newest start first (equal starts by ID), that match f at
+	// the store's clock. The store keeps the last Bounds.MaxRemoteSessions
+	// (default MaxRemoteSessions) records by start; older ones are
+	// dropped, whether they are open or not.
 	Sessions(ctx context.Context, f RemoteSessionFilter, limit int) ([]RemoteSession, error)
 }
 
@@ -69,8 +92,15 @@ type Subscription interface {
 const (
 	MaxRemoteMessage  = 1 << 20 // bytes in one published message
 	MaxRecordedInput  = 1 << 20 // bytes of typed input kept per session
-	MaxRemoteSessions = 10000   // session records kept
+	MaxRemoteSessions = 10000   // session records kept (the default of Bounds.MaxRemoteSessions)
+	// RemoteBuffer is how many messages a Subscription holds for a
+	// subscriber that has not received them yet; one more ends it.
+	RemoteBuffer = 256
 )
+
+// ErrSessionEnded: TouchSession on a session that has ended or whose
+// lease ran out. The caller should end what it relays.
+var ErrSessionEnded = errors.New("store: remote session ended")
 
 // RemoteConnection is where a device's deviceconnect connection is held.
 type RemoteConnection struct {
@@ -139,12 +169,65 @@ func ValidateRemoteSession(s RemoteSession, lease time.Duration) error {
 		return fmt.Errorf("%w: session ID must be 1…128 bytes", ErrInvalid)
 	case s.Operator == "" || s.Device == "":
 		return fmt.Errorf("%w: session %s needs an operator and a device", ErrInvalid, s.ID)
+	case len(s.Operator) > 256:
+		return fmt.Errorf("%w: session %s: operator name longer than 256 bytes", ErrInvalid, s.ID)
+	case len(s.Device) > 256 || strings.ContainsAny(s.Device, "{}"):
+		return fmt.Errorf("%w: session %s: device ID %q (1…256 bytes, no braces)", ErrInvalid, s.ID, s.Device)
 	case s.Started.IsZero():
 		return fmt.Errorf("%w: session %s has no start time", ErrInvalid, s.ID)
+	case !s.Ended.IsZero() || s.Reason != "":
+		return fmt.Errorf("%w: session %s: a session starts open (no end time or reason)", ErrInvalid, s.ID)
+	case s.Input != "" || s.InputTruncated:
+		return fmt.Errorf("%w: session %s: input is recorded by TouchSession and EndSession, not at start", ErrInvalid, s.ID)
+	case s.Traffic.ToDevice < 0 || s.Traffic.FromDevice < 0:
+		return fmt.Errorf("%w: session %s: negative byte counts %+v", ErrInvalid, s.ID, s.Traffic)
+	case len(s.Kind)+len(s.Commit)+len(s.Replica)+len(s.Source)+len(strings.Join(s.Protocols, ",")) > 4096:
+		return fmt.Errorf("%w: session %s: kind, commit, replica, source and protocols exceed 4096 bytes", ErrInvalid, s.ID)
 	case lease <= 0:
 		return fmt.Errorf("%w: session %s: lease must be positive", ErrInvalid, s.ID)
 	}
 	return nil
+}
+
+// ValidateConnection checks SetConnected's arguments.
+func ValidateConnection(device, conn string, ttl time.Duration) error {
+	switch {
+	case device == "" || len(device) > 256 || strings.ContainsAny(device, "{}"):
+		return fmt.Errorf("%w: device ID %q (1…256 bytes, no braces)", ErrInvalid, device)
+	case conn == "" || len(conn) > 256:
+		return fmt.Errorf("%w: device %s: connection ID must be 1…256 bytes", ErrInvalid, device)
+	case ttl < 0:
+		return fmt.Errorf("%w: device %s: negative connection TTL %v (0 clears the record)", ErrInvalid, device, ttl)
+	}
+	return nil
+}
+
+// ValidateSessionUpdate checks what TouchSession (end zero) and
+// EndSession are given.
+func ValidateSessionUpdate(id string, lease time.Duration, end time.Time, reason string, delta RemoteTraffic, ending bool) error {
+	switch {
+	case id == "" || len(id) > 128:
+		return fmt.Errorf("%w: session ID must be 1…128 bytes", ErrInvalid)
+	case delta.ToDevice < 0 || delta.FromDevice < 0:
+		return fmt.Errorf("%w: session %s: negative byte counts %+v", ErrInvalid, id, delta)
+	case !ending && lease <= 0:
+		return fmt.Errorf("%w: session %s: lease must be positive", ErrInvalid, id)
+	case ending && end.IsZero():
+		return fmt.Errorf("%w: session %s: no end time", ErrInvalid, id)
+	case ending && (reason == "" || len(reason) > 1024):
+		return fmt.Errorf("%w: session %s: end reason must be 1…1024 bytes", ErrInvalid, id)
+	}
+	return nil
+}
+
+// RecordInput returns how much of in a session that has recorded have
+// bytes of input keeps, and whether the rest is dropped.
+func RecordInput(have int, in []byte) (keep []byte, truncated bool) {
+	room := max(MaxRecordedInput-have, 0)
+	if len(in) <= room {
+		return in, false
+	}
+	return in[:room], true
 }
 
 // ValidateTopic checks a Publish/Subscribe topic and message.

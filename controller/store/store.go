@@ -413,6 +413,9 @@ type Bounds struct {
 	// MaxAlerts bounds the fleet-wide alert listing. Default
 	// DefaultMaxAlerts.
 	MaxAlerts int
+	// MaxRemoteSessions bounds remote session records (the oldest start
+	// drops out). Default MaxRemoteSessions.
+	MaxRemoteSessions int
 }
 
 // WithDefaults returns b with every zero (or negative) field set to its
@@ -435,6 +438,9 @@ func (b Bounds) WithDefaults() Bounds {
 	}
 	if b.MaxAlerts <= 0 {
 		b.MaxAlerts = DefaultMaxAlerts
+	}
+	if b.MaxRemoteSessions <= 0 {
+		b.MaxRemoteSessions = MaxRemoteSessions
 	}
 	return b
 }

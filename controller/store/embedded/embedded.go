@@ -22,6 +22,7 @@
 //	secrets     name → secret bytes
 //	dalerts…    devices' alert records (see devicealerts.go)
 //	cfgstatus   device → its last configuration report (see configstatus.go)
+//	rconn, rsess…  remote connections and sessions (see remote.go)
 package embedded
 
 import (
@@ -64,6 +65,7 @@ type Options struct {
 type Store struct {
 	db   *bolt.DB
 	opts Options
+	bus  *bus // remote sessions' message bus (remotebus.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -84,7 +86,8 @@ var (
 	kRollApplied = []byte("ro.applied")
 	kRollChanges = []byte("ro.changes")
 	allBuckets   = [][]byte{bMeta, bRefused, bRefusedSeq, bRollouts, bEvents, bEventDedup, bDeliveries, bDelivExp, bSecrets,
-		bDevAlerts, bDevAlertSeq, bDevAlertList, bConfigStatus}
+		bDevAlerts, bDevAlertSeq, bDevAlertList, bConfigStatus,
+		bRConn, bRSess, bRSessIn, bRSessSeq, bRSessOpen}
 	sweepPerWrite = 64 // expired deliveries removed per FirstDelivery
 )
 
@@ -118,11 +121,13 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("embedded: init %s: %w", path, err)
 	}
-	return &Store{db: db, opts: opts}, nil
+	return &Store{db: db, opts: opts, bus: newBus()}, nil
 }
 
-// Close closes the file and releases its lock.
+// Close closes the file and releases its lock, and ends every
+// Subscription.
 func (s *Store) Close() error {
+	s.bus.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("embedded: close: %w", err)
 	}

@@ -15,7 +15,7 @@ func open(t *testing.T, path string) *embedded.Store {
 	t.Helper()
 	s, err := embedded.Open(path, embedded.Options{Bounds: store.Bounds{MaxEvents: storetest.MaxEvents,
 		MaxPending: storetest.MaxPending, MaxConflicts: storetest.MaxConflicts, PendingTTL: storetest.PendingTTL,
-		MaxAlerts: storetest.MaxAlerts}})
+		MaxAlerts: storetest.MaxAlerts, MaxRemoteSessions: storetest.MaxRemoteSessions}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,6 +107,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConfigStatusInvalid", testConfigStatusInvalid},
 		{"ConfigStatusRace", testConfigStatusRace},
 	}
+	tests = append(tests, remoteTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -162,6 +163,7 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 	alerts, err := s.ListAlerts(ctx, store.AlertFilter{Limit: 10})
 	must(t, "ListAlerts", err)
 	configAfterRestart := configRestart(t, s)
+	remoteAfterRestart := remoteRestart(t, s)
 
 	s = restart()
 
@@ -214,6 +216,7 @@ func RunRestart(t *testing.T, open func(t *testing.T) (s store.Store, restart fu
 		store.AlertOpen, "", time.Time{}, "", aat(4), aat(4), 2, 4
 	recordAlerts(t, s, "dev-a", []store.AlertEvent{aev(4, "log", "oom", store.AlertRaised, 4)}, []store.Alert{reopened}, 4)
 	configAfterRestart(s)
+	remoteAfterRestart(s)
 
 	c2 := commit("c2", 3)
 	if ok, err := s.SetLive(ctx, c2, c1.SHA); err != nil || !ok {
