@@ -38,6 +38,8 @@ func collection(kind schema.Kind) string {
 		return "notifications"
 	case schema.KindDeviceCA:
 		return "deviceCAs"
+	case schema.KindOperator:
+		return "operators"
 	}
 	return ""
 }

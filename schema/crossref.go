@@ -19,6 +19,7 @@ type index struct {
 	configs   map[string]*DeviceConfig
 	keys      map[string]*SigningKey
 	notifs    map[string]*Notification
+	operators map[string]*Operator
 }
 
 // crossCheck runs the checks that need the whole fleet.
@@ -34,6 +35,7 @@ func (l *loader) crossCheck() {
 		configs:   indexNames(l, f.Configs),
 		keys:      indexNames(l, f.Keys),
 		notifs:    indexNames(l, f.Notifications),
+		operators: indexNames(l, f.Operators),
 	}
 	for i := range f.Artifacts {
 		a := &f.Artifacts[i]
@@ -67,6 +69,7 @@ func (l *loader) crossCheck() {
 	l.checkRolloutOverlaps(ix)
 	l.checkConfigConflicts(ix)
 	l.checkDeviceCAs(time.Now())
+	l.checkOperatorRefs(ix)
 }
 
 // deviceIndex maps device names to devices, reporting duplicates. When the

@@ -128,6 +128,11 @@ func (l *loader) decode(kind Kind, src Source, node ast.Node, doc fields, add bo
 		if l.decodeSpec(&m, spec, &x.Spec) {
 			f.DeviceCAs = append(f.DeviceCAs, x)
 		}
+	case KindOperator: // references checked across the fleet: checkOperatorRefs
+		x := Operator{Meta: m}
+		if l.decodeSpec(&m, spec, &x.Spec) && l.checkOperator(&x) {
+			f.Operators = append(f.Operators, x)
+		}
 	}
 }
 

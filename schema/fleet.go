@@ -14,6 +14,7 @@ type Fleet struct {
 	Keys          []SigningKey
 	Notifications []Notification
 	DeviceCAs     []DeviceCA
+	Operators     []Operator
 }
 
 // All yields every manifest of f, kind by kind in the order of the Fleet's
@@ -28,7 +29,8 @@ func (f *Fleet) All() iter.Seq[Manifest] {
 			each(f.Configs, yield) &&
 			each(f.Keys, yield) &&
 			each(f.Notifications, yield) &&
-			each(f.DeviceCAs, yield)
+			each(f.DeviceCAs, yield) &&
+			each(f.Operators, yield)
 	}
 }
 
@@ -85,12 +87,14 @@ func (f *Fleet) append(g *Fleet) {
 	f.Keys = append(f.Keys, g.Keys...)
 	f.Notifications = append(f.Notifications, g.Notifications...)
 	f.DeviceCAs = append(f.DeviceCAs, g.DeviceCAs...)
+	f.Operators = append(f.Operators, g.Operators...)
 }
 
 // Len returns the number of manifests in f.
 func (f *Fleet) Len() int {
 	return len(f.Artifacts) + len(f.Rollouts) + len(f.Groups) + len(f.Devices) +
-		len(f.Checks) + len(f.Configs) + len(f.Keys) + len(f.Notifications) + len(f.DeviceCAs)
+		len(f.Checks) + len(f.Configs) + len(f.Keys) + len(f.Notifications) + len(f.DeviceCAs) +
+		len(f.Operators)
 }
 
 // Artifact returns the Artifact called name, or nil.

@@ -13,6 +13,9 @@ type DeviceGroup struct {
 type DeviceGroupSpec struct {
 	Members  []string  `json:"members,omitempty"` // Device names
 	Selector *Selector `json:"selector,omitempty"`
+	// RemoteSessions bounds the remote sessions open at once to one
+	// member device; nil: the default (DefaultDeviceSessions), 0: none.
+	RemoteSessions *int `json:"remoteSessions,omitempty"`
 }
 
 // MarshalJSON encodes g in the shape of its manifest.

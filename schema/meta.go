@@ -25,6 +25,7 @@ const (
 	KindSigningKey   Kind = "SigningKey"
 	KindNotification Kind = "Notification"
 	KindDeviceCA     Kind = "DeviceCA"
+	KindOperator     Kind = "Operator"
 )
 
 // Kinds lists every manifest kind.
@@ -32,7 +33,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindArtifact, KindRollout, KindDeviceGroup, KindDevice,
 		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification,
-		KindDeviceCA,
+		KindDeviceCA, KindOperator,
 	}
 }
 
@@ -100,7 +101,7 @@ func (m *Meta) Pos(path string) Source {
 
 // A Manifest is a value of one of the manifest types: *Artifact, *Rollout,
 // *DeviceGroup, *Device, *MonitorCheck, *DeviceConfig, *SigningKey or
-// *Notification.
+// *Notification, *DeviceCA or *Operator.
 type Manifest interface {
 	Metadata() *Meta
 }

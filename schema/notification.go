@@ -68,6 +68,15 @@ const (
 	// refused (revoked serial, another CA, a key or identity that is not
 	// the certificate's).
 	EventDeviceRefused = "device.refused"
+	// EventSessionStarted: an operator opened a remote session
+	// (terminal, file transfer, port forwarding) to a device.
+	EventSessionStarted = "session.started"
+	// EventSessionEnded: a remote session ended (closed, idle, the
+	// operator's access revoked, the device gone, …).
+	EventSessionEnded = "session.ended"
+	// EventSessionRefused: an operator was refused a remote session (the
+	// live commit does not grant it, or a limit was reached).
+	EventSessionRefused = "session.refused"
 )
 
 // events is #Event, in its order.
@@ -77,6 +86,7 @@ var events = []string{
 	EventRolloutPhaseOpened, EventRolloutPhaseCompleted, EventRolloutAwaitingApproval,
 	EventRolloutPaused, EventRolloutAborted, EventRolloutCompleted, EventArtifactRefused,
 	EventAlertRaised, EventAlertCleared, EventDevicePending, EventDeviceRefused,
+	EventSessionStarted, EventSessionEnded, EventSessionRefused,
 }
 
 // Events lists every event name, in the order of the schema's #Event.

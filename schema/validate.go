@@ -199,7 +199,7 @@ func (l *loader) checkKind(src Source, d *doc) (Kind, bool) {
 func isKind(s string) bool {
 	switch Kind(s) {
 	case KindArtifact, KindRollout, KindDeviceGroup, KindDevice,
-		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification, KindDeviceCA:
+		KindMonitorCheck, KindDeviceConfig, KindSigningKey, KindNotification, KindDeviceCA, KindOperator:
 		return true
 	}
 	return false

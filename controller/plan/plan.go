@@ -136,7 +136,7 @@ func Kinds() []schema.Kind {
 	return []schema.Kind{
 		schema.KindRollout, schema.KindArtifact, schema.KindDevice, schema.KindDeviceGroup,
 		schema.KindDeviceConfig, schema.KindMonitorCheck, schema.KindSigningKey, schema.KindNotification,
-		schema.KindDeviceCA, KindPolicy,
+		schema.KindDeviceCA, schema.KindOperator, KindPolicy,
 	}
 }
 

@@ -60,6 +60,8 @@ func nouns(k schema.Kind) (one, many string) {
 		return "notification", "notifications"
 	case schema.KindDeviceCA:
 		return "device CA", "device CAs"
+	case schema.KindOperator:
+		return "operator", "operators"
 	case KindPolicy:
 		return "policy", "policies"
 	}
