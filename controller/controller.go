@@ -25,6 +25,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/deviceconfig"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/notifier"
+	"github.com/gitfleet/gitfleet/controller/operators"
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/policies"
@@ -119,16 +120,18 @@ type Controller struct {
 	rec     *reconcile.Reconciler
 	hooks   *receive.Handler
 	devices *deviceapi.API
-	notify  *notifier.Notifier
-	metrics *metrics
-	trigger chan struct{}
-	sync    chan struct{} // asks the artifact sync loop to run now
-	log     *slog.Logger
-	started time.Time
-	names   atomic.Pointer[deviceNames] // the live commit's device names
-	mu      sync.Mutex
-	last    reconcile.Result // the last Apply's result
-	lastErr error
+	// operators is who may open remote sessions (operators.go).
+	operators *operators.Access
+	notify    *notifier.Notifier
+	metrics   *metrics
+	trigger   chan struct{}
+	sync      chan struct{} // asks the artifact sync loop to run now
+	log       *slog.Logger
+	started   time.Time
+	names     atomic.Pointer[deviceNames] // the live commit's device names
+	mu        sync.Mutex
+	last      reconcile.Result // the last Apply's result
+	lastErr   error
 	// refused is every commit this replica refused (at most the last
 	// maxRefusedRemembered): the watcher does not evaluate one again
 	// when another replica made it live.
@@ -195,6 +198,9 @@ func New(opts Options) (*Controller, error) {
 		// The sinks follow a commit before its events go out.
 		Announcing: func(snap *reconcile.Snapshot) { _ = n.Configure(snap.Fleet) },
 	})
+	if err := c.newOperators(); err != nil {
+		return nil, fmt.Errorf("controller: operators: %w", err)
+	}
 	dopts := opts.Devices
 	dopts.Store, dopts.Live = st, c.rec.Live
 	if dopts.Notify == nil {
@@ -331,6 +337,7 @@ func (c *Controller) apply(ctx context.Context, rev gitsource.Revision) {
 		case err == nil:
 			if res.Outcome == reconcile.Applied {
 				c.requestSync()
+				c.operators.Notify() // open remote sessions are checked against the new commit
 			}
 			return
 		case errors.Is(err, reconcile.ErrTransient):

@@ -63,6 +63,7 @@ func (c *Controller) Handler() http.Handler {
 	m.GET("/alerts", c.alerts)
 	m.GET("/audit", c.audit)
 	m.POST("/reconcile", c.reconcileNow)
+	c.registerOperatorAPI(e)
 	c.registerDashboard(e)
 	return e
 }
