@@ -3,6 +3,7 @@ package deviceconnect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -50,3 +51,12 @@ type Authorizer interface {
 	// live, so that open sessions are checked again.
 	Changed() <-chan struct{}
 }
+
+// Refusals an Authorizer may return from Grant (they wrap ErrForbidden)
+// so that a session it ends is recorded with the right reason: the
+// operator is no longer declared (operator-removed), or their manifest
+// has expired (expired). Any other refusal is recorded as access-revoked.
+var (
+	ErrOperatorRemoved = fmt.Errorf("%w: no such operator", ErrForbidden)
+	ErrExpired         = fmt.Errorf("%w: the operator's access has expired", ErrForbidden)
+)

@@ -1,0 +1,509 @@
+package deviceconnect
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gorilla/websocket"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// fakeAuth is an Authorizer of fixed tokens ("tok-<operator>") and grants.
+type fakeAuth struct {
+	mu      sync.Mutex
+	grants  map[string]Grant // operator/device → grant
+	removed map[string]bool
+	changed []chan struct{} // one per Changed caller (one per replica)
+}
+
+func newFakeAuth() *fakeAuth {
+	return &fakeAuth{grants: map[string]Grant{}, removed: map[string]bool{}}
+}
+
+func (a *fakeAuth) Operator(r *http.Request) (string, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	op, ok2 := strings.CutPrefix(tok, "tok-")
+	if !ok || !ok2 || op == "" {
+		return "", fmt.Errorf("%w: no valid operator token", ErrUnauthenticated)
+	}
+	return op, nil
+}
+
+func (a *fakeAuth) Grant(ctx context.Context, operator, device string) (Grant, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.removed[operator] {
+		return Grant{}, fmt.Errorf("%w: operator %s", ErrOperatorRemoved, operator)
+	}
+	g, ok := a.grants[operator+"/"+device]
+	if !ok {
+		return Grant{}, fmt.Errorf("%w: operator %s may not connect to device %s", ErrForbidden, operator, device)
+	}
+	return g, nil
+}
+
+func (a *fakeAuth) Changed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := make(chan struct{}, 1)
+	a.changed = append(a.changed, c)
+	return c
+}
+
+func (a *fakeAuth) set(operator, device string, g Grant) {
+	a.mu.Lock()
+	g.Operator = operator
+	if g.Commit == "" {
+		g.Commit = "c0ffee"
+	}
+	a.grants[operator+"/"+device] = g
+	a.mu.Unlock()
+}
+
+func (a *fakeAuth) remove(operator string) {
+	a.mu.Lock()
+	a.removed[operator] = true
+	a.mu.Unlock()
+}
+
+func (a *fakeAuth) signal() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.changed {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// replica is one relay behind an httptest TLS server.
+type replica struct {
+	relay *Relay
+	srv   *httptest.Server
+}
+
+func startReplica(t *testing.T, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options)) *replica {
+	t.Helper()
+	opts := Options{Sessions: sessions, Authorizer: auth, Replica: name,
+		PresenceTTL: 3 * time.Second, SessionLease: 3 * time.Second, PingInterval: time.Second, TransferTimeout: 10 * time.Second}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	r, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	srv := httptest.NewTLSServer(r.Handler(func(req *http.Request) (string, error) {
+		tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		dev, ok := strings.CutPrefix(tok, "dev-")
+		if !ok {
+			return "", errors.New("a device token is required")
+		}
+		return dev, nil
+	}))
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return &replica{relay: r, srv: srv}
+}
+
+func (rp *replica) wsURL(path string) string {
+	return "wss" + strings.TrimPrefix(rp.srv.URL, "https") + path
+}
+
+func (rp *replica) client() *http.Client { return rp.srv.Client() }
+
+func dialer() *websocket.Dialer {
+	return &websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
+}
+
+// wsPeer is a websocket end speaking ProtoMsg.
+type wsPeer struct {
+	t    *testing.T
+	ws   *websocket.Conn
+	wmu  sync.Mutex
+	msgs chan *protoMsg
+	err  chan error // the read's end
+}
+
+func newPeer(t *testing.T, ws *websocket.Conn) *wsPeer {
+	p := &wsPeer{t: t, ws: ws, msgs: make(chan *protoMsg, 1024), err: make(chan error, 1)}
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				p.err <- err
+				close(p.msgs)
+				return
+			}
+			m, err := decodeMsg(b)
+			if err != nil {
+				p.err <- err
+				close(p.msgs)
+				return
+			}
+			p.msgs <- m
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	return p
+}
+
+func (p *wsPeer) send(m *protoMsg) {
+	p.t.Helper()
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if err := p.ws.WriteMessage(websocket.BinaryMessage, m.encode()); err != nil {
+		p.t.Fatalf("send: %v", err)
+	}
+}
+
+// next returns the next message that match accepts, failing the test
+// after 10 s.
+func (p *wsPeer) next(match func(*protoMsg) bool) *protoMsg {
+	p.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-p.msgs:
+			if !ok {
+				p.t.Fatalf("connection closed while waiting: %v", <-p.err)
+			}
+			if match == nil || match(m) {
+				return m
+			}
+		case <-deadline:
+			p.t.Fatal("no message within 10s")
+		}
+	}
+}
+
+// closed waits for the connection's end and returns its error.
+func (p *wsPeer) closed() error {
+	p.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-p.msgs:
+			if !ok {
+				err := <-p.err
+				p.err <- err
+				return err
+			}
+		case <-deadline:
+			p.t.Fatal("connection still open after 10s")
+		}
+	}
+}
+
+func is(proto uint16, typ string) func(*protoMsg) bool {
+	return func(m *protoMsg) bool { return m.Header.Proto == proto && m.Header.MsgType == typ }
+}
+
+func strProp(m *protoMsg, name string) string {
+	var s string
+	m.prop(name, &s)
+	return s
+}
+
+func intProp(m *protoMsg, name string) int64 {
+	var n int64
+	m.prop(name, &n)
+	return n
+}
+
+// fakeDevice answers like mender-connect: sessions, shell (an echo),
+// file transfer on a directory standing for its root, port forward (an
+// echo in capitals).
+type fakeDevice struct {
+	t         *testing.T
+	id        string
+	root      string
+	protocols []uint16
+	p         *wsPeer
+
+	mu   sync.Mutex
+	seen []*protoMsg // every message received
+	acks map[string]chan int64
+}
+
+func connectDevice(t *testing.T, rp *replica, id string) *fakeDevice {
+	t.Helper()
+	d := &fakeDevice{t: t, id: id, root: t.TempDir(), protocols: []uint16{protoShell, protoFileTransfer, protoPortForward}, acks: map[string]chan int64{}}
+	d.connect(rp)
+	return d
+}
+
+func (d *fakeDevice) connect(rp *replica) {
+	d.t.Helper()
+	h := http.Header{"Authorization": {"Bearer dev-" + d.id}}
+	ws, rsp, err := dialer().Dial(rp.wsURL(DevicePath), h)
+	if err != nil {
+		d.t.Fatalf("device connect: %v", err)
+	}
+	rsp.Body.Close()
+	d.p = newPeer(d.t, ws)
+	go d.serve(d.p)
+	// Connected once the relay recorded it.
+	waitFor(d.t, "device "+d.id+" connected", func() bool {
+		_, ok, _ := rp.relay.opts.Sessions.Connected(context.Background(), d.id)
+		return ok
+	})
+}
+
+func (d *fakeDevice) received(match func(*protoMsg) bool) []*protoMsg {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*protoMsg
+	for _, m := range d.seen {
+		if match == nil || match(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (d *fakeDevice) reply(req *protoMsg, typ string, body []byte, props map[string]any) {
+	m := &protoMsg{Header: header{Proto: req.Header.Proto, MsgType: typ, SessionID: req.Header.SessionID}, Body: body}
+	for k, v := range props {
+		m.setProp(k, v)
+	}
+	d.p.wmu.Lock()
+	defer d.p.wmu.Unlock()
+	_ = d.p.ws.WriteMessage(websocket.BinaryMessage, m.encode()) // the test may be over
+}
+
+func (d *fakeDevice) ftError(req *protoMsg, err error) {
+	s := err.Error()
+	typ := req.Header.MsgType
+	d.reply(req, typeError, mustMarshal(ftError{Error: &s, MessageType: &typ}), nil)
+}
+
+func (d *fakeDevice) serve(p *wsPeer) {
+	for m := range p.msgs {
+		d.mu.Lock()
+		d.seen = append(d.seen, m)
+		d.mu.Unlock()
+		switch m.Header.Proto {
+		case protoControl:
+			switch m.Header.MsgType {
+			case typeOpen:
+				d.mu.Lock()
+				protocols := d.protocols
+				d.mu.Unlock()
+				d.reply(m, typeAccept, mustMarshal(acceptBody{Version: 1, Protocols: protocols}), nil)
+			case typePing:
+				d.reply(m, typePong, nil, nil)
+			}
+		case protoShell:
+			switch m.Header.MsgType {
+			case typeNew:
+				d.reply(m, typeNew, []byte("Shell started"), map[string]any{propStatus: shellNormal})
+			case typeShell:
+				d.reply(m, typeShell, append([]byte("echo:"), m.Body...), map[string]any{propStatus: shellNormal})
+			case typeStop:
+				d.reply(m, typeStop, nil, map[string]any{propStatus: shellNormal})
+			}
+		case protoPortForward:
+			switch m.Header.MsgType {
+			case "new":
+				d.reply(m, "new", nil, map[string]any{propConnectionID: strProp(m, propConnectionID)})
+			case "forward":
+				d.reply(m, "forward", []byte(strings.ToUpper(string(m.Body))), map[string]any{propConnectionID: strProp(m, propConnectionID)})
+			}
+		case protoFileTransfer:
+			d.fileTransfer(m)
+		}
+	}
+}
+
+func (d *fakeDevice) local(p string) string { return filepath.Join(d.root, filepath.FromSlash(p)) }
+
+func (d *fakeDevice) fileTransfer(m *protoMsg) {
+	switch m.Header.MsgType {
+	case typeStat:
+		var req statFile
+		_ = msgpack.Unmarshal(m.Body, &req)
+		st, err := os.Stat(d.local(*req.Path))
+		if err != nil {
+			d.ftError(m, fmt.Errorf("failed to get file info from path '%s': %w", *req.Path, err))
+			return
+		}
+		mode, size, uid := uint32(st.Mode()), st.Size(), uint32(1000)
+		d.reply(m, typeFileInfo, mustMarshal(fileInfo{Path: req.Path, Size: &size, Mode: &mode, UID: &uid, GID: &uid}), nil)
+	case typeGetFile:
+		var req getFile
+		_ = msgpack.Unmarshal(m.Body, &req)
+		f, err := os.Open(d.local(*req.Path))
+		if err != nil {
+			d.ftError(m, fmt.Errorf("failed to open file for reading: %w", err))
+			return
+		}
+		acks := make(chan int64, 64)
+		d.mu.Lock()
+		d.acks[m.Header.SessionID] = acks
+		d.mu.Unlock()
+		go d.sendFile(m, f, acks)
+	case typeAck:
+		d.mu.Lock()
+		acks := d.acks[m.Header.SessionID]
+		d.mu.Unlock()
+		if acks != nil {
+			acks <- intProp(m, propOffset)
+		}
+	case typePutFile:
+		var req uploadRequest
+		_ = msgpack.Unmarshal(m.Body, &req)
+		if strings.Contains(*req.Path, "forbidden") {
+			d.ftError(m, errors.New("access denied: the file's path is not allowed"))
+			return
+		}
+		f, err := os.Create(d.local(*req.Path) + ".part")
+		if err != nil {
+			d.ftError(m, fmt.Errorf("failed to create target file: %w", err))
+			return
+		}
+		f.Close()
+		d.reply(m, typeAck, nil, map[string]any{propOffset: int64(0)})
+	case typeChunk:
+		// Upload chunks: append to the one file being written.
+		matches, _ := filepath.Glob(filepath.Join(d.root, "*.part"))
+		if len(matches) != 1 {
+			d.ftError(m, errors.New("no file transfer in progress"))
+			return
+		}
+		part := matches[0]
+		off := intProp(m, propOffset)
+		if len(m.Body) == 0 {
+			os.Rename(part, strings.TrimSuffix(part, ".part"))
+			d.reply(m, typeAck, nil, map[string]any{propOffset: off})
+			return
+		}
+		f, _ := os.OpenFile(part, os.O_WRONLY|os.O_APPEND, 0)
+		f.Write(m.Body)
+		f.Close()
+		d.reply(m, typeAck, nil, map[string]any{propOffset: off}) // as mender-connect: the chunk's offset
+	}
+}
+
+// sendFile streams f in 4 KiB chunks, at most 20 ahead of the last ack,
+// as mender-connect does.
+func (d *fakeDevice) sendFile(req *protoMsg, f *os.File, acks chan int64) {
+	defer f.Close()
+	var off, acked int64
+	buf := make([]byte, 4096)
+	for {
+		for off > acked+20*4096 {
+			acked = <-acks
+		}
+		n, err := f.Read(buf)
+		if n > 0 {
+			d.reply(req, typeChunk, append([]byte(nil), buf[:n]...), map[string]any{propOffset: off})
+			off += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	d.reply(req, typeChunk, nil, map[string]any{propOffset: off})
+	for acked < off {
+		acked = <-acks
+	}
+}
+
+// operator opens a session websocket as mender-cli does.
+func openSession(t *testing.T, rp *replica, operator, device string, h http.Header) (*wsPeer, *http.Response, error) {
+	t.Helper()
+	if h == nil {
+		h = http.Header{}
+	}
+	if operator != "" {
+		h.Set("Authorization", "Bearer tok-"+operator)
+	}
+	ws, rsp, err := dialer().Dial(rp.wsURL(ManagementPrefix+"/devices/"+device+"/connect"), h)
+	if err != nil {
+		return nil, rsp, err
+	}
+	return newPeer(t, ws), rsp, nil
+}
+
+func mustSession(t *testing.T, rp *replica, operator, device string) *wsPeer {
+	t.Helper()
+	p, rsp, err := openSession(t, rp, operator, device, nil)
+	if err != nil {
+		body := ""
+		if rsp != nil {
+			b, _ := io.ReadAll(rsp.Body)
+			body = fmt.Sprintf(" (%d %s)", rsp.StatusCode, b)
+		}
+		t.Fatalf("open session: %v%s", err, body)
+	}
+	return p
+}
+
+// startShell sends "new" and returns the session ID the relay gave it.
+func startShell(t *testing.T, op *wsPeer) string {
+	t.Helper()
+	m := &protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}}
+	m.setProp("terminal_width", 80)
+	m.setProp("terminal_height", 24)
+	op.send(m)
+	rsp := op.next(is(protoShell, typeNew))
+	if st := intProp(rsp, propStatus); st != shellNormal {
+		t.Fatalf("shell not started: status %d: %s", st, rsp.Body)
+	}
+	return rsp.Header.SessionID
+}
+
+func typeText(op *wsPeer, sid, text string) {
+	op.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: sid}, Body: []byte(text)})
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sessionRecord waits for the one session of operator to end and returns
+// its record.
+func endedSession(t *testing.T, sessions store.RemoteSessions, operator string) store.RemoteSession {
+	t.Helper()
+	var got store.RemoteSession
+	waitFor(t, "the session of "+operator+" to end", func() bool {
+		ss, err := sessions.Sessions(context.Background(), store.RemoteSessionFilter{Operator: operator}, 10)
+		if err != nil || len(ss) == 0 || ss[0].Ended.IsZero() {
+			return false
+		}
+		got = ss[0]
+		return true
+	})
+	return got
+}
+
+func msgpackUnmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }

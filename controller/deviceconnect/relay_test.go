@@ -1,0 +1,624 @@
+package deviceconnect
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gorilla/websocket"
+)
+
+func fullGrant() Grant {
+	return Grant{Terminal: true, FileTransfer: true, PortForward: true}
+}
+
+func TestShellRelayedBothWays(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true, RecordInput: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+
+	// What mender-cli terminal asks first.
+	rsp, err := rp.client().Do(operatorReq(t, "GET", rp.srv.URL+ManagementPrefix+"/devices/dev1", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Status string }
+	json.NewDecoder(rsp.Body).Decode(&st)
+	rsp.Body.Close()
+	if rsp.StatusCode != 200 || st.Status != "connected" {
+		t.Fatalf("device status: %d %+v", rsp.StatusCode, st)
+	}
+
+	op := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op)
+	if sid == "" {
+		t.Fatal("the relay gave the shell no session ID")
+	}
+	typeText(op, sid, "uname -a\n")
+	out := op.next(is(protoShell, typeShell))
+	if string(out.Body) != "echo:uname -a\n" {
+		t.Fatalf("output %q", out.Body)
+	}
+	// The device saw the operator's messages stamped with the session
+	// and the operator.
+	for _, m := range dev.received(func(m *protoMsg) bool { return m.Header.Proto == protoShell }) {
+		if m.Header.SessionID != sid || strProp(m, propUserID) != "alice" {
+			t.Fatalf("device got %s/%s with sid %q user %q; want %q alice", protoName(m.Header.Proto), m.Header.MsgType, m.Header.SessionID, strProp(m, propUserID), sid)
+		}
+	}
+	// Terminal size properties pass unchanged.
+	newMsg := dev.received(is(protoShell, typeNew))[0]
+	if intProp(newMsg, "terminal_width") != 80 {
+		t.Fatalf("terminal_width did not pass: %v", newMsg.Header.Properties)
+	}
+
+	// mender-cli's exit: stop the shell, close.
+	op.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: sid}})
+	op.next(is(protoShell, typeStop))
+	op.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	rec := endedSession(t, sessions, "alice")
+	if rec.Reason != ReasonClosed || rec.Kind != KindTerminal || rec.Device != "dev1" || rec.Commit != "c0ffee" || rec.Replica != "a" || rec.Source != "127.0.0.1" {
+		t.Fatalf("record: %+v", rec)
+	}
+	if rec.Input != "uname -a\n" {
+		t.Fatalf("recorded input %q", rec.Input)
+	}
+	if !slices.Equal(rec.Protocols, []string{"shell"}) && rec.Protocols != nil {
+		t.Fatalf("protocols %v", rec.Protocols)
+	}
+	if rec.Traffic.ToDevice == 0 || rec.Traffic.FromDevice == 0 {
+		t.Fatalf("traffic not counted: %+v", rec.Traffic)
+	}
+}
+
+func operatorReq(t *testing.T, method, url, operator string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if operator != "" {
+		req.Header.Set("Authorization", "Bearer tok-"+operator)
+	}
+	return req
+}
+
+func TestOperatorLeavingStopsTheDeviceShell(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", fullGrant())
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op)
+	op.ws.Close() // the operator's connection drops
+	waitFor(t, "the device to get a shell stop and a close", func() bool {
+		stops := dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })
+		closes := dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })
+		return len(stops) == 1 && len(closes) == 1 && intProp(stops[0], propStatus) == shellError
+	})
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonClosed {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+}
+
+func TestDeviceDisconnectEndsTheSession(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", fullGrant())
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	startShell(t, op)
+	dev.p.ws.Close()
+	stop := op.next(is(protoShell, typeStop))
+	if !strings.Contains(string(stop.Body), "device disconnected") {
+		t.Fatalf("stop says %q", stop.Body)
+	}
+	var ce *websocket.CloseError
+	if err := op.closed(); !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+		t.Fatalf("operator's websocket ended with %v", err)
+	}
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonDeviceDisconnected {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+	waitFor(t, "the device's presence cleared", func() bool {
+		_, ok, _ := sessions.Connected(context.Background(), "dev1")
+		return !ok
+	})
+	// It reconnects: a new session works.
+	dev.connect(rp)
+	op2 := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op2)
+	typeText(op2, sid, "again\n")
+	if out := op2.next(is(protoShell, typeShell)); string(out.Body) != "echo:again\n" {
+		t.Fatalf("after reconnecting: %q", out.Body)
+	}
+}
+
+func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("bob", "dev1", Grant{Terminal: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "bob", "dev1")
+	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new"}, Body: mustMarshal(map[string]any{"remote_host": "127.0.0.1", "remote_port": 22, "protocol": "tcp"})}
+	pf.setProp(propConnectionID, "c1")
+	op.send(pf)
+	if m := op.next(is(protoPortForward, typeError)); !strings.Contains(string(m.Body), "port forwarding") {
+		t.Fatalf("port forward error says %q", m.Body)
+	}
+	if m := op.next(is(protoPortForward, typeStop)); strProp(m, propConnectionID) != "c1" {
+		t.Fatalf("stop for connection %q", strProp(m, propConnectionID))
+	}
+	ctl := op.next(is(protoControl, typeError))
+	var ce controlError
+	if err := decodeBody(ctl, &ce); err != nil || ce.Close || !strings.Contains(ce.Error, "forbidden: operator bob may not use port forwarding") {
+		t.Fatalf("control error %+v %v", ce, err)
+	}
+	ft := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeStat}, Body: mustMarshal(statFile{Path: ptr("/etc/shadow")})}
+	op.send(ft)
+	op.next(is(protoFileTransfer, typeError))
+	op.send(&protoMsg{Header: header{Proto: protoMenderClient, MsgType: "check-update"}})
+	op.next(func(m *protoMsg) bool {
+		return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient")
+	})
+	// The shell still works, and nothing refused reached the device.
+	sid := startShell(t, op)
+	typeText(op, sid, "id\n")
+	op.next(is(protoShell, typeShell))
+	if got := dev.received(func(m *protoMsg) bool { return m.Header.Proto != protoShell && m.Header.Proto != protoControl }); len(got) != 0 {
+		t.Fatalf("the device got refused messages: %s/%s", protoName(got[0].Header.Proto), got[0].Header.MsgType)
+	}
+	op.ws.Close()
+	// (The store records a terminal session's protocols only when it can
+	// be told them after the start; never the refused ones.)
+	if rec := endedSession(t, sessions, "bob"); rec.Protocols != nil && !slices.Equal(rec.Protocols, []string{"shell"}) {
+		t.Fatalf("protocols recorded %v", rec.Protocols)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func decodeBody(m *protoMsg, v any) error { return msgpackUnmarshal(m.Body, v) }
+
+func TestOperatorAuthentication(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", fullGrant())
+	rp := startReplica(t, "a", sessions, auth, nil)
+	connectDevice(t, rp, "dev1")
+	base := rp.srv.URL + ManagementPrefix + "/devices/"
+	cases := []struct {
+		name, method, url, operator string
+		want                        int
+		says                        string
+	}{
+		{"no token", "GET", base + "dev1", "", 401, "unauthenticated"},
+		{"no token connect", "GET", base + "dev1/connect", "", 401, "unauthenticated"},
+		{"no token download", "GET", base + "dev1/download?path=/etc/hostname", "", 401, "unauthenticated"},
+		{"no token upload", "PUT", base + "dev1/upload", "", 401, "unauthenticated"},
+		{"other operator", "GET", base + "dev1", "mallory", 403, "may not connect to device dev1"},
+		{"other operator connect", "GET", base + "dev1/connect", "mallory", 403, "may not connect"},
+		{"other operator download", "GET", base + "dev1/download?path=/etc/hostname", "mallory", 403, "may not connect"},
+		{"other device", "GET", base + "dev2", "alice", 403, "may not connect to device dev2"},
+		{"relative path", "GET", base + "dev1/download?path=etc/hostname", "alice", 400, "absolute"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rsp, err := rp.client().Do(operatorReq(t, tc.method, tc.url, tc.operator, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(rsp.Body)
+			rsp.Body.Close()
+			if rsp.StatusCode != tc.want || !strings.Contains(string(b), tc.says) {
+				t.Fatalf("%d %s; want %d with %q", rsp.StatusCode, b, tc.want, tc.says)
+			}
+		})
+	}
+	// The websocket with a forbidden operator: refused before upgrading.
+	_, rsp, err := openSession(t, rp, "mallory", "dev1", nil)
+	if err == nil || rsp == nil || rsp.StatusCode != 403 {
+		t.Fatalf("mallory's websocket: %v %v", err, rsp)
+	}
+	// No session was recorded for any of these.
+	if ss, _ := sessions.Sessions(context.Background(), store.RemoteSessionFilter{}, 100); len(ss) != 0 {
+		t.Fatalf("sessions recorded: %+v", ss)
+	}
+	// A device that is not connected.
+	auth.set("alice", "dev2", fullGrant())
+	rsp2, _ := rp.client().Do(operatorReq(t, "GET", base+"dev2", "alice", nil))
+	var st struct{ Status string }
+	json.NewDecoder(rsp2.Body).Decode(&st)
+	rsp2.Body.Close()
+	if rsp2.StatusCode != 200 || st.Status != "disconnected" {
+		t.Fatalf("dev2: %d %+v", rsp2.StatusCode, st)
+	}
+	if _, rsp, err := openSession(t, rp, "alice", "dev2", nil); err == nil || rsp.StatusCode != 404 {
+		t.Fatalf("connect to a disconnected device: %v %v", err, rsp)
+	}
+	rsp3, _ := rp.client().Do(operatorReq(t, "GET", base+"dev2/download?path=/x", "alice", nil))
+	rsp3.Body.Close()
+	if rsp3.StatusCode != 409 {
+		t.Fatalf("download from a disconnected device: %d", rsp3.StatusCode)
+	}
+	// A device without a token.
+	if _, rsp, err := dialer().Dial(rp.wsURL(DevicePath), nil); err == nil || rsp.StatusCode != 401 {
+		t.Fatalf("device without a token: %v", err)
+	}
+}
+
+func TestCrossSiteOriginRefused(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", fullGrant())
+	rp := startReplica(t, "a", sessions, auth, nil)
+	connectDevice(t, rp, "dev1")
+	_, rsp, err := openSession(t, rp, "alice", "dev1", http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || rsp == nil || rsp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site origin: %v %v", err, rsp)
+	}
+	host := strings.TrimPrefix(rp.srv.URL, "https://")
+	p, _, err := openSession(t, rp, "alice", "dev1", http.Header{"Origin": {"https://" + host}})
+	if err != nil {
+		t.Fatalf("same-origin: %v", err)
+	}
+	startShell(t, p)
+}
+
+func TestSessionLimits(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true, FileTransfer: true, DeviceSessions: 1})
+	auth.set("bob", "dev1", Grant{Terminal: true, FileTransfer: true, DeviceSessions: 1})
+	auth.set("carol", "dev2", Grant{Terminal: true, OperatorSessions: 1})
+	auth.set("carol", "dev3", Grant{Terminal: true, OperatorSessions: 1})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev1 := connectDevice(t, rp, "dev1")
+	connectDevice(t, rp, "dev2")
+	connectDevice(t, rp, "dev3")
+	dev1.p.send(&protoMsg{}) // a message without a session: ignored
+
+	first := mustSession(t, rp, "alice", "dev1")
+	startShell(t, first)
+	// mender-cli terminal: refused in the shell protocol.
+	second := mustSession(t, rp, "bob", "dev1")
+	second.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}})
+	rsp := second.next(is(protoShell, typeNew))
+	if intProp(rsp, propStatus) != shellError || !strings.Contains(string(rsp.Body), "device dev1 already has the 1 concurrent remote sessions") {
+		t.Fatalf("refusal: status %d %q", intProp(rsp, propStatus), rsp.Body)
+	}
+	second.closed()
+	// A download: 429.
+	r, _ := rp.client().Do(operatorReq(t, "GET", rp.srv.URL+ManagementPrefix+"/devices/dev1/download?path=/x", "bob", nil))
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(b), "concurrent remote sessions") {
+		t.Fatalf("download over the limit: %d %s", r.StatusCode, b)
+	}
+	// The operator's limit, across devices; port-forward's handshake gets
+	// a control error.
+	c1 := mustSession(t, rp, "carol", "dev2")
+	startShell(t, c1)
+	c2 := mustSession(t, rp, "carol", "dev3")
+	c2.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
+	var ce controlError
+	if err := decodeBody(c2.next(is(protoControl, typeError)), &ce); err != nil || !ce.Close || !strings.Contains(ce.Error, "operator carol already has the 1 concurrent") {
+		t.Fatalf("operator limit: %+v %v", ce, err)
+	}
+	// Closing the first session frees the device.
+	first.ws.Close()
+	endedSession(t, sessions, "alice")
+	third := mustSession(t, rp, "bob", "dev1")
+	startShell(t, third)
+}
+
+func TestIdleTimeout(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true, IdleTimeout: 300 * time.Millisecond})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op)
+	stop := op.next(is(protoShell, typeStop))
+	if !strings.Contains(string(stop.Body), "idle") {
+		t.Fatalf("stop says %q", stop.Body)
+	}
+	op.closed()
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonIdle {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+	waitFor(t, "the device's shell stopped", func() bool {
+		return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1
+	})
+}
+
+func TestChangedEndsSessions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(a *fakeAuth)
+		reason string
+	}{
+		{"operator removed", func(a *fakeAuth) { a.remove("alice") }, ReasonOperatorRemoved},
+		{"device unlisted", func(a *fakeAuth) {
+			a.mu.Lock()
+			delete(a.grants, "alice/dev1")
+			a.mu.Unlock()
+		}, ReasonAccessRevoked},
+		{"terminal taken away", func(a *fakeAuth) { a.set("alice", "dev1", Grant{FileTransfer: true}) }, ReasonAccessRevoked},
+		{"expired", func(a *fakeAuth) {
+			a.set("alice", "dev1", Grant{Terminal: true, Expires: time.Now().Add(-time.Second)})
+		}, ReasonExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sessions, auth := newMemSessions(), newFakeAuth()
+			auth.set("alice", "dev1", fullGrant())
+			auth.set("bob", "dev1", fullGrant())
+			rp := startReplica(t, "a", sessions, auth, nil)
+			dev := connectDevice(t, rp, "dev1")
+			op := mustSession(t, rp, "alice", "dev1")
+			sid := startShell(t, op)
+			other := mustSession(t, rp, "bob", "dev1")
+			otherSid := startShell(t, other)
+			// An unrelated commit changes nothing.
+			auth.signal()
+			typeText(op, sid, "still here\n")
+			op.next(is(protoShell, typeShell))
+
+			tc.change(auth)
+			auth.signal()
+			stop := op.next(is(protoShell, typeStop))
+			if !strings.Contains(string(stop.Body), "access ended") {
+				t.Fatalf("stop says %q", stop.Body)
+			}
+			var ce *websocket.CloseError
+			if err := op.closed(); !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "access ended") {
+				t.Fatalf("operator's websocket ended with %v", err)
+			}
+			if rec := endedSession(t, sessions, "alice"); rec.Reason != tc.reason {
+				t.Fatalf("reason %q, want %q", rec.Reason, tc.reason)
+			}
+			waitFor(t, "the device told to stop and close", func() bool {
+				return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1 &&
+					len(dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })) == 1
+			})
+			// Bob's session goes on.
+			typeText(other, otherSid, "bob\n")
+			if out := other.next(is(protoShell, typeShell)); string(out.Body) != "echo:bob\n" {
+				t.Fatalf("bob's session: %q", out.Body)
+			}
+		})
+	}
+}
+
+func TestPortForwardRelayed(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{PortForward: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	// mender-cli port-forward's handshake.
+	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
+	acc := op.next(is(protoControl, typeAccept))
+	sid := acc.Header.SessionID
+	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}}
+	pf.setProp(propConnectionID, "conn-1")
+	op.send(pf)
+	op.next(is(protoPortForward, "new"))
+	fw := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "forward", SessionID: sid}, Body: []byte("hello")}
+	fw.setProp(propConnectionID, "conn-1")
+	op.send(fw)
+	got := op.next(is(protoPortForward, "forward"))
+	if string(got.Body) != "HELLO" || strProp(got, propConnectionID) != "conn-1" {
+		t.Fatalf("forwarded back %q on %q", got.Body, strProp(got, propConnectionID))
+	}
+	// The device answers pings; the relay passes them through.
+	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typePing, SessionID: sid}})
+	op.next(is(protoControl, typePong))
+	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: sid}})
+	op.ws.Close()
+	rec := endedSession(t, sessions, "alice")
+	if !slices.Equal(rec.Protocols, []string{"portforward"}) && rec.Protocols != nil {
+		t.Fatalf("protocols %v", rec.Protocols)
+	}
+	if n := len(dev.received(is(protoPortForward, "forward"))); n != 1 {
+		t.Fatalf("device got %d forwards", n)
+	}
+}
+
+func TestFileDownloadAndUpload(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{FileTransfer: true})
+	auth.set("bob", "dev1", Grant{Terminal: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	content := make([]byte, 300_000) // 74 chunks of 4 KiB: several windows
+	rand.Read(content)
+	os.WriteFile(dev.local("/data.bin"), content, 0o640)
+	os.Mkdir(dev.local("/adir"), 0o755)
+	base := rp.srv.URL + ManagementPrefix + "/devices/dev1"
+
+	rsp, err := rp.client().Do(operatorReq(t, "GET", base+"/download?path=/data.bin", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	if rsp.StatusCode != 200 || !bytes.Equal(got, content) {
+		t.Fatalf("download: %d, %d bytes (want %d)", rsp.StatusCode, len(got), len(content))
+	}
+	h := rsp.Header
+	if h.Get("X-MEN-FILE-MODE") != "640" || h.Get("X-MEN-FILE-SIZE") != "300000" || h.Get("X-MEN-FILE-PATH") != "/data.bin" ||
+		h.Get("X-MEN-FILE-UID") != "1000" || h.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("headers %v", h)
+	}
+	rec := endedSession(t, sessions, "alice")
+	if rec.Kind != KindDownload || rec.Reason != ReasonClosed || rec.Traffic.FromDevice < int64(len(content)) || !slices.Equal(rec.Protocols, []string{"filetransfer"}) {
+		t.Fatalf("download record %+v", rec)
+	}
+
+	for _, tc := range []struct {
+		path string
+		want int
+		says string
+	}{
+		{"/missing", 404, "no such file or directory"},
+		{"/adir", 400, "not a regular file"},
+	} {
+		rsp, _ := rp.client().Do(operatorReq(t, "GET", base+"/download?path="+tc.path, "alice", nil))
+		b, _ := io.ReadAll(rsp.Body)
+		rsp.Body.Close()
+		if rsp.StatusCode != tc.want || !strings.Contains(string(b), tc.says) {
+			t.Fatalf("%s: %d %s", tc.path, rsp.StatusCode, b)
+		}
+	}
+
+	upload := func(operator, path string, data []byte) (int, string) {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		mw.WriteField("path", path)
+		fw, _ := mw.CreateFormFile("file", "/home/op/local.bin")
+		fw.Write(data)
+		mw.WriteField("mode", "600")
+		mw.Close()
+		req := operatorReq(t, "PUT", base+"/upload", operator, &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		rsp, err := rp.client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rsp.Body)
+		rsp.Body.Close()
+		return rsp.StatusCode, string(b)
+	}
+	up := make([]byte, 500_000)
+	rand.Read(up)
+	if code, b := upload("alice", "/uploaded.bin", up); code != 201 {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	if onDevice, _ := os.ReadFile(dev.local("/uploaded.bin")); !bytes.Equal(onDevice, up) {
+		t.Fatalf("the device has %d bytes, want %d", len(onDevice), len(up))
+	}
+	if code, _ := upload("alice", "/empty", nil); code != 201 {
+		t.Fatalf("empty upload: %d", code)
+	}
+	if code, b := upload("alice", "/forbidden/x", []byte("x")); code != 403 || !strings.Contains(b, "access denied") {
+		t.Fatalf("upload the device refuses: %d %s", code, b)
+	}
+	if code, b := upload("bob", "/x", []byte("x")); code != 403 || !strings.Contains(b, "fileTransfer") {
+		t.Fatalf("upload without file transfer: %d %s", code, b)
+	}
+	if code, b := upload("alice", "relative", []byte("x")); code != 400 || !strings.Contains(b, "absolute") {
+		t.Fatalf("relative upload path: %d %s", code, b)
+	}
+	ss, _ := sessions.Sessions(context.Background(), store.RemoteSessionFilter{Operator: "alice"}, 100)
+	var uploads int
+	for _, s := range ss {
+		if s.Kind == KindUpload {
+			uploads++
+			if s.Ended.IsZero() {
+				t.Fatalf("upload session still open: %+v", s)
+			}
+		}
+	}
+	if uploads != 3 {
+		t.Fatalf("%d upload sessions recorded, want 3", uploads)
+	}
+	// Device disabled file transfer.
+	dev.mu.Lock()
+	dev.protocols = []uint16{protoShell}
+	dev.mu.Unlock()
+	rsp, _ = rp.client().Do(operatorReq(t, "GET", base+"/download?path=/data.bin", "alice", nil))
+	b, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	if rsp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "disabled on the device") {
+		t.Fatalf("download from a device without file transfer: %d %s", rsp.StatusCode, b)
+	}
+}
+
+func TestBandwidthCap(t *testing.T) {
+	// The cap is a floor on the time a transfer takes (the limiter
+	// cannot let it go faster; a slow machine only makes it slower).
+	const bps = 64 << 10
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{FileTransfer: true, BytesPerSecond: bps})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	content := make([]byte, 3*bps)
+	os.WriteFile(dev.local("/f"), content, 0o644)
+	start := time.Now()
+	rsp, err := rp.client().Do(operatorReq(t, "GET", rp.srv.URL+ManagementPrefix+"/devices/dev1/download?path=/f", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, rsp.Body)
+	rsp.Body.Close()
+	took := time.Since(start)
+	if n != int64(len(content)) {
+		t.Fatalf("got %d bytes", n)
+	}
+	// One second's worth passes at once (the burst); the rest at the
+	// rate: at least 2 s for 3 s's worth.
+	if floor := 2 * time.Second * 9 / 10; took < floor {
+		t.Fatalf("3×%d bytes at %d B/s took %v, less than %v: the cap was not applied", bps, bps, took, floor)
+	}
+}
+
+func TestTwoReplicasShareOneStore(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	testTwoReplicas(t, sessions, auth)
+}
+
+// testTwoReplicas puts the device on one replica and the operator on
+// another.
+func testTwoReplicas(t *testing.T, sessions store.RemoteSessions, auth *fakeAuth) {
+	auth.set("alice", "dev1", fullGrant())
+	a := startReplica(t, "a", sessions, auth, nil)
+	b := startReplica(t, "b", sessions, auth, nil)
+	dev := connectDevice(t, a, "dev1")
+	op := mustSession(t, b, "alice", "dev1")
+	sid := startShell(t, op)
+	typeText(op, sid, "hostname\n")
+	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:hostname\n" {
+		t.Fatalf("output %q", out.Body)
+	}
+	content := []byte(strings.Repeat("replicated ", 20000))
+	os.WriteFile(dev.local("/r"), content, 0o644)
+	rsp, err := b.client().Do(operatorReq(t, "GET", b.srv.URL+ManagementPrefix+"/devices/dev1/download?path=/r", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	if rsp.StatusCode != 200 || !bytes.Equal(got, content) {
+		t.Fatalf("download across replicas: %d, %d bytes", rsp.StatusCode, len(got))
+	}
+	// Access revoked: the operator's replica ends it, the device's
+	// replica passes the stop on.
+	auth.remove("alice")
+	auth.signal()
+	op.next(is(protoShell, typeStop))
+	op.closed()
+	waitFor(t, "the device told to stop", func() bool {
+		return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1
+	})
+	if a.relay.OpenSessions() != 0 {
+		t.Fatalf("the device's replica serves %d sessions", a.relay.OpenSessions())
+	}
+	// The device disconnects while another operator's session is open
+	// on replica b.
+	auth.set("bob", "dev1", fullGrant())
+	op2 := mustSession(t, b, "bob", "dev1")
+	startShell(t, op2)
+	dev.p.ws.Close()
+	op2.next(is(protoShell, typeStop))
+	op2.closed()
+}

@@ -1,0 +1,369 @@
+package deviceconnect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gorilla/websocket"
+)
+
+// Connect serves GET /api/management/v1/deviceconnect/devices/{id}/connect:
+// an operator's session websocket (mender-cli terminal and port-forward).
+// Each message the operator sends is checked against the grant, stamped
+// with the session's ID and the operator's name (user_id) and relayed to
+// the device; the device's messages of this session come back.
+func (r *Relay) Connect(w http.ResponseWriter, req *http.Request) {
+	device, ok := deviceParam(w, req)
+	if !ok {
+		return
+	}
+	op, ok := r.operatorOf(w, req)
+	if !ok {
+		return
+	}
+	g, ok := r.grantOf(w, req, op, device)
+	if !ok {
+		return
+	}
+	if !g.Terminal && !g.PortForward && !g.FileTransfer {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("forbidden: operator %s may neither open a terminal, forward ports nor transfer files on device %s", op, device))
+		return
+	}
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	c, connected, err := r.opts.Sessions.Connected(ctx, device)
+	if err != nil {
+		r.log.Error("device presence unavailable", "device_id", device, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unavailable; try again later")
+		return
+	}
+	if !connected {
+		writeError(w, http.StatusNotFound, "device "+device+" is not connected (is mender-connect running on it?)")
+		return
+	}
+	s := r.newSession(KindTerminal, op, device, sourceOf(req), c.Conn, g)
+	sub, err := r.opts.Sessions.Subscribe(ctx, sessionTopic(s.rec.ID))
+	if err != nil {
+		r.log.Error("deviceconnect: cannot subscribe to the session's topic", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unavailable; try again later")
+		return
+	}
+	defer sub.Close()
+	refused, err := s.start(ctx)
+	if err != nil {
+		r.log.Error("deviceconnect: cannot start a session", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unavailable; try again later")
+		return
+	}
+	if refused != "" {
+		r.refuse(w, req, refused)
+		return
+	}
+	defer s.finish()
+	ws, err := r.upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		s.end("error: websocket upgrade failed", "")
+		return
+	}
+	ws.SetReadLimit(maxFrame)
+	r.log.Info("remote session opened", "session", s.rec.ID, "operator", op, "device_id", device, "source", s.rec.Source)
+	t := &terminal{s: s, ws: ws, out: make(chan []byte, 16)}
+	t.run(ctx, sub)
+}
+
+// refuse answers an operator whose session a limit refuses: a websocket
+// client (mender-cli) is upgraded and told in the protocol, since it would
+// show only "bad handshake" for an HTTP error; any other client gets 429.
+func (r *Relay) refuse(w http.ResponseWriter, req *http.Request, msg string) {
+	if !websocket.IsWebSocketUpgrade(req) {
+		writeError(w, http.StatusTooManyRequests, msg)
+		return
+	}
+	ws, err := r.upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(maxFrame)
+	// The operator speaks first: a shell's "new" or a control "open".
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var first *protoMsg
+	if _, b, err := ws.ReadMessage(); err == nil {
+		first, _ = decodeMsg(b)
+	}
+	if first == nil {
+		first = &protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}}
+	}
+	for _, b := range refusal(first, msg, true) {
+		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = ws.WriteMessage(websocket.BinaryMessage, b)
+	}
+	closeWS(ws, websocket.ClosePolicyViolation, msg)
+}
+
+// refusal is what the operator is told when m is refused: a shell
+// message is answered in the shell protocol (mender-cli shows "Unable to
+// start the shell: …"), a port forward's new connection is stopped, a file
+// transfer gets its protocol's error; and every refusal gets a control
+// error, which closes the session when final.
+func refusal(m *protoMsg, msg string, final bool) [][]byte {
+	var out [][]byte
+	sid := m.Header.SessionID
+	switch m.Header.Proto {
+	case protoShell:
+		typ := m.Header.MsgType
+		if typ == "" || typ == typePing || typ == typePong {
+			typ = typeShell
+		}
+		rsp := &protoMsg{Header: header{Proto: protoShell, MsgType: typ, SessionID: sid}, Body: []byte(msg)}
+		rsp.setProp(propStatus, shellError)
+		out = append(out, rsp.encode())
+	case protoFileTransfer:
+		rsp := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeError, SessionID: sid}}
+		typ := m.Header.MsgType
+		rsp.Body = mustMarshal(ftError{Error: &msg, MessageType: &typ})
+		out = append(out, rsp.encode())
+	case protoPortForward:
+		rsp := &protoMsg{Header: header{Proto: protoPortForward, MsgType: typeError, SessionID: sid},
+			Body: mustMarshal(controlError{Error: msg, MessageProto: protoPortForward, MessageType: m.Header.MsgType})}
+		out = append(out, rsp.encode())
+		var cid string
+		if m.prop(propConnectionID, &cid) && cid != "" {
+			stop := &protoMsg{Header: header{Proto: protoPortForward, MsgType: typeStop, SessionID: sid}}
+			stop.setProp(propConnectionID, cid)
+			out = append(out, stop.encode())
+		}
+	}
+	ctl := &protoMsg{Header: header{Proto: protoControl, MsgType: typeError, SessionID: sid},
+		Body: mustMarshal(controlError{Error: msg, Close: final, MessageProto: m.Header.Proto, MessageType: m.Header.MsgType})}
+	return append(out, ctl.encode())
+}
+
+// terminal is an operator's session websocket.
+type terminal struct {
+	s   *session
+	ws  *websocket.Conn
+	out chan []byte // to the operator, from the reader (refusals)
+
+	mu        sync.Mutex
+	shellOpen bool
+}
+
+func (t *terminal) run(ctx context.Context, sub store.Subscription) {
+	s, r := t.s, t.s.r
+	_ = s
+	ping := r.opts.PingInterval
+	alive := func() { _ = t.ws.SetReadDeadline(time.Now().Add(3 * ping)) }
+	alive()
+	t.ws.SetPongHandler(func(string) error { alive(); return nil })
+	t.ws.SetPingHandler(func(msg string) error {
+		alive()
+		return t.ws.WriteControl(websocket.PongMessage, []byte(msg), time.Now().Add(ping))
+	})
+	// The reader's waits end with the session.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t.read(sctx)
+	}()
+	t.write(ctx, sub)
+	wg.Wait()
+}
+
+// read relays the operator's messages to the device until the operator
+// leaves or the session ends.
+func (t *terminal) read(ctx context.Context) {
+	s, r := t.s, t.s.r
+	topic := deviceTopic(s.rec.Device)
+	for {
+		_, b, err := t.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) {
+				s.end(ReasonClosed, "the operator closed the session")
+			} else {
+				s.end(ReasonClosed, "the operator's connection closed")
+			}
+			return
+		}
+		_ = t.ws.SetReadDeadline(time.Now().Add(3 * r.opts.PingInterval))
+		m, err := decodeMsg(b)
+		if err != nil {
+			t.send(refusal(&protoMsg{Header: header{Proto: protoControl, SessionID: s.rec.ID}}, "malformed message: "+err.Error(), false)...)
+			continue
+		}
+		g := s.currentGrant()
+		if ok, what := g.allowed(m.Header.Proto); !ok {
+			m.Header.SessionID = s.rec.ID
+			t.send(refusal(m, fmt.Sprintf("forbidden: operator %s may not use %s on device %s", s.rec.Operator, what, s.rec.Device), false)...)
+			continue
+		}
+		m.Header.SessionID = s.rec.ID
+		m.setProp(propUserID, s.rec.Operator)
+		if m.Header.Proto == protoShell {
+			t.mu.Lock()
+			switch m.Header.MsgType {
+			case typeNew:
+				t.shellOpen = true
+			case typeStop:
+				t.shellOpen = false
+			}
+			t.mu.Unlock()
+		}
+		var input []byte
+		if m.Header.Proto == protoShell && m.Header.MsgType == typeShell {
+			input = m.Body
+		}
+		frame := m.encode()
+		s.mu.Lock()
+		lim := s.toDevice
+		s.mu.Unlock()
+		if err := waitBytes(ctx, lim, len(frame)); err != nil {
+			return
+		}
+		e := envelope{Kind: envFrame, Device: s.rec.Device, Conn: s.conn, Rate: g.BytesPerSecond, Msg: frame}
+		if err := r.opts.Sessions.Publish(ctx, topic, e.encode()); err != nil {
+			if ctx.Err() == nil {
+				s.end("error: cannot relay to the device: "+err.Error(), "the relay failed; try again")
+			}
+			return
+		}
+		s.used(m.Header.Proto)
+		s.count(len(frame), 0, input, m.activity())
+	}
+}
+
+// send queues messages for the operator.
+func (t *terminal) send(msgs ...[]byte) {
+	for _, b := range msgs {
+		select {
+		case t.out <- b:
+		case <-t.s.done:
+			return
+		}
+	}
+}
+
+// write relays the device's messages to the operator, keeps the session's
+// record and the connection alive, and tears the session down when it
+// ends.
+func (t *terminal) write(ctx context.Context, sub store.Subscription) {
+	s, r := t.s, t.s.r
+	wr := func(b []byte) error {
+		_ = t.ws.SetWriteDeadline(time.Now().Add(r.opts.PingInterval))
+		return t.ws.WriteMessage(websocket.BinaryMessage, b)
+	}
+	tick := time.NewTicker(s.tickEvery())
+	defer tick.Stop()
+	pinger := time.NewTicker(r.opts.PingInterval)
+	defer pinger.Stop()
+loop:
+	for {
+		select {
+		case <-s.done:
+			break loop
+		case b := <-t.out:
+			if wr(b) != nil {
+				s.end(ReasonClosed, "the operator's connection closed")
+			}
+		case b, ok := <-sub.C():
+			if !ok {
+				s.end("error: the relay's subscription ended", "the relay lost the session; try again")
+				continue
+			}
+			e, err := decodeEnvelope(b)
+			if err != nil || e.Device != s.rec.Device {
+				continue
+			}
+			if e.Kind == envGone {
+				s.end(ReasonDeviceDisconnected, "the device disconnected")
+				continue
+			}
+			m, err := decodeMsg(e.Msg)
+			if err != nil || m.Header.SessionID != s.rec.ID {
+				continue
+			}
+			if m.Header.Proto == protoShell && m.Header.MsgType == typeStop {
+				t.mu.Lock()
+				t.shellOpen = false
+				t.mu.Unlock()
+			}
+			if wr(e.Msg) != nil {
+				s.end(ReasonClosed, "the operator's connection closed")
+				continue
+			}
+			s.count(0, len(e.Msg), nil, m.activity())
+		case <-tick.C:
+			s.tick(ctx)
+		case <-pinger.C:
+			if t.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(r.opts.PingInterval)) != nil {
+				s.end(ReasonClosed, "the operator's connection closed")
+			}
+		}
+	}
+	t.teardown(ctx, wr)
+}
+
+// teardown stops the session on both sides: the device is told to stop
+// the shell and close the session; the operator, unless they left, is
+// told why, in the shell protocol (which ends mender-cli terminal) and in
+// the websocket's close frame.
+func (t *terminal) teardown(ctx context.Context, wr func([]byte) error) {
+	s, r := t.s, t.s.r
+	reason, msg := s.ended()
+	t.mu.Lock()
+	shellOpen := t.shellOpen
+	t.mu.Unlock()
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var toDevice [][]byte
+	if shellOpen {
+		stop := &protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
+		stop.setProp(propStatus, shellError)
+		stop.setProp(propUserID, s.rec.Operator)
+		toDevice = append(toDevice, stop.encode())
+	}
+	closeMsg := &protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: s.rec.ID}}
+	closeMsg.setProp(propUserID, s.rec.Operator)
+	toDevice = append(toDevice, closeMsg.encode())
+	if reason != ReasonDeviceDisconnected {
+		for _, b := range toDevice {
+			e := envelope{Kind: envFrame, Device: s.rec.Device, Conn: s.conn, Msg: b}
+			_ = r.opts.Sessions.Publish(bg, deviceTopic(s.rec.Device), e.encode())
+		}
+	}
+	if reason != ReasonClosed {
+		stop := &protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
+		stop.setProp(propStatus, shellError)
+		_ = wr(stop.encode())
+		ctl := &protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: s.rec.ID}, Body: []byte(msg)}
+		_ = wr(ctl.encode())
+		code := websocket.ClosePolicyViolation
+		switch reason {
+		case ReasonDeviceDisconnected, ReasonShutdown:
+			code = websocket.CloseGoingAway
+		case ReasonIdle:
+			code = websocket.CloseNormalClosure
+		}
+		if len(reason) > 6 && reason[:6] == "error:" {
+			code = websocket.CloseInternalServerErr
+		}
+		closeWS(t.ws, code, msg)
+		return
+	}
+	closeWS(t.ws, websocket.CloseNormalClosure, "")
+}
