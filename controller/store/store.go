@@ -151,6 +151,7 @@ type Store interface {
 	Alerts
 	DeviceAlerts
 	ConfigStatuses
+	RemoteSessions
 
 	// Ping reports whether the backing store answers (for /readyz).
 	Ping(ctx context.Context) error

@@ -23,7 +23,7 @@ func newStore(t *testing.T, opts redis.Options) *redis.Store {
 	opts.Prefix = fmt.Sprintf("gft%d", prefixes.Add(1))
 	opts.MaxEvents = storetest.MaxEvents
 	opts.MaxPending, opts.MaxConflicts, opts.PendingTTL = storetest.MaxPending, storetest.MaxConflicts, storetest.PendingTTL
-	opts.MaxAlerts = storetest.MaxAlerts
+	opts.MaxAlerts, opts.MaxRemoteSessions = storetest.MaxAlerts, storetest.MaxRemoteSessions
 	s, err := redis.New(opts)
 	if err != nil {
 		t.Fatal(err)

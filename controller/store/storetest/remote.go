@@ -41,20 +41,8 @@ var remoteTests = []struct {
 	{"RemoteSessionsBound", testRemoteSessionsBound},
 }
 
-func init() {
-	// Until every store implements RemoteSessions, skip the ones that do not.
-	for i, tc := range remoteTests {
-		remoteTests[i].fn = func(t *testing.T, s store.Store) {
-			if _, ok := any(s).(store.RemoteSessions); !ok {
-				t.Skipf("%T does not implement RemoteSessions yet", s)
-			}
-			tc.fn(t, s)
-		}
-	}
-}
-
 // remote returns s's RemoteSessions.
-func remote(s store.Store) store.RemoteSessions { return any(s).(store.RemoteSessions) }
+func remote(s store.Store) store.RemoteSessions { return s }
 
 // subscribe subscribes to topic and closes the subscription at test end.
 func subscribe(t *testing.T, ctx context.Context, s store.Store, topic string) store.Subscription {
@@ -770,9 +758,6 @@ func testRemoteSessionsBound(t *testing.T, s store.Store) {
 // returns the check to run after it: records and presence survive, a
 // subscription from before the restart has ended, and the bus works.
 func remoteRestart(t *testing.T, s store.Store) func(store.Store) {
-	if _, ok := any(s).(store.RemoteSessions); !ok {
-		return func(store.Store) {}
-	}
 	ctx := t.Context()
 	rec := rsess("kept", "ann", "dev-a")
 	rec.RecordInput = true
