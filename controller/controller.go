@@ -23,6 +23,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/deviceconfig"
+	"github.com/gitfleet/gitfleet/controller/deviceconnect"
 	"github.com/gitfleet/gitfleet/controller/gitsource"
 	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/operators"
@@ -137,6 +138,8 @@ type Controller struct {
 	// when another replica made it live.
 	refusedHere map[string]bool
 	attempts    int
+	remote      *deviceconnect.Relay // nil when off
+	remoteOff   string               // why it is off
 }
 
 // New checks opts and builds a Controller; it starts nothing.
@@ -225,6 +228,9 @@ func New(opts Options) (*Controller, error) {
 		return nil, fmt.Errorf("controller: device API: %w", err)
 	}
 	c.devices = devices
+	if err := c.newRemote(); err != nil {
+		return nil, fmt.Errorf("controller: remote sessions: %w", err)
+	}
 	if opts.Webhooks != nil {
 		wo := *opts.Webhooks
 		wo.Deduper = opts.Store
@@ -270,6 +276,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.syncArtifacts(ctx)
 	}()
+	c.runRemote(ctx, &wg)
 	c.opts.Source.Run(ctx, c.trigger, c.apply)
 	wg.Wait()
 	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.NotifyDrain)

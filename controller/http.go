@@ -65,6 +65,7 @@ func (c *Controller) Handler() http.Handler {
 	m.POST("/reconcile", c.reconcileNow)
 	c.registerOperatorAPI(e)
 	c.registerDashboard(e)
+	c.registerRemote(e)
 	return e
 }
 
