@@ -97,6 +97,15 @@ type replica struct {
 
 func startReplica(t *testing.T, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options)) *replica {
 	t.Helper()
+	return startReplicaWrapped(t, name, sessions, auth, tweak, nil)
+}
+
+// startReplicaWrapped serves the relay's handler through wrap.
+func startReplicaWrapped(t *testing.T, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options), wrap func(http.Handler) http.Handler) *replica {
+	t.Helper()
+	if wrap == nil {
+		wrap = func(h http.Handler) http.Handler { return h }
+	}
 	opts := Options{Sessions: sessions, Authorizer: auth, Replica: name,
 		PresenceTTL: 3 * time.Second, SessionLease: 3 * time.Second, PingInterval: time.Second, TransferTimeout: 10 * time.Second}
 	if tweak != nil {
@@ -109,14 +118,14 @@ func startReplica(t *testing.T, name string, sessions store.RemoteSessions, auth
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	srv := httptest.NewTLSServer(r.Handler(func(req *http.Request) (string, error) {
+	srv := httptest.NewTLSServer(wrap(r.Handler(func(req *http.Request) (string, error) {
 		tok, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
 		dev, ok := strings.CutPrefix(tok, "dev-")
 		if !ok {
 			return "", errors.New("a device token is required")
 		}
 		return dev, nil
-	}))
+	})))
 	t.Cleanup(func() {
 		cancel()
 		<-done

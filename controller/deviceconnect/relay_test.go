@@ -622,3 +622,49 @@ func testTwoReplicas(t *testing.T, sessions store.RemoteSessions, auth *fakeAuth
 	op2.next(is(protoShell, typeStop))
 	op2.closed()
 }
+
+// An upload lasts as long as the device takes it, under a server that
+// gives request bodies a deadline (as controller.Bounded does): each read
+// of the body moves the deadline on. The grant's cap makes the upload
+// last longer than that deadline (the cap is a floor on its duration).
+func TestUploadOutlastsABodyDeadline(t *testing.T) {
+	const bps = 64 << 10
+	const bodyDeadline = 300 * time.Millisecond
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{FileTransfer: true, BytesPerSecond: bps})
+	bounded := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyDeadline))
+			h.ServeHTTP(w, r)
+		})
+	}
+	rp := startReplicaWrapped(t, "a", sessions, auth, nil, bounded)
+	dev := connectDevice(t, rp, "dev1")
+	data := make([]byte, 3*bps)
+	rand.Read(data)
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	mw.WriteField("path", "/big")
+	fw, _ := mw.CreateFormFile("file", "big")
+	fw.Write(data)
+	mw.Close()
+	req := operatorReq(t, "PUT", rp.srv.URL+ManagementPrefix+"/devices/dev1/upload", "alice", &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	start := time.Now()
+	rsp, err := rp.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	took := time.Since(start)
+	if rsp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d %s", rsp.StatusCode, b)
+	}
+	if took < 2*time.Second*9/10 {
+		t.Fatalf("3×%d bytes at %d B/s took %v: the cap was not applied to uploads", bps, bps, took)
+	}
+	if onDevice, _ := os.ReadFile(dev.local("/big")); !bytes.Equal(onDevice, data) {
+		t.Fatalf("the device has %d bytes, want %d", len(onDevice), len(data))
+	}
+}

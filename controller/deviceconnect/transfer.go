@@ -442,6 +442,12 @@ func (r *Relay) Upload(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
+	// The body streams to the device as fast as the device (and the
+	// grant's bandwidth cap) takes it: each read gets TransferTimeout
+	// instead of a deadline for the whole body (a server that sets one,
+	// as controller.Bounded does, would cut a long upload short).
+	rc := http.NewResponseController(w)
+	req.Body = &readDeadline{ReadCloser: req.Body, rc: rc, d: r.opts.TransferTimeout}
 	form, err := req.MultipartReader()
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "the body must be multipart/form-data with path and file: "+err.Error())
@@ -623,4 +629,17 @@ func (t *transfer) upload(up uploadRequest, file io.Reader) error {
 			return err
 		}
 	}
+}
+
+// readDeadline moves the connection's read deadline forward before each
+// read of a request body.
+type readDeadline struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *readDeadline) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.d))
+	return b.ReadCloser.Read(p)
 }
