@@ -21,8 +21,8 @@ func newAuditCmd() *cobra.Command {
 		asJSON          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "audit NAME [--device | --rollout]",
-		Short: "Explain a device's or a rollout's state: the commits and events behind it",
+		Use:   "audit NAME [--device | --rollout] | audit operator NAME",
+		Short: "Explain a device's, a rollout's or an operator's state: the commits, events and sessions behind it",
 		Long: `Explain why a device or a rollout is in the state it is in.
 
 For a rollout: where the served commit declares it, the commits that changed
@@ -35,7 +35,14 @@ For a device: where its Device manifest is and the commits that changed that
 file, whether and when it was seen, the artifact it reports, the groups it
 belongs to, the rollouts that target it (and the one it follows) with its
 deployment in each, the DeviceConfigs that apply to it and whether it runs
-their configuration, its alerts, and its events.
+their configuration, its alerts, its events, and the remote sessions
+operators opened to it.
+
+For an operator (gitfleet audit operator NAME): where the served commit
+declares its Operator manifest and the commits that changed that file, its
+credentials (a personal access token, an SSH key's fingerprint; never the
+secrets), its expiry, access and limits, and its remote sessions. An
+operator removed from Git still shows its sessions.
 
 NAME is looked up as a Device and as a Rollout; --device or --rollout says
 which when both exist.
@@ -44,9 +51,19 @@ Talks to the controller's management API: --server, --token and --ca-cert
 (or GITFLEET_SERVER, GITFLEET_TOKEN, GITFLEET_CA_CERT, or the CLI
 configuration file; see gitfleet help login).`,
 		Example: `  gitfleet audit hello-2
-  gitfleet audit sim-003 --device --json`,
-		Args: cobra.ExactArgs(1),
+  gitfleet audit sim-003 --device --json
+  gitfleet audit operator alice`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 2 {
+				if args[0] != "operator" {
+					return fmt.Errorf("give one NAME (a device or rollout), or: gitfleet audit operator NAME")
+				}
+				if device || rollout {
+					return fmt.Errorf("--device and --rollout do not apply to an operator's audit")
+				}
+				return auditOperator(cmd, &mc, args[1], limit, asJSON)
+			}
 			name := args[0]
 			if device && rollout {
 				return fmt.Errorf("--device and --rollout: pick one")
@@ -89,10 +106,34 @@ configuration file; see gitfleet help login).`,
 			if err != nil {
 				return failed(err)
 			}
+			var sessions []controller.SessionView
+			sessionsNote := ""
+			if a.Kind == "device" {
+				if sessions, err = deviceSessions(cmd, &mc, a.Name, limit); err != nil {
+					if !strings.Contains(err.Error(), ": 501 ") {
+						return failed(err)
+					}
+					sessionsNote = "this controller's store does not record remote sessions"
+				}
+			}
 			if asJSON {
+				if a.Kind == "device" {
+					if sessions == nil {
+						sessions = []controller.SessionView{}
+					}
+					return printJSON(cmd, struct {
+						*controller.Audit
+						Sessions []controller.SessionView `json:"sessions"`
+					}{a, sessions})
+				}
 				return printJSON(cmd, a)
 			}
-			printAudit(cmd.OutOrStdout(), a, time.Now())
+			now := time.Now()
+			w := cmd.OutOrStdout()
+			printAudit(w, a, now)
+			if a.Kind == "device" {
+				printSessionSection(w, sessions, sessionsNote, now)
+			}
 			return nil
 		},
 	}
@@ -226,4 +267,127 @@ func printAudit(w io.Writer, a *controller.Audit, now time.Time) {
 			orDash(shortSHA(e.Commit)), cell(msg, 100))
 	}
 	tw.Flush()
+}
+
+// deviceSessions fetches the remote sessions to a device, newest first.
+func deviceSessions(cmd *cobra.Command, mc *mgmtClient, name string, limit int) ([]controller.SessionView, error) {
+	var resp struct {
+		Sessions []controller.SessionView `json:"sessions"`
+	}
+	err := mc.get(cmd.Context(), "/api/management/v1/sessions?"+url.Values{"device": {name}, "limit": {strconv.Itoa(limit)}}.Encode(), &resp)
+	return resp.Sessions, err
+}
+
+// printSessionSection prints an audit's remote sessions, with the input
+// recorded, escaped.
+func printSessionSection(w io.Writer, sessions []controller.SessionView, note string, now time.Time) {
+	fmt.Fprintln(w, "\nremote sessions (newest first):")
+	switch {
+	case note != "":
+		fmt.Fprintf(w, "  (%s)\n", note)
+	case len(sessions) == 0:
+		fmt.Fprintln(w, "  none recorded")
+	default:
+		printSessions(w, sessions, true, now)
+	}
+}
+
+// auditOperator prints gitfleet audit operator NAME.
+func auditOperator(cmd *cobra.Command, mc *mgmtClient, name string, limit int, asJSON bool) error {
+	if limit < 1 || limit > 1000 {
+		return fmt.Errorf("--limit %d: want 1…1000", limit)
+	}
+	var v controller.OperatorView
+	if err := mc.get(cmd.Context(), "/api/management/v1/operators/"+url.PathEscape(name)+"?limit="+strconv.Itoa(limit), &v); err != nil {
+		return failed(err)
+	}
+	if asJSON {
+		return printJSON(cmd, v)
+	}
+	now := time.Now()
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "operator %s", cell(v.Name, 64))
+	switch {
+	case v.Manifest != nil:
+		fmt.Fprintf(w, ", declared at %s:%d in the served commit %s\n", cell(v.Manifest.File, 128), v.Manifest.Line, shortSHA(v.Commit))
+	default:
+		fmt.Fprintf(w, ": not declared in the served commit %s (removed from Git, or never merged)\n", orDash(shortSHA(v.Commit)))
+	}
+	if v.Declared {
+		fmt.Fprintln(w, "\nnow:")
+		tw := newTabWriter(w)
+		var creds []string
+		if v.Token {
+			creds = append(creds, "personal access token")
+		}
+		if v.SSHKey != "" {
+			creds = append(creds, "SSH key "+v.SSHKey)
+		}
+		fmt.Fprintf(tw, "  credentials\t%s\n", orDash(strings.Join(creds, ", ")))
+		exp := "never"
+		if v.Expires != nil {
+			exp = v.Expires.UTC().Format(time.RFC3339)
+			if v.Expired {
+				exp += " (expired: grants nothing)"
+			}
+		}
+		fmt.Fprintf(tw, "  expires\t%s\n", exp)
+		if l, ok := v.Limits.(map[string]any); ok {
+			fmt.Fprintf(tw, "  limits\t%s\n", limitsText(l))
+		}
+		tw.Flush()
+		if acc, ok := v.Access.([]any); ok {
+			fmt.Fprintln(w, "\naccess:")
+			for _, e := range acc {
+				fmt.Fprintf(w, "  %s\n", accessText(e))
+			}
+		}
+		fmt.Fprintln(w, "\ncommits that changed its file (newest first):")
+		if len(v.Commits) == 0 {
+			fmt.Fprintln(w, "  none found")
+		}
+		tw = newTabWriter(w)
+		for _, c := range v.Commits {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortSHA(c.SHA), c.Time.UTC().Format(time.RFC3339), cell(c.Author, 64), c.Change, cell(c.Subject, 72))
+		}
+		tw.Flush()
+		if v.CommitsNote != "" {
+			fmt.Fprintf(w, "  (%s)\n", cell(v.CommitsNote, 200))
+		}
+	}
+	printSessionSection(w, v.Sessions, "", now)
+	return nil
+}
+
+// limitsText writes an operator's effective limits.
+func limitsText(l map[string]any) string {
+	s := fmt.Sprintf("%v sessions at once, idle timeout %v", l["sessions"], l["idleTimeout"])
+	if b, ok := l["bandwidth"].(float64); ok && b > 0 {
+		s += ", " + byteSize(int64(b)) + "/s per session"
+	} else {
+		s += ", bandwidth unlimited"
+	}
+	return s
+}
+
+// accessText writes one access entry: its devices and permissions.
+func accessText(e any) string {
+	m, _ := e.(map[string]any)
+	var who, may []string
+	for _, k := range []string{"groups", "devices"} {
+		if l, ok := m[k].([]any); ok && len(l) > 0 {
+			names := make([]string, len(l))
+			for i, n := range l {
+				names[i] = cell(fmt.Sprint(n), 64)
+			}
+			who = append(who, k+" "+strings.Join(names, ", "))
+		}
+	}
+	may = append(may, "terminal")
+	for _, k := range []struct{ key, text string }{{"fileTransfer", "file transfer"}, {"portForward", "port forward"}, {"recordInput", "input recorded"}} {
+		if b, _ := m[k.key].(bool); b {
+			may = append(may, k.text)
+		}
+	}
+	return strings.Join(who, "; ") + ": " + strings.Join(may, ", ")
 }

@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(),
 		newEventsCmd(),
 		newAuditCmd(),
+		newSessionsCmd(),
 		newReconcileCmd(),
 		newVersionCmd(),
 		newLoginCmd(),
