@@ -573,16 +573,18 @@ func TestBandwidthCap(t *testing.T) {
 }
 
 func TestTwoReplicasShareOneStore(t *testing.T) {
-	sessions, auth := newMemSessions(), newFakeAuth()
-	testTwoReplicas(t, sessions, auth)
+	sessions := newMemSessions()
+	testTwoReplicas(t, sessions, sessions)
 }
 
 // testTwoReplicas puts the device on one replica and the operator on
-// another.
-func testTwoReplicas(t *testing.T, sessions store.RemoteSessions, auth *fakeAuth) {
+// another, each with its own handle on one store.
+func testTwoReplicas(t *testing.T, sa, sb store.RemoteSessions) {
+	auth := newFakeAuth()
 	auth.set("alice", "dev1", fullGrant())
-	a := startReplica(t, "a", sessions, auth, nil)
-	b := startReplica(t, "b", sessions, auth, nil)
+	a := startReplica(t, "a", sa, auth, nil)
+	b := startReplica(t, "b", sb, auth, nil)
+	sessions := sb
 	dev := connectDevice(t, a, "dev1")
 	op := mustSession(t, b, "alice", "dev1")
 	sid := startShell(t, op)
@@ -621,6 +623,9 @@ func testTwoReplicas(t *testing.T, sessions store.RemoteSessions, auth *fakeAuth
 	dev.p.ws.Close()
 	op2.next(is(protoShell, typeStop))
 	op2.closed()
+	if rec := endedSession(t, sessions, "bob"); rec.Reason != ReasonDeviceDisconnected || rec.Replica != "b" {
+		t.Fatalf("bob's record %+v", rec)
+	}
 }
 
 // An upload lasts as long as the device takes it, under a server that
