@@ -105,6 +105,7 @@ func (c *Controller) registerDashboard(e *echo.Echo) {
 	e.GET("/ui/devices", d.page("devices", d.devices))
 	e.GET("/ui/alerts", d.page("alerts", d.alerts))
 	e.GET("/ui/history", d.page("history", d.history))
+	e.GET("/ui/sessions", d.page("sessions", d.sessions))
 	e.GET("/ui/login", d.loginForm)
 	e.POST("/ui/login", d.login)
 	e.POST("/ui/logout", d.logout)
@@ -120,7 +121,7 @@ func newDashboard(c *Controller) *dashboard {
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(web.FS, "templates/layout.html", "templates/partials.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"overview", "rollouts", "rollout", "devices", "alerts", "history", "login", "message"} {
+	for _, name := range []string{"overview", "rollouts", "rollout", "devices", "alerts", "history", "sessions", "login", "message"} {
 		pages[name] = template.Must(template.Must(base.Clone()).ParseFS(web.FS, "templates/"+name+".html"))
 	}
 	static, err := fs.Sub(web.FS, "static")
@@ -1017,6 +1018,51 @@ func (d *dashboard) history(ctx *echo.Context, p *pageData) error {
 		}
 		data.Events = append(data.Events, row)
 	}
+	p.Data = data
+	return nil
+}
+
+// sessionsPage bounds the sessions the dashboard lists.
+const sessionsPage = 200
+
+type sessionRow struct {
+	SessionView
+	Open  bool
+	Input string // the recorded input, quoted (control characters escaped)
+}
+
+type sessionsData struct {
+	Open               bool
+	Operator, Device   string
+	Sessions           []sessionRow
+	More, NotRecording bool
+}
+
+// sessions lists the remote sessions, newest first (?open=true,
+// ?operator=, ?device=).
+func (d *dashboard) sessions(ctx *echo.Context, p *pageData) error {
+	p.Title = "Sessions"
+	f, err := d.c.sessionFilter(ctx)
+	if err != nil {
+		return err
+	}
+	data := sessionsData{Open: f.OpenOnly, Operator: f.Operator, Device: f.Device}
+	list, err := d.c.sessionsOf(ctx.Request().Context(), f, sessionsPage)
+	switch {
+	case errors.Is(err, errNoSessions):
+		data.NotRecording = true
+	case err != nil:
+		return err
+	}
+	now := time.Now()
+	for _, s := range list {
+		row := sessionRow{SessionView: s, Open: s.Open(now)}
+		if s.RecordInput {
+			row.Input = strconv.Quote(s.Input)
+		}
+		data.Sessions = append(data.Sessions, row)
+	}
+	data.More = len(list) == sessionsPage
 	p.Data = data
 	return nil
 }

@@ -95,14 +95,14 @@ func TestOperatorAPI(t *testing.T) {
 			t.Fatalf("session %d: %v %v", i, ok, err)
 		}
 	}
-	if err := rs.EndSession(ctx, "s1", now.Add(-50*time.Minute), "closed", store.RemoteTraffic{ToDevice: 10, FromDevice: 2000}, []byte("uptime\n")); err != nil {
+	if err := rs.EndSession(ctx, "s1", now.Add(-50*time.Minute), "closed", store.RemoteTraffic{ToDevice: 10, FromDevice: 2000}, []byte("uptime\n<script>x</script>\x1b[2J")); err != nil {
 		t.Fatal(err)
 	}
 	var out struct {
 		Sessions []controller.SessionView `json:"sessions"`
 	}
 	if code, body := tc.do(t, http.MethodGet, "/api/management/v1/sessions?device=sim-001", "", &out); code != http.StatusOK || len(out.Sessions) != 2 ||
-		out.Sessions[0].ID != "s2" || out.Sessions[1].Input != "uptime\n" || out.Sessions[1].DeviceName != "sim-001" || out.Sessions[1].Traffic.FromDevice != 2000 {
+		out.Sessions[0].ID != "s2" || out.Sessions[1].Input != "uptime\n<script>x</script>\x1b[2J" || out.Sessions[1].DeviceName != "sim-001" || out.Sessions[1].Traffic.FromDevice != 2000 {
 		t.Fatalf("sessions of sim-001: %d %s", code, body)
 	}
 	if code, body := tc.do(t, http.MethodGet, "/api/management/v1/sessions?operator=alice&open=true", "", &out); code != http.StatusOK || len(out.Sessions) != 1 || out.Sessions[0].ID != "s2" {
@@ -110,6 +110,17 @@ func TestOperatorAPI(t *testing.T) {
 	}
 	if code, _ := tc.do(t, http.MethodGet, "/api/management/v1/sessions?open=maybe", "", nil); code != http.StatusBadRequest {
 		t.Errorf("open=maybe: %d", code)
+	}
+
+	// The dashboard's page: the typed input of the recorded session only,
+	// escaped (no markup, no terminal escape).
+	rsp, page := tc.dashDo(t, http.MethodGet, "/ui/sessions?operator=alice", nil, tc.bearer())
+	if rsp.StatusCode != http.StatusOK || !strings.Contains(page, "sim-001") || strings.Contains(page, "<script>x") ||
+		strings.Contains(page, "\x1b") || !strings.Contains(page, `uptime\n&lt;script&gt;x&lt;/script&gt;\x1b[2J`) || strings.Count(page, `class="session-input"`) != 1 {
+		t.Errorf("sessions page: %d\n%s", rsp.StatusCode, page)
+	}
+	if rsp, _ := tc.dashDo(t, http.MethodGet, "/ui/sessions", nil, nil); rsp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("sessions page without a token: %d", rsp.StatusCode)
 	}
 
 	// The operator's audit: manifest, commits, sessions.
