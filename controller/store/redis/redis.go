@@ -63,6 +63,7 @@ type Store struct {
 	owned bool // the store created c and closes it
 	k     keys
 	opts  Options
+	subs  subscriptions // open Subscriptions, ended by Close (remotebus.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -119,8 +120,9 @@ func redactURL(err error, url string) error {
 	return errors.New(msg)
 }
 
-// Close closes the client if New created it.
+// Close ends every Subscription and closes the client if New created it.
 func (s *Store) Close() error {
+	s.subs.closeAll()
 	if !s.owned {
 		return nil
 	}

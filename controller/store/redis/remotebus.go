@@ -68,7 +68,7 @@ func (s *Store) Subscribe(ctx context.Context, topic string) (store.Subscription
 		ps.Close()
 		return nil, fmt.Errorf("redis: subscribe %s: %w", topic, err)
 	}
-	sub := &subscription{ps: ps, c: make(chan []byte, store.RemoteBuffer), done: make(chan struct{})}
+	sub := &subscription{ps: ps, c: make(chan []byte, store.RemoteBuffer), done: make(chan struct{}), reg: &s.subs}
 	sub.heard.Store(time.Now().UnixNano())
 	// ctx of the Subscribe call bounds the subscription; the goroutines
 	// use their own, which Close cancels, so that they never outlive it.
@@ -81,7 +81,50 @@ func (s *Store) Subscribe(ctx context.Context, topic string) (store.Subscription
 		wg.Wait()
 		close(sub.done)
 	}()
+	if !s.subs.add(sub) {
+		sub.Close()
+		return nil, fmt.Errorf("redis: subscribe %s: store closed", topic)
+	}
 	return sub, nil
+}
+
+// subscriptions are a store's open subscriptions.
+type subscriptions struct {
+	mu     sync.Mutex
+	open   map[*subscription]struct{}
+	closed bool
+}
+
+// add registers sub; false once the store is closed.
+func (r *subscriptions) add(sub *subscription) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	if r.open == nil {
+		r.open = map[*subscription]struct{}{}
+	}
+	r.open[sub] = struct{}{}
+	return true
+}
+
+func (r *subscriptions) remove(sub *subscription) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.open, sub)
+}
+
+// closeAll ends every subscription and refuses new ones.
+func (r *subscriptions) closeAll() {
+	r.mu.Lock()
+	r.closed = true
+	open := r.open
+	r.open = nil
+	r.mu.Unlock()
+	for sub := range open {
+		sub.Close()
+	}
 }
 
 // subscription is one Subscribe: a reader goroutine moves messages from
@@ -93,6 +136,7 @@ type subscription struct {
 	done   chan struct{} // both goroutines returned
 	heard  atomic.Int64  // unix ns of the last message or pong
 	cancel context.CancelFunc
+	reg    *subscriptions
 	once   sync.Once
 	drop   atomic.Bool // Close: drop what is buffered
 }
@@ -122,6 +166,7 @@ func (s *subscription) end() {
 	s.once.Do(func() {
 		s.cancel()
 		s.ps.Close() // interrupts the reader's blocking read
+		s.reg.remove(s)
 	})
 }
 
