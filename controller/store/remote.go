@@ -56,10 +56,11 @@ type RemoteSessions interface {
 	StartSession(ctx context.Context, s RemoteSession, lease time.Duration, deviceLimit, operatorLimit int) (ok bool, limit string, err error)
 	// TouchSession renews an open session's lease (until lease from the
 	// store's clock) and adds to its byte counters; input (what the
-	// operator typed) is appended to the session's recorded input when
-	// the session was started with RecordInput (otherwise it is
-	// dropped), capped at MaxRecordedInput bytes (the rest is dropped and
-	// InputTruncated set). A session that has ended or whose lease ran
+	// operator typed, which the caller passes only when the operator's
+	// manifest asks for it to be recorded) is appended to the session's
+	// recorded input and sets the record's RecordInput (a new commit may
+	// start recording mid-session), capped at MaxRecordedInput bytes
+	// (the rest is dropped and InputTruncated set). A session that has ended or whose lease ran
 	// out is not renewed (it no longer counts against the limits and may
 	// not come back): the counters and input are still added, and the
 	// error wraps ErrSessionEnded, so the caller should end what it

@@ -300,7 +300,8 @@ func (s *Store) updateSession(ctx context.Context, what, id string, fn func(rec 
 			return nil
 		}
 		rec.Traffic = rec.Traffic.Add(delta)
-		if rec.RecordInput && len(input) > 0 {
+		if len(input) > 0 {
+			rec.RecordInput = true
 			have := in.Get([]byte(id))
 			keep, truncated := store.RecordInput(len(have), input)
 			if len(keep) > 0 {

@@ -17,7 +17,8 @@ import (
 //	PREFIX:{rc:DEVICE}     hash   c connection ID, s since, e expires (unix ns);
 //	                              PEXPIRE at e, so a lapsed record is gone
 //	PREFIX:{rs}:s:ID       hash   j the record's JSON as started, d device,
-//	                              o operator, ri "1" when input is recorded,
+//	                              o operator, ri "1" when input is recorded
+//	                              (set at start or by the first input),
 //	                              l lease (unix ns), e end (RFC 3339),
 //	                              r end reason, td/fd bytes to/from the
 //	                              device, it "1" when input was truncated
@@ -175,8 +176,9 @@ func (s *Store) StartSession(ctx context.Context, rs store.RemoteSession, lease 
 	return false, "", fmt.Errorf("redis: start session %s: script returned %q", rs.ID, res)
 }
 
-// addInput is the Lua that adds counters and recorded input to the
-// session whose hash fields f (d, o, l, e, ri) were read; ARGV[1] is the
+// addInput is the Lua that adds counters and recorded input (marking
+// the session as recording) to the session whose hash fields f (d, o,
+// l, e, ri) were read; ARGV[1] is the
 // ID, ARGV[2] the key prefix, ARGV[3…6] bytes to and from the device,
 // the input and the input cap.
 const addInput = `
@@ -184,7 +186,8 @@ local function add(f)
   redis.call('HINCRBY', KEYS[1], 'td', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'fd', ARGV[4])
   local input = ARGV[5]
-  if f[5] ~= '1' or #input == 0 then return end
+  if #input == 0 then return end
+  if f[5] ~= '1' then redis.call('HSET', KEYS[1], 'ri', '1') end
   local ik = ARGV[2] .. 'in:' .. ARGV[1]
   local room = tonumber(ARGV[6]) - redis.call('STRLEN', ik)
   if #input > room then
@@ -264,7 +267,7 @@ func sessionResult(what, id, res string, err error) error {
 }
 
 // sessionFields are the hash fields a record is read from, in order.
-var sessionFields = []string{"j", "l", "e", "r", "td", "fd", "it"}
+var sessionFields = []string{"j", "l", "e", "r", "td", "fd", "it", "ri"}
 
 // decodeSession builds a record from HMGET sessionFields; ok is false
 // when the hash is gone.
@@ -291,6 +294,7 @@ func decodeSession(id string, v []any) (store.RemoteSession, bool, error) {
 	rec.Reason = str(v[3])
 	rec.Traffic = store.RemoteTraffic{ToDevice: td, FromDevice: fd}
 	rec.InputTruncated = str(v[6]) == "1"
+	rec.RecordInput = str(v[7]) == "1"
 	return rec, true, nil
 }
 

@@ -658,12 +658,22 @@ func testRemoteInput(t *testing.T, s store.Store) {
 	start(t, s, rsess("norec", "ann", "dev-a"), time.Hour, 0, 0, "")
 	must(t, "TouchSession", rs.TouchSession(ctx, "rec", time.Hour, store.RemoteTraffic{ToDevice: 3}, []byte("ls\n")))
 	must(t, "TouchSession", rs.TouchSession(ctx, "rec", time.Hour, store.RemoteTraffic{}, []byte("uname -a\n")))
-	must(t, "TouchSession", rs.TouchSession(ctx, "norec", time.Hour, store.RemoteTraffic{ToDevice: 3}, []byte("secret\n")))
-	if got := session(t, s, "rec"); got.Input != "ls\nuname -a\n" || got.InputTruncated {
-		t.Errorf("recorded input %q (truncated %v); want %q", got.Input, got.InputTruncated, "ls\nuname -a\n")
+	must(t, "TouchSession", rs.TouchSession(ctx, "norec", time.Hour, store.RemoteTraffic{ToDevice: 3}, nil))
+	if got := session(t, s, "rec"); got.Input != "ls\nuname -a\n" || got.InputTruncated || !got.RecordInput {
+		t.Errorf("recorded input %q (truncated %v, RecordInput %v); want %q", got.Input, got.InputTruncated, got.RecordInput, "ls\nuname -a\n")
 	}
-	if got := session(t, s, "norec"); got.Input != "" || got.Traffic.ToDevice != 3 {
-		t.Errorf("session without RecordInput: input %q, traffic %+v; want no input, 3 bytes", got.Input, got.Traffic)
+	if got := session(t, s, "norec"); got.Input != "" || got.RecordInput || got.Traffic.ToDevice != 3 {
+		t.Errorf("session without input: input %q, RecordInput %v, traffic %+v; want no input, 3 bytes", got.Input, got.RecordInput, got.Traffic)
+	}
+	// Recording starts mid-session (a new commit asks for it).
+	must(t, "TouchSession", rs.TouchSession(ctx, "norec", time.Hour, store.RemoteTraffic{}, []byte("id\n")))
+	if got := session(t, s, "norec"); got.Input != "id\n" || !got.RecordInput {
+		t.Errorf("session recording from mid-session: input %q, RecordInput %v; want %q, true", got.Input, got.RecordInput, "id\n")
+	}
+	listed, err := rs.Sessions(ctx, store.RemoteSessionFilter{}, 10)
+	must(t, "Sessions", err)
+	for _, l := range listed {
+		diff(t, "listed "+l.ID+" vs Session", session(t, s, l.ID), l)
 	}
 	// Fill up to the cap: the rest is dropped and the record says so.
 	have := len("ls\nuname -a\n")
