@@ -86,24 +86,6 @@
 //	                                  o output, fd file digest, v via,
 //	                                  r reported and t since (unix ns)
 //
-// Remote sessions (RemoteSessions): presence is one hash per device,
-// spread like the device hashes; sessions share the {rs} tag, so that one
-// script can count a device's and an operator's open sessions and add one
-// atomically (sessions are few: a slot holds them all):
-//
-//	gf:{rc:DEVICE}             hash   c connection ID, s since, e expires
-//	                                  (unix ns); PEXPIRE at e
-//	gf:{rs}:s:ID               hash   j record JSON as started, d device,
-//	                                  o operator, l lease (unix ns), e end,
-//	                                  r reason, td/fd bytes, it truncated,
-//	                                  ri input recorded
-//	gf:{rs}:in:ID              string recorded input (APPEND, capped)
-//	gf:{rs}:dev:DEVICE         zset   sessions not ended, by lease (unix µs)
-//	gf:{rs}:op:NAME            zset   the same per operator
-//	gf:{rs}:all                zset   session IDs by start (unix µs), the
-//	                                  newest Bounds.MaxRemoteSessions
-//	gf:rt:TOPIC                pub/sub channel of the message bus
-//
 // A report is one script over that hash: it compares what was recorded,
 // keeps t when d and s are unchanged (or moves it back to r, never after
 // it), and writes every field. Reading many devices pipelines one HMGET per
@@ -124,6 +106,24 @@
 // replica that lost the race finds them applied. gf:{fleet}:alerts (another
 // slot) is updated in the same round trip as that write, on a best-effort
 // basis (see package redis); readers skip entries whose record is gone.
+//
+// Remote sessions (RemoteSessions): presence is one hash per device,
+// spread like the device hashes; sessions share the {rs} tag, so that one
+// script can count a device's and an operator's open sessions and add one
+// atomically (sessions are few: a slot holds them all):
+//
+//	gf:{rc:DEVICE}             hash   c connection ID, s since, e expires
+//	                                  (unix ns); PEXPIRE at e
+//	gf:{rs}:s:ID               hash   j record JSON as started, d device,
+//	                                  o operator, l lease (unix ns), e end,
+//	                                  r reason, td/fd bytes, it truncated,
+//	                                  ri input recorded
+//	gf:{rs}:in:ID              string recorded input (APPEND, capped)
+//	gf:{rs}:dev:DEVICE         zset   sessions not ended, by lease (unix µs)
+//	gf:{rs}:op:NAME            zset   the same per operator
+//	gf:{rs}:all                zset   session IDs by start (unix µs), the
+//	                                  newest Bounds.MaxRemoteSessions
+//	gf:rt:TOPIC                pub/sub channel of the message bus
 //
 // The embedded store keeps the same records in bbolt buckets (see package
 // embedded) and makes each transition one bbolt write transaction.
