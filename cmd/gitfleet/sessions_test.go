@@ -223,3 +223,26 @@ func mustSigner(t *testing.T, k ed25519.PrivateKey) ssh.Signer {
 	}
 	return s
 }
+
+// An expired Operator validates (time passing must not block a commit)
+// with a warning at its spec.expires.
+func TestValidateWarnsExpiredOperator(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f.yaml"), []byte(`apiVersion: gitfleet.io/v1
+kind: Device
+metadata: {name: pi-1}
+spec: {identity: {mac: "1"}, trustOnFirstUse: true}
+---
+apiVersion: gitfleet.io/v1
+kind: Operator
+metadata: {name: bob}
+spec:
+  tokenSHA256: 81b637d8fcd2c6da6359e6963113a1170de795e4b725b84d1e0b4cfd9ec58ce9
+  expires: "2020-01-01T00:00:00Z"
+  access: [{devices: [pi-1]}]
+`), 0o644)
+	stdout, _, err := gitfleet(t, "validate", dir)
+	if err != nil || !strings.Contains(stdout, "f.yaml:11:12: warn: spec.expires: operator bob expired on 2020-01-01T00:00:00Z") || !strings.Contains(stdout, "1 warning") {
+		t.Errorf("validate: %v\n%s", err, stdout)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -68,6 +69,7 @@ Formats:
 			if err != nil {
 				return fmt.Errorf("validate %s: %w", dir, err)
 			}
+			warnExpiredOperators(fleet, report, time.Now())
 			relocate(report, dir)
 			out := cmd.OutOrStdout()
 			switch format {
@@ -195,4 +197,23 @@ func manifestCount(n int) string {
 		return "1 manifest"
 	}
 	return fmt.Sprintf("%d manifests", n)
+}
+
+// warnExpiredOperators adds a warning for each Operator whose expires has
+// passed: it validates (time passing must not block a commit) but grants
+// nothing.
+func warnExpiredOperators(f *schema.Fleet, r *policies.Report, now time.Time) {
+	if f == nil {
+		return
+	}
+	for i := range f.Operators {
+		o := &f.Operators[i]
+		if !o.Expired(now) {
+			continue
+		}
+		at := o.Pos("spec.expires")
+		r.Violations = append(r.Violations, policies.Violation{Policy: "operator-expired", Severity: policies.Warn,
+			File: at.File, Line: at.Line, Col: at.Col, Kind: o.Kind, Name: o.Name, Path: "spec.expires",
+			Message: fmt.Sprintf("operator %s expired on %s: it grants nothing and cannot log in; extend spec.expires or remove the Operator", o.Name, o.ExpiresAt().UTC().Format(time.RFC3339))})
+	}
 }
