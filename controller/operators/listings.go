@@ -113,10 +113,41 @@ func (a *Access) Devices(ctx context.Context, operator string, skip, limit int) 
 		return nil, nil
 	}
 	ix := a.indexOf(snap)
+	// What may cover a device, decided before reading its record: its
+	// name (listed, or a static member of a listed group), or a listed
+	// group's selector whose identity part matches.
+	static := map[string]bool{}
+	var selectors []*schema.Selector
+	for _, e := range o.Spec.Access {
+		for _, n := range e.Devices {
+			static[n] = true
+		}
+		for _, gn := range e.Groups {
+			if g := ix.groups[gn]; g != nil {
+				for _, m := range g.Spec.Members {
+					static[m] = true
+				}
+				if g.Spec.Selector != nil {
+					selectors = append(selectors, g.Spec.Selector)
+				}
+			}
+		}
+	}
+	mayCover := func(d *schema.Device) bool {
+		if static[d.Name] {
+			return true
+		}
+		for _, sel := range selectors {
+			if (&schema.Selector{Identity: sel.Identity}).Matches(d.Spec.Identity, nil) {
+				return true
+			}
+		}
+		return false
+	}
 	var out []*target
 	seen := map[string]bool{}
 	consider := func(d *schema.Device) error {
-		if len(d.Spec.Identity) == 0 || seen[d.Name] {
+		if len(d.Spec.Identity) == 0 || seen[d.Name] || !mayCover(d) {
 			return nil
 		}
 		seen[d.Name] = true
