@@ -33,6 +33,7 @@ func diff(base, head *schema.Fleet) []Change {
 	out = append(out, diffKind(base.Checks, head.Checks, d.check)...)
 	out = append(out, diffKind(base.Keys, head.Keys, d.key)...)
 	out = append(out, diffKind(base.Notifications, head.Notifications, d.notification)...)
+	out = append(out, diffKind(base.Operators, head.Operators, d.operator)...)
 	return out
 }
 
@@ -765,4 +766,50 @@ func policyChanges(b, h policies.Selection) []Change {
 		}
 	}
 	return out
+}
+
+// operator describes an Operator's change: who may open remote sessions
+// to what, with which permissions, until when.
+func (d *differ) operator(b, h *schema.Operator) *Change {
+	access := func(o *schema.Operator) string {
+		var parts []string
+		for _, e := range o.Spec.Access {
+			var who []string
+			if len(e.Groups) > 0 {
+				who = append(who, listed("group", e.Groups))
+			}
+			if len(e.Devices) > 0 {
+				who = append(who, listed("device", e.Devices))
+			}
+			may := []string{"terminal"}
+			if e.FileTransfer {
+				may = append(may, "file transfer")
+			}
+			if e.PortForward {
+				may = append(may, "port forward")
+			}
+			if e.RecordInput {
+				may = append(may, "input recorded")
+			}
+			parts = append(parts, strings.Join(who, " and ")+" ("+strings.Join(may, ", ")+")")
+		}
+		s := strings.Join(parts, "; ")
+		if e := o.Spec.Expires; e != "" {
+			s += ", until " + e
+		}
+		return s
+	}
+	switch {
+	case b == nil:
+		return &Change{Actions: []Action{Added}, Summary: "is added: may open remote sessions to " + access(h)}
+	case h == nil:
+		return &Change{Actions: []Action{Removed}, Summary: "is removed: their open remote sessions end and their session tokens stop working"}
+	case same(b, h):
+		return nil
+	}
+	sum := "changes: may open remote sessions to " + access(h)
+	if b.Spec.TokenSHA256 != h.Spec.TokenSHA256 || b.Spec.SSHPublicKey != h.Spec.SSHPublicKey {
+		sum += "; a credential changes, so their session tokens stop working"
+	}
+	return &Change{Actions: []Action{Changed}, Summary: sum, Details: manifestChanges(b, h)}
 }
