@@ -78,7 +78,8 @@
 // fleet has one field per kind, each a struct of manifests keyed by
 // metadata.name: fleet.artifacts, fleet.rollouts, fleet.groups,
 // fleet.devices (one entry per declared device), fleet.checks,
-// fleet.configs, fleet.keys and fleet.notifications. Every kind is present,
+// fleet.configs, fleet.keys, fleet.notifications, fleet.deviceCAs and
+// fleet.operators. Every kind is present,
 // possibly empty. A manifest appears in the shape it is written in
 // (apiVersion, kind, metadata with name and labels, spec), with its spec as
 // the schema decoded it: optional fields that were not written are absent
