@@ -1032,10 +1032,10 @@ type sessionRow struct {
 }
 
 type sessionsData struct {
-	Open               bool
-	Operator, Device   string
-	Sessions           []sessionRow
-	More, NotRecording bool
+	Open             bool
+	Operator, Device string
+	Sessions         []sessionRow
+	More             bool
 }
 
 // sessions lists the remote sessions, newest first (?open=true,
@@ -1048,10 +1048,7 @@ func (d *dashboard) sessions(ctx *echo.Context, p *pageData) error {
 	}
 	data := sessionsData{Open: f.OpenOnly, Operator: f.Operator, Device: f.Device}
 	list, err := d.c.sessionsOf(ctx.Request().Context(), f, sessionsPage)
-	switch {
-	case errors.Is(err, errNoSessions):
-		data.NotRecording = true
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	now := time.Now()

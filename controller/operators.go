@@ -57,16 +57,6 @@ type SessionView struct {
 	DeviceName string `json:"device_name,omitempty"`
 }
 
-// errNoSessions is the answer of a store that keeps no session records.
-var errNoSessions = echo.NewHTTPError(http.StatusNotImplemented,
-	"this controller's store does not record remote sessions (it does not implement store.RemoteSessions); upgrade the controller")
-
-// remoteSessions returns the store's session records, or nil.
-func (c *Controller) remoteSessions() store.RemoteSessions {
-	rs, _ := c.opts.Store.(store.RemoteSessions)
-	return rs
-}
-
 // sessionFilter reads ?operator, ?device (an ID or a declared name) and
 // ?open=true.
 func (c *Controller) sessionFilter(ctx *echo.Context) (store.RemoteSessionFilter, error) {
@@ -84,10 +74,7 @@ func (c *Controller) sessionFilter(ctx *echo.Context) (store.RemoteSessionFilter
 // sessionsOf lists session records matching f, newest first: for a device
 // given by name, those recorded under its ID and under its name.
 func (c *Controller) sessionsOf(ctx context.Context, f store.RemoteSessionFilter, limit int) ([]SessionView, error) {
-	rs := c.remoteSessions()
-	if rs == nil {
-		return nil, errNoSessions
-	}
+	rs := c.opts.Store
 	var list []store.RemoteSession
 	ids := []string{f.Device}
 	if snap := c.rec.Live(); f.Device != "" && snap != nil && snap.Fleet != nil {
@@ -137,10 +124,6 @@ func (c *Controller) sessions(ctx *echo.Context) error {
 	}
 	list, err := c.sessionsOf(ctx.Request().Context(), f, limit)
 	if err != nil {
-		var he *echo.HTTPError
-		if errors.As(err, &he) {
-			return err
-		}
 		if errors.Is(err, store.ErrInvalid) {
 			return echo.NewHTTPError(http.StatusBadRequest, err.Error())
 		}
@@ -223,10 +206,7 @@ func (c *Controller) operatorAudit(ctx *echo.Context) error {
 		v.Commits, v.CommitsNote = a.Commits, a.CommitsNote
 	}
 	v.Sessions, err = c.sessionsOf(rctx, store.RemoteSessionFilter{Operator: name}, limit)
-	switch {
-	case errors.Is(err, errNoSessions):
-		v.Sessions = nil
-	case err != nil:
+	if err != nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "store: "+err.Error())
 	}
 	if !v.Declared && len(v.Sessions) == 0 {

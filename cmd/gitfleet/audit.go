@@ -110,10 +110,10 @@ configuration file; see gitfleet help login).`,
 			sessionsNote := ""
 			if a.Kind == "device" {
 				if sessions, err = deviceSessions(cmd, &mc, a.Name, limit); err != nil {
-					if !strings.Contains(err.Error(), ": 501 ") {
+					if !is404(err) {
 						return failed(err)
 					}
-					sessionsNote = "this controller's store does not record remote sessions"
+					sessionsNote = "this controller does not serve remote sessions (an older version)"
 				}
 			}
 			if asJSON {
