@@ -10,6 +10,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// deviceMaxFrame is the largest message mender-connect reads (its
+// websocket's read limit); a larger one closes its connection, and every
+// session on it.
+const deviceMaxFrame = 8192
+
 // maxDeviceSessions bounds the sessions one device connection remembers
 // (to tell their operators when it closes, and to slow the device down in
 // each); beyond it, an operator's replica learns of the close from the

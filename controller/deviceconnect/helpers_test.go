@@ -270,6 +270,7 @@ func (d *fakeDevice) connect(rp *replica) {
 		d.t.Fatalf("device connect: %v", err)
 	}
 	rsp.Body.Close()
+	ws.SetReadLimit(8192) // as mender-connect
 	d.p = newPeer(d.t, ws)
 	go d.serve(d.p)
 	// Connected once the relay recorded it.
@@ -326,11 +327,12 @@ func (d *fakeDevice) serve(p *wsPeer) {
 		case protoShell:
 			switch m.Header.MsgType {
 			case typeNew:
-				d.reply(m, typeNew, []byte("Shell started"), map[string]any{propStatus: shellNormal})
+				// As mender-connect: the status in the fewest bytes.
+				d.reply(m, typeNew, []byte("Shell started"), map[string]any{propStatus: int(shellNormal)})
 			case typeShell:
-				d.reply(m, typeShell, append([]byte("echo:"), m.Body...), map[string]any{propStatus: shellNormal})
+				d.reply(m, typeShell, append([]byte("echo:"), m.Body...), map[string]any{propStatus: int(shellNormal)})
 			case typeStop:
-				d.reply(m, typeStop, nil, map[string]any{propStatus: shellNormal})
+				d.reply(m, typeStop, nil, map[string]any{propStatus: int(shellNormal)})
 			}
 		case protoPortForward:
 			switch m.Header.MsgType {
@@ -516,3 +518,10 @@ func endedSession(t *testing.T, sessions store.RemoteSessions, operator string) 
 }
 
 func msgpackUnmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+
+// int64Prop reports whether a property is encoded as an int64, the only
+// integer encoding mender-cli recognizes in a shell message's status.
+func int64Prop(m *protoMsg, name string) bool {
+	raw := m.Header.Properties[name]
+	return len(raw) == 9 && raw[0] == 0xd3
+}

@@ -43,10 +43,11 @@ const (
 	typeAck      = "ack"
 )
 
-// Shell message status (the "status" property).
+// Shell message status (the "status" property), int64 as mender-cli
+// expects it.
 const (
-	shellNormal = 1
-	shellError  = 2
+	shellNormal int64 = 1
+	shellError  int64 = 2
 )
 
 // protocolVersion is the only deviceconnect protocol version there is.
@@ -208,4 +209,27 @@ func (m *protoMsg) activity() bool {
 		return m.Header.MsgType != typePing && m.Header.MsgType != typePong
 	}
 	return true
+}
+
+// widenInts re-encodes the named integer properties of m as int64 and
+// reports whether any changed. mender-connect encodes a shell message's
+// "status" (and its ping's "timeout") in the fewest bytes, while
+// mender-cli only recognizes them as int64: without this, mender-cli
+// never sees that the device refused a shell (it waits forever instead
+// of reporting the device's error).
+func (m *protoMsg) widenInts(names ...string) bool {
+	changed := false
+	for _, name := range names {
+		raw, ok := m.Header.Properties[name]
+		if !ok || (len(raw) == 9 && raw[0] == 0xd3) {
+			continue
+		}
+		var n int64
+		if msgpack.Unmarshal(raw, &n) != nil {
+			continue
+		}
+		m.setProp(name, n)
+		changed = true
+	}
+	return changed
 }

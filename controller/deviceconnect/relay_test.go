@@ -51,6 +51,9 @@ func TestShellRelayedBothWays(t *testing.T) {
 	if string(out.Body) != "echo:uname -a\n" {
 		t.Fatalf("output %q", out.Body)
 	}
+	if !int64Prop(out, propStatus) {
+		t.Fatalf("the device's status reached the operator as % x, not as the int64 mender-cli reads", out.Header.Properties[propStatus])
+	}
 	// The device saw the operator's messages stamped with the session
 	// and the operator.
 	for _, m := range dev.received(func(m *protoMsg) bool { return m.Header.Proto == protoShell }) {
@@ -64,6 +67,17 @@ func TestShellRelayedBothWays(t *testing.T) {
 		t.Fatalf("terminal_width did not pass: %v", newMsg.Header.Properties)
 	}
 
+	// A message larger than mender-connect reads is refused, not relayed
+	// (it would close the device's connection).
+	typeText(op, sid, strings.Repeat("x", 9000))
+	if m := op.next(is(protoShell, typeShell)); intProp(m, propStatus) != shellError || !strings.Contains(string(m.Body), "at most 8192 bytes") {
+		t.Fatalf("an oversized message: status %d %q", intProp(m, propStatus), m.Body)
+	}
+	typeText(op, sid, "still\n")
+	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:still\n" {
+		t.Fatalf("after an oversized message: %q", out.Body)
+	}
+
 	// mender-cli's exit: stop the shell, close.
 	op.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: sid}})
 	op.next(is(protoShell, typeStop))
@@ -72,7 +86,7 @@ func TestShellRelayedBothWays(t *testing.T) {
 	if rec.Reason != ReasonClosed || rec.Kind != KindTerminal || rec.Device != "dev1" || rec.Commit != "c0ffee" || rec.Replica != "a" || rec.Source != "127.0.0.1" {
 		t.Fatalf("record: %+v", rec)
 	}
-	if rec.Input != "uname -a\n" {
+	if rec.Input != "uname -a\nstill\n" {
 		t.Fatalf("recorded input %q", rec.Input)
 	}
 	if !slices.Equal(rec.Protocols, []string{"shell"}) && rec.Protocols != nil {
@@ -293,7 +307,7 @@ func TestSessionLimits(t *testing.T) {
 	second := mustSession(t, rp, "bob", "dev1")
 	second.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}})
 	rsp := second.next(is(protoShell, typeNew))
-	if intProp(rsp, propStatus) != shellError || !strings.Contains(string(rsp.Body), "device dev1 already has the 1 concurrent remote sessions") {
+	if intProp(rsp, propStatus) != shellError || !int64Prop(rsp, propStatus) || !strings.Contains(string(rsp.Body), "device dev1 already has the 1 concurrent remote sessions") {
 		t.Fatalf("refusal: status %d %q", intProp(rsp, propStatus), rsp.Body)
 	}
 	second.closed()

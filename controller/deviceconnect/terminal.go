@@ -229,6 +229,10 @@ func (t *terminal) read(ctx context.Context) {
 			input = m.Body
 		}
 		frame := m.encode()
+		if len(frame) > deviceMaxFrame {
+			t.send(refusal(m, fmt.Sprintf("message of %d bytes refused: the device reads messages of at most %d bytes", len(frame), deviceMaxFrame), false)...)
+			continue
+		}
 		s.mu.Lock()
 		lim := s.toDevice
 		s.mu.Unlock()
@@ -297,12 +301,18 @@ loop:
 			if err != nil || m.Header.SessionID != s.rec.ID {
 				continue
 			}
-			if m.Header.Proto == protoShell && m.Header.MsgType == typeStop {
-				t.mu.Lock()
-				t.shellOpen = false
-				t.mu.Unlock()
+			frame := e.Msg
+			if m.Header.Proto == protoShell {
+				if m.Header.MsgType == typeStop {
+					t.mu.Lock()
+					t.shellOpen = false
+					t.mu.Unlock()
+				}
+				if m.widenInts(propStatus, "timeout") {
+					frame = m.encode()
+				}
 			}
-			if wr(e.Msg) != nil {
+			if wr(frame) != nil {
 				s.end(ReasonClosed, "the operator's connection closed")
 				continue
 			}

@@ -21,7 +21,10 @@ import (
 // protocol is mender-connect's (a control open, then stat and get_file, or
 // put_file, and chunks acknowledged in a sliding window).
 const (
-	chunkSize = 16 << 10 // bytes per file_chunk sent to the device
+	// Bytes per file_chunk sent to the device: mender-connect reads
+	// messages of at most deviceMaxFrame bytes (header included), and
+	// the Mender server sends 4 KiB.
+	chunkSize = 4 << 10
 	// The device acknowledges at least every 10 chunks it receives; at
 	// most ackWindow chunks are in flight.
 	ackWindow = 20
