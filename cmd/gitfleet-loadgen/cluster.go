@@ -90,7 +90,7 @@ func runCluster(ctx context.Context, c config, dir string, procs *procs) error {
 	var reps []*server
 	pool := x509.NewCertPool()
 	for _, name := range []string{"a", "b"} {
-		s, err := startServe(ctx, procs, bin, filepath.Join(dir, "serve-"+name), repo, artifacts, addr, f, c.startTimeout)
+		s, err := startServe(ctx, procs, bin, filepath.Join(dir, "serve-"+name), repo, artifacts, addr, f, c.startTimeout, "")
 		if err != nil {
 			return err
 		}

@@ -50,7 +50,18 @@
 //     Redis commands per report;
 //  7. commits -reloads changes to the rollout, each followed by POST
 //     /api/management/v1/reconcile until it is live: the per-commit
-//     reload time, gitfleet serve's CPU for it and its peak RSS.
+//     reload time, gitfleet serve's CPU for it and its peak RSS;
+//  8. with -restart (the default), stops gitfleet serve and starts it
+//     again on the same data directory, as a controller comes back: the
+//     clone is there, so this is the time to load and serve the fleet
+//     (the first start's "ready" includes cloning the repository), with
+//     its CPU and peak RSS until then, against the goal of < 5 s and
+//     < 1 GiB.
+//
+// With -profile DIR, gitfleet serve also serves Go's pprof profiles on a
+// loopback port, and the run saves its CPU profile in each mode
+// (DIR/MODE.pprof), during the restart (DIR/restart.pprof) and its heap
+// after the polls (DIR/heap.pprof), for `go tool pprof`.
 //
 // Everything listens on 127.0.0.1 and is stopped at the end.
 //
@@ -168,6 +179,10 @@ type config struct {
 	reloads        int
 	deviceLists    bool
 	cluster        bool
+	restart        bool
+	profile        string        // directory for gitfleet serve's profiles (profile.go)
+	restartProfile time.Duration // how long restart.pprof profiles
+	debugAddr      string        // gitfleet serve's --debug-listen, with -profile
 
 	// The alert storm (-alerts).
 	alerts          bool
@@ -198,6 +213,9 @@ func main() {
 	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn,mtls", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll), mtls (a TLS handshake with a client certificate per poll)")
 	flag.IntVar(&c.reloads, "reloads", 3, "commits changing the rollout after the polls, each timed until gitfleet serve serves it (0: none)")
 	flag.BoolVar(&c.deviceLists, "device-lists", false, "declare the devices in device-list files (devices/*.devices, one device a line) instead of Device manifests")
+	flag.BoolVar(&c.restart, "restart", true, "after the reloads, restart gitfleet serve on its data directory (the clone already there) and report how long until it serves the fleet, its CPU and peak RSS")
+	flag.StringVar(&c.profile, "profile", "", "directory where gitfleet serve's CPU profile of each mode (MODE.pprof), of the restart (restart.pprof) and its heap after the polls (heap.pprof) are saved")
+	flag.DurationVar(&c.restartProfile, "restart-profile", 20*time.Second, "with -profile: how long the restart's CPU profile runs")
 	flag.BoolVar(&c.cluster, "cluster", false, "run two gitfleet serve replicas against a three-node Redis Cluster instead, and report how the polls divide between them (see the package doc); -devices defaults to 100,000")
 	flag.StringVar(&c.gitfleet, "gitfleet", "", "gitfleet binary (default: go build ./cmd/gitfleet)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (repository, logs)")
@@ -240,6 +258,10 @@ func main() {
 	}
 	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 {
 		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -devices, -clients, -seeders and -duration must be positive")
+		os.Exit(2)
+	}
+	if err := c.setupProfile(); err != nil {
+		fmt.Fprintln(os.Stderr, "gitfleet-loadgen:", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -346,7 +368,7 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 			return nil, err
 		}
 	}
-	if e.srv, err = startServe(ctx, procs, bin, filepath.Join(dir, "serve"), repo, store, rd.addr, e.fleet, c.startTimeout); err != nil {
+	if e.srv, err = startServe(ctx, procs, bin, filepath.Join(dir, "serve"), repo, store, rd.addr, e.fleet, c.startTimeout, c.debugAddr); err != nil {
 		return nil, err
 	}
 
@@ -389,12 +411,20 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		for _, target := range []struct{ name, addr string }{{"ceiling", ceilAddr}, {"gitfleet", srv.addr}} {
 			before, _ := commandStats(ctx, rd.addr)
 			cpu0 := cpuOf(srv.proc.Process.Pid)
+			var waitProfile func()
+			if c.profile != "" && target.name == "gitfleet" {
+				waitProfile = profileAsync(ctx, srv.debug, fmt.Sprintf("profile?seconds=%d", int((c.warmup+c.duration).Seconds())),
+					filepath.Join(c.profile, mode+".pprof"))
+			}
 			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool, pki: pki,
 				clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
 			if err != nil {
 				return err
 			}
 			after, _ := commandStats(ctx, rd.addr)
+			if waitProfile != nil {
+				waitProfile()
+			}
 			perPoll := ""
 			if target.name == "gitfleet" {
 				// CPU over every poll, the warm-up's included.
@@ -420,6 +450,9 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 	}
 	rss, peak := rssOf(srv.proc.Process.Pid)
+	if c.profile != "" {
+		profileAsync(ctx, srv.debug, "heap", filepath.Join(c.profile, "heap.pprof"))()
+	}
 	reports, err := measureReports(ctx, srv, rd.addr, toks, deps.inFlightIdx)
 	if err != nil {
 		return err
@@ -431,7 +464,18 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 	}
 
+	first := *srv // the first process's figures, for the report
+	var restart *restartResult
+	if c.restart {
+		r, err := measureRestart(ctx, procs, srv, c)
+		if err != nil {
+			return err
+		}
+		restart = &r
+	}
+
 	// Report.
+	srv = &first
 	fmt.Println()
 	fmt.Printf("gitfleet-loadgen report: %d devices registered in Redis and declared in Git, %d clients, %s per run, %d CPUs\n",
 		c.devices, c.clients, c.duration, runtime.NumCPU())
@@ -462,6 +506,14 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	fmt.Printf("                         + %s\n", deps)
 	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB after the polls (peak %d MiB)\n",
 		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
+	if restart != nil {
+		verdict := "met"
+		if restart.ready >= 5*time.Second || restart.hwm >= 1<<30 {
+			verdict = "NOT met"
+		}
+		fmt.Printf("gitfleet serve restarted (clone in its data directory): ready in %s, CPU %s until then, peak RSS %d MiB; goal < 5s and < 1 GiB: %s\n",
+			restart.ready.Round(time.Millisecond), restart.cpu.Round(time.Millisecond), restart.hwm>>20, verdict)
+	}
 	fmt.Printf("status reports (%d, installing, rebooting, success): %.0f/s from 8 clients, gitfleet serve CPU %s each, Redis %s\n",
 		reports.n, reports.rate, fmtDur(reports.cpu), reports.cmds)
 	for i, r := range reloads {

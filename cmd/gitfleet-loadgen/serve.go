@@ -29,12 +29,22 @@ type server struct {
 	keyFile  string
 	pool     *x509.CertPool
 	ready    time.Duration // from start until it served the fleet
+	readyCPU time.Duration // its CPU time until then
+	readyHWM int64         // its peak RSS then
+	debug    string        // its --debug-listen address (pprof), or ""
+
+	// What started it, for a restart.
+	bin, dataDir, repoURL, storeDir, redisAddr string
+	fleet                                      *fleet
 }
 
 // startServe starts `gitfleet serve` with the fleet repository and Redis,
 // using a development certificate made beforehand (so the ceiling server
 // can use the same one), and waits until /readyz says it serves a commit.
-func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, redisAddr string, f *fleet, timeout time.Duration) (*server, error) {
+//
+// With debug (a loopback address), gitfleet serve also serves Go's pprof
+// profiles there (--debug-listen).
+func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, redisAddr string, f *fleet, timeout time.Duration, debug string) (*server, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -43,7 +53,8 @@ func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, red
 		return nil, err
 	}
 	s := &server{certFile: filepath.Join(dataDir, devcert.CertFile), keyFile: filepath.Join(dataDir, devcert.KeyFile),
-		repo: strings.TrimPrefix(repo, "file://")}
+		repo: strings.TrimPrefix(repo, "file://"), debug: debug,
+		bin: bin, dataDir: dataDir, repoURL: repo, storeDir: storeDir, redisAddr: redisAddr, fleet: f}
 	pem, err := os.ReadFile(s.certFile)
 	if err != nil {
 		return nil, err
@@ -62,6 +73,9 @@ func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, red
 	cmd := exec.Command(bin, "serve", "--repo", repo, "--branch", "main", "--redis", strings.Join(urls, ","),
 		"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--artifact-store", storeDir,
 		"--poll-interval", "1h", "--log-level", "info")
+	if debug != "" {
+		cmd.Args = append(cmd.Args, "--debug-listen", debug)
+	}
 	cmd.Env = append(os.Environ(), "GITFLEET_MANAGEMENT_TOKEN=loadgen-token")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -106,7 +120,9 @@ func startServe(ctx context.Context, p *procs, bin, dataDir, repo, storeDir, red
 		}
 	}
 	s.ready = time.Since(start)
-	rss, _ := rssOf(cmd.Process.Pid)
+	s.readyCPU = cpuOf(cmd.Process.Pid)
+	rss, hwm := rssOf(cmd.Process.Pid)
+	s.readyHWM = hwm
 	fmt.Printf("gitfleet serve ready after %s (RSS %d MiB)\n", s.ready.Round(time.Millisecond), rss>>20)
 	return s, nil
 }

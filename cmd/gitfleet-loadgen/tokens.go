@@ -158,9 +158,12 @@ func mint(key []byte, f *fleet, i int, now time.Time) string {
 	id := f.id(i)
 	jti := make([]byte, 16)
 	rand.Read(jti)
-	claims, _ := json.Marshal(map[string]any{
-		"sub": id, "jti": hex.EncodeToString(jti), "iat": now.Unix(), "exp": now.Add(7 * 24 * time.Hour).Unix(),
-		"iss": "gitfleet", "mender.device": true, "gf.id": f.identity(i), "gf.key": f.fingerprint(i),
+	// The controller's own claims type, so that the payload is laid out
+	// as the controller writes it (a payload in another field order, as
+	// a map would give, is still accepted, by the slower encoding/json).
+	claims, _ := json.Marshal(deviceapi.Claims{
+		Subject: id, ID: hex.EncodeToString(jti), IssuedAt: now.Unix(), Expires: now.Add(7 * 24 * time.Hour).Unix(),
+		Issuer: "gitfleet", Device: true, Identity: f.identity(i), Key: f.fingerprint(i),
 	})
 	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
 	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
