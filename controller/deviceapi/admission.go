@@ -1,7 +1,9 @@
 package deviceapi
 
 import (
+	"encoding/binary"
 	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -44,7 +46,7 @@ func newAdmission(f *schema.Fleet) *admission {
 			fp := strings.ToLower(d.Spec.PublicKeySHA256)
 			a.byKey[fp] = append(a.byKey[fp], d)
 		case len(d.Spec.Identity) > 0 && d.Spec.TrustOnFirstUse:
-			k := string(Attributes(d.Spec.Identity).Canonical())
+			k := string(identityKey(nil, d.Spec.Identity))
 			a.byIdentity[k] = append(a.byIdentity[k], d)
 		}
 	}
@@ -63,12 +65,38 @@ func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.De
 			best = first(best, d)
 		}
 	}
-	if !typed {
-		for _, d := range a.byIdentity[string(identity.Canonical())] {
+	if !typed && len(a.byIdentity) > 0 {
+		var buf [256]byte
+		for _, d := range a.byIdentity[string(identityKey(buf[:0], identity))] {
 			best = first(best, d)
 		}
 	}
 	return best
+}
+
+// identityKey appends to b the key of an identity in the byIdentity
+// index: its attributes sorted by name, each name and value preceded by
+// its length (so no two identities share a key). Unlike Canonical it
+// costs no JSON encoding, and with a large enough b no allocation: it runs
+// on every call of a device.
+func identityKey(b []byte, id map[string]string) []byte {
+	var small [8]string
+	names := small[:0]
+	if len(id) > len(small) {
+		names = make([]string, 0, len(id))
+	}
+	for k := range id {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		v := id[k]
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
 }
 
 // first returns whichever of a and b the loader listed first (file, then

@@ -77,9 +77,11 @@ func (a *API) nextV2(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := DecodeNextV2(body)
-	if err != nil {
-		return a.httpError("deployments/next", err)
+	req, ok := decodeNextV2Fast(body)
+	if !ok {
+		if req, err = DecodeNextV2(body); err != nil {
+			return a.httpError("deployments/next", err)
+		}
 	}
 	return a.next(c, req)
 }

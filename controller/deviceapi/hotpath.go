@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // tokenCache remembers tokens that verified, so that a device polling
@@ -42,9 +44,11 @@ type tokenCache struct {
 	revoked atomic.Pointer[func(cert string) bool]
 }
 
-// maxTokens bounds the tokens cached, about 860 B each with a typical
-// identity (docs/scale.md): enough for 1,000,000 devices polling with one
-// token each, and their re-authentications.
+// maxTokens bounds the tokens cached, about 340 B each for a device a
+// manifest admits (TestCachedTokenMemory; compactClaims; docs/scale.md),
+// some 300 B more for one whose identity map is its own (a DeviceCA's
+// devices): enough for 1,000,000 devices polling with one token each, and
+// their re-authentications.
 const maxTokens = 1_500_000
 
 const tokenShards = 64
@@ -139,6 +143,7 @@ func (a *API) verify(key []byte, tok string) (Claims, error) {
 		if cl, err = verifySplit(key, signed, payload, &sig, now); err != nil {
 			return Claims{}, err
 		}
+		cl = a.compactClaims(cl)
 		a.tokens.put(&sig, sum, cl, now)
 	}
 	// The revocation hook of DeviceCA admission: here, after the cache,
@@ -150,6 +155,33 @@ func (a *API) verify(key []byte, tok string) (Claims, error) {
 		}
 	}
 	return cl, nil
+}
+
+// compactClaims returns cl as the cache keeps it, holding no more memory
+// than it needs: the strings of a parsed payload all point into one copy
+// of the whole payload, which would stay alive with them; the issuer is
+// the constant every valid token names; and the identity, when the live
+// Snapshot admits the device by a manifest with the very same identity,
+// is that manifest's map (the fleet keeps it anyway) instead of one more
+// map per token. A cached token of a million-device fleet took about
+// 860 bytes, most of them the payload and the identity map.
+func (a *API) compactClaims(cl Claims) Claims {
+	if cl.Issuer == tokenIssuer {
+		cl.Issuer = tokenIssuer
+	}
+	all := make([]byte, 0, len(cl.Subject)+len(cl.ID)+len(cl.Key)+len(cl.Cert))
+	all = append(append(append(append(all, cl.Subject...), cl.ID...), cl.Key...), cl.Cert...)
+	s := unsafe.String(unsafe.SliceData(all), len(all)) // all is never written again
+	cut := func(n int) string { part := s[:n]; s = s[n:]; return part }
+	cl.Subject, cl.ID, cl.Key, cl.Cert = cut(len(cl.Subject)), cut(len(cl.ID)), cut(len(cl.Key)), cut(len(cl.Cert))
+	if cl.Cert == "" && len(cl.Identity) > 0 && a.opts.Live != nil {
+		if snap := a.opts.Live(); snap != nil {
+			if m := a.adm.get(snap).admit(cl.Identity, cl.Typed, cl.Key); m != nil && maps.Equal(m.Spec.Identity, cl.Identity) {
+				cl.Identity = m.Spec.Identity
+			}
+		}
+	}
+	return cl
 }
 
 // lazyLog is a logger whose attributes are only encoded when a record is
@@ -174,3 +206,91 @@ func (l lazyLog) log(level slog.Level, msg string, args ...any) {
 func (l lazyLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args...) }
 func (l lazyLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args...) }
 func (l lazyLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args...) }
+
+// decodeNextV2Fast parses the body of POST v2 deployments/next when it has
+// the layout clients send — {"device_provides":{"name":"value",…}} with
+// optionally "update_control_map":true|false before or after it, no
+// whitespace, plain ASCII strings without escapes, no name twice — and
+// applies DecodeNextV2's checks. ok is false for any other body, which
+// DecodeNextV2 then decides (TestDecodeNextV2FastMatches): every poll
+// carries this body, and encoding/json's decode into a map of interfaces
+// was a tenth of a poll's CPU.
+func decodeNextV2Fast(body []byte) (req NextRequest, ok bool) {
+	for _, c := range body {
+		if c < 0x20 || c >= 0x80 || c == '\\' {
+			return NextRequest{}, false
+		}
+	}
+	p := claimParser{s: string(body)}
+	if !p.lit("{") {
+		return NextRequest{}, false
+	}
+	var provides Attributes
+	control := false
+	for first := true; ; first = false {
+		if !first && !p.lit(",") {
+			return NextRequest{}, false
+		}
+		var key string
+		if !p.str(&key) || !p.lit(":") {
+			return NextRequest{}, false
+		}
+		switch {
+		case key == "device_provides" && provides == nil:
+			if provides = p.providesObject(); provides == nil {
+				return NextRequest{}, false
+			}
+		case key == "update_control_map" && !control:
+			var b bool
+			if !p.bool(&b) {
+				return NextRequest{}, false
+			}
+			control = true
+		default:
+			return NextRequest{}, false
+		}
+		if p.lit("}") {
+			break
+		}
+	}
+	if p.i != len(p.s) || provides == nil {
+		return NextRequest{}, false
+	}
+	r := NextRequest{DeviceType: provides["device_type"], ArtifactName: provides["artifact_name"], Provides: provides}
+	if r.check() != nil {
+		return NextRequest{}, false
+	}
+	return r, true
+}
+
+// providesObject reads {"name":"value",…} with string values only, each
+// name once and valid (checkName, checkValue), at most MaxAttributes; nil
+// otherwise.
+func (p *claimParser) providesObject() Attributes {
+	if !p.lit("{") {
+		return nil
+	}
+	m := make(Attributes, 4)
+	if p.lit("}") {
+		return m
+	}
+	for {
+		var k, v string
+		if !p.str(&k) || !p.lit(":") || !p.str(&v) {
+			return nil
+		}
+		if _, dup := m[k]; dup || len(m) == MaxAttributes || checkName(k) != nil {
+			return nil
+		}
+		if _, err := checkValue(v); err != nil {
+			return nil
+		}
+		m[k] = v
+		if p.lit("}") {
+			return m
+		}
+		if !p.lit(",") {
+			return nil
+		}
+	}
+}

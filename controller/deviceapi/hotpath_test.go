@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/schema"
 )
 
 func TestTokenCacheHonoursExpiry(t *testing.T) {
@@ -368,4 +372,169 @@ func BenchmarkVerify(b *testing.B) {
 			runtime.KeepAlive(a)
 		}
 	})
+}
+
+// nextV2Bodies are bodies of POST v2 deployments/next, the usual and the
+// odd; the first ones are what clients send and must take the fast path.
+var nextV2Bodies = []struct {
+	body string
+	fast bool
+}{
+	{`{"device_provides":{"artifact_name":"app-1","device_type":"sim"}}`, true},
+	{`{"device_provides":{"device_type":"raspberrypi4","artifact_name":"release-1","rootfs-image.version":"1.2"},"update_control_map":false}`, true},
+	{`{"update_control_map":true,"device_provides":{"device_type":"x","artifact_name":""}}`, true},
+	{`{"device_provides":{"device_type":"x","a":""}}`, true},
+	{`{"device_provides":{"artifact_name":"a"}}`, false},                 // no device_type: the error is DecodeNextV2's
+	{`{"device_provides":{}}`, false},                                    // the same
+	{`{"device_provides":null}`, false},                                  // no provides
+	{`{"update_control_map":false}`, false},                              // the same
+	{`{}`, false},                                                        //
+	{`{"device_provides":{"device_type":"x"},"other":1}`, false},         // unknown key: ignored by encoding/json
+	{`{"Device_Provides":{"device_type":"x"}}`, false},                   // encoding/json matches keys case-insensitively
+	{`{"device_provides":{"device_type":"x","device_type":"y"}}`, false}, // the last wins in encoding/json
+	{`{"device_provides":{"device_type":"x"},"device_provides":{"device_type":"y"}}`, false},
+	{`{"device_provides":{"device_type":"x","n":1}}`, false},                      // a number
+	{`{"device_provides":{"device_type":"x","l":["a","b"]}}`, false},              // a list
+	{`{"device_provides":{"device_type":"x","b":true,"z":null}}`, false},          // a boolean, null
+	{`{"device_provides":{"device_type":"x\u0041"}}`, false},                      // an escape
+	{"{\"device_provides\":{\"device_type\":\"Z\xc3\xbcrich\"}}", false},          // not ASCII
+	{"{\"device_provides\":{\"device_type\":\"\xff\"}}", false},                   // not UTF-8: encoding/json replaces it
+	{`{ "device_provides": {"device_type": "x"} }`, false},                        // whitespace
+	{`{"device_provides":{"device_type":"x"}} `, false},                           // trailing space
+	{`{"device_provides":{"device_type":"x"}}{}`, false},                          // trailing data
+	{`{"device_provides":{"device_type":"x"},"update_control_map":"yes"}`, false}, // not a boolean
+	{`{"device_provides":{"device_type":"x"},"update_control_map":true,"update_control_map":false}`, false},
+	{`{"device_provides":{"device_type":"x",}}`, false},
+	{`{"device_provides":{"device_type":"x"}`, false},
+	{`{"device_provides":{"":"x","device_type":"x"}}`, false}, // an empty name
+	{`{"device_provides":{"device_type":"` + strings.Repeat("v", maxValueBytes+1) + `"}}`, false},
+	{`{"device_provides":{"device_type":"x","` + strings.Repeat("n", maxNameBytes+1) + `":"v"}}`, false},
+}
+
+// The fast decoder of deployments/next bodies agrees with DecodeNextV2
+// whenever it answers, and answers for what clients send.
+func TestDecodeNextV2FastMatches(t *testing.T) {
+	many := `{"device_provides":{"device_type":"x"`
+	for i := range MaxAttributes {
+		many += fmt.Sprintf(`,"a%d":"v"`, i)
+	}
+	bodies := append(nextV2Bodies[:len(nextV2Bodies):len(nextV2Bodies)],
+		struct {
+			body string
+			fast bool
+		}{many + "}}", false}) // MaxAttributes+1 attributes
+	for _, tc := range bodies {
+		got, ok := decodeNextV2Fast([]byte(tc.body))
+		if ok != tc.fast {
+			t.Errorf("decodeNextV2Fast(%.80s) ok = %v, want %v", tc.body, ok, tc.fast)
+		}
+		checkNextV2Fast(t, []byte(tc.body), got, ok)
+	}
+}
+
+func checkNextV2Fast(t *testing.T, body []byte, got NextRequest, ok bool) {
+	t.Helper()
+	if !ok {
+		return
+	}
+	want, err := DecodeNextV2(body)
+	if err != nil {
+		t.Fatalf("decodeNextV2Fast(%q) = %+v, DecodeNextV2 refuses it: %v", body, got, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeNextV2Fast(%q) = %+v, DecodeNextV2 %+v", body, got, want)
+	}
+}
+
+func FuzzDecodeNextV2Fast(f *testing.F) {
+	for _, tc := range nextV2Bodies {
+		f.Add([]byte(tc.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := decodeNextV2Fast(body)
+		checkNextV2Fast(t, body, got, ok)
+	})
+}
+
+// A cached token holds little memory: its strings in one small copy
+// (not the whole payload) and, for a device a manifest admits with the
+// same identity, that manifest's identity map instead of its own.
+func TestCachedTokenMemory(t *testing.T) {
+	const n = 20_000
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	f := &schema.Fleet{Devices: make([]schema.Device, n)}
+	toks := make([]string, n)
+	for i := range n {
+		d := &f.Devices[i]
+		d.Name = fmt.Sprintf("d%07d", i)
+		d.Spec.Identity = map[string]string{"mac": fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)}
+		d.Spec.PublicKeySHA256 = fmt.Sprintf("%064x", i)
+		var err error
+		toks[i], err = signToken(key, Claims{Subject: fmt.Sprintf("%032x", i), ID: fmt.Sprintf("%032x", i+1), IssuedAt: now.Unix(),
+			Expires: now.Add(time.Hour).Unix(), Issuer: tokenIssuer, Device: true, Identity: Attributes(maps.Clone(d.Spec.Identity)),
+			Key: d.Spec.PublicKeySHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := &reconcile.Snapshot{Fleet: f}
+	a := newTokenAPI(now)
+	a.opts.Live = func() *reconcile.Snapshot { return snap }
+	a.adm.get(snap) // the admission index is the fleet's, not the tokens'
+	before := heapInUse()
+	for i := range n {
+		if _, err := a.verify(key, toks[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := float64(heapInUse()-before) / n
+	t.Logf("%.0f bytes per cached token, its share of the cache's maps included", per)
+	if per > 400 {
+		t.Errorf("a cached token holds %.0f bytes, want at most 400", per)
+	}
+	cl, err := a.verify(key, toks[7])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(cl.Identity).UnsafePointer() != reflect.ValueOf(f.Devices[7].Spec.Identity).UnsafePointer() {
+		t.Error("the cached token keeps its own identity map, not its manifest's")
+	}
+	runtime.KeepAlive(toks)
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// The admission lookup of every call costs no allocation, also for a
+// trust-on-first-use device found by its identity, and finds it whatever
+// the order of the attributes.
+func TestAdmitAllocatesNothing(t *testing.T) {
+	f := &schema.Fleet{Devices: []schema.Device{
+		{Meta: schema.Meta{Name: "keyed"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m1"}, PublicKeySHA256: strings.Repeat("ab", 32)}},
+		{Meta: schema.Meta{Name: "tofu"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m2", "serial": "s2"}, TrustOnFirstUse: true}},
+		{Meta: schema.Meta{Name: "tofu-other"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m2", "serial": "s3"}, TrustOnFirstUse: true}},
+	}}
+	adm := newAdmission(f)
+	keyed, tofu := Attributes{"mac": "m1"}, Attributes{"serial": "s2", "mac": "m2"}
+	if d := adm.admit(keyed, false, strings.Repeat("ab", 32)); d == nil || d.Name != "keyed" {
+		t.Fatalf("keyed device: admitted by %v", d)
+	}
+	if d := adm.admit(tofu, false, "any"); d == nil || d.Name != "tofu" {
+		t.Fatalf("tofu device: admitted by %v", d)
+	}
+	if d := adm.admit(Attributes{"mac": "m2"}, false, "any"); d != nil {
+		t.Fatalf("a part of an identity admitted by %s", d.Name)
+	}
+	fp := strings.Repeat("ab", 32)
+	if n := testing.AllocsPerRun(1000, func() {
+		adm.admit(keyed, false, fp)
+		adm.admit(tofu, false, "any")
+	}); n != 0 {
+		t.Errorf("admission lookups cost %v allocations, want 0", n)
+	}
 }
