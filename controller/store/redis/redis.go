@@ -63,7 +63,7 @@ type Store struct {
 	owned bool // the store created c and closes it
 	k     keys
 	opts  Options
-	subs  subscriptions // open Subscriptions, ended by Close (remotebus.go)
+	bus   bus // remote sessions' Subscriptions (remotebus.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -122,7 +122,7 @@ func redactURL(err error, url string) error {
 
 // Close ends every Subscription and closes the client if New created it.
 func (s *Store) Close() error {
-	s.subs.closeAll()
+	s.bus.close()
 	if !s.owned {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -233,6 +234,45 @@ func TestRemoteSubscriptionEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		ended(t, sub, "Redis closed its connection")
+		// The next Subscribe opens a new connection.
+		again, err := s.Subscribe(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if err := s.Publish(ctx, "t", []byte("2")); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, again, 1)
+	})
+	t.Run("one connection", func(t *testing.T) {
+		s := replica(t, "gf1", redis.Options{Addrs: []string{addr}})
+		const n = 50
+		subs := make([]store.Subscription, n)
+		for i := range subs {
+			var err error
+			if subs[i], err = s.Subscribe(ctx, fmt.Sprint("t", i%25)); err != nil {
+				t.Fatal(err)
+			}
+			defer subs[i].Close()
+		}
+		list, err := admin.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := strings.Count(list, " flags=P "); c != 1 { // P: a pub/sub subscriber
+			t.Errorf("%d subscriptions: CLIENT LIST shows %d subscriber connections, want 1:\n%s", n, c, list)
+		}
+		for i := range 25 {
+			if err := s.Publish(ctx, fmt.Sprint("t", i), fmt.Appendf(nil, "m%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, sub := range subs {
+			if got := recv(t, sub, 1); got[0] != fmt.Sprint("m", i%25) {
+				t.Errorf("subscription %d to t%d got %q", i, i%25, got[0])
+			}
+		}
 	})
 	t.Run("server stops answering", func(t *testing.T) {
 		s := replica(t, "gfp", redis.Options{Addrs: []string{addr}})
@@ -271,14 +311,36 @@ func TestRemoteSubscriptionEnds(t *testing.T) {
 		for i := range 40 {
 			cycle(i)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Fatalf("%d goroutines after 40 subscriptions ended, %d before:\n%s",
-					runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(20 * time.Millisecond)
+		settled(t, "40 subscriptions ended", func() (int, int) { return runtime.NumGoroutine(), base })
+		// The bus's two goroutines (reader, pings) end with the store.
+		if n := busGoroutines(); n != 2 {
+			t.Errorf("%d bus goroutines while the store is open, want 2", n)
 		}
+		s.Close()
+		settled(t, "the store closed", func() (int, int) { return busGoroutines(), 0 })
 	})
+}
+
+// settled waits until count() ≤ limit.
+func settled(t *testing.T, what string, count func() (n, limit int)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, limit := count()
+		if n <= limit {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after %s, want at most %d:\n%s", n, what, limit, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// busGoroutines counts goroutines running the bus's reader or pinger.
+func busGoroutines() int {
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	return strings.Count(stacks, "redis.(*bus).read(") + strings.Count(stacks, "redis.(*bus).health(")
 }

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,17 +13,30 @@ import (
 )
 
 // The remote sessions' bus is classic Redis PUBLISH/SUBSCRIBE on the
-// channel PREFIX:rt:TOPIC. A Redis Cluster forwards a PUBLISH to every
-// node, so a subscriber connected to any node receives what any replica
-// publishes through any node. But two PUBLISHes sent through different
-// nodes may arrive in either order, so on a cluster every replica
-// publishes a topic through the master of the channel name's slot (the
-// node go-redis subscribes on, too): the messages of one publisher keep
-// their order.
+// channel PREFIX:rt:TOPIC.
+//
+// A store subscribes to every topic its callers want on one connection
+// (a replica with thousands of connected devices holds one Redis
+// connection for them, not thousands), read by one goroutine that hands
+// each message to the topic's local subscriptions; a second goroutine
+// pings. When that connection fails, every subscription on it ends (a
+// gap in a stream would be worse than its visible end) and the next
+// Subscribe opens a new connection.
+//
+// A Redis Cluster forwards a PUBLISH to every node, so that connection,
+// on any node, receives what any replica publishes through any node. But
+// two PUBLISHes sent through different nodes may arrive in either order,
+// so on a cluster every replica publishes a topic through the master of
+// the channel name's slot: the messages of one publisher keep their
+// order.
 
-// healthEvery is how often a subscription pings Redis; a subscription
-// that hears nothing (no message, no pong) for three of them ends.
+// healthEvery is how often the bus pings Redis; a connection that hears
+// nothing (no message, no pong) for three of them is given up.
 var healthEvery = 10 * time.Second
+
+// commandTimeout bounds a SUBSCRIBE or UNSUBSCRIBE sent for a closing
+// subscription (which has no caller's ctx).
+const commandTimeout = 5 * time.Second
 
 func (k keys) topic(topic string) string { return k.prefix + ":rt:" + topic }
 
@@ -46,8 +60,8 @@ func (s *Store) Publish(ctx context.Context, topic string, msg []byte) error {
 	return nil
 }
 
-// Subscribe subscribes to topic on one connection of its own; it returns
-// once Redis confirmed the subscription.
+// Subscribe subscribes to topic; it returns once Redis confirmed the
+// subscription on the store's bus connection.
 func (s *Store) Subscribe(ctx context.Context, topic string) (store.Subscription, error) {
 	if err := store.ValidateTopic(topic, nil); err != nil {
 		return nil, err
@@ -55,168 +69,377 @@ func (s *Store) Subscribe(ctx context.Context, topic string) (store.Subscription
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("redis: subscribe %s: %w", topic, err)
 	}
-	ps := s.c.Subscribe(ctx, s.k.topic(topic))
-	// The first reply is the confirmation; until it arrives a PUBLISH
-	// could miss this subscriber.
-	reply, err := ps.Receive(ctx)
-	if err == nil {
-		if _, ok := reply.(*goredis.Subscription); !ok {
-			err = fmt.Errorf("unexpected first reply %T", reply)
-		}
-	}
+	sub, err := s.bus.subscribe(ctx, s, s.k.topic(topic))
 	if err != nil {
-		ps.Close()
 		return nil, fmt.Errorf("redis: subscribe %s: %w", topic, err)
-	}
-	sub := &subscription{ps: ps, c: make(chan []byte, store.RemoteBuffer), done: make(chan struct{}), reg: &s.subs}
-	sub.heard.Store(time.Now().UnixNano())
-	// ctx of the Subscribe call bounds the subscription; the goroutines
-	// use their own, which Close cancels, so that they never outlive it.
-	runCtx, cancel := context.WithCancel(context.Background())
-	sub.cancel = cancel
-	var wg sync.WaitGroup
-	wg.Go(func() { sub.read(runCtx) })
-	wg.Go(func() { sub.health(ctx, runCtx) })
-	go func() {
-		wg.Wait()
-		close(sub.done)
-	}()
-	if !s.subs.add(sub) {
-		sub.Close()
-		return nil, fmt.Errorf("redis: subscribe %s: store closed", topic)
 	}
 	return sub, nil
 }
 
-// subscriptions are a store's open subscriptions.
-type subscriptions struct {
+var (
+	errBusClosed = errors.New("store closed")
+	errBusFailed = errors.New("connection to Redis lost")
+)
+
+// bus is a store's subscriptions. Its zero value is ready; conn is
+// opened by the first Subscribe and after a failure.
+type bus struct {
 	mu     sync.Mutex
-	open   map[*subscription]struct{}
+	conn   *busConn
 	closed bool
 }
 
-// add registers sub; false once the store is closed.
-func (r *subscriptions) add(sub *subscription) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	if r.open == nil {
-		r.open = map[*subscription]struct{}{}
-	}
-	r.open[sub] = struct{}{}
-	return true
+// busConn is one subscriber connection and what is subscribed on it.
+//
+// cmd serialises deciding to send SUBSCRIBE, UNSUBSCRIBE or PING and
+// sending it, so that the commands reach Redis in the order the
+// decisions were made; the reader never takes it. Redis answers the
+// commands of one connection in order, between the messages it pushes:
+// the n-th confirmation of a channel answers its n-th SUBSCRIBE, and a
+// PING's reply follows every message published before Redis read it.
+//
+// A subscription receives messages only once it is live: from the reply
+// that answers the command sent for it (its channel's SUBSCRIBE, or,
+// when the channel was already subscribed, a PING with a token of its
+// own). So a new subscription never gets a message that was published
+// before it subscribed but was still on its way (for an earlier
+// subscription to the same channel).
+type busConn struct {
+	ps    *goredis.PubSub
+	cmd   sync.Mutex
+	dead  chan struct{} // closed when the connection is given up
+	done  chan struct{} // the reader and the health goroutine returned
+	heard atomic.Int64  // unix ns of the last reply read
+
+	// Guarded by bus.mu:
+	failed bool
+	topics map[string]*busTopic
+	pings  map[string]waiter // PING token → the subscription it makes live
+	tokens int64
 }
 
-func (r *subscriptions) remove(sub *subscription) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.open, sub)
+type busTopic struct {
+	subs      map[*subscription]struct{}
+	on        bool  // the last command sent was SUBSCRIBE
+	sent      int64 // SUBSCRIBEs sent
+	confirmed int64 // their confirmations read
+	waiters   []waiter
 }
 
-// closeAll ends every subscription and refuses new ones.
-func (r *subscriptions) closeAll() {
-	r.mu.Lock()
-	r.closed = true
-	open := r.open
-	r.open = nil
-	r.mu.Unlock()
-	for sub := range open {
+type waiter struct {
+	n   int64 // the SUBSCRIBE it waits for
+	sub *subscription
+	ok  chan struct{}
+}
+
+// activate makes w's subscription live (called with bus.mu).
+func (w waiter) activate() {
+	w.sub.live = true
+	close(w.ok)
+}
+
+// subscribe registers a subscription to channel and waits until Redis
+// confirmed it.
+func (b *bus) subscribe(ctx context.Context, s *Store, channel string) (*subscription, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, errBusClosed
+	}
+	c := b.conn
+	if c == nil {
+		c = &busConn{ps: s.c.Subscribe(context.Background()), dead: make(chan struct{}), done: make(chan struct{}),
+			topics: map[string]*busTopic{}, pings: map[string]waiter{}}
+		c.heard.Store(time.Now().UnixNano())
+		b.conn = c
+		var wg sync.WaitGroup
+		wg.Go(func() { b.read(c) })
+		wg.Go(func() { b.health(c) })
+		go func() {
+			wg.Wait()
+			close(c.done)
+		}()
+	}
+	b.mu.Unlock()
+
+	sub := &subscription{b: b, conn: c, channel: channel, c: make(chan []byte, store.RemoteBuffer)}
+	c.cmd.Lock()
+	b.mu.Lock()
+	if c.failed {
+		b.mu.Unlock()
+		c.cmd.Unlock()
+		return nil, errBusFailed
+	}
+	t := c.topics[channel]
+	if t == nil {
+		t = &busTopic{subs: map[*subscription]struct{}{}}
+		c.topics[channel] = t
+	}
+	t.subs[sub] = struct{}{}
+	send := !t.on
+	if send {
+		t.on = true
+		t.sent++
+	}
+	w := waiter{n: t.sent, sub: sub, ok: make(chan struct{})}
+	token := ""
+	if t.confirmed < w.n {
+		t.waiters = append(t.waiters, w)
+	} else {
+		c.tokens++
+		token = fmt.Sprint("gitfleet-join-", c.tokens)
+		c.pings[token] = w
+	}
+	b.mu.Unlock()
+	var err error
+	if send {
+		err = c.ps.Subscribe(ctx, channel)
+	} else if token != "" {
+		err = c.ps.Ping(ctx, token)
+	}
+	c.cmd.Unlock()
+	if err != nil {
+		b.fail(c)
 		sub.Close()
+		return nil, err
 	}
-}
-
-// subscription is one Subscribe: a reader goroutine moves messages from
-// the connection to c, a health goroutine pings. Either ending closes the
-// connection, which ends the other.
-type subscription struct {
-	ps     *goredis.PubSub
-	c      chan []byte
-	done   chan struct{} // both goroutines returned
-	heard  atomic.Int64  // unix ns of the last message or pong
-	cancel context.CancelFunc
-	reg    *subscriptions
-	once   sync.Once
-	drop   atomic.Bool // Close: drop what is buffered
-}
-
-func (s *subscription) C() <-chan []byte { return s.c }
-
-// Close ends the subscription and waits until its goroutines returned;
-// messages not yet received are dropped.
-func (s *subscription) Close() error {
-	s.drop.Store(true)
-	s.end()
-	<-s.done
-	for {
-		select {
-		case _, ok := <-s.c:
-			if !ok {
-				return nil
-			}
-		default:
-			return nil
-		}
+	select {
+	case <-w.ok:
+	case <-c.dead:
+		sub.Close()
+		return nil, errBusFailed
+	case <-ctx.Done():
+		sub.Close()
+		return nil, ctx.Err()
 	}
+	stop := context.AfterFunc(ctx, func() { sub.end(false) })
+	sub.mu.Lock()
+	sub.stop = stop
+	ended := sub.closed
+	sub.mu.Unlock()
+	if ended {
+		stop()
+	}
+	return sub, nil
 }
 
-// end stops the goroutines (without waiting for them).
-func (s *subscription) end() {
-	s.once.Do(func() {
-		s.cancel()
-		s.ps.Close() // interrupts the reader's blocking read
-		s.reg.remove(s)
-	})
-}
-
-// read delivers messages until the connection fails or closes, or the
-// subscriber falls RemoteBuffer messages behind.
-func (s *subscription) read(ctx context.Context) {
-	defer close(s.c)
-	defer s.end()
+// read hands every message to its channel's subscriptions until the
+// connection fails or closes.
+func (b *bus) read(c *busConn) {
+	defer b.fail(c)
 	for {
-		reply, err := s.ps.Receive(ctx)
+		reply, err := c.ps.Receive(context.Background())
 		if err != nil {
 			return
 		}
-		s.heard.Store(time.Now().UnixNano())
-		m, ok := reply.(*goredis.Message)
-		if !ok {
-			continue // a pong or a subscription confirmation
-		}
-		if s.drop.Load() {
-			return
-		}
-		select {
-		case s.c <- []byte(m.Payload):
-		default:
-			return // fell behind: end rather than leave a gap
+		c.heard.Store(time.Now().UnixNano())
+		switch r := reply.(type) {
+		case *goredis.Message:
+			b.dispatch(c, r)
+		case *goredis.Subscription:
+			if r.Kind == "subscribe" {
+				b.confirm(c, r.Channel)
+			}
+		case *goredis.Pong:
+			b.mu.Lock()
+			if w, ok := c.pings[r.Payload]; ok {
+				delete(c.pings, r.Payload)
+				w.activate()
+			}
+			b.mu.Unlock()
 		}
 	}
 }
 
-// health ends the subscription when the Subscribe call's ctx ends, and
-// pings Redis every healthEvery, ending the subscription when the ping
+func (b *bus) confirm(c *busConn, channel string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := c.topics[channel]
+	if t == nil {
+		return
+	}
+	t.confirmed++
+	kept := t.waiters[:0]
+	for _, w := range t.waiters {
+		if w.n <= t.confirmed {
+			w.activate()
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	t.waiters = kept
+	c.forget(channel, t)
+}
+
+// dispatch queues m for each of its channel's subscriptions; one whose
+// buffer is full is ended instead.
+func (b *bus) dispatch(c *busConn, m *goredis.Message) {
+	b.mu.Lock()
+	t := c.topics[m.Channel]
+	var behind []*subscription
+	if t != nil {
+		for sub := range t.subs {
+			if sub.live && !sub.deliver(m.Payload) {
+				behind = append(behind, sub)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, sub := range behind {
+		sub.end(false)
+	}
+}
+
+// health pings every healthEvery and gives the connection up when a ping
 // fails or nothing was heard for three intervals (a connection that died
 // without closing).
-func (s *subscription) health(callerCtx, ctx context.Context) {
-	defer s.end()
+func (b *bus) health(c *busConn) {
 	tick := time.NewTicker(healthEvery)
 	defer tick.Stop()
 	for {
 		select {
-		case <-callerCtx.Done():
-			return
-		case <-ctx.Done():
+		case <-c.dead:
 			return
 		case <-tick.C:
 		}
-		if time.Since(time.Unix(0, s.heard.Load())) > 3*healthEvery {
+		if time.Since(time.Unix(0, c.heard.Load())) > 3*healthEvery || c.ps.Ping(context.Background()) != nil {
+			b.fail(c)
 			return
 		}
-		if err := s.ps.Ping(ctx); err != nil {
-			return
+	}
+}
+
+// fail gives connection c up: every subscription on it ends (what is
+// buffered is still delivered) and the next Subscribe opens another.
+func (b *bus) fail(c *busConn) {
+	b.mu.Lock()
+	if c.failed {
+		b.mu.Unlock()
+		return
+	}
+	c.failed = true
+	if b.conn == c {
+		b.conn = nil
+	}
+	var subs []*subscription
+	for _, t := range c.topics {
+		for sub := range t.subs {
+			subs = append(subs, sub)
 		}
+	}
+	c.topics = nil
+	b.mu.Unlock()
+	close(c.dead)
+	c.ps.Close() // ends the reader's blocking read
+	for _, sub := range subs {
+		sub.end(false)
+	}
+}
+
+// close ends every subscription, refuses new ones and waits for the
+// bus's goroutines.
+func (b *bus) close() {
+	b.mu.Lock()
+	b.closed = true
+	c := b.conn
+	b.mu.Unlock()
+	if c != nil {
+		b.fail(c)
+		<-c.done
+	}
+}
+
+// subscription is one Subscribe's channel of messages.
+type subscription struct {
+	b       *bus
+	conn    *busConn
+	channel string
+	c       chan []byte
+
+	live bool // guarded by bus.mu: receives messages (see busConn)
+
+	mu     sync.Mutex
+	closed bool
+	stop   func() bool // stops watching the Subscribe ctx
+}
+
+func (s *subscription) C() <-chan []byte { return s.c }
+
+// deliver queues msg without waiting; false when the buffer is full.
+func (s *subscription) deliver(msg string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	select {
+	case s.c <- []byte(msg):
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends the subscription; messages not yet received are dropped.
+func (s *subscription) Close() error {
+	s.end(true)
+	return nil
+}
+
+// end closes the channel once (drain: dropping what is buffered) and
+// unsubscribes the channel when this was its last local subscription.
+func (s *subscription) end(drain bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for drain {
+		select {
+		case <-s.c:
+		default:
+			drain = false
+		}
+	}
+	close(s.c)
+	stop := s.stop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.unsubscribe()
+}
+
+func (s *subscription) unsubscribe() {
+	c := s.conn
+	c.cmd.Lock()
+	s.b.mu.Lock()
+	t := c.topics[s.channel]
+	send := false
+	if t != nil {
+		delete(t.subs, s)
+		if len(t.subs) == 0 && t.on {
+			t.on, send = false, true
+		}
+		c.forget(s.channel, t)
+	}
+	s.b.mu.Unlock()
+	var err error
+	if send {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		err = c.ps.Unsubscribe(ctx, s.channel)
+		cancel()
+	}
+	c.cmd.Unlock()
+	if err != nil {
+		s.b.fail(c) // after cmd: fail ends subscriptions, which take it
+	}
+}
+
+// forget drops t when nothing refers to it any more (called with bus.mu).
+func (c *busConn) forget(channel string, t *busTopic) {
+	if len(t.subs) == 0 && !t.on && len(t.waiters) == 0 && t.sent == t.confirmed {
+		delete(c.topics, channel)
 	}
 }
