@@ -1,0 +1,399 @@
+package remote
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func allOn() Options {
+	return Options{Terminal: true, FileTransfer: true, PortForward: true}
+}
+
+// shellOutput collects the shell's output in sid until it contains want.
+func (p *peer) shellOutput(sid, want string) string {
+	p.t.Helper()
+	var out strings.Builder
+	for !strings.Contains(out.String(), want) {
+		m := p.next(sid, func(m *message) bool { return m.Header.Proto == protoShell })
+		switch m.Header.MsgType {
+		case typeShell:
+			out.Write(m.Body)
+		case typeStop:
+			p.t.Fatalf("the shell stopped (%s) before printing %q:\n%s", m.Body, want, out.String())
+		}
+	}
+	return out.String()
+}
+
+// TestShell: a shell on a pseudo-terminal of the requested size, typed
+// input and its output, a resize, the operator's stop ending the process
+// group, and a shell that exits on its own reported with a stop.
+func TestShell(t *testing.T) {
+	fs := startServer(t)
+	startClient(t, fs, Options{Terminal: true})
+	p := fs.connect(t)
+
+	// mender-cli terminal opens with a shell "new" (no control open).
+	p.send(newMsg(protoShell, typeNew, "s1").with(propWidth, int64(100)).with(propHeight, int64(30)).with(propUserID, "ada"))
+	m := p.next("s1", is(protoShell, typeNew))
+	if st, _ := m.intProp(propStatus); st != shellNormal {
+		t.Fatalf("shell new answered with status %d: %s", st, m.Body)
+	}
+	// The status property is an int64, as mender-cli reads it.
+	if raw := m.Header.Properties[propStatus]; len(raw) != 9 || raw[0] != 0xd3 {
+		t.Errorf("status encoded as % x, want a msgpack int64", raw)
+	}
+	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("echo marker-$((6*7)); stty size; echo $$ > /dev/null\n")))
+	out := p.shellOutput("s1", "30 100")
+	if !strings.Contains(out, "marker-42") {
+		t.Fatalf("output lacks marker-42:\n%s", out)
+	}
+	p.send(newMsg(protoShell, typeResize, "s1").with(propWidth, int64(120)).with(propHeight, int64(50)))
+	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("stty size\n")))
+	p.shellOutput("s1", "50 120")
+
+	// A background job in the shell's process group ends with it.
+	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("sleep 300 & echo job-$!\n")))
+	jobRE := regexp.MustCompile(`job-([0-9]+)`)
+	out = ""
+	for !jobRE.MatchString(out) {
+		m := p.next("s1", is(protoShell, typeShell))
+		out += string(m.Body)
+	}
+	pid, _ := strconv.Atoi(jobRE.FindStringSubmatch(out)[1])
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the job %d is not running", pid)
+	}
+	p.send(newMsg(protoShell, typeStop, "s1"))
+	p.next("s1", is(protoShell, typeStop))
+	deadline := time.Now().Add(wait)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell's job %d still runs after the stop", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Input after the stop is refused.
+	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("echo nope\n")))
+	if m := p.next("s1", is(protoShell, typeShell)); !strings.Contains(string(m.Body), "no shell") {
+		t.Fatalf("input without a shell answered with %q", m.Body)
+	}
+	p.send(newMsg(protoControl, typeClose, "s1"))
+
+	// A shell that exits: the operator gets a stop.
+	p.send(newMsg(protoShell, typeNew, "s2"))
+	p.next("s2", is(protoShell, typeNew))
+	p.send(newMsg(protoShell, typeShell, "s2").withBody([]byte("exit 3\n")))
+	m = p.next("s2", is(protoShell, typeStop))
+	if !strings.Contains(string(m.Body), "exit status 3") {
+		t.Errorf("stop after exit says %q", m.Body)
+	}
+}
+
+// TestFileTransfer: stat, a download in acknowledged chunks, an upload
+// with its mode, into a directory under the source's name, and the
+// protocol's errors (relative path, missing file, directory).
+func TestFileTransfer(t *testing.T) {
+	fs := startServer(t)
+	startClient(t, fs, Options{FileTransfer: true})
+	p := fs.connect(t)
+	dir := t.TempDir()
+
+	acc := p.open("f1")
+	if len(acc.Protocols) != 1 || acc.Protocols[0] != protoFileTransfer {
+		t.Fatalf("accept offers %v, want file transfer only", acc.Protocols)
+	}
+	data := make([]byte, 700<<10+123)
+	rand.Read(data)
+	src := filepath.Join(dir, "down.bin")
+	if err := os.WriteFile(src, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	p.send(newMsg(protoFileTransfer, typeStat, "f1").withBody(mustMarshal(pathBody{Path: &src})))
+	m := p.next("f1", nil)
+	var fi fileInfo
+	if m.Header.MsgType != typeFileInfo || msgpack.Unmarshal(m.Body, &fi) != nil || fi.Size == nil || *fi.Size != int64(len(data)) || fi.Mode == nil || os.FileMode(*fi.Mode) != 0o640 {
+		t.Fatalf("stat answered %q %+v", m.Header.MsgType, fi)
+	}
+
+	// Download: acknowledge every 10 chunks, as the relay does; count
+	// how far the device runs ahead.
+	p.send(newMsg(protoFileTransfer, typeGetFile, "f1").withBody(mustMarshal(pathBody{Path: &src})))
+	var got bytes.Buffer
+	var acked int64
+	chunks, maxAhead := 0, int64(0)
+	for {
+		m := p.next("f1", nil)
+		if m.Header.MsgType != typeChunk {
+			t.Fatalf("download: %q: %s", m.Header.MsgType, errText(m))
+		}
+		off, _ := m.intProp(propOffset)
+		if off != int64(got.Len()) {
+			t.Fatalf("chunk at offset %d, expected %d", off, got.Len())
+		}
+		if len(m.Body) > chunkSize {
+			t.Fatalf("chunk of %d bytes", len(m.Body))
+		}
+		got.Write(m.Body)
+		maxAhead = max(maxAhead, int64(got.Len())-acked)
+		if len(m.Body) == 0 {
+			p.send(newMsg(protoFileTransfer, typeAck, "f1").with(propOffset, int64(got.Len())))
+			break
+		}
+		if chunks++; chunks%10 == 0 {
+			acked = int64(got.Len())
+			p.send(newMsg(protoFileTransfer, typeAck, "f1").with(propOffset, acked))
+		}
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("downloaded %d bytes of %d, equal %t", got.Len(), len(data), bytes.Equal(got.Bytes(), data))
+	}
+	if maxAhead > window*chunkSize {
+		t.Errorf("the device ran %d bytes ahead of the acknowledgements, more than its window of %d", maxAhead, window*chunkSize)
+	}
+
+	// Upload into a directory: the file takes the source's name and the
+	// requested mode.
+	up := make([]byte, 300<<10+7)
+	rand.Read(up)
+	srcName, mode := "/operator/side/up.bin", uint32(0o600)
+	p.send(newMsg(protoFileTransfer, typePutFile, "f1").withBody(mustMarshal(uploadRequest{SrcPath: &srcName, Path: &dir, Mode: &mode})))
+	if m := p.next("f1", nil); m.Header.MsgType != typeAck {
+		t.Fatalf("put_file answered with %q: %s", m.Header.MsgType, errText(m))
+	}
+	var off int64
+	for i := 0; ; i++ {
+		end := min(int(off)+chunkSize, len(up))
+		c := newMsg(protoFileTransfer, typeChunk, "f1").with(propOffset, off)
+		if int(off) < len(up) {
+			c.Body = up[off:end]
+		}
+		p.send(c)
+		if c.Body == nil {
+			break
+		}
+		off = int64(end)
+	}
+	for {
+		m := p.next("f1", nil)
+		if m.Header.MsgType != typeAck {
+			t.Fatalf("upload: %q: %s", m.Header.MsgType, errText(m))
+		}
+		if o, _ := m.intProp(propOffset); o == int64(len(up)) {
+			break
+		}
+	}
+	dst := filepath.Join(dir, "up.bin")
+	b, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(b, up) {
+		t.Fatalf("uploaded %d bytes; the device has %d (%v)", len(up), len(b), err)
+	}
+	if st, _ := os.Stat(dst); st.Mode().Perm() != 0o600 {
+		t.Errorf("uploaded file mode %v, want 0600", st.Mode())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*upload*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	// Errors, each in the protocol's shape.
+	for _, tc := range []struct {
+		typ, path, want string
+	}{
+		{typeStat, "etc/passwd", "not absolute"},
+		{typeGetFile, "relative", "not absolute"},
+		{typeGetFile, filepath.Join(dir, "missing"), "no such file or directory"},
+		{typeGetFile, dir, "not a regular file"},
+		{typePutFile, "up.bin", "not absolute"},
+	} {
+		pth := tc.path
+		p.send(newMsg(protoFileTransfer, tc.typ, "f1").withBody(mustMarshal(pathBody{Path: &pth})))
+		m := p.next("f1", nil)
+		if m.Header.MsgType != typeError || !strings.Contains(errText(m), tc.want) {
+			t.Errorf("%s %s: %q %q, want an error saying %q", tc.typ, tc.path, m.Header.MsgType, errText(m), tc.want)
+		}
+		var e typedError
+		if msgpack.Unmarshal(m.Body, &e) != nil || e.MessageType == nil || *e.MessageType != tc.typ {
+			t.Errorf("%s %s: error names message type %v", tc.typ, tc.path, e.MessageType)
+		}
+	}
+	// Shell messages are refused: the terminal is off.
+	p.send(newMsg(protoShell, typeNew, "f1"))
+	if m := p.next("f1", is(protoShell, typeNew)); !strings.Contains(string(m.Body), "terminal is disabled") {
+		t.Errorf("shell new with the terminal off: %q", m.Body)
+	}
+}
+
+// TestPortForward: a connection to an allowed loopback echo service
+// carries data both ways with acknowledgements; a host:port outside the
+// allow list and udp are refused.
+func TestPortForward(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+
+	fs := startServer(t)
+	startClient(t, fs, Options{PortForward: true, PortForwardAllow: []string{"127.0.0.1:" + strconv.Itoa(int(port))}})
+	p := fs.connect(t)
+	p.open("p1")
+	host, tcp := "127.0.0.1", "tcp"
+	p.send(newMsg(protoPortForward, typeNew, "p1").with(propConnectionID, "c1").withBody(mustMarshal(forwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
+	if m := p.next("p1", nil); m.Header.MsgType != typeNew || m.stringProp(propConnectionID) != "c1" {
+		t.Fatalf("new answered with %q: %s", m.Header.MsgType, errText(m))
+	}
+	payload := make([]byte, 100<<10)
+	rand.Read(payload)
+	var echoed bytes.Buffer
+	sent, acks := 0, 0
+	for echoed.Len() < len(payload) {
+		if sent < len(payload) {
+			end := min(sent+8<<10, len(payload))
+			p.send(newMsg(protoPortForward, typeForward, "p1").with(propConnectionID, "c1").withBody(payload[sent:end]))
+			sent = end
+		}
+		m := p.next("p1", nil)
+		switch m.Header.MsgType {
+		case typeAck:
+			acks++
+		case typeForward:
+			echoed.Write(m.Body)
+			p.send(newMsg(protoPortForward, typeAck, "p1").with(propConnectionID, "c1"))
+		default:
+			t.Fatalf("forward: %q: %s", m.Header.MsgType, errText(m))
+		}
+	}
+	if !bytes.Equal(echoed.Bytes(), payload) {
+		t.Fatal("the echo differs from what was sent")
+	}
+	if acks == 0 {
+		t.Error("the device acknowledged none of the forwarded messages")
+	}
+	p.send(newMsg(protoPortForward, typeStop, "p1").with(propConnectionID, "c1"))
+	p.next("p1", is(protoPortForward, typeStop))
+
+	other, udp := uint16(1), "udp"
+	for _, tc := range []struct {
+		host  string
+		port  *uint16
+		proto *string
+		want  string
+	}{
+		{"127.0.0.1", &other, &tcp, "not allowed"},
+		{"10.0.0.1", &port, &tcp, "not allowed"},
+		{"127.0.0.1", &port, &udp, "only tcp"},
+	} {
+		h := tc.host
+		p.send(newMsg(protoPortForward, typeNew, "p1").with(propConnectionID, "c2").withBody(mustMarshal(forwardNew{RemoteHost: &h, RemotePort: tc.port, Protocol: tc.proto})))
+		m := p.next("p1", nil)
+		if m.Header.MsgType != typeError || !strings.Contains(errText(m), tc.want) {
+			t.Errorf("new %s:%d/%s: %q %q, want an error saying %q", tc.host, *tc.port, *tc.proto, m.Header.MsgType, errText(m), tc.want)
+		}
+	}
+}
+
+// TestLimits: sessions beyond MaxSessions are refused and close; an idle
+// session ends with a stop and a close; a device with port forwarding off
+// leaves it out of the accept and refuses it.
+func TestLimits(t *testing.T) {
+	fs := startServer(t)
+	startClient(t, fs, Options{Terminal: true, FileTransfer: true, MaxSessions: 1, IdleTimeout: 500 * time.Millisecond})
+	p := fs.connect(t)
+	acc := p.open("a")
+	for _, pr := range acc.Protocols {
+		if pr == protoPortForward {
+			t.Errorf("accept offers port forwarding, which is off: %v", acc.Protocols)
+		}
+	}
+	host, port, tcp := "127.0.0.1", uint16(22), "tcp"
+	p.send(newMsg(protoPortForward, typeNew, "a").with(propConnectionID, "x").withBody(mustMarshal(forwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
+	if m := p.next("a", nil); m.Header.MsgType != typeError || !strings.Contains(errText(m), "port forwarding is disabled") {
+		t.Errorf("port forward with it off: %q %q", m.Header.MsgType, errText(m))
+	}
+	// A second session is refused while the first is open.
+	p.send(newMsg(protoShell, typeNew, "b"))
+	m := p.next("b", nil)
+	if st, _ := m.intProp(propStatus); m.Header.MsgType != typeNew || st != shellError || !strings.Contains(string(m.Body), "MaxSessions") {
+		t.Fatalf("second session answered with %q status %d %q", m.Header.MsgType, st, m.Body)
+	}
+	if m := p.next("b", nil); m.Header.Proto != protoControl || m.Header.MsgType != typeError {
+		t.Fatalf("the refusal's control error is %q", m.Header.MsgType)
+	}
+	// The first goes idle: a shell in it is stopped and it closes.
+	p.send(newMsg(protoShell, typeNew, "a"))
+	p.next("a", is(protoShell, typeNew))
+	if m := p.next("a", is(protoShell, typeStop)); !strings.Contains(string(m.Body), "idle") {
+		t.Errorf("idle stop says %q", m.Body)
+	}
+	p.next("a", is(protoControl, typeClose))
+	// Then a new session is taken.
+	p.open("c")
+}
+
+// TestReconnect: a refused token is dropped and the next attempt uses a
+// fresh one; a dropped connection is dialled again.
+func TestReconnect(t *testing.T) {
+	fs := startServer(t)
+	fs.accept.Store("token-2")
+	_, toks := startClient(t, fs, allOn())
+	p := fs.connect(t)
+	if fs.refused.Load() == 0 {
+		t.Fatal("the server refused no token")
+	}
+	toks.mu.Lock()
+	inv := toks.invalidated
+	toks.mu.Unlock()
+	if inv == 0 {
+		t.Fatal("the refused token was not invalidated")
+	}
+	p.open("x")
+	p.ws.Close()
+	p2 := fs.connect(t)
+	p2.open("y")
+}
+
+// TestOptions: what New refuses.
+func TestOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"relative shell", Options{ServerURL: "https://x", Shell: "sh"}, "not an absolute path"},
+		{"bad allow", Options{ServerURL: "https://x", PortForwardAllow: []string{"localhost"}}, "not HOST:PORT"},
+		{"bad port", Options{ServerURL: "https://x", PortForwardAllow: []string{"localhost:0"}}, "neither 1–65535 nor *"},
+		{"scheme", Options{ServerURL: "ftp://x"}, "not http(s)"},
+		{"too many sessions", Options{ServerURL: "https://x", MaxSessions: 1000}, "more than 64"},
+		{"unknown user", Options{ServerURL: "https://x", User: "no-such-user-here"}, "no-such-user-here"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Token = (&tokens{}).get
+			_, err := New(tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
