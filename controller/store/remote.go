@@ -31,7 +31,8 @@ type RemoteSessions interface {
 	// for a store with a server, when the connection to it breaks.
 	// Messages already buffered are still delivered before C closes,
 	// except after Close. A subscriber that sees C close without having
-	// closed it should end what it relays.
+	// closed it should end what it relays (and still call Close). Each
+	// message is the subscriber's own copy, never nil.
 	Subscribe(ctx context.Context, topic string) (Subscription, error)
 
 	// SetConnected records that device holds the deviceconnect connection
@@ -51,8 +52,10 @@ type RemoteSessions interface {
 	// and the operator fewer than operatorLimit open sessions whose lease
 	// has not run out (a limit ≤ 0 is no limit). ok is false, and
 	// nothing is written, when a limit is reached; limit then says which
-	// ("device" or "operator"). The check and the write are atomic, so
-	// replicas together never exceed a limit.
+	// ("device" or "operator"; "device" when both are). The check and the
+	// write are atomic, so replicas together never exceed a limit. Leases
+	// are compared with the calling replica's clock. An ID already
+	// recorded is ErrInvalid.
 	StartSession(ctx context.Context, s RemoteSession, lease time.Duration, deviceLimit, operatorLimit int) (ok bool, limit string, err error)
 	// TouchSession renews an open session's lease (until lease from the
 	// store's clock) and adds to its byte counters; input (what the
@@ -60,11 +63,11 @@ type RemoteSessions interface {
 	// manifest asks for it to be recorded) is appended to the session's
 	// recorded input and sets the record's RecordInput (a new commit may
 	// start recording mid-session), capped at MaxRecordedInput bytes
-	// (the rest is dropped and InputTruncated set). A session that has ended or whose lease ran
-	// out is not renewed (it no longer counts against the limits and may
-	// not come back): the counters and input are still added, and the
-	// error wraps ErrSessionEnded, so the caller should end what it
-	// relays. An unknown id is ErrNotFound.
+	// (the rest is dropped and InputTruncated set). A session that has
+	// ended or whose lease ran out is not renewed (it no longer counts
+	// against the limits and may not come back): the counters and input
+	// are still added, and the error wraps ErrSessionEnded, so the caller
+	// should end what it relays. An unknown id is ErrNotFound.
 	TouchSession(ctx context.Context, id string, lease time.Duration, delta RemoteTraffic, input []byte) error
 	// EndSession closes session id with reason (not empty) at end, adding
 	// the last counters and input as TouchSession does. Ending a session
@@ -74,7 +77,7 @@ type RemoteSessions interface {
 	// Session returns one session record, or ErrNotFound.
 	Session(ctx context.Context, id string) (RemoteSession, error)
 	// Sessions returns up to limit (1…MaxPage; larger is clamped) session
-	// records, newest start first (equal starts by ID), that match f at
+	// records, newest start first (equal starts: greater ID first), that match f at
 	// the store's clock. The store keeps the last Bounds.MaxRemoteSessions
 	// (default MaxRemoteSessions) records by start; older ones are
 	// dropped, whether they are open or not.
