@@ -390,8 +390,13 @@ func (s *subscription) Close() error {
 // unsubscribes the channel when this was its last local subscription.
 func (s *subscription) end(drain bool) {
 	s.mu.Lock()
+	stop := s.stop
+	s.stop = nil
 	if s.closed {
 		s.mu.Unlock()
+		if stop != nil {
+			stop() // ended before (fell behind, connection lost): now closed
+		}
 		return
 	}
 	s.closed = true
@@ -403,7 +408,6 @@ func (s *subscription) end(drain bool) {
 		}
 	}
 	close(s.c)
-	stop := s.stop
 	s.mu.Unlock()
 	if stop != nil {
 		stop()
