@@ -17,7 +17,9 @@
 // flags are usage errors. The daemon also runs the device's monitoring
 // checks (device/monitor) and applies the device configuration the
 // controller serves; --no-monitor and --no-device-config (or "Monitor" and
-// "DeviceConfig": false in the configuration) turn them off.
+// "DeviceConfig": false in the configuration) turn them off. With
+// "RemoteTerminal": {"Enabled": true} the daemon also takes remote
+// sessions (device/remote: mender-cli terminal, cp, port-forward).
 //
 // Exit status: 0 success, 1 failure (the reason is the last line on
 // stderr), 2 usage, 75 (with RebootByExit) the agent wants the device
@@ -115,7 +117,12 @@ false) turns it off.
 
 A deployment is downloaded only from an https URL (plain http too with
 "AllowHTTPDownloads": true); any other source fails the deployment, and the
-failure is reported.`,
+failure is reported.
+
+Remote terminal: with "RemoteTerminal": {"Enabled": true}, keeps a
+connection to the controller for operators' mender-cli terminal, cp and
+port-forward (as mender-connect does for the Mender client). Off by default:
+the device then takes no remote session.`,
 	},
 	{
 		name: "check-update", short: "poll once and run the deployment it brings",
@@ -361,6 +368,14 @@ func execute(ctx context.Context, c *command, o *options, flags *flag.FlagSet, s
 	if err != nil {
 		fmt.Fprintln(stderr, "gitfleet-agent:", oneLine(err))
 		return 1
+	}
+	if c.name == "daemon" {
+		stopRemote, err := startRemote(ctx, a.Config(), a, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "gitfleet-agent:", oneLine(err))
+			return 1
+		}
+		defer stopRemote()
 	}
 	err = c.run(ctx, a, flags.Args(), stdout)
 	switch {

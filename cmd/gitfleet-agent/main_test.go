@@ -30,6 +30,11 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(info, []byte("artifact_name=release-7\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	badRemote := filepath.Join(dir, "remote.json")
+	if err := os.WriteFile(badRemote, []byte(`{"ServerURL": "https://127.0.0.1:1", "DataDir": "`+data+`", "ArtifactInfoFile": "`+info+`",
+		"RemoteTerminal": {"Enabled": true, "User": "no-such-user-for-gitfleet"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		args       []string
@@ -58,6 +63,8 @@ func TestCLI(t *testing.T) {
 			lastStderr: "gitfleet-agent: config: open " + filepath.Join(dir, "nope.json") + ": no such file or directory; write it (docs/agent.md lists the keys) or name another with --config FILE"},
 		{name: "unknown config key", args: []string{"show-artifact", "--config", badKey}, code: 1,
 			lastStderr: `gitfleet-agent: invalid configuration: ` + badKey + `: unknown key "UpdatePollIntervalSecs" (did you mean "UpdatePollIntervalSeconds"?) (docs/agent.md lists every key)`},
+		{name: "remote terminal for an unknown user", args: []string{"daemon", "--config", badRemote}, code: 1,
+			stderr: []string{`gitfleet-agent: RemoteTerminal: remote: invalid options: user "no-such-user-for-gitfleet"`}},
 		{name: "bad log level", args: []string{"--config", good, "--log-level", "loud", "show-artifact"}, code: 2, stderr: []string{`--log-level "loud"`}},
 		{name: "show-artifact, flags before", args: []string{"--config", good, "show-artifact"}, code: 0, stdout: []string{"release-7\n"}},
 		{name: "show-artifact, flags after", args: []string{"show-artifact", "--config", good}, code: 0, stdout: []string{"release-7\n"}},
@@ -108,6 +115,10 @@ func TestConfigReferenceComplete(t *testing.T) {
 	}
 	if len(keys) < 40 {
 		t.Fatalf("found only %d keys", len(keys))
+	}
+	for f := range reflect.TypeFor[agent.RemoteTerminal]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		keys = append(keys, "RemoteTerminal."+name)
 	}
 	for _, k := range keys {
 		if !strings.Contains(string(doc), "`"+k+"`") {

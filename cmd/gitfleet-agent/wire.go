@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"github.com/gitfleet/gitfleet/device/agent"
 	"github.com/gitfleet/gitfleet/device/bootenv"
 	"github.com/gitfleet/gitfleet/device/install"
+	"github.com/gitfleet/gitfleet/device/remote"
 )
 
 // newAgent builds the agent from its configuration: bootloader environment,
@@ -94,6 +97,57 @@ func newAgent(cfg agent.Config, log *slog.Logger, online bool) (*agent.Agent, er
 	}
 	a, err = agent.New(opts)
 	return a, err
+}
+
+// startRemote starts the built-in remote terminal (device/remote) beside
+// the daemon when the configuration enables it; stop ends it and waits.
+// Disabled, the agent does not connect for remote sessions at all, so the
+// controller tells an operator that the device is not connected.
+func startRemote(ctx context.Context, cfg agent.Config, a *agent.Agent, log *slog.Logger) (stop func(), err error) {
+	rt := cfg.RemoteTerminalSettings()
+	if !rt.Enabled {
+		log.Debug("remote terminal disabled (RemoteTerminal.Enabled is false): no remote sessions")
+		return func() {}, nil
+	}
+	tokens := a.Tokens()
+	if tokens == nil {
+		return nil, fmt.Errorf("%w: RemoteTerminal needs the server connection", agent.ErrConfig)
+	}
+	httpc, err := agent.HTTPClient(cfg.ServerCertificate)
+	if err != nil {
+		return nil, err
+	}
+	var tlsConf *tls.Config
+	if tr, ok := httpc.Transport.(*http.Transport); ok {
+		tlsConf = tr.TLSClientConfig
+	}
+	c, err := remote.New(remote.Options{
+		ServerURL:        cfg.ServerURL,
+		TLS:              tlsConf,
+		Token:            tokens.Token,
+		Invalidate:       tokens.Invalidate,
+		Terminal:         *rt.Terminal,
+		FileTransfer:     *rt.FileTransfer,
+		PortForward:      rt.PortForward,
+		Shell:            rt.ShellCommand,
+		User:             rt.User,
+		PortForwardAllow: rt.PortForwardAllow,
+		IdleTimeout:      time.Duration(rt.IdleTimeoutSeconds) * time.Second,
+		MaxSessions:      rt.MaxSessions,
+		MaxRetry:         time.Duration(cfg.RetryPollIntervalSeconds) * time.Second,
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("RemoteTerminal: %w", err)
+	}
+	log.Info("remote terminal enabled", "terminal", *rt.Terminal, "file_transfer", *rt.FileTransfer, "port_forward", rt.PortForward, "max_sessions", rt.MaxSessions)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 func bootEnv(cfg agent.Config) (bootenv.Env, error) {

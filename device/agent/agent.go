@@ -173,6 +173,22 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// TokenSource is the device's token as the agent's server connection
+// keeps it (Client is one): the agent's other connections to the
+// controller (the remote terminal) use it and invalidate a token the
+// controller refuses.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+	Invalidate(token string)
+}
+
+// Tokens returns the server's TokenSource; nil when there is no server or
+// it keeps no token.
+func (a *Agent) Tokens() TokenSource {
+	ts, _ := a.server.(TokenSource)
+	return ts
+}
+
 // Config returns the configuration in use (defaults filled in).
 func (a *Agent) Config() Config { return a.cfg }
 

@@ -144,6 +144,16 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 	return c.authenticate(ctx)
 }
 
+// Invalidate drops token if it is still the current one, so that the next
+// Token authenticates again: the server refused it (401).
+func (c *Client) Invalidate(token string) {
+	c.mu.Lock()
+	if c.token == token {
+		c.token = ""
+	}
+	c.mu.Unlock()
+}
+
 func (c *Client) authenticate(ctx context.Context) (string, error) {
 	id, err := c.opts.Identity(ctx)
 	if err != nil {
@@ -246,11 +256,7 @@ func (c *Client) callWith(ctx context.Context, method, path string, body any, hd
 		}
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
 			drain(resp)
-			c.mu.Lock()
-			if c.token == tok {
-				c.token = ""
-			}
-			c.mu.Unlock()
+			c.Invalidate(tok)
 			continue
 		}
 		if resp.StatusCode == http.StatusNotModified && req.Header.Get("If-None-Match") != "" {

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -199,9 +201,113 @@ type Config struct {
 	// rewritten when the desired configuration next changes.
 	DeviceConfigRepairDrift bool `json:"DeviceConfigRepairDrift,omitempty"`
 
+	// RemoteTerminal configures the built-in remote terminal (the device
+	// side of Mender's deviceconnect, which mender-connect implements for
+	// the Mender client): operators reach the device with mender-cli
+	// terminal, cp and port-forward through the controller. Absent or
+	// "Enabled": false (the default), the daemon does not connect for
+	// remote sessions at all. Use RemoteTerminalSettings to read it with
+	// its defaults.
+	RemoteTerminal *RemoteTerminal `json:"RemoteTerminal,omitempty"`
+
 	// Ignored lists the mender.conf settings the file set that this agent
 	// does not use (see MenderOnlyKeys), for a warning at start.
 	Ignored []string `json:"-"`
+}
+
+// RemoteTerminal is the "RemoteTerminal" object of the configuration.
+// Zero values mean the defaults.
+type RemoteTerminal struct {
+	// Enabled turns the remote terminal on. Default false: the device
+	// refuses every remote session by not connecting for them.
+	Enabled bool `json:"Enabled"`
+	// Terminal offers a shell (mender-cli terminal). Default true.
+	Terminal *bool `json:"Terminal,omitempty"`
+	// ShellCommand is the shell's absolute path. Default /bin/sh.
+	ShellCommand string `json:"ShellCommand,omitempty"`
+	// User runs shells as this user; the agent must run as root to use
+	// another user than its own. Uploaded files belong to this user
+	// unless the operator names an owner. Default: the agent's user.
+	User string `json:"User,omitempty"`
+	// FileTransfer offers mender-cli cp both ways. Default true.
+	FileTransfer *bool `json:"FileTransfer,omitempty"`
+	// PortForward offers mender-cli port-forward to PortForwardAllow.
+	// Default false.
+	PortForward bool `json:"PortForward,omitempty"`
+	// PortForwardAllow lists the HOST:PORT a port forward may connect to;
+	// PORT may be "*". Default ["127.0.0.1:*", "[::1]:*", "localhost:*"].
+	PortForwardAllow []string `json:"PortForwardAllow,omitempty"`
+	// IdleTimeoutSeconds ends a session without traffic for this long.
+	// Default 900.
+	IdleTimeoutSeconds int `json:"IdleTimeoutSeconds,omitempty"`
+	// MaxSessions bounds the sessions open at once. Default 4, at most 64.
+	MaxSessions int `json:"MaxSessions,omitempty"`
+}
+
+// Defaults of RemoteTerminal.
+const (
+	DefaultRemoteShell       = "/bin/sh"
+	DefaultRemoteIdleTimeout = 900
+	DefaultRemoteSessions    = 4
+	maxRemoteSessions        = 64
+)
+
+// DefaultPortForwardAllow is the default of RemoteTerminal.PortForwardAllow:
+// the device's loopback.
+var DefaultPortForwardAllow = []string{"127.0.0.1:*", "[::1]:*", "localhost:*"}
+
+// RemoteTerminalSettings returns RemoteTerminal with its defaults filled
+// in (disabled when the configuration has none).
+func (c *Config) RemoteTerminalSettings() RemoteTerminal {
+	var r RemoteTerminal
+	if c.RemoteTerminal != nil {
+		r = *c.RemoteTerminal
+	}
+	on := true
+	if r.Terminal == nil {
+		r.Terminal = &on
+	}
+	if r.FileTransfer == nil {
+		r.FileTransfer = &on
+	}
+	if r.ShellCommand == "" {
+		r.ShellCommand = DefaultRemoteShell
+	}
+	if r.PortForwardAllow == nil {
+		r.PortForwardAllow = slices.Clone(DefaultPortForwardAllow)
+	}
+	if r.IdleTimeoutSeconds <= 0 {
+		r.IdleTimeoutSeconds = DefaultRemoteIdleTimeout
+	}
+	if r.MaxSessions <= 0 {
+		r.MaxSessions = DefaultRemoteSessions
+	}
+	return r
+}
+
+// problems reports RemoteTerminal settings the agent cannot work with.
+func (r *RemoteTerminal) problems() []error {
+	var errs []error
+	if r.ShellCommand != "" && !filepath.IsAbs(r.ShellCommand) {
+		errs = append(errs, fmt.Errorf("RemoteTerminal.ShellCommand %q is not an absolute path", r.ShellCommand))
+	}
+	if r.IdleTimeoutSeconds < 0 {
+		errs = append(errs, fmt.Errorf("RemoteTerminal.IdleTimeoutSeconds %d is negative", r.IdleTimeoutSeconds))
+	}
+	if r.MaxSessions < 0 || r.MaxSessions > maxRemoteSessions {
+		errs = append(errs, fmt.Errorf("RemoteTerminal.MaxSessions %d is not between 1 and %d", r.MaxSessions, maxRemoteSessions))
+	}
+	for _, a := range r.PortForwardAllow {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("RemoteTerminal.PortForwardAllow %q is not HOST:PORT (e.g. 127.0.0.1:8080 or 127.0.0.1:*)", a))
+			continue
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); port != "*" && (err != nil || n == 0) {
+			errs = append(errs, fmt.Errorf("RemoteTerminal.PortForwardAllow %q: port %q is neither 1-65535 nor *", a, port))
+		}
+	}
+	return errs
 }
 
 // MenderOnlyKeys are the settings of the Mender client 3.x's mender.conf
@@ -354,6 +460,9 @@ func decodeConfig(b []byte) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("%w (docs/agent.md lists every key)", errList(errs))
 	}
+	if err := nestedKeys(raw, "RemoteTerminal", reflect.TypeFor[RemoteTerminal]()); err != nil {
+		return Config{}, err
+	}
 	var c struct {
 		Config
 		menderOnly
@@ -366,6 +475,40 @@ func decodeConfig(b []byte) (Config, error) {
 	sort.Strings(ignored)
 	c.Config.Ignored = ignored
 	return c.Config, nil
+}
+
+// nestedKeys checks the keys of the object named name (matched
+// case-insensitively, as encoding/json does) against t's fields.
+func nestedKeys(raw map[string]json.RawMessage, name string, t reflect.Type) error {
+	for k, v := range raw {
+		if !strings.EqualFold(k, name) {
+			continue
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) != nil {
+			return nil // not an object: the decoder says so, with the line
+		}
+		known := map[string]string{}
+		for f := range t.Fields() {
+			n, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			known[strings.ToLower(n)] = n
+		}
+		var errs []error
+		for _, sub := range slices.Sorted(maps.Keys(obj)) {
+			if _, ok := known[strings.ToLower(sub)]; ok {
+				continue
+			}
+			msg := fmt.Sprintf("unknown key %q in %s", sub, name)
+			if s := didyoumean.Closest(sub, slices.Collect(maps.Values(known))); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			errs = append(errs, errors.New(msg))
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w (docs/agent.md lists every key)", errList(errs))
+		}
+	}
+	return nil
 }
 
 // menderOnly holds the MenderOnlyKeys while the file is decoded: any JSON
@@ -536,6 +679,9 @@ func (c *Config) problems() []error {
 		if err := lv.UnmarshalText([]byte(c.DaemonLogLevel)); err != nil {
 			errs = append(errs, fmt.Errorf("DaemonLogLevel %q is not one of debug, info, warn, error", c.DaemonLogLevel))
 		}
+	}
+	if c.RemoteTerminal != nil {
+		errs = append(errs, c.RemoteTerminal.problems()...)
 	}
 	if c.ArtifactVerifyKey != "" && len(c.ArtifactVerifyKeys) > 0 {
 		errs = append(errs, errors.New("only one of ArtifactVerifyKey and ArtifactVerifyKeys may be set"))

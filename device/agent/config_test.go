@@ -59,6 +59,13 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"line 1"}},
 		{"bad value", `{"BootEnv": "lilo", "DaemonLogLevel": "loud"}`,
 			[]string{`BootEnv "lilo"`, `DaemonLogLevel "loud"`}},
+		{"remote terminal typo", `{"RemoteTerminal": {"Enabled": true, "ShelCommand": "/bin/bash"}}`,
+			[]string{`unknown key "ShelCommand" in RemoteTerminal`, `did you mean "ShellCommand"`, "docs/agent.md"}},
+		{"remote terminal wrong type", `{"RemoteTerminal": {"Enabled": "yes"}}`,
+			[]string{"line 1", "Enabled must be true or false, not string"}},
+		{"remote terminal bad values", `{"RemoteTerminal": {"ShellCommand": "bash", "MaxSessions": 100, "IdleTimeoutSeconds": -1, "PortForwardAllow": ["localhost", "127.0.0.1:0", "127.0.0.1:*"]}}`,
+			[]string{`ShellCommand "bash" is not an absolute path`, "MaxSessions 100 is not between 1 and 64", "IdleTimeoutSeconds -1 is negative",
+				`PortForwardAllow "localhost" is not HOST:PORT`, `PortForwardAllow "127.0.0.1:0": port "0"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "agent.json")
@@ -101,5 +108,27 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.IdentityScript != DefaultIdentityScript || c.InventoryScriptsDir != DefaultInventoryScriptsDir || c.DataDir != DefaultDataDir {
 		t.Errorf("defaults: identity %q, inventory %q, data %q", c.IdentityScript, c.InventoryScriptsDir, c.DataDir)
+	}
+}
+
+// TestConfigRemoteTerminal: the remote terminal is off unless configured;
+// its defaults fill what the file leaves out.
+func TestConfigRemoteTerminal(t *testing.T) {
+	c, err := ParseConfig([]byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RemoteTerminal != nil || c.RemoteTerminalSettings().Enabled {
+		t.Errorf("remote terminal on by default: %+v", c.RemoteTerminal)
+	}
+	c, err = ParseConfig([]byte(`{"remoteterminal": {"enabled": true, "FileTransfer": false, "PortForward": true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := c.RemoteTerminalSettings()
+	if !rt.Enabled || !*rt.Terminal || *rt.FileTransfer || !rt.PortForward || rt.ShellCommand != DefaultRemoteShell ||
+		rt.MaxSessions != DefaultRemoteSessions || rt.IdleTimeoutSeconds != DefaultRemoteIdleTimeout ||
+		!cmp.Equal(rt.PortForwardAllow, DefaultPortForwardAllow) {
+		t.Errorf("settings: %+v", rt)
 	}
 }
