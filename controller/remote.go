@@ -8,6 +8,7 @@ import (
 
 	"github.com/gitfleet/gitfleet/controller/deviceapi"
 	"github.com/gitfleet/gitfleet/controller/deviceconnect"
+	"github.com/gitfleet/gitfleet/controller/notifier"
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/labstack/echo/v5"
 )
@@ -26,11 +27,19 @@ func (c *Controller) newRemote() error {
 		c.remoteOff = "remote terminal, file transfer and port forwarding are off: the configured store does not keep remote sessions; upgrade the controller"
 		return nil
 	}
+	events := notifier.EventLog(c.opts.Store, c.notify)
 	r, err := deviceconnect.New(deviceconnect.Options{
 		Sessions:   rs,
 		Authorizer: c.operators,
 		Replica:    c.opts.ReplicaID,
 		Logger:     c.log.With("component", "deviceconnect"),
+		// session.started, .ended and .refused go to the event log,
+		// which notifies.
+		Events: func(ctx context.Context, e store.Event) {
+			if _, _, err := events.AppendEvent(ctx, e); err != nil {
+				c.log.Error("record event failed", "kind", e.Kind, "subject", e.Subject, "err", err)
+			}
+		},
 	})
 	if err != nil {
 		return err

@@ -131,4 +131,28 @@ func TestRemoteRoutes(t *testing.T) {
 		s, err := rs.Session(ctx, open[0].ID)
 		return err == nil && s.Reason == "operator-removed"
 	})
+	// The sessions' events are in the event log (the end's right after
+	// the record's).
+	kinds := map[string]int{}
+	await(t, tc, "the sessions' events", func() bool {
+		var evs struct {
+			Events []store.Event `json:"events"`
+		}
+		if code, body := tc.do(t, http.MethodGet, "/api/management/v1/events?limit=100", "", &evs); code != http.StatusOK {
+			t.Fatalf("events: %d %s", code, body)
+		}
+		kinds = map[string]int{}
+		for _, e := range evs.Events {
+			switch {
+			case strings.HasPrefix(e.Kind, "session.") && e.Subject == "device/"+id:
+				kinds[e.Kind]++
+			case e.Kind == "session.refused" && e.Subject == "device/someone-else":
+				kinds["refused someone-else"]++
+			}
+		}
+		return kinds["session.ended"] == 2
+	})
+	if kinds["session.started"] != 2 || kinds["refused someone-else"] != 1 {
+		t.Fatalf("session events %v", kinds)
+	}
 }

@@ -525,3 +525,27 @@ func int64Prop(m *protoMsg, name string) bool {
 	raw := m.Header.Properties[name]
 	return len(raw) == 9 && raw[0] == 0xd3
 }
+
+// eventLog records what the relay gives Options.Events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []store.Event
+}
+
+func (l *eventLog) add(_ context.Context, e store.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) of(kind string) []store.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []store.Event
+	for _, e := range l.events {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -72,6 +72,12 @@ type Options struct {
 	// or an upload (the grant's idle timeout, when shorter, wins).
 	// Default 60s.
 	TransferTimeout time.Duration
+	// Events, when set, is given the events of sessions:
+	// session.started, session.ended and session.refused, with the
+	// subject "device/<ID>" and the commit that granted (or refused)
+	// access (the controller appends them to its event log, which
+	// notifies).
+	Events func(ctx context.Context, e store.Event)
 }
 
 // Relay serves the device and operator ends of deviceconnect. Create it
@@ -177,6 +183,31 @@ func (r *Relay) untrack(s *session) {
 	r.mu.Unlock()
 }
 
+// Event kinds (schema's session.* events).
+const (
+	EventStarted = "session.started"
+	EventEnded   = "session.ended"
+	EventRefused = "session.refused"
+)
+
+// event hands an event to Options.Events. occurrence tells events of one
+// kind on one device and commit apart (a session's ID, or a fresh one for
+// a refusal).
+func (r *Relay) event(kind, device, commit, msg, occurrence string) {
+	if r.opts.Events == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.opts.Events(ctx, store.Event{Time: time.Now(), Commit: commit, Kind: kind, Subject: "device/" + device,
+		Message: msg, Occurrence: occurrence})
+}
+
+// refused records a refusal of operator on device.
+func (r *Relay) refused(operator, device, commit, why string) {
+	r.event(EventRefused, device, commit, fmt.Sprintf("operator %s refused: %s", operator, why), newID())
+}
+
 // OpenSessions is how many sessions this replica serves now.
 func (r *Relay) OpenSessions() int {
 	r.mu.Lock()
@@ -242,6 +273,7 @@ func (r *Relay) grantOf(w http.ResponseWriter, req *http.Request, operator, devi
 	if err != nil {
 		if errors.Is(err, ErrForbidden) {
 			writeError(w, http.StatusForbidden, err.Error())
+			r.refused(operator, device, "", err.Error())
 		} else {
 			r.log.Error("remote access check failed", "operator", operator, "device_id", device, "err", err)
 			writeError(w, http.StatusServiceUnavailable, "the access check failed; try again later")
@@ -249,7 +281,9 @@ func (r *Relay) grantOf(w http.ResponseWriter, req *http.Request, operator, devi
 		return Grant{}, false
 	}
 	if !g.Expires.IsZero() && !time.Now().Before(g.Expires) {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("forbidden: operator %s expired at %s", operator, g.Expires.UTC().Format(time.RFC3339)))
+		msg := fmt.Sprintf("forbidden: operator %s expired at %s", operator, g.Expires.UTC().Format(time.RFC3339))
+		writeError(w, http.StatusForbidden, msg)
+		r.refused(operator, device, g.Commit, msg)
 		return Grant{}, false
 	}
 	return g, true

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -26,7 +27,8 @@ func fullGrant() Grant {
 func TestShellRelayedBothWays(t *testing.T) {
 	sessions, auth := newMemSessions(), newFakeAuth()
 	auth.set("alice", "dev1", Grant{Terminal: true, RecordInput: true})
-	rp := startReplica(t, "a", sessions, auth, nil)
+	events := &eventLog{}
+	rp := startReplica(t, "a", sessions, auth, func(o *Options) { o.Events = events.add })
 	dev := connectDevice(t, rp, "dev1")
 
 	// What mender-cli terminal asks first.
@@ -94,6 +96,19 @@ func TestShellRelayedBothWays(t *testing.T) {
 	}
 	if rec.Traffic.ToDevice == 0 || rec.Traffic.FromDevice == 0 {
 		t.Fatalf("traffic not counted: %+v", rec.Traffic)
+	}
+	// The session's events, one of each, told apart by the session.
+	started, ended := events.of(EventStarted), events.of(EventEnded)
+	if len(started) != 1 || len(ended) != 1 {
+		t.Fatalf("events: %d started, %d ended", len(started), len(ended))
+	}
+	for _, e := range []store.Event{started[0], ended[0]} {
+		if e.Subject != "device/dev1" || e.Commit != "c0ffee" || e.Occurrence != rec.ID || !strings.Contains(e.Message, "alice") {
+			t.Fatalf("event %+v", e)
+		}
+	}
+	if want := fmt.Sprintf("ended: closed (%d bytes to the device, %d from it)", rec.Traffic.ToDevice, rec.Traffic.FromDevice); !strings.Contains(ended[0].Message, want) {
+		t.Fatalf("ended says %q, want %q", ended[0].Message, want)
 	}
 }
 
@@ -209,7 +224,8 @@ func decodeBody(m *protoMsg, v any) error { return msgpackUnmarshal(m.Body, v) }
 func TestOperatorAuthentication(t *testing.T) {
 	sessions, auth := newMemSessions(), newFakeAuth()
 	auth.set("alice", "dev1", fullGrant())
-	rp := startReplica(t, "a", sessions, auth, nil)
+	events := &eventLog{}
+	rp := startReplica(t, "a", sessions, auth, func(o *Options) { o.Events = events.add })
 	connectDevice(t, rp, "dev1")
 	base := rp.srv.URL + ManagementPrefix + "/devices/"
 	cases := []struct {
@@ -245,9 +261,17 @@ func TestOperatorAuthentication(t *testing.T) {
 	if err == nil || rsp == nil || rsp.StatusCode != 403 {
 		t.Fatalf("mallory's websocket: %v %v", err, rsp)
 	}
-	// No session was recorded for any of these.
+	// No session was recorded for any of these; each refusal of an
+	// authenticated operator is an event (mallory ×4, alice on dev2).
 	if ss, _ := sessions.Sessions(context.Background(), store.RemoteSessionFilter{}, 100); len(ss) != 0 {
 		t.Fatalf("sessions recorded: %+v", ss)
+	}
+	refused := events.of(EventRefused)
+	if len(refused) != 5 || len(events.of(EventStarted)) != 0 {
+		t.Fatalf("%d refused events (want 5), %d started", len(refused), len(events.of(EventStarted)))
+	}
+	if e := refused[0]; e.Subject != "device/dev1" || !strings.Contains(e.Message, "operator mallory refused") || e.Occurrence == refused[1].Occurrence {
+		t.Fatalf("refused event %+v", e)
 	}
 	// A device that is not connected.
 	auth.set("alice", "dev2", fullGrant())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,8 @@ type session struct {
 	mu           sync.Mutex
 	grant        Grant
 	protocols    map[string]bool // used so far
-	delta        store.RemoteTraffic
+	delta        store.RemoteTraffic // not yet recorded
+	total        store.RemoteTraffic // recorded
 	input        []byte
 	lastActivity time.Time
 	lastTouch    time.Time
@@ -84,13 +86,17 @@ func (s *session) start(ctx context.Context) (refused string, err error) {
 	if !ok {
 		switch which {
 		case "device":
-			return fmt.Sprintf("device %s already has the %d concurrent remote sessions its operators' access allows; close one and try again", s.rec.Device, g.DeviceSessions), nil
+			refused = fmt.Sprintf("device %s already has the %d concurrent remote sessions its operators' access allows; close one and try again", s.rec.Device, g.DeviceSessions)
 		case "operator":
-			return fmt.Sprintf("operator %s already has the %d concurrent remote sessions the Operator manifest allows; close one and try again", s.rec.Operator, g.OperatorSessions), nil
+			refused = fmt.Sprintf("operator %s already has the %d concurrent remote sessions the Operator manifest allows; close one and try again", s.rec.Operator, g.OperatorSessions)
+		default:
+			refused = fmt.Sprintf("a session limit (%s) is reached; close a session and try again", which)
 		}
-		return fmt.Sprintf("a session limit (%s) is reached; close a session and try again", which), nil
+		s.r.refused(s.rec.Operator, s.rec.Device, g.Commit, refused)
+		return refused, nil
 	}
 	s.r.track(s)
+	s.r.event(EventStarted, s.rec.Device, s.rec.Commit, fmt.Sprintf("operator %s opened %s session %s from %s", s.rec.Operator, article(s.rec.Kind), s.rec.ID, s.rec.Source), s.rec.ID)
 	return "", nil
 }
 
@@ -108,6 +114,11 @@ func (s *session) finish() {
 	if err := s.r.opts.Sessions.EndSession(ctx, s.rec.ID, time.Now(), reason, delta, input); err != nil {
 		s.r.log.Error("cannot record the end of a remote session", "session", s.rec.ID, "err", err)
 	}
+	s.mu.Lock()
+	total := s.total.Add(delta)
+	s.mu.Unlock()
+	s.r.event(EventEnded, s.rec.Device, s.rec.Commit, fmt.Sprintf("operator %s's %s session %s ended: %s (%d bytes to the device, %d from it)",
+		s.rec.Operator, s.rec.Kind, s.rec.ID, reason, total.ToDevice, total.FromDevice), s.rec.ID)
 	s.r.log.Info("remote session ended", "session", s.rec.ID, "kind", s.rec.Kind, "operator", s.rec.Operator, "device_id", s.rec.Device, "reason", reason)
 }
 
@@ -267,6 +278,7 @@ func (s *session) tick(ctx context.Context) {
 	s.mu.Lock()
 	delta, input := s.delta, s.input
 	s.delta, s.input = store.RemoteTraffic{}, nil
+	s.total = s.total.Add(delta)
 	s.lastTouch = now
 	s.mu.Unlock()
 	err := s.r.opts.Sessions.TouchSession(ctx, s.rec.ID, s.r.opts.SessionLease, delta, input)
@@ -276,6 +288,7 @@ func (s *session) tick(ctx context.Context) {
 	case err != nil:
 		// Counted again at the next touch.
 		s.mu.Lock()
+		s.total = store.RemoteTraffic{ToDevice: s.total.ToDevice - delta.ToDevice, FromDevice: s.total.FromDevice - delta.FromDevice}
 		s.delta = s.delta.Add(delta)
 		s.input = append(input, s.input...)
 		s.mu.Unlock()
@@ -304,4 +317,12 @@ func waitBytes(ctx context.Context, lim *rate.Limiter, n int) error {
 		n -= k
 	}
 	return nil
+}
+
+// article: "a terminal", "a download", "an upload".
+func article(kind string) string {
+	if kind != "" && strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }

@@ -31,7 +31,9 @@ func (r *Relay) Connect(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if !g.Terminal && !g.PortForward && !g.FileTransfer {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("forbidden: operator %s may neither open a terminal, forward ports nor transfer files on device %s", op, device))
+		msg := fmt.Sprintf("forbidden: operator %s may neither open a terminal, forward ports nor transfer files on device %s", op, device)
+		writeError(w, http.StatusForbidden, msg)
+		r.refused(op, device, g.Commit, msg)
 		return
 	}
 	ctx, cancel := context.WithCancel(req.Context())
@@ -189,6 +191,7 @@ func (t *terminal) run(ctx context.Context, sub store.Subscription) {
 func (t *terminal) read(ctx context.Context) {
 	s, r := t.s, t.s.r
 	topic := deviceTopic(s.rec.Device)
+	refusedOnce := map[uint16]bool{}
 	for {
 		_, b, err := t.ws.ReadMessage()
 		if err != nil {
@@ -209,7 +212,12 @@ func (t *terminal) read(ctx context.Context) {
 		g := s.currentGrant()
 		if ok, what := g.allowed(m.Header.Proto); !ok {
 			m.Header.SessionID = s.rec.ID
-			t.send(refusal(m, fmt.Sprintf("forbidden: operator %s may not use %s on device %s", s.rec.Operator, what, s.rec.Device), false)...)
+			msg := fmt.Sprintf("forbidden: operator %s may not use %s on device %s", s.rec.Operator, what, s.rec.Device)
+			t.send(refusal(m, msg, false)...)
+			if !refusedOnce[m.Header.Proto] { // one event per protocol and session
+				refusedOnce[m.Header.Proto] = true
+				r.refused(s.rec.Operator, s.rec.Device, g.Commit, msg+" (session "+s.rec.ID+")")
+			}
 			continue
 		}
 		m.Header.SessionID = s.rec.ID

@@ -79,7 +79,9 @@ func (r *Relay) authorizeTransfer(w http.ResponseWriter, req *http.Request, kind
 		return nil, false
 	}
 	if !g.FileTransfer {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("forbidden: operator %s may not transfer files on device %s (the Operator manifest does not allow fileTransfer)", op, device))
+		msg := fmt.Sprintf("forbidden: operator %s may not transfer files on device %s (the Operator manifest does not allow fileTransfer)", op, device)
+		writeError(w, http.StatusForbidden, msg)
+		r.refused(op, device, g.Commit, msg)
 		return nil, false
 	}
 	c, connected, err := r.opts.Sessions.Connected(req.Context(), device)

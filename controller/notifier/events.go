@@ -62,8 +62,8 @@ var genSubject = regexp.MustCompile(`^(.+)/g([0-9]+)(?:/phase([0-9]+))?$`)
 //
 // The subject becomes the rollout of rollout.* and artifact.refused events ("canary",
 // "rollout/canary", or "canary/g3" and "canary/g3/phase1", which also give
-// the generation and phase details) and the device of device.* events; the
-// message and author go to the details. The notification's ID is derived
+// the generation and phase details) and the device of device.* and
+// session.* events; the message and author go to the details. The notification's ID is derived
 // from id and e's commit, kind and subject, so it is the same on every
 // retry and differs from any other event's.
 func LogEvent(e store.Event, id string) (ev notify.Event, ok bool) {
@@ -83,7 +83,7 @@ func LogEvent(e store.Event, id string) (ev notify.Event, ok bool) {
 		} else {
 			ev.Rollout = strings.TrimPrefix(subject, "rollout/")
 		}
-	case strings.HasPrefix(kind, "device."):
+	case strings.HasPrefix(kind, "device."), strings.HasPrefix(kind, "session."):
 		ev.Device = strings.TrimPrefix(subject, "device/")
 	case strings.HasPrefix(kind, "commit."):
 		if subject != "" && subject != e.Commit {
