@@ -39,7 +39,7 @@ type session struct {
 
 	mu           sync.Mutex
 	grant        Grant
-	protocols    map[string]bool // used so far
+	protocols    map[string]bool     // used so far
 	delta        store.RemoteTraffic // not yet recorded
 	total        store.RemoteTraffic // recorded
 	input        []byte
