@@ -86,7 +86,7 @@ type Options struct {
 	// operator names an owner. Default: the agent's user.
 	User string
 	// PortForwardAllow lists the host:port a port forward may reach; the
-	// port may be "*". Default 127.0.0.1:*, [::1]:* and localhost:*.
+	// port may be "*". None: every port forward is refused.
 	PortForwardAllow []string
 	// IdleTimeout ends a session without traffic (keep-alives aside) for
 	// this long. Default 15 minutes.
@@ -105,10 +105,6 @@ type Options struct {
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
-
-// DefaultPortForwardAllow is the default of Options.PortForwardAllow: the
-// device's loopback.
-var DefaultPortForwardAllow = []string{"127.0.0.1:*", "[::1]:*", "localhost:*"}
 
 // Client is the device's deviceconnect connection.
 type Client struct {
@@ -134,9 +130,6 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.Shell == "" {
 		opts.Shell = "/bin/sh"
-	}
-	if opts.PortForwardAllow == nil {
-		opts.PortForwardAllow = DefaultPortForwardAllow
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 15 * time.Minute

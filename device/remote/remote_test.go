@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -368,10 +369,50 @@ func TestReconnect(t *testing.T) {
 	if inv == 0 {
 		t.Fatal("the refused token was not invalidated")
 	}
-	p.open("x")
+	// A shell in a session of the dropped connection ends with it.
+	p.send(newMsg(protoShell, typeNew, "x"))
+	p.next("x", is(protoShell, typeNew))
+	p.send(newMsg(protoShell, typeShell, "x").withBody([]byte("echo pid-$$\n")))
+	pidRE := regexp.MustCompile(`pid-([0-9]+)`)
+	var out string
+	for !pidRE.MatchString(out) {
+		out += string(p.next("x", is(protoShell, typeShell)).Body)
+	}
+	pid, _ := strconv.Atoi(pidRE.FindStringSubmatch(out)[1])
 	p.ws.Close()
 	p2 := fs.connect(t)
+	for deadline := time.Now().Add(wait); syscall.Kill(pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell %d of the dropped connection still runs", pid)
+		}
+	}
 	p2.open("y")
+	// A message of a session the device does not know is refused.
+	p2.send(newMsg(protoShell, typeShell, "x").withBody([]byte("echo stale\n")))
+	if m := p2.next("x", is(protoShell, typeShell)); !strings.Contains(string(m.Body), "no such session") {
+		t.Errorf("input to an unknown session answered %q", m.Body)
+	}
+}
+
+// TestShellUser: with User, the shell runs as that user (the test runs
+// as root to switch).
+func TestShellUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody here")
+	}
+	fs := startServer(t)
+	startClient(t, fs, Options{Terminal: true, User: "nobody"})
+	p := fs.connect(t)
+	p.send(newMsg(protoShell, typeNew, "u"))
+	if m := p.next("u", is(protoShell, typeNew)); !bytes.Equal(m.Body, []byte("Shell started")) {
+		t.Fatalf("shell new: %q", m.Body)
+	}
+	p.send(newMsg(protoShell, typeShell, "u").withBody([]byte("echo uid-$(id -u)-$HOME\n")))
+	p.shellOutput("u", "uid-"+u.Uid+"-"+u.HomeDir)
 }
 
 // TestOptions: what New refuses.
