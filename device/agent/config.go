@@ -225,9 +225,9 @@ type RemoteTerminal struct {
 	Terminal *bool `json:"Terminal,omitempty"`
 	// ShellCommand is the shell's absolute path. Default /bin/sh.
 	ShellCommand string `json:"ShellCommand,omitempty"`
-	// User runs shells as this user; the agent must run as root to use
-	// another user than its own. Uploaded files belong to this user
-	// unless the operator names an owner. Default: the agent's user.
+	// User runs shells as this user, and file transfer with this user's
+	// permissions (uploads belong to them); the agent must run as root to
+	// use another user than its own. Default: the agent's user.
 	User string `json:"User,omitempty"`
 	// FileTransfer offers mender-cli cp both ways. Default true.
 	FileTransfer *bool `json:"FileTransfer,omitempty"`

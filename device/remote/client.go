@@ -82,8 +82,8 @@ type Options struct {
 	// Shell is the shell's absolute path; default /bin/sh.
 	Shell string
 	// User runs shells as this user (the agent must run as root to use
-	// another user than its own); it also owns uploaded files unless the
-	// operator names an owner. Default: the agent's user.
+	// another user than its own), and file transfer with this user's
+	// filesystem identity (see asUser). Default: the agent's user.
 	User string
 	// PortForwardAllow lists the host:port a port forward may reach; the
 	// port may be "*". None: every port forward is refused.

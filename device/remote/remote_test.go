@@ -438,3 +438,76 @@ func TestOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestFileTransferAsUser: with User, file transfer has that user's
+// rights: a file only root may read is refused, an upload into a
+// directory only root may write is refused (and leaves nothing), and an
+// upload the user may write belongs to them.
+func TestFileTransferAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody here")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	base := t.TempDir()
+	// The test's directories are root's 0700: open the way.
+	for d := base; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	secret := filepath.Join(base, "secret")
+	if err := os.WriteFile(secret, []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rootDir := filepath.Join(base, "root-only")
+	open := filepath.Join(base, "open")
+	for _, d := range []string{rootDir, open} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(open, 0o777)
+
+	fs := startServer(t)
+	startClient(t, fs, Options{FileTransfer: true, User: "nobody"})
+	p := fs.connect(t)
+	p.open("n")
+	p.send(newMsg(protoFileTransfer, typeGetFile, "n").withBody(mustMarshal(pathBody{Path: &secret})))
+	if m := p.next("n", nil); m.Header.MsgType != typeError || !strings.Contains(errText(m), "permission denied") {
+		t.Errorf("download of a root-only file as nobody: %q %q", m.Header.MsgType, errText(m))
+	}
+	put := func(dst string) *message {
+		p.send(newMsg(protoFileTransfer, typePutFile, "n").withBody(mustMarshal(uploadRequest{Path: &dst})))
+		m := p.next("n", nil)
+		if m.Header.MsgType != typeAck {
+			return m
+		}
+		p.send(newMsg(protoFileTransfer, typeChunk, "n").with(propOffset, int64(0)).withBody([]byte("hello")))
+		p.send(newMsg(protoFileTransfer, typeChunk, "n").with(propOffset, int64(5)))
+		for {
+			m := p.next("n", nil)
+			if off, _ := m.intProp(propOffset); m.Header.MsgType != typeAck || off == 5 {
+				return m
+			}
+		}
+	}
+	if m := put(filepath.Join(rootDir, "x")); m.Header.MsgType != typeError || !strings.Contains(errText(m), "permission denied") {
+		t.Errorf("upload into a root-only directory as nobody: %q %q", m.Header.MsgType, errText(m))
+	}
+	if left, _ := os.ReadDir(rootDir); len(left) > 0 {
+		t.Errorf("the refused upload left %v", left)
+	}
+	dst := filepath.Join(open, "x")
+	if m := put(dst); m.Header.MsgType != typeAck {
+		t.Fatalf("upload as nobody: %q %q", m.Header.MsgType, errText(m))
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid {
+		t.Errorf("the upload belongs to uid %d, not nobody (%d)", st.Uid, uid)
+	}
+}

@@ -157,7 +157,11 @@ func (s *session) stat(m *message) {
 		s.fail(m, err)
 		return
 	}
-	fi, err := os.Stat(p)
+	var fi os.FileInfo
+	err = s.cn.c.asUser(func() (err error) {
+		fi, err = os.Stat(p)
+		return err
+	})
 	if err != nil {
 		s.fail(m, fmt.Errorf("failed to get file info from path %q: %w", p, err))
 		return
@@ -180,8 +184,11 @@ func (s *session) startDownload(m *message) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(p)
-	if err != nil {
+	var f *os.File
+	if err := s.cn.c.asUser(func() (err error) {
+		f, err = os.Open(p)
+		return err
+	}); err != nil {
 		return fmt.Errorf("failed to open file for reading: %w", err)
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
@@ -265,22 +272,7 @@ func (s *session) startUpload(m *message) error {
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Lstat(p); err == nil {
-		switch {
-		case fi.IsDir() && req.SrcPath != nil && path.Base(*req.SrcPath) != "" && path.Base(*req.SrcPath) != "/" && path.Base(*req.SrcPath) != "." && path.Base(*req.SrcPath) != "..":
-			p = filepath.Join(p, path.Base(*req.SrcPath))
-			if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
-				return fmt.Errorf("conflicting file path: %s exists and is not a regular file", p)
-			}
-		case fi.IsDir():
-			return errors.New("conflicting file path: cannot overwrite directory")
-		case !fi.Mode().IsRegular():
-			return errors.New("conflicting file path: cannot overwrite irregular file")
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("error checking file location: %w", err)
-	}
-	u := &upload{final: p, size: -1, mode: 0o644, uid: int(c.uid), gid: int(c.gid)}
+	u := &upload{size: -1, mode: 0o644, uid: int(c.uid), gid: int(c.gid)}
 	if req.Mode != nil {
 		u.mode = fs.FileMode(*req.Mode).Perm()
 	}
@@ -293,12 +285,37 @@ func (s *session) startUpload(m *message) error {
 	if req.Size != nil && *req.Size >= 0 {
 		u.size = *req.Size
 	}
-	u.f, err = os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".upload-*")
-	if err != nil {
-		return fmt.Errorf("failed to create target file: %w", err)
+	if err := c.asUser(func() error { return u.create(p, req.SrcPath) }); err != nil {
+		return err
 	}
 	s.transfer = &transfer{upload: u}
 	_ = s.send(newMsg(protoFileTransfer, typeAck, "").with(propOffset, int64(0)))
+	return nil
+}
+
+// create checks the destination p (a directory takes the source's base
+// name) and creates the temporary file next to it.
+func (u *upload) create(p string, srcPath *string) error {
+	if fi, err := os.Lstat(p); err == nil {
+		switch {
+		case fi.IsDir() && srcPath != nil && path.Base(*srcPath) != "/" && path.Base(*srcPath) != "." && path.Base(*srcPath) != "..":
+			p = filepath.Join(p, path.Base(*srcPath))
+			if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+				return fmt.Errorf("conflicting file path: %s exists and is not a regular file", p)
+			}
+		case fi.IsDir():
+			return errors.New("conflicting file path: cannot overwrite directory")
+		case !fi.Mode().IsRegular():
+			return errors.New("conflicting file path: cannot overwrite irregular file")
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("error checking file location: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".upload-*")
+	if err != nil {
+		return fmt.Errorf("failed to create target file: %w", err)
+	}
+	u.f, u.final = f, p
 	return nil
 }
 
@@ -316,7 +333,8 @@ func (s *session) chunk(m *message) error {
 		return fmt.Errorf("received unexpected chunk offset %d, expected %d", off, u.offset)
 	}
 	if len(m.Body) == 0 {
-		if err := u.commit(s.cn.c.asRoot); err != nil {
+		c := s.cn.c
+		if err := c.asUser(func() error { return u.commit(c.asRoot) }); err != nil {
 			return err
 		}
 		s.transfer = nil
