@@ -181,7 +181,10 @@ func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
 	rp := startReplica(t, "a", sessions, auth, nil)
 	dev := connectDevice(t, rp, "dev1")
 	op := mustSession(t, rp, "bob", "dev1")
-	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new"}, Body: mustMarshal(map[string]any{"remote_host": "127.0.0.1", "remote_port": 22, "protocol": "tcp"})}
+	sid := startShell(t, op)
+	// Within a terminal session, what bob may not do is refused, message
+	// by message, and the session goes on.
+	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}, Body: mustMarshal(map[string]any{"remote_host": "127.0.0.1", "remote_port": 22, "protocol": "tcp"})}
 	pf.setProp(propConnectionID, "c1")
 	op.send(pf)
 	if m := op.next(is(protoPortForward, typeError)); !strings.Contains(string(m.Body), "port forwarding") {
@@ -195,17 +198,15 @@ func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
 	if err := decodeBody(ctl, &ce); err != nil || ce.Close || !strings.Contains(ce.Error, "forbidden: operator bob may not use port forwarding") {
 		t.Fatalf("control error %+v %v", ce, err)
 	}
-	ft := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeStat}, Body: mustMarshal(statFile{Path: ptr("/etc/shadow")})}
+	ft := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeStat, SessionID: sid}, Body: mustMarshal(statFile{Path: ptr("/etc/shadow")})}
 	op.send(ft)
 	op.next(is(protoFileTransfer, typeError))
 	op.send(&protoMsg{Header: header{Proto: protoMenderClient, MsgType: "check-update"}})
-	op.next(func(m *protoMsg) bool {
-		return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient")
-	})
-	// The shell still works, and nothing refused reached the device.
-	sid := startShell(t, op)
+	op.next(func(m *protoMsg) bool { return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient") })
 	typeText(op, sid, "id\n")
-	op.next(is(protoShell, typeShell))
+	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:id\n" {
+		t.Fatalf("the shell after refusals: %q", out.Body)
+	}
 	if got := dev.received(func(m *protoMsg) bool { return m.Header.Proto != protoShell && m.Header.Proto != protoControl }); len(got) != 0 {
 		t.Fatalf("the device got refused messages: %s/%s", protoName(got[0].Header.Proto), got[0].Header.MsgType)
 	}
@@ -214,6 +215,38 @@ func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
 	// be told them after the start; never the refused ones.)
 	if rec := endedSession(t, sessions, "bob"); rec.Protocols != nil && !slices.Equal(rec.Protocols, []string{"shell"}) {
 		t.Fatalf("protocols recorded %v", rec.Protocols)
+	}
+}
+
+// A session opened for what the grant refuses (mender-cli port-forward
+// without portForward) ends with the reason, so the operator's program
+// stops and says why.
+func TestSessionOpenedForARefusedProtocolEnds(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("bob", "dev1", Grant{Terminal: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "bob", "dev1")
+	// mender-cli port-forward's handshake passes (control), then its
+	// first connection is refused.
+	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
+	sid := op.next(is(protoControl, typeAccept)).Header.SessionID
+	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}}
+	pf.setProp(propConnectionID, "c1")
+	op.send(pf)
+	op.next(is(protoPortForward, typeError))
+	var ce *websocket.CloseError
+	if err := op.closed(); !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "may not use port forwarding") {
+		t.Fatalf("closed with %v", err)
+	}
+	if rec := endedSession(t, sessions, "bob"); rec.Reason != ReasonRefused {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+	waitFor(t, "the device's session closed", func() bool {
+		return len(dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })) == 1
+	})
+	if got := dev.received(func(m *protoMsg) bool { return m.Header.Proto == protoPortForward }); len(got) != 0 {
+		t.Fatal("the refused port forward reached the device")
 	}
 }
 

@@ -29,6 +29,9 @@ const (
 	ReasonExpired            = "expired"
 	ReasonDeviceDisconnected = "device-disconnected"
 	ReasonShutdown           = "controller-shutdown"
+	// The operator's first message asked for what the grant does not
+	// allow (a port forward without portForward, …).
+	ReasonRefused = "refused"
 )
 
 // session is one operator session this replica serves.

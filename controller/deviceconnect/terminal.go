@@ -192,6 +192,7 @@ func (t *terminal) read(ctx context.Context) {
 	s, r := t.s, t.s.r
 	topic := deviceTopic(s.rec.Device)
 	refusedOnce := map[uint16]bool{}
+	usedAny := false // a message other than control was relayed
 	for {
 		_, b, err := t.ws.ReadMessage()
 		if err != nil {
@@ -213,12 +214,23 @@ func (t *terminal) read(ctx context.Context) {
 		if ok, what := g.allowed(m.Header.Proto); !ok {
 			m.Header.SessionID = s.rec.ID
 			msg := fmt.Sprintf("forbidden: operator %s may not use %s on device %s", s.rec.Operator, what, s.rec.Device)
-			t.send(refusal(m, msg, false)...)
 			if !refusedOnce[m.Header.Proto] { // one event per protocol and session
 				refusedOnce[m.Header.Proto] = true
 				r.refused(s.rec.Operator, s.rec.Device, g.Commit, msg+" (session "+s.rec.ID+")")
 			}
+			if !usedAny {
+				// The session was opened for what is refused
+				// (mender-cli port-forward without portForward):
+				// it ends, and the operator's program with it.
+				t.send(refusal(m, msg, true)...)
+				s.end(ReasonRefused, msg)
+				return
+			}
+			t.send(refusal(m, msg, false)...)
 			continue
+		}
+		if m.Header.Proto != protoControl {
+			usedAny = true
 		}
 		m.Header.SessionID = s.rec.ID
 		m.setProp(propUserID, s.rec.Operator)
@@ -343,6 +355,14 @@ loop:
 func (t *terminal) teardown(ctx context.Context, wr func([]byte) error) {
 	s, r := t.s, t.s.r
 	reason, msg := s.ended()
+	for drained := false; !drained; { // what the reader queued goes first
+		select {
+		case b := <-t.out:
+			_ = wr(b)
+		default:
+			drained = true
+		}
+	}
 	t.mu.Lock()
 	shellOpen := t.shellOpen
 	t.mu.Unlock()
