@@ -117,7 +117,8 @@ var startSessionScript = goredis.NewScript(`
 -- ARGV[4] operator, ARGV[5] lease (ns), ARGV[6] lease (µs), ARGV[7]
 -- start (µs), ARGV[8] now (µs), ARGV[9] device limit, ARGV[10] operator
 -- limit, ARGV[11] records kept, ARGV[12] key prefix up to {rs}:,
--- ARGV[13] "1" when input is recorded.
+-- ARGV[13] "1" when input is recorded, ARGV[14…15] bytes so far to and
+-- from the device.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[8])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[8])
@@ -125,7 +126,7 @@ local dl, ol = tonumber(ARGV[9]), tonumber(ARGV[10])
 if dl > 0 and redis.call('ZCARD', KEYS[2]) >= dl then return 'device' end
 if ol > 0 and redis.call('ZCARD', KEYS[3]) >= ol then return 'operator' end
 redis.call('HSET', KEYS[1], 'j', ARGV[2], 'd', ARGV[3], 'o', ARGV[4], 'l', ARGV[5],
-  'ri', ARGV[13], 'td', 0, 'fd', 0)
+  'ri', ARGV[13], 'td', ARGV[14], 'fd', ARGV[15])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
@@ -161,7 +162,8 @@ func (s *Store) StartSession(ctx context.Context, rs store.RemoteSession, lease 
 	res, err := startSessionScript.Run(ctx, s.c,
 		[]string{s.k.session(rs.ID), p + "dev:" + rs.Device, p + "op:" + rs.Operator, s.k.sessions()},
 		rs.ID, enc, rs.Device, rs.Operator, rs.Lease.UnixNano(), micros(rs.Lease), micros(rs.Started),
-		micros(s.opts.Now()), max(deviceLimit, 0), max(operatorLimit, 0), s.opts.MaxRemoteSessions, p, recordInput).Text()
+		micros(s.opts.Now()), max(deviceLimit, 0), max(operatorLimit, 0), s.opts.MaxRemoteSessions, p, recordInput,
+		rs.Traffic.ToDevice, rs.Traffic.FromDevice).Text()
 	if err != nil {
 		return false, "", fmt.Errorf("redis: start session %s: %w", rs.ID, err)
 	}

@@ -140,6 +140,29 @@ func TestRemoteAcrossNodes(t *testing.T) {
 		t.Fatalf("replica B got %q from a PUBLISH on node %s", got[0], other)
 	}
 
+	// Many topics: replica B holds one subscriber connection per master
+	// at most (the plain client above holds one more).
+	for i := range 30 {
+		more, err := b.Subscribe(ctx, fmt.Sprint("topic-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer more.Close()
+	}
+	subscribers := 0
+	for _, addr := range addrs {
+		c := goredis.NewClient(&goredis.Options{Addr: addr})
+		list, err := c.ClientList(ctx).Result()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		subscribers += strings.Count(list, " flags=P ")
+	}
+	if subscribers > len(addrs)+1 {
+		t.Errorf("31 subscriptions of one replica and a plain client: %d subscriber connections on %d nodes", subscribers, len(addrs))
+	}
+
 	// Racers on both replicas never exceed the limits together.
 	var started atomic.Int32
 	var wg sync.WaitGroup

@@ -16,19 +16,22 @@ import (
 // channel PREFIX:rt:TOPIC.
 //
 // A store subscribes to every topic its callers want on one connection
-// (a replica with thousands of connected devices holds one Redis
-// connection for them, not thousands), read by one goroutine that hands
-// each message to the topic's local subscriptions; a second goroutine
-// pings. When that connection fails, every subscription on it ends (a
-// gap in a stream would be worse than its visible end) and the next
-// Subscribe opens a new connection.
+// per Redis server (a replica with thousands of connected devices holds
+// one connection for them, or one per master of a cluster, not
+// thousands), read by one goroutine that hands each message to the
+// topic's local subscriptions; a second goroutine pings. When that
+// connection fails, every subscription on it ends (a gap in a stream
+// would be worse than its visible end) and the next Subscribe opens a
+// new connection.
 //
-// A Redis Cluster forwards a PUBLISH to every node, so that connection,
-// on any node, receives what any replica publishes through any node. But
-// two PUBLISHes sent through different nodes may arrive in either order,
-// so on a cluster every replica publishes a topic through the master of
-// the channel name's slot: the messages of one publisher keep their
-// order.
+// A Redis Cluster forwards a PUBLISH to every node, but two PUBLISHes
+// sent through different nodes may arrive in either order, and a
+// message forwarded from another node may arrive after a reply that
+// Redis sent later. So on a cluster every replica publishes a topic
+// through the master of the channel name's slot, and subscribes to it on
+// that master too: the messages of one publisher keep their order, and
+// the order of messages and replies on a connection is the order in
+// which that master handled them.
 
 // healthEvery is how often the bus pings Redis; a connection that hears
 // nothing (no message, no pong) for three of them is given up.
@@ -81,11 +84,12 @@ var (
 	errBusFailed = errors.New("connection to Redis lost")
 )
 
-// bus is a store's subscriptions. Its zero value is ready; conn is
-// opened by the first Subscribe and after a failure.
+// bus is a store's subscriptions. Its zero value is ready; a server's
+// connection is opened by the first Subscribe that needs it and after a
+// failure.
 type bus struct {
 	mu     sync.Mutex
-	conn   *busConn
+	conns  map[string]*busConn // by server address ("" for a single server)
 	closed bool
 }
 
@@ -105,6 +109,7 @@ type bus struct {
 // before it subscribed but was still on its way (for an earlier
 // subscription to the same channel).
 type busConn struct {
+	addr  string
 	ps    *goredis.PubSub
 	cmd   sync.Mutex
 	dead  chan struct{} // closed when the connection is given up
@@ -141,17 +146,28 @@ func (w waiter) activate() {
 // subscribe registers a subscription to channel and waits until Redis
 // confirmed it.
 func (b *bus) subscribe(ctx context.Context, s *Store, channel string) (*subscription, error) {
+	addr, client := "", goredis.UniversalClient(s.c)
+	if cc, ok := s.c.(*goredis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, channel)
+		if err != nil {
+			return nil, err
+		}
+		addr, client = node.Options().Addr, node
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, errBusClosed
 	}
-	c := b.conn
+	c := b.conns[addr]
 	if c == nil {
-		c = &busConn{ps: s.c.Subscribe(context.Background()), dead: make(chan struct{}), done: make(chan struct{}),
+		c = &busConn{addr: addr, ps: client.Subscribe(context.Background()), dead: make(chan struct{}), done: make(chan struct{}),
 			topics: map[string]*busTopic{}, pings: map[string]waiter{}}
 		c.heard.Store(time.Now().UnixNano())
-		b.conn = c
+		if b.conns == nil {
+			b.conns = map[string]*busConn{}
+		}
+		b.conns[addr] = c
 		var wg sync.WaitGroup
 		wg.Go(func() { b.read(c) })
 		wg.Go(func() { b.health(c) })
@@ -318,8 +334,8 @@ func (b *bus) fail(c *busConn) {
 		return
 	}
 	c.failed = true
-	if b.conn == c {
-		b.conn = nil
+	if b.conns[c.addr] == c {
+		delete(b.conns, c.addr)
 	}
 	var subs []*subscription
 	for _, t := range c.topics {
@@ -341,9 +357,12 @@ func (b *bus) fail(c *busConn) {
 func (b *bus) close() {
 	b.mu.Lock()
 	b.closed = true
-	c := b.conn
+	var conns []*busConn
+	for _, c := range b.conns {
+		conns = append(conns, c)
+	}
 	b.mu.Unlock()
-	if c != nil {
+	for _, c := range conns {
 		b.fail(c)
 		<-c.done
 	}

@@ -405,6 +405,7 @@ func testRemoteStart(t *testing.T, s store.Store) {
 	rs := remote(s)
 	s1 := rsess("s1", "ann", "dev-a")
 	s1.RecordInput = true
+	s1.Traffic = store.RemoteTraffic{ToDevice: 12, FromDevice: 34} // counted before the record was written
 	start(t, s, s1, time.Hour, 2, 2, "")
 	want := s1
 	want.Lease = s1.Started.Add(time.Hour)
