@@ -202,7 +202,9 @@ func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
 	op.send(ft)
 	op.next(is(protoFileTransfer, typeError))
 	op.send(&protoMsg{Header: header{Proto: protoMenderClient, MsgType: "check-update"}})
-	op.next(func(m *protoMsg) bool { return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient") })
+	op.next(func(m *protoMsg) bool {
+		return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient")
+	})
 	typeText(op, sid, "id\n")
 	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:id\n" {
 		t.Fatalf("the shell after refusals: %q", out.Body)
