@@ -48,6 +48,9 @@ func CommitFS(repo *git.Repository, rev string) (fs.FS, *object.Commit, error) {
 type treeFS struct {
 	root  *object.Tree
 	mtime time.Time
+	// packs, when set, reads blobs stored whole in the clone's packs
+	// without go-git (packs.go).
+	packs *packReader
 
 	mu   sync.Mutex
 	dirs map[string]*object.Tree // "a/b" → its tree; "." is root
@@ -112,6 +115,9 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 		}
 		return &dir{fsys: t, tree: sub, info: t.info(path.Base(name), entry.Mode, 0)}, nil
 	case filemode.Regular, filemode.Deprecated, filemode.Executable:
+		if rc, size, ok := t.packs.open(entry.Hash); ok {
+			return &file{ReadCloser: rc, info: t.info(path.Base(name), entry.Mode, size)}, nil
+		}
 		f, err := parent.TreeEntryFile(entry)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -589,6 +590,9 @@ func (s *Source) revision(c *object.Commit, signer string) (Revision, error) {
 	fsys, _, err := CommitFS(repo, c.Hash.String())
 	if err != nil {
 		return Revision{}, fmt.Errorf("gitsource: %w", err)
+	}
+	if t, ok := fsys.(*treeFS); ok {
+		t.packs = newPackReader(filepath.Join(s.dir, "objects", "pack"))
 	}
 	return Revision{
 		SHA:       c.Hash.String(),
