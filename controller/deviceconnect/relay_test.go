@@ -746,3 +746,100 @@ func TestUploadOutlastsABodyDeadline(t *testing.T) {
 		t.Fatalf("the device has %d bytes, want %d", len(onDevice), len(data))
 	}
 }
+
+// Keep-alives are not traffic: a session where only pings pass is idle.
+func TestPingsDoNotKeepASessionOpen(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true, IdleTimeout: 500 * time.Millisecond})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	dev := connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // mender-connect's session pings, and mender-cli's answers
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				dev.reply(&protoMsg{Header: header{Proto: protoControl, SessionID: sid}}, typePing, nil, nil)
+				dev.reply(&protoMsg{Header: header{Proto: protoShell, SessionID: sid}}, typePing, nil, map[string]any{"timeout": 60})
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	op.next(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && strings.Contains(string(m.Body), "idle") })
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonIdle {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+}
+
+// A grant's expiry ends the session when it passes, with no new commit.
+func TestExpiryEndsTheSession(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true, Expires: time.Now().Add(500 * time.Millisecond)})
+	rp := startReplica(t, "a", sessions, auth, func(o *Options) { o.SessionLease = 300 * time.Millisecond })
+	connectDevice(t, rp, "dev1")
+	op := mustSession(t, rp, "alice", "dev1")
+	startShell(t, op)
+	stop := op.next(is(protoShell, typeStop))
+	if !strings.Contains(string(stop.Body), "expired") {
+		t.Fatalf("stop says %q", stop.Body)
+	}
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonExpired {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+	// And no new session opens.
+	rsp, err := rp.client().Do(operatorReq(t, "GET", rp.srv.URL+ManagementPrefix+"/devices/dev1", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsp.Body.Close()
+	if rsp.StatusCode != http.StatusForbidden {
+		t.Fatalf("after expiry: %d", rsp.StatusCode)
+	}
+}
+
+// A device that connects again while its old connection looks open (a
+// network change): the newer connection wins, the old one is closed and
+// the sessions on it end.
+func TestDeviceReconnectReplacesItsConnection(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", fullGrant())
+	rp := startReplica(t, "a", sessions, auth, func(o *Options) {
+		o.PresenceTTL, o.SessionLease = 600*time.Millisecond, 600*time.Millisecond
+	})
+	dev := connectDevice(t, rp, "dev1")
+	old := dev.p
+	op := mustSession(t, rp, "alice", "dev1")
+	startShell(t, op)
+	before, _, _ := sessions.Connected(context.Background(), "dev1")
+	dev.connect(rp) // a second connection; the first is still open
+	waitFor(t, "the newer connection recorded", func() bool {
+		c, ok, _ := sessions.Connected(context.Background(), "dev1")
+		return ok && c.Conn != before.Conn
+	})
+	var ce *websocket.CloseError
+	if err := old.closed(); !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+		t.Fatalf("the old connection ended with %v", err)
+	}
+	op.next(is(protoShell, typeStop))
+	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonDeviceDisconnected {
+		t.Fatalf("reason %q", rec.Reason)
+	}
+	// The old connection's close did not clear the new one's record,
+	// and a new session reaches the device on it.
+	if _, ok, _ := sessions.Connected(context.Background(), "dev1"); !ok {
+		t.Fatal("the device shows as disconnected")
+	}
+	op2 := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op2)
+	typeText(op2, sid, "new\n")
+	if out := op2.next(is(protoShell, typeShell)); string(out.Body) != "echo:new\n" {
+		t.Fatalf("on the new connection: %q", out.Body)
+	}
+}
