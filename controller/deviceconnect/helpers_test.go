@@ -95,13 +95,13 @@ type replica struct {
 	srv   *httptest.Server
 }
 
-func startReplica(t *testing.T, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options)) *replica {
+func startReplica(t testing.TB, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options)) *replica {
 	t.Helper()
 	return startReplicaWrapped(t, name, sessions, auth, tweak, nil)
 }
 
 // startReplicaWrapped serves the relay's handler through wrap.
-func startReplicaWrapped(t *testing.T, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options), wrap func(http.Handler) http.Handler) *replica {
+func startReplicaWrapped(t testing.TB, name string, sessions store.RemoteSessions, auth Authorizer, tweak func(*Options), wrap func(http.Handler) http.Handler) *replica {
 	t.Helper()
 	if wrap == nil {
 		wrap = func(h http.Handler) http.Handler { return h }
@@ -147,14 +147,14 @@ func dialer() *websocket.Dialer {
 
 // wsPeer is a websocket end speaking ProtoMsg.
 type wsPeer struct {
-	t    *testing.T
+	t    testing.TB
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	msgs chan *protoMsg
 	err  chan error // the read's end
 }
 
-func newPeer(t *testing.T, ws *websocket.Conn) *wsPeer {
+func newPeer(t testing.TB, ws *websocket.Conn) *wsPeer {
 	p := &wsPeer{t: t, ws: ws, msgs: make(chan *protoMsg, 1024), err: make(chan error, 1)}
 	go func() {
 		for {
@@ -244,7 +244,7 @@ func intProp(m *protoMsg, name string) int64 {
 // file transfer on a directory standing for its root, port forward (an
 // echo in capitals).
 type fakeDevice struct {
-	t         *testing.T
+	t         testing.TB
 	id        string
 	root      string
 	protocols []uint16
@@ -255,7 +255,7 @@ type fakeDevice struct {
 	acks map[string]chan int64
 }
 
-func connectDevice(t *testing.T, rp *replica, id string) *fakeDevice {
+func connectDevice(t testing.TB, rp *replica, id string) *fakeDevice {
 	t.Helper()
 	d := &fakeDevice{t: t, id: id, root: t.TempDir(), protocols: []uint16{protoShell, protoFileTransfer, protoPortForward}, acks: map[string]chan int64{}}
 	d.connect(rp)
@@ -442,7 +442,7 @@ func (d *fakeDevice) sendFile(req *protoMsg, f *os.File, acks chan int64) {
 }
 
 // operator opens a session websocket as mender-cli does.
-func openSession(t *testing.T, rp *replica, operator, device string, h http.Header) (*wsPeer, *http.Response, error) {
+func openSession(t testing.TB, rp *replica, operator, device string, h http.Header) (*wsPeer, *http.Response, error) {
 	t.Helper()
 	if h == nil {
 		h = http.Header{}
@@ -457,7 +457,7 @@ func openSession(t *testing.T, rp *replica, operator, device string, h http.Head
 	return newPeer(t, ws), rsp, nil
 }
 
-func mustSession(t *testing.T, rp *replica, operator, device string) *wsPeer {
+func mustSession(t testing.TB, rp *replica, operator, device string) *wsPeer {
 	t.Helper()
 	p, rsp, err := openSession(t, rp, operator, device, nil)
 	if err != nil {
@@ -472,7 +472,7 @@ func mustSession(t *testing.T, rp *replica, operator, device string) *wsPeer {
 }
 
 // startShell sends "new" and returns the session ID the relay gave it.
-func startShell(t *testing.T, op *wsPeer) string {
+func startShell(t testing.TB, op *wsPeer) string {
 	t.Helper()
 	m := &protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}}
 	m.setProp("terminal_width", 80)
@@ -490,7 +490,7 @@ func typeText(op *wsPeer, sid, text string) {
 }
 
 // waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -503,7 +503,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // sessionRecord waits for the one session of operator to end and returns
 // its record.
-func endedSession(t *testing.T, sessions store.RemoteSessions, operator string) store.RemoteSession {
+func endedSession(t testing.TB, sessions store.RemoteSessions, operator string) store.RemoteSession {
 	t.Helper()
 	var got store.RemoteSession
 	waitFor(t, "the session of "+operator+" to end", func() bool {

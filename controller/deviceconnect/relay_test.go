@@ -112,7 +112,7 @@ func TestShellRelayedBothWays(t *testing.T) {
 	}
 }
 
-func operatorReq(t *testing.T, method, url, operator string, body io.Reader) *http.Request {
+func operatorReq(t testing.TB, method, url, operator string, body io.Reader) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
