@@ -28,26 +28,52 @@ import (
 // manifests admit a device, the first in file and line order wins.
 
 // admission indexes a Snapshot's Device manifests so that a lookup costs
-// two map reads, whatever the fleet's size.
+// two map reads, whatever the fleet's size. Each map holds the first
+// manifest (in file and line order) with a key or identity; the rare
+// others with the same key or identity are in more, under that first
+// one. (A slice per key cost a million small objects more for a million
+// devices, for the collector to trace at every cycle.)
 type admission struct {
-	byKey      map[string][]*schema.Device // by fingerprint, manifests with a key
-	byIdentity map[string][]*schema.Device // by canonical identity, trust-on-first-use manifests
+	byKey      map[string]*schema.Device // by fingerprint, manifests with a key
+	byIdentity map[string]*schema.Device // by identityKey, trust-on-first-use manifests
+	more       map[*schema.Device][]*schema.Device
 }
 
 func newAdmission(f *schema.Fleet) *admission {
-	a := &admission{byKey: map[string][]*schema.Device{}, byIdentity: map[string][]*schema.Device{}}
+	a := &admission{}
 	if f == nil {
+		a.byKey, a.byIdentity = map[string]*schema.Device{}, map[string]*schema.Device{}
 		return a
+	}
+	keyed, tofu := 0, 0
+	for i := range f.Devices {
+		switch s := &f.Devices[i].Spec; {
+		case s.PublicKeySHA256 != "":
+			keyed++
+		case len(s.Identity) > 0 && s.TrustOnFirstUse:
+			tofu++
+		}
+	}
+	a.byKey, a.byIdentity = make(map[string]*schema.Device, keyed), make(map[string]*schema.Device, tofu)
+	add := func(m map[string]*schema.Device, k string, d *schema.Device) {
+		first, ok := m[k]
+		if !ok {
+			m[k] = d
+			return
+		}
+		if a.more == nil {
+			a.more = map[*schema.Device][]*schema.Device{}
+		}
+		a.more[first] = append(a.more[first], d)
 	}
 	for i := range f.Devices {
 		d := &f.Devices[i]
 		switch {
 		case d.Spec.PublicKeySHA256 != "":
-			fp := strings.ToLower(d.Spec.PublicKeySHA256)
-			a.byKey[fp] = append(a.byKey[fp], d)
+			add(a.byKey, strings.ToLower(d.Spec.PublicKeySHA256), d)
 		case len(d.Spec.Identity) > 0 && d.Spec.TrustOnFirstUse:
-			k := string(identityKey(nil, d.Spec.Identity))
-			a.byIdentity[k] = append(a.byIdentity[k], d)
+			var buf [256]byte
+			add(a.byIdentity, string(identityKey(buf[:0], d.Spec.Identity)), d)
 		}
 	}
 	return a
@@ -60,15 +86,24 @@ func newAdmission(f *schema.Fleet) *admission {
 // device only if the store binds fp to it.
 func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.Device {
 	var best *schema.Device
-	for _, d := range a.byKey[strings.ToLower(fp)] {
+	keyed := func(d *schema.Device) {
 		if len(d.Spec.Identity) == 0 || !typed && maps.Equal(d.Spec.Identity, identity) {
 			best = first(best, d)
 		}
 	}
+	if d := a.byKey[strings.ToLower(fp)]; d != nil {
+		keyed(d)
+		for _, o := range a.more[d] {
+			keyed(o)
+		}
+	}
 	if !typed && len(a.byIdentity) > 0 {
 		var buf [256]byte
-		for _, d := range a.byIdentity[string(identityKey(buf[:0], identity))] {
+		if d := a.byIdentity[string(identityKey(buf[:0], identity))]; d != nil {
 			best = first(best, d)
+			for _, o := range a.more[d] {
+				best = first(best, o)
+			}
 		}
 	}
 	return best

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -126,7 +127,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	s := sessionOf(c)
 	ctx := c.Request().Context()
 	name := s.manifest.Name
-	log := lazyLog{l: a.log, attrs: []any{"device_id", s.claims.Subject, "device", name}}
+	log := lazyLog{l: a.log, deviceID: s.claims.Subject, device: name}
 	if s.snap == nil || a.opts.Artifacts == nil {
 		return a.nextOrConfigure(c, s, req, nil)
 	}
@@ -157,10 +158,12 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	a.settleAll(ctx, s.snap, plan)
 	g, reason, ok := plan.Route(dev)
 	if !ok {
-		log.Debug("no deployment", "reason", reason)
+		if log.enabled(slog.LevelDebug) {
+			log.Debug("no deployment", "reason", reason)
+		}
 		return a.nextOrConfigure(c, s, req, dev)
 	}
-	log = log.with("rollout", g.Rollout, "generation", g.Generation)
+	log = log.withGeneration(g)
 	in := rollout.NextInput{Device: dev, Now: a.opts.Now(), Generation: g}
 	if in.Progress, err = a.progress(ctx, g); err != nil {
 		return a.httpError("read progress", err, "rollout", g.Rollout)
@@ -258,7 +261,9 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			fmt.Sprintf("rollout %s generation %d: phase %d %q opened (first device admitted)", dec.Generation.Rollout, dec.Generation.Generation, dec.Phase, dec.PhaseName))
 	case rollout.Resume:
 	default:
-		log.Debug("no deployment", "reason", dec.Reason, "phase", dec.PhaseName, "until", dec.Until)
+		if log.enabled(slog.LevelDebug) {
+			log.Debug("no deployment", "reason", dec.Reason, "phase", dec.PhaseName, "until", dec.Until)
+		}
 		switch dec.Reason {
 		case rollout.ReasonApproval:
 			a.announceOnce(ctx, s.snap, schema.EventRolloutAwaitingApproval, phaseSubject(g, dec.Phase),

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/gitfleet/gitfleet/controller/store"
 )
 
 // tokenCache remembers tokens that verified, so that a device polling
@@ -176,7 +177,10 @@ func (a *API) compactClaims(cl Claims) Claims {
 	cl.Subject, cl.ID, cl.Key, cl.Cert = cut(len(cl.Subject)), cut(len(cl.ID)), cut(len(cl.Key)), cut(len(cl.Cert))
 	if cl.Cert == "" && len(cl.Identity) > 0 && a.opts.Live != nil {
 		if snap := a.opts.Live(); snap != nil {
-			if m := a.adm.get(snap).admit(cl.Identity, cl.Typed, cl.Key); m != nil && maps.Equal(m.Spec.Identity, cl.Identity) {
+			// A manifest admit returns with an identity has exactly
+			// this one: admit compares them (maps.Equal for a keyed
+			// manifest, the identity's key for trust on first use).
+			if m := a.adm.get(snap).admit(cl.Identity, cl.Typed, cl.Key); m != nil && len(m.Spec.Identity) > 0 {
 				cl.Identity = m.Spec.Identity
 			}
 		}
@@ -186,21 +190,47 @@ func (a *API) compactClaims(cl Claims) Claims {
 
 // lazyLog is a logger whose attributes are only encoded when a record is
 // actually written: slog.Logger.With encodes them at once, which on the
-// poll path cost more than the decision itself.
+// poll path cost more than the decision itself. The poll's own attributes
+// (device, generation) are fields, so that a poll that logs nothing
+// allocates nothing for them either; callers of Debug on the poll path
+// check enabled first, as converting its arguments allocates.
 type lazyLog struct {
-	l     *slog.Logger
-	attrs []any
+	l        *slog.Logger
+	deviceID string // "device_id", when set
+	device   string // "device", when set
+	gen      store.GenerationRef
+	attrs    []any
 }
 
 func (l lazyLog) with(args ...any) lazyLog {
-	return lazyLog{l: l.l, attrs: append(l.attrs[:len(l.attrs):len(l.attrs)], args...)}
+	l.attrs = append(l.attrs[:len(l.attrs):len(l.attrs)], args...)
+	return l
 }
 
+// withGeneration adds "rollout" and "generation".
+func (l lazyLog) withGeneration(g store.GenerationRef) lazyLog {
+	l.gen = g
+	return l
+}
+
+func (l lazyLog) enabled(level slog.Level) bool { return l.l.Enabled(context.Background(), level) }
+
 func (l lazyLog) log(level slog.Level, msg string, args ...any) {
-	if !l.l.Enabled(context.Background(), level) {
+	if !l.enabled(level) {
 		return
 	}
-	l.l.Log(context.Background(), level, msg, append(l.attrs[:len(l.attrs):len(l.attrs)], args...)...)
+	all := make([]any, 0, 8+len(l.attrs)+len(args))
+	if l.deviceID != "" {
+		all = append(all, "device_id", l.deviceID)
+	}
+	if l.device != "" {
+		all = append(all, "device", l.device)
+	}
+	if l.gen.Rollout != "" {
+		all = append(all, "rollout", l.gen.Rollout, "generation", l.gen.Generation)
+	}
+	all = append(append(all, l.attrs...), args...)
+	l.l.Log(context.Background(), level, msg, all...)
 }
 
 func (l lazyLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args...) }

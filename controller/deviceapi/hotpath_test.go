@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/reconcile"
+	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/schema"
 )
 
@@ -286,6 +287,22 @@ func TestLazyLogWritesOnlyEnabledLevels(t *testing.T) {
 	if strings.Contains(out, "hidden") || !strings.Contains(out, "device=d1 rollout=r phase=1") || strings.Contains(out, "unrelated") {
 		t.Fatalf("log output %q", out)
 	}
+	// The poll's logger: its fields cost nothing until a record is
+	// written, and are all written then.
+	buf.Reset()
+	g := store.GenerationRef{Rollout: "fleet", Generation: 3}
+	if n := testing.AllocsPerRun(100, func() {
+		p := lazyLog{l: l.l, deviceID: "id1", device: "d1"}.withGeneration(g)
+		if p.enabled(slog.LevelDebug) {
+			p.Debug("hidden", "until", time.Now())
+		}
+	}); n != 0 {
+		t.Errorf("a poll's logger that writes nothing costs %v allocations", n)
+	}
+	lazyLog{l: l.l, deviceID: "id1", device: "d1"}.withGeneration(g).Info("shown", "phase", 2)
+	if out := buf.String(); !strings.Contains(out, "device_id=id1 device=d1 rollout=fleet generation=3 phase=2") {
+		t.Fatalf("log output %q", out)
+	}
 }
 
 // The one-pass decoder of next requests flattens values exactly as flatten
@@ -536,5 +553,43 @@ func TestAdmitAllocatesNothing(t *testing.T) {
 		adm.admit(tofu, false, "any")
 	}); n != 0 {
 		t.Errorf("admission lookups cost %v allocations, want 0", n)
+	}
+}
+
+// Manifests sharing a key or an identity: the first in file and line
+// order admits, wherever the index keeps the others.
+func TestAdmitFirstOfSameKey(t *testing.T) {
+	fp := strings.Repeat("cd", 32)
+	dev := func(name, file string, line int, id map[string]string, key string) schema.Device {
+		return schema.Device{Meta: schema.Meta{Name: name, Source: schema.Source{File: file, Line: line}},
+			Spec: schema.DeviceSpec{Identity: id, PublicKeySHA256: key, TrustOnFirstUse: key == ""}}
+	}
+	f := &schema.Fleet{Devices: []schema.Device{
+		dev("b-late", "b.yaml", 9, map[string]string{"mac": "1"}, fp),
+		dev("a-other-identity", "a.yaml", 1, map[string]string{"mac": "2"}, fp),
+		dev("a-same", "a.yaml", 5, map[string]string{"mac": "1"}, fp),
+		dev("tofu-late", "c.yaml", 3, map[string]string{"serial": "x"}, ""),
+		dev("tofu-early", "c.yaml", 2, map[string]string{"serial": "x"}, ""),
+	}}
+	adm := newAdmission(f)
+	for _, tc := range []struct {
+		id   Attributes
+		fp   string
+		want string
+	}{
+		{Attributes{"mac": "1"}, fp, "a-same"},
+		{Attributes{"mac": "2"}, fp, "a-other-identity"},
+		{Attributes{"mac": "3"}, fp, ""},
+		{Attributes{"serial": "x"}, "other", "tofu-early"},
+	} {
+		got := adm.admit(tc.id, false, tc.fp)
+		if name := func() string {
+			if got == nil {
+				return ""
+			}
+			return got.Name
+		}(); name != tc.want {
+			t.Errorf("admit(%v, %.8s…) = %q, want %q", tc.id, tc.fp, name, tc.want)
+		}
 	}
 }
