@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,7 +128,27 @@ func TestRemoteAgent(t *testing.T) {
 	image := TestImage("rel-1", 1<<20, true)
 	on := NewAgent(t, c, AgentOptions{Name: "term-1", Image: image, ArtifactName: "rel-1"})
 	off := NewAgent(t, c, AgentOptions{Name: "term-2", Image: image, ArtifactName: "rel-1"})
-	enableRemote(t, on, map[string]any{"Enabled": true, "PortForward": true, "IdleTimeoutSeconds": 120})
+	// Port forwards may reach the echo service only; another service on
+	// the device's loopback counts the connections it gets.
+	echoPort := loopbackEcho(t)
+	forbidden, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { forbidden.Close() })
+	var forbiddenConns atomic.Int64
+	go func() {
+		for {
+			c, err := forbidden.Accept()
+			if err != nil {
+				return
+			}
+			forbiddenConns.Add(1)
+			c.Close()
+		}
+	}()
+	enableRemote(t, on, map[string]any{"Enabled": true, "PortForward": true, "IdleTimeoutSeconds": 120,
+		"PortForwardAllow": []string{fmt.Sprintf("127.0.0.1:%d", echoPort)}})
 
 	token := "ops-pat-" + rand.Text()
 	sha := env.Commit(merge(on.Manifest(), off.Manifest(), agentOperator("ops", token, []string{"term-1", "term-2"}),
@@ -211,27 +232,12 @@ spec:
 	}
 
 	// 3. A port forward to an echo service on the device's loopback.
-	echoPort := loopbackEcho(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	localPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	localPort := freeLoopbackPort(t)
 	pf := ops.Start("port-forward", id, fmt.Sprintf("%d:%d", localPort, echoPort))
 	pf.AwaitOutput("Forwarding from")
-	var conn net.Conn
-	for deadline := time.Now().Add(Deadline); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", localPort), time.Second); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("port forward: dial 127.0.0.1:%d: %v\n%s", localPort, err, pf.Output())
-		}
-	}
+	conn := dialForward(t, localPort, pf)
 	payload := make([]byte, 64<<10)
 	rand.Read(payload)
-	conn.SetDeadline(time.Now().Add(Deadline))
 	go conn.Write(payload)
 	echoed := make([]byte, len(payload))
 	if _, err := io.ReadFull(conn, echoed); err != nil || !bytes.Equal(echoed, payload) {
@@ -240,6 +246,20 @@ spec:
 	conn.Close()
 	pf.Kill()
 	t.Logf("port-forward: %d bytes round-tripped through 127.0.0.1:%d → device 127.0.0.1:%d", len(payload), localPort, echoPort)
+	// A port PortForwardAllow does not list is refused on the device.
+	forbiddenPort := forbidden.Addr().(*net.TCPAddr).Port
+	localPort = freeLoopbackPort(t)
+	pf = ops.Start("port-forward", id, fmt.Sprintf("%d:%d", localPort, forbiddenPort))
+	pf.AwaitOutput("Forwarding from")
+	conn = dialForward(t, localPort, pf)
+	conn.Write([]byte("knock"))
+	on.awaitLog(fmt.Sprintf(`port forward refused.*127\.0\.0\.1:%d is not allowed`, forbiddenPort))
+	conn.Close()
+	pf.Kill()
+	if n := forbiddenConns.Load(); n != 0 {
+		t.Errorf("the service on 127.0.0.1:%d, not in PortForwardAllow, got %d connections", forbiddenPort, n)
+	}
+	t.Logf("port-forward to 127.0.0.1:%d (not in PortForwardAllow): refused by the device, no connection made", forbiddenPort)
 
 	// 4. term-2 leaves the remote terminal off: refused, nothing runs.
 	if strings.Contains(off.Logs(), "remote terminal: connected") {
@@ -277,6 +297,32 @@ spec:
 		t.Errorf("session records of ops on term-1 by kind: %v (want terminal ×2 — the shell and the port forward —, upload, download)", kinds)
 	}
 	t.Logf("session records on term-1: %v", kinds)
+}
+
+// freeLoopbackPort returns a loopback TCP port that was free a moment ago.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// dialForward connects to mender-cli port-forward's local port.
+func dialForward(t *testing.T, port int, pf *RemoteCLIProc) net.Conn {
+	t.Helper()
+	for deadline := time.Now().Add(Deadline); ; time.Sleep(50 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(Deadline))
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port forward: dial 127.0.0.1:%d: %v\n%s", port, err, pf.Output())
+		}
+	}
 }
 
 // processAlive reports whether pid runs (and is not a zombie).

@@ -55,6 +55,10 @@ func (s *session) forwardMsg(m *message) {
 		if err := s.newForward(m, id); err != nil {
 			s.cn.c.log.Info("remote terminal: port forward refused", "session", s.id, "operator", s.user, "err", err)
 			s.pfFail(m, id, err)
+			if _, open := s.forwards[id]; id != "" && !open {
+				// and the connection is over
+				_ = s.send(newMsg(protoPortForward, typeStop, "").with(propConnectionID, id))
+			}
 		}
 	case typeForward:
 		f, ok := s.forwards[id]

@@ -312,6 +312,9 @@ func TestPortForward(t *testing.T) {
 		if m.Header.MsgType != typeError || !strings.Contains(errText(m), tc.want) {
 			t.Errorf("new %s:%d/%s: %q %q, want an error saying %q", tc.host, *tc.port, *tc.proto, m.Header.MsgType, errText(m), tc.want)
 		}
+		if m := p.next("p1", nil); m.Header.MsgType != typeStop || m.stringProp(propConnectionID) != "c2" {
+			t.Errorf("new %s:%d/%s refused, then %q for %q, want a stop of c2", tc.host, *tc.port, *tc.proto, m.Header.MsgType, m.stringProp(propConnectionID))
+		}
 	}
 }
 
