@@ -72,7 +72,8 @@ type Options struct {
 	// (deployments/next answers 204).
 	Artifacts Artifacts
 	// Compile builds the rollout plan of each Snapshot; default
-	// rollout.Compile.
+	// rollout.Compile (rollout.CompileFrom the previous Snapshot's plan,
+	// which reuses its targets when the devices did not change).
 	Compile CompilePlan
 	// Clients finds a request's source for the per-source limit on auth
 	// requests of devices that are not accepted: the TCP peer, or behind
@@ -190,9 +191,6 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.Compile == nil {
-		opts.Compile = func(f *schema.Fleet, r []store.RolloutRecord) Planner { return rollout.Compile(f, r) }
 	}
 	if opts.DownloadTTL <= 0 {
 		opts.DownloadTTL = artifacts.DefaultURLTTL

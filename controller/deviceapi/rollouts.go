@@ -40,7 +40,20 @@ func (a *API) planFor(ctx context.Context, snap *reconcile.Snapshot) (Planner, e
 	if err != nil {
 		return nil, fmt.Errorf("read rollout records: %w", err)
 	}
-	p := a.opts.Compile(snap.Fleet, records)
+	var p Planner
+	if a.opts.Compile != nil {
+		p = a.opts.Compile(snap.Fleet, records)
+	} else {
+		// A commit that changed no device declaration compiles in
+		// proportion to its rollouts, not to the fleet: 1.4 s of CPU
+		// for a rollout of a million devices at the first poll after
+		// every commit, otherwise.
+		var prev *rollout.Plan
+		if e := a.plan.cur.Load(); e != nil {
+			prev, _ = e.plan.(*rollout.Plan)
+		}
+		p = rollout.CompileFrom(prev, snap.Fleet, records)
+	}
 	a.plan.cur.Store(&planEntry{snap: snap, plan: p})
 	return p, nil
 }

@@ -94,3 +94,36 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCompileFleet compiles the plan of a fleet of a million devices
+// with one rollout of the whole fleet in three phases (the load
+// generator's fleet): "first" from scratch (Compile), "recompile" as
+// after a commit that changed the rollout's settings but not its target
+// nor the devices (CompileFrom the previous Plan).
+//
+//	go test ./controller/rollout -run '^$' -bench CompileFleet -benchmem
+func BenchmarkCompileFleet(b *testing.B) {
+	const n = 1_000_000
+	f := &schema.Fleet{Devices: declare("dev", n, "rpi4")}
+	f.Artifacts = append(f.Artifacts, artifact("app", "2.0", "rpi4"))
+	f.Rollouts = append(f.Rollouts, rollout("fleet", "app", schema.Target{All: true}, count("canary", 10), pct("half", 50), pct("all", 100)))
+	recs := []store.RolloutRecord{{Name: "fleet", Generation: 1}}
+	b.Run("first", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Compile(f, recs)
+		}
+	})
+	b.Run("recompile", func(b *testing.B) {
+		prev := Compile(f, recs)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			g := *f
+			g.Rollouts = []schema.Rollout{f.Rollouts[0]}
+			g.Rollouts[0].Spec.Phases = append([]schema.Phase(nil), f.Rollouts[0].Spec.Phases...)
+			failures := i + 1
+			g.Rollouts[0].Spec.Phases[2].Abort.MaxFailures = &failures
+			prev = CompileFrom(prev, &g, recs)
+		}
+	})
+}

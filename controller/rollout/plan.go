@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 // and safe for concurrent use; build one per Snapshot and keep it beside
 // it.
 type Plan struct {
+	fleet    *schema.Fleet    // what it was compiled from (CompileFrom)
 	devices  map[string]int32 // declared device name → index
 	certs    bool             // the fleet declares DeviceCAs: see deviceca.go
 	rollouts []*plan          // priority order: highest first, then by name
@@ -48,6 +50,8 @@ type plan struct {
 
 	versionKeys []string // provides of the artifact ending in ".version"
 	approved    []bool   // per phase: gate open
+
+	exactTarget bool // exact as target left it, before openToCerts (for CompileFrom)
 
 	timeout time.Duration // spec.deviceTimeout in effect
 	online  time.Duration // spec.onlineWindow in effect
@@ -95,11 +99,32 @@ func (b bitset) count() (n int) {
 // (ReasonNotRecorded). Compile does not fail; what it cannot use it
 // reports in Problems, and such a rollout targets nobody.
 func Compile(fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
-	p := &Plan{devices: make(map[string]int32, len(fleet.Devices)), byName: make(map[string]*plan, len(fleet.Rollouts)),
-		certs: len(fleet.DeviceCAs) > 0}
-	for i := range fleet.Devices {
-		if _, dup := p.devices[fleet.Devices[i].Name]; !dup {
-			p.devices[fleet.Devices[i].Name] = int32(i)
+	return CompileFrom(nil, fleet, records)
+}
+
+// CompileFrom is Compile, reusing what prev (the Plan of an earlier
+// commit, or nil) computed over the declared devices when fleet has the
+// very same devices as prev's fleet (schema.Fleet.SameDevices: the loader
+// shares them between commits that changed no device declaration): the
+// index of device names, and each rollout's target and rank order when
+// the rollout's name, target, artifact device types and the groups its
+// target names are unchanged. Those are what a Compile costs in
+// proportion to the fleet (hashing and sorting a million devices for a
+// rollout of them all); a commit that changes a rollout's phases, gates
+// or abort criteria then compiles in proportion to its rollouts.
+func CompileFrom(prev *Plan, fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
+	p := &Plan{fleet: fleet, byName: make(map[string]*plan, len(fleet.Rollouts)), certs: len(fleet.DeviceCAs) > 0}
+	if prev == nil || prev.fleet == nil || !prev.fleet.SameDevices(fleet) {
+		prev = nil
+	}
+	if prev != nil {
+		p.devices = prev.devices // read-only once built
+	} else {
+		p.devices = make(map[string]int32, len(fleet.Devices))
+		for i := range fleet.Devices {
+			if _, dup := p.devices[fleet.Devices[i].Name]; !dup {
+				p.devices[fleet.Devices[i].Name] = int32(i)
+			}
 		}
 	}
 	recs := make(map[string]*store.RolloutRecord, len(records))
@@ -112,7 +137,7 @@ func Compile(fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
 	}
 	for i := range fleet.Rollouts {
 		ro := &fleet.Rollouts[i]
-		pl, err := p.compile(fleet, ro, groups, recs[ro.Name])
+		pl, err := p.compile(fleet, ro, groups, recs[ro.Name], prev)
 		if err != nil {
 			p.problems = append(p.problems, fmt.Sprintf("rollout %s: %v", ro.Name, err))
 			continue
@@ -129,7 +154,7 @@ func Compile(fleet *schema.Fleet, records []store.RolloutRecord) *Plan {
 	return p
 }
 
-func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[string]*schema.DeviceGroup, rec *store.RolloutRecord) (*plan, error) {
+func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[string]*schema.DeviceGroup, rec *store.RolloutRecord, earlier *Plan) (*plan, error) {
 	art := fleet.Artifact(ro.Spec.Artifact)
 	switch {
 	case art == nil:
@@ -156,13 +181,23 @@ func (p *Plan) compile(fleet *schema.Fleet, ro *schema.Rollout, groups map[strin
 		}
 		pl.window = append(pl.window, cw)
 	}
-	pl.target(fleet, groups)
+	same := earlier.sameTarget(pl, fleet, groups)
+	if same != nil {
+		pl.selectorsOf(groups)
+		pl.yes, pl.maybe, pl.exact, pl.size = same.yes, same.maybe, same.exactTarget, same.size
+	} else {
+		pl.target(fleet, groups)
+	}
+	pl.exactTarget = pl.exact
 	pl.openToCerts(fleet)
 	pl.timeout, pl.online = ro.Spec.Timeout(), ro.Spec.Window()
 
 	// Phase sizes and boundaries.
 	var keys []keyT
-	if pl.exact {
+	if pl.exact && same != nil && same.exact {
+		keys = same.keys // the same devices, rollout and target: the same order
+		pl.keys = keys
+	} else if pl.exact {
 		keys = make([]keyT, 0, pl.size)
 		for i := range fleet.Devices {
 			if pl.yes.has(i) {
@@ -234,6 +269,42 @@ const (
 	yes
 )
 
+// selectorsOf sets the rollout's selectors: its target's and those of
+// the groups it names.
+func (pl *plan) selectorsOf(groups map[string]*schema.DeviceGroup) {
+	t := &pl.ro.Spec.Target
+	for _, g := range t.Groups {
+		if grp := groups[g]; grp != nil && grp.Spec.Selector != nil {
+			pl.selectors = append(pl.selectors, grp.Spec.Selector)
+		}
+	}
+	if t.Selector != nil {
+		pl.selectors = append(pl.selectors, t.Selector)
+	}
+}
+
+// sameTarget returns the compiled rollout of p (an earlier Plan over the
+// same devices, or nil) whose targeting pl can take over: the same
+// rollout name, target, artifact device types and named groups. nil when
+// there is none.
+func (p *Plan) sameTarget(pl *plan, fleet *schema.Fleet, groups map[string]*schema.DeviceGroup) *plan {
+	if p == nil {
+		return nil
+	}
+	old := p.byName[pl.ro.Name]
+	if old == nil || !reflect.DeepEqual(old.ro.Spec.Target, pl.ro.Spec.Target) ||
+		!slices.Equal(old.art.Spec.DeviceTypes, pl.art.Spec.DeviceTypes) {
+		return nil
+	}
+	for _, g := range pl.ro.Spec.Target.Groups {
+		was, is := p.fleet.Group(g), groups[g]
+		if (was == nil) != (is == nil) || was != nil && !reflect.DeepEqual(was.Spec, is.Spec) {
+			return nil
+		}
+	}
+	return old
+}
+
 // target resolves the rollout's target over the declared devices.
 func (pl *plan) target(fleet *schema.Fleet, groups map[string]*schema.DeviceGroup) {
 	t := &pl.ro.Spec.Target
@@ -244,20 +315,13 @@ func (pl *plan) target(fleet *schema.Fleet, groups map[string]*schema.DeviceGrou
 		static[d] = true
 	}
 	for _, g := range t.Groups {
-		grp := groups[g]
-		if grp == nil {
-			continue
-		}
-		for _, m := range grp.Spec.Members {
-			static[m] = true
-		}
-		if grp.Spec.Selector != nil {
-			pl.selectors = append(pl.selectors, grp.Spec.Selector)
+		if grp := groups[g]; grp != nil {
+			for _, m := range grp.Spec.Members {
+				static[m] = true
+			}
 		}
 	}
-	if t.Selector != nil {
-		pl.selectors = append(pl.selectors, t.Selector)
-	}
+	pl.selectorsOf(groups)
 	pl.exact = true
 	for i := range fleet.Devices {
 		d := &fleet.Devices[i]
