@@ -35,6 +35,12 @@ func (c *Controller) newRemote() error {
 		Logger:     c.log.With("component", "deviceconnect"),
 		// session.started, .ended and .refused go to the event log,
 		// which notifies.
+		Source: func(r *http.Request) string {
+			if a := c.opts.Devices.Clients.Addr(r); a.IsValid() {
+				return a.String()
+			}
+			return r.RemoteAddr
+		},
 		Events: func(ctx context.Context, e store.Event) {
 			if _, _, err := events.AppendEvent(ctx, e); err != nil {
 				c.log.Error("record event failed", "kind", e.Kind, "subject", e.Subject, "err", err)

@@ -98,9 +98,15 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 	var (
 		once   sync.Once
 		reason string
+		code   = websocket.CloseGoingAway
 	)
+	// stop ends the connection; the device is told why in the close
+	// frame (code, why).
 	stop := func(why string) {
 		once.Do(func() { reason = why; cancel() })
+	}
+	stopWith := func(c int, why string) {
+		once.Do(func() { reason, code = why, c; cancel() })
 	}
 	ping := d.r.opts.PingInterval
 	alive := func() { _ = d.ws.SetReadDeadline(time.Now().Add(3 * ping)) }
@@ -124,7 +130,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 				return
 			case b, ok := <-sub.C():
 				if !ok {
-					stop("the relay's subscription ended")
+					stopWith(websocket.CloseTryAgainLater, "the relay's subscription ended; connect again")
 					return
 				}
 				e, err := decodeEnvelope(b)
@@ -165,8 +171,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 			case <-renew.C:
 				c, ok, err := d.r.opts.Sessions.Connected(ctx, d.device)
 				if err == nil && ok && c.Conn != d.conn {
-					stop("the device connected again")
-					closeWS(d.ws, websocket.CloseGoingAway, "a newer connection of this device replaced this one")
+					stopWith(websocket.CloseGoingAway, "a newer connection of this device replaced this one")
 					return
 				}
 				if err := d.r.opts.Sessions.SetConnected(ctx, d.device, d.conn, d.r.opts.PresenceTTL); err != nil && ctx.Err() == nil {
@@ -178,7 +183,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 	// The device's frames to their sessions.
 	go func() {
 		<-ctx.Done()
-		_ = d.ws.Close() // ends the read below
+		closeWS(d.ws, code, reason) // ends the read below
 	}()
 	for {
 		_, b, err := d.ws.ReadMessage()

@@ -78,6 +78,10 @@ type Options struct {
 	// access (the controller appends them to its event log, which
 	// notifies).
 	Events func(ctx context.Context, e store.Event)
+	// Source returns the operator's address for the session record.
+	// Default: the connection's peer (behind a proxy, give one that
+	// believes the proxy's X-Forwarded-For).
+	Source func(*http.Request) string
 }
 
 // Relay serves the device and operator ends of deviceconnect. Create it
@@ -113,6 +117,9 @@ func New(opts Options) (*Relay, error) {
 	}
 	if opts.TransferTimeout <= 0 {
 		opts.TransferTimeout = time.Minute
+	}
+	if opts.Source == nil {
+		opts.Source = peerOf
 	}
 	r := &Relay{opts: opts, log: opts.Logger, sessions: map[string]*session{}}
 	r.upgrader = websocket.Upgrader{
@@ -299,8 +306,8 @@ func deviceParam(w http.ResponseWriter, req *http.Request) (string, bool) {
 	return id, true
 }
 
-// sourceOf is the operator's address for the session record.
-func sourceOf(req *http.Request) string {
+// peerOf is the host of a request's peer.
+func peerOf(req *http.Request) string {
 	host, _, err := net.SplitHostPort(req.RemoteAddr)
 	if err != nil {
 		return req.RemoteAddr

@@ -48,7 +48,7 @@ func (r *Relay) Connect(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusNotFound, "device "+device+" is not connected (is mender-connect running on it?)")
 		return
 	}
-	s := r.newSession(KindTerminal, op, device, sourceOf(req), c.Conn, g)
+	s := r.newSession(KindTerminal, op, device, r.opts.Source(req), c.Conn, g)
 	sub, err := r.opts.Sessions.Subscribe(ctx, sessionTopic(s.rec.ID))
 	if err != nil {
 		r.log.Error("deviceconnect: cannot subscribe to the session's topic", "err", err)

@@ -94,7 +94,7 @@ func (r *Relay) authorizeTransfer(w http.ResponseWriter, req *http.Request, kind
 		writeError(w, http.StatusConflict, "device "+device+" is not connected (is mender-connect running on it?)")
 		return nil, false
 	}
-	s := r.newSession(kind, op, device, sourceOf(req), c.Conn, g)
+	s := r.newSession(kind, op, device, r.opts.Source(req), c.Conn, g)
 	s.used(protoFileTransfer)
 	s.rec.Protocols = []string{"filetransfer"}
 	return s, true
