@@ -30,6 +30,10 @@ type fakeServer struct {
 	// accept is the token the server accepts.
 	accept  atomic.Value // string
 	refused atomic.Int64 // 401 answers
+	// silent: connections are upgraded and then neither read nor
+	// written (a controller that hangs); counted in silentConns.
+	silent      atomic.Bool
+	silentConns atomic.Int64
 }
 
 func startServer(t *testing.T) *fakeServer {
@@ -37,6 +41,7 @@ func startServer(t *testing.T) *fakeServer {
 	fs := &fakeServer{conns: make(chan *peer, 8)}
 	fs.accept.Store("token-1")
 	up := websocket.Upgrader{}
+	stop := make(chan struct{})
 	fs.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/api/devices/v1/deviceconnect/connect" {
 			http.NotFound(w, r)
@@ -51,12 +56,19 @@ func startServer(t *testing.T) *fakeServer {
 		if err != nil {
 			return
 		}
+		if fs.silent.Load() {
+			fs.silentConns.Add(1)
+			<-stop
+			ws.Close()
+			return
+		}
 		p := &peer{t: t, ws: ws, in: make(chan *message, 256), closed: make(chan struct{})}
 		go p.read()
 		fs.conns <- p
 		<-p.closed
 	}))
 	t.Cleanup(fs.srv.Close)
+	t.Cleanup(func() { close(stop) }) // first: ends the silent handlers
 	return fs
 }
 

@@ -397,6 +397,35 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
+// TestKeepAlive: control pings outside a session are answered; a
+// controller that stops answering (no message, no pong) is given up after
+// three ping intervals and dialled again.
+func TestKeepAlive(t *testing.T) {
+	fs := startServer(t)
+	fs.silent.Store(true)
+	startClient(t, fs, Options{Terminal: true, PingInterval: 300 * time.Millisecond})
+	for deadline := time.Now().Add(wait); fs.silentConns.Load() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the device stayed on a controller that never answers (%d connections)", fs.silentConns.Load())
+		}
+	}
+	fs.silent.Store(false)
+	p := fs.connect(t)
+	p.send(newMsg(protoControl, typePing, ""))
+	p.next("", is(protoControl, typePong))
+	p.send(newMsg(protoControl, typePing, "k"))
+	p.next("k", is(protoControl, typePong))
+	// The connection outlives several ping intervals while the server
+	// answers pings (the peer's reader does).
+	time.Sleep(1500 * time.Millisecond) // five intervals
+	p.open("k2")
+	select {
+	case p2 := <-fs.conns:
+		t.Fatalf("the device dialled again (%p) while the controller answered", p2)
+	default:
+	}
+}
+
 // TestShellUser: with User, the shell runs as that user (the test runs
 // as root to switch).
 func TestShellUser(t *testing.T) {
