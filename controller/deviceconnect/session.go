@@ -55,7 +55,6 @@ type session struct {
 	endOnce  sync.Once
 	reason   string // why it ended (recorded)
 	endMsg   string // the same, for people
-	recorded bool
 }
 
 func (r *Relay) newSession(kind, operator, device, source, conn string, g Grant) *session {
@@ -151,7 +150,6 @@ func (s *session) setGrant(g Grant) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.grant = g
-	s.rec.RecordInput = s.rec.RecordInput || g.RecordInput
 	if g.BytesPerSecond != s.bps {
 		s.bps, s.toDevice = g.BytesPerSecond, limiter(g.BytesPerSecond)
 	}
@@ -236,7 +234,9 @@ func (s *session) count(toDevice, fromDevice int, input []byte, active bool) {
 	defer s.mu.Unlock()
 	s.delta.ToDevice += int64(toDevice)
 	s.delta.FromDevice += int64(fromDevice)
-	if len(input) > 0 && s.rec.RecordInput && len(s.input) < store.MaxRecordedInput {
+	// Recorded while the grant asks for it (a session started without
+	// it is never recorded: its record says so).
+	if len(input) > 0 && s.rec.RecordInput && s.grant.RecordInput && len(s.input) < store.MaxRecordedInput {
 		s.input = append(s.input, input...)
 	}
 	if active {

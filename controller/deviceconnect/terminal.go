@@ -157,7 +157,6 @@ type terminal struct {
 
 func (t *terminal) run(ctx context.Context, sub store.Subscription) {
 	s, r := t.s, t.s.r
-	_ = s
 	ping := r.opts.PingInterval
 	alive := func() { _ = t.ws.SetReadDeadline(time.Now().Add(3 * ping)) }
 	alive()
