@@ -51,10 +51,10 @@ type session struct {
 	toDevice     *rate.Limiter
 	bps          int64 // the grant's BytesPerSecond toDevice was made for
 
-	done     chan struct{}
-	endOnce  sync.Once
-	reason   string // why it ended (recorded)
-	endMsg   string // the same, for people
+	done    chan struct{}
+	endOnce sync.Once
+	reason  string // why it ended (recorded)
+	endMsg  string // the same, for people
 }
 
 func (r *Relay) newSession(kind, operator, device, source, conn string, g Grant) *session {
