@@ -291,3 +291,41 @@ func TestDeviceListsNotCopied(t *testing.T) {
 		t.Fatalf("with a bad line: %d devices, %d errors, shared %v", len(l.fleet.Devices), l.errs.count(), &l.fleet.Devices[0] == &l.lists[0])
 	}
 }
+
+// A loaded Fleet looks devices up by the loader's index of names (no
+// scan of a million devices per lookup), and a Fleet whose devices were
+// replaced since falls back to the scan, still right.
+func TestFleetDeviceByIndex(t *testing.T) {
+	c := NewCache()
+	for _, load := range []func(fs.FS) (*Fleet, error){Load, func(f fs.FS) (*Fleet, error) { return LoadCached(f, c) }} {
+		f, err := load(deviceListFS(1000, 300))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.names == nil {
+			t.Fatal("a loaded fleet has no index of device names")
+		}
+		if d := f.Device("d0000041"); d != &f.Devices[41] {
+			t.Fatalf("Device(d0000041) = %v, want the 42nd device", d)
+		}
+		if d := f.Device("nope"); d != nil {
+			t.Fatalf("Device(nope) = %v", d.Name)
+		}
+		g := *f
+		g.Devices = g.Devices[1:]
+		if d := g.Device("d0000000"); d != nil {
+			t.Fatal("a device no longer in the fleet is still found")
+		}
+		if d := g.Device("d0000041"); d != &f.Devices[41] {
+			t.Fatalf("after replacing Devices, Device(d0000041) = %v", d)
+		}
+	}
+	// A commit that changes only the rollout shares devices and index.
+	fsys := deviceListFS(1000, 300)
+	first, _ := LoadCached(fsys, c)
+	fsys["rollout.yaml"] = rolloutFile(9)
+	second, err := LoadCached(fsys, c)
+	if err != nil || !first.SameDevices(second) || second.names == nil || second.names.m["d0000999"] == nil {
+		t.Fatalf("second load: %v, same devices %v", err, first.SameDevices(second))
+	}
+}

@@ -15,6 +15,18 @@ type Fleet struct {
 	Notifications []Notification
 	DeviceCAs     []DeviceCA
 	Operators     []Operator
+
+	// names indexes Devices by name: set by the loader, which builds
+	// the index anyway to find duplicates, for Device to look up in O(1).
+	names *deviceNames
+}
+
+// deviceNames is an index of a Fleet's Devices by name, valid while the
+// Fleet's Devices are the list it was built for.
+type deviceNames struct {
+	m     map[string]*Device
+	first *Device // &Devices[0] when built
+	n     int     // len(Devices) when built
 }
 
 // All yields every manifest of f, kind by kind in the order of the Fleet's
@@ -106,8 +118,15 @@ func (f *Fleet) Rollout(name string) *Rollout { return find(f.Rollouts, name) }
 // Group returns the DeviceGroup called name, or nil.
 func (f *Fleet) Group(name string) *DeviceGroup { return find(f.Groups, name) }
 
-// Device returns the Device called name, or nil.
-func (f *Fleet) Device(name string) *Device { return find(f.Devices, name) }
+// Device returns the Device called name, or nil. For a Fleet that Load
+// returned it costs a map read (the loader's index of device names);
+// for one built otherwise, or whose Devices were replaced since, a scan.
+func (f *Fleet) Device(name string) *Device {
+	if x := f.names; x != nil && x.n == len(f.Devices) && (x.n == 0 || x.first == &f.Devices[0]) {
+		return x.m[name]
+	}
+	return find(f.Devices, name)
+}
 
 // Check returns the MonitorCheck called name, or nil.
 func (f *Fleet) Check(name string) *MonitorCheck { return find(f.Checks, name) }

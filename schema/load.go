@@ -73,6 +73,13 @@ func LoadCached(fsys fs.FS, c *Cache) (*Fleet, error) {
 		c.devices = l.shared
 		c.mu.Unlock()
 	}
+	if d := l.shared; d != nil && d.index != nil && len(d.devices) == len(l.fleet.Devices) &&
+		(len(d.devices) == 0 || &d.devices[0] == &l.fleet.Devices[0]) {
+		l.fleet.names = &deviceNames{m: d.index, n: len(d.devices)}
+		if len(d.devices) > 0 {
+			l.fleet.names.first = &d.devices[0]
+		}
+	}
 	return l.fleet, nil
 }
 
