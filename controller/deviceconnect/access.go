@@ -14,12 +14,16 @@ import (
 // operator removed, the device no longer listed, the manifest expired) is
 // ended at once.
 type Grant struct {
-	Operator     string // the Operator manifest's metadata.name
-	Commit       string // the live commit that granted it
-	Terminal     bool   // may open a shell
-	FileTransfer bool   // may copy files to and from the device
-	PortForward  bool   // may forward ports to the device
-	RecordInput  bool   // the operator's typed input is recorded
+	Operator string // the Operator manifest's metadata.name
+	Commit   string // the live commit that granted it
+	// Device is the device's ID (the subject of its token) when the
+	// request named it otherwise (by its declared name); empty: the name
+	// given is the ID. The relay uses it to find the device's connection.
+	Device       string
+	Terminal     bool // may open a shell
+	FileTransfer bool // may copy files to and from the device
+	PortForward  bool // may forward ports to the device
+	RecordInput  bool // the operator's typed input is recorded
 	// Limits: concurrent sessions of this operator (all devices), of
 	// this device (all operators), idle time before a session is closed,
 	// and bytes per second through one session (each way). Zero: none.

@@ -353,9 +353,11 @@ func (r *Relay) DeviceStatus(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
-	if _, ok := r.grantOf(w, req, op, device); !ok {
+	g, ok := r.grantOf(w, req, op, device)
+	if !ok {
 		return
 	}
+	device = g.deviceID(device)
 	c, connected, err := r.opts.Sessions.Connected(req.Context(), device)
 	if err != nil {
 		r.log.Error("device presence unavailable", "device_id", device, "err", err)
@@ -369,4 +371,12 @@ func (r *Relay) DeviceStatus(w http.ResponseWriter, req *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// deviceID is the ID of the device a request named.
+func (g Grant) deviceID(named string) string {
+	if g.Device != "" {
+		return g.Device
+	}
+	return named
 }

@@ -843,3 +843,34 @@ func TestDeviceReconnectReplacesItsConnection(t *testing.T) {
 		t.Fatalf("on the new connection: %q", out.Body)
 	}
 }
+
+// An operator may name the device by its declared name; the grant gives
+// its ID, which the session is relayed to and recorded with.
+func TestDeviceNamedByName(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true})
+	auth.set("alice", "pi-1", Grant{Terminal: true, Device: "dev1"})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	connectDevice(t, rp, "dev1")
+	rsp, err := rp.client().Do(operatorReq(t, "GET", rp.srv.URL+ManagementPrefix+"/devices/pi-1", "alice", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		ID     string `json:"device_id"`
+		Status string
+	}
+	json.NewDecoder(rsp.Body).Decode(&st)
+	rsp.Body.Close()
+	if st.Status != "connected" || st.ID != "dev1" {
+		t.Fatalf("pi-1: %+v", st)
+	}
+	op := mustSession(t, rp, "alice", "pi-1")
+	sid := startShell(t, op)
+	typeText(op, sid, "hi\n")
+	op.next(is(protoShell, typeShell))
+	op.ws.Close()
+	if rec := endedSession(t, sessions, "alice"); rec.Device != "dev1" {
+		t.Fatalf("recorded device %q", rec.Device)
+	}
+}

@@ -30,6 +30,7 @@ func (r *Relay) Connect(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
+	device = g.deviceID(device)
 	if !g.Terminal && !g.PortForward && !g.FileTransfer {
 		msg := fmt.Sprintf("forbidden: operator %s may neither open a terminal, forward ports nor transfer files on device %s", op, device)
 		writeError(w, http.StatusForbidden, msg)

@@ -78,6 +78,7 @@ func (r *Relay) authorizeTransfer(w http.ResponseWriter, req *http.Request, kind
 	if !ok {
 		return nil, false
 	}
+	device = g.deviceID(device)
 	if !g.FileTransfer {
 		msg := fmt.Sprintf("forbidden: operator %s may not transfer files on device %s (the Operator manifest does not allow fileTransfer)", op, device)
 		writeError(w, http.StatusForbidden, msg)

@@ -291,7 +291,7 @@ func (a *Access) Grant(ctx context.Context, operator, device string) (deviceconn
 	}
 	l := o.Spec.Limits.Effective()
 	return deviceconnect.Grant{
-		Operator: o.Name, Commit: snap.Commit.SHA,
+		Operator: o.Name, Commit: snap.Commit.SHA, Device: t.id,
 		Terminal: true, FileTransfer: c.fileTransfer, PortForward: c.portForward, RecordInput: c.recordInput,
 		OperatorSessions: l.Sessions, DeviceSessions: deviceLimit,
 		IdleTimeout: l.IdleTimeout.Duration, BytesPerSecond: int64(l.Bandwidth),

@@ -361,7 +361,7 @@ func TestGrant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := deviceconnect.Grant{Operator: "alice", Commit: fmt.Sprintf("%040d", 1), Terminal: true, FileTransfer: true,
+	want := deviceconnect.Grant{Operator: "alice", Commit: fmt.Sprintf("%040d", 1), Device: e.id(1), Terminal: true, FileTransfer: true,
 		OperatorSessions: 3, DeviceSessions: 1, IdleTimeout: 5 * time.Minute, BytesPerSecond: 1 << 20}
 	if g != want {
 		t.Errorf("pi-1 grant = %+v\nwant %+v", g, want)
