@@ -45,7 +45,7 @@ type tokenCache struct {
 	revoked atomic.Pointer[func(cert string) bool]
 }
 
-// maxTokens bounds the tokens cached, about 340 B each for a device a
+// maxTokens bounds the tokens cached, about 360 B each for a device a
 // manifest admits (TestCachedTokenMemory; compactClaims; docs/scale.md),
 // some 300 B more for one whose identity map is its own (a DeviceCA's
 // devices): enough for 1,000,000 devices polling with one token each, and
@@ -180,8 +180,12 @@ func (a *API) compactClaims(cl Claims) Claims {
 			// A manifest admit returns with an identity has exactly
 			// this one: admit compares them (maps.Equal for a keyed
 			// manifest, the identity's key for trust on first use).
-			if m := a.adm.get(snap).admit(cl.Identity, cl.Typed, cl.Key); m != nil && len(m.Spec.Identity) > 0 {
-				cl.Identity = m.Spec.Identity
+			adm := a.adm.get(snap)
+			if m := adm.admit(cl.Identity, cl.Typed, cl.Key); m != nil {
+				cl.admitted, cl.admittedBy = m, adm
+				if len(m.Spec.Identity) > 0 {
+					cl.Identity = m.Spec.Identity
+				}
 			}
 		}
 	}

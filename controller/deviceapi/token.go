@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gitfleet/gitfleet/schema"
 )
 
 // Tokens are JWTs (RFC 7519) signed with HMAC-SHA256 under a key every
@@ -61,6 +63,14 @@ type Claims struct {
 	// code's; the revocation hook (tokenCache.setRevoked) is given it on
 	// every call.
 	Cert string `json:"gf.crt,omitempty"`
+
+	// admitted is the Device manifest that admitted the token's device
+	// in the admission index admittedBy (not part of the token: set by
+	// compactClaims on the token cache's copy), so that a poll with a
+	// token seen before skips the admission lookup while that index
+	// serves (admitToken).
+	admitted   *schema.Device
+	admittedBy *admission
 }
 
 const tokenIssuer = "gitfleet"
