@@ -107,7 +107,7 @@ func TestShellRelayedBothWays(t *testing.T) {
 			t.Fatalf("event %+v", e)
 		}
 	}
-	if want := fmt.Sprintf("ended: closed (%d bytes to the device, %d from it)", rec.Traffic.ToDevice, rec.Traffic.FromDevice); !strings.Contains(ended[0].Message, want) {
+	if want := fmt.Sprintf("ended: closed (protocols used: shell; %d bytes to the device, %d from it)", rec.Traffic.ToDevice, rec.Traffic.FromDevice); !strings.Contains(ended[0].Message, want) {
 		t.Fatalf("ended says %q, want %q", ended[0].Message, want)
 	}
 }

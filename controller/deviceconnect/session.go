@@ -118,10 +118,19 @@ func (s *session) finish() {
 	}
 	s.mu.Lock()
 	total := s.total.Add(delta)
+	used := s.usedProtocols()
 	s.mu.Unlock()
-	s.r.event(EventEnded, s.rec.Device, s.rec.Commit, fmt.Sprintf("operator %s's %s session %s ended: %s (%d bytes to the device, %d from it)",
-		s.rec.Operator, s.rec.Kind, s.rec.ID, reason, total.ToDevice, total.FromDevice), s.rec.ID)
-	s.r.log.Info("remote session ended", "session", s.rec.ID, "kind", s.rec.Kind, "operator", s.rec.Operator, "device_id", s.rec.Device, "reason", reason)
+	// The record's Protocols are fixed when the session starts (the
+	// store takes them then); what a terminal session went on to use is
+	// in its end's event and log line.
+	protocols := "none"
+	if len(used) > 0 {
+		protocols = strings.Join(used, ", ")
+	}
+	s.r.event(EventEnded, s.rec.Device, s.rec.Commit, fmt.Sprintf("operator %s's %s session %s ended: %s (protocols used: %s; %d bytes to the device, %d from it)",
+		s.rec.Operator, s.rec.Kind, s.rec.ID, reason, protocols, total.ToDevice, total.FromDevice), s.rec.ID)
+	s.r.log.Info("remote session ended", "session", s.rec.ID, "kind", s.rec.Kind, "operator", s.rec.Operator, "device_id", s.rec.Device,
+		"reason", reason, "protocols", used, "to_device", total.ToDevice, "from_device", total.FromDevice)
 }
 
 // end ends the session (the first call wins).
@@ -189,21 +198,24 @@ func (s *session) revoked(g Grant, err error, now time.Time) (reason, msg string
 		return ReasonExpired, fmt.Sprintf("access ended: operator %s expired at %s", s.rec.Operator, g.Expires.UTC().Format(time.RFC3339))
 	}
 	s.mu.Lock()
-	used := make([]string, 0, len(s.protocols))
-	for p := range s.protocols {
-		used = append(used, p)
-	}
+	used := s.usedProtocols()
 	s.mu.Unlock()
-	if s.rec.Kind != KindTerminal {
-		used = append(used, "filetransfer")
-	}
-	slices.Sort(used)
 	for _, p := range used {
 		if ok, what := g.allowed(protoByName(p)); !ok {
 			return ReasonAccessRevoked, fmt.Sprintf("access ended: operator %s may no longer use %s on device %s", s.rec.Operator, what, s.rec.Device)
 		}
 	}
 	return "", ""
+}
+
+// usedProtocols lists the protocols used so far, sorted (s.mu held).
+func (s *session) usedProtocols() []string {
+	used := make([]string, 0, len(s.protocols))
+	for p := range s.protocols {
+		used = append(used, p)
+	}
+	slices.Sort(used)
+	return used
 }
 
 func protoByName(name string) uint16 {
