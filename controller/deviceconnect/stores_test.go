@@ -39,6 +39,19 @@ func TestTwoReplicasOverRedis(t *testing.T) {
 	testLimitAndChange(t, sb)
 }
 
+func TestTwoReplicasOverRedisCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t)
+	open := func() store.RemoteSessions {
+		st, err := redis.New(redis.Options{Addrs: addrs, Cluster: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	testTwoReplicas(t, open(), open())
+}
+
 // testLimitAndChange: the store's atomic limit refuses a second session on
 // a device, and a change of access ends the first.
 func testLimitAndChange(t *testing.T, sessions store.RemoteSessions) {
