@@ -228,14 +228,16 @@ func (d *deviceConn) note(m *protoMsg, bps int64, fromDevice bool) *rate.Limiter
 		delete(d.sessions, sid)
 		return lim
 	}
-	if !fromDevice && (!known || (bps > 0 && (lim == nil || int64(lim.Limit()) != bps))) {
-		if known || len(d.sessions) < maxDeviceSessions {
-			lim = nil
-			if bps > 0 {
-				lim = limiter(bps)
-			}
-			d.sessions[sid] = lim
+	if fromDevice {
+		return lim
+	}
+	changed := (lim == nil) != (bps <= 0) || (lim != nil && int64(lim.Limit()) != bps)
+	if (!known && len(d.sessions) < maxDeviceSessions) || (known && changed) {
+		lim = nil
+		if bps > 0 {
+			lim = limiter(bps)
 		}
+		d.sessions[sid] = lim
 	}
 	return lim
 }
