@@ -136,7 +136,7 @@ func (m *memSessions) StartSession(ctx context.Context, s store.RemoteSession, l
 	return true, "", nil
 }
 
-func (m *memSessions) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte) error {
+func (m *memSessions) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte, protocols ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.sessions[id]
@@ -144,6 +144,7 @@ func (m *memSessions) TouchSession(ctx context.Context, id string, lease time.Du
 		return fmt.Errorf("%w: session %s", store.ErrNotFound, id)
 	}
 	s.Traffic = s.Traffic.Add(delta)
+	s.Protocols = store.MergeProtocols(s.Protocols, protocols)
 	m.addInput(s, input)
 	if !s.Open(time.Now()) {
 		return fmt.Errorf("%w: %s", store.ErrSessionEnded, id)
@@ -161,7 +162,7 @@ func (m *memSessions) addInput(s *store.RemoteSession, input []byte) {
 	s.InputTruncated = s.InputTruncated || trunc
 }
 
-func (m *memSessions) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte) error {
+func (m *memSessions) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte, protocols ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.sessions[id]
@@ -172,6 +173,7 @@ func (m *memSessions) EndSession(ctx context.Context, id string, end time.Time, 
 		return nil
 	}
 	s.Traffic = s.Traffic.Add(delta)
+	s.Protocols = store.MergeProtocols(s.Protocols, protocols)
 	m.addInput(s, input)
 	s.Ended, s.Reason = end, reason
 	return nil

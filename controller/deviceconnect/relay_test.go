@@ -91,7 +91,7 @@ func TestShellRelayedBothWays(t *testing.T) {
 	if rec.Input != "uname -a\nstill\n" {
 		t.Fatalf("recorded input %q", rec.Input)
 	}
-	if !slices.Equal(rec.Protocols, []string{"shell"}) && rec.Protocols != nil {
+	if !slices.Equal(rec.Protocols, []string{"shell"}) {
 		t.Fatalf("protocols %v", rec.Protocols)
 	}
 	if rec.Traffic.ToDevice == 0 || rec.Traffic.FromDevice == 0 {
@@ -499,7 +499,7 @@ func TestPortForwardRelayed(t *testing.T) {
 	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: sid}})
 	op.ws.Close()
 	rec := endedSession(t, sessions, "alice")
-	if !slices.Equal(rec.Protocols, []string{"portforward"}) && rec.Protocols != nil {
+	if !slices.Equal(rec.Protocols, []string{"portforward"}) {
 		t.Fatalf("protocols %v", rec.Protocols)
 	}
 	if n := len(dev.received(is(protoPortForward, "forward"))); n != 1 {

@@ -110,19 +110,17 @@ func (s *session) finish() {
 	delta, input := s.delta, s.input
 	s.delta, s.input = store.RemoteTraffic{}, nil
 	reason := s.reason
+	recorded := store.MergeProtocols(nil, s.usedProtocols())
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.r.opts.Sessions.EndSession(ctx, s.rec.ID, time.Now(), reason, delta, input); err != nil {
+	if err := s.r.opts.Sessions.EndSession(ctx, s.rec.ID, time.Now(), reason, delta, input, recorded...); err != nil {
 		s.r.log.Error("cannot record the end of a remote session", "session", s.rec.ID, "err", err)
 	}
 	s.mu.Lock()
 	total := s.total.Add(delta)
 	used := s.usedProtocols()
 	s.mu.Unlock()
-	// The record's Protocols are fixed when the session starts (the
-	// store takes them then); what a terminal session went on to use is
-	// in its end's event and log line.
 	protocols := "none"
 	if len(used) > 0 {
 		protocols = strings.Join(used, ", ")
@@ -295,8 +293,9 @@ func (s *session) tick(ctx context.Context) {
 	s.delta, s.input = store.RemoteTraffic{}, nil
 	s.total = s.total.Add(delta)
 	s.lastTouch = now
+	recorded := store.MergeProtocols(nil, s.usedProtocols())
 	s.mu.Unlock()
-	err := s.r.opts.Sessions.TouchSession(ctx, s.rec.ID, s.r.opts.SessionLease, delta, input)
+	err := s.r.opts.Sessions.TouchSession(ctx, s.rec.ID, s.r.opts.SessionLease, delta, input, recorded...)
 	switch {
 	case errors.Is(err, store.ErrSessionEnded) || errors.Is(err, store.ErrNotFound):
 		s.end("error: the session's record ended", "the session's record in the store ended")

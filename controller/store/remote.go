@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -68,12 +69,14 @@ type RemoteSessions interface {
 	// against the limits and may not come back): the counters and input
 	// are still added, and the error wraps ErrSessionEnded, so the caller
 	// should end what it relays. An unknown id is ErrNotFound.
-	TouchSession(ctx context.Context, id string, lease time.Duration, delta RemoteTraffic, input []byte) error
+	// protocols (RemoteProtocols names) the session has used are added
+	// to the record's Protocols.
+	TouchSession(ctx context.Context, id string, lease time.Duration, delta RemoteTraffic, input []byte, protocols ...string) error
 	// EndSession closes session id with reason (not empty) at end, adding
 	// the last counters and input as TouchSession does. Ending a session
 	// twice keeps the first end and adds nothing (so a retried EndSession
 	// counts nothing twice). An unknown id is ErrNotFound.
-	EndSession(ctx context.Context, id string, end time.Time, reason string, delta RemoteTraffic, input []byte) error
+	EndSession(ctx context.Context, id string, end time.Time, reason string, delta RemoteTraffic, input []byte, protocols ...string) error
 	// Session returns one session record, or ErrNotFound.
 	Session(ctx context.Context, id string) (RemoteSession, error)
 	// Sessions returns up to limit (1…MaxPage; larger is clamped) session
@@ -137,7 +140,8 @@ type RemoteSession struct {
 	Started  time.Time `json:"started"`
 	Ended    time.Time `json:"ended,omitzero"`
 	Reason   string    `json:"reason,omitempty"` // why it ended: closed, idle, operator-removed, access-revoked, device-disconnected, limit, error: …
-	// Protocols used: shell, filetransfer, portforward.
+	// Protocols used (RemoteProtocols): shell, filetransfer,
+	// portforward, menderclient.
 	Protocols      []string      `json:"protocols,omitempty"`
 	Traffic        RemoteTraffic `json:"traffic"`
 	RecordInput    bool          `json:"record_input,omitempty"`
@@ -179,6 +183,8 @@ func ValidateRemoteSession(s RemoteSession, lease time.Duration) error {
 		return fmt.Errorf("%w: session %s: device ID %q (1…256 bytes, no braces)", ErrInvalid, s.ID, s.Device)
 	case s.Started.IsZero():
 		return fmt.Errorf("%w: session %s has no start time", ErrInvalid, s.ID)
+	case !knownProtocols(s.Protocols):
+		return fmt.Errorf("%w: session %s: protocols %v (each one of %s)", ErrInvalid, s.ID, s.Protocols, strings.Join(RemoteProtocols, ", "))
 	case !s.Ended.IsZero() || s.Reason != "":
 		return fmt.Errorf("%w: session %s: a session starts open (no end time or reason)", ErrInvalid, s.ID)
 	case s.Input != "" || s.InputTruncated:
@@ -206,9 +212,55 @@ func ValidateConnection(device, conn string, ttl time.Duration) error {
 	return nil
 }
 
+// RemoteProtocols are the protocols a session record lists, in the
+// order it lists them.
+var RemoteProtocols = []string{"shell", "filetransfer", "portforward", "menderclient"}
+
+// ProtocolMask returns protocols as a bit set over RemoteProtocols, or
+// ErrInvalid naming one it does not know.
+func ProtocolMask(protocols []string) (uint, error) {
+	var m uint
+	for _, p := range protocols {
+		i := slices.Index(RemoteProtocols, p)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: protocol %q (one of %s)", ErrInvalid, p, strings.Join(RemoteProtocols, ", "))
+		}
+		m |= 1 << i
+	}
+	return m, nil
+}
+
+func knownProtocols(ps []string) bool { _, err := ProtocolMask(ps); return err == nil }
+
+// ProtocolNames returns the RemoteProtocols in mask, in their order.
+func ProtocolNames(mask uint) []string {
+	var out []string
+	for i, p := range RemoteProtocols {
+		if mask&(1<<i) != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// MergeProtocols returns the protocols in a or b, in RemoteProtocols
+// order (unknown names are dropped).
+func MergeProtocols(a, b []string) []string {
+	var m uint
+	for _, p := range append(slices.Clone(a), b...) {
+		if i := slices.Index(RemoteProtocols, p); i >= 0 {
+			m |= 1 << i
+		}
+	}
+	return ProtocolNames(m)
+}
+
 // ValidateSessionUpdate checks what TouchSession (end zero) and
 // EndSession are given.
-func ValidateSessionUpdate(id string, lease time.Duration, end time.Time, reason string, delta RemoteTraffic, ending bool) error {
+func ValidateSessionUpdate(id string, lease time.Duration, end time.Time, reason string, delta RemoteTraffic, ending bool, protocols ...string) error {
+	if _, err := ProtocolMask(protocols); err != nil {
+		return fmt.Errorf("session %s: %w", id, err)
+	}
 	switch {
 	case id == "" || len(id) > 128:
 		return fmt.Errorf("%w: session ID must be 1…128 bytes", ErrInvalid)

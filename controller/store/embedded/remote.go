@@ -240,8 +240,8 @@ func (s *Store) trimSessions(tx *bolt.Tx) error {
 }
 
 // TouchSession renews a session's lease and adds to its counters.
-func (s *Store) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte) error {
-	if err := store.ValidateSessionUpdate(id, lease, time.Time{}, "", delta, false); err != nil {
+func (s *Store) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte, protocols ...string) error {
+	if err := store.ValidateSessionUpdate(id, lease, time.Time{}, "", delta, false, protocols...); err != nil {
 		return err
 	}
 	return s.updateSession(ctx, "touch session", id, func(rec *store.RemoteSession, open *bolt.Bucket, now time.Time) (bool, error) {
@@ -254,12 +254,12 @@ func (s *Store) TouchSession(ctx context.Context, id string, lease time.Duration
 			return false, err
 		}
 		return true, open.Put(openKey('o', rec.Operator, rec.ID), leaseV)
-	}, delta, input)
+	}, delta, input, protocols)
 }
 
 // EndSession ends a session once.
-func (s *Store) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte) error {
-	if err := store.ValidateSessionUpdate(id, 0, end, reason, delta, true); err != nil {
+func (s *Store) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte, protocols ...string) error {
+	if err := store.ValidateSessionUpdate(id, 0, end, reason, delta, true, protocols...); err != nil {
 		return err
 	}
 	return s.updateSession(ctx, "end session", id, func(rec *store.RemoteSession, open *bolt.Bucket, _ time.Time) (bool, error) {
@@ -271,13 +271,13 @@ func (s *Store) EndSession(ctx context.Context, id string, end time.Time, reason
 			return false, err
 		}
 		return true, open.Delete(openKey('o', rec.Operator, rec.ID))
-	}, delta, input)
+	}, delta, input, protocols)
 }
 
 // updateSession loads session id, lets fn change it (fn reports whether
-// to add delta and input, and may return an error that still commits:
-// one wrapping ErrSessionEnded), and writes it back.
-func (s *Store) updateSession(ctx context.Context, what, id string, fn func(rec *store.RemoteSession, open *bolt.Bucket, now time.Time) (bool, error), delta store.RemoteTraffic, input []byte) error {
+// to add delta, input and protocols, and may return an error that still
+// commits: one wrapping ErrSessionEnded), and writes it back.
+func (s *Store) updateSession(ctx context.Context, what, id string, fn func(rec *store.RemoteSession, open *bolt.Bucket, now time.Time) (bool, error), delta store.RemoteTraffic, input []byte, protocols []string) error {
 	now := s.opts.Now()
 	var after error
 	err := s.update(ctx, what, func(tx *bolt.Tx) error {
@@ -300,6 +300,7 @@ func (s *Store) updateSession(ctx context.Context, what, id string, fn func(rec 
 			return nil
 		}
 		rec.Traffic = rec.Traffic.Add(delta)
+		rec.Protocols = store.MergeProtocols(rec.Protocols, protocols)
 		if len(input) > 0 {
 			rec.RecordInput = true
 			have := in.Get([]byte(id))

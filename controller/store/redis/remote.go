@@ -182,11 +182,17 @@ func (s *Store) StartSession(ctx context.Context, rs store.RemoteSession, lease 
 // the session as recording) to the session whose hash fields f (d, o,
 // l, e, ri) were read; ARGV[1] is the
 // ID, ARGV[2] the key prefix, ARGV[3…6] bytes to and from the device,
-// the input and the input cap.
+// the input and the input cap; the last ARGV is the bit set of
+// protocols used (store.ProtocolMask), or-ed into field pm.
 const addInput = `
 local function add(f)
   redis.call('HINCRBY', KEYS[1], 'td', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'fd', ARGV[4])
+  local pm = tonumber(ARGV[#ARGV])
+  if pm ~= 0 then
+    local had = tonumber(redis.call('HGET', KEYS[1], 'pm') or '0')
+    redis.call('HSET', KEYS[1], 'pm', bit.bor(had, pm))
+  end
   local input = ARGV[5]
   if #input == 0 then return end
   if f[5] ~= '1' then redis.call('HSET', KEYS[1], 'ri', '1') end
@@ -227,30 +233,32 @@ return 'ok'
 `)
 
 // TouchSession renews a session's lease and adds to its counters.
-func (s *Store) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte) error {
-	if err := store.ValidateSessionUpdate(id, lease, time.Time{}, "", delta, false); err != nil {
+func (s *Store) TouchSession(ctx context.Context, id string, lease time.Duration, delta store.RemoteTraffic, input []byte, protocols ...string) error {
+	if err := store.ValidateSessionUpdate(id, lease, time.Time{}, "", delta, false, protocols...); err != nil {
 		return err
 	}
+	pm, _ := store.ProtocolMask(protocols) // validated above
 	now := s.opts.Now()
 	next := now.Add(lease)
 	res, err := touchSessionScript.Run(ctx, s.c, []string{s.k.session(id)},
 		id, s.k.rs(), delta.ToDevice, delta.FromDevice, input, store.MaxRecordedInput,
-		now.UnixNano(), next.UnixNano(), micros(next)).Text()
+		now.UnixNano(), next.UnixNano(), micros(next), pm).Text()
 	return sessionResult("touch", id, res, err)
 }
 
 // EndSession ends a session once.
-func (s *Store) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte) error {
-	if err := store.ValidateSessionUpdate(id, 0, end, reason, delta, true); err != nil {
+func (s *Store) EndSession(ctx context.Context, id string, end time.Time, reason string, delta store.RemoteTraffic, input []byte, protocols ...string) error {
+	if err := store.ValidateSessionUpdate(id, 0, end, reason, delta, true, protocols...); err != nil {
 		return err
 	}
+	pm, _ := store.ProtocolMask(protocols) // validated above
 	endText, err := end.MarshalText()
 	if err != nil {
 		return fmt.Errorf("%w: session %s: end time %v: %v", store.ErrInvalid, id, end, err)
 	}
 	res, err := endSessionScript.Run(ctx, s.c, []string{s.k.session(id)},
 		id, s.k.rs(), delta.ToDevice, delta.FromDevice, input, store.MaxRecordedInput,
-		endText, reason).Text()
+		endText, reason, pm).Text()
 	return sessionResult("end", id, res, err)
 }
 
@@ -269,7 +277,7 @@ func sessionResult(what, id, res string, err error) error {
 }
 
 // sessionFields are the hash fields a record is read from, in order.
-var sessionFields = []string{"j", "l", "e", "r", "td", "fd", "it", "ri"}
+var sessionFields = []string{"j", "l", "e", "r", "td", "fd", "it", "ri", "pm"}
 
 // decodeSession builds a record from HMGET sessionFields; ok is false
 // when the hash is gone.
@@ -297,6 +305,9 @@ func decodeSession(id string, v []any) (store.RemoteSession, bool, error) {
 	rec.Traffic = store.RemoteTraffic{ToDevice: td, FromDevice: fd}
 	rec.InputTruncated = str(v[6]) == "1"
 	rec.RecordInput = str(v[7]) == "1"
+	if pm, err := strconv.ParseUint(str(v[8]), 10, 8); err == nil {
+		rec.Protocols = store.MergeProtocols(rec.Protocols, store.ProtocolNames(uint(pm)))
+	}
 	return rec, true, nil
 }
 

@@ -37,6 +37,7 @@ var remoteTests = []struct {
 	{"RemoteLease", testRemoteLease},
 	{"RemoteTouchEnd", testRemoteTouchEnd},
 	{"RemoteRecordedInput", testRemoteInput},
+	{"RemoteProtocols", testRemoteProtocols},
 	{"RemoteSessions", testRemoteSessions},
 	{"RemoteSessionsBound", testRemoteSessionsBound},
 }
@@ -648,6 +649,35 @@ func testRemoteTouchEnd(t *testing.T, s store.Store) {
 	diff(t, "session after touching it ended", want, session(t, s, "s1"))
 	// Its slot is free.
 	start(t, s, rsess("s2", "ann", "dev-a"), time.Hour, 1, 1, "")
+}
+
+// testRemoteProtocols: the protocols a session goes on to use are added
+// to its record by TouchSession and EndSession, in RemoteProtocols order
+// and each once; an unknown one is refused and changes nothing.
+func testRemoteProtocols(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	rs := remote(s)
+	start(t, s, rsess("p1", "ann", "dev-a"), time.Hour, 0, 0, "") // starts with shell
+	must(t, "TouchSession", rs.TouchSession(ctx, "p1", time.Hour, store.RemoteTraffic{ToDevice: 1}, nil, "portforward", "shell"))
+	diff(t, "protocols after a touch", []string{"shell", "portforward"}, session(t, s, "p1").Protocols)
+	if err := rs.TouchSession(ctx, "p1", time.Hour, store.RemoteTraffic{ToDevice: 1}, nil, "telnet"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("TouchSession(unknown protocol): err = %v, want ErrInvalid", err)
+	}
+	if err := rs.EndSession(ctx, "p1", time.Now(), "closed", store.RemoteTraffic{}, nil, "ssh"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("EndSession(unknown protocol): err = %v, want ErrInvalid", err)
+	}
+	got := session(t, s, "p1")
+	if !got.Ended.IsZero() || got.Traffic.ToDevice != 1 {
+		t.Errorf("after refused updates: ended %v, traffic %+v; want open, 1 byte to the device", got.Ended, got.Traffic)
+	}
+	must(t, "EndSession", rs.EndSession(ctx, "p1", time.Now(), "closed", store.RemoteTraffic{}, nil, "filetransfer"))
+	diff(t, "protocols after the end", []string{"shell", "filetransfer", "portforward"}, session(t, s, "p1").Protocols)
+	bad := rsess("p2", "ann", "dev-a")
+	bad.Protocols = []string{"rdp"}
+	if _, _, err := rs.StartSession(ctx, bad, time.Hour, 0, 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("StartSession(unknown protocol): err = %v, want ErrInvalid", err)
+	}
+	notFound(t, s, "p2")
 }
 
 func testRemoteInput(t *testing.T, s store.Store) {
