@@ -375,6 +375,35 @@ func (d *RemoteDevice) AwaitConnectLog(expr string) {
 	}
 }
 
+// connectedRE is what mender-connect logs when its websocket is up.
+var connectedRE = regexp.MustCompile(`Connection established with http://127\.0\.0\.1:`)
+
+// Connections counts the times the current mender-connect connected.
+func (d *RemoteDevice) Connections() int {
+	return len(connectedRE.FindAllStringIndex(d.ConnectLogs(), -1))
+}
+
+// AwaitConnections waits until the current mender-connect has connected
+// n times (it retries a dropped connection after its D-Bus wait of 10 s).
+func (d *RemoteDevice) AwaitConnections(n int) {
+	d.t.Helper()
+	d.mu.Lock()
+	p := d.connect
+	d.mu.Unlock()
+	deadline := time.Now().Add(Deadline)
+	for d.Connections() < n {
+		select {
+		case <-p.exited:
+			d.t.Fatalf("mender-connect exited (%v) before connecting %d times:\n%s", p.cmd.ProcessState, n, tailLines(p.logs.String(), 60))
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("mender-connect: not connected %d times within %s:\n%s", n, Deadline, tailLines(p.logs.String(), 60))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // remoteDeviceManifest is the Device manifest that accepts a device by its
 // identity and key fingerprint.
 func remoteDeviceManifest(name string, identity map[string]string, fingerprint string) map[string]string {
@@ -388,7 +417,7 @@ metadata:
   name: %s
 spec:
   identity:
-%s  publicKeySHA256: %s
+%s  publicKeySHA256: %q
   deviceType: %s
 `, name, ident.String(), fingerprint, MenderDeviceType)}
 }

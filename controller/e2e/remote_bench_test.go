@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/gorilla/websocket"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/gitfleet/gitfleet/controller/store"
+)
+
+// remoteMsg is a message of Mender's deviceconnect protocol, as mender-cli
+// sends and reads it (msgpack).
+type remoteMsg struct {
+	Header struct {
+		Proto      int            `msgpack:"proto"`
+		MsgType    string         `msgpack:"typ,omitempty"`
+		SessionID  string         `msgpack:"sid,omitempty"`
+		Properties map[string]any `msgpack:"props,omitempty"`
+	} `msgpack:"hdr"`
+	Body []byte `msgpack:"body,omitempty"`
+}
+
+// shellConn is a terminal, remote or local: what is typed goes in, what
+// the terminal prints comes out.
+type shellConn interface {
+	Type(p []byte) error
+	// Read returns the next output, waiting at most until deadline.
+	Read(deadline time.Time) ([]byte, error)
+	Close()
+}
+
+// wsShell is a shell on a device through the controller's operator
+// websocket, speaking what mender-cli terminal speaks.
+type wsShell struct {
+	ws  *websocket.Conn
+	sid string
+	mu  sync.Mutex
+	out chan []byte // shell output, closed when the connection ends
+	err error       // why it ended
+}
+
+// dialShell opens a terminal to device through c as the operator with
+// token.
+func dialShell(tb testing.TB, c *Controller, token, device string) *wsShell {
+	tb.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CertPEM())
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 10 * time.Second}
+	h := http.Header{"Authorization": {"Bearer " + token}}
+	ws, resp, err := d.Dial("wss://"+c.Addr+"/api/management/v1/deviceconnect/devices/"+device+"/connect", h)
+	if err != nil {
+		status := ""
+		if resp != nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			status = resp.Status + " " + string(b)
+		}
+		tb.Fatalf("operator websocket to %s: %v %s", device, err, status)
+	}
+	s := &wsShell{ws: ws}
+	m := &remoteMsg{}
+	m.Header.Proto, m.Header.MsgType = 1, "new"
+	m.Header.Properties = map[string]any{"terminal_width": 200, "terminal_height": 50}
+	if err := s.write(m); err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(Deadline)
+	for s.sid == "" {
+		ws.SetReadDeadline(deadline)
+		r, err := s.next()
+		if err != nil {
+			tb.Fatalf("waiting for the shell: %v", err)
+		}
+		if r.Header.Proto == 1 && r.Header.MsgType == "new" {
+			if st, ok := r.Header.Properties["status"]; ok && fmt.Sprint(st) == "2" {
+				tb.Fatalf("the device refused the shell: %s", r.Body)
+			}
+			s.sid = r.Header.SessionID
+		}
+	}
+	ws.SetReadDeadline(time.Time{})
+	s.out = make(chan []byte, 64)
+	go s.pump()
+	return s
+}
+
+// pump reads the device's messages: shell output to out, pings answered.
+// A gorilla websocket cannot be read again after a read deadline passed,
+// so reads have none and Read waits on out instead.
+func (s *wsShell) pump() {
+	defer close(s.out)
+	for {
+		m, err := s.next()
+		if err != nil {
+			s.err = err
+			return
+		}
+		switch {
+		case m.Header.Proto == 1 && m.Header.MsgType == "shell":
+			s.out <- m.Body
+		case m.Header.Proto == 1 && m.Header.MsgType == "ping":
+			pong := &remoteMsg{}
+			pong.Header.Proto, pong.Header.MsgType, pong.Header.SessionID = 1, "pong", s.sid
+			if err := s.write(pong); err != nil {
+				s.err = err
+				return
+			}
+		case m.Header.Proto == 1 && m.Header.MsgType == "stop":
+			s.err = errors.New("the device stopped the shell")
+			return
+		}
+	}
+}
+
+func (s *wsShell) write(m *remoteMsg) error {
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ws.SetWriteDeadline(time.Now().Add(Deadline))
+	return s.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+func (s *wsShell) next() (*remoteMsg, error) {
+	_, b, err := s.ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	m := &remoteMsg{}
+	return m, msgpack.Unmarshal(b, m)
+}
+
+func (s *wsShell) Type(p []byte) error {
+	m := &remoteMsg{Body: p}
+	m.Header.Proto, m.Header.MsgType, m.Header.SessionID = 1, "shell", s.sid
+	return s.write(m)
+}
+
+func (s *wsShell) Read(deadline time.Time) ([]byte, error) {
+	return readChan(s.out, deadline, func() error { return s.err })
+}
+
+// readChan returns the next chunk of out, or an error at deadline or when
+// out is closed (then with why()).
+func readChan(out <-chan []byte, deadline time.Time, why func() error) ([]byte, error) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case b, ok := <-out:
+		if !ok {
+			return nil, fmt.Errorf("the shell ended: %v", why())
+		}
+		return b, nil
+	case <-t.C:
+		return nil, errShellTimeout
+	}
+}
+
+var errShellTimeout = errors.New("no output before the deadline")
+
+func (s *wsShell) Close() {
+	m := &remoteMsg{}
+	m.Header.Proto, m.Header.MsgType, m.Header.SessionID = 1, "stop", s.sid
+	s.write(m)
+	s.ws.Close()
+}
+
+// ptyShell is the same shell on a local pty.
+type ptyShell struct {
+	cmd *exec.Cmd
+	f   *os.File
+	out chan []byte
+	err error
+}
+
+func startPtyShell(tb testing.TB) *ptyShell {
+	tb.Helper()
+	cmd := exec.Command("/bin/bash", "--noprofile", "--norc")
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 200, Rows: 50})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &ptyShell{cmd: cmd, f: f, out: make(chan []byte, 64)}
+	tb.Cleanup(s.Close)
+	go func() {
+		defer close(s.out)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := f.Read(buf)
+			if n > 0 {
+				s.out <- buf[:n]
+			}
+			if err != nil {
+				s.err = err
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *ptyShell) Type(p []byte) error { _, err := s.f.Write(p); return err }
+
+func (s *ptyShell) Read(deadline time.Time) ([]byte, error) {
+	return readChan(s.out, deadline, func() error { return s.err })
+}
+
+func (s *ptyShell) Close() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+	s.f.Close()
+}
+
+// readUntil reads s's output until it contains marker, returning the
+// bytes read.
+func readUntil(s shellConn, marker string) (int, error) {
+	deadline := time.Now().Add(Deadline)
+	var tail []byte
+	n := 0
+	for {
+		b, err := s.Read(deadline)
+		if err != nil {
+			return n, fmt.Errorf("after %d bytes, no %q: %w", n, marker, err)
+		}
+		n += len(b)
+		tail = append(tail, b...)
+		if bytes.Contains(tail, []byte(marker)) {
+			return n, nil
+		}
+		if len(tail) > 4096 {
+			tail = tail[len(tail)-len(marker):]
+		}
+	}
+}
+
+// throughput runs one command printing size bytes of base64 (76-column
+// lines, as a terminal shows a file) and reads to its end marker.
+func throughput(b *testing.B, s shellConn, size int) {
+	b.SetBytes(int64(size) * 4 / 3)
+	for i := 0; i < b.N; i++ {
+		mark := fmt.Sprintf("end-%d-", i)
+		// The marker is computed so that the typed command's echo does
+		// not contain it.
+		cmd := fmt.Sprintf("head -c %d /dev/zero | base64; echo %s$((%d+1))\n", size, mark, i)
+		if err := s.Type([]byte(cmd)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := readUntil(s, fmt.Sprintf("%s%d", mark, i+1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// keystrokes types one character and waits for its echo, then erases it
+// and waits for that echo: two round trips per op, reported per keystroke.
+func keystrokes(b *testing.B, s shellConn) {
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		for _, key := range []string{"x", "\x7f"} {
+			start := time.Now()
+			if err := s.Type([]byte(key)); err != nil {
+				b.Fatal(err)
+			}
+			deadline := time.Now().Add(Deadline)
+			for {
+				out, err := s.Read(deadline)
+				if err != nil {
+					b.Fatalf("keystroke %q: no echo: %v", key, err)
+				}
+				if key != "x" || bytes.Contains(out, []byte("x")) {
+					break
+				}
+			}
+			total += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(2*b.N), "µs/keystroke")
+}
+
+// settle drains a fresh shell's prompt.
+func settle(b *testing.B, s shellConn) {
+	b.Helper()
+	if err := s.Type([]byte("echo ready-$((20+1))\n")); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := readUntil(s, "ready-21"); err != nil {
+		b.Fatal(err)
+	}
+	// The prompt after the output, and anything else pending.
+	for {
+		if _, err := s.Read(time.Now().Add(200 * time.Millisecond)); err != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkRemoteTerminal measures a terminal session through gitfleet
+// serve and Debian's mender-connect 2.1 (with the stock mender 3.4 client's
+// proxy) beside the same shell on a local pty, in the same run:
+// throughput/* is output bytes per second of `head -c 1MiB /dev/zero |
+// base64` read to its end by an operator websocket client (the protocol
+// mender-cli terminal speaks); keystroke/* is the round trip of one typed
+// character to its echo.
+//
+//	go test -run '^$' -bench BenchmarkRemoteTerminal -benchtime 10x ./controller/e2e
+func BenchmarkRemoteTerminal(b *testing.B) {
+	RequireRemote(b)
+	const size = 1 << 20
+
+	// The local pty first, while the machine is quiet of the others.
+	local := startPtyShell(b)
+	b.Run("throughput/local-pty", func(b *testing.B) { settle(b, local); b.ResetTimer(); throughput(b, local, size) })
+	b.Run("keystroke/local-pty", func(b *testing.B) { settle(b, local); b.ResetTimer(); keystrokes(b, local) })
+
+	// One device, one operator, seeded in the fleet's first commit.
+	ident := map[string]string{"mac": "02:00:00:00:16:99"}
+	keyPEM, fp := RemoteDeviceKey(b)
+	token := "bench-pat-" + rand.Text()
+	seed := b.TempDir()
+	for path, content := range merge(remoteDeviceManifest("bench-1", ident, fp),
+		remoteOperator("bench", token, []string{"bench-1"}, false, false, false)) {
+		writeFile(b, filepath.Join(seed, path), []byte(content), 0o644)
+	}
+	env := newEnv(b, seed)
+	c := env.StartController("a", "--log-level", "info")
+	c.AwaitServing(env.Repo.Head())
+	d := StartRemoteDevice(b, c, ident, keyPEM, RemoteConnectConf{})
+	c.AwaitDevice(d.ID(), "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
+	d.AwaitConnections(1)
+	remote := dialShell(b, c, token, d.ID())
+	defer remote.Close()
+	b.Run("throughput/gitfleet+mender-connect", func(b *testing.B) { settle(b, remote); b.ResetTimer(); throughput(b, remote, size) })
+	b.Run("keystroke/gitfleet+mender-connect", func(b *testing.B) { settle(b, remote); b.ResetTimer(); keystrokes(b, remote) })
+}

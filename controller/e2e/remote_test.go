@@ -1,0 +1,437 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitfleet/gitfleet/controller"
+	"github.com/gitfleet/gitfleet/controller/gitsource/gittest"
+	"github.com/gitfleet/gitfleet/controller/store"
+)
+
+// remoteOperator is an Operator manifest: name, the SHA-256 of token, and
+// one access entry for devices.
+func remoteOperator(name, token string, devices []string, fileTransfer, portForward, recordInput bool) map[string]string {
+	sum := sha256.Sum256([]byte(token))
+	return map[string]string{"operators/" + name + ".yaml": fmt.Sprintf(`apiVersion: gitfleet.io/v1
+kind: Operator
+metadata:
+  name: %s
+spec:
+  tokenSHA256: %s
+  access:
+    - devices: [%s]
+      fileTransfer: %t
+      portForward: %t
+      recordInput: %t
+  limits:
+    sessions: 4
+`, name, hex.EncodeToString(sum[:]), strings.Join(devices, ", "), fileTransfer, portForward, recordInput)}
+}
+
+// remoteSessions reads the session records from the management API.
+func (c *Controller) remoteSessions() ([]store.RemoteSession, error) {
+	var out struct {
+		Sessions []store.RemoteSession `json:"sessions"`
+	}
+	err := c.getJSON("/api/management/v1/sessions?limit=100", &out)
+	return out.Sessions, err
+}
+
+// awaitSession waits until a session record satisfies ok and returns it.
+func (c *Controller) awaitSession(what string, ok func(store.RemoteSession) bool) store.RemoteSession {
+	c.env.t.Helper()
+	var (
+		found   store.RemoteSession
+		last    []store.RemoteSession
+		lastErr error
+	)
+	c.awaitFunc("session record "+what, func() bool {
+		last, lastErr = c.remoteSessions()
+		for _, s := range last {
+			if ok(s) {
+				found = s
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprintf("last error %v\nsessions: %+v", lastErr, last) })
+	return found
+}
+
+// awaitLive waits until c serves sha, failing at once if it refuses it.
+func (c *Controller) awaitLive(sha string) {
+	c.env.t.Helper()
+	st := c.Await(fmt.Sprintf("serving or refusing %.12s", sha), func(st controller.Status) bool {
+		return (st.Serving != nil && st.Serving.SHA == sha) || (st.Refused != nil && st.Refused.SHA == sha)
+	})
+	if st.Serving == nil || st.Serving.SHA != sha {
+		c.env.t.Fatalf("controller %s refused %.12s: %q", c.Name, sha, st.Refused.Errors)
+	}
+}
+
+// shellsOf counts the processes whose parent is pid (mender-connect's
+// shells).
+func shellsOf(pid int) int {
+	n := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			n++
+		}
+	}
+	return n
+}
+
+// startEchoServer listens on 127.0.0.1 and echoes what each connection
+// sends; closed at cleanup.
+func startEchoServer(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// randomFile writes n random bytes to path and returns them.
+func randomFile(t testing.TB, path string, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	writeFile(t, path, b, 0o644)
+	return b
+}
+
+// TestRemoteTerminalStock is issue 16's proof with the stock peers:
+// Debian's mender 3.4 client and mender-connect 2.1 on a simulated device
+// (private mount namespace, private D-Bus bus), Debian's mender-cli 1.9 as
+// the operator, through `gitfleet serve` and Operator manifests in Git.
+//
+//   - mender-cli devices list shows the device, artifacts list answers,
+//     and mender-cli login with the operator's name and token works;
+//   - a command typed into mender-cli terminal runs on the device (a shell
+//     whose parent is mender-connect) and its output comes back;
+//   - mender-cli cp both ways, byte for byte;
+//   - mender-cli port-forward to an echo server on the device's loopback;
+//   - an operator whose manifest lacks the device, and an unknown token,
+//     are refused, and no shell starts;
+//   - the same device reached through a second replica (one Redis);
+//   - the session record: who, device, start, end, bytes, typed input;
+//   - removing the operator from Git ends their open terminal;
+//   - a device whose mender-connect.conf disables the terminal refuses.
+func TestRemoteTerminalStock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: runs the stock Mender client, mender-connect and mender-cli")
+	}
+	RequireRemote(t)
+	guard := hostMenderDirs(t)
+
+	work := t.TempDir()
+	_, pub := GenerateSigningKey(t, filepath.Join(work, "keys", "release"))
+	env := newEnv(t, menderFleet(t, pub))
+	c := env.StartController("a")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller a log (tail):\n%s", tailLines(c.Logs(), 80))
+		}
+	})
+	c.AwaitServing(env.Repo.Head())
+
+	// The fleet: the device, a second (never started) device, and three
+	// operators: ada may reach remote-1 with everything and her input
+	// recorded; bob only remote-2; cy remote-1, terminal only.
+	ident := map[string]string{"mac": "02:00:00:00:16:01"}
+	keyPEM, fp := RemoteDeviceKey(t)
+	adaToken, bobToken, cyToken := "ada-pat-"+rand.Text(), "bob-pat-"+rand.Text(), "cy-pat-"+rand.Text()
+	sha := env.Commit(merge(
+		remoteDeviceManifest("remote-1", ident, fp),
+		remoteDeviceManifest("remote-2", map[string]string{"mac": "02:00:00:00:16:02"}, strings.Repeat("0", 64)),
+		map[string]string{"groups/remote-lab.yaml": `apiVersion: gitfleet.io/v1
+kind: DeviceGroup
+metadata:
+  name: remote-lab
+spec:
+  members: [remote-1]
+  remoteSessions: 4
+`},
+		remoteOperator("ada", adaToken, []string{"remote-1"}, true, true, true),
+		remoteOperator("bob", bobToken, []string{"remote-2"}, true, true, false),
+		remoteOperator("cy", cyToken, []string{"remote-1"}, false, false, false),
+	), "remote-1 and its operators")
+	env.Push(c, sha, false)
+	c.awaitLive(sha)
+
+	d := StartRemoteDevice(t, c, ident, keyPEM, RemoteConnectConf{})
+	id := d.ID()
+	c.AwaitDevice(id, "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
+	// mender-connect got the token over D-Bus and dialled the controller
+	// through the client's local proxy.
+	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
+	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", id, d.connect.cmd.Process.Pid)
+
+	ada := NewMenderCLI(t, c.URL(), c.CertPEM(), adaToken)
+
+	// 1. Listings.
+	out := ada.MustRun("devices", "list")
+	if !strings.Contains(out, "ID: "+id) {
+		t.Fatalf("mender-cli devices list does not show %s:\n%s", id, out)
+	}
+	out = ada.MustRun("artifacts", "list")
+	t.Logf("artifacts list: %q", strings.TrimSpace(out))
+	loginCLI := NewMenderCLI(t, c.URL(), c.CertPEM(), "")
+	if out, err := loginCLI.Login("ada", adaToken); err != nil {
+		t.Fatalf("mender-cli login as ada: %v\n%s", err, out)
+	}
+	if out := loginCLI.MustRun("devices", "list"); !strings.Contains(out, "ID: "+id) {
+		t.Fatalf("after mender-cli login, devices list does not show %s:\n%s", id, out)
+	}
+
+	// 2. A terminal: a typed command runs on the device and its output
+	// comes back; the shell is mender-connect's child.
+	term := ada.Start("terminal", id)
+	term.Type("echo marker-$((6*7))\n")
+	term.AwaitOutput("marker-42")
+	proof := filepath.Join(d.Out, "from-terminal")
+	term.Type("echo \"$$ $PPID $(id -u)\" > " + proof + "\n")
+	var shellPID, parent int
+	d.Await("the terminal's shell writing "+proof, func() bool {
+		b, err := os.ReadFile(proof)
+		if err != nil {
+			return false
+		}
+		var uid int
+		n, _ := fmt.Sscan(string(b), &shellPID, &parent, &uid)
+		return n == 3
+	})
+	if connectPID := d.connect.cmd.Process.Pid; parent != connectPID {
+		t.Fatalf("the terminal's shell (pid %d) has parent %d, not mender-connect (pid %d)", shellPID, parent, connectPID)
+	}
+	t.Logf("terminal: marker-42 came back; the shell (pid %d) is mender-connect's child", shellPID)
+	// CTRL+] ends mender-cli's session.
+	time.Sleep(200 * time.Millisecond)
+	term.Type("\x1d")
+	if err := term.AwaitExit(Deadline); err != nil {
+		t.Logf("mender-cli terminal ended with %v", err)
+	}
+	first := c.awaitSession("of ada's terminal, ended", func(s store.RemoteSession) bool {
+		return s.Operator == "ada" && !s.Ended.IsZero() && strings.Contains(s.Input, "marker-$((6*7))")
+	})
+
+	// 3. File transfer both ways.
+	up := randomFile(t, filepath.Join(work, "up.bin"), 300<<10)
+	onDevice := filepath.Join(d.Out, "uploaded.bin")
+	conns := d.Connections()
+	if out, err := ada.Run("cp", filepath.Join(work, "up.bin"), id+":"+onDevice); err != nil {
+		t.Errorf("mender-cli cp up: %v\n%s", err, out)
+	} else if got, err := os.ReadFile(onDevice); err != nil || !bytes.Equal(got, up) {
+		t.Errorf("uploaded %d bytes; the device has %d (%v), equal %t", len(up), len(got), err, bytes.Equal(got, up))
+	}
+	down := randomFile(t, filepath.Join(d.Out, "down.bin"), 300<<10)
+	local := filepath.Join(work, "down.bin")
+	if out, err := ada.Run("cp", id+":"+filepath.Join(d.Out, "down.bin"), local); err != nil {
+		t.Errorf("mender-cli cp down: %v\n%s", err, out)
+	} else if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, down) {
+		t.Errorf("downloaded %d bytes of %d (%v), equal %t", len(got), len(down), err, bytes.Equal(got, down))
+	}
+	if n := d.Connections(); n != conns {
+		t.Errorf("mender-connect connected %d times during the copies (it drops its connection on a protocol error)", n-conns)
+		d.AwaitConnections(n + 1)
+	}
+	t.Logf("cp: %d bytes up and %d down", len(up), len(down))
+
+	// 4. A port forward to a loopback service on the device.
+	echoPort := startEchoServer(t)
+	localPort := freePort(t)
+	pf := ada.Start("port-forward", id, fmt.Sprintf("%d:%d", localPort, echoPort))
+	pf.AwaitOutput("Forwarding from")
+	var conn net.Conn
+	deadline := time.Now().Add(Deadline)
+	for {
+		var err error
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", localPort), time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port forward: dial 127.0.0.1:%d: %v\n%s", localPort, err, pf.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	payload := make([]byte, 64<<10)
+	rand.Read(payload)
+	conn.SetDeadline(time.Now().Add(Deadline))
+	go conn.Write(payload)
+	echoed := make([]byte, len(payload))
+	if _, err := io.ReadFull(conn, echoed); err != nil || !bytes.Equal(echoed, payload) {
+		t.Fatalf("port forward: %v; echoed equal %t\n%s", err, bytes.Equal(echoed, payload), pf.Output())
+	}
+	conn.Close()
+	pf.Kill()
+	t.Logf("port-forward: %d bytes round-tripped through 127.0.0.1:%d → device 127.0.0.1:%d", len(payload), localPort, echoPort)
+
+	// 5. Refusals: bob's manifest lacks remote-1; an unknown token.
+	connectPID := d.connect.cmd.Process.Pid
+	bob := NewMenderCLI(t, c.URL(), c.CertPEM(), bobToken)
+	if out := bob.MustRun("devices", "list"); strings.Contains(out, id) {
+		t.Errorf("bob's devices list shows %s, which his manifest lacks:\n%s", id, out)
+	}
+	bt := bob.Start("terminal", id)
+	bt.Type("echo bob-was-here > " + filepath.Join(d.Out, "bob") + "\n")
+	if err := bt.AwaitExit(Deadline); err == nil {
+		t.Errorf("bob's terminal to %s succeeded:\n%s", id, bt.Output())
+	}
+	if out, err := bob.Run("cp", filepath.Join(work, "up.bin"), id+":"+filepath.Join(d.Out, "bob.bin")); err == nil {
+		t.Errorf("bob's cp to %s succeeded:\n%s", id, out)
+	}
+	stranger := NewMenderCLI(t, c.URL(), c.CertPEM(), "not-a-token")
+	if out, err := stranger.Run("devices", "list"); err == nil {
+		t.Errorf("devices list with an unknown token succeeded:\n%s", out)
+	}
+	st := stranger.Start("terminal", id)
+	if err := st.AwaitExit(Deadline); err == nil {
+		t.Errorf("terminal with an unknown token succeeded:\n%s", st.Output())
+	}
+	for _, f := range []string{"bob", "bob.bin"} {
+		if _, err := os.Stat(filepath.Join(d.Out, f)); err == nil {
+			t.Errorf("a refused operator's %s reached the device", f)
+		}
+	}
+	if n := shellsOf(connectPID); n != 0 {
+		t.Errorf("mender-connect has %d shells after the refusals", n)
+	}
+	t.Logf("refused: bob (%s), an unknown token (%s)", lastLine(bt.Output()), lastLine(st.Output()))
+
+	// 6. The same device through a second replica on the same Redis: the
+	// device is connected to a, cy's terminal goes to b.
+	b := env.StartController("b")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller b log (tail):\n%s", tailLines(b.Logs(), 60))
+		}
+	})
+	b.AwaitServing(sha)
+	cy := NewMenderCLI(t, b.URL(), b.CertPEM(), cyToken)
+	ct := cy.Start("terminal", id)
+	ct.Type("echo replica-$((7*6))\n")
+	ct.AwaitOutput("replica-42")
+	time.Sleep(200 * time.Millisecond)
+	ct.Type("\x1d")
+	ct.AwaitExit(Deadline)
+	t.Logf("replica b: cy's terminal reached the device connected to replica a")
+
+	// 7. The record of ada's first terminal.
+	if first.Device != "remote-1" && first.Device != id {
+		t.Errorf("session device %q", first.Device)
+	}
+	if first.Started.IsZero() || !first.Ended.After(first.Started) || first.Traffic.ToDevice == 0 || first.Traffic.FromDevice == 0 || !first.RecordInput {
+		t.Errorf("session record of ada's terminal: %+v", first)
+	}
+	t.Logf("session %s: %s on %s, %s → %s (%s), %d bytes to the device, %d from it, input %q",
+		first.ID, first.Operator, first.Device, first.Started.Format(time.RFC3339), first.Ended.Format(time.RFC3339), first.Reason,
+		first.Traffic.ToDevice, first.Traffic.FromDevice, first.Input)
+
+	// 8. Removing ada from Git ends her open terminal.
+	term = ada.Start("terminal", id)
+	term.Type("echo still-$((40+2))\n")
+	term.AwaitOutput("still-42")
+	open := c.awaitSession("of ada's second terminal, open", func(s store.RemoteSession) bool {
+		return s.Operator == "ada" && s.Ended.IsZero() && s.ID != first.ID && s.Kind == "terminal"
+	})
+	sha = env.Repo.Apply(gittest.Change{Remove: []string{"operators/ada.yaml"}, Message: "ada leaves"})
+	env.Push(c, sha, false)
+	env.Push(b, sha, false)
+	c.AwaitServing(sha)
+	if err := term.AwaitExit(Deadline); err == nil {
+		t.Logf("mender-cli terminal ended cleanly after the removal")
+	} else {
+		t.Logf("mender-cli terminal ended after the removal: %v", err)
+	}
+	ended := c.awaitSession("of ada's second terminal, ended", func(s store.RemoteSession) bool {
+		return s.ID == open.ID && !s.Ended.IsZero()
+	})
+	if !strings.Contains(ended.Reason, "removed") && !strings.Contains(ended.Reason, "revoked") {
+		t.Errorf("ada's session ended with reason %q", ended.Reason)
+	}
+	if out, err := ada.Run("devices", "list"); err == nil {
+		t.Errorf("ada, removed, still lists devices:\n%s", out)
+	}
+	t.Logf("removed: ada's terminal ended (%s)", ended.Reason)
+
+	// 9. A device that disables the terminal in mender-connect.conf.
+	d.SetConnectConf(RemoteConnectConf{DisableTerminal: true})
+	d.StartConnect()
+	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
+	connectPID = d.connect.cmd.Process.Pid
+	ct = cy.Start("terminal", id)
+	ct.Type("echo disabled-was-here > " + filepath.Join(d.Out, "disabled") + "\n")
+	if err := ct.AwaitExit(Deadline); err == nil {
+		t.Errorf("a terminal to a device that disables it succeeded:\n%s", ct.Output())
+	}
+	if _, err := os.Stat(filepath.Join(d.Out, "disabled")); err == nil {
+		t.Errorf("a shell ran on a device that disables the terminal")
+	}
+	if n := shellsOf(connectPID); n != 0 {
+		t.Errorf("mender-connect with the terminal disabled has %d shells", n)
+	}
+	t.Logf("terminal disabled on the device: %s", lastLine(ct.Output()))
+
+	d.StopConnect()
+	d.Stop()
+	guard()
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
