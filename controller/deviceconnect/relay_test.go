@@ -874,3 +874,27 @@ func TestDeviceNamedByName(t *testing.T) {
 		t.Fatalf("recorded device %q", rec.Device)
 	}
 }
+
+// TestDeviceCannotWriteIntoAnotherDevicesSession: a device that learns
+// the session ID of another device's session (it is only random, not
+// secret, once logged) cannot put output in front of that session's
+// operator: the relay routes a device's frames only to sessions with
+// that device.
+func TestDeviceCannotWriteIntoAnotherDevicesSession(t *testing.T) {
+	sessions, auth := newMemSessions(), newFakeAuth()
+	auth.set("alice", "dev1", Grant{Terminal: true})
+	rp := startReplica(t, "a", sessions, auth, nil)
+	connectDevice(t, rp, "dev1")
+	evil := connectDevice(t, rp, "dev2")
+	op := mustSession(t, rp, "alice", "dev1")
+	sid := startShell(t, op)
+	forged := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: sid}, Body: []byte("FORGED by dev2\n")}
+	forged.setProp(propStatus, int64(1))
+	evil.p.send(forged)
+	// What dev1 answers afterwards arrives; the forged frame never does.
+	typeText(op, sid, "after\n")
+	out := op.next(is(protoShell, typeShell))
+	if string(out.Body) != "echo:after\n" {
+		t.Fatalf("the operator of dev1's session got %q from the relay", out.Body)
+	}
+}
