@@ -153,7 +153,7 @@ func writeKeyFile(path string, mode os.FileMode, overwrite bool, data []byte) er
 		return err
 	})
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s already exists: choose another --out PREFIX, or pass --force to replace it", path)
+		return fmt.Errorf("%s already exists: choose another --out, or pass --force to replace it", path)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

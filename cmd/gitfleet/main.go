@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 		newEventsCmd(),
 		newAuditCmd(),
 		newSessionsCmd(),
+		newOperatorsCmd(),
 		newReconcileCmd(),
 		newVersionCmd(),
 		newLoginCmd(),
