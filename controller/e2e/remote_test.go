@@ -5,11 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,6 +220,7 @@ spec:
 	// mender-connect got the token over D-Bus and dialled the controller
 	// through the client's local proxy.
 	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
+	c.AwaitLog(`"msg":"device connected for remote sessions".*"device_id":"` + id + `"`)
 	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", id, d.connect.cmd.Process.Pid)
 
 	ada := NewMenderCLI(t, c.URL(), c.CertPEM(), adaToken)
@@ -341,6 +345,20 @@ spec:
 	if err := st.AwaitExit(Deadline); err == nil {
 		t.Errorf("terminal with an unknown token succeeded:\n%s", st.Output())
 	}
+	// Past mender-cli's pre-check, straight to the session websocket.
+	if err := tryShell(c, bobToken, id); err == nil {
+		t.Errorf("bob's shell websocket to %s was accepted", id)
+	} else {
+		t.Logf("bob's shell websocket: %v", err)
+	}
+	if err := tryShell(c, "not-a-token", id); err == nil {
+		t.Errorf("a shell websocket with an unknown token was accepted")
+	}
+	// mender-connect logs every message it gets with the operator's name
+	// (user_id): none came from bob.
+	if strings.Contains(d.ConnectLogs(), "user_id:bob") {
+		t.Errorf("a message of bob's reached mender-connect")
+	}
 	for _, f := range []string{"bob", "bob.bin"} {
 		if _, err := os.Stat(filepath.Join(d.Out, f)); err == nil {
 			t.Errorf("a refused operator's %s reached the device", f)
@@ -379,6 +397,43 @@ spec:
 	t.Logf("session %s: %s on %s, %s → %s (%s), %d bytes to the device, %d from it, input %q",
 		first.ID, first.Operator, first.Device, first.Started.Format(time.RFC3339), first.Ended.Format(time.RFC3339), first.Reason,
 		first.Traffic.ToDevice, first.Traffic.FromDevice, first.Input)
+
+	// The same through gitfleet sessions, as an auditor runs it.
+	caFile := filepath.Join(work, "controller.crt")
+	writeFile(t, caFile, c.CertPEM(), 0o644)
+	cli := exec.Command(Binary(t), "sessions", "--server", c.URL(), "--ca-cert", caFile, "--operator", "ada", "--json")
+	cli.Env = append(os.Environ(), "GITFLEET_TOKEN="+env.Token, "XDG_CONFIG_HOME="+work)
+	cliOut, err := cli.Output()
+	if err != nil {
+		t.Fatalf("gitfleet sessions: %v\n%s", err, cliOut)
+	}
+	var listed []store.RemoteSession
+	if err := json.Unmarshal(cliOut, &listed); err != nil {
+		t.Fatalf("gitfleet sessions --json: %v\n%s", err, cliOut)
+	}
+	var kinds []string
+	found := false
+	for _, s := range listed {
+		kinds = append(kinds, s.Kind)
+		if s.Operator != "ada" {
+			t.Errorf("gitfleet sessions --operator ada lists %s's session %s", s.Operator, s.ID)
+		}
+		if s.ID == first.ID {
+			found = s.Input == first.Input && s.Ended.Equal(first.Ended) && s.Traffic == first.Traffic
+		}
+	}
+	if !found {
+		t.Errorf("gitfleet sessions --json does not show ada's first terminal as the API does:\n%s", cliOut)
+	}
+	// ada's sessions: the terminal, the two copies, the port forward.
+	var protocols []string
+	for _, s := range listed {
+		protocols = append(protocols, strings.Join(s.Protocols, "+"))
+	}
+	if !slices.Contains(kinds, "upload") || !slices.Contains(kinds, "download") || len(listed) != 4 {
+		t.Errorf("ada's sessions: kinds %v, want a terminal, an upload, a download and the port forward's", kinds)
+	}
+	t.Logf("gitfleet sessions --operator ada: %d sessions, kinds %v, protocols %v", len(listed), kinds, protocols)
 
 	// 8. Removing ada from Git ends her open terminal.
 	term = ada.Start("terminal", id)
