@@ -176,6 +176,11 @@ func BenchmarkRemoteTerminal(b *testing.B) {
 	env := newEnv(b, seed)
 	c := env.StartController("a", "--log-level", "info")
 	c.AwaitServing(env.Repo.Head())
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Logf("controller log (tail):\n%s", tailLines(c.Logs(), 40))
+		}
+	})
 	d := StartRemoteDevice(b, c, ident, keyPEM, RemoteConnectConf{})
 	c.AwaitDevice(d.ID(), "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
 	d.AwaitConnections(1)

@@ -155,6 +155,305 @@ func randomFile(t testing.TB, path string, n int) []byte {
 	return b
 }
 
+// remoteFleet is the fleet of the remote tests: the device (by a Device
+// manifest the caller gives), a second, never started, device, and three
+// operators: ada may reach the device with everything and her input
+// recorded; bob only the other device; cy the device, terminal only.
+type remoteFleet struct {
+	t                           *testing.T
+	env                         *Env
+	c                           *Controller
+	device                      string // its Device manifest's name
+	id                          string // its device ID, set by the caller once it runs
+	work                        string
+	adaToken, bobToken, cyToken string
+	ada                         *MenderCLI
+	sha                         string // the commit with the operators
+}
+
+// newRemoteFleet commits device (its manifest files, named name) with the
+// operators to env and waits until c serves it.
+func newRemoteFleet(t *testing.T, env *Env, c *Controller, name string, device map[string]string) *remoteFleet {
+	t.Helper()
+	f := &remoteFleet{t: t, env: env, c: c, device: name, work: t.TempDir(),
+		adaToken: "ada-pat-" + rand.Text(), bobToken: "bob-pat-" + rand.Text(), cyToken: "cy-pat-" + rand.Text()}
+	f.sha = env.Commit(merge(
+		device,
+		map[string]string{"devices/remote-other.yaml": `apiVersion: gitfleet.io/v1
+kind: Device
+metadata:
+  name: remote-other
+spec:
+  identity: {mac: "02:00:00:00:16:fe"}
+  trustOnFirstUse: true
+`, "groups/remote-lab.yaml": `apiVersion: gitfleet.io/v1
+kind: DeviceGroup
+metadata:
+  name: remote-lab
+spec:
+  members: [` + name + `]
+  remoteSessions: 4
+`},
+		remoteOperator("ada", f.adaToken, []string{name}, true, true, true),
+		remoteOperator("bob", f.bobToken, []string{"remote-other"}, true, true, false),
+		remoteOperator("cy", f.cyToken, []string{name}, false, false, false),
+	), name+" and its operators")
+	env.Push(c, f.sha, false)
+	c.awaitLive(f.sha)
+	f.ada = NewMenderCLI(t, c.URL(), c.CertPEM(), f.adaToken)
+	return f
+}
+
+// listings: mender-cli devices list shows the device, artifacts list
+// answers, and mender-cli login with ada's name and token works.
+func (f *remoteFleet) listings() {
+	t, c, id := f.t, f.c, f.id
+	t.Helper()
+	if out := f.ada.MustRun("devices", "list"); !strings.Contains(out, "ID: "+id) {
+		t.Fatalf("mender-cli devices list does not show %s:\n%s", id, out)
+	}
+	out := f.ada.MustRun("artifacts", "list")
+	t.Logf("artifacts list: %q", strings.TrimSpace(out))
+	loginCLI := NewMenderCLI(t, c.URL(), c.CertPEM(), "")
+	if out, err := loginCLI.Login("ada", f.adaToken); err != nil {
+		t.Fatalf("mender-cli login as ada: %v\n%s", err, out)
+	}
+	if out := loginCLI.MustRun("devices", "list"); !strings.Contains(out, "ID: "+id) {
+		t.Fatalf("after mender-cli login, devices list does not show %s:\n%s", id, out)
+	}
+}
+
+// terminal: a command typed into mender-cli terminal runs on the device
+// and its output comes back; the shell's parent is the program called
+// parent (mender-connect, gitfleet-agent). It returns the session record.
+func (f *remoteFleet) terminal(dir, parent string) store.RemoteSession {
+	t, id := f.t, f.id
+	t.Helper()
+	term := f.ada.Start("terminal", id)
+	term.Type("echo marker-$((6*7))\n")
+	term.AwaitOutput("marker-42")
+	proof := filepath.Join(dir, "from-terminal")
+	term.Type("echo \"$$ $PPID $(id -u)\" > " + proof + "\n")
+	var shellPID, ppid, uid int
+	deadline := time.Now().Add(Deadline)
+	for {
+		b, err := os.ReadFile(proof)
+		if n, _ := fmt.Sscan(string(b), &shellPID, &ppid, &uid); err == nil && n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the terminal's shell did not write %s within %s:\n%s", proof, Deadline, term.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid))
+	if got := strings.TrimSpace(string(comm)); got == "" || !strings.HasPrefix(parent, got) {
+		t.Fatalf("the terminal's shell (pid %d, uid %d) has parent %d %q, not %s", shellPID, uid, ppid, got, parent)
+	}
+	t.Logf("terminal: marker-42 came back; the shell (pid %d, uid %d) is %s's (pid %d) child", shellPID, uid, parent, ppid)
+	// CTRL+] ends mender-cli's session.
+	time.Sleep(200 * time.Millisecond)
+	term.Type("\x1d")
+	if err := term.AwaitExit(Deadline); err != nil {
+		t.Logf("mender-cli terminal ended with %v", err)
+	}
+	first := f.c.awaitSession("of ada's terminal, ended", func(s store.RemoteSession) bool {
+		return s.Operator == "ada" && !s.Ended.IsZero() && strings.Contains(s.Input, "marker-$((6*7))")
+	})
+	if first.Device != f.device && first.Device != id {
+		t.Errorf("session device %q", first.Device)
+	}
+	if first.Kind != "terminal" || first.Started.IsZero() || first.Ended.Before(first.Started) || first.Traffic.ToDevice == 0 || first.Traffic.FromDevice == 0 || !first.RecordInput {
+		t.Errorf("session record of ada's terminal: %+v", first)
+	}
+	t.Logf("session %s: %s on %s, %s → %s (%s), %d bytes to the device, %d from it, input %q",
+		first.ID, first.Operator, first.Device, first.Started.Format(time.RFC3339Nano), first.Ended.Format(time.RFC3339Nano), first.Reason,
+		first.Traffic.ToDevice, first.Traffic.FromDevice, first.Input)
+	return first
+}
+
+// copies: mender-cli cp both ways, byte for byte, through dir on the
+// device.
+func (f *remoteFleet) copies(dir string) {
+	t, id := f.t, f.id
+	t.Helper()
+	up := randomFile(t, filepath.Join(f.work, "up.bin"), 300<<10)
+	onDevice := filepath.Join(dir, "uploaded.bin")
+	if out, err := f.ada.Run("cp", filepath.Join(f.work, "up.bin"), id+":"+onDevice); err != nil {
+		t.Errorf("mender-cli cp up: %v\n%s", err, out)
+	} else if got, err := os.ReadFile(onDevice); err != nil || !bytes.Equal(got, up) {
+		t.Errorf("uploaded %d bytes; the device has %d (%v), equal %t", len(up), len(got), err, bytes.Equal(got, up))
+	}
+	down := randomFile(t, filepath.Join(dir, "down.bin"), 300<<10)
+	local := filepath.Join(f.work, "down.bin")
+	if out, err := f.ada.Run("cp", id+":"+filepath.Join(dir, "down.bin"), local); err != nil {
+		t.Errorf("mender-cli cp down: %v\n%s", err, out)
+	} else if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, down) {
+		t.Errorf("downloaded %d bytes of %d (%v), equal %t", len(got), len(down), err, bytes.Equal(got, down))
+	}
+	t.Logf("cp: %d bytes up and %d down", len(up), len(down))
+}
+
+// portForward: mender-cli port-forward to an echo server on the device's
+// loopback.
+func (f *remoteFleet) portForward() {
+	t, id := f.t, f.id
+	t.Helper()
+	echoPort := startEchoServer(t)
+	localPort := freePort(t)
+	pf := f.ada.Start("port-forward", id, fmt.Sprintf("%d:%d", localPort, echoPort))
+	pf.AwaitOutput("Forwarding from")
+	var conn net.Conn
+	deadline := time.Now().Add(Deadline)
+	for {
+		var err error
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", localPort), time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port forward: dial 127.0.0.1:%d: %v\n%s", localPort, err, pf.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer conn.Close()
+	payload := make([]byte, 64<<10)
+	rand.Read(payload)
+	conn.SetDeadline(time.Now().Add(Deadline))
+	go conn.Write(payload)
+	echoed := make([]byte, len(payload))
+	if _, err := io.ReadFull(conn, echoed); err != nil || !bytes.Equal(echoed, payload) {
+		t.Fatalf("port forward: %v; echoed equal %t\n%s", err, bytes.Equal(echoed, payload), pf.Output())
+	}
+	pf.Kill()
+	t.Logf("port-forward: %d bytes round-tripped through 127.0.0.1:%d → device 127.0.0.1:%d", len(payload), localPort, echoPort)
+}
+
+// refusals: bob, whose manifest lacks the device, and an unknown token
+// are refused by mender-cli and past its pre-check; nothing they send
+// reaches dir, and reached (what the device side saw) stays false.
+func (f *remoteFleet) refusals(dir string, reached func() string) {
+	t, c, id := f.t, f.c, f.id
+	t.Helper()
+	bob := NewMenderCLI(t, c.URL(), c.CertPEM(), f.bobToken)
+	if out := bob.MustRun("devices", "list"); strings.Contains(out, id) {
+		t.Errorf("bob's devices list shows %s, which his manifest lacks:\n%s", id, out)
+	}
+	bt := bob.Start("terminal", id)
+	bt.Type("echo bob-was-here > " + filepath.Join(dir, "bob") + "\n")
+	if err := bt.AwaitExit(Deadline); err == nil {
+		t.Errorf("bob's terminal to %s succeeded:\n%s", id, bt.Output())
+	}
+	if out, err := bob.Run("cp", filepath.Join(f.work, "up.bin"), id+":"+filepath.Join(dir, "bob.bin")); err == nil {
+		t.Errorf("bob's cp to %s succeeded:\n%s", id, out)
+	}
+	stranger := NewMenderCLI(t, c.URL(), c.CertPEM(), "not-a-token")
+	if out, err := stranger.Run("devices", "list"); err == nil {
+		t.Errorf("devices list with an unknown token succeeded:\n%s", out)
+	}
+	st := stranger.Start("terminal", id)
+	if err := st.AwaitExit(Deadline); err == nil {
+		t.Errorf("terminal with an unknown token succeeded:\n%s", st.Output())
+	}
+	// Past mender-cli's pre-check, straight to the session websocket.
+	if err := tryShell(c, f.bobToken, id); err == nil {
+		t.Errorf("bob's shell websocket to %s was accepted", id)
+	} else {
+		t.Logf("bob's shell websocket: %v", err)
+	}
+	if err := tryShell(c, "not-a-token", id); err == nil {
+		t.Errorf("a shell websocket with an unknown token was accepted")
+	}
+	for _, name := range []string{"bob", "bob.bin"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("a refused operator's %s reached the device", name)
+		}
+	}
+	if what := reached(); what != "" {
+		t.Errorf("after the refusals, on the device: %s", what)
+	}
+	if ss, err := c.remoteSessions(); err == nil {
+		for _, s := range ss {
+			if s.Operator == "bob" {
+				t.Errorf("bob has a session record: %+v", s)
+			}
+		}
+	}
+	t.Logf("refused: bob (%s), an unknown token (%s)", lastLine(bt.Output()), lastLine(st.Output()))
+}
+
+// sessionsCLI: gitfleet sessions --json shows ada's sessions as the API
+// does.
+func (f *remoteFleet) sessionsCLI(first store.RemoteSession, want int) {
+	t, c := f.t, f.c
+	t.Helper()
+	caFile := filepath.Join(f.work, "controller.crt")
+	writeFile(t, caFile, c.CertPEM(), 0o644)
+	cli := exec.Command(Binary(t), "sessions", "--server", c.URL(), "--ca-cert", caFile, "--operator", "ada", "--json")
+	cli.Env = append(os.Environ(), "GITFLEET_TOKEN="+f.env.Token, "XDG_CONFIG_HOME="+f.work)
+	cliOut, err := cli.Output()
+	if err != nil {
+		t.Fatalf("gitfleet sessions: %v\n%s", err, cliOut)
+	}
+	var listed []store.RemoteSession
+	if err := json.Unmarshal(cliOut, &listed); err != nil {
+		t.Fatalf("gitfleet sessions --json: %v\n%s", err, cliOut)
+	}
+	var kinds, protocols []string
+	found := false
+	for _, s := range listed {
+		kinds = append(kinds, s.Kind)
+		protocols = append(protocols, strings.Join(s.Protocols, "+"))
+		if s.Operator != "ada" {
+			t.Errorf("gitfleet sessions --operator ada lists %s's session %s", s.Operator, s.ID)
+		}
+		if s.ID == first.ID {
+			found = s.Input == first.Input && s.Ended.Equal(first.Ended) && s.Traffic == first.Traffic
+		}
+	}
+	if !found {
+		t.Errorf("gitfleet sessions --json does not show ada's first terminal as the API does:\n%s", cliOut)
+	}
+	// ada's sessions: the terminal, the two copies, the port forward.
+	if !slices.Contains(kinds, "upload") || !slices.Contains(kinds, "download") || len(listed) != want {
+		t.Errorf("ada's sessions: kinds %v, want %d: a terminal, an upload, a download and the port forward's", kinds, want)
+	}
+	t.Logf("gitfleet sessions --operator ada: %d sessions, kinds %v, protocols %v", len(listed), kinds, protocols)
+}
+
+// removal: removing ada from Git (a commit, a webhook to each controller)
+// ends her open terminal: mender-cli ends and the record says why.
+func (f *remoteFleet) removal(first store.RemoteSession, others ...*Controller) {
+	t, c, id := f.t, f.c, f.id
+	t.Helper()
+	term := f.ada.Start("terminal", id)
+	term.Type("echo still-$((40+2))\n")
+	term.AwaitOutput("still-42")
+	open := c.awaitSession("of ada's second terminal, open", func(s store.RemoteSession) bool {
+		return s.Operator == "ada" && s.Ended.IsZero() && s.ID != first.ID && s.Kind == "terminal"
+	})
+	sha := f.env.Repo.Apply(gittest.Change{Remove: []string{"operators/ada.yaml"}, Message: "ada leaves"})
+	for _, o := range append([]*Controller{c}, others...) {
+		f.env.Push(o, sha, false)
+	}
+	c.awaitLive(sha)
+	if err := term.AwaitExit(Deadline); err == nil {
+		t.Logf("mender-cli terminal ended cleanly after the removal")
+	} else {
+		t.Logf("mender-cli terminal ended after the removal: %v", err)
+	}
+	ended := c.awaitSession("of ada's second terminal, ended", func(s store.RemoteSession) bool {
+		return s.ID == open.ID && !s.Ended.IsZero()
+	})
+	if ended.Reason != "operator-removed" {
+		t.Errorf("ada's session ended with reason %q, want operator-removed", ended.Reason)
+	}
+	if out, err := f.ada.Run("devices", "list"); err == nil {
+		t.Errorf("ada, removed, still lists devices:\n%s", out)
+	}
+	t.Logf("removed: ada's terminal ended (%s)", ended.Reason)
+}
+
 // TestRemoteTerminalStock is issue 16's proof with the stock peers:
 // Debian's mender 3.4 client and mender-connect 2.1 on a simulated device
 // (private mount namespace, private D-Bus bus), Debian's mender-cli 1.9 as
@@ -167,9 +466,10 @@ func randomFile(t testing.TB, path string, n int) []byte {
 //   - mender-cli cp both ways, byte for byte;
 //   - mender-cli port-forward to an echo server on the device's loopback;
 //   - an operator whose manifest lacks the device, and an unknown token,
-//     are refused, and no shell starts;
+//     are refused, and nothing of theirs reaches mender-connect;
 //   - the same device reached through a second replica (one Redis);
-//   - the session record: who, device, start, end, bytes, typed input;
+//   - the session records: who, device, start, end, bytes, typed input,
+//     in the management API and gitfleet sessions;
 //   - removing the operator from Git ends their open terminal;
 //   - a device whose mender-connect.conf disables the terminal refuses.
 func TestRemoteTerminalStock(t *testing.T) {
@@ -190,186 +490,41 @@ func TestRemoteTerminalStock(t *testing.T) {
 	})
 	c.AwaitServing(env.Repo.Head())
 
-	// The fleet: the device, a second (never started) device, and three
-	// operators: ada may reach remote-1 with everything and her input
-	// recorded; bob only remote-2; cy remote-1, terminal only.
 	ident := map[string]string{"mac": "02:00:00:00:16:01"}
 	keyPEM, fp := RemoteDeviceKey(t)
-	adaToken, bobToken, cyToken := "ada-pat-"+rand.Text(), "bob-pat-"+rand.Text(), "cy-pat-"+rand.Text()
-	sha := env.Commit(merge(
-		remoteDeviceManifest("remote-1", ident, fp),
-		remoteDeviceManifest("remote-2", map[string]string{"mac": "02:00:00:00:16:02"}, strings.Repeat("0", 64)),
-		map[string]string{"groups/remote-lab.yaml": `apiVersion: gitfleet.io/v1
-kind: DeviceGroup
-metadata:
-  name: remote-lab
-spec:
-  members: [remote-1]
-  remoteSessions: 4
-`},
-		remoteOperator("ada", adaToken, []string{"remote-1"}, true, true, true),
-		remoteOperator("bob", bobToken, []string{"remote-2"}, true, true, false),
-		remoteOperator("cy", cyToken, []string{"remote-1"}, false, false, false),
-	), "remote-1 and its operators")
-	env.Push(c, sha, false)
-	c.awaitLive(sha)
-
+	f := newRemoteFleet(t, env, c, "remote-1", remoteDeviceManifest("remote-1", ident, fp))
 	d := StartRemoteDevice(t, c, ident, keyPEM, RemoteConnectConf{})
-	id := d.ID()
-	c.AwaitDevice(id, "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
+	f.id = d.ID()
+	c.AwaitDevice(f.id, "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
 	// mender-connect got the token over D-Bus and dialled the controller
 	// through the client's local proxy.
 	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
-	c.AwaitLog(`"msg":"device connected for remote sessions".*"device_id":"` + id + `"`)
-	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", id, d.connect.cmd.Process.Pid)
+	c.AwaitLog(`"msg":"device connected for remote sessions".*"device_id":"` + f.id + `"`)
+	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", f.id, d.connect.cmd.Process.Pid)
 
-	ada := NewMenderCLI(t, c.URL(), c.CertPEM(), adaToken)
-
-	// 1. Listings.
-	out := ada.MustRun("devices", "list")
-	if !strings.Contains(out, "ID: "+id) {
-		t.Fatalf("mender-cli devices list does not show %s:\n%s", id, out)
-	}
-	out = ada.MustRun("artifacts", "list")
-	t.Logf("artifacts list: %q", strings.TrimSpace(out))
-	loginCLI := NewMenderCLI(t, c.URL(), c.CertPEM(), "")
-	if out, err := loginCLI.Login("ada", adaToken); err != nil {
-		t.Fatalf("mender-cli login as ada: %v\n%s", err, out)
-	}
-	if out := loginCLI.MustRun("devices", "list"); !strings.Contains(out, "ID: "+id) {
-		t.Fatalf("after mender-cli login, devices list does not show %s:\n%s", id, out)
-	}
-
-	// 2. A terminal: a typed command runs on the device and its output
-	// comes back; the shell is mender-connect's child.
-	term := ada.Start("terminal", id)
-	term.Type("echo marker-$((6*7))\n")
-	term.AwaitOutput("marker-42")
-	proof := filepath.Join(d.Out, "from-terminal")
-	term.Type("echo \"$$ $PPID $(id -u)\" > " + proof + "\n")
-	var shellPID, parent int
-	d.Await("the terminal's shell writing "+proof, func() bool {
-		b, err := os.ReadFile(proof)
-		if err != nil {
-			return false
-		}
-		var uid int
-		n, _ := fmt.Sscan(string(b), &shellPID, &parent, &uid)
-		return n == 3
-	})
-	if connectPID := d.connect.cmd.Process.Pid; parent != connectPID {
-		t.Fatalf("the terminal's shell (pid %d) has parent %d, not mender-connect (pid %d)", shellPID, parent, connectPID)
-	}
-	t.Logf("terminal: marker-42 came back; the shell (pid %d) is mender-connect's child", shellPID)
-	// CTRL+] ends mender-cli's session.
-	time.Sleep(200 * time.Millisecond)
-	term.Type("\x1d")
-	if err := term.AwaitExit(Deadline); err != nil {
-		t.Logf("mender-cli terminal ended with %v", err)
-	}
-	first := c.awaitSession("of ada's terminal, ended", func(s store.RemoteSession) bool {
-		return s.Operator == "ada" && !s.Ended.IsZero() && strings.Contains(s.Input, "marker-$((6*7))")
-	})
-
-	// 3. File transfer both ways.
-	up := randomFile(t, filepath.Join(work, "up.bin"), 300<<10)
-	onDevice := filepath.Join(d.Out, "uploaded.bin")
+	f.listings()
+	first := f.terminal(d.Out, "mender-connect")
 	conns := d.Connections()
-	if out, err := ada.Run("cp", filepath.Join(work, "up.bin"), id+":"+onDevice); err != nil {
-		t.Errorf("mender-cli cp up: %v\n%s", err, out)
-	} else if got, err := os.ReadFile(onDevice); err != nil || !bytes.Equal(got, up) {
-		t.Errorf("uploaded %d bytes; the device has %d (%v), equal %t", len(up), len(got), err, bytes.Equal(got, up))
-	}
-	down := randomFile(t, filepath.Join(d.Out, "down.bin"), 300<<10)
-	local := filepath.Join(work, "down.bin")
-	if out, err := ada.Run("cp", id+":"+filepath.Join(d.Out, "down.bin"), local); err != nil {
-		t.Errorf("mender-cli cp down: %v\n%s", err, out)
-	} else if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, down) {
-		t.Errorf("downloaded %d bytes of %d (%v), equal %t", len(got), len(down), err, bytes.Equal(got, down))
-	}
+	f.copies(d.Out)
+	f.portForward()
 	if n := d.Connections(); n != conns {
-		t.Errorf("mender-connect connected %d times during the copies (it drops its connection on a protocol error)", n-conns)
-		d.AwaitConnections(n + 1)
+		t.Errorf("mender-connect connected %d more times during the copies and the forward (it drops its connection on a protocol error)", n-conns)
 	}
-	t.Logf("cp: %d bytes up and %d down", len(up), len(down))
-
-	// 4. A port forward to a loopback service on the device.
-	echoPort := startEchoServer(t)
-	localPort := freePort(t)
-	pf := ada.Start("port-forward", id, fmt.Sprintf("%d:%d", localPort, echoPort))
-	pf.AwaitOutput("Forwarding from")
-	var conn net.Conn
-	deadline := time.Now().Add(Deadline)
-	for {
-		var err error
-		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", localPort), time.Second)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("port forward: dial 127.0.0.1:%d: %v\n%s", localPort, err, pf.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	payload := make([]byte, 64<<10)
-	rand.Read(payload)
-	conn.SetDeadline(time.Now().Add(Deadline))
-	go conn.Write(payload)
-	echoed := make([]byte, len(payload))
-	if _, err := io.ReadFull(conn, echoed); err != nil || !bytes.Equal(echoed, payload) {
-		t.Fatalf("port forward: %v; echoed equal %t\n%s", err, bytes.Equal(echoed, payload), pf.Output())
-	}
-	conn.Close()
-	pf.Kill()
-	t.Logf("port-forward: %d bytes round-tripped through 127.0.0.1:%d → device 127.0.0.1:%d", len(payload), localPort, echoPort)
-
-	// 5. Refusals: bob's manifest lacks remote-1; an unknown token.
 	connectPID := d.connect.cmd.Process.Pid
-	bob := NewMenderCLI(t, c.URL(), c.CertPEM(), bobToken)
-	if out := bob.MustRun("devices", "list"); strings.Contains(out, id) {
-		t.Errorf("bob's devices list shows %s, which his manifest lacks:\n%s", id, out)
-	}
-	bt := bob.Start("terminal", id)
-	bt.Type("echo bob-was-here > " + filepath.Join(d.Out, "bob") + "\n")
-	if err := bt.AwaitExit(Deadline); err == nil {
-		t.Errorf("bob's terminal to %s succeeded:\n%s", id, bt.Output())
-	}
-	if out, err := bob.Run("cp", filepath.Join(work, "up.bin"), id+":"+filepath.Join(d.Out, "bob.bin")); err == nil {
-		t.Errorf("bob's cp to %s succeeded:\n%s", id, out)
-	}
-	stranger := NewMenderCLI(t, c.URL(), c.CertPEM(), "not-a-token")
-	if out, err := stranger.Run("devices", "list"); err == nil {
-		t.Errorf("devices list with an unknown token succeeded:\n%s", out)
-	}
-	st := stranger.Start("terminal", id)
-	if err := st.AwaitExit(Deadline); err == nil {
-		t.Errorf("terminal with an unknown token succeeded:\n%s", st.Output())
-	}
-	// Past mender-cli's pre-check, straight to the session websocket.
-	if err := tryShell(c, bobToken, id); err == nil {
-		t.Errorf("bob's shell websocket to %s was accepted", id)
-	} else {
-		t.Logf("bob's shell websocket: %v", err)
-	}
-	if err := tryShell(c, "not-a-token", id); err == nil {
-		t.Errorf("a shell websocket with an unknown token was accepted")
-	}
-	// mender-connect logs every message it gets with the operator's name
-	// (user_id): none came from bob.
-	if strings.Contains(d.ConnectLogs(), "user_id:bob") {
-		t.Errorf("a message of bob's reached mender-connect")
-	}
-	for _, f := range []string{"bob", "bob.bin"} {
-		if _, err := os.Stat(filepath.Join(d.Out, f)); err == nil {
-			t.Errorf("a refused operator's %s reached the device", f)
+	f.refusals(d.Out, func() string {
+		var what []string
+		// mender-connect logs every message it gets with the
+		// operator's name (user_id).
+		if strings.Contains(d.ConnectLogs(), "user_id:bob") {
+			what = append(what, "a message of bob's reached mender-connect")
 		}
-	}
-	if n := shellsOf(connectPID); n != 0 {
-		t.Errorf("mender-connect has %d shells after the refusals", n)
-	}
-	t.Logf("refused: bob (%s), an unknown token (%s)", lastLine(bt.Output()), lastLine(st.Output()))
+		if n := shellsOf(connectPID); n != 0 {
+			what = append(what, fmt.Sprintf("mender-connect has %d shells", n))
+		}
+		return strings.Join(what, "; ")
+	})
 
-	// 6. The same device through a second replica on the same Redis: the
+	// The same device through a second replica on the same Redis: the
 	// device is connected to a, cy's terminal goes to b.
 	b := env.StartController("b")
 	t.Cleanup(func() {
@@ -377,9 +532,9 @@ spec:
 			t.Logf("controller b log (tail):\n%s", tailLines(b.Logs(), 60))
 		}
 	})
-	b.AwaitServing(sha)
-	cy := NewMenderCLI(t, b.URL(), b.CertPEM(), cyToken)
-	ct := cy.Start("terminal", id)
+	b.AwaitServing(f.sha)
+	cy := NewMenderCLI(t, b.URL(), b.CertPEM(), f.cyToken)
+	ct := cy.Start("terminal", f.id)
 	ct.Type("echo replica-$((7*6))\n")
 	ct.AwaitOutput("replica-42")
 	time.Sleep(200 * time.Millisecond)
@@ -387,87 +542,15 @@ spec:
 	ct.AwaitExit(Deadline)
 	t.Logf("replica b: cy's terminal reached the device connected to replica a")
 
-	// 7. The record of ada's first terminal.
-	if first.Device != "remote-1" && first.Device != id {
-		t.Errorf("session device %q", first.Device)
-	}
-	if first.Started.IsZero() || !first.Ended.After(first.Started) || first.Traffic.ToDevice == 0 || first.Traffic.FromDevice == 0 || !first.RecordInput {
-		t.Errorf("session record of ada's terminal: %+v", first)
-	}
-	t.Logf("session %s: %s on %s, %s → %s (%s), %d bytes to the device, %d from it, input %q",
-		first.ID, first.Operator, first.Device, first.Started.Format(time.RFC3339), first.Ended.Format(time.RFC3339), first.Reason,
-		first.Traffic.ToDevice, first.Traffic.FromDevice, first.Input)
+	f.sessionsCLI(first, 4)
+	f.removal(first, b)
 
-	// The same through gitfleet sessions, as an auditor runs it.
-	caFile := filepath.Join(work, "controller.crt")
-	writeFile(t, caFile, c.CertPEM(), 0o644)
-	cli := exec.Command(Binary(t), "sessions", "--server", c.URL(), "--ca-cert", caFile, "--operator", "ada", "--json")
-	cli.Env = append(os.Environ(), "GITFLEET_TOKEN="+env.Token, "XDG_CONFIG_HOME="+work)
-	cliOut, err := cli.Output()
-	if err != nil {
-		t.Fatalf("gitfleet sessions: %v\n%s", err, cliOut)
-	}
-	var listed []store.RemoteSession
-	if err := json.Unmarshal(cliOut, &listed); err != nil {
-		t.Fatalf("gitfleet sessions --json: %v\n%s", err, cliOut)
-	}
-	var kinds []string
-	found := false
-	for _, s := range listed {
-		kinds = append(kinds, s.Kind)
-		if s.Operator != "ada" {
-			t.Errorf("gitfleet sessions --operator ada lists %s's session %s", s.Operator, s.ID)
-		}
-		if s.ID == first.ID {
-			found = s.Input == first.Input && s.Ended.Equal(first.Ended) && s.Traffic == first.Traffic
-		}
-	}
-	if !found {
-		t.Errorf("gitfleet sessions --json does not show ada's first terminal as the API does:\n%s", cliOut)
-	}
-	// ada's sessions: the terminal, the two copies, the port forward.
-	var protocols []string
-	for _, s := range listed {
-		protocols = append(protocols, strings.Join(s.Protocols, "+"))
-	}
-	if !slices.Contains(kinds, "upload") || !slices.Contains(kinds, "download") || len(listed) != 4 {
-		t.Errorf("ada's sessions: kinds %v, want a terminal, an upload, a download and the port forward's", kinds)
-	}
-	t.Logf("gitfleet sessions --operator ada: %d sessions, kinds %v, protocols %v", len(listed), kinds, protocols)
-
-	// 8. Removing ada from Git ends her open terminal.
-	term = ada.Start("terminal", id)
-	term.Type("echo still-$((40+2))\n")
-	term.AwaitOutput("still-42")
-	open := c.awaitSession("of ada's second terminal, open", func(s store.RemoteSession) bool {
-		return s.Operator == "ada" && s.Ended.IsZero() && s.ID != first.ID && s.Kind == "terminal"
-	})
-	sha = env.Repo.Apply(gittest.Change{Remove: []string{"operators/ada.yaml"}, Message: "ada leaves"})
-	env.Push(c, sha, false)
-	env.Push(b, sha, false)
-	c.AwaitServing(sha)
-	if err := term.AwaitExit(Deadline); err == nil {
-		t.Logf("mender-cli terminal ended cleanly after the removal")
-	} else {
-		t.Logf("mender-cli terminal ended after the removal: %v", err)
-	}
-	ended := c.awaitSession("of ada's second terminal, ended", func(s store.RemoteSession) bool {
-		return s.ID == open.ID && !s.Ended.IsZero()
-	})
-	if !strings.Contains(ended.Reason, "removed") && !strings.Contains(ended.Reason, "revoked") {
-		t.Errorf("ada's session ended with reason %q", ended.Reason)
-	}
-	if out, err := ada.Run("devices", "list"); err == nil {
-		t.Errorf("ada, removed, still lists devices:\n%s", out)
-	}
-	t.Logf("removed: ada's terminal ended (%s)", ended.Reason)
-
-	// 9. A device that disables the terminal in mender-connect.conf.
+	// A device that disables the terminal in mender-connect.conf.
 	d.SetConnectConf(RemoteConnectConf{DisableTerminal: true})
 	d.StartConnect()
 	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
 	connectPID = d.connect.cmd.Process.Pid
-	ct = cy.Start("terminal", id)
+	ct = cy.Start("terminal", f.id)
 	ct.Type("echo disabled-was-here > " + filepath.Join(d.Out, "disabled") + "\n")
 	if err := ct.AwaitExit(Deadline); err == nil {
 		t.Errorf("a terminal to a device that disables it succeeded:\n%s", ct.Output())
