@@ -211,6 +211,8 @@ type AgentOptions struct {
 	// MonitorRoot is the directory the agent's monitoring checks see as
 	// "/"; default "/".
 	MonitorRoot string
+	// Configure, when set, changes the agent's configuration last.
+	Configure func(*agent.Config)
 }
 
 // Agent is one simulated device running gitfleet-agent.
@@ -274,6 +276,9 @@ func NewAgent(t testing.TB, c *Controller, opts AgentOptions) *Agent {
 		Config: func(c *agent.Config) {
 			if opts.MonitorRoot != "" {
 				c.MonitorRoot = opts.MonitorRoot
+			}
+			if opts.Configure != nil {
+				opts.Configure(c)
 			}
 		},
 	})
