@@ -13,6 +13,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/agent"
 )
 
 // ptyShell is the same shell on a local pty.
@@ -148,7 +149,8 @@ func settle(b *testing.B, s shellConn) {
 
 // BenchmarkRemoteTerminal measures a terminal session through gitfleet
 // serve and Debian's mender-connect 2.1 (with the stock mender 3.4 client's
-// proxy) beside the same shell on a local pty, in the same run:
+// proxy), and through gitfleet serve and gitfleet-agent's built-in
+// terminal, beside the same shell (bash) on a local pty, in the same run:
 // throughput/* is output bytes per second of `head -c 1MiB /dev/zero |
 // base64` read to its end by an operator websocket client (the protocol
 // mender-cli terminal speaks); keystroke/* is the round trip of one typed
@@ -188,4 +190,25 @@ func BenchmarkRemoteTerminal(b *testing.B) {
 	defer remote.Close()
 	b.Run("throughput/gitfleet+mender-connect", func(b *testing.B) { settle(b, remote); b.ResetTimer(); throughput(b, remote, size) })
 	b.Run("keystroke/gitfleet+mender-connect", func(b *testing.B) { settle(b, remote); b.ResetTimer(); keystrokes(b, remote) })
+	remote.Close()
+	d.StopConnect()
+	d.Stop()
+
+	// gitfleet-agent's built-in terminal in mender-connect's place, with
+	// bash as its shell.
+	a := NewAgent(b, c, AgentOptions{Name: "agent-bench-1", Image: TestImage("bench-1", 1<<20, true), ArtifactName: "bench-1",
+		Configure: func(cfg *agent.Config) {
+			cfg.RemoteTerminal = &agent.RemoteTerminal{Enabled: true, ShellCommand: "/bin/bash"}
+		}})
+	sha := env.Commit(merge(a.Manifest(), remoteOperator("bench", token, []string{"bench-1", a.Name}, false, false, false)), "the agent too")
+	env.Push(c, sha, false)
+	c.AwaitServing(sha)
+	if err := a.Start(); err != nil {
+		b.Fatal(err)
+	}
+	c.AwaitLog(`"msg":"device connected for remote sessions".*"device_id":"` + a.ID() + `"`)
+	viaAgent := dialShell(b, c, token, a.ID())
+	defer viaAgent.Close()
+	b.Run("throughput/gitfleet+agent", func(b *testing.B) { settle(b, viaAgent); b.ResetTimer(); throughput(b, viaAgent, size) })
+	b.Run("keystroke/gitfleet+agent", func(b *testing.B) { settle(b, viaAgent); b.ResetTimer(); keystrokes(b, viaAgent) })
 }
