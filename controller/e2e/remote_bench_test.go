@@ -67,7 +67,12 @@ func (s *ptyShell) Close() {
 // readUntil reads s's output until it contains marker, returning the
 // bytes read.
 func readUntil(s shellConn, marker string) (int, error) {
-	deadline := time.Now().Add(Deadline)
+	return readUntilWithin(s, marker, Deadline)
+}
+
+// readUntilWithin is readUntil with a deadline of d.
+func readUntilWithin(s shellConn, marker string, d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
 	var tail []byte
 	n := 0
 	for {

@@ -197,6 +197,23 @@ func (p *RemoteCLIProc) AwaitOutput(s string) {
 	}
 }
 
+// Printed reports whether its output contains s within d (false also
+// when it exits first without printing it).
+func (p *RemoteCLIProc) Printed(s string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.Output(), s) {
+		select {
+		case <-p.exited:
+			return strings.Contains(p.Output(), s)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // AwaitExit waits until it ends (within d) and returns its error.
 func (p *RemoteCLIProc) AwaitExit(d time.Duration) error {
 	p.t.Helper()

@@ -51,8 +51,27 @@ type wsShell struct {
 }
 
 // dialShell opens a terminal to device through c as the operator with
-// token.
+// token, and waits until its shell answers; a shell that stays silent for
+// 15 seconds (mender-connect 2.1 loses a new shell's output now and then,
+// see openTerminal) is stopped and another opened, at most three times.
 func dialShell(tb testing.TB, c *Controller, token, device string) *wsShell {
+	tb.Helper()
+	for try := 1; ; try++ {
+		s := dialShellOnce(tb, c, token, device)
+		if err := s.Type([]byte(fmt.Sprintf("echo ready-$((%d*2))\n", try))); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := readUntilWithin(s, fmt.Sprintf("ready-%d", 2*try), 15*time.Second); err == nil {
+			return s
+		} else if try == 3 {
+			tb.Fatalf("the shell on %s did not answer: %v", device, err)
+		}
+		tb.Logf("the shell on %s stayed silent for 15 s; opening another (try %d)", device, try+1)
+		s.Close()
+	}
+}
+
+func dialShellOnce(tb testing.TB, c *Controller, token, device string) *wsShell {
 	tb.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.CertPEM())
