@@ -280,7 +280,8 @@ func StartRemoteDevice(t testing.TB, c *Controller, identity map[string]string, 
 }
 
 // StartConnect starts mender-connect (after stopping a running one) in a
-// private mount namespace over the device's directories, with debug logs,
+// private mount namespace over the device's directories, with trace logs
+// (every message it gets, with the operator's name as user_id),
 // on the device's bus.
 func (d *RemoteDevice) StartConnect() {
 	d.t.Helper()
