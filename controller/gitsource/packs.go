@@ -46,6 +46,38 @@ type packReader struct {
 
 func newPackReader(dir string) *packReader { return &packReader{dir: dir} }
 
+// packIndexes keeps the parsed indexes of a clone's packs between
+// revisions: each revision's reader lists the pack directory and parses
+// only the indexes of packs it has not seen (a fetch adds one), so that a
+// commit that changes one small file does not read every index again.
+type packIndexes struct {
+	mu  sync.Mutex
+	idx map[string]*packIndex // by .idx path
+}
+
+// reader returns a packReader over the packs now in dir.
+func (c *packIndexes) reader(dir string) *packReader {
+	paths, _ := filepath.Glob(filepath.Join(dir, "pack-*.idx"))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]*packIndex, len(paths))
+	r := &packReader{dir: dir}
+	for _, p := range paths {
+		ix, ok := c.idx[p]
+		if !ok {
+			var err error
+			if ix, err = readPackIndex(p); err != nil {
+				continue
+			}
+		}
+		seen[p] = ix
+		r.packs = append(r.packs, ix)
+	}
+	c.idx = seen // packs gone (a repack) are forgotten
+	r.once.Do(func() {})
+	return r
+}
+
 // packIndex is one pack's .idx (version 2): the sorted object hashes and
 // their offsets in the .pack.
 type packIndex struct {
@@ -154,7 +186,9 @@ func (r *packReader) open(h plumbing.Hash) (rc io.ReadCloser, size int64, ok boo
 			f.Close()
 			return nil, 0, false
 		}
-		br := bufio.NewReaderSize(io.NewSectionReader(f, off+int64(hlen), 1<<62), 256<<10)
+		// Compressed, the blob takes at most about its size: a small
+		// file gets a small buffer.
+		br := bufio.NewReaderSize(io.NewSectionReader(f, off+int64(hlen), 1<<62), int(min(max(size, 4<<10), 256<<10)))
 		zr, err := zlib.NewReader(br)
 		if err != nil {
 			f.Close()

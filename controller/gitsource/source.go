@@ -183,6 +183,8 @@ type Source struct {
 
 	mu     sync.Mutex
 	status Status
+
+	packs packIndexes // the clone's pack indexes, for reading blobs (packs.go)
 }
 
 const (
@@ -592,7 +594,7 @@ func (s *Source) revision(c *object.Commit, signer string) (Revision, error) {
 		return Revision{}, fmt.Errorf("gitsource: %w", err)
 	}
 	if t, ok := fsys.(*treeFS); ok {
-		t.packs = newPackReader(filepath.Join(s.dir, "objects", "pack"))
+		t.packs = s.packs.reader(filepath.Join(s.dir, "objects", "pack"))
 	}
 	return Revision{
 		SHA:       c.Hash.String(),
