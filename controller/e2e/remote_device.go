@@ -336,6 +336,13 @@ func (p *remoteProc) kill(t testing.TB) {
 	})
 }
 
+// ConnectPID is the current mender-connect's PID (its shells' parent).
+func (d *RemoteDevice) ConnectPID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.connect.cmd.Process.Pid
+}
+
 // ConnectLogs returns what the current mender-connect logged so far.
 func (d *RemoteDevice) ConnectLogs() string {
 	d.mu.Lock()

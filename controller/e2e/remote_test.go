@@ -524,7 +524,7 @@ func TestRemoteTerminalStock(t *testing.T) {
 	// through the client's local proxy.
 	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
 	c.AwaitLog(`"msg":"device connected for remote sessions".*"device_id":"` + f.id + `"`)
-	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", f.id, d.connect.cmd.Process.Pid)
+	t.Logf("device %s connected: mender-connect (pid %d) through the client's proxy", f.id, d.ConnectPID())
 
 	f.listings()
 	first := f.terminal(d.Out, "mender-connect")
@@ -534,7 +534,7 @@ func TestRemoteTerminalStock(t *testing.T) {
 	if n := d.Connections(); n != conns {
 		t.Errorf("mender-connect connected %d more times during the copies and the forward (it drops its connection on a protocol error)", n-conns)
 	}
-	connectPID := d.connect.cmd.Process.Pid
+	connectPID := d.ConnectPID()
 	// Shells of ended sessions may still be stopping (mender-connect
 	// gives a shell seconds to exit): only new ones count.
 	before := shellsOf(connectPID)
@@ -578,7 +578,7 @@ func TestRemoteTerminalStock(t *testing.T) {
 	d.SetConnectConf(RemoteConnectConf{DisableTerminal: true})
 	d.StartConnect()
 	d.AwaitConnectLog(`Connection established with http://127\.0\.0\.1:`)
-	connectPID = d.connect.cmd.Process.Pid
+	connectPID = d.ConnectPID()
 	ct = cy.Start("terminal", f.id)
 	ct.Type("echo disabled-was-here > " + filepath.Join(d.Out, "disabled") + "\n")
 	if err := ct.AwaitExit(Deadline); err == nil {
