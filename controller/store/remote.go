@@ -27,13 +27,17 @@ type RemoteSessions interface {
 	// Subscribe receives what is published to topic from the moment it
 	// returns until the Subscription ends. It ends, and its C is closed,
 	// when it is closed, when ctx ends, when the store is closed, when the
-	// subscriber falls more than RemoteBuffer messages behind (a stream
-	// with a silent gap would be worse than one that visibly ends), and,
-	// for a store with a server, when the connection to it breaks.
-	// Messages already buffered are still delivered before C closes,
-	// except after Close. A subscriber that sees C close without having
-	// closed it should end what it relays (and still call Close). Each
-	// message is the subscriber's own copy, never nil.
+	// subscriber falls more than RemoteBufferBytes (or
+	// RemoteBufferMessages messages) behind — a slow subscriber is still
+	// ended, since a stream with a silent gap would be worse than one that
+	// visibly ends, but only once it is megabytes behind, not after a
+	// burst of small messages — and, for a store with a server, when the
+	// connection to it breaks. Messages already buffered are still
+	// delivered before C closes, except after Close. A subscriber that sees
+	// C close without having closed it should end what it relays (and
+	// still call Close: what an ended subscription holds is released when
+	// it is received or the subscription closed). Each message is the
+	// subscriber's own copy, never nil.
 	Subscribe(ctx context.Context, topic string) (Subscription, error)
 
 	// SetConnected records that device holds the deviceconnect connection
@@ -100,9 +104,13 @@ const (
 	MaxRemoteMessage  = 1 << 20 // bytes in one published message
 	MaxRecordedInput  = 1 << 20 // bytes of typed input kept per session
 	MaxRemoteSessions = 10000   // session records kept (the default of Bounds.MaxRemoteSessions)
-	// RemoteBuffer is how many messages a Subscription holds for a
-	// subscriber that has not received them yet; one more ends it.
-	RemoteBuffer = 256
+	// RemoteBufferBytes is how many bytes of messages a Subscription
+	// holds for a subscriber that has not received them yet; a message
+	// that would take it past this ends the subscription instead (what it
+	// holds is still delivered). RemoteBufferMessages bounds the count
+	// the same way (for floods of tiny messages).
+	RemoteBufferBytes    = 8 << 20
+	RemoteBufferMessages = 1 << 16
 )
 
 // ErrSessionEnded: TouchSession on a session that has ended or whose

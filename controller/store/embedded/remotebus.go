@@ -9,11 +9,12 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store"
 )
 
-// bus is the embedded store's message bus: process-local, one buffered
-// channel per subscription. A publisher never waits for a subscriber: a
-// subscription whose buffer (store.RemoteBuffer messages) is full when a
-// message arrives is ended instead (its channel closed), so its reader
-// sees the end of the stream rather than a silent gap.
+// bus is the embedded store's message bus: process-local, one
+// store.SubscriptionQueue per subscription. A publisher never waits for a
+// subscriber: a subscription that is store.RemoteBufferBytes behind when
+// a message arrives is ended instead (what it holds is still delivered,
+// then its channel closed), so its reader sees the end of the stream
+// rather than a silent gap.
 type bus struct {
 	mu     sync.Mutex
 	topics map[string]map[*subscription]struct{}
@@ -22,19 +23,17 @@ type bus struct {
 
 func newBus() *bus { return &bus{topics: map[string]map[*subscription]struct{}{}} }
 
-// subscription is one Subscribe. mu orders deliveries against the close,
-// so a message is never sent on a closed channel.
+// subscription is one Subscribe.
 type subscription struct {
 	b     *bus
 	topic string
-	stop  func() bool // stops the ctx watcher
+	q     *store.SubscriptionQueue
 
-	mu     sync.Mutex
-	c      chan []byte
-	closed bool
+	mu   sync.Mutex
+	stop func() bool // stops the ctx watcher
 }
 
-func (s *subscription) C() <-chan []byte { return s.c }
+func (s *subscription) C() <-chan []byte { return s.q.C() }
 
 // Close ends the subscription; messages not yet received are dropped.
 func (s *subscription) Close() error {
@@ -42,51 +41,29 @@ func (s *subscription) Close() error {
 	return nil
 }
 
-// end unregisters s and closes its channel, once. drain drops what is
-// still buffered (Close); otherwise the reader still receives it (the
-// subscriber fell behind, ctx ended, the store closed).
+// end unregisters s and ends its queue. drain drops what is still queued
+// (Close); otherwise the reader still receives it (ctx ended, the store
+// closed).
 func (s *subscription) end(drain bool) {
 	s.mu.Lock()
 	stop := s.stop
+	s.stop = nil
 	s.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
 	s.b.remove(s)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
+	if drain {
+		s.q.Discard()
+	} else {
+		s.q.End()
 	}
-	s.closed = true
-	for drain {
-		select {
-		case <-s.c:
-		default:
-			drain = false
-		}
-	}
-	close(s.c)
 }
 
-// deliver queues msg, or ends s when its buffer is full. It reports
-// whether s was ended.
+// deliver queues msg, or ends s when it is too far behind. It reports
+// whether s has ended.
 func (s *subscription) deliver(msg []byte) (ended bool) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return false
-	}
-	select {
-	case s.c <- msg:
-		s.mu.Unlock()
-		return false
-	default:
-	}
-	s.closed = true
-	close(s.c)
-	s.mu.Unlock()
-	return true
+	return !s.q.Push(msg)
 }
 
 func (b *bus) remove(s *subscription) {
@@ -106,10 +83,11 @@ func (b *bus) subscribe(ctx context.Context, topic string) (*subscription, error
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("embedded: subscribe %s: %w", topic, err)
 	}
-	s := &subscription{b: b, topic: topic, c: make(chan []byte, store.RemoteBuffer)}
+	s := &subscription{b: b, topic: topic, q: store.NewSubscriptionQueue()}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
+		s.q.Discard()
 		return nil, fmt.Errorf("embedded: subscribe %s: %w", topic, errBusClosed)
 	}
 	subs := b.topics[topic]

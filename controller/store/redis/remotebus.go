@@ -178,7 +178,7 @@ func (b *bus) subscribe(ctx context.Context, s *Store, channel string) (*subscri
 	}
 	b.mu.Unlock()
 
-	sub := &subscription{b: b, conn: c, channel: channel, c: make(chan []byte, store.RemoteBuffer)}
+	sub := &subscription{b: b, conn: c, channel: channel, q: store.NewSubscriptionQueue()}
 	c.cmd.Lock()
 	b.mu.Lock()
 	if c.failed {
@@ -287,8 +287,8 @@ func (b *bus) confirm(c *busConn, channel string) {
 	c.forget(channel, t)
 }
 
-// dispatch queues m for each of its channel's subscriptions; one whose
-// buffer is full is ended instead.
+// dispatch queues m for each of its channel's subscriptions; one too far
+// behind is ended instead.
 func (b *bus) dispatch(c *busConn, m *goredis.Message) {
 	b.mu.Lock()
 	t := c.topics[m.Channel]
@@ -368,12 +368,12 @@ func (b *bus) close() {
 	}
 }
 
-// subscription is one Subscribe's channel of messages.
+// subscription is one Subscribe's queue of messages.
 type subscription struct {
 	b       *bus
 	conn    *busConn
 	channel string
-	c       chan []byte
+	q       *store.SubscriptionQueue
 
 	live bool // guarded by bus.mu: receives messages (see busConn)
 
@@ -382,21 +382,12 @@ type subscription struct {
 	stop   func() bool // stops watching the Subscribe ctx
 }
 
-func (s *subscription) C() <-chan []byte { return s.c }
+func (s *subscription) C() <-chan []byte { return s.q.C() }
 
-// deliver queues msg without waiting; false when the buffer is full.
+// deliver queues msg without waiting; false when the subscription is too
+// far behind (its queue has ended) or has ended.
 func (s *subscription) deliver(msg string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return true
-	}
-	select {
-	case s.c <- []byte(msg):
-		return true
-	default:
-		return false
-	}
+	return s.q.Push([]byte(msg))
 }
 
 // Close ends the subscription; messages not yet received are dropped.
@@ -405,33 +396,27 @@ func (s *subscription) Close() error {
 	return nil
 }
 
-// end closes the channel once (drain: dropping what is buffered) and
-// unsubscribes the channel when this was its last local subscription.
+// end ends the queue (drain: dropping what it holds, even when it had
+// already ended) and, once, unsubscribes the channel when this was its
+// last local subscription.
 func (s *subscription) end(drain bool) {
+	if drain {
+		s.q.Discard()
+	} else {
+		s.q.End()
+	}
 	s.mu.Lock()
 	stop := s.stop
 	s.stop = nil
-	if s.closed {
-		s.mu.Unlock()
-		if stop != nil {
-			stop() // ended before (fell behind, connection lost): now closed
-		}
-		return
-	}
+	closed := s.closed
 	s.closed = true
-	for drain {
-		select {
-		case <-s.c:
-		default:
-			drain = false
-		}
-	}
-	close(s.c)
 	s.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
-	s.unsubscribe()
+	if !closed {
+		s.unsubscribe()
+	}
 }
 
 func (s *subscription) unsubscribe() {

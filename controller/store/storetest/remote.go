@@ -226,30 +226,73 @@ func testRemoteSubscribeEnd(t *testing.T, s store.Store) {
 	}
 }
 
-// testRemoteSubscribeSlow: a subscriber that does not read never blocks
-// publishers; its subscription ends with a gapless prefix of what was
-// published.
+// testRemoteSubscribeSlow: a subscription's buffer is bounded by bytes:
+// a burst of many small messages is held for a subscriber that has not
+// read yet, while one that is more than store.RemoteBufferBytes behind is
+// ended, with a gapless prefix of what was published, and never blocks
+// publishers.
 func testRemoteSubscribeSlow(t *testing.T, s store.Store) {
 	ctx := t.Context()
+	// Many small messages (like a terminal's output in 255-byte frames),
+	// several hundred KiB in all, published before the subscriber reads:
+	// all are delivered, and the subscription stays open.
+	burst := subscribe(t, ctx, s, "burst")
+	const small, smallSize = 2000, 255
+	for i := range small {
+		m := bytes.Repeat([]byte{'.'}, smallSize)
+		copy(m, fmt.Sprint(i))
+		publish(t, s, "burst", m)
+	}
+	for i, m := range receive(t, burst, small) {
+		if want := fmt.Sprint(i); !bytes.HasPrefix(m, []byte(want)) || len(m) != smallSize {
+			t.Fatalf("burst message %d is %q…: a gap", i, m[:min(len(m), 8)])
+		}
+	}
+	publish(t, s, "burst", []byte("still open"))
+	diff(t, "message after the burst", [][]byte{[]byte("still open")}, receive(t, burst, 1))
+
+	// Large messages to a subscriber that does not read: it is ended once
+	// it is RemoteBufferBytes behind.
 	slow := subscribe(t, ctx, s, "slow")
 	fast := subscribe(t, ctx, s, "slow")
-	n := store.RemoteBuffer * 3
-	fastGot := make(chan [][]byte, 1)
+	const size = 64 << 10
+	bound := store.RemoteBufferBytes / size // messages the buffer holds
+	n := bound * 3
+	msg := func(i int) []byte {
+		m := make([]byte, size)
+		copy(m, fmt.Sprintf("%d.", i))
+		return m
+	}
+	check := func(who string, i int, m []byte) {
+		t.Helper()
+		if !bytes.HasPrefix(m, fmt.Appendf(nil, "%d.", i)) || len(m) != size {
+			t.Fatalf("%s's message %d is %q… (%d bytes): a gap", who, i, m[:min(len(m), 8)], len(m))
+		}
+	}
+	type result struct {
+		n   int
+		bad []byte // a message that was not the next one
+	}
+	fastGot := make(chan result, 1)
 	go func() {
-		var got [][]byte
+		var r result
 		for m := range fast.C() {
-			got = append(got, m)
-			if len(got) == n {
+			if !bytes.HasPrefix(m, fmt.Appendf(nil, "%d.", r.n)) || len(m) != size {
+				r.bad = m
+				break
+			}
+			r.n++
+			if r.n == n {
 				break
 			}
 		}
-		fastGot <- got
+		fastGot <- r
 	}()
 	done := make(chan error, 1)
 	go func() {
 		var err error
 		for i := range n {
-			err = errors.Join(err, remote(s).Publish(ctx, "slow", fmt.Appendf(nil, "%d", i)))
+			err = errors.Join(err, remote(s).Publish(ctx, "slow", msg(i)))
 		}
 		done <- err
 	}()
@@ -260,26 +303,27 @@ func testRemoteSubscribeSlow(t *testing.T, s store.Store) {
 		t.Fatalf("%d Publishes to a subscriber that does not read did not return within %v", n, waitLimit)
 	}
 	got := drain(t, slow)
-	if len(got) > store.RemoteBuffer {
-		t.Errorf("a subscriber that did not read got %d messages, more than the buffer of %d", len(got), store.RemoteBuffer)
+	// The buffer holds bound messages; one more may be on its way to the
+	// reader.
+	if len(got) > bound+1 {
+		t.Errorf("a subscriber that did not read got %d messages of %d bytes, more than the buffer of %d bytes holds", len(got), size, store.RemoteBufferBytes)
+	}
+	if len(got) == n {
+		t.Errorf("a subscriber that did not read got all %d messages (%d bytes): it was never ended", n, n*size)
 	}
 	for i, m := range got {
-		if string(m) != fmt.Sprint(i) {
-			t.Fatalf("slow subscriber's message %d is %q: a gap", i, m)
-		}
+		check("slow subscriber", i, m)
 	}
 	// The reader that kept up was not ended with the slow one. (It may be
 	// ended too if it fell behind on this machine; then it too holds a
-	// gapless prefix.)
+	// gapless prefix, which the reader checked.)
 	select {
-	case g := <-fastGot:
-		for i, m := range g {
-			if string(m) != fmt.Sprint(i) {
-				t.Fatalf("reading subscriber's message %d is %q: a gap", i, m)
-			}
+	case r := <-fastGot:
+		if r.bad != nil {
+			check("reading subscriber", r.n, r.bad)
 		}
-		if len(g) < n {
-			t.Logf("the reading subscriber fell behind too: %d of %d messages", len(g), n)
+		if r.n < n {
+			t.Logf("the reading subscriber fell behind too: %d of %d messages", r.n, n)
 		}
 	case <-time.After(waitLimit):
 		t.Fatal("reading subscriber did not finish")
