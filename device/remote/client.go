@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 )
 
@@ -261,13 +262,13 @@ func (c *Client) allowed(host string, port uint16) bool {
 func (c *Client) protocols() []uint16 {
 	var out []uint16
 	if c.opts.Terminal {
-		out = append(out, protoShell)
+		out = append(out, wire.ProtoShell)
 	}
 	if c.opts.FileTransfer {
-		out = append(out, protoFileTransfer)
+		out = append(out, wire.ProtoFileTransfer)
 	}
 	if c.opts.PortForward {
-		out = append(out, protoPortForward)
+		out = append(out, wire.ProtoPortForward)
 	}
 	return out
 }
@@ -357,8 +358,8 @@ type conn struct {
 }
 
 // send writes m; an error means the connection is gone.
-func (cn *conn) send(m *message) error {
-	b := m.encode()
+func (cn *conn) send(m *wire.Msg) error {
+	b := m.Encode()
 	cn.wm.Lock()
 	defer cn.wm.Unlock()
 	_ = cn.ws.SetWriteDeadline(time.Now().Add(cn.c.opts.PingInterval))
@@ -417,7 +418,7 @@ func (cn *conn) serve(ctx context.Context) error {
 			break
 		}
 		alive()
-		m, derr := decode(b)
+		m, derr := wire.Decode(b)
 		if derr != nil {
 			cn.c.log.Warn("remote terminal: malformed message from the controller", "err", derr)
 			continue
@@ -444,26 +445,26 @@ func (cn *conn) serve(ctx context.Context) error {
 }
 
 // opens reports whether m may start a session.
-func opens(m *message) bool {
+func opens(m *wire.Msg) bool {
 	switch m.Header.Proto {
-	case protoControl:
-		return m.Header.MsgType == typeOpen
-	case protoShell:
-		return m.Header.MsgType == typeNew
-	case protoFileTransfer:
-		return m.Header.MsgType == typeStat || m.Header.MsgType == typeGetFile || m.Header.MsgType == typePutFile
-	case protoPortForward:
-		return m.Header.MsgType == typeNew
+	case wire.ProtoControl:
+		return m.Header.MsgType == wire.TypeOpen
+	case wire.ProtoShell:
+		return m.Header.MsgType == wire.TypeNew
+	case wire.ProtoFileTransfer:
+		return m.Header.MsgType == wire.TypeStat || m.Header.MsgType == wire.TypeGetFile || m.Header.MsgType == wire.TypePutFile
+	case wire.ProtoPortForward:
+		return m.Header.MsgType == wire.TypeNew
 	}
 	return false
 }
 
 // route hands m to its session, starting one when m opens it.
-func (cn *conn) route(m *message) {
+func (cn *conn) route(m *wire.Msg) {
 	sid := m.Header.SessionID
 	if sid == "" {
-		if m.Header.Proto == protoControl && m.Header.MsgType == typePing {
-			_ = cn.send(newMsg(protoControl, typePong, ""))
+		if m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypePing {
+			_ = cn.send(wire.New(wire.ProtoControl, wire.TypePong, ""))
 		}
 		return
 	}
@@ -476,19 +477,19 @@ func (cn *conn) route(m *message) {
 			cn.refuse(m, fmt.Sprintf("the device refuses the session: %d sessions are open, its limit (RemoteTerminal.MaxSessions)", cn.c.opts.MaxSessions))
 			return
 		}
-		s = cn.newSession(sid, m.stringProp(propUserID))
+		s = cn.newSession(sid, m.StringProp(wire.PropUserID))
 		cn.sessions[sid] = s
 		ok = true
 	}
 	cn.mu.Unlock()
 	if !ok {
 		switch {
-		case m.Header.Proto == protoControl && m.Header.MsgType == typePing:
-			_ = cn.send(newMsg(protoControl, typePong, sid))
-		case m.Header.Proto == protoControl, m.keepAlive():
+		case m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypePing:
+			_ = cn.send(wire.New(wire.ProtoControl, wire.TypePong, sid))
+		case m.Header.Proto == wire.ProtoControl, m.KeepAlive():
 			// a close, error or pong of a session that ended
-		case m.Header.Proto == protoShell && m.Header.MsgType == typeStop:
-		case m.Header.Proto == protoPortForward && (m.Header.MsgType == typeStop || m.Header.MsgType == typeAck):
+		case m.Header.Proto == wire.ProtoShell && m.Header.MsgType == wire.TypeStop:
+		case m.Header.Proto == wire.ProtoPortForward && (m.Header.MsgType == wire.TypeStop || m.Header.MsgType == wire.TypeAck):
 		default:
 			cn.refuse(m, "no such session on the device (it ended)")
 		}
@@ -508,25 +509,20 @@ func (cn *conn) remove(s *session) {
 
 // refuse answers m with an error in its own protocol (as the operator's
 // tool expects it) and a control error that closes the session.
-func (cn *conn) refuse(m *message, why string) {
+func (cn *conn) refuse(m *wire.Msg, why string) {
 	sid := m.Header.SessionID
 	typ := m.Header.MsgType
 	switch m.Header.Proto {
-	case protoShell:
-		_ = cn.send(newMsg(protoShell, typ, sid).with(propStatus, shellError).withBody([]byte(why)))
-	case protoFileTransfer:
-		_ = cn.send(newMsg(protoFileTransfer, typeError, sid).withBody(mustMarshal(typedError{Error: &why, MessageType: &typ})))
-	case protoPortForward:
-		rsp := newMsg(protoPortForward, typeError, sid).withBody(mustMarshal(typedError{Error: &why, MessageType: &typ}))
-		if id := m.stringProp(propConnectionID); id != "" {
-			rsp.with(propConnectionID, id)
+	case wire.ProtoShell:
+		_ = cn.send(wire.New(wire.ProtoShell, typ, sid).With(wire.PropStatus, wire.ShellError).WithBody([]byte(why)))
+	case wire.ProtoFileTransfer:
+		_ = cn.send(wire.New(wire.ProtoFileTransfer, wire.TypeError, sid).WithBody(wire.MustMarshal(wire.TypedError{Error: &why, MessageType: &typ})))
+	case wire.ProtoPortForward:
+		rsp := wire.New(wire.ProtoPortForward, wire.TypeError, sid).WithBody(wire.MustMarshal(wire.TypedError{Error: &why, MessageType: &typ}))
+		if id := m.StringProp(wire.PropConnectionID); id != "" {
+			rsp.With(wire.PropConnectionID, id)
 		}
 		_ = cn.send(rsp)
 	}
-	_ = cn.send(newMsg(protoControl, typeError, sid).withBody(mustMarshal(controlError{Error: why, Close: true, MessageProto: m.Header.Proto, MessageType: typ})))
-}
-
-func (m *message) withBody(b []byte) *message {
-	m.Body = b
-	return m
+	_ = cn.send(wire.New(wire.ProtoControl, wire.TypeError, sid).WithBody(wire.MustMarshal(wire.ControlError{Error: why, Close: true, MessageProto: m.Header.Proto, MessageType: typ})))
 }

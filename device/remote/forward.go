@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -39,28 +40,28 @@ func (f *forward) close() {
 }
 
 // pfFail answers m with a port forward error.
-func (s *session) pfFail(m *message, id string, err error) {
+func (s *session) pfFail(m *wire.Msg, id string, err error) {
 	msg, typ := err.Error(), m.Header.MsgType
-	rsp := newMsg(protoPortForward, typeError, "").withBody(mustMarshal(typedError{Error: &msg, MessageType: &typ}))
+	rsp := wire.New(wire.ProtoPortForward, wire.TypeError, "").WithBody(wire.MustMarshal(wire.TypedError{Error: &msg, MessageType: &typ}))
 	if id != "" {
-		rsp.with(propConnectionID, id)
+		rsp.With(wire.PropConnectionID, id)
 	}
 	_ = s.send(rsp)
 }
 
-func (s *session) forwardMsg(m *message) {
-	id := m.stringProp(propConnectionID)
+func (s *session) forwardMsg(m *wire.Msg) {
+	id := m.StringProp(wire.PropConnectionID)
 	switch m.Header.MsgType {
-	case typeNew:
+	case wire.TypeNew:
 		if err := s.newForward(m, id); err != nil {
 			s.cn.c.log.Info("remote terminal: port forward refused", "session", s.id, "operator", s.user, "err", err)
 			s.pfFail(m, id, err)
 			if _, open := s.forwards[id]; id != "" && !open {
 				// and the connection is over
-				_ = s.send(newMsg(protoPortForward, typeStop, "").with(propConnectionID, id))
+				_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeStop, "").With(wire.PropConnectionID, id))
 			}
 		}
-	case typeForward:
+	case wire.TypeForward:
 		f, ok := s.forwards[id]
 		if !ok {
 			s.pfFail(m, id, errors.New("unknown connection"))
@@ -72,30 +73,30 @@ func (s *session) forwardMsg(m *message) {
 			s.dropForward(f, true)
 			return
 		}
-		_ = s.send(newMsg(protoPortForward, typeAck, "").with(propConnectionID, id))
-	case typeAck:
+		_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeAck, "").With(wire.PropConnectionID, id))
+	case wire.TypeAck:
 		if f, ok := s.forwards[id]; ok {
 			select {
 			case f.credits <- struct{}{}:
 			default:
 			}
 		}
-	case typeStop:
+	case wire.TypeStop:
 		f, ok := s.forwards[id]
 		if !ok {
 			return // it ended on this side already
 		}
 		s.dropForward(f, false)
-		_ = s.send(newMsg(protoPortForward, typeStop, "").with(propConnectionID, id))
+		_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeStop, "").With(wire.PropConnectionID, id))
 	default:
 		s.pfFail(m, id, fmt.Errorf("port forward message type %q not supported", m.Header.MsgType))
 	}
 }
 
 // newForward connects to the requested host:port when it is allowed.
-func (s *session) newForward(m *message, id string) error {
+func (s *session) newForward(m *wire.Msg, id string) error {
 	c := s.cn.c
-	var req forwardNew
+	var req wire.ForwardNew
 	if err := msgpack.Unmarshal(m.Body, &req); err != nil {
 		return fmt.Errorf("malformed port forward request: %v", err)
 	}
@@ -128,7 +129,7 @@ func (s *session) newForward(m *message, id string) error {
 	}
 	s.forwards[id] = f
 	c.log.Info("remote terminal: port forward opened", "session", s.id, "operator", s.user, "connection", id, "to", addr)
-	_ = s.send(newMsg(protoPortForward, typeNew, "").with(propConnectionID, id))
+	_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeNew, "").With(wire.PropConnectionID, id))
 	go s.readForward(f)
 	return nil
 }
@@ -150,7 +151,7 @@ func (s *session) readForward(f *forward) {
 				return
 			}
 			s.touch()
-			out := newMsg(protoPortForward, typeForward, "").with(propConnectionID, f.id).withBody(append([]byte(nil), buf[:n]...))
+			out := wire.New(wire.ProtoPortForward, wire.TypeForward, "").With(wire.PropConnectionID, f.id).WithBody(append([]byte(nil), buf[:n]...))
 			if s.send(out) != nil {
 				return
 			}
@@ -164,7 +165,7 @@ func (s *session) readForward(f *forward) {
 		return // closed by the operator or the session
 	default:
 	}
-	_ = s.send(newMsg(protoPortForward, typeStop, "").with(propConnectionID, f.id))
+	_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeStop, "").With(wire.PropConnectionID, f.id))
 	go s.post(func() {
 		if s.forwards[f.id] == f {
 			s.dropForward(f, false)
@@ -177,6 +178,6 @@ func (s *session) dropForward(f *forward, tell bool) {
 	delete(s.forwards, f.id)
 	f.close()
 	if tell {
-		_ = s.send(newMsg(protoPortForward, typeStop, "").with(propConnectionID, f.id))
+		_ = s.send(wire.New(wire.ProtoPortForward, wire.TypeStop, "").With(wire.PropConnectionID, f.id))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -62,7 +63,7 @@ func startServer(t *testing.T) *fakeServer {
 			ws.Close()
 			return
 		}
-		p := &peer{t: t, ws: ws, in: make(chan *message, 256), closed: make(chan struct{})}
+		p := &peer{t: t, ws: ws, in: make(chan *wire.Msg, 256), closed: make(chan struct{})}
 		go p.read()
 		fs.conns <- p
 		<-p.closed
@@ -78,7 +79,7 @@ type peer struct {
 	t      *testing.T
 	ws     *websocket.Conn
 	wm     sync.Mutex
-	in     chan *message
+	in     chan *wire.Msg
 	closed chan struct{}
 }
 
@@ -89,7 +90,7 @@ func (p *peer) read() {
 		if err != nil {
 			return
 		}
-		m, err := decode(b)
+		m, err := wire.Decode(b)
 		if err != nil {
 			p.t.Errorf("device sent a malformed message: %v", err)
 			return
@@ -98,18 +99,18 @@ func (p *peer) read() {
 	}
 }
 
-func (p *peer) send(m *message) {
+func (p *peer) send(m *wire.Msg) {
 	p.t.Helper()
 	p.wm.Lock()
 	defer p.wm.Unlock()
-	if err := p.ws.WriteMessage(websocket.BinaryMessage, m.encode()); err != nil {
+	if err := p.ws.WriteMessage(websocket.BinaryMessage, m.Encode()); err != nil {
 		p.t.Fatalf("write to the device: %v", err)
 	}
 }
 
 // next returns the next message of session sid that ok accepts, skipping
 // others of that session (nil ok: any).
-func (p *peer) next(sid string, ok func(*message) bool) *message {
+func (p *peer) next(sid string, ok func(*wire.Msg) bool) *wire.Msg {
 	p.t.Helper()
 	deadline := time.After(wait)
 	for {
@@ -130,19 +131,19 @@ func (p *peer) next(sid string, ok func(*message) bool) *message {
 }
 
 // is matches a protocol and message type.
-func is(proto uint16, typ string) func(*message) bool {
-	return func(m *message) bool { return m.Header.Proto == proto && m.Header.MsgType == typ }
+func is(proto uint16, typ string) func(*wire.Msg) bool {
+	return func(m *wire.Msg) bool { return m.Header.Proto == proto && m.Header.MsgType == typ }
 }
 
 // open opens session sid with a control open and checks the accept.
-func (p *peer) open(sid string) acceptBody {
+func (p *peer) open(sid string) wire.Accept {
 	p.t.Helper()
-	p.send(newMsg(protoControl, typeOpen, sid).withBody(mustMarshal(openBody{Versions: []int{1}})))
-	m := p.next(sid, func(m *message) bool { return m.Header.Proto == protoControl })
-	if m.Header.MsgType != typeAccept {
+	p.send(wire.New(wire.ProtoControl, wire.TypeOpen, sid).WithBody(wire.MustMarshal(wire.Open{Versions: []int{1}})))
+	m := p.next(sid, func(m *wire.Msg) bool { return m.Header.Proto == wire.ProtoControl })
+	if m.Header.MsgType != wire.TypeAccept {
 		p.t.Fatalf("open answered with %q: %s", m.Header.MsgType, errText(m))
 	}
-	var acc acceptBody
+	var acc wire.Accept
 	if err := msgpack.Unmarshal(m.Body, &acc); err != nil {
 		p.t.Fatal(err)
 	}
@@ -151,16 +152,16 @@ func (p *peer) open(sid string) acceptBody {
 
 // errText is an error message's text (control, file transfer, port
 // forward or shell).
-func errText(m *message) string {
+func errText(m *wire.Msg) string {
 	switch m.Header.Proto {
-	case protoShell:
+	case wire.ProtoShell:
 		return string(m.Body)
-	case protoControl:
-		var e controlError
+	case wire.ProtoControl:
+		var e wire.ControlError
 		_ = msgpack.Unmarshal(m.Body, &e)
 		return e.Error
 	}
-	var e typedError
+	var e wire.TypedError
 	_ = msgpack.Unmarshal(m.Body, &e)
 	if e.Error == nil {
 		return ""

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -27,11 +28,11 @@ func (p *peer) shellOutput(sid, want string) string {
 	p.t.Helper()
 	var out strings.Builder
 	for !strings.Contains(out.String(), want) {
-		m := p.next(sid, func(m *message) bool { return m.Header.Proto == protoShell })
+		m := p.next(sid, func(m *wire.Msg) bool { return m.Header.Proto == wire.ProtoShell })
 		switch m.Header.MsgType {
-		case typeShell:
+		case wire.TypeShell:
 			out.Write(m.Body)
-		case typeStop:
+		case wire.TypeStop:
 			p.t.Fatalf("the shell stopped (%s) before printing %q:\n%s", m.Body, want, out.String())
 		}
 	}
@@ -47,38 +48,38 @@ func TestShell(t *testing.T) {
 	p := fs.connect(t)
 
 	// mender-cli terminal opens with a shell "new" (no control open).
-	p.send(newMsg(protoShell, typeNew, "s1").with(propWidth, int64(100)).with(propHeight, int64(30)).with(propUserID, "ada"))
-	m := p.next("s1", is(protoShell, typeNew))
-	if st, _ := m.intProp(propStatus); st != shellNormal {
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "s1").With(wire.PropWidth, int64(100)).With(wire.PropHeight, int64(30)).With(wire.PropUserID, "ada"))
+	m := p.next("s1", is(wire.ProtoShell, wire.TypeNew))
+	if st, _ := m.IntProp(wire.PropStatus); st != wire.ShellNormal {
 		t.Fatalf("shell new answered with status %d: %s", st, m.Body)
 	}
 	// The status property is an int64, as mender-cli reads it.
-	if raw := m.Header.Properties[propStatus]; len(raw) != 9 || raw[0] != 0xd3 {
+	if raw := m.Header.Properties[wire.PropStatus]; len(raw) != 9 || raw[0] != 0xd3 {
 		t.Errorf("status encoded as % x, want a msgpack int64", raw)
 	}
-	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("echo marker-$((6*7)); stty size; echo $$ > /dev/null\n")))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "s1").WithBody([]byte("echo marker-$((6*7)); stty size; echo $$ > /dev/null\n")))
 	out := p.shellOutput("s1", "30 100")
 	if !strings.Contains(out, "marker-42") {
 		t.Fatalf("output lacks marker-42:\n%s", out)
 	}
-	p.send(newMsg(protoShell, typeResize, "s1").with(propWidth, int64(120)).with(propHeight, int64(50)))
-	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("stty size\n")))
+	p.send(wire.New(wire.ProtoShell, wire.TypeResize, "s1").With(wire.PropWidth, int64(120)).With(wire.PropHeight, int64(50)))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "s1").WithBody([]byte("stty size\n")))
 	p.shellOutput("s1", "50 120")
 
 	// A background job in the shell's process group ends with it.
-	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("sleep 300 & echo job-$!\n")))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "s1").WithBody([]byte("sleep 300 & echo job-$!\n")))
 	jobRE := regexp.MustCompile(`job-([0-9]+)`)
 	out = ""
 	for !jobRE.MatchString(out) {
-		m := p.next("s1", is(protoShell, typeShell))
+		m := p.next("s1", is(wire.ProtoShell, wire.TypeShell))
 		out += string(m.Body)
 	}
 	pid, _ := strconv.Atoi(jobRE.FindStringSubmatch(out)[1])
 	if syscall.Kill(pid, 0) != nil {
 		t.Fatalf("the job %d is not running", pid)
 	}
-	p.send(newMsg(protoShell, typeStop, "s1"))
-	p.next("s1", is(protoShell, typeStop))
+	p.send(wire.New(wire.ProtoShell, wire.TypeStop, "s1"))
+	p.next("s1", is(wire.ProtoShell, wire.TypeStop))
 	deadline := time.Now().Add(wait)
 	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
@@ -87,17 +88,17 @@ func TestShell(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Input after the stop is refused.
-	p.send(newMsg(protoShell, typeShell, "s1").withBody([]byte("echo nope\n")))
-	if m := p.next("s1", is(protoShell, typeShell)); !strings.Contains(string(m.Body), "no shell") {
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "s1").WithBody([]byte("echo nope\n")))
+	if m := p.next("s1", is(wire.ProtoShell, wire.TypeShell)); !strings.Contains(string(m.Body), "no shell") {
 		t.Fatalf("input without a shell answered with %q", m.Body)
 	}
-	p.send(newMsg(protoControl, typeClose, "s1"))
+	p.send(wire.New(wire.ProtoControl, wire.TypeClose, "s1"))
 
 	// A shell that exits: the operator gets a stop.
-	p.send(newMsg(protoShell, typeNew, "s2"))
-	p.next("s2", is(protoShell, typeNew))
-	p.send(newMsg(protoShell, typeShell, "s2").withBody([]byte("exit 3\n")))
-	m = p.next("s2", is(protoShell, typeStop))
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "s2"))
+	p.next("s2", is(wire.ProtoShell, wire.TypeNew))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "s2").WithBody([]byte("exit 3\n")))
+	m = p.next("s2", is(wire.ProtoShell, wire.TypeStop))
 	if !strings.Contains(string(m.Body), "exit status 3") {
 		t.Errorf("stop after exit says %q", m.Body)
 	}
@@ -113,7 +114,7 @@ func TestFileTransfer(t *testing.T) {
 	dir := t.TempDir()
 
 	acc := p.open("f1")
-	if len(acc.Protocols) != 1 || acc.Protocols[0] != protoFileTransfer {
+	if len(acc.Protocols) != 1 || acc.Protocols[0] != wire.ProtoFileTransfer {
 		t.Fatalf("accept offers %v, want file transfer only", acc.Protocols)
 	}
 	data := make([]byte, 700<<10+123)
@@ -122,25 +123,25 @@ func TestFileTransfer(t *testing.T) {
 	if err := os.WriteFile(src, data, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	p.send(newMsg(protoFileTransfer, typeStat, "f1").withBody(mustMarshal(pathBody{Path: &src})))
+	p.send(wire.New(wire.ProtoFileTransfer, wire.TypeStat, "f1").WithBody(wire.MustMarshal(wire.Path{Path: &src})))
 	m := p.next("f1", nil)
-	var fi fileInfo
-	if m.Header.MsgType != typeFileInfo || msgpack.Unmarshal(m.Body, &fi) != nil || fi.Size == nil || *fi.Size != int64(len(data)) || fi.Mode == nil || os.FileMode(*fi.Mode) != 0o640 {
+	var fi wire.FileInfo
+	if m.Header.MsgType != wire.TypeFileInfo || msgpack.Unmarshal(m.Body, &fi) != nil || fi.Size == nil || *fi.Size != int64(len(data)) || fi.Mode == nil || os.FileMode(*fi.Mode) != 0o640 {
 		t.Fatalf("stat answered %q %+v", m.Header.MsgType, fi)
 	}
 
 	// Download: acknowledge every 10 chunks, as the relay does; count
 	// how far the device runs ahead.
-	p.send(newMsg(protoFileTransfer, typeGetFile, "f1").withBody(mustMarshal(pathBody{Path: &src})))
+	p.send(wire.New(wire.ProtoFileTransfer, wire.TypeGetFile, "f1").WithBody(wire.MustMarshal(wire.Path{Path: &src})))
 	var got bytes.Buffer
 	var acked int64
 	chunks, maxAhead := 0, int64(0)
 	for {
 		m := p.next("f1", nil)
-		if m.Header.MsgType != typeChunk {
+		if m.Header.MsgType != wire.TypeChunk {
 			t.Fatalf("download: %q: %s", m.Header.MsgType, errText(m))
 		}
-		off, _ := m.intProp(propOffset)
+		off, _ := m.IntProp(wire.PropOffset)
 		if off != int64(got.Len()) {
 			t.Fatalf("chunk at offset %d, expected %d", off, got.Len())
 		}
@@ -150,12 +151,12 @@ func TestFileTransfer(t *testing.T) {
 		got.Write(m.Body)
 		maxAhead = max(maxAhead, int64(got.Len())-acked)
 		if len(m.Body) == 0 {
-			p.send(newMsg(protoFileTransfer, typeAck, "f1").with(propOffset, int64(got.Len())))
+			p.send(wire.New(wire.ProtoFileTransfer, wire.TypeAck, "f1").With(wire.PropOffset, int64(got.Len())))
 			break
 		}
 		if chunks++; chunks%10 == 0 {
 			acked = int64(got.Len())
-			p.send(newMsg(protoFileTransfer, typeAck, "f1").with(propOffset, acked))
+			p.send(wire.New(wire.ProtoFileTransfer, wire.TypeAck, "f1").With(wire.PropOffset, acked))
 		}
 	}
 	if !bytes.Equal(got.Bytes(), data) {
@@ -170,14 +171,14 @@ func TestFileTransfer(t *testing.T) {
 	up := make([]byte, 300<<10+7)
 	rand.Read(up)
 	srcName, mode := "/operator/side/up.bin", uint32(0o600)
-	p.send(newMsg(protoFileTransfer, typePutFile, "f1").withBody(mustMarshal(uploadRequest{SrcPath: &srcName, Path: &dir, Mode: &mode})))
-	if m := p.next("f1", nil); m.Header.MsgType != typeAck {
+	p.send(wire.New(wire.ProtoFileTransfer, wire.TypePutFile, "f1").WithBody(wire.MustMarshal(wire.UploadRequest{SrcPath: &srcName, Path: &dir, Mode: &mode})))
+	if m := p.next("f1", nil); m.Header.MsgType != wire.TypeAck {
 		t.Fatalf("put_file answered with %q: %s", m.Header.MsgType, errText(m))
 	}
 	var off int64
 	for i := 0; ; i++ {
 		end := min(int(off)+chunkSize, len(up))
-		c := newMsg(protoFileTransfer, typeChunk, "f1").with(propOffset, off)
+		c := wire.New(wire.ProtoFileTransfer, wire.TypeChunk, "f1").With(wire.PropOffset, off)
 		if int(off) < len(up) {
 			c.Body = up[off:end]
 		}
@@ -189,10 +190,10 @@ func TestFileTransfer(t *testing.T) {
 	}
 	for {
 		m := p.next("f1", nil)
-		if m.Header.MsgType != typeAck {
+		if m.Header.MsgType != wire.TypeAck {
 			t.Fatalf("upload: %q: %s", m.Header.MsgType, errText(m))
 		}
-		if o, _ := m.intProp(propOffset); o == int64(len(up)) {
+		if o, _ := m.IntProp(wire.PropOffset); o == int64(len(up)) {
 			break
 		}
 	}
@@ -212,26 +213,26 @@ func TestFileTransfer(t *testing.T) {
 	for _, tc := range []struct {
 		typ, path, want string
 	}{
-		{typeStat, "etc/passwd", "not absolute"},
-		{typeGetFile, "relative", "not absolute"},
-		{typeGetFile, filepath.Join(dir, "missing"), "no such file or directory"},
-		{typeGetFile, dir, "not a regular file"},
-		{typePutFile, "up.bin", "not absolute"},
+		{wire.TypeStat, "etc/passwd", "not absolute"},
+		{wire.TypeGetFile, "relative", "not absolute"},
+		{wire.TypeGetFile, filepath.Join(dir, "missing"), "no such file or directory"},
+		{wire.TypeGetFile, dir, "not a regular file"},
+		{wire.TypePutFile, "up.bin", "not absolute"},
 	} {
 		pth := tc.path
-		p.send(newMsg(protoFileTransfer, tc.typ, "f1").withBody(mustMarshal(pathBody{Path: &pth})))
+		p.send(wire.New(wire.ProtoFileTransfer, tc.typ, "f1").WithBody(wire.MustMarshal(wire.Path{Path: &pth})))
 		m := p.next("f1", nil)
-		if m.Header.MsgType != typeError || !strings.Contains(errText(m), tc.want) {
+		if m.Header.MsgType != wire.TypeError || !strings.Contains(errText(m), tc.want) {
 			t.Errorf("%s %s: %q %q, want an error saying %q", tc.typ, tc.path, m.Header.MsgType, errText(m), tc.want)
 		}
-		var e typedError
+		var e wire.TypedError
 		if msgpack.Unmarshal(m.Body, &e) != nil || e.MessageType == nil || *e.MessageType != tc.typ {
 			t.Errorf("%s %s: error names message type %v", tc.typ, tc.path, e.MessageType)
 		}
 	}
 	// Shell messages are refused: the terminal is off.
-	p.send(newMsg(protoShell, typeNew, "f1"))
-	if m := p.next("f1", is(protoShell, typeNew)); !strings.Contains(string(m.Body), "terminal is disabled") {
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "f1"))
+	if m := p.next("f1", is(wire.ProtoShell, wire.TypeNew)); !strings.Contains(string(m.Body), "terminal is disabled") {
 		t.Errorf("shell new with the terminal off: %q", m.Body)
 	}
 }
@@ -261,8 +262,8 @@ func TestPortForward(t *testing.T) {
 	p := fs.connect(t)
 	p.open("p1")
 	host, tcp := "127.0.0.1", "tcp"
-	p.send(newMsg(protoPortForward, typeNew, "p1").with(propConnectionID, "c1").withBody(mustMarshal(forwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
-	if m := p.next("p1", nil); m.Header.MsgType != typeNew || m.stringProp(propConnectionID) != "c1" {
+	p.send(wire.New(wire.ProtoPortForward, wire.TypeNew, "p1").With(wire.PropConnectionID, "c1").WithBody(wire.MustMarshal(wire.ForwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
+	if m := p.next("p1", nil); m.Header.MsgType != wire.TypeNew || m.StringProp(wire.PropConnectionID) != "c1" {
 		t.Fatalf("new answered with %q: %s", m.Header.MsgType, errText(m))
 	}
 	payload := make([]byte, 100<<10)
@@ -272,16 +273,16 @@ func TestPortForward(t *testing.T) {
 	for echoed.Len() < len(payload) {
 		if sent < len(payload) {
 			end := min(sent+8<<10, len(payload))
-			p.send(newMsg(protoPortForward, typeForward, "p1").with(propConnectionID, "c1").withBody(payload[sent:end]))
+			p.send(wire.New(wire.ProtoPortForward, wire.TypeForward, "p1").With(wire.PropConnectionID, "c1").WithBody(payload[sent:end]))
 			sent = end
 		}
 		m := p.next("p1", nil)
 		switch m.Header.MsgType {
-		case typeAck:
+		case wire.TypeAck:
 			acks++
-		case typeForward:
+		case wire.TypeForward:
 			echoed.Write(m.Body)
-			p.send(newMsg(protoPortForward, typeAck, "p1").with(propConnectionID, "c1"))
+			p.send(wire.New(wire.ProtoPortForward, wire.TypeAck, "p1").With(wire.PropConnectionID, "c1"))
 		default:
 			t.Fatalf("forward: %q: %s", m.Header.MsgType, errText(m))
 		}
@@ -292,8 +293,8 @@ func TestPortForward(t *testing.T) {
 	if acks == 0 {
 		t.Error("the device acknowledged none of the forwarded messages")
 	}
-	p.send(newMsg(protoPortForward, typeStop, "p1").with(propConnectionID, "c1"))
-	p.next("p1", is(protoPortForward, typeStop))
+	p.send(wire.New(wire.ProtoPortForward, wire.TypeStop, "p1").With(wire.PropConnectionID, "c1"))
+	p.next("p1", is(wire.ProtoPortForward, wire.TypeStop))
 
 	other, udp := uint16(1), "udp"
 	for _, tc := range []struct {
@@ -307,13 +308,13 @@ func TestPortForward(t *testing.T) {
 		{"127.0.0.1", &port, &udp, "only tcp"},
 	} {
 		h := tc.host
-		p.send(newMsg(protoPortForward, typeNew, "p1").with(propConnectionID, "c2").withBody(mustMarshal(forwardNew{RemoteHost: &h, RemotePort: tc.port, Protocol: tc.proto})))
+		p.send(wire.New(wire.ProtoPortForward, wire.TypeNew, "p1").With(wire.PropConnectionID, "c2").WithBody(wire.MustMarshal(wire.ForwardNew{RemoteHost: &h, RemotePort: tc.port, Protocol: tc.proto})))
 		m := p.next("p1", nil)
-		if m.Header.MsgType != typeError || !strings.Contains(errText(m), tc.want) {
+		if m.Header.MsgType != wire.TypeError || !strings.Contains(errText(m), tc.want) {
 			t.Errorf("new %s:%d/%s: %q %q, want an error saying %q", tc.host, *tc.port, *tc.proto, m.Header.MsgType, errText(m), tc.want)
 		}
-		if m := p.next("p1", nil); m.Header.MsgType != typeStop || m.stringProp(propConnectionID) != "c2" {
-			t.Errorf("new %s:%d/%s refused, then %q for %q, want a stop of c2", tc.host, *tc.port, *tc.proto, m.Header.MsgType, m.stringProp(propConnectionID))
+		if m := p.next("p1", nil); m.Header.MsgType != wire.TypeStop || m.StringProp(wire.PropConnectionID) != "c2" {
+			t.Errorf("new %s:%d/%s refused, then %q for %q, want a stop of c2", tc.host, *tc.port, *tc.proto, m.Header.MsgType, m.StringProp(wire.PropConnectionID))
 		}
 	}
 }
@@ -327,31 +328,31 @@ func TestLimits(t *testing.T) {
 	p := fs.connect(t)
 	acc := p.open("a")
 	for _, pr := range acc.Protocols {
-		if pr == protoPortForward {
+		if pr == wire.ProtoPortForward {
 			t.Errorf("accept offers port forwarding, which is off: %v", acc.Protocols)
 		}
 	}
 	host, port, tcp := "127.0.0.1", uint16(22), "tcp"
-	p.send(newMsg(protoPortForward, typeNew, "a").with(propConnectionID, "x").withBody(mustMarshal(forwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
-	if m := p.next("a", nil); m.Header.MsgType != typeError || !strings.Contains(errText(m), "port forwarding is disabled") {
+	p.send(wire.New(wire.ProtoPortForward, wire.TypeNew, "a").With(wire.PropConnectionID, "x").WithBody(wire.MustMarshal(wire.ForwardNew{RemoteHost: &host, RemotePort: &port, Protocol: &tcp})))
+	if m := p.next("a", nil); m.Header.MsgType != wire.TypeError || !strings.Contains(errText(m), "port forwarding is disabled") {
 		t.Errorf("port forward with it off: %q %q", m.Header.MsgType, errText(m))
 	}
 	// A second session is refused while the first is open.
-	p.send(newMsg(protoShell, typeNew, "b"))
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "b"))
 	m := p.next("b", nil)
-	if st, _ := m.intProp(propStatus); m.Header.MsgType != typeNew || st != shellError || !strings.Contains(string(m.Body), "MaxSessions") {
+	if st, _ := m.IntProp(wire.PropStatus); m.Header.MsgType != wire.TypeNew || st != wire.ShellError || !strings.Contains(string(m.Body), "MaxSessions") {
 		t.Fatalf("second session answered with %q status %d %q", m.Header.MsgType, st, m.Body)
 	}
-	if m := p.next("b", nil); m.Header.Proto != protoControl || m.Header.MsgType != typeError {
+	if m := p.next("b", nil); m.Header.Proto != wire.ProtoControl || m.Header.MsgType != wire.TypeError {
 		t.Fatalf("the refusal's control error is %q", m.Header.MsgType)
 	}
 	// The first goes idle: a shell in it is stopped and it closes.
-	p.send(newMsg(protoShell, typeNew, "a"))
-	p.next("a", is(protoShell, typeNew))
-	if m := p.next("a", is(protoShell, typeStop)); !strings.Contains(string(m.Body), "idle") {
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "a"))
+	p.next("a", is(wire.ProtoShell, wire.TypeNew))
+	if m := p.next("a", is(wire.ProtoShell, wire.TypeStop)); !strings.Contains(string(m.Body), "idle") {
 		t.Errorf("idle stop says %q", m.Body)
 	}
-	p.next("a", is(protoControl, typeClose))
+	p.next("a", is(wire.ProtoControl, wire.TypeClose))
 	// Then a new session is taken.
 	p.open("c")
 }
@@ -373,13 +374,13 @@ func TestReconnect(t *testing.T) {
 		t.Fatal("the refused token was not invalidated")
 	}
 	// A shell in a session of the dropped connection ends with it.
-	p.send(newMsg(protoShell, typeNew, "x"))
-	p.next("x", is(protoShell, typeNew))
-	p.send(newMsg(protoShell, typeShell, "x").withBody([]byte("echo pid-$$\n")))
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "x"))
+	p.next("x", is(wire.ProtoShell, wire.TypeNew))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "x").WithBody([]byte("echo pid-$$\n")))
 	pidRE := regexp.MustCompile(`pid-([0-9]+)`)
 	var out string
 	for !pidRE.MatchString(out) {
-		out += string(p.next("x", is(protoShell, typeShell)).Body)
+		out += string(p.next("x", is(wire.ProtoShell, wire.TypeShell)).Body)
 	}
 	pid, _ := strconv.Atoi(pidRE.FindStringSubmatch(out)[1])
 	p.ws.Close()
@@ -391,8 +392,8 @@ func TestReconnect(t *testing.T) {
 	}
 	p2.open("y")
 	// A message of a session the device does not know is refused.
-	p2.send(newMsg(protoShell, typeShell, "x").withBody([]byte("echo stale\n")))
-	if m := p2.next("x", is(protoShell, typeShell)); !strings.Contains(string(m.Body), "no such session") {
+	p2.send(wire.New(wire.ProtoShell, wire.TypeShell, "x").WithBody([]byte("echo stale\n")))
+	if m := p2.next("x", is(wire.ProtoShell, wire.TypeShell)); !strings.Contains(string(m.Body), "no such session") {
 		t.Errorf("input to an unknown session answered %q", m.Body)
 	}
 }
@@ -411,10 +412,10 @@ func TestKeepAlive(t *testing.T) {
 	}
 	fs.silent.Store(false)
 	p := fs.connect(t)
-	p.send(newMsg(protoControl, typePing, ""))
-	p.next("", is(protoControl, typePong))
-	p.send(newMsg(protoControl, typePing, "k"))
-	p.next("k", is(protoControl, typePong))
+	p.send(wire.New(wire.ProtoControl, wire.TypePing, ""))
+	p.next("", is(wire.ProtoControl, wire.TypePong))
+	p.send(wire.New(wire.ProtoControl, wire.TypePing, "k"))
+	p.next("k", is(wire.ProtoControl, wire.TypePong))
 	// The connection outlives several ping intervals while the server
 	// answers pings (the peer's reader does).
 	time.Sleep(1500 * time.Millisecond) // five intervals
@@ -439,11 +440,11 @@ func TestShellUser(t *testing.T) {
 	fs := startServer(t)
 	startClient(t, fs, Options{Terminal: true, User: "nobody"})
 	p := fs.connect(t)
-	p.send(newMsg(protoShell, typeNew, "u"))
-	if m := p.next("u", is(protoShell, typeNew)); !bytes.Equal(m.Body, []byte("Shell started")) {
+	p.send(wire.New(wire.ProtoShell, wire.TypeNew, "u"))
+	if m := p.next("u", is(wire.ProtoShell, wire.TypeNew)); !bytes.Equal(m.Body, []byte("Shell started")) {
 		t.Fatalf("shell new: %q", m.Body)
 	}
-	p.send(newMsg(protoShell, typeShell, "u").withBody([]byte("echo uid-$(id -u)-$HOME\n")))
+	p.send(wire.New(wire.ProtoShell, wire.TypeShell, "u").WithBody([]byte("echo uid-$(id -u)-$HOME\n")))
 	p.shellOutput("u", "uid-"+u.Uid+"-"+u.HomeDir)
 }
 
@@ -506,33 +507,33 @@ func TestFileTransferAsUser(t *testing.T) {
 	startClient(t, fs, Options{FileTransfer: true, User: "nobody"})
 	p := fs.connect(t)
 	p.open("n")
-	p.send(newMsg(protoFileTransfer, typeGetFile, "n").withBody(mustMarshal(pathBody{Path: &secret})))
-	if m := p.next("n", nil); m.Header.MsgType != typeError || !strings.Contains(errText(m), "permission denied") {
+	p.send(wire.New(wire.ProtoFileTransfer, wire.TypeGetFile, "n").WithBody(wire.MustMarshal(wire.Path{Path: &secret})))
+	if m := p.next("n", nil); m.Header.MsgType != wire.TypeError || !strings.Contains(errText(m), "permission denied") {
 		t.Errorf("download of a root-only file as nobody: %q %q", m.Header.MsgType, errText(m))
 	}
-	put := func(dst string) *message {
-		p.send(newMsg(protoFileTransfer, typePutFile, "n").withBody(mustMarshal(uploadRequest{Path: &dst})))
+	put := func(dst string) *wire.Msg {
+		p.send(wire.New(wire.ProtoFileTransfer, wire.TypePutFile, "n").WithBody(wire.MustMarshal(wire.UploadRequest{Path: &dst})))
 		m := p.next("n", nil)
-		if m.Header.MsgType != typeAck {
+		if m.Header.MsgType != wire.TypeAck {
 			return m
 		}
-		p.send(newMsg(protoFileTransfer, typeChunk, "n").with(propOffset, int64(0)).withBody([]byte("hello")))
-		p.send(newMsg(protoFileTransfer, typeChunk, "n").with(propOffset, int64(5)))
+		p.send(wire.New(wire.ProtoFileTransfer, wire.TypeChunk, "n").With(wire.PropOffset, int64(0)).WithBody([]byte("hello")))
+		p.send(wire.New(wire.ProtoFileTransfer, wire.TypeChunk, "n").With(wire.PropOffset, int64(5)))
 		for {
 			m := p.next("n", nil)
-			if off, _ := m.intProp(propOffset); m.Header.MsgType != typeAck || off == 5 {
+			if off, _ := m.IntProp(wire.PropOffset); m.Header.MsgType != wire.TypeAck || off == 5 {
 				return m
 			}
 		}
 	}
-	if m := put(filepath.Join(rootDir, "x")); m.Header.MsgType != typeError || !strings.Contains(errText(m), "permission denied") {
+	if m := put(filepath.Join(rootDir, "x")); m.Header.MsgType != wire.TypeError || !strings.Contains(errText(m), "permission denied") {
 		t.Errorf("upload into a root-only directory as nobody: %q %q", m.Header.MsgType, errText(m))
 	}
 	if left, _ := os.ReadDir(rootDir); len(left) > 0 {
 		t.Errorf("the refused upload left %v", left)
 	}
 	dst := filepath.Join(open, "x")
-	if m := put(dst); m.Header.MsgType != typeAck {
+	if m := put(dst); m.Header.MsgType != wire.TypeAck {
 		t.Fatalf("upload as nobody: %q %q", m.Header.MsgType, errText(m))
 	}
 	fi, err := os.Stat(dst)

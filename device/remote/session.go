@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -15,7 +16,7 @@ type session struct {
 	cn   *conn
 	id   string
 	user string // the operator, as the relay names them
-	in   chan *message
+	in   chan *wire.Msg
 	quit chan struct{} // closed by end
 	done chan struct{} // closed when run has cleaned up
 
@@ -35,7 +36,7 @@ type session struct {
 func (cn *conn) newSession(id, user string) *session {
 	s := &session{
 		cn: cn, id: id, user: user,
-		in:       make(chan *message, queueLen),
+		in:       make(chan *wire.Msg, queueLen),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		activity: make(chan struct{}, 1),
@@ -49,7 +50,7 @@ func (cn *conn) newSession(id, user string) *session {
 
 // deliver queues m for the session; a session that does not take it in
 // time is ended.
-func (s *session) deliver(m *message) {
+func (s *session) deliver(m *wire.Msg) {
 	select {
 	case s.in <- m:
 		return
@@ -95,7 +96,7 @@ func (s *session) post(f func()) {
 }
 
 // send writes m, stamped with the session.
-func (s *session) send(m *message) error {
+func (s *session) send(m *wire.Msg) error {
 	m.Header.SessionID = s.id
 	return s.cn.send(m)
 }
@@ -123,7 +124,7 @@ loop:
 		case f := <-s.events:
 			f()
 		case m := <-s.in:
-			if !m.keepAlive() {
+			if !m.KeepAlive() {
 				s.touch()
 			}
 			s.handle(m)
@@ -133,74 +134,74 @@ loop:
 }
 
 // handle serves one message.
-func (s *session) handle(m *message) {
+func (s *session) handle(m *wire.Msg) {
 	c := s.cn.c
 	switch m.Header.Proto {
-	case protoControl:
+	case wire.ProtoControl:
 		s.control(m)
-	case protoShell:
+	case wire.ProtoShell:
 		if !c.opts.Terminal {
 			s.cn.refuseOne(m, "the terminal is disabled on the device (RemoteTerminal.Terminal)")
 			return
 		}
 		s.shellMsg(m)
-	case protoFileTransfer:
+	case wire.ProtoFileTransfer:
 		if !c.opts.FileTransfer {
 			s.cn.refuseOne(m, "file transfer is disabled on the device (RemoteTerminal.FileTransfer)")
 			return
 		}
 		s.fileMsg(m)
-	case protoPortForward:
+	case wire.ProtoPortForward:
 		if !c.opts.PortForward {
 			s.cn.refuseOne(m, "port forwarding is disabled on the device (RemoteTerminal.PortForward)")
 			return
 		}
 		s.forwardMsg(m)
 	default:
-		_ = s.send(newMsg(protoControl, typeError, "").withBody(mustMarshal(controlError{
+		_ = s.send(wire.New(wire.ProtoControl, wire.TypeError, "").WithBody(wire.MustMarshal(wire.ControlError{
 			Error: fmt.Sprintf("the device does not implement protocol 0x%04X", m.Header.Proto), MessageProto: m.Header.Proto, MessageType: m.Header.MsgType})))
 	}
 }
 
 // refuseOne answers m with an error in its protocol without closing the
 // session.
-func (cn *conn) refuseOne(m *message, why string) {
+func (cn *conn) refuseOne(m *wire.Msg, why string) {
 	sid, typ := m.Header.SessionID, m.Header.MsgType
 	switch m.Header.Proto {
-	case protoShell:
-		_ = cn.send(newMsg(protoShell, typ, sid).with(propStatus, shellError).withBody([]byte(why)))
-	case protoFileTransfer, protoPortForward:
-		rsp := newMsg(m.Header.Proto, typeError, sid).withBody(mustMarshal(typedError{Error: &why, MessageType: &typ}))
-		if id := m.stringProp(propConnectionID); id != "" {
-			rsp.with(propConnectionID, id)
+	case wire.ProtoShell:
+		_ = cn.send(wire.New(wire.ProtoShell, typ, sid).With(wire.PropStatus, wire.ShellError).WithBody([]byte(why)))
+	case wire.ProtoFileTransfer, wire.ProtoPortForward:
+		rsp := wire.New(m.Header.Proto, wire.TypeError, sid).WithBody(wire.MustMarshal(wire.TypedError{Error: &why, MessageType: &typ}))
+		if id := m.StringProp(wire.PropConnectionID); id != "" {
+			rsp.With(wire.PropConnectionID, id)
 		}
 		_ = cn.send(rsp)
 	}
 }
 
-func (s *session) control(m *message) {
+func (s *session) control(m *wire.Msg) {
 	switch m.Header.MsgType {
-	case typePing:
-		_ = s.send(newMsg(protoControl, typePong, ""))
-	case typePong:
-	case typeOpen:
-		var req openBody
+	case wire.TypePing:
+		_ = s.send(wire.New(wire.ProtoControl, wire.TypePong, ""))
+	case wire.TypePong:
+	case wire.TypeOpen:
+		var req wire.Open
 		if err := msgpack.Unmarshal(m.Body, &req); err != nil {
 			s.controlError(m, "malformed open: "+err.Error(), true)
 			return
 		}
 		for _, v := range req.Versions {
-			if v == protocolVersion {
-				_ = s.send(newMsg(protoControl, typeAccept, "").withBody(mustMarshal(acceptBody{Version: protocolVersion, Protocols: s.cn.c.protocols()})))
+			if v == wire.ProtocolVersion {
+				_ = s.send(wire.New(wire.ProtoControl, wire.TypeAccept, "").WithBody(wire.MustMarshal(wire.Accept{Version: wire.ProtocolVersion, Protocols: s.cn.c.protocols()})))
 				return
 			}
 		}
-		s.controlError(m, fmt.Sprintf("handshake rejected: the device speaks protocol version %d", protocolVersion), true)
-	case typeAccept:
-	case typeClose:
+		s.controlError(m, fmt.Sprintf("handshake rejected: the device speaks protocol version %d", wire.ProtocolVersion), true)
+	case wire.TypeAccept:
+	case wire.TypeClose:
 		s.end("closed by the operator's side", false)
-	case typeError:
-		var e controlError
+	case wire.TypeError:
+		var e wire.ControlError
 		_ = msgpack.Unmarshal(m.Body, &e)
 		s.cn.c.log.Info("remote terminal: error from the operator's side", "session", s.id, "err", e.Error)
 		if e.Close {
@@ -211,8 +212,8 @@ func (s *session) control(m *message) {
 	}
 }
 
-func (s *session) controlError(m *message, why string, closing bool) {
-	_ = s.send(newMsg(protoControl, typeError, "").withBody(mustMarshal(controlError{
+func (s *session) controlError(m *wire.Msg, why string, closing bool) {
+	_ = s.send(wire.New(wire.ProtoControl, wire.TypeError, "").WithBody(wire.MustMarshal(wire.ControlError{
 		Error: why, Close: closing, MessageProto: m.Header.Proto, MessageType: m.Header.MsgType})))
 	if closing {
 		s.end(why, false)
@@ -224,10 +225,10 @@ func (s *session) cleanup() {
 	s.cn.remove(s)
 	if s.tell {
 		if s.shell != nil {
-			_ = s.send(newMsg(protoShell, typeStop, "").with(propStatus, shellError).withBody([]byte(s.why)))
+			_ = s.send(wire.New(wire.ProtoShell, wire.TypeStop, "").With(wire.PropStatus, wire.ShellError).WithBody([]byte(s.why)))
 		}
-		_ = s.send(newMsg(protoControl, typeError, "").withBody(mustMarshal(controlError{Error: s.why, Close: true})))
-		_ = s.send(newMsg(protoControl, typeClose, ""))
+		_ = s.send(wire.New(wire.ProtoControl, wire.TypeError, "").WithBody(wire.MustMarshal(wire.ControlError{Error: s.why, Close: true})))
+		_ = s.send(wire.New(wire.ProtoControl, wire.TypeClose, ""))
 	}
 	if s.shell != nil {
 		s.shell.stop()

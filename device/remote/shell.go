@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 )
 
 // Terminal size bounds; the default is mender-connect's.
@@ -36,9 +37,9 @@ type shell struct {
 }
 
 // shellMsg serves the shell protocol.
-func (s *session) shellMsg(m *message) {
+func (s *session) shellMsg(m *wire.Msg) {
 	switch m.Header.MsgType {
-	case typeNew:
+	case wire.TypeNew:
 		if s.shell != nil {
 			s.cn.refuseOne(m, "a shell is already running in this session")
 			return
@@ -52,8 +53,8 @@ func (s *session) shellMsg(m *message) {
 		}
 		s.shell = sh
 		s.cn.c.log.Info("remote terminal: shell started", "session", s.id, "operator", s.user, "pid", sh.cmd.Process.Pid, "user", s.cn.c.userName)
-		_ = s.send(newMsg(protoShell, typeNew, "").with(propStatus, shellNormal).withBody([]byte("Shell started")))
-	case typeShell:
+		_ = s.send(wire.New(wire.ProtoShell, wire.TypeNew, "").With(wire.PropStatus, wire.ShellNormal).WithBody([]byte("Shell started")))
+	case wire.TypeShell:
 		if s.shell == nil {
 			s.cn.refuseOne(m, "no shell is running in this session")
 			return
@@ -62,21 +63,21 @@ func (s *session) shellMsg(m *message) {
 		if _, err := s.shell.pty.Write(m.Body); err != nil {
 			s.end("the shell does not take its input: "+err.Error(), true)
 		}
-	case typeResize:
+	case wire.TypeResize:
 		if s.shell != nil {
 			rows, cols := termSize(m)
 			_ = pty.Setsize(s.shell.pty, &pty.Winsize{Rows: rows, Cols: cols})
 		}
-	case typeStop:
+	case wire.TypeStop:
 		if s.shell != nil {
 			s.shell.stop()
 			s.shell = nil
 			s.cn.c.log.Info("remote terminal: shell stopped by the operator", "session", s.id)
 		}
-		_ = s.send(newMsg(protoShell, typeStop, "").with(propStatus, shellNormal))
-	case typePing:
-		_ = s.send(newMsg(protoShell, typePong, "").with(propStatus, int64(3)))
-	case typePong:
+		_ = s.send(wire.New(wire.ProtoShell, wire.TypeStop, "").With(wire.PropStatus, wire.ShellNormal))
+	case wire.TypePing:
+		_ = s.send(wire.New(wire.ProtoShell, wire.TypePong, "").With(wire.PropStatus, int64(3)))
+	case wire.TypePong:
 	default:
 		s.cn.refuseOne(m, fmt.Sprintf("shell message %q not understood", m.Header.MsgType))
 	}
@@ -84,9 +85,9 @@ func (s *session) shellMsg(m *message) {
 
 // termSize reads the terminal_height and terminal_width properties, or
 // the default size.
-func termSize(m *message) (rows, cols uint16) {
-	h, okh := m.intProp(propHeight)
-	w, okw := m.intProp(propWidth)
+func termSize(m *wire.Msg) (rows, cols uint16) {
+	h, okh := m.IntProp(wire.PropHeight)
+	w, okw := m.IntProp(wire.PropWidth)
 	if !okh || !okw || h <= 0 || w <= 0 || h > maxTermSide || w > maxTermSide {
 		return defaultRows, defaultCols
 	}
@@ -152,7 +153,7 @@ func (s *session) pump(sh *shell) {
 			s.touch()
 			out := make([]byte, n)
 			copy(out, buf[:n])
-			if s.send(newMsg(protoShell, typeShell, "").with(propStatus, shellNormal).withBody(out)) != nil {
+			if s.send(wire.New(wire.ProtoShell, wire.TypeShell, "").With(wire.PropStatus, wire.ShellNormal).WithBody(out)) != nil {
 				break
 			}
 		}
@@ -173,7 +174,7 @@ func (s *session) pump(sh *shell) {
 	if errors.As(sh.waitErr, &ee) {
 		why = "the shell exited: " + ee.Error()
 	}
-	_ = s.send(newMsg(protoShell, typeStop, "").with(propStatus, shellNormal).withBody([]byte(why)))
+	_ = s.send(wire.New(wire.ProtoShell, wire.TypeStop, "").With(wire.PropStatus, wire.ShellNormal).WithBody([]byte(why)))
 	go s.post(func() {
 		if s.shell == sh {
 			s.shell = nil

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -67,9 +68,9 @@ func (u *upload) discard() {
 }
 
 // fail answers m with a file transfer error.
-func (s *session) fail(m *message, err error) {
+func (s *session) fail(m *wire.Msg, err error) {
 	msg, typ := err.Error(), m.Header.MsgType
-	_ = s.send(newMsg(protoFileTransfer, typeError, "").withBody(mustMarshal(typedError{Error: &msg, MessageType: &typ})))
+	_ = s.send(wire.New(wire.ProtoFileTransfer, wire.TypeError, "").WithBody(wire.MustMarshal(wire.TypedError{Error: &msg, MessageType: &typ})))
 }
 
 // absPath checks a path the operator names: absolute, and cleaned.
@@ -83,11 +84,11 @@ func absPath(p *string) (string, error) {
 	return filepath.Clean(*p), nil
 }
 
-func (s *session) fileMsg(m *message) {
+func (s *session) fileMsg(m *wire.Msg) {
 	switch m.Header.MsgType {
-	case typeStat:
+	case wire.TypeStat:
 		s.stat(m)
-	case typeGetFile:
+	case wire.TypeGetFile:
 		if s.transfer != nil {
 			s.fail(m, errors.New("another file transfer is in progress"))
 			return
@@ -95,7 +96,7 @@ func (s *session) fileMsg(m *message) {
 		if err := s.startDownload(m); err != nil {
 			s.fail(m, err)
 		}
-	case typePutFile:
+	case wire.TypePutFile:
 		if s.transfer != nil {
 			s.fail(m, errors.New("another file transfer is in progress"))
 			return
@@ -103,7 +104,7 @@ func (s *session) fileMsg(m *message) {
 		if err := s.startUpload(m); err != nil {
 			s.fail(m, err)
 		}
-	case typeChunk:
+	case wire.TypeChunk:
 		if s.transfer == nil || s.transfer.upload == nil {
 			s.fail(m, errors.New("no file transfer in progress"))
 			return
@@ -113,13 +114,13 @@ func (s *session) fileMsg(m *message) {
 			s.transfer = nil
 			s.fail(m, err)
 		}
-	case typeAck:
+	case wire.TypeAck:
 		t := s.transfer
 		if t == nil || t.upload != nil {
 			s.fail(m, errors.New("no file transfer in progress"))
 			return
 		}
-		if off, ok := m.intProp(propOffset); ok {
+		if off, ok := m.IntProp(wire.PropOffset); ok {
 			if off > t.acked.Load() {
 				t.acked.Store(off)
 			}
@@ -131,8 +132,8 @@ func (s *session) fileMsg(m *message) {
 			default:
 			}
 		}
-	case typeError:
-		var e typedError
+	case wire.TypeError:
+		var e wire.TypedError
 		_ = msgpack.Unmarshal(m.Body, &e)
 		if e.Error != nil {
 			s.cn.c.log.Info("remote terminal: the operator's side aborted the file transfer", "session", s.id, "err", *e.Error)
@@ -146,8 +147,8 @@ func (s *session) fileMsg(m *message) {
 	}
 }
 
-func (s *session) stat(m *message) {
-	var req pathBody
+func (s *session) stat(m *wire.Msg) {
+	var req wire.Path
 	if err := msgpack.Unmarshal(m.Body, &req); err != nil {
 		s.fail(m, fmt.Errorf("malformed request parameters: %v", err))
 		return
@@ -167,16 +168,16 @@ func (s *session) stat(m *message) {
 		return
 	}
 	size, mode := fi.Size(), uint32(fi.Mode())
-	info := fileInfo{Path: &p, Size: &size, Mode: &mode}
+	info := wire.FileInfo{Path: &p, Size: &size, Mode: &mode}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		info.UID, info.GID = &st.Uid, &st.Gid
 	}
-	_ = s.send(newMsg(protoFileTransfer, typeFileInfo, "").withBody(mustMarshal(info)))
+	_ = s.send(wire.New(wire.ProtoFileTransfer, wire.TypeFileInfo, "").WithBody(wire.MustMarshal(info)))
 }
 
 // startDownload opens the file and sends it in the background.
-func (s *session) startDownload(m *message) error {
-	var req pathBody
+func (s *session) startDownload(m *wire.Msg) error {
+	var req wire.Path
 	if err := msgpack.Unmarshal(m.Body, &req); err != nil {
 		return fmt.Errorf("malformed request parameters: %v", err)
 	}
@@ -239,7 +240,7 @@ func (s *session) download(t *transfer, f *os.File) error {
 		}
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {
-			c := newMsg(protoFileTransfer, typeChunk, "").with(propOffset, offset).withBody(append([]byte(nil), buf[:n]...))
+			c := wire.New(wire.ProtoFileTransfer, wire.TypeChunk, "").With(wire.PropOffset, offset).WithBody(append([]byte(nil), buf[:n]...))
 			if s.send(c) != nil {
 				return errAborted
 			}
@@ -254,7 +255,7 @@ func (s *session) download(t *transfer, f *os.File) error {
 		}
 	}
 	t.end.Store(offset)
-	if s.send(newMsg(protoFileTransfer, typeChunk, "").with(propOffset, offset)) != nil {
+	if s.send(wire.New(wire.ProtoFileTransfer, wire.TypeChunk, "").With(wire.PropOffset, offset)) != nil {
 		return errAborted
 	}
 	return waitAck(offset)
@@ -262,9 +263,9 @@ func (s *session) download(t *transfer, f *os.File) error {
 
 // startUpload checks the destination, creates the temporary file next to
 // it and acknowledges the put.
-func (s *session) startUpload(m *message) error {
+func (s *session) startUpload(m *wire.Msg) error {
 	c := s.cn.c
-	var req uploadRequest
+	var req wire.UploadRequest
 	if err := msgpack.Unmarshal(m.Body, &req); err != nil {
 		return fmt.Errorf("malformed request parameters: %v", err)
 	}
@@ -289,7 +290,7 @@ func (s *session) startUpload(m *message) error {
 		return err
 	}
 	s.transfer = &transfer{upload: u}
-	_ = s.send(newMsg(protoFileTransfer, typeAck, "").with(propOffset, int64(0)))
+	_ = s.send(wire.New(wire.ProtoFileTransfer, wire.TypeAck, "").With(wire.PropOffset, int64(0)))
 	return nil
 }
 
@@ -323,9 +324,9 @@ func (u *upload) create(p string, srcPath *string) error {
 // gets its mode and owner, is synced and renamed into place, and only
 // then is the end acknowledged, so that the operator learns of any
 // failure.
-func (s *session) chunk(m *message) error {
+func (s *session) chunk(m *wire.Msg) error {
 	u := s.transfer.upload
-	off, ok := m.intProp(propOffset)
+	off, ok := m.IntProp(wire.PropOffset)
 	if !ok {
 		return errors.New("invalid file chunk message: missing offset property")
 	}
@@ -339,7 +340,7 @@ func (s *session) chunk(m *message) error {
 		}
 		s.transfer = nil
 		s.cn.c.log.Info("remote terminal: file uploaded", "session", s.id, "operator", s.user, "path", u.final, "bytes", u.offset)
-		_ = s.send(newMsg(protoFileTransfer, typeAck, "").with(propOffset, u.offset))
+		_ = s.send(wire.New(wire.ProtoFileTransfer, wire.TypeAck, "").With(wire.PropOffset, u.offset))
 		return nil
 	}
 	if u.size >= 0 && u.offset+int64(len(m.Body)) > u.size {
@@ -353,7 +354,7 @@ func (s *session) chunk(m *message) error {
 	// waiting (as mender-connect does).
 	if u.chunks++; u.chunks >= ackEvery || len(s.in) == 0 {
 		u.chunks = 0
-		_ = s.send(newMsg(protoFileTransfer, typeAck, "").with(propOffset, off))
+		_ = s.send(wire.New(wire.ProtoFileTransfer, wire.TypeAck, "").With(wire.PropOffset, off))
 	}
 	return nil
 }
