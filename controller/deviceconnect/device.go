@@ -180,33 +180,52 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 			}
 		}
 	}()
-	// The device's frames to their sessions.
+	// The device's frames to their sessions: a reader that applies each
+	// session's cap and hands the frames on through a bounded channel
+	// (when it is full the reader waits, and the device's TCP connection
+	// slows the device down), and this goroutine publishing them, merged
+	// where they are shell output that is already waiting (see merger).
 	go func() {
 		<-ctx.Done()
 		closeWS(d.ws, code, reason) // ends the read below
 	}()
+	frames := make(chan deviceFrame, deviceQueue)
+	go func() {
+		defer close(frames)
+		for {
+			_, b, err := d.ws.ReadMessage()
+			if err != nil {
+				stop("the device closed the connection")
+				return
+			}
+			alive()
+			m, err := decodeMsg(b)
+			if err != nil {
+				d.r.log.Info("deviceconnect: malformed message from the device", "device_id", d.device, "err", err)
+				continue
+			}
+			if m.Header.SessionID == "" {
+				continue // not part of a session: nobody to give it to
+			}
+			lim := d.note(m, 0, true)
+			if err := waitBytes(ctx, lim, len(b)); err != nil {
+				return
+			}
+			select {
+			case frames <- deviceFrame{m: m, raw: b}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	mg := merger{in: frames, max: mergeLimit}
 	for {
-		_, b, err := d.ws.ReadMessage()
-		if err != nil {
-			stop("the device closed the connection")
+		f, ok := mg.next()
+		if !ok {
 			break
 		}
-		alive()
-		m, err := decodeMsg(b)
-		if err != nil {
-			d.r.log.Info("deviceconnect: malformed message from the device", "device_id", d.device, "err", err)
-			continue
-		}
-		sid := m.Header.SessionID
-		if sid == "" {
-			continue // not part of a session: nobody to give it to
-		}
-		lim := d.note(m, 0, true)
-		if err := waitBytes(ctx, lim, len(b)); err != nil {
-			break
-		}
-		e := envelope{Kind: envFrame, Device: d.device, Conn: d.conn, Msg: b}
-		if err := d.r.opts.Sessions.Publish(ctx, sessionTopic(sid), e.encode()); err != nil && ctx.Err() == nil {
+		e := envelope{Kind: envFrame, Device: d.device, Conn: d.conn, Msg: f.raw}
+		if err := d.r.opts.Sessions.Publish(ctx, sessionTopic(f.m.Header.SessionID), e.encode()); err != nil && ctx.Err() == nil {
 			d.r.log.Warn("deviceconnect: cannot relay the device's message", "device_id", d.device, "err", err)
 		}
 	}

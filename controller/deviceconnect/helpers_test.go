@@ -253,6 +253,8 @@ type fakeDevice struct {
 	mu   sync.Mutex
 	seen []*protoMsg // every message received
 	acks map[string]chan int64
+	// onShell, when set, sees shell input first; true: it answered.
+	onShell func(m *protoMsg) bool
 }
 
 func connectDevice(t testing.TB, rp *replica, id string) *fakeDevice {
@@ -330,6 +332,12 @@ func (d *fakeDevice) serve(p *wsPeer) {
 				// As mender-connect: the status in the fewest bytes.
 				d.reply(m, typeNew, []byte("Shell started"), map[string]any{propStatus: int(shellNormal)})
 			case typeShell:
+				d.mu.Lock()
+				hook := d.onShell
+				d.mu.Unlock()
+				if hook != nil && hook(m) {
+					continue
+				}
 				d.reply(m, typeShell, append([]byte("echo:"), m.Body...), map[string]any{propStatus: int(shellNormal)})
 			case typeStop:
 				d.reply(m, typeStop, nil, map[string]any{propStatus: int(shellNormal)})

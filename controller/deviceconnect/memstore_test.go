@@ -28,22 +28,26 @@ var _ store.RemoteSessions = (*memSessions)(nil)
 type memSub struct {
 	m     *memSessions
 	topic string
-	c     chan []byte
-	once  sync.Once
+	q     *store.SubscriptionQueue // the stores' own bounded queue
 }
 
-func (s *memSub) C() <-chan []byte { return s.c }
+func (s *memSub) C() <-chan []byte { return s.q.C() }
 func (s *memSub) Close() error {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	s.closeLocked()
+	s.end(true)
 	return nil
 }
-func (s *memSub) closeLocked() {
-	s.once.Do(func() {
-		delete(s.m.subs[s.topic], s)
-		close(s.c)
-	})
+
+// end unregisters s; drain drops what it holds (Close), otherwise it is
+// still delivered.
+func (s *memSub) end(drain bool) {
+	s.m.mu.Lock()
+	delete(s.m.subs[s.topic], s)
+	s.m.mu.Unlock()
+	if drain {
+		s.q.Discard()
+	} else {
+		s.q.End()
+	}
 }
 
 func (m *memSessions) Publish(ctx context.Context, topic string, msg []byte) error {
@@ -53,10 +57,8 @@ func (m *memSessions) Publish(ctx context.Context, topic string, msg []byte) err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for s := range m.subs[topic] {
-		select {
-		case s.c <- append([]byte(nil), msg...):
-		default:
-			s.closeLocked() // fell too far behind
+		if !s.q.Push(append([]byte{}, msg...)) {
+			delete(m.subs[topic], s) // fell too far behind: its queue ended
 		}
 	}
 	return nil
@@ -65,15 +67,12 @@ func (m *memSessions) Publish(ctx context.Context, topic string, msg []byte) err
 func (m *memSessions) Subscribe(ctx context.Context, topic string) (store.Subscription, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := &memSub{m: m, topic: topic, c: make(chan []byte, store.RemoteBuffer)}
+	s := &memSub{m: m, topic: topic, q: store.NewSubscriptionQueue()}
 	if m.subs[topic] == nil {
 		m.subs[topic] = map[*memSub]bool{}
 	}
 	m.subs[topic][s] = true
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
+	context.AfterFunc(ctx, func() { s.end(false) })
 	return s, nil
 }
 
