@@ -137,7 +137,11 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		return c.NoContent(http.StatusNoContent)
 	}
 	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides}
-	a.seen.see(name, a.opts.Now())
+	declared := 0
+	if s.snap.Fleet != nil {
+		declared = len(s.snap.Fleet.Devices)
+	}
+	a.seen.see(name, a.opts.Now(), declared)
 	plan, err := a.planFor(ctx, s.snap)
 	if err != nil {
 		return a.httpError("rollout plan", err)

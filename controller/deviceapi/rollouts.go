@@ -95,11 +95,14 @@ type seenDevices struct {
 // by starting over (the devices then count as seen at that moment).
 const maxSeen = 4_000_000
 
-func (s *seenDevices) see(name string, now time.Time) {
+// see records that name polled at now. declared (the fleet's declared
+// devices) sizes the map when it starts, so that it does not grow by
+// doubling, rehashing up to a million entries, as devices first poll.
+func (s *seenDevices) see(name string, now time.Time, declared int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.at == nil || len(s.at) >= maxSeen {
-		s.at, s.start = make(map[string]int64), now
+		s.at, s.start = make(map[string]int64, min(declared, maxSeen)), now
 	}
 	s.at[name] = now.UnixNano()
 }
