@@ -72,9 +72,19 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 			return false
 		}
 		go func() {
-			for off := 0; off < len(output); off += frame {
-				out := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: m.Header.SessionID}, Body: output[off:min(off+frame, len(output))]}
-				out.setProp(propStatus, int(shellNormal))
+			for i, off := 0, 0; off < len(output); i++ {
+				out := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: m.Header.SessionID}}
+				if i%64 == 63 {
+					// Now and then a port-forward frame saying how
+					// much output came before it: never merged,
+					// never moved.
+					out.Header.Proto, out.Header.MsgType, out.Body = protoPortForward, "forward", fmt.Append(nil, off)
+					out.setProp(propConnectionID, "c1")
+				} else {
+					out.Body = output[off:min(off+frame, len(output))]
+					out.setProp(propStatus, int(shellNormal))
+					off += len(out.Body)
+				}
 				dev.p.wmu.Lock()
 				err := dev.p.ws.WriteMessage(websocket.BinaryMessage, out.encode())
 				dev.p.wmu.Unlock()
@@ -93,9 +103,16 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 	sid := startShell(t, op)
 	typeText(op, sid, "cat big\n")
 	var got []byte
-	frames := 0
+	frames, marks := 0, 0
 	for len(got) < len(output) {
 		m := op.next(nil) // fails on the session's end
+		if m.Header.Proto == protoPortForward && m.Header.MsgType == "forward" {
+			if string(m.Body) != fmt.Sprint(len(got)) {
+				t.Fatalf("the port-forward frame sent after %s bytes of output arrived after %d", m.Body, len(got))
+			}
+			marks++
+			continue
+		}
 		if m.Header.Proto != protoShell || m.Header.MsgType != typeShell {
 			t.Fatalf("after %d of %d bytes: %s %q (%s)", len(got), len(output), m.Header.MsgType, m.Body, protoName(m.Header.Proto))
 		}
@@ -115,7 +132,10 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 		}
 		t.Fatalf("the operator got %d bytes, different from the %d the device sent from byte %d on", len(got), len(output), i)
 	}
-	t.Logf("%d bytes sent in %d frames arrived in %d frames", len(output), (len(output)+frame-1)/frame, frames)
+	if want := (len(output)+frame-1)/frame/63 - 1; marks < want {
+		t.Errorf("%d port-forward frames arrived among the output, want at least %d", marks, want)
+	}
+	t.Logf("%d bytes sent in %d frames arrived in %d frames (and %d port-forward frames among them)", len(output), (len(output)+frame-1)/frame, frames, marks)
 	// The session is still open.
 	typeText(op, sid, "after\n")
 	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:after\n" {

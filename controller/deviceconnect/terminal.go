@@ -295,8 +295,35 @@ func (t *terminal) write(ctx context.Context, sub store.Subscription) {
 	defer tick.Stop()
 	pinger := time.NewTicker(r.opts.PingInterval)
 	defer pinger.Stop()
+	ping := func() {
+		if t.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(r.opts.PingInterval)) != nil {
+			s.end(ReasonClosed, "the operator's connection closed")
+		}
+	}
+	// next: a bus message relay took but did not merge, relayed next
+	// (after a look at the other duties, so that a long burst of output
+	// does not hold up the lease and the pings).
+	var (
+		next    []byte
+		nextOK  bool
+		hasNext bool
+	)
 loop:
 	for {
+		if hasNext {
+			select {
+			case <-s.done:
+				break loop
+			case <-tick.C:
+				s.tick(ctx)
+			case <-pinger.C:
+				ping()
+			default:
+			}
+			hasNext = false
+			next, nextOK, hasNext = t.relay(next, nextOK, sub, wr)
+			continue
+		}
 		select {
 		case <-s.done:
 			break loop
@@ -305,47 +332,101 @@ loop:
 				s.end(ReasonClosed, "the operator's connection closed")
 			}
 		case b, ok := <-sub.C():
-			if !ok {
-				s.end("error: the relay's subscription ended", "the relay lost the session; try again")
-				continue
-			}
-			e, err := decodeEnvelope(b)
-			if err != nil || e.Device != s.rec.Device {
-				continue
-			}
-			if e.Kind == envGone {
-				s.end(ReasonDeviceDisconnected, "the device disconnected")
-				continue
-			}
-			m, err := decodeMsg(e.Msg)
-			if err != nil || m.Header.SessionID != s.rec.ID {
-				continue
-			}
-			frame := e.Msg
-			if m.Header.Proto == protoShell {
-				if m.Header.MsgType == typeStop {
-					t.mu.Lock()
-					t.shellOpen = false
-					t.mu.Unlock()
-				}
-				if m.widenInts(propStatus, "timeout") {
-					frame = m.encode()
-				}
-			}
-			if wr(frame) != nil {
-				s.end(ReasonClosed, "the operator's connection closed")
-				continue
-			}
-			s.count(0, len(e.Msg), nil, m.activity())
+			next, nextOK, hasNext = t.relay(b, ok, sub, wr)
 		case <-tick.C:
 			s.tick(ctx)
 		case <-pinger.C:
-			if t.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(r.opts.PingInterval)) != nil {
-				s.end(ReasonClosed, "the operator's connection closed")
-			}
+			ping()
 		}
 	}
 	t.teardown(ctx, wr)
+}
+
+// relay writes one bus message b (ok false: the subscription ended) to
+// the operator. Shell output is merged with the shell output of the
+// session that the subscription already holds (up to mergeLimit bytes),
+// so a burst of output takes few websocket messages; the first message
+// that cannot be merged is returned, with more true, to be relayed next.
+func (t *terminal) relay(b []byte, ok bool, sub store.Subscription, wr func([]byte) error) (next []byte, nextOK, more bool) {
+	s := t.s
+	if !ok {
+		s.end("error: the relay's subscription ended", "the relay lost the session; try again")
+		return nil, false, false
+	}
+	m, raw := t.frame(b)
+	if m == nil {
+		return nil, false, false
+	}
+	if m.Header.Proto == protoShell && m.Header.MsgType == typeStop {
+		t.mu.Lock()
+		t.shellOpen = false
+		t.mu.Unlock()
+	}
+	counted := len(raw)
+	merged := false
+	if isShellOutput(m) && len(m.Body) < mergeLimit {
+		var body []byte
+	merge:
+		for len(m.Body)+len(body) < mergeLimit {
+			select {
+			case nb, nok := <-sub.C():
+				if !nok {
+					next, nextOK, more = nil, false, true
+					break merge
+				}
+				m2, raw2 := t.frame(nb)
+				switch {
+				case m2 == nil:
+					// Not for this session's operator (relay would
+					// skip it too).
+				case !mergeable(m, m2) || len(m.Body)+len(body)+len(m2.Body) > mergeLimit:
+					next, nextOK, more = nb, true, true
+					break merge
+				default:
+					body = append(body, m2.Body...)
+					counted += len(raw2)
+				}
+			default:
+				break merge
+			}
+		}
+		if body != nil {
+			m.Body = append(m.Body, body...)
+			merged = true
+		}
+	}
+	// The device's frame as it came, unless merged or its integers
+	// widened for mender-cli.
+	frame := raw
+	if (m.Header.Proto == protoShell && m.widenInts(propStatus, "timeout")) || merged {
+		frame = m.encode()
+	}
+	if wr(frame) != nil {
+		s.end(ReasonClosed, "the operator's connection closed")
+		return nil, false, false
+	}
+	s.count(0, counted, nil, m.activity())
+	return next, nextOK, more
+}
+
+// frame decodes a bus message of the session: the device's frame, decoded
+// and as the device sent it; nil when it is none (another device's, a
+// malformed one) or the device's connection closed (the session ends).
+func (t *terminal) frame(b []byte) (*protoMsg, []byte) {
+	s := t.s
+	e, err := decodeEnvelope(b)
+	if err != nil || e.Device != s.rec.Device {
+		return nil, nil
+	}
+	if e.Kind == envGone {
+		s.end(ReasonDeviceDisconnected, "the device disconnected")
+		return nil, nil
+	}
+	m, err := decodeMsg(e.Msg)
+	if err != nil || m.Header.SessionID != s.rec.ID {
+		return nil, nil
+	}
+	return m, e.Msg
 }
 
 // teardown stops the session on both sides: the device is told to stop
