@@ -8,6 +8,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 	"github.com/gitfleet/gitfleet/controller/store/redistest"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 )
 
 // What a session costs through the relay, the device on one replica and
@@ -48,7 +49,7 @@ func benchRelay(b *testing.B, sa, sb store.RemoteSessions) {
 		b.ResetTimer()
 		for range b.N {
 			typeText(op, sid, "x")
-			op.next(is(protoShell, typeShell))
+			op.next(is(wire.ProtoShell, wire.TypeShell))
 		}
 	})
 	const size = 4 << 20

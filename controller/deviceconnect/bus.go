@@ -1,6 +1,7 @@
 package deviceconnect
 
 import (
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -44,7 +45,7 @@ type envelope struct {
 	Msg    []byte `msgpack:"m,omitempty"`
 }
 
-func (e *envelope) encode() []byte { return mustMarshal(e) }
+func (e *envelope) marshal() []byte { return wire.MustMarshal(e) }
 
 func decodeEnvelope(b []byte) (envelope, error) {
 	var e envelope

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 )
@@ -66,7 +67,7 @@ func (r *Relay) ServeDevice(w http.ResponseWriter, req *http.Request, device str
 		sids = append(sids, sid)
 	}
 	d.mu.Unlock()
-	gone := (&envelope{Kind: envGone, Device: device, Conn: connID, Reason: reason}).encode()
+	gone := (&envelope{Kind: envGone, Device: device, Conn: connID, Reason: reason}).marshal()
 	for _, sid := range sids {
 		_ = r.opts.Sessions.Publish(bg, sessionTopic(sid), gone)
 	}
@@ -137,7 +138,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 				if err != nil || e.Kind != envFrame || e.Device != d.device || (e.Conn != "" && e.Conn != d.conn) {
 					continue
 				}
-				m, err := decodeMsg(e.Msg)
+				m, err := wire.Decode(e.Msg)
 				if err != nil {
 					continue
 				}
@@ -199,7 +200,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 				return
 			}
 			alive()
-			m, err := decodeMsg(b)
+			m, err := wire.Decode(b)
 			if err != nil {
 				d.r.log.Info("deviceconnect: malformed message from the device", "device_id", d.device, "err", err)
 				continue
@@ -225,7 +226,7 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 			break
 		}
 		e := envelope{Kind: envFrame, Device: d.device, Conn: d.conn, Msg: f.raw}
-		if err := d.r.opts.Sessions.Publish(ctx, sessionTopic(f.m.Header.SessionID), e.encode()); err != nil && ctx.Err() == nil {
+		if err := d.r.opts.Sessions.Publish(ctx, sessionTopic(f.m.Header.SessionID), e.marshal()); err != nil && ctx.Err() == nil {
 			d.r.log.Warn("deviceconnect: cannot relay the device's message", "device_id", d.device, "err", err)
 		}
 	}
@@ -236,12 +237,12 @@ func (d *deviceConn) run(ctx context.Context, cancel context.CancelFunc, sub int
 // note keeps track of the device's sessions: one starts with any frame
 // and ends with a control close (either way) or the shell's stop from
 // the device. It returns the session's rate limiter.
-func (d *deviceConn) note(m *protoMsg, bps int64, fromDevice bool) *rate.Limiter {
+func (d *deviceConn) note(m *wire.Msg, bps int64, fromDevice bool) *rate.Limiter {
 	sid := m.Header.SessionID
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	closing := (m.Header.Proto == protoControl && m.Header.MsgType == typeClose) ||
-		(fromDevice && m.Header.Proto == protoShell && m.Header.MsgType == typeStop)
+	closing := (m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypeClose) ||
+		(fromDevice && m.Header.Proto == wire.ProtoShell && m.Header.MsgType == wire.TypeStop)
 	lim, known := d.sessions[sid]
 	if closing {
 		delete(d.sessions, sid)

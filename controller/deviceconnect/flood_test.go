@@ -11,6 +11,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 	"github.com/gitfleet/gitfleet/controller/store/redistest"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 )
 
@@ -67,26 +68,26 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 	dev := connectDevice(t, a, "devf")
 	sent := make(chan error, 1)
 	dev.mu.Lock()
-	dev.onShell = func(m *protoMsg) bool {
+	dev.onShell = func(m *wire.Msg) bool {
 		if string(m.Body) != "cat big\n" {
 			return false
 		}
 		go func() {
 			for i, off := 0, 0; off < len(output); i++ {
-				out := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: m.Header.SessionID}}
+				out := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeShell, SessionID: m.Header.SessionID}}
 				if i%64 == 63 {
 					// Now and then a port-forward frame saying how
 					// much output came before it: never merged,
 					// never moved.
-					out.Header.Proto, out.Header.MsgType, out.Body = protoPortForward, "forward", fmt.Append(nil, off)
-					out.setProp(propConnectionID, "c1")
+					out.Header.Proto, out.Header.MsgType, out.Body = wire.ProtoPortForward, "forward", fmt.Append(nil, off)
+					out.SetProp(wire.PropConnectionID, "c1")
 				} else {
 					out.Body = output[off:min(off+frame, len(output))]
-					out.setProp(propStatus, int(shellNormal))
+					out.SetProp(wire.PropStatus, int(wire.ShellNormal))
 					off += len(out.Body)
 				}
 				dev.p.wmu.Lock()
-				err := dev.p.ws.WriteMessage(websocket.BinaryMessage, out.encode())
+				err := dev.p.ws.WriteMessage(websocket.BinaryMessage, out.Encode())
 				dev.p.wmu.Unlock()
 				if err != nil {
 					sent <- fmt.Errorf("the device's frame at %d: %w", off, err)
@@ -106,17 +107,17 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 	frames, marks := 0, 0
 	for len(got) < len(output) {
 		m := op.next(nil) // fails on the session's end
-		if m.Header.Proto == protoPortForward && m.Header.MsgType == "forward" {
+		if m.Header.Proto == wire.ProtoPortForward && m.Header.MsgType == "forward" {
 			if string(m.Body) != fmt.Sprint(len(got)) {
 				t.Fatalf("the port-forward frame sent after %s bytes of output arrived after %d", m.Body, len(got))
 			}
 			marks++
 			continue
 		}
-		if m.Header.Proto != protoShell || m.Header.MsgType != typeShell {
+		if m.Header.Proto != wire.ProtoShell || m.Header.MsgType != wire.TypeShell {
 			t.Fatalf("after %d of %d bytes: %s %q (%s)", len(got), len(output), m.Header.MsgType, m.Body, protoName(m.Header.Proto))
 		}
-		if st := intProp(m, propStatus); st != shellNormal {
+		if st := intProp(m, wire.PropStatus); st != wire.ShellNormal {
 			t.Fatalf("after %d bytes: output with status %d", len(got), st)
 		}
 		got = append(got, m.Body...)
@@ -138,7 +139,7 @@ func testShellFlood(t *testing.T, sa, sb store.RemoteSessions) {
 	t.Logf("%d bytes sent in %d frames arrived in %d frames (and %d port-forward frames among them)", len(output), (len(output)+frame-1)/frame, frames, marks)
 	// The session is still open.
 	typeText(op, sid, "after\n")
-	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:after\n" {
+	if out := op.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:after\n" {
 		t.Fatalf("output after the flood: %q", out.Body)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -150,12 +151,12 @@ type wsPeer struct {
 	t    testing.TB
 	ws   *websocket.Conn
 	wmu  sync.Mutex
-	msgs chan *protoMsg
+	msgs chan *wire.Msg
 	err  chan error // the read's end
 }
 
 func newPeer(t testing.TB, ws *websocket.Conn) *wsPeer {
-	p := &wsPeer{t: t, ws: ws, msgs: make(chan *protoMsg, 1024), err: make(chan error, 1)}
+	p := &wsPeer{t: t, ws: ws, msgs: make(chan *wire.Msg, 1024), err: make(chan error, 1)}
 	go func() {
 		for {
 			_, b, err := ws.ReadMessage()
@@ -164,7 +165,7 @@ func newPeer(t testing.TB, ws *websocket.Conn) *wsPeer {
 				close(p.msgs)
 				return
 			}
-			m, err := decodeMsg(b)
+			m, err := wire.Decode(b)
 			if err != nil {
 				p.err <- err
 				close(p.msgs)
@@ -177,18 +178,18 @@ func newPeer(t testing.TB, ws *websocket.Conn) *wsPeer {
 	return p
 }
 
-func (p *wsPeer) send(m *protoMsg) {
+func (p *wsPeer) send(m *wire.Msg) {
 	p.t.Helper()
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if err := p.ws.WriteMessage(websocket.BinaryMessage, m.encode()); err != nil {
+	if err := p.ws.WriteMessage(websocket.BinaryMessage, m.Encode()); err != nil {
 		p.t.Fatalf("send: %v", err)
 	}
 }
 
 // next returns the next message that match accepts, failing the test
 // after 10 s.
-func (p *wsPeer) next(match func(*protoMsg) bool) *protoMsg {
+func (p *wsPeer) next(match func(*wire.Msg) bool) *wire.Msg {
 	p.t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -224,19 +225,19 @@ func (p *wsPeer) closed() error {
 	}
 }
 
-func is(proto uint16, typ string) func(*protoMsg) bool {
-	return func(m *protoMsg) bool { return m.Header.Proto == proto && m.Header.MsgType == typ }
+func is(proto uint16, typ string) func(*wire.Msg) bool {
+	return func(m *wire.Msg) bool { return m.Header.Proto == proto && m.Header.MsgType == typ }
 }
 
-func strProp(m *protoMsg, name string) string {
+func strProp(m *wire.Msg, name string) string {
 	var s string
-	m.prop(name, &s)
+	m.Prop(name, &s)
 	return s
 }
 
-func intProp(m *protoMsg, name string) int64 {
+func intProp(m *wire.Msg, name string) int64 {
 	var n int64
-	m.prop(name, &n)
+	m.Prop(name, &n)
 	return n
 }
 
@@ -251,15 +252,15 @@ type fakeDevice struct {
 	p         *wsPeer
 
 	mu   sync.Mutex
-	seen []*protoMsg // every message received
+	seen []*wire.Msg // every message received
 	acks map[string]chan int64
 	// onShell, when set, sees shell input first; true: it answered.
-	onShell func(m *protoMsg) bool
+	onShell func(m *wire.Msg) bool
 }
 
 func connectDevice(t testing.TB, rp *replica, id string) *fakeDevice {
 	t.Helper()
-	d := &fakeDevice{t: t, id: id, root: t.TempDir(), protocols: []uint16{protoShell, protoFileTransfer, protoPortForward}, acks: map[string]chan int64{}}
+	d := &fakeDevice{t: t, id: id, root: t.TempDir(), protocols: []uint16{wire.ProtoShell, wire.ProtoFileTransfer, wire.ProtoPortForward}, acks: map[string]chan int64{}}
 	d.connect(rp)
 	return d
 }
@@ -282,10 +283,10 @@ func (d *fakeDevice) connect(rp *replica) {
 	})
 }
 
-func (d *fakeDevice) received(match func(*protoMsg) bool) []*protoMsg {
+func (d *fakeDevice) received(match func(*wire.Msg) bool) []*wire.Msg {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []*protoMsg
+	var out []*wire.Msg
 	for _, m := range d.seen {
 		if match == nil || match(m) {
 			out = append(out, m)
@@ -294,20 +295,20 @@ func (d *fakeDevice) received(match func(*protoMsg) bool) []*protoMsg {
 	return out
 }
 
-func (d *fakeDevice) reply(req *protoMsg, typ string, body []byte, props map[string]any) {
-	m := &protoMsg{Header: header{Proto: req.Header.Proto, MsgType: typ, SessionID: req.Header.SessionID}, Body: body}
+func (d *fakeDevice) reply(req *wire.Msg, typ string, body []byte, props map[string]any) {
+	m := &wire.Msg{Header: wire.Header{Proto: req.Header.Proto, MsgType: typ, SessionID: req.Header.SessionID}, Body: body}
 	for k, v := range props {
-		m.setProp(k, v)
+		m.SetProp(k, v)
 	}
 	d.p.wmu.Lock()
 	defer d.p.wmu.Unlock()
-	_ = d.p.ws.WriteMessage(websocket.BinaryMessage, m.encode()) // the test may be over
+	_ = d.p.ws.WriteMessage(websocket.BinaryMessage, m.Encode()) // the test may be over
 }
 
-func (d *fakeDevice) ftError(req *protoMsg, err error) {
+func (d *fakeDevice) ftError(req *wire.Msg, err error) {
 	s := err.Error()
 	typ := req.Header.MsgType
-	d.reply(req, typeError, mustMarshal(ftError{Error: &s, MessageType: &typ}), nil)
+	d.reply(req, wire.TypeError, wire.MustMarshal(wire.TypedError{Error: &s, MessageType: &typ}), nil)
 }
 
 func (d *fakeDevice) serve(p *wsPeer) {
@@ -316,40 +317,40 @@ func (d *fakeDevice) serve(p *wsPeer) {
 		d.seen = append(d.seen, m)
 		d.mu.Unlock()
 		switch m.Header.Proto {
-		case protoControl:
+		case wire.ProtoControl:
 			switch m.Header.MsgType {
-			case typeOpen:
+			case wire.TypeOpen:
 				d.mu.Lock()
 				protocols := d.protocols
 				d.mu.Unlock()
-				d.reply(m, typeAccept, mustMarshal(acceptBody{Version: 1, Protocols: protocols}), nil)
-			case typePing:
-				d.reply(m, typePong, nil, nil)
+				d.reply(m, wire.TypeAccept, wire.MustMarshal(wire.Accept{Version: 1, Protocols: protocols}), nil)
+			case wire.TypePing:
+				d.reply(m, wire.TypePong, nil, nil)
 			}
-		case protoShell:
+		case wire.ProtoShell:
 			switch m.Header.MsgType {
-			case typeNew:
+			case wire.TypeNew:
 				// As mender-connect: the status in the fewest bytes.
-				d.reply(m, typeNew, []byte("Shell started"), map[string]any{propStatus: int(shellNormal)})
-			case typeShell:
+				d.reply(m, wire.TypeNew, []byte("Shell started"), map[string]any{wire.PropStatus: int(wire.ShellNormal)})
+			case wire.TypeShell:
 				d.mu.Lock()
 				hook := d.onShell
 				d.mu.Unlock()
 				if hook != nil && hook(m) {
 					continue
 				}
-				d.reply(m, typeShell, append([]byte("echo:"), m.Body...), map[string]any{propStatus: int(shellNormal)})
-			case typeStop:
-				d.reply(m, typeStop, nil, map[string]any{propStatus: int(shellNormal)})
+				d.reply(m, wire.TypeShell, append([]byte("echo:"), m.Body...), map[string]any{wire.PropStatus: int(wire.ShellNormal)})
+			case wire.TypeStop:
+				d.reply(m, wire.TypeStop, nil, map[string]any{wire.PropStatus: int(wire.ShellNormal)})
 			}
-		case protoPortForward:
+		case wire.ProtoPortForward:
 			switch m.Header.MsgType {
 			case "new":
-				d.reply(m, "new", nil, map[string]any{propConnectionID: strProp(m, propConnectionID)})
+				d.reply(m, "new", nil, map[string]any{wire.PropConnectionID: strProp(m, wire.PropConnectionID)})
 			case "forward":
-				d.reply(m, "forward", []byte(strings.ToUpper(string(m.Body))), map[string]any{propConnectionID: strProp(m, propConnectionID)})
+				d.reply(m, "forward", []byte(strings.ToUpper(string(m.Body))), map[string]any{wire.PropConnectionID: strProp(m, wire.PropConnectionID)})
 			}
-		case protoFileTransfer:
+		case wire.ProtoFileTransfer:
 			d.fileTransfer(m)
 		}
 	}
@@ -357,10 +358,10 @@ func (d *fakeDevice) serve(p *wsPeer) {
 
 func (d *fakeDevice) local(p string) string { return filepath.Join(d.root, filepath.FromSlash(p)) }
 
-func (d *fakeDevice) fileTransfer(m *protoMsg) {
+func (d *fakeDevice) fileTransfer(m *wire.Msg) {
 	switch m.Header.MsgType {
-	case typeStat:
-		var req statFile
+	case wire.TypeStat:
+		var req wire.Path
 		_ = msgpack.Unmarshal(m.Body, &req)
 		st, err := os.Stat(d.local(*req.Path))
 		if err != nil {
@@ -368,9 +369,9 @@ func (d *fakeDevice) fileTransfer(m *protoMsg) {
 			return
 		}
 		mode, size, uid := uint32(st.Mode()), st.Size(), uint32(1000)
-		d.reply(m, typeFileInfo, mustMarshal(fileInfo{Path: req.Path, Size: &size, Mode: &mode, UID: &uid, GID: &uid}), nil)
-	case typeGetFile:
-		var req getFile
+		d.reply(m, wire.TypeFileInfo, wire.MustMarshal(wire.FileInfo{Path: req.Path, Size: &size, Mode: &mode, UID: &uid, GID: &uid}), nil)
+	case wire.TypeGetFile:
+		var req wire.Path
 		_ = msgpack.Unmarshal(m.Body, &req)
 		f, err := os.Open(d.local(*req.Path))
 		if err != nil {
@@ -382,15 +383,15 @@ func (d *fakeDevice) fileTransfer(m *protoMsg) {
 		d.acks[m.Header.SessionID] = acks
 		d.mu.Unlock()
 		go d.sendFile(m, f, acks)
-	case typeAck:
+	case wire.TypeAck:
 		d.mu.Lock()
 		acks := d.acks[m.Header.SessionID]
 		d.mu.Unlock()
 		if acks != nil {
-			acks <- intProp(m, propOffset)
+			acks <- intProp(m, wire.PropOffset)
 		}
-	case typePutFile:
-		var req uploadRequest
+	case wire.TypePutFile:
+		var req wire.UploadRequest
 		_ = msgpack.Unmarshal(m.Body, &req)
 		if strings.Contains(*req.Path, "forbidden") {
 			d.ftError(m, errors.New("access denied: the file's path is not allowed"))
@@ -402,8 +403,8 @@ func (d *fakeDevice) fileTransfer(m *protoMsg) {
 			return
 		}
 		f.Close()
-		d.reply(m, typeAck, nil, map[string]any{propOffset: int64(0)})
-	case typeChunk:
+		d.reply(m, wire.TypeAck, nil, map[string]any{wire.PropOffset: int64(0)})
+	case wire.TypeChunk:
 		// Upload chunks: append to the one file being written.
 		matches, _ := filepath.Glob(filepath.Join(d.root, "*.part"))
 		if len(matches) != 1 {
@@ -411,22 +412,22 @@ func (d *fakeDevice) fileTransfer(m *protoMsg) {
 			return
 		}
 		part := matches[0]
-		off := intProp(m, propOffset)
+		off := intProp(m, wire.PropOffset)
 		if len(m.Body) == 0 {
 			os.Rename(part, strings.TrimSuffix(part, ".part"))
-			d.reply(m, typeAck, nil, map[string]any{propOffset: off})
+			d.reply(m, wire.TypeAck, nil, map[string]any{wire.PropOffset: off})
 			return
 		}
 		f, _ := os.OpenFile(part, os.O_WRONLY|os.O_APPEND, 0)
 		f.Write(m.Body)
 		f.Close()
-		d.reply(m, typeAck, nil, map[string]any{propOffset: off}) // as mender-connect: the chunk's offset
+		d.reply(m, wire.TypeAck, nil, map[string]any{wire.PropOffset: off}) // as mender-connect: the chunk's offset
 	}
 }
 
 // sendFile streams f in 4 KiB chunks, at most 20 ahead of the last ack,
 // as mender-connect does.
-func (d *fakeDevice) sendFile(req *protoMsg, f *os.File, acks chan int64) {
+func (d *fakeDevice) sendFile(req *wire.Msg, f *os.File, acks chan int64) {
 	defer f.Close()
 	var off, acked int64
 	buf := make([]byte, 4096)
@@ -436,14 +437,14 @@ func (d *fakeDevice) sendFile(req *protoMsg, f *os.File, acks chan int64) {
 		}
 		n, err := f.Read(buf)
 		if n > 0 {
-			d.reply(req, typeChunk, append([]byte(nil), buf[:n]...), map[string]any{propOffset: off})
+			d.reply(req, wire.TypeChunk, append([]byte(nil), buf[:n]...), map[string]any{wire.PropOffset: off})
 			off += int64(n)
 		}
 		if err == io.EOF {
 			break
 		}
 	}
-	d.reply(req, typeChunk, nil, map[string]any{propOffset: off})
+	d.reply(req, wire.TypeChunk, nil, map[string]any{wire.PropOffset: off})
 	for acked < off {
 		acked = <-acks
 	}
@@ -482,19 +483,19 @@ func mustSession(t testing.TB, rp *replica, operator, device string) *wsPeer {
 // startShell sends "new" and returns the session ID the relay gave it.
 func startShell(t testing.TB, op *wsPeer) string {
 	t.Helper()
-	m := &protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}}
-	m.setProp("terminal_width", 80)
-	m.setProp("terminal_height", 24)
+	m := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeNew}}
+	m.SetProp("terminal_width", 80)
+	m.SetProp("terminal_height", 24)
 	op.send(m)
-	rsp := op.next(is(protoShell, typeNew))
-	if st := intProp(rsp, propStatus); st != shellNormal {
+	rsp := op.next(is(wire.ProtoShell, wire.TypeNew))
+	if st := intProp(rsp, wire.PropStatus); st != wire.ShellNormal {
 		t.Fatalf("shell not started: status %d: %s", st, rsp.Body)
 	}
 	return rsp.Header.SessionID
 }
 
 func typeText(op *wsPeer, sid, text string) {
-	op.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: sid}, Body: []byte(text)})
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeShell, SessionID: sid}, Body: []byte(text)})
 }
 
 // waitFor polls cond for up to 10 s.
@@ -529,7 +530,7 @@ func msgpackUnmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
 
 // int64Prop reports whether a property is encoded as an int64, the only
 // integer encoding mender-cli recognizes in a shell message's status.
-func int64Prop(m *protoMsg, name string) bool {
+func int64Prop(m *wire.Msg, name string) bool {
 	raw := m.Header.Properties[name]
 	return len(raw) == 9 && raw[0] == 0xd3
 }

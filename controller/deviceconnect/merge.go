@@ -1,6 +1,10 @@
 package deviceconnect
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/gitfleet/gitfleet/device/remote/wire"
+)
 
 // A shell prints in small frames (mender-connect sends at most 255 bytes
 // of output in each, thousands per MiB); published one by one they would
@@ -18,7 +22,7 @@ const mergeLimit = 32 << 10
 
 // deviceFrame is a frame read from a device: decoded, and as it came.
 type deviceFrame struct {
-	m   *protoMsg
+	m   *wire.Msg
 	raw []byte
 }
 
@@ -77,17 +81,17 @@ loop:
 	}
 	m := *f.m
 	m.Body = body
-	return deviceFrame{m: &m, raw: m.encode()}, true
+	return deviceFrame{m: &m, raw: m.Encode()}, true
 }
 
 // isShellOutput: a shell frame with output.
-func isShellOutput(m *protoMsg) bool {
-	return m.Header.Proto == protoShell && m.Header.MsgType == typeShell
+func isShellOutput(m *wire.Msg) bool {
+	return m.Header.Proto == wire.ProtoShell && m.Header.MsgType == wire.TypeShell
 }
 
 // mergeable: b is shell output that may be appended to a's (same session,
 // same properties, byte for byte).
-func mergeable(a, b *protoMsg) bool {
+func mergeable(a, b *wire.Msg) bool {
 	if !isShellOutput(b) || a.Header.SessionID != b.Header.SessionID || len(a.Header.Properties) != len(b.Header.Properties) {
 		return false
 	}

@@ -5,20 +5,22 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 )
 
 func shellOut(sid string, status int, body string) deviceFrame {
-	m := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: sid}, Body: []byte(body)}
-	m.setProp(propStatus, status)
-	return deviceFrame{m: m, raw: m.encode()}
+	m := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeShell, SessionID: sid}, Body: []byte(body)}
+	m.SetProp(wire.PropStatus, status)
+	return deviceFrame{m: m, raw: m.Encode()}
 }
 
 func otherFrame(proto uint16, typ, sid, body string) deviceFrame {
-	m := &protoMsg{Header: header{Proto: proto, MsgType: typ, SessionID: sid}, Body: []byte(body)}
-	if proto == protoFileTransfer && typ == typeChunk {
-		m.setProp(propOffset, int64(len(body)))
+	m := &wire.Msg{Header: wire.Header{Proto: proto, MsgType: typ, SessionID: sid}, Body: []byte(body)}
+	if proto == wire.ProtoFileTransfer && typ == wire.TypeChunk {
+		m.SetProp(wire.PropOffset, int64(len(body)))
 	}
-	return deviceFrame{m: m, raw: m.encode()}
+	return deviceFrame{m: m, raw: m.Encode()}
 }
 
 // queued returns a merger over frames, all already waiting.
@@ -43,7 +45,7 @@ func drainMerger(g *merger) []deviceFrame {
 }
 
 func describe(f deviceFrame) string {
-	return fmt.Sprintf("%s/%s/%s/%d %q", protoName(f.m.Header.Proto), f.m.Header.MsgType, f.m.Header.SessionID, intProp(f.m, propStatus), f.m.Body)
+	return fmt.Sprintf("%s/%s/%s/%d %q", protoName(f.m.Header.Proto), f.m.Header.MsgType, f.m.Header.SessionID, intProp(f.m, wire.PropStatus), f.m.Body)
 }
 
 // TestMergeOnlyShellOutput: consecutive shell output of one session with
@@ -51,17 +53,17 @@ func describe(f deviceFrame) string {
 func TestMergeOnlyShellOutput(t *testing.T) {
 	in := []deviceFrame{
 		shellOut("a", 1, "x"), shellOut("a", 1, "y"),
-		otherFrame(protoFileTransfer, typeChunk, "a", "chunk1"),
-		otherFrame(protoFileTransfer, typeChunk, "a", "chunk2"),
+		otherFrame(wire.ProtoFileTransfer, wire.TypeChunk, "a", "chunk1"),
+		otherFrame(wire.ProtoFileTransfer, wire.TypeChunk, "a", "chunk2"),
 		shellOut("a", 1, "z"),
 		shellOut("b", 1, "w"), // another session
 		shellOut("a", 2, "e"), // another status
 		shellOut("a", 1, "q"), shellOut("a", 1, "r"),
-		otherFrame(protoPortForward, "forward", "a", "pf1"),
-		otherFrame(protoPortForward, "forward", "a", "pf2"),
+		otherFrame(wire.ProtoPortForward, "forward", "a", "pf1"),
+		otherFrame(wire.ProtoPortForward, "forward", "a", "pf2"),
 		shellOut("a", 1, "s"),
-		otherFrame(protoShell, typeStop, "a", ""),
-		otherFrame(protoControl, typeClose, "a", ""),
+		otherFrame(wire.ProtoShell, wire.TypeStop, "a", ""),
+		otherFrame(wire.ProtoControl, wire.TypeClose, "a", ""),
 		shellOut("a", 1, "after close"),
 	}
 	want := []string{
@@ -81,7 +83,7 @@ func TestMergeOnlyShellOutput(t *testing.T) {
 	}
 	// Frames that were not merged are passed on as they came.
 	for _, f := range out {
-		if g, _ := decodeMsg(f.raw); describe(deviceFrame{m: g}) != describe(f) {
+		if g, _ := wire.Decode(f.raw); describe(deviceFrame{m: g}) != describe(f) {
 			t.Fatalf("frame %s encodes %s", describe(f), describe(deviceFrame{m: g}))
 		}
 	}
@@ -126,9 +128,9 @@ func TestMergeRandom(t *testing.T) {
 			body := string(bytes.Repeat([]byte{byte('a' + rnd.IntN(26))}, 1+rnd.IntN(300)))
 			switch rnd.IntN(6) {
 			case 0:
-				in = append(in, otherFrame(protoFileTransfer, typeChunk, sid, body))
+				in = append(in, otherFrame(wire.ProtoFileTransfer, wire.TypeChunk, sid, body))
 			case 1:
-				in = append(in, otherFrame(protoPortForward, "forward", sid, body))
+				in = append(in, otherFrame(wire.ProtoPortForward, "forward", sid, body))
 			case 2:
 				in = append(in, shellOut(sid, 2, body))
 			default:
@@ -155,7 +157,7 @@ func TestMergeRandom(t *testing.T) {
 				body = append(body, in[j].m.Body...)
 				j++
 			}
-			if !bytes.Equal(body, o.m.Body) || describe(shellOut(first.m.Header.SessionID, int(intProp(first.m, propStatus)), string(body))) != describe(o) {
+			if !bytes.Equal(body, o.m.Body) || describe(shellOut(first.m.Header.SessionID, int(intProp(first.m, wire.PropStatus)), string(body))) != describe(o) {
 				t.Fatalf("round %d: output frame %d is %s; inputs %d… from %s", round, k, describe(o), i, describe(first))
 			}
 			if j-i > 1 && len(o.m.Body) > max {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 )
 
@@ -49,22 +50,22 @@ func TestShellRelayedBothWays(t *testing.T) {
 		t.Fatal("the relay gave the shell no session ID")
 	}
 	typeText(op, sid, "uname -a\n")
-	out := op.next(is(protoShell, typeShell))
+	out := op.next(is(wire.ProtoShell, wire.TypeShell))
 	if string(out.Body) != "echo:uname -a\n" {
 		t.Fatalf("output %q", out.Body)
 	}
-	if !int64Prop(out, propStatus) {
-		t.Fatalf("the device's status reached the operator as % x, not as the int64 mender-cli reads", out.Header.Properties[propStatus])
+	if !int64Prop(out, wire.PropStatus) {
+		t.Fatalf("the device's status reached the operator as % x, not as the int64 mender-cli reads", out.Header.Properties[wire.PropStatus])
 	}
 	// The device saw the operator's messages stamped with the session
 	// and the operator.
-	for _, m := range dev.received(func(m *protoMsg) bool { return m.Header.Proto == protoShell }) {
-		if m.Header.SessionID != sid || strProp(m, propUserID) != "alice" {
-			t.Fatalf("device got %s/%s with sid %q user %q; want %q alice", protoName(m.Header.Proto), m.Header.MsgType, m.Header.SessionID, strProp(m, propUserID), sid)
+	for _, m := range dev.received(func(m *wire.Msg) bool { return m.Header.Proto == wire.ProtoShell }) {
+		if m.Header.SessionID != sid || strProp(m, wire.PropUserID) != "alice" {
+			t.Fatalf("device got %s/%s with sid %q user %q; want %q alice", protoName(m.Header.Proto), m.Header.MsgType, m.Header.SessionID, strProp(m, wire.PropUserID), sid)
 		}
 	}
 	// Terminal size properties pass unchanged.
-	newMsg := dev.received(is(protoShell, typeNew))[0]
+	newMsg := dev.received(is(wire.ProtoShell, wire.TypeNew))[0]
 	if intProp(newMsg, "terminal_width") != 80 {
 		t.Fatalf("terminal_width did not pass: %v", newMsg.Header.Properties)
 	}
@@ -72,17 +73,17 @@ func TestShellRelayedBothWays(t *testing.T) {
 	// A message larger than mender-connect reads is refused, not relayed
 	// (it would close the device's connection).
 	typeText(op, sid, strings.Repeat("x", 9000))
-	if m := op.next(is(protoShell, typeShell)); intProp(m, propStatus) != shellError || !strings.Contains(string(m.Body), "at most 8192 bytes") {
-		t.Fatalf("an oversized message: status %d %q", intProp(m, propStatus), m.Body)
+	if m := op.next(is(wire.ProtoShell, wire.TypeShell)); intProp(m, wire.PropStatus) != wire.ShellError || !strings.Contains(string(m.Body), "at most 8192 bytes") {
+		t.Fatalf("an oversized message: status %d %q", intProp(m, wire.PropStatus), m.Body)
 	}
 	typeText(op, sid, "still\n")
-	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:still\n" {
+	if out := op.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:still\n" {
 		t.Fatalf("after an oversized message: %q", out.Body)
 	}
 
 	// mender-cli's exit: stop the shell, close.
-	op.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: sid}})
-	op.next(is(protoShell, typeStop))
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeStop, SessionID: sid}})
+	op.next(is(wire.ProtoShell, wire.TypeStop))
 	op.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	rec := endedSession(t, sessions, "alice")
 	if rec.Reason != ReasonClosed || rec.Kind != KindTerminal || rec.Device != "dev1" || rec.Commit != "c0ffee" || rec.Replica != "a" || rec.Source != "127.0.0.1" {
@@ -133,9 +134,9 @@ func TestOperatorLeavingStopsTheDeviceShell(t *testing.T) {
 	sid := startShell(t, op)
 	op.ws.Close() // the operator's connection drops
 	waitFor(t, "the device to get a shell stop and a close", func() bool {
-		stops := dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })
-		closes := dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })
-		return len(stops) == 1 && len(closes) == 1 && intProp(stops[0], propStatus) == shellError
+		stops := dev.received(func(m *wire.Msg) bool { return is(wire.ProtoShell, wire.TypeStop)(m) && m.Header.SessionID == sid })
+		closes := dev.received(func(m *wire.Msg) bool { return is(wire.ProtoControl, wire.TypeClose)(m) && m.Header.SessionID == sid })
+		return len(stops) == 1 && len(closes) == 1 && intProp(stops[0], wire.PropStatus) == wire.ShellError
 	})
 	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonClosed {
 		t.Fatalf("reason %q", rec.Reason)
@@ -150,7 +151,7 @@ func TestDeviceDisconnectEndsTheSession(t *testing.T) {
 	op := mustSession(t, rp, "alice", "dev1")
 	startShell(t, op)
 	dev.p.ws.Close()
-	stop := op.next(is(protoShell, typeStop))
+	stop := op.next(is(wire.ProtoShell, wire.TypeStop))
 	if !strings.Contains(string(stop.Body), "device disconnected") {
 		t.Fatalf("stop says %q", stop.Body)
 	}
@@ -170,7 +171,7 @@ func TestDeviceDisconnectEndsTheSession(t *testing.T) {
 	op2 := mustSession(t, rp, "alice", "dev1")
 	sid := startShell(t, op2)
 	typeText(op2, sid, "again\n")
-	if out := op2.next(is(protoShell, typeShell)); string(out.Body) != "echo:again\n" {
+	if out := op2.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:again\n" {
 		t.Fatalf("after reconnecting: %q", out.Body)
 	}
 }
@@ -184,32 +185,34 @@ func TestRefusedProtocolNeverReachesTheDevice(t *testing.T) {
 	sid := startShell(t, op)
 	// Within a terminal session, what bob may not do is refused, message
 	// by message, and the session goes on.
-	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}, Body: mustMarshal(map[string]any{"remote_host": "127.0.0.1", "remote_port": 22, "protocol": "tcp"})}
-	pf.setProp(propConnectionID, "c1")
+	pf := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: "new", SessionID: sid}, Body: wire.MustMarshal(map[string]any{"remote_host": "127.0.0.1", "remote_port": 22, "protocol": "tcp"})}
+	pf.SetProp(wire.PropConnectionID, "c1")
 	op.send(pf)
-	if m := op.next(is(protoPortForward, typeError)); !strings.Contains(string(m.Body), "port forwarding") {
+	if m := op.next(is(wire.ProtoPortForward, wire.TypeError)); !strings.Contains(string(m.Body), "port forwarding") {
 		t.Fatalf("port forward error says %q", m.Body)
 	}
-	if m := op.next(is(protoPortForward, typeStop)); strProp(m, propConnectionID) != "c1" {
-		t.Fatalf("stop for connection %q", strProp(m, propConnectionID))
+	if m := op.next(is(wire.ProtoPortForward, wire.TypeStop)); strProp(m, wire.PropConnectionID) != "c1" {
+		t.Fatalf("stop for connection %q", strProp(m, wire.PropConnectionID))
 	}
-	ctl := op.next(is(protoControl, typeError))
-	var ce controlError
+	ctl := op.next(is(wire.ProtoControl, wire.TypeError))
+	var ce wire.ControlError
 	if err := decodeBody(ctl, &ce); err != nil || ce.Close || !strings.Contains(ce.Error, "forbidden: operator bob may not use port forwarding") {
 		t.Fatalf("control error %+v %v", ce, err)
 	}
-	ft := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeStat, SessionID: sid}, Body: mustMarshal(statFile{Path: ptr("/etc/shadow")})}
+	ft := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeStat, SessionID: sid}, Body: wire.MustMarshal(wire.Path{Path: ptr("/etc/shadow")})}
 	op.send(ft)
-	op.next(is(protoFileTransfer, typeError))
-	op.send(&protoMsg{Header: header{Proto: protoMenderClient, MsgType: "check-update"}})
-	op.next(func(m *protoMsg) bool {
-		return is(protoControl, typeError)(m) && strings.Contains(string(m.Body), "menderclient")
+	op.next(is(wire.ProtoFileTransfer, wire.TypeError))
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoMenderClient, MsgType: "check-update"}})
+	op.next(func(m *wire.Msg) bool {
+		return is(wire.ProtoControl, wire.TypeError)(m) && strings.Contains(string(m.Body), "menderclient")
 	})
 	typeText(op, sid, "id\n")
-	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:id\n" {
+	if out := op.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:id\n" {
 		t.Fatalf("the shell after refusals: %q", out.Body)
 	}
-	if got := dev.received(func(m *protoMsg) bool { return m.Header.Proto != protoShell && m.Header.Proto != protoControl }); len(got) != 0 {
+	if got := dev.received(func(m *wire.Msg) bool {
+		return m.Header.Proto != wire.ProtoShell && m.Header.Proto != wire.ProtoControl
+	}); len(got) != 0 {
 		t.Fatalf("the device got refused messages: %s/%s", protoName(got[0].Header.Proto), got[0].Header.MsgType)
 	}
 	op.ws.Close()
@@ -231,12 +234,12 @@ func TestSessionOpenedForARefusedProtocolEnds(t *testing.T) {
 	op := mustSession(t, rp, "bob", "dev1")
 	// mender-cli port-forward's handshake passes (control), then its
 	// first connection is refused.
-	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
-	sid := op.next(is(protoControl, typeAccept)).Header.SessionID
-	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}}
-	pf.setProp(propConnectionID, "c1")
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeOpen}, Body: wire.MustMarshal(wire.Open{Versions: []int{1}})})
+	sid := op.next(is(wire.ProtoControl, wire.TypeAccept)).Header.SessionID
+	pf := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: "new", SessionID: sid}}
+	pf.SetProp(wire.PropConnectionID, "c1")
 	op.send(pf)
-	op.next(is(protoPortForward, typeError))
+	op.next(is(wire.ProtoPortForward, wire.TypeError))
 	var ce *websocket.CloseError
 	if err := op.closed(); !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "may not use port forwarding") {
 		t.Fatalf("closed with %v", err)
@@ -245,16 +248,16 @@ func TestSessionOpenedForARefusedProtocolEnds(t *testing.T) {
 		t.Fatalf("reason %q", rec.Reason)
 	}
 	waitFor(t, "the device's session closed", func() bool {
-		return len(dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })) == 1
+		return len(dev.received(func(m *wire.Msg) bool { return is(wire.ProtoControl, wire.TypeClose)(m) && m.Header.SessionID == sid })) == 1
 	})
-	if got := dev.received(func(m *protoMsg) bool { return m.Header.Proto == protoPortForward }); len(got) != 0 {
+	if got := dev.received(func(m *wire.Msg) bool { return m.Header.Proto == wire.ProtoPortForward }); len(got) != 0 {
 		t.Fatal("the refused port forward reached the device")
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
 
-func decodeBody(m *protoMsg, v any) error { return msgpackUnmarshal(m.Body, v) }
+func decodeBody(m *wire.Msg, v any) error { return msgpackUnmarshal(m.Body, v) }
 
 func TestOperatorAuthentication(t *testing.T) {
 	sessions, auth := newMemSessions(), newFakeAuth()
@@ -358,16 +361,16 @@ func TestSessionLimits(t *testing.T) {
 	dev1 := connectDevice(t, rp, "dev1")
 	connectDevice(t, rp, "dev2")
 	connectDevice(t, rp, "dev3")
-	dev1.p.send(&protoMsg{}) // a message without a session: ignored
+	dev1.p.send(&wire.Msg{}) // a message without a session: ignored
 
 	first := mustSession(t, rp, "alice", "dev1")
 	startShell(t, first)
 	// mender-cli terminal: refused in the shell protocol.
 	second := mustSession(t, rp, "bob", "dev1")
-	second.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}})
-	rsp := second.next(is(protoShell, typeNew))
-	if intProp(rsp, propStatus) != shellError || !int64Prop(rsp, propStatus) || !strings.Contains(string(rsp.Body), "device dev1 already has the 1 concurrent remote sessions") {
-		t.Fatalf("refusal: status %d %q", intProp(rsp, propStatus), rsp.Body)
+	second.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeNew}})
+	rsp := second.next(is(wire.ProtoShell, wire.TypeNew))
+	if intProp(rsp, wire.PropStatus) != wire.ShellError || !int64Prop(rsp, wire.PropStatus) || !strings.Contains(string(rsp.Body), "device dev1 already has the 1 concurrent remote sessions") {
+		t.Fatalf("refusal: status %d %q", intProp(rsp, wire.PropStatus), rsp.Body)
 	}
 	second.closed()
 	// A download: 429.
@@ -382,9 +385,9 @@ func TestSessionLimits(t *testing.T) {
 	c1 := mustSession(t, rp, "carol", "dev2")
 	startShell(t, c1)
 	c2 := mustSession(t, rp, "carol", "dev3")
-	c2.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
-	var ce controlError
-	if err := decodeBody(c2.next(is(protoControl, typeError)), &ce); err != nil || !ce.Close || !strings.Contains(ce.Error, "operator carol already has the 1 concurrent") {
+	c2.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeOpen}, Body: wire.MustMarshal(wire.Open{Versions: []int{1}})})
+	var ce wire.ControlError
+	if err := decodeBody(c2.next(is(wire.ProtoControl, wire.TypeError)), &ce); err != nil || !ce.Close || !strings.Contains(ce.Error, "operator carol already has the 1 concurrent") {
 		t.Fatalf("operator limit: %+v %v", ce, err)
 	}
 	// Closing the first session frees the device.
@@ -401,7 +404,7 @@ func TestIdleTimeout(t *testing.T) {
 	dev := connectDevice(t, rp, "dev1")
 	op := mustSession(t, rp, "alice", "dev1")
 	sid := startShell(t, op)
-	stop := op.next(is(protoShell, typeStop))
+	stop := op.next(is(wire.ProtoShell, wire.TypeStop))
 	if !strings.Contains(string(stop.Body), "idle") {
 		t.Fatalf("stop says %q", stop.Body)
 	}
@@ -410,7 +413,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("reason %q", rec.Reason)
 	}
 	waitFor(t, "the device's shell stopped", func() bool {
-		return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1
+		return len(dev.received(func(m *wire.Msg) bool { return is(wire.ProtoShell, wire.TypeStop)(m) && m.Header.SessionID == sid })) == 1
 	})
 }
 
@@ -444,11 +447,11 @@ func TestChangedEndsSessions(t *testing.T) {
 			// An unrelated commit changes nothing.
 			auth.signal()
 			typeText(op, sid, "still here\n")
-			op.next(is(protoShell, typeShell))
+			op.next(is(wire.ProtoShell, wire.TypeShell))
 
 			tc.change(auth)
 			auth.signal()
-			stop := op.next(is(protoShell, typeStop))
+			stop := op.next(is(wire.ProtoShell, wire.TypeStop))
 			if !strings.Contains(string(stop.Body), "access ended") {
 				t.Fatalf("stop says %q", stop.Body)
 			}
@@ -460,12 +463,12 @@ func TestChangedEndsSessions(t *testing.T) {
 				t.Fatalf("reason %q, want %q", rec.Reason, tc.reason)
 			}
 			waitFor(t, "the device told to stop and close", func() bool {
-				return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1 &&
-					len(dev.received(func(m *protoMsg) bool { return is(protoControl, typeClose)(m) && m.Header.SessionID == sid })) == 1
+				return len(dev.received(func(m *wire.Msg) bool { return is(wire.ProtoShell, wire.TypeStop)(m) && m.Header.SessionID == sid })) == 1 &&
+					len(dev.received(func(m *wire.Msg) bool { return is(wire.ProtoControl, wire.TypeClose)(m) && m.Header.SessionID == sid })) == 1
 			})
 			// Bob's session goes on.
 			typeText(other, otherSid, "bob\n")
-			if out := other.next(is(protoShell, typeShell)); string(out.Body) != "echo:bob\n" {
+			if out := other.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:bob\n" {
 				t.Fatalf("bob's session: %q", out.Body)
 			}
 		})
@@ -479,30 +482,30 @@ func TestPortForwardRelayed(t *testing.T) {
 	dev := connectDevice(t, rp, "dev1")
 	op := mustSession(t, rp, "alice", "dev1")
 	// mender-cli port-forward's handshake.
-	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{1}})})
-	acc := op.next(is(protoControl, typeAccept))
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeOpen}, Body: wire.MustMarshal(wire.Open{Versions: []int{1}})})
+	acc := op.next(is(wire.ProtoControl, wire.TypeAccept))
 	sid := acc.Header.SessionID
-	pf := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "new", SessionID: sid}}
-	pf.setProp(propConnectionID, "conn-1")
+	pf := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: "new", SessionID: sid}}
+	pf.SetProp(wire.PropConnectionID, "conn-1")
 	op.send(pf)
-	op.next(is(protoPortForward, "new"))
-	fw := &protoMsg{Header: header{Proto: protoPortForward, MsgType: "forward", SessionID: sid}, Body: []byte("hello")}
-	fw.setProp(propConnectionID, "conn-1")
+	op.next(is(wire.ProtoPortForward, "new"))
+	fw := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: "forward", SessionID: sid}, Body: []byte("hello")}
+	fw.SetProp(wire.PropConnectionID, "conn-1")
 	op.send(fw)
-	got := op.next(is(protoPortForward, "forward"))
-	if string(got.Body) != "HELLO" || strProp(got, propConnectionID) != "conn-1" {
-		t.Fatalf("forwarded back %q on %q", got.Body, strProp(got, propConnectionID))
+	got := op.next(is(wire.ProtoPortForward, "forward"))
+	if string(got.Body) != "HELLO" || strProp(got, wire.PropConnectionID) != "conn-1" {
+		t.Fatalf("forwarded back %q on %q", got.Body, strProp(got, wire.PropConnectionID))
 	}
 	// The device answers pings; the relay passes them through.
-	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typePing, SessionID: sid}})
-	op.next(is(protoControl, typePong))
-	op.send(&protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: sid}})
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypePing, SessionID: sid}})
+	op.next(is(wire.ProtoControl, wire.TypePong))
+	op.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeClose, SessionID: sid}})
 	op.ws.Close()
 	rec := endedSession(t, sessions, "alice")
 	if !slices.Equal(rec.Protocols, []string{"portforward"}) {
 		t.Fatalf("protocols %v", rec.Protocols)
 	}
-	if n := len(dev.received(is(protoPortForward, "forward"))); n != 1 {
+	if n := len(dev.received(is(wire.ProtoPortForward, "forward"))); n != 1 {
 		t.Fatalf("device got %d forwards", n)
 	}
 }
@@ -607,7 +610,7 @@ func TestFileDownloadAndUpload(t *testing.T) {
 	}
 	// Device disabled file transfer.
 	dev.mu.Lock()
-	dev.protocols = []uint16{protoShell}
+	dev.protocols = []uint16{wire.ProtoShell}
 	dev.mu.Unlock()
 	rsp, _ = rp.client().Do(operatorReq(t, "GET", base+"/download?path=/data.bin", "alice", nil))
 	b, _ := io.ReadAll(rsp.Body)
@@ -662,7 +665,7 @@ func testTwoReplicas(t *testing.T, sa, sb store.RemoteSessions) {
 	op := mustSession(t, b, "alice", "dev1")
 	sid := startShell(t, op)
 	typeText(op, sid, "hostname\n")
-	if out := op.next(is(protoShell, typeShell)); string(out.Body) != "echo:hostname\n" {
+	if out := op.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:hostname\n" {
 		t.Fatalf("output %q", out.Body)
 	}
 	content := []byte(strings.Repeat("replicated ", 20000))
@@ -680,10 +683,10 @@ func testTwoReplicas(t *testing.T, sa, sb store.RemoteSessions) {
 	// replica passes the stop on.
 	auth.remove("alice")
 	auth.signal()
-	op.next(is(protoShell, typeStop))
+	op.next(is(wire.ProtoShell, wire.TypeStop))
 	op.closed()
 	waitFor(t, "the device told to stop", func() bool {
-		return len(dev.received(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && m.Header.SessionID == sid })) == 1
+		return len(dev.received(func(m *wire.Msg) bool { return is(wire.ProtoShell, wire.TypeStop)(m) && m.Header.SessionID == sid })) == 1
 	})
 	if a.relay.OpenSessions() != 0 {
 		t.Fatalf("the device's replica serves %d sessions", a.relay.OpenSessions())
@@ -694,7 +697,7 @@ func testTwoReplicas(t *testing.T, sa, sb store.RemoteSessions) {
 	op2 := mustSession(t, b, "bob", "dev1")
 	startShell(t, op2)
 	dev.p.ws.Close()
-	op2.next(is(protoShell, typeStop))
+	op2.next(is(wire.ProtoShell, wire.TypeStop))
 	op2.closed()
 	if rec := endedSession(t, sessions, "bob"); rec.Reason != ReasonDeviceDisconnected || rec.Replica != "b" {
 		t.Fatalf("bob's record %+v", rec)
@@ -766,13 +769,15 @@ func TestPingsDoNotKeepASessionOpen(t *testing.T) {
 			case <-stop:
 				return
 			case <-tick.C:
-				dev.reply(&protoMsg{Header: header{Proto: protoControl, SessionID: sid}}, typePing, nil, nil)
-				dev.reply(&protoMsg{Header: header{Proto: protoShell, SessionID: sid}}, typePing, nil, map[string]any{"timeout": 60})
+				dev.reply(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, SessionID: sid}}, wire.TypePing, nil, nil)
+				dev.reply(&wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, SessionID: sid}}, wire.TypePing, nil, map[string]any{"timeout": 60})
 			}
 		}
 	}()
 	defer func() { close(stop); <-done }()
-	op.next(func(m *protoMsg) bool { return is(protoShell, typeStop)(m) && strings.Contains(string(m.Body), "idle") })
+	op.next(func(m *wire.Msg) bool {
+		return is(wire.ProtoShell, wire.TypeStop)(m) && strings.Contains(string(m.Body), "idle")
+	})
 	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonIdle {
 		t.Fatalf("reason %q", rec.Reason)
 	}
@@ -786,7 +791,7 @@ func TestExpiryEndsTheSession(t *testing.T) {
 	connectDevice(t, rp, "dev1")
 	op := mustSession(t, rp, "alice", "dev1")
 	startShell(t, op)
-	stop := op.next(is(protoShell, typeStop))
+	stop := op.next(is(wire.ProtoShell, wire.TypeStop))
 	if !strings.Contains(string(stop.Body), "expired") {
 		t.Fatalf("stop says %q", stop.Body)
 	}
@@ -827,7 +832,7 @@ func TestDeviceReconnectReplacesItsConnection(t *testing.T) {
 	if err := old.closed(); !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
 		t.Fatalf("the old connection ended with %v", err)
 	}
-	op.next(is(protoShell, typeStop))
+	op.next(is(wire.ProtoShell, wire.TypeStop))
 	if rec := endedSession(t, sessions, "alice"); rec.Reason != ReasonDeviceDisconnected {
 		t.Fatalf("reason %q", rec.Reason)
 	}
@@ -839,7 +844,7 @@ func TestDeviceReconnectReplacesItsConnection(t *testing.T) {
 	op2 := mustSession(t, rp, "alice", "dev1")
 	sid := startShell(t, op2)
 	typeText(op2, sid, "new\n")
-	if out := op2.next(is(protoShell, typeShell)); string(out.Body) != "echo:new\n" {
+	if out := op2.next(is(wire.ProtoShell, wire.TypeShell)); string(out.Body) != "echo:new\n" {
 		t.Fatalf("on the new connection: %q", out.Body)
 	}
 }
@@ -868,7 +873,7 @@ func TestDeviceNamedByName(t *testing.T) {
 	op := mustSession(t, rp, "alice", "pi-1")
 	sid := startShell(t, op)
 	typeText(op, sid, "hi\n")
-	op.next(is(protoShell, typeShell))
+	op.next(is(wire.ProtoShell, wire.TypeShell))
 	op.ws.Close()
 	if rec := endedSession(t, sessions, "alice"); rec.Device != "dev1" {
 		t.Fatalf("recorded device %q", rec.Device)
@@ -888,12 +893,12 @@ func TestDeviceCannotWriteIntoAnotherDevicesSession(t *testing.T) {
 	evil := connectDevice(t, rp, "dev2")
 	op := mustSession(t, rp, "alice", "dev1")
 	sid := startShell(t, op)
-	forged := &protoMsg{Header: header{Proto: protoShell, MsgType: typeShell, SessionID: sid}, Body: []byte("FORGED by dev2\n")}
-	forged.setProp(propStatus, int64(1))
+	forged := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeShell, SessionID: sid}, Body: []byte("FORGED by dev2\n")}
+	forged.SetProp(wire.PropStatus, int64(1))
 	evil.p.send(forged)
 	// What dev1 answers afterwards arrives; the forged frame never does.
 	typeText(op, sid, "after\n")
-	out := op.next(is(protoShell, typeShell))
+	out := op.next(is(wire.ProtoShell, wire.TypeShell))
 	if string(out.Body) != "echo:after\n" {
 		t.Fatalf("the operator of dev1's session got %q from the relay", out.Body)
 	}

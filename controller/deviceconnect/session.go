@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"golang.org/x/time/rate"
 )
 
@@ -166,13 +167,13 @@ func (s *session) setGrant(g Grant) {
 // reason names what is missing.
 func (g Grant) allowed(proto uint16) (bool, string) {
 	switch proto {
-	case protoControl:
+	case wire.ProtoControl:
 		return true, ""
-	case protoShell:
+	case wire.ProtoShell:
 		return g.Terminal, "the remote terminal (terminal)"
-	case protoFileTransfer:
+	case wire.ProtoFileTransfer:
 		return g.FileTransfer, "file transfer (fileTransfer)"
-	case protoPortForward:
+	case wire.ProtoPortForward:
 		return g.PortForward, "port forwarding (portForward)"
 	}
 	return false, "protocol " + protoName(proto)
@@ -219,18 +220,18 @@ func (s *session) usedProtocols() []string {
 func protoByName(name string) uint16 {
 	switch name {
 	case "shell":
-		return protoShell
+		return wire.ProtoShell
 	case "filetransfer":
-		return protoFileTransfer
+		return wire.ProtoFileTransfer
 	case "portforward":
-		return protoPortForward
+		return wire.ProtoPortForward
 	}
 	return 0
 }
 
 // used records that the session used proto.
 func (s *session) used(proto uint16) {
-	if proto == protoControl {
+	if proto == wire.ProtoControl {
 		return
 	}
 	s.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"github.com/gitfleet/gitfleet/controller/store/embedded"
 	"github.com/gitfleet/gitfleet/controller/store/redis"
 	"github.com/gitfleet/gitfleet/controller/store/redistest"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 )
 
 // The relay over the real stores: the embedded store (one controller) and
@@ -63,15 +64,15 @@ func testLimitAndChange(t *testing.T, sessions store.RemoteSessions) {
 	op := mustSession(t, rp, "carol", "dev9")
 	sid := startShell(t, op)
 	typeText(op, sid, "whoami\n")
-	op.next(is(protoShell, typeShell))
+	op.next(is(wire.ProtoShell, wire.TypeShell))
 	second := mustSession(t, rp, "dave", "dev9")
-	second.send(&protoMsg{Header: header{Proto: protoShell, MsgType: typeNew}})
-	if rsp := second.next(is(protoShell, typeNew)); intProp(rsp, propStatus) != shellError {
+	second.send(&wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeNew}})
+	if rsp := second.next(is(wire.ProtoShell, wire.TypeNew)); intProp(rsp, wire.PropStatus) != wire.ShellError {
 		t.Fatalf("second session on dev9 not refused: %q", rsp.Body)
 	}
 	auth.remove("carol")
 	auth.signal()
-	op.next(is(protoShell, typeStop))
+	op.next(is(wire.ProtoShell, wire.TypeStop))
 	op.closed()
 	rec := endedSession(t, sessions, "carol")
 	if rec.Reason != ReasonOperatorRemoved || rec.Input != "whoami\n" || rec.Traffic.ToDevice == 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/gorilla/websocket"
 )
 
@@ -94,12 +95,12 @@ func (r *Relay) refuse(w http.ResponseWriter, req *http.Request, msg string) {
 	ws.SetReadLimit(maxFrame)
 	// The operator speaks first: a shell's "new" or a control "open".
 	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var first *protoMsg
+	var first *wire.Msg
 	if _, b, err := ws.ReadMessage(); err == nil {
-		first, _ = decodeMsg(b)
+		first, _ = wire.Decode(b)
 	}
 	if first == nil {
-		first = &protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}}
+		first = &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeOpen}}
 	}
 	for _, b := range refusal(first, msg, true) {
 		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -113,37 +114,37 @@ func (r *Relay) refuse(w http.ResponseWriter, req *http.Request, msg string) {
 // start the shell: …"), a port forward's new connection is stopped, a file
 // transfer gets its protocol's error; and every refusal gets a control
 // error, which closes the session when final.
-func refusal(m *protoMsg, msg string, final bool) [][]byte {
+func refusal(m *wire.Msg, msg string, final bool) [][]byte {
 	var out [][]byte
 	sid := m.Header.SessionID
 	switch m.Header.Proto {
-	case protoShell:
+	case wire.ProtoShell:
 		typ := m.Header.MsgType
-		if typ == "" || typ == typePing || typ == typePong {
-			typ = typeShell
+		if typ == "" || typ == wire.TypePing || typ == wire.TypePong {
+			typ = wire.TypeShell
 		}
-		rsp := &protoMsg{Header: header{Proto: protoShell, MsgType: typ, SessionID: sid}, Body: []byte(msg)}
-		rsp.setProp(propStatus, shellError)
-		out = append(out, rsp.encode())
-	case protoFileTransfer:
-		rsp := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeError, SessionID: sid}}
+		rsp := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: typ, SessionID: sid}, Body: []byte(msg)}
+		rsp.SetProp(wire.PropStatus, wire.ShellError)
+		out = append(out, rsp.Encode())
+	case wire.ProtoFileTransfer:
+		rsp := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeError, SessionID: sid}}
 		typ := m.Header.MsgType
-		rsp.Body = mustMarshal(ftError{Error: &msg, MessageType: &typ})
-		out = append(out, rsp.encode())
-	case protoPortForward:
-		rsp := &protoMsg{Header: header{Proto: protoPortForward, MsgType: typeError, SessionID: sid},
-			Body: mustMarshal(controlError{Error: msg, MessageProto: protoPortForward, MessageType: m.Header.MsgType})}
-		out = append(out, rsp.encode())
+		rsp.Body = wire.MustMarshal(wire.TypedError{Error: &msg, MessageType: &typ})
+		out = append(out, rsp.Encode())
+	case wire.ProtoPortForward:
+		rsp := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: wire.TypeError, SessionID: sid},
+			Body: wire.MustMarshal(wire.ControlError{Error: msg, MessageProto: wire.ProtoPortForward, MessageType: m.Header.MsgType})}
+		out = append(out, rsp.Encode())
 		var cid string
-		if m.prop(propConnectionID, &cid) && cid != "" {
-			stop := &protoMsg{Header: header{Proto: protoPortForward, MsgType: typeStop, SessionID: sid}}
-			stop.setProp(propConnectionID, cid)
-			out = append(out, stop.encode())
+		if m.Prop(wire.PropConnectionID, &cid) && cid != "" {
+			stop := &wire.Msg{Header: wire.Header{Proto: wire.ProtoPortForward, MsgType: wire.TypeStop, SessionID: sid}}
+			stop.SetProp(wire.PropConnectionID, cid)
+			out = append(out, stop.Encode())
 		}
 	}
-	ctl := &protoMsg{Header: header{Proto: protoControl, MsgType: typeError, SessionID: sid},
-		Body: mustMarshal(controlError{Error: msg, Close: final, MessageProto: m.Header.Proto, MessageType: m.Header.MsgType})}
-	return append(out, ctl.encode())
+	ctl := &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeError, SessionID: sid},
+		Body: wire.MustMarshal(wire.ControlError{Error: msg, Close: final, MessageProto: m.Header.Proto, MessageType: m.Header.MsgType})}
+	return append(out, ctl.Encode())
 }
 
 // terminal is an operator's session websocket.
@@ -205,9 +206,9 @@ func (t *terminal) read(ctx context.Context) {
 			return
 		}
 		_ = t.ws.SetReadDeadline(time.Now().Add(3 * r.opts.PingInterval))
-		m, err := decodeMsg(b)
+		m, err := wire.Decode(b)
 		if err != nil {
-			t.send(refusal(&protoMsg{Header: header{Proto: protoControl, SessionID: s.rec.ID}}, "malformed message: "+err.Error(), false)...)
+			t.send(refusal(&wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, SessionID: s.rec.ID}}, "malformed message: "+err.Error(), false)...)
 			continue
 		}
 		g := s.currentGrant()
@@ -229,26 +230,26 @@ func (t *terminal) read(ctx context.Context) {
 			t.send(refusal(m, msg, false)...)
 			continue
 		}
-		if m.Header.Proto != protoControl {
+		if m.Header.Proto != wire.ProtoControl {
 			usedAny = true
 		}
 		m.Header.SessionID = s.rec.ID
-		m.setProp(propUserID, s.rec.Operator)
-		if m.Header.Proto == protoShell {
+		m.SetProp(wire.PropUserID, s.rec.Operator)
+		if m.Header.Proto == wire.ProtoShell {
 			t.mu.Lock()
 			switch m.Header.MsgType {
-			case typeNew:
+			case wire.TypeNew:
 				t.shellOpen = true
-			case typeStop:
+			case wire.TypeStop:
 				t.shellOpen = false
 			}
 			t.mu.Unlock()
 		}
 		var input []byte
-		if m.Header.Proto == protoShell && m.Header.MsgType == typeShell {
+		if m.Header.Proto == wire.ProtoShell && m.Header.MsgType == wire.TypeShell {
 			input = m.Body
 		}
-		frame := m.encode()
+		frame := m.Encode()
 		if len(frame) > deviceMaxFrame {
 			t.send(refusal(m, fmt.Sprintf("message of %d bytes refused: the device reads messages of at most %d bytes", len(frame), deviceMaxFrame), false)...)
 			continue
@@ -260,14 +261,14 @@ func (t *terminal) read(ctx context.Context) {
 			return
 		}
 		e := envelope{Kind: envFrame, Device: s.rec.Device, Conn: s.conn, Rate: g.BytesPerSecond, Msg: frame}
-		if err := r.opts.Sessions.Publish(ctx, topic, e.encode()); err != nil {
+		if err := r.opts.Sessions.Publish(ctx, topic, e.marshal()); err != nil {
 			if ctx.Err() == nil {
 				s.end("error: cannot relay to the device: "+err.Error(), "the relay failed; try again")
 			}
 			return
 		}
 		s.used(m.Header.Proto)
-		s.count(len(frame), 0, input, m.activity())
+		s.count(len(frame), 0, input, !m.KeepAlive())
 	}
 }
 
@@ -357,7 +358,7 @@ func (t *terminal) relay(b []byte, ok bool, sub store.Subscription, wr func([]by
 	if m == nil {
 		return nil, false, false
 	}
-	if m.Header.Proto == protoShell && m.Header.MsgType == typeStop {
+	if m.Header.Proto == wire.ProtoShell && m.Header.MsgType == wire.TypeStop {
 		t.mu.Lock()
 		t.shellOpen = false
 		t.mu.Unlock()
@@ -398,21 +399,21 @@ func (t *terminal) relay(b []byte, ok bool, sub store.Subscription, wr func([]by
 	// The device's frame as it came, unless merged or its integers
 	// widened for mender-cli.
 	frame := raw
-	if (m.Header.Proto == protoShell && m.widenInts(propStatus, "timeout")) || merged {
-		frame = m.encode()
+	if (m.Header.Proto == wire.ProtoShell && widenInts(m, wire.PropStatus, "timeout")) || merged {
+		frame = m.Encode()
 	}
 	if wr(frame) != nil {
 		s.end(ReasonClosed, "the operator's connection closed")
 		return nil, false, false
 	}
-	s.count(0, counted, nil, m.activity())
+	s.count(0, counted, nil, !m.KeepAlive())
 	return next, nextOK, more
 }
 
 // frame decodes a bus message of the session: the device's frame, decoded
 // and as the device sent it; nil when it is none (another device's, a
 // malformed one) or the device's connection closed (the session ends).
-func (t *terminal) frame(b []byte) (*protoMsg, []byte) {
+func (t *terminal) frame(b []byte) (*wire.Msg, []byte) {
 	s := t.s
 	e, err := decodeEnvelope(b)
 	if err != nil || e.Device != s.rec.Device {
@@ -422,7 +423,7 @@ func (t *terminal) frame(b []byte) (*protoMsg, []byte) {
 		s.end(ReasonDeviceDisconnected, "the device disconnected")
 		return nil, nil
 	}
-	m, err := decodeMsg(e.Msg)
+	m, err := wire.Decode(e.Msg)
 	if err != nil || m.Header.SessionID != s.rec.ID {
 		return nil, nil
 	}
@@ -451,26 +452,26 @@ func (t *terminal) teardown(ctx context.Context, wr func([]byte) error) {
 	defer cancel()
 	var toDevice [][]byte
 	if shellOpen {
-		stop := &protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
-		stop.setProp(propStatus, shellError)
-		stop.setProp(propUserID, s.rec.Operator)
-		toDevice = append(toDevice, stop.encode())
+		stop := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
+		stop.SetProp(wire.PropStatus, wire.ShellError)
+		stop.SetProp(wire.PropUserID, s.rec.Operator)
+		toDevice = append(toDevice, stop.Encode())
 	}
-	closeMsg := &protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: s.rec.ID}}
-	closeMsg.setProp(propUserID, s.rec.Operator)
-	toDevice = append(toDevice, closeMsg.encode())
+	closeMsg := &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeClose, SessionID: s.rec.ID}}
+	closeMsg.SetProp(wire.PropUserID, s.rec.Operator)
+	toDevice = append(toDevice, closeMsg.Encode())
 	if reason != ReasonDeviceDisconnected {
 		for _, b := range toDevice {
 			e := envelope{Kind: envFrame, Device: s.rec.Device, Conn: s.conn, Msg: b}
-			_ = r.opts.Sessions.Publish(bg, deviceTopic(s.rec.Device), e.encode())
+			_ = r.opts.Sessions.Publish(bg, deviceTopic(s.rec.Device), e.marshal())
 		}
 	}
 	if reason != ReasonClosed {
-		stop := &protoMsg{Header: header{Proto: protoShell, MsgType: typeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
-		stop.setProp(propStatus, shellError)
-		_ = wr(stop.encode())
-		ctl := &protoMsg{Header: header{Proto: protoControl, MsgType: typeClose, SessionID: s.rec.ID}, Body: []byte(msg)}
-		_ = wr(ctl.encode())
+		stop := &wire.Msg{Header: wire.Header{Proto: wire.ProtoShell, MsgType: wire.TypeStop, SessionID: s.rec.ID}, Body: []byte(msg)}
+		stop.SetProp(wire.PropStatus, wire.ShellError)
+		_ = wr(stop.Encode())
+		ctl := &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeClose, SessionID: s.rec.ID}, Body: []byte(msg)}
+		_ = wr(ctl.Encode())
 		code := websocket.ClosePolicyViolation
 		switch reason {
 		case ReasonDeviceDisconnected, ReasonShutdown:

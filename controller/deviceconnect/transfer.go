@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/device/remote/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -96,7 +97,7 @@ func (r *Relay) authorizeTransfer(w http.ResponseWriter, req *http.Request, kind
 		return nil, false
 	}
 	s := r.newSession(kind, op, device, r.opts.Source(req), c.Conn, g)
-	s.used(protoFileTransfer)
+	s.used(wire.ProtoFileTransfer)
 	s.rec.Protocols = []string{"filetransfer"}
 	return s, true
 }
@@ -141,18 +142,18 @@ func (t *transfer) close(err error) {
 	bg, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 5*time.Second)
 	defer cancel()
 	if reason, _ := s.ended(); reason != ReasonDeviceDisconnected {
-		_ = t.send(bg, &protoMsg{Header: header{Proto: protoControl, MsgType: typeClose}})
+		_ = t.send(bg, &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeClose}})
 	}
 	t.sub.Close()
 	s.finish()
 }
 
 // send stamps m with the session and relays it to the device.
-func (t *transfer) send(ctx context.Context, m *protoMsg) error {
+func (t *transfer) send(ctx context.Context, m *wire.Msg) error {
 	s := t.s
 	m.Header.SessionID = s.rec.ID
-	m.setProp(propUserID, s.rec.Operator)
-	frame := m.encode()
+	m.SetProp(wire.PropUserID, s.rec.Operator)
+	frame := m.Encode()
 	s.mu.Lock()
 	lim := s.toDevice
 	s.mu.Unlock()
@@ -161,7 +162,7 @@ func (t *transfer) send(ctx context.Context, m *protoMsg) error {
 	}
 	g := s.currentGrant()
 	e := envelope{Kind: envFrame, Device: s.rec.Device, Conn: s.conn, Rate: g.BytesPerSecond, Msg: frame}
-	if err := s.r.opts.Sessions.Publish(ctx, deviceTopic(s.rec.Device), e.encode()); err != nil {
+	if err := s.r.opts.Sessions.Publish(ctx, deviceTopic(s.rec.Device), e.marshal()); err != nil {
 		return failf(http.StatusServiceUnavailable, "cannot relay to the device: %v", err)
 	}
 	s.count(len(frame), 0, nil, true)
@@ -185,7 +186,7 @@ func (t *transfer) endedErr() error {
 // pings; it waits at most the transfer timeout (or the grant's idle
 // timeout, when shorter). block false returns nil at once when nothing is
 // waiting.
-func (t *transfer) recv(block bool) (*protoMsg, error) {
+func (t *transfer) recv(block bool) (*wire.Msg, error) {
 	s, r := t.s, t.s.r
 	timeout := r.opts.TransferTimeout
 	if idle := s.currentGrant().IdleTimeout; idle > 0 && idle < timeout {
@@ -227,7 +228,7 @@ func (t *transfer) recv(block bool) (*protoMsg, error) {
 
 // accept screens one bus message: a message of this session from the
 // device, an error, or neither (nil, nil: wait on).
-func (t *transfer) accept(b []byte, ok bool) (*protoMsg, error) {
+func (t *transfer) accept(b []byte, ok bool) (*wire.Msg, error) {
 	s := t.s
 	if !ok {
 		return nil, failf(http.StatusServiceUnavailable, "the relay lost the session; try again")
@@ -240,15 +241,15 @@ func (t *transfer) accept(b []byte, ok bool) (*protoMsg, error) {
 		s.end(ReasonDeviceDisconnected, "the device disconnected")
 		return nil, t.endedErr()
 	}
-	m, err := decodeMsg(e.Msg)
+	m, err := wire.Decode(e.Msg)
 	if err != nil || m.Header.SessionID != s.rec.ID {
 		return nil, nil
 	}
 	s.count(0, len(e.Msg), nil, true)
-	if m.Header.Proto == protoControl && m.Header.MsgType == typePing {
-		return nil, t.send(t.ctx, &protoMsg{Header: header{Proto: protoControl, MsgType: typePong}})
+	if m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypePing {
+		return nil, t.send(t.ctx, &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypePong}})
 	}
-	if m.Header.Proto == protoControl && m.Header.MsgType == typePong {
+	if m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypePong {
 		return nil, nil
 	}
 	return m, nil
@@ -256,15 +257,15 @@ func (t *transfer) accept(b []byte, ok bool) (*protoMsg, error) {
 
 // deviceFailure turns the device's error message into the operator's
 // answer: a missing file is 404, a permission denied 403, the rest 400.
-func deviceFailure(m *protoMsg, what string) error {
+func deviceFailure(m *wire.Msg, what string) error {
 	var text string
-	if m.Header.Proto == protoFileTransfer {
-		var fe ftError
+	if m.Header.Proto == wire.ProtoFileTransfer {
+		var fe wire.TypedError
 		if msgpack.Unmarshal(m.Body, &fe) == nil && fe.Error != nil {
 			text = *fe.Error
 		}
 	} else {
-		var ce controlError
+		var ce wire.ControlError
 		if msgpack.Unmarshal(m.Body, &ce) == nil {
 			text = ce.Error
 		}
@@ -285,7 +286,7 @@ func deviceFailure(m *protoMsg, what string) error {
 // handshake opens the session with the device and checks that it accepts
 // file transfer.
 func (t *transfer) handshake() error {
-	open := &protoMsg{Header: header{Proto: protoControl, MsgType: typeOpen}, Body: mustMarshal(openBody{Versions: []int{protocolVersion}})}
+	open := &wire.Msg{Header: wire.Header{Proto: wire.ProtoControl, MsgType: wire.TypeOpen}, Body: wire.MustMarshal(wire.Open{Versions: []int{wire.ProtocolVersion}})}
 	if err := t.send(t.ctx, open); err != nil {
 		return err
 	}
@@ -294,17 +295,17 @@ func (t *transfer) handshake() error {
 		return err
 	}
 	switch {
-	case m.Header.Proto == protoControl && m.Header.MsgType == typeError:
+	case m.Header.Proto == wire.ProtoControl && m.Header.MsgType == wire.TypeError:
 		return failf(http.StatusBadGateway, "%v", deviceFailure(m, "the device refused the session"))
-	case m.Header.Proto != protoControl || m.Header.MsgType != typeAccept:
+	case m.Header.Proto != wire.ProtoControl || m.Header.MsgType != wire.TypeAccept:
 		return failf(http.StatusBadGateway, "the device answered the session's opening with %s %q: it does not implement file transfer", protoName(m.Header.Proto), m.Header.MsgType)
 	}
-	var acc acceptBody
+	var acc wire.Accept
 	if err := msgpack.Unmarshal(m.Body, &acc); err != nil {
 		return failf(http.StatusBadGateway, "the device's session acceptance is malformed: %v", err)
 	}
 	for _, p := range acc.Protocols {
-		if p == protoFileTransfer {
+		if p == wire.ProtoFileTransfer {
 			return nil
 		}
 	}
@@ -352,7 +353,7 @@ func (t *transfer) download(w http.ResponseWriter, p string) error {
 	if err := t.handshake(); err != nil {
 		return err
 	}
-	stat := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeStat}, Body: mustMarshal(statFile{Path: &p})}
+	stat := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeStat}, Body: wire.MustMarshal(wire.Path{Path: &p})}
 	if err := t.send(t.ctx, stat); err != nil {
 		return err
 	}
@@ -360,13 +361,13 @@ func (t *transfer) download(w http.ResponseWriter, p string) error {
 	if err != nil {
 		return err
 	}
-	if m.Header.MsgType == typeError {
+	if m.Header.MsgType == wire.TypeError {
 		return deviceFailure(m, "cannot read "+p)
 	}
-	if m.Header.Proto != protoFileTransfer || m.Header.MsgType != typeFileInfo {
+	if m.Header.Proto != wire.ProtoFileTransfer || m.Header.MsgType != wire.TypeFileInfo {
 		return failf(http.StatusBadGateway, "the device answered stat with %s %q", protoName(m.Header.Proto), m.Header.MsgType)
 	}
-	var fi fileInfo
+	var fi wire.FileInfo
 	if err := msgpack.Unmarshal(m.Body, &fi); err != nil {
 		return failf(http.StatusBadGateway, "the device's file information is malformed: %v", err)
 	}
@@ -387,7 +388,7 @@ func (t *transfer) download(w http.ResponseWriter, p string) error {
 	if fi.Size != nil {
 		h.Set(hdrSize, strconv.FormatInt(*fi.Size, 10))
 	}
-	get := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeGetFile}, Body: mustMarshal(getFile{Path: &p})}
+	get := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeGetFile}, Body: wire.MustMarshal(wire.Path{Path: &p})}
 	if err := t.send(t.ctx, get); err != nil {
 		return err
 	}
@@ -395,8 +396,8 @@ func (t *transfer) download(w http.ResponseWriter, p string) error {
 	var offset int64
 	chunks := 0
 	ack := func() error {
-		a := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeAck}}
-		a.setProp(propOffset, offset)
+		a := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeAck}}
+		a.SetProp(wire.PropOffset, offset)
 		return t.send(t.ctx, a)
 	}
 	for {
@@ -405,13 +406,13 @@ func (t *transfer) download(w http.ResponseWriter, p string) error {
 			return err
 		}
 		switch {
-		case m.Header.MsgType == typeError:
+		case m.Header.MsgType == wire.TypeError:
 			return deviceFailure(m, "cannot read "+p)
-		case m.Header.Proto == protoFileTransfer && m.Header.MsgType == typeChunk:
+		case m.Header.Proto == wire.ProtoFileTransfer && m.Header.MsgType == wire.TypeChunk:
 		default:
 			continue
 		}
-		off, ok := m.offset()
+		off, ok := m.Offset()
 		if !ok || off != offset {
 			return failf(http.StatusBadGateway, "the device sent a chunk at offset %d, expected %d", off, offset)
 		}
@@ -459,7 +460,7 @@ func (r *Relay) Upload(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "the body must be multipart/form-data with path and file: "+err.Error())
 		return
 	}
-	up := uploadRequest{}
+	up := wire.UploadRequest{}
 	var file io.Reader
 	var srcName string
 	for file == nil {
@@ -531,11 +532,11 @@ func (r *Relay) Upload(w http.ResponseWriter, req *http.Request) {
 	t.close(err)
 }
 
-func (t *transfer) upload(up uploadRequest, file io.Reader) error {
+func (t *transfer) upload(up wire.UploadRequest, file io.Reader) error {
 	if err := t.handshake(); err != nil {
 		return err
 	}
-	put := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typePutFile}, Body: mustMarshal(up)}
+	put := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypePutFile}, Body: wire.MustMarshal(up)}
 	if err := t.send(t.ctx, put); err != nil {
 		return err
 	}
@@ -547,12 +548,12 @@ func (t *transfer) upload(up uploadRequest, file io.Reader) error {
 	// offset of the last chunk the device took (the start of a chunk
 	// with data; the end of the file for the last, empty chunk): the
 	// upload is done at an ack of the file's end after that chunk.
-	handle := func(m *protoMsg) error {
+	handle := func(m *wire.Msg) error {
 		switch {
-		case m.Header.MsgType == typeError:
+		case m.Header.MsgType == wire.TypeError:
 			return deviceFailure(m, "cannot write "+*up.Path)
-		case m.Header.Proto == protoFileTransfer && m.Header.MsgType == typeAck:
-			off, ok := m.offset()
+		case m.Header.Proto == wire.ProtoFileTransfer && m.Header.MsgType == wire.TypeAck:
+			off, ok := m.Offset()
 			if ok && off > acked {
 				acked = off
 			}
@@ -578,18 +579,18 @@ func (t *transfer) upload(up uploadRequest, file io.Reader) error {
 		case err != nil:
 			return failf(http.StatusBadRequest, "reading the uploaded file: %v", err)
 		}
-		chunk := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeChunk}}
+		chunk := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeChunk}}
 		if n > 0 {
 			chunk.Body = buf[:n]
 		}
-		chunk.setProp(propOffset, offset)
+		chunk.SetProp(wire.PropOffset, offset)
 		if err := t.send(t.ctx, chunk); err != nil {
 			return err
 		}
 		offset += int64(n)
 		if eof && n > 0 { // then the end of the file
-			end := &protoMsg{Header: header{Proto: protoFileTransfer, MsgType: typeChunk}}
-			end.setProp(propOffset, offset)
+			end := &wire.Msg{Header: wire.Header{Proto: wire.ProtoFileTransfer, MsgType: wire.TypeChunk}}
+			end.SetProp(wire.PropOffset, offset)
 			if err := t.send(t.ctx, end); err != nil {
 				return err
 			}
