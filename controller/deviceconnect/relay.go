@@ -258,6 +258,22 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // operatorOf authenticates req; on failure it has answered 401.
+// authorize answers an operator's request for the device in its path:
+// the device's ID, the operator and their grant for it, or ok false once
+// it has answered 400, 401 or 403.
+func (r *Relay) authorize(w http.ResponseWriter, req *http.Request) (device, op string, g Grant, ok bool) {
+	if device, ok = deviceParam(w, req); !ok {
+		return "", "", Grant{}, false
+	}
+	if op, ok = r.operatorOf(w, req); !ok {
+		return "", "", Grant{}, false
+	}
+	if g, ok = r.grantOf(w, req, op, device); !ok {
+		return "", "", Grant{}, false
+	}
+	return g.deviceID(device), op, g, true
+}
+
 func (r *Relay) operatorOf(w http.ResponseWriter, req *http.Request) (string, bool) {
 	op, err := r.opts.Authorizer.Operator(req)
 	if err != nil {
@@ -345,19 +361,10 @@ const (
 // status "connected" or "disconnected", as mender-cli expects, to an
 // operator granted the device.
 func (r *Relay) DeviceStatus(w http.ResponseWriter, req *http.Request) {
-	device, ok := deviceParam(w, req)
+	device, _, _, ok := r.authorize(w, req)
 	if !ok {
 		return
 	}
-	op, ok := r.operatorOf(w, req)
-	if !ok {
-		return
-	}
-	g, ok := r.grantOf(w, req, op, device)
-	if !ok {
-		return
-	}
-	device = g.deviceID(device)
 	c, connected, err := r.opts.Sessions.Connected(req.Context(), device)
 	if err != nil {
 		r.log.Error("device presence unavailable", "device_id", device, "err", err)

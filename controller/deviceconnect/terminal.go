@@ -19,19 +19,10 @@ import (
 // with the session's ID and the operator's name (user_id) and relayed to
 // the device; the device's messages of this session come back.
 func (r *Relay) Connect(w http.ResponseWriter, req *http.Request) {
-	device, ok := deviceParam(w, req)
+	device, op, g, ok := r.authorize(w, req)
 	if !ok {
 		return
 	}
-	op, ok := r.operatorOf(w, req)
-	if !ok {
-		return
-	}
-	g, ok := r.grantOf(w, req, op, device)
-	if !ok {
-		return
-	}
-	device = g.deviceID(device)
 	if !g.Terminal && !g.PortForward && !g.FileTransfer {
 		msg := fmt.Sprintf("forbidden: operator %s may neither open a terminal, forward ports nor transfer files on device %s", op, device)
 		writeError(w, http.StatusForbidden, msg)

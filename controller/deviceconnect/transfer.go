@@ -67,19 +67,10 @@ type transfer struct {
 // authorizeTransfer checks the operator, the grant and the device; on
 // failure it has answered.
 func (r *Relay) authorizeTransfer(w http.ResponseWriter, req *http.Request, kind string) (*session, bool) {
-	device, ok := deviceParam(w, req)
+	device, op, g, ok := r.authorize(w, req)
 	if !ok {
 		return nil, false
 	}
-	op, ok := r.operatorOf(w, req)
-	if !ok {
-		return nil, false
-	}
-	g, ok := r.grantOf(w, req, op, device)
-	if !ok {
-		return nil, false
-	}
-	device = g.deviceID(device)
 	if !g.FileTransfer {
 		msg := fmt.Sprintf("forbidden: operator %s may not transfer files on device %s (the Operator manifest does not allow fileTransfer)", op, device)
 		writeError(w, http.StatusForbidden, msg)
