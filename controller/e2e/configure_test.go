@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -10,9 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/gitfleet/gitfleet/controller"
 	"github.com/gitfleet/gitfleet/controller/configartifact"
@@ -111,58 +108,16 @@ func requireTools(t *testing.T, tools ...string) {
 }
 
 // startSystemBus runs a private D-Bus daemon of type "system" that lets
-// anyone own and call anything, on a socket in a temporary directory, and
-// returns its address. It is killed at cleanup.
+// anyone own and call anything, and returns its address. It is killed at
+// cleanup.
 func startSystemBus(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "bus.sock")
-	conf := filepath.Join(dir, "bus.conf")
-	writeFile(t, conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=`+sock+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
+	return startDBus(t, `  <policy context="default">
     <allow user="*"/>
     <allow own="*"/>
     <allow send_destination="*"/>
     <allow receive_sender="*"/>
   </policy>
-</busconfig>
-`), 0o644)
-	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--print-address=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		if sc.Scan() {
-			addr <- strings.TrimSpace(sc.Text())
-		}
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a
-	case <-time.After(Deadline):
-		t.Fatalf("dbus-daemon printed no address:\n%s", logs)
-	}
-	return ""
+`).Addr
 }
 
 // stockConfig is a DeviceConfig for one device.

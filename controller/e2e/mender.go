@@ -270,23 +270,25 @@ func StartMender(t testing.TB, serverURL string, certPEM []byte, opts MenderOpti
 // Stop ends the client and its children (SIGTERM to its process group,
 // SIGKILL after 10 seconds) and waits for it.
 func (m *Mender) Stop() {
-	m.stop.Do(func() {
-		pid := m.cmd.Process.Pid
-		syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-m.exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			select {
-			case <-m.exited:
-			case <-time.After(10 * time.Second):
-				m.t.Errorf("mender client (pid %d) did not exit after SIGKILL", pid)
-			}
-		}
-		// Update modules that escaped the group would still hold the
-		// namespace; there should be none.
+	m.stop.Do(func() { stopGroup(m.t, "mender client", m.cmd.Process.Pid, m.exited) })
+}
+
+// stopGroup ends the process group of pid (SIGTERM, SIGKILL after 10
+// seconds) and waits until exited is closed; then it kills what is left of
+// the group (children that escaped would still hold a namespace).
+func stopGroup(t testing.TB, what string, pid int, exited <-chan struct{}) {
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
 		syscall.Kill(-pid, syscall.SIGKILL)
-	})
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s (pid %d) did not exit after SIGKILL", what, pid)
+		}
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
 }
 
 // PID of the client process.

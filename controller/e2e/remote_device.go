@@ -87,21 +87,12 @@ type remoteBus struct {
 	logs *lockedBuffer
 }
 
-// startRemoteBus runs dbus-daemon on a socket in a temporary directory with
-// the policy the Mender client and mender-connect need, and kills it (by
-// PID) at cleanup.
-func startRemoteBus(t testing.TB) *remoteBus {
-	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "system_bus_socket")
-	conf := filepath.Join(dir, "bus.conf")
-	writeFile(t, conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=`+sock+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
+// startRemoteBus runs a private system bus with the policy the Mender
+// client and mender-connect need: the client (root) owns io.mender.*,
+// anyone calls it.
+func startRemoteBus(t testing.TB) *remoteBus { return startDBus(t, menderBusPolicy) }
+
+const menderBusPolicy = `  <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
@@ -122,7 +113,23 @@ func startRemoteBus(t testing.TB) *remoteBus {
   <policy user="root">
     <allow own_prefix="io.mender"/>
   </policy>
-</busconfig>
+`
+
+// startDBus runs dbus-daemon, of type "system", on a socket in a
+// temporary directory with policy (the <policy> elements of its
+// configuration), and kills it (by PID) at cleanup.
+func startDBus(t testing.TB, policy string) *remoteBus {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "system_bus_socket")
+	conf := filepath.Join(dir, "bus.conf")
+	writeFile(t, conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=`+sock+`</listen>
+  <auth>EXTERNAL</auth>
+`+policy+`</busconfig>
 `), 0o644)
 	b := &remoteBus{logs: &lockedBuffer{}}
 	b.cmd = exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--print-address=1")
@@ -319,21 +326,7 @@ func (d *RemoteDevice) StopConnect() {
 
 // kill sends SIGTERM to the process group, SIGKILL after 10 seconds.
 func (p *remoteProc) kill(t testing.TB) {
-	p.stop.Do(func() {
-		pid := p.cmd.Process.Pid
-		syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			select {
-			case <-p.exited:
-			case <-time.After(10 * time.Second):
-				t.Errorf("mender-connect (pid %d) did not exit after SIGKILL", pid)
-			}
-		}
-		syscall.Kill(-pid, syscall.SIGKILL)
-	})
+	p.stop.Do(func() { stopGroup(t, "mender-connect", p.cmd.Process.Pid, p.exited) })
 }
 
 // ConnectPID is the current mender-connect's PID (its shells' parent).
