@@ -133,10 +133,20 @@ func eval[T any](b *browser, expr string) T {
 // await waits until the JavaScript expression is true on the page.
 func (b *browser) await(what, expr string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, Deadline+5*time.Second)
-	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(Deadline))); err != nil {
-		b.t.Fatalf("browser: waiting for %s (%s): %v\npage text:\n%s", what, expr, err, b.pageText())
+	deadline := time.Now().Add(Deadline)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Until(deadline)+5*time.Second)
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+		cancel()
+		if err == nil {
+			return
+		}
+		// A navigation (the login's redirect, a reload without JS)
+		// destroys the page's JavaScript context under a running poll:
+		// poll again in the new one.
+		if gone := strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed"); !gone || time.Now().After(deadline) {
+			b.t.Fatalf("browser: waiting for %s (%s): %v\npage text:\n%s", what, expr, err, b.pageText())
+		}
 	}
 }
 
