@@ -264,6 +264,21 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 		a.announceOnce(ctx, s.snap, schema.EventRolloutPhaseOpened, phaseSubject(dec.Generation, dec.Phase),
 			fmt.Sprintf("rollout %s generation %d: phase %d %q opened (first device admitted)", dec.Generation.Rollout, dec.Generation.Generation, dec.Phase, dec.PhaseName))
 	case rollout.Resume:
+		// A resume is decided on this poll's progress, which may be up
+		// to progressTTL old: an abort another replica recorded since
+		// would not show in it, and the device would carry on with an
+		// aborted deployment (an admission is safe: the store refuses it
+		// atomically). Resumes are few — devices in the middle of an
+		// update — so the abort is read fresh.
+		fresh, err := a.opts.Store.Progress(ctx, dec.Generation)
+		if err != nil {
+			return a.httpError("read progress", err, "rollout", g.Rollout)
+		}
+		if fresh.Aborted != "" {
+			a.prog.put(dec.Generation, fresh)
+			log.Debug("not resumed: the rollout was aborted", "phase", dec.Phase)
+			return c.NoContent(http.StatusNoContent)
+		}
 	default:
 		if log.enabled(slog.LevelDebug) {
 			log.Debug("no deployment", "reason", dec.Reason, "phase", dec.PhaseName, "until", dec.Until)
@@ -303,6 +318,16 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 // writer wins) and announces the ones this replica recorded. earlier is
 // true when some phase was recorded complete before (by another replica).
 func (a *API) recordCompleted(ctx context.Context, snap *reconcile.Snapshot, g store.GenerationRef, bits uint64) (earlier bool) {
+	if bits != 0 {
+		// The decision may come from progress up to progressTTL old: an
+		// abort another replica recorded since would not show in it, and
+		// an aborted generation's phases do not complete. Completions are
+		// few, so the abort is read fresh.
+		if fresh, err := a.opts.Store.Progress(ctx, g); err == nil && fresh.Aborted != "" {
+			a.prog.put(g, fresh)
+			return false
+		}
+	}
 	for k := 0; bits != 0 && k < 64; k++ {
 		if bits&(1<<k) == 0 {
 			continue
