@@ -169,10 +169,7 @@ func (c *Controller) auditRollout(ctx context.Context, name string, limit int) (
 		a.CommitsNote = "the served commit does not declare it (stopped)"
 	}
 	if i >= 0 {
-		var plan *rollout.Plan
-		if snap != nil && snap.Fleet != nil {
-			plan = rollout.Compile(snap.Fleet, ros)
-		}
+		plan := c.planOf(snap, ros)
 		v, err := c.rolloutView(ctx, snap, plan, ros[i], time.Now())
 		if err != nil {
 			return nil, err
@@ -276,7 +273,7 @@ func (c *Controller) auditDeviceRollouts(ctx context.Context, snap *reconcile.Sn
 	if err != nil {
 		return err
 	}
-	plan := rollout.Compile(snap.Fleet, ros)
+	plan := c.planOf(snap, ros)
 	following, _, followOK := plan.Route(&rollout.Device{ID: name, Identity: identity, Inventory: inventory})
 	groups := map[string]bool{}
 	for _, g := range da.Groups {

@@ -117,6 +117,7 @@ type Options struct {
 // Controller follows Git and serves. Create it with New, serve its
 // Handler, and call Run.
 type Controller struct {
+	views   viewPlan // the management views' rollout plan
 	opts    Options
 	rec     *reconcile.Reconciler
 	hooks   *receive.Handler

@@ -143,4 +143,3 @@ func TestOperatorAPI(t *testing.T) {
 		t.Errorf("audit of a removed operator: %d %s", code, body)
 	}
 }
-

@@ -115,10 +115,7 @@ func (c *Controller) rolloutViews(ctx context.Context, now time.Time) ([]Rollout
 		return nil, err
 	}
 	snap := c.rec.Live()
-	var plan *rollout.Plan
-	if snap != nil && snap.Fleet != nil {
-		plan = rollout.Compile(snap.Fleet, ros)
-	}
+	plan := c.planOf(snap, ros)
 	out := make([]RolloutView, 0, len(ros))
 	for _, r := range ros {
 		v, err := c.rolloutView(ctx, snap, plan, r, now)
@@ -462,10 +459,7 @@ func (c *Controller) runningGeneration(ctx context.Context, name string) (store.
 			return store.GenerationRef{}, nil, nil, echo.NewHTTPError(http.StatusNotFound, "rollout "+strconv.Quote(name)+" is stopped (no longer declared in Git)")
 		}
 		snap := c.rec.Live()
-		var plan *rollout.Plan
-		if snap != nil && snap.Fleet != nil {
-			plan = rollout.Compile(snap.Fleet, ros)
-		}
+		plan := c.planOf(snap, ros)
 		return store.GenerationRef{Rollout: r.Name, Generation: r.Generation}, plan, snap, nil
 	}
 	return store.GenerationRef{}, nil, nil, echo.NewHTTPError(http.StatusNotFound, "no rollout "+strconv.Quote(name)+" (see GET /api/management/v1/rollouts)")
