@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -355,23 +354,6 @@ spec:
 	return dir
 }
 
-// agentDeviceManifest admits a gitfleet-agent device by identity and key.
-func agentDeviceManifest(name string, identity map[string]string, fingerprint string) map[string]string {
-	var ident strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(identity)) {
-		fmt.Fprintf(&ident, "    %s: %q\n", k, identity[k])
-	}
-	return map[string]string{"devices/" + name + ".yaml": fmt.Sprintf(`apiVersion: gitfleet.io/v1
-kind: Device
-metadata:
-  name: %s
-spec:
-  identity:
-%s  publicKeySHA256: %s
-  deviceType: %s
-`, name, ident.String(), fingerprint, MenderDeviceType)}
-}
-
 // BenchmarkAgentVsMender runs Debian's stock mender 3.4 daemon
 // (StartMender) and the gitfleet-agent daemon side by side against one
 // real `gitfleet serve` (with Redis), both with 1 s poll intervals and
@@ -504,7 +486,7 @@ func agentVsMender(b *testing.B, bin string) (agentU, menderU clientUsage) {
 	pm := c.AwaitPending(m.ID())
 	pa := c.AwaitPending(agentID)
 	files := menderDevice("mender-1", m, pm.KeyFingerprint)
-	maps.Copy(files, agentDeviceManifest("agent-1", identity, pa.KeyFingerprint))
+	maps.Copy(files, deviceManifest("agent-1", identity, pa.KeyFingerprint))
 	sha := env.Commit(files, "admit mender-1 and agent-1")
 	env.Push(c, sha, false)
 	c.AwaitServing(sha)

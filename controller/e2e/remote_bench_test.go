@@ -176,7 +176,7 @@ func BenchmarkRemoteTerminal(b *testing.B) {
 	keyPEM, fp := RemoteDeviceKey(b)
 	token := "bench-pat-" + rand.Text()
 	seed := b.TempDir()
-	for path, content := range merge(remoteDeviceManifest("bench-1", ident, fp),
+	for path, content := range merge(deviceManifest("bench-1", ident, fp),
 		remoteOperator("bench", token, []string{"bench-1"}, false, false, false)) {
 		writeFile(b, filepath.Join(seed, path), []byte(content), 0o644)
 	}

@@ -405,9 +405,9 @@ func (d *RemoteDevice) AwaitConnections(n int) {
 	}
 }
 
-// remoteDeviceManifest is the Device manifest that accepts a device by its
-// identity and key fingerprint.
-func remoteDeviceManifest(name string, identity map[string]string, fingerprint string) map[string]string {
+// deviceManifest is the Device manifest that accepts a device (the stock
+// client or gitfleet-agent) by its identity and key fingerprint.
+func deviceManifest(name string, identity map[string]string, fingerprint string) map[string]string {
 	var ident strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(identity)) {
 		fmt.Fprintf(&ident, "    %s: %q\n", k, identity[k])

@@ -516,7 +516,7 @@ func TestRemoteTerminalStock(t *testing.T) {
 
 	ident := map[string]string{"mac": "02:00:00:00:16:01"}
 	keyPEM, fp := RemoteDeviceKey(t)
-	f := newRemoteFleet(t, env, c, "remote-1", remoteDeviceManifest("remote-1", ident, fp))
+	f := newRemoteFleet(t, env, c, "remote-1", deviceManifest("remote-1", ident, fp))
 	d := StartRemoteDevice(t, c, ident, keyPEM, RemoteConnectConf{})
 	f.id = d.ID()
 	c.AwaitDevice(f.id, "accepted", func(dv store.Device) bool { return dv.Status == store.DeviceAccepted })
