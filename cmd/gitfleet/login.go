@@ -2,17 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -252,45 +248,4 @@ func menderTokenPath() (string, error) {
 		return "", errors.New("no home directory: give --mender-token FILE")
 	}
 	return filepath.Join(h, ".cache", "mender", "authtoken"), nil
-}
-
-// postJSON posts v as JSON to an operator route (no management token) and
-// decodes the JSON answer into out.
-func (m *mgmtClient) postJSON(ctx context.Context, path string, v, out any) error {
-	c, err := m.resolve()
-	if err != nil {
-		return err
-	}
-	tlsCfg, err := c.tlsConfig()
-	if err != nil {
-		return err
-	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
-	defer client.CloseIdleConnections()
-	body, _ := json.Marshal(v)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.server, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return c.explain(ctx, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxMgmtResponse))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(b, &e)
-		if e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		return fmt.Errorf("%s: %d %s", path, resp.StatusCode, e.Error)
-	}
-	return json.Unmarshal(b, out)
 }

@@ -251,6 +251,21 @@ func (m *mgmtClient) post(ctx context.Context, path string, timeout time.Duratio
 }
 
 func (m *mgmtClient) do(ctx context.Context, method, path string, timeout time.Duration, out any) error {
+	return m.request(ctx, method, path, timeout, nil, true, out)
+}
+
+// postJSON posts v as JSON to an operator route (no management token) and
+// decodes the JSON answer into out.
+func (m *mgmtClient) postJSON(ctx context.Context, path string, v, out any) error {
+	return m.request(ctx, http.MethodPost, path, 0, v, false, out)
+}
+
+// request sends method to path, with in as a JSON body when not nil and
+// the management token when management, waiting at least timeout for the
+// answer, and decodes the JSON answer into out. An error answer is said
+// with the server's message and, on the management API, how to fix the
+// usual causes.
+func (m *mgmtClient) request(ctx context.Context, method, path string, timeout time.Duration, in any, management bool, out any) error {
 	c, err := m.resolve()
 	if err != nil {
 		return err
@@ -261,11 +276,22 @@ func (m *mgmtClient) do(ctx context.Context, method, path string, timeout time.D
 	}
 	client := &http.Client{Timeout: 30*time.Second + timeout, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, nil)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, body)
 	if err != nil {
 		return err
 	}
-	if c.token != "" {
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if management && c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := client.Do(req)
@@ -273,19 +299,24 @@ func (m *mgmtClient) do(ctx context.Context, method, path string, timeout time.D
 		return c.explain(ctx, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMgmtResponse))
+	what := ""
+	if management {
+		what = "management API: "
+	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxMgmtResponse))
 	if err != nil {
-		return fmt.Errorf("management API: %w", err)
+		return fmt.Errorf("%s%w", what, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error string `json:"error"`
 		}
-		_ = json.Unmarshal(body, &e)
+		_ = json.Unmarshal(answer, &e)
 		if e.Error == "" {
 			e.Error = http.StatusText(resp.StatusCode)
 		}
 		switch {
+		case !management:
 		case resp.StatusCode == http.StatusUnauthorized && c.token == "":
 			e.Error += ": no token given; pass --token (or set GITFLEET_TOKEN, or token/tokenFile in the CLI configuration file): the controller's --management-token"
 		case resp.StatusCode == http.StatusUnauthorized:
@@ -293,10 +324,10 @@ func (m *mgmtClient) do(ctx context.Context, method, path string, timeout time.D
 		case resp.StatusCode == http.StatusNotFound && strings.Contains(e.Error, "management API is disabled"):
 			e.Error = "the management API is disabled on " + shownURL(c.server) + ": start gitfleet serve with --management-token or --management-token-file (management_token_file in its configuration file)"
 		}
-		return fmt.Errorf("management API: %s: %d %s", req.URL.Path, resp.StatusCode, e.Error)
+		return fmt.Errorf("%s%s: %d %s", what, req.URL.Path, resp.StatusCode, e.Error)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("management API: %s: %w", req.URL.Path, err)
+	if err := json.Unmarshal(answer, out); err != nil {
+		return fmt.Errorf("%s%s: %w", what, req.URL.Path, err)
 	}
 	return nil
 }
