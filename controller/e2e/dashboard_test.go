@@ -142,9 +142,12 @@ func (b *browser) await(what, expr string) {
 			return
 		}
 		// A navigation (the login's redirect, a reload without JS)
-		// destroys the page's JavaScript context under a running poll:
-		// poll again in the new one.
-		if gone := strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed"); !gone || time.Now().After(deadline) {
+		// destroys the page's JavaScript context under a running poll
+		// (Chrome answers "Cannot find context with specified id",
+		// "Execution context was destroyed" or "Inspected target
+		// navigated or closed", all server errors -32000): poll again in
+		// the new one.
+		if gone := strings.Contains(err.Error(), "(-32000)") || strings.Contains(err.Error(), "context was destroyed"); !gone || time.Now().After(deadline) {
 			b.t.Fatalf("browser: waiting for %s (%s): %v\npage text:\n%s", what, expr, err, b.pageText())
 		}
 	}
