@@ -85,8 +85,16 @@ func TestQuickstart(t *testing.T) {
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-exited
+			// As Ctrl-C would: the script stops its controller and
+			// devices (each agent is in a process group of its own);
+			// SIGKILL to the group only if it does not end in time.
+			_ = syscall.Kill(-pgid, syscall.SIGINT)
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+				<-exited
+			}
 		}
 		if t.Failed() {
 			for _, f := range []string{"controller.log", "devices.log", "devices/sim-001/agent.log"} {

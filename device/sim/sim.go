@@ -440,7 +440,7 @@ func (d *Device) startLocked() error {
 	cmd := exec.Command(d.opts.AgentBinary, "--config", d.ConfigPath(), "--log-level", "debug", "daemon")
 	cmd.Stdout, cmd.Stderr = d.opts.Log, d.opts.Log
 	cmd.Dir = d.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = agentProcAttr()
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("sim: start agent: %w", err)
