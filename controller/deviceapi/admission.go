@@ -85,9 +85,34 @@ func newAdmission(f *schema.Fleet) *admission {
 // trust-on-first-use manifest it returns (no PublicKeySHA256) admits the
 // device only if the store binds fp to it.
 func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.Device {
+	var buf [256]byte
+	var key []byte
+	if !typed && len(a.byIdentity) > 0 {
+		key = identityKey(buf[:0], identity)
+	}
+	return a.lookup(fp, func(id map[string]string) bool { return !typed && maps.Equal(id, identity) }, key)
+}
+
+// admitRaw is admit for an identity as a token carries it, read in place:
+// {"name":"value",…} with names in increasing order and strings without
+// escapes, as signToken writes it (string attributes only). An identity in
+// any other form is admitted by nothing here.
+func (a *admission) admitRaw(identity string, fp string) *schema.Device {
+	var buf [256]byte
+	key, ok := rawIdentityKey(buf[:0], identity)
+	if !ok {
+		return nil
+	}
+	return a.lookup(fp, func(id map[string]string) bool { return rawEqual(identity, id) }, key)
+}
+
+// lookup is the search of admit: the manifests with key fp whose identity
+// is none or the device's (equal), and the trust-on-first-use manifests
+// with the device's identityKey (idKey; nil for none), the first of them.
+func (a *admission) lookup(fp string, equal func(map[string]string) bool, idKey []byte) *schema.Device {
 	var best *schema.Device
 	keyed := func(d *schema.Device) {
-		if len(d.Spec.Identity) == 0 || !typed && maps.Equal(d.Spec.Identity, identity) {
+		if len(d.Spec.Identity) == 0 || equal(d.Spec.Identity) {
 			best = first(best, d)
 		}
 	}
@@ -97,9 +122,8 @@ func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.De
 			keyed(o)
 		}
 	}
-	if !typed && len(a.byIdentity) > 0 {
-		var buf [256]byte
-		if d := a.byIdentity[string(identityKey(buf[:0], identity))]; d != nil {
+	if idKey != nil && len(a.byIdentity) > 0 {
+		if d := a.byIdentity[string(idKey)]; d != nil {
 			best = first(best, d)
 			for _, o := range a.more[d] {
 				best = first(best, o)
@@ -107,6 +131,58 @@ func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.De
 		}
 	}
 	return best
+}
+
+// eachRawAttr calls f with each name and value of an identity in the form
+// admitRaw reads, in order; false when it is not in that form (names not
+// strictly increasing, so none twice) or f returned false.
+func eachRawAttr(raw string, f func(name, value string) bool) bool {
+	p := claimParser{s: raw}
+	if !p.lit("{") {
+		return false
+	}
+	if p.lit("}") {
+		return p.i == len(raw)
+	}
+	prev := ""
+	for i := 0; ; i++ {
+		var k, v string
+		if !p.str(&k) || !p.lit(":") || !p.str(&v) || i > 0 && k <= prev || !f(k, v) {
+			return false
+		}
+		prev = k
+		if p.lit("}") {
+			return p.i == len(raw)
+		}
+		if !p.lit(",") {
+			return false
+		}
+	}
+}
+
+// rawEqual reports whether a raw identity (admitRaw) has exactly the
+// attributes of id.
+func rawEqual(raw string, id map[string]string) bool {
+	n := 0
+	ok := eachRawAttr(raw, func(k, v string) bool {
+		n++
+		w, found := id[k]
+		return found && w == v
+	})
+	return ok && n == len(id)
+}
+
+// rawIdentityKey appends to b the identityKey of a raw identity
+// (admitRaw), whose names are already in order.
+func rawIdentityKey(b []byte, raw string) ([]byte, bool) {
+	ok := eachRawAttr(raw, func(k, v string) bool {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+		return true
+	})
+	return b, ok
 }
 
 // identityKey appends to b the key of an identity in the byIdentity

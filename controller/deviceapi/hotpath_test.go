@@ -364,6 +364,27 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+	b.Run("manifest", func(b *testing.B) {
+		// Tokens of devices their manifests admit (by key and identity):
+		// verified directly, no cache, whether seen before or not.
+		f := &schema.Fleet{Devices: make([]schema.Device, n)}
+		for i := range f.Devices {
+			d := &f.Devices[i]
+			d.Name = fmt.Sprintf("d%07d", i)
+			d.Spec.Identity = map[string]string{"mac": fmt.Sprintf("02:00:00:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i))}
+			d.Spec.PublicKeySHA256 = fmt.Sprintf("%064x", i*7)
+		}
+		snap := &reconcile.Snapshot{Fleet: f}
+		a := newTokenAPI(now)
+		a.opts.Live = func() *reconcile.Snapshot { return snap }
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			cl, err := a.verify(key, toks[i%n])
+			if err != nil || cl.admitted == nil {
+				b.Fatal(err, cl.admitted)
+			}
+		}
+	})
 	b.Run("unseen", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
@@ -476,7 +497,10 @@ func FuzzDecodeNextV2Fast(f *testing.F) {
 // A cached token holds little memory: its strings in one small copy
 // (not the whole payload) and, for a device a manifest admits with the
 // same identity, that manifest's identity map instead of its own.
-func TestCachedTokenMemory(t *testing.T) {
+// A token of a device that a manifest admits by key and identity is
+// verified directly, first poll or not: one allocation (its strings), no
+// cache entry (so no memory per token), the manifest's identity map.
+func TestManifestTokensVerifyDirectly(t *testing.T) {
 	const n = 20_000
 	key := bytes.Repeat([]byte{0x5a}, 32)
 	now := time.Unix(1_800_000_000, 0)
@@ -485,7 +509,7 @@ func TestCachedTokenMemory(t *testing.T) {
 	for i := range n {
 		d := &f.Devices[i]
 		d.Name = fmt.Sprintf("d%07d", i)
-		d.Spec.Identity = map[string]string{"mac": fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)}
+		d.Spec.Identity = map[string]string{"mac": fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff), "serial": fmt.Sprint(i)}
 		d.Spec.PublicKeySHA256 = fmt.Sprintf("%064x", i)
 		var err error
 		toks[i], err = signToken(key, Claims{Subject: fmt.Sprintf("%032x", i), ID: fmt.Sprintf("%032x", i+1), IssuedAt: now.Unix(),
@@ -500,24 +524,146 @@ func TestCachedTokenMemory(t *testing.T) {
 	a.opts.Live = func() *reconcile.Snapshot { return snap }
 	a.adm.get(snap) // the admission index is the fleet's, not the tokens'
 	before := heapInUse()
+	kept := make([]Claims, 0, 8)
 	for i := range n {
-		if _, err := a.verify(key, toks[i]); err != nil {
+		cl, err := a.verify(key, toks[i])
+		if err != nil {
 			t.Fatal(err)
+		}
+		if i%(n/8) == 0 {
+			kept = append(kept, cl)
 		}
 	}
 	per := float64(heapInUse()-before) / n
-	t.Logf("%.0f bytes per cached token, its share of the cache's maps included", per)
-	if per > 400 { // 360 measured
-		t.Errorf("a cached token holds %.0f bytes, want at most 400", per)
+	t.Logf("%.0f bytes held per verified token", per)
+	if per > 16 {
+		t.Errorf("verified tokens hold %.0f bytes each, want none (no cache entry)", per)
+	}
+	if c := a.tokens.len(); c != 0 {
+		t.Errorf("%d manifest-admitted tokens cached, want 0", c)
 	}
 	cl, err := a.verify(key, toks[7])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if reflect.ValueOf(cl.Identity).UnsafePointer() != reflect.ValueOf(f.Devices[7].Spec.Identity).UnsafePointer() {
-		t.Error("the cached token keeps its own identity map, not its manifest's")
+		t.Error("the claims carry a map of their own, not the manifest's identity")
 	}
+	want, err := verifyToken(key, toks[7], now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.admitted, want.admittedBy = &f.Devices[7], a.adm.get(snap)
+	if !reflect.DeepEqual(cl, want) {
+		t.Errorf("direct verification = %+v, want %+v", cl, want)
+	}
+	if a.admitToken(snap, &cl) != &f.Devices[7] {
+		t.Error("the directly verified token is not admitted by its manifest")
+	}
+	if allocs := testing.AllocsPerRun(500, func() {
+		if _, err := a.verify(key, toks[11]); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 1 {
+		t.Errorf("a manifest-admitted token costs %v allocations, want 1 (its strings)", allocs)
+	}
+	runtime.KeepAlive(kept)
 	runtime.KeepAlive(toks)
+}
+
+// What the direct path does not verify goes through the cache and the
+// admission check as before; what it verifies is checked as strictly.
+func TestVerifyDirectRefuses(t *testing.T) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	fp1, fp2 := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	f := &schema.Fleet{Devices: []schema.Device{
+		{Meta: schema.Meta{Name: "d1"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m1"}, PublicKeySHA256: fp1}},
+		{Meta: schema.Meta{Name: "keyonly"}, Spec: schema.DeviceSpec{PublicKeySHA256: fp2}},
+		{Meta: schema.Meta{Name: "tofu"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m3", "serial": "s3"}, TrustOnFirstUse: true}},
+	}}
+	snap := &reconcile.Snapshot{Fleet: f}
+	cur := snap
+	a := newTokenAPI(now)
+	a.opts.Live = func() *reconcile.Snapshot { return cur }
+	mk := func(id Attributes, fp string, exp time.Duration, signKey []byte) string {
+		tok, err := signToken(signKey, Claims{Subject: "s-" + fp[:4], ID: "j", IssuedAt: now.Unix(), Expires: now.Add(exp).Unix(),
+			Issuer: tokenIssuer, Device: true, Identity: id, Key: fp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	good := mk(Attributes{"mac": "m1"}, fp1, time.Hour, key)
+	if cl, err := a.verify(key, good); err != nil || cl.admitted != &f.Devices[0] {
+		t.Fatalf("good token: %+v, %v", cl, err)
+	}
+	// Signed with another key, or expired: refused, though a manifest
+	// admits what the payload says.
+	if _, err := a.verify(key, mk(Attributes{"mac": "m1"}, fp1, time.Hour, bytes.Repeat([]byte{1}, 32))); !errors.Is(err, ErrToken) {
+		t.Errorf("token signed with another key: %v", err)
+	}
+	if _, err := a.verify(key, mk(Attributes{"mac": "m1"}, fp1, -time.Second, key)); !errors.Is(err, ErrToken) {
+		t.Errorf("expired token: %v", err)
+	}
+	// A signature of the good token over another payload.
+	parts := strings.Split(good, ".")
+	other := strings.Split(mk(Attributes{"mac": "m1"}, fp1, 2*time.Hour, key), ".")
+	if _, err := a.verify(key, parts[0]+"."+other[1]+"."+parts[2]); !errors.Is(err, ErrToken) {
+		t.Errorf("forged payload: %v", err)
+	}
+	// The key's manifest has another identity: not admitted.
+	wrong := mk(Attributes{"mac": "m9"}, fp1, time.Hour, key)
+	if cl, err := a.verify(key, wrong); err != nil || a.admitToken(snap, &cl) != nil {
+		t.Errorf("a token whose identity is not its key's manifest's: %v admitted by %v", err, a.admitToken(snap, &cl))
+	}
+	// A key-only manifest admits whatever identity: the token's own.
+	ko := mk(Attributes{"mac": "mx"}, fp2, time.Hour, key)
+	if cl, err := a.verify(key, ko); err != nil || a.admitToken(snap, &cl) != &f.Devices[1] || cl.Identity["mac"] != "mx" {
+		t.Errorf("key-only manifest: %+v, %v", cl, err)
+	}
+	// Trust on first use, by identity, attributes in any order.
+	tofu := mk(Attributes{"serial": "s3", "mac": "m3"}, fp1, time.Hour, key)
+	if cl, err := a.verify(key, tofu); err != nil || a.admitToken(snap, &cl) != &f.Devices[2] {
+		t.Errorf("tofu device: %+v, %v", cl, err)
+	}
+	// A commit without d1: the good token's device is refused.
+	cur = &reconcile.Snapshot{Fleet: &schema.Fleet{Devices: f.Devices[1:]}}
+	if cl, err := a.verify(key, good); err != nil || a.admitToken(cur, &cl) != nil {
+		t.Errorf("device no longer declared: %v, admitted by %v", err, a.admitToken(cur, &cl))
+	}
+}
+
+// admitRaw finds what admit finds, from the identity as a token writes it.
+func TestAdmitRawMatchesAdmit(t *testing.T) {
+	fp := strings.Repeat("ab", 32)
+	f := &schema.Fleet{Devices: []schema.Device{
+		{Meta: schema.Meta{Name: "keyed"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m1", "serial": "s1"}, PublicKeySHA256: fp}},
+		{Meta: schema.Meta{Name: "tofu"}, Spec: schema.DeviceSpec{Identity: map[string]string{"mac": "m2", "serial": "s2"}, TrustOnFirstUse: true}},
+		{Meta: schema.Meta{Name: "unicode"}, Spec: schema.DeviceSpec{Identity: map[string]string{"ort": "Zürich"}, TrustOnFirstUse: true}},
+	}}
+	adm := newAdmission(f)
+	for _, id := range []Attributes{
+		{"mac": "m1", "serial": "s1"}, {"mac": "m1"}, {"mac": "m1", "serial": "s1", "x": ""}, {"serial": "s1", "mac": "m1"},
+		{"mac": "m2", "serial": "s2"}, {"mac": "m2"}, {"ort": "Zürich"}, {}, {"": ""},
+	} {
+		raw, _ := json.Marshal(map[string]string(id))
+		if got, want := adm.admitRaw(string(raw), fp), adm.admit(id, false, fp); got != want {
+			t.Errorf("admitRaw(%s) = %v, admit %v", raw, got, want)
+		}
+	}
+	// Not in the form a token writes it: nothing.
+	for _, raw := range []string{`{"serial":"s1","mac":"m1"}`, `{"mac":"m1","mac":"m1"}`, `{"mac":"m1",}`, `{"mac":"m1"} `, `{"mac":1}`, `null`, ``} {
+		if d := adm.admitRaw(raw, fp); d != nil {
+			t.Errorf("admitRaw(%s) = %s, want nil", raw, d.Name)
+		}
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		adm.admitRaw(`{"mac":"m1","serial":"s1"}`, fp)
+		adm.admitRaw(`{"mac":"m2","serial":"s2"}`, "other")
+	}); n != 0 {
+		t.Errorf("admitRaw costs %v allocations, want 0", n)
+	}
 }
 
 func heapInUse() int64 {

@@ -267,31 +267,55 @@ func decodeB64(dst []byte, src string) int {
 // else, which encoding/json then decides. Its strings share one copy of
 // the payload.
 func parseClaims(b []byte) (Claims, bool) {
-	p := claimParser{s: string(b)}
-	var c Claims
+	r, ok := parseRawClaims(string(b))
+	if !ok {
+		return Claims{}, false
+	}
+	if r.identity != "" {
+		p := claimParser{s: r.identity}
+		if !p.attrs(&r.c.Identity) || p.i != len(r.identity) {
+			return Claims{}, false
+		}
+	}
+	return r.c, true
+}
+
+// rawClaims are claims as parseRawClaims reads them: the identity as
+// written.
+type rawClaims struct {
+	c        Claims // Identity nil
+	identity string // the "gf.id" object ({"k":"v",…}), "" for null
+}
+
+// parseRawClaims is parseClaims without building the identity map: its
+// strings, the identity's included, are parts of s.
+func parseRawClaims(s string) (rawClaims, bool) {
+	p := claimParser{s: s}
+	var r rawClaims
+	c := &r.c
 	ok := p.lit(`{"sub":`) && p.str(&c.Subject) &&
 		p.lit(`,"jti":`) && p.str(&c.ID) &&
 		p.lit(`,"iat":`) && p.int(&c.IssuedAt) &&
 		p.lit(`,"exp":`) && p.int(&c.Expires) &&
 		p.lit(`,"iss":`) && p.str(&c.Issuer) &&
 		p.lit(`,"mender.device":`) && p.bool(&c.Device) &&
-		p.lit(`,"gf.id":`) && p.attrs(&c.Identity)
+		p.lit(`,"gf.id":`) && p.rawAttrs(&r.identity)
 	if !ok {
-		return Claims{}, false
+		return rawClaims{}, false
 	}
 	if p.lit(`,"gf.idt":true`) {
 		c.Typed = true
 	}
 	if !p.lit(`,"gf.key":`) || !p.str(&c.Key) {
-		return Claims{}, false
+		return rawClaims{}, false
 	}
 	if p.lit(`,"gf.crt":`) && !p.str(&c.Cert) {
-		return Claims{}, false
+		return rawClaims{}, false
 	}
 	if !p.lit(`}`) || p.i != len(p.s) {
-		return Claims{}, false
+		return rawClaims{}, false
 	}
-	return c, true
+	return r, true
 }
 
 type claimParser struct {
@@ -355,6 +379,34 @@ func (p *claimParser) bool(dst *bool) bool {
 	default:
 		return false
 	}
+	return true
+}
+
+// rawAttrs reads null or an object of string values, and sets dst to the
+// object as written ("" for null).
+func (p *claimParser) rawAttrs(dst *string) bool {
+	if p.lit("null") {
+		return true
+	}
+	start := p.i
+	if !p.lit("{") {
+		return false
+	}
+	if !p.lit("}") {
+		for {
+			var k, v string
+			if !p.str(&k) || !p.lit(":") || !p.str(&v) {
+				return false
+			}
+			if p.lit("}") {
+				break
+			}
+			if !p.lit(",") {
+				return false
+			}
+		}
+	}
+	*dst = p.s[start:p.i]
 	return true
 }
 
