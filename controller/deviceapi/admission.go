@@ -1,11 +1,15 @@
 package deviceapi
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/gitfleet/gitfleet/controller/reconcile"
 	"github.com/gitfleet/gitfleet/schema"
@@ -33,16 +37,39 @@ import (
 // others with the same key or identity are in more, under that first
 // one. (A slice per key cost a million small objects more for a million
 // devices, for the collector to trace at every cycle.)
+//
+// Keys are the fingerprints' 32 bytes, kept in the map itself, and each
+// entry carries a hash of its manifest's identity: a poll's lookup then
+// touches the map and the manifest, not a key string and an identity map
+// elsewhere in a heap of a million devices (each a cache and TLB miss;
+// they were most of a poll's admission cost).
 type admission struct {
-	byKey      map[string]*schema.Device // by fingerprint, manifests with a key
-	byIdentity map[string]*schema.Device // by identityKey, trust-on-first-use manifests
+	byKey      map[[sha256.Size]byte]admEntry // by fingerprint, manifests with a key
+	oddKeys    map[string]*schema.Device      // keys that are not 64 hex digits, lower-cased (none in a valid fleet)
+	byIdentity map[string]*schema.Device      // by identityKey, trust-on-first-use manifests
 	more       map[*schema.Device][]*schema.Device
+}
+
+// admEntry is a manifest with a key, and idHash of its identity (0: it
+// lists none).
+type admEntry struct {
+	d  *schema.Device
+	id uint64
+}
+
+// idSeed keys idHash; per process, so no identity is made to collide.
+var idSeed = maphash.MakeSeed()
+
+// idHash is the hash of an identityKey; never 0 for an identity with
+// attributes.
+func idHash(key []byte) uint64 {
+	return maphash.Bytes(idSeed, key) | 1
 }
 
 func newAdmission(f *schema.Fleet) *admission {
 	a := &admission{}
 	if f == nil {
-		a.byKey, a.byIdentity = map[string]*schema.Device{}, map[string]*schema.Device{}
+		a.byKey, a.byIdentity = map[[sha256.Size]byte]admEntry{}, map[string]*schema.Device{}
 		return a
 	}
 	keyed, tofu := 0, 0
@@ -54,29 +81,56 @@ func newAdmission(f *schema.Fleet) *admission {
 			tofu++
 		}
 	}
-	a.byKey, a.byIdentity = make(map[string]*schema.Device, keyed), make(map[string]*schema.Device, tofu)
-	add := func(m map[string]*schema.Device, k string, d *schema.Device) {
-		first, ok := m[k]
-		if !ok {
-			m[k] = d
-			return
-		}
+	a.byKey, a.byIdentity = make(map[[sha256.Size]byte]admEntry, keyed), make(map[string]*schema.Device, tofu)
+	addMore := func(first, d *schema.Device) {
 		if a.more == nil {
 			a.more = map[*schema.Device][]*schema.Device{}
 		}
 		a.more[first] = append(a.more[first], d)
 	}
+	add := func(m map[string]*schema.Device, k string, d *schema.Device) {
+		if first, ok := m[k]; ok {
+			addMore(first, d)
+			return
+		}
+		m[k] = d
+	}
+	var buf [256]byte
 	for i := range f.Devices {
 		d := &f.Devices[i]
 		switch {
 		case d.Spec.PublicKeySHA256 != "":
-			add(a.byKey, strings.ToLower(d.Spec.PublicKeySHA256), d)
+			fp, ok := fingerprint(d.Spec.PublicKeySHA256)
+			if !ok {
+				if a.oddKeys == nil {
+					a.oddKeys = map[string]*schema.Device{}
+				}
+				add(a.oddKeys, strings.ToLower(d.Spec.PublicKeySHA256), d)
+				continue
+			}
+			if first, ok := a.byKey[fp]; ok {
+				addMore(first.d, d)
+				continue
+			}
+			e := admEntry{d: d}
+			if len(d.Spec.Identity) > 0 {
+				e.id = idHash(identityKey(buf[:0], d.Spec.Identity))
+			}
+			a.byKey[fp] = e
 		case len(d.Spec.Identity) > 0 && d.Spec.TrustOnFirstUse:
-			var buf [256]byte
 			add(a.byIdentity, string(identityKey(buf[:0], d.Spec.Identity)), d)
 		}
 	}
 	return a
+}
+
+// fingerprint decodes a key fingerprint (64 hex digits, either case).
+func fingerprint(s string) (fp [sha256.Size]byte, ok bool) {
+	if len(s) != 2*sha256.Size {
+		return fp, false
+	}
+	_, err := hex.Decode(fp[:], unsafe.Slice(unsafe.StringData(s), len(s)))
+	return fp, err == nil
 }
 
 // admit returns the manifest that admits a device with this identity
@@ -87,7 +141,7 @@ func newAdmission(f *schema.Fleet) *admission {
 func (a *admission) admit(identity Attributes, typed bool, fp string) *schema.Device {
 	var buf [256]byte
 	var key []byte
-	if !typed && len(a.byIdentity) > 0 {
+	if !typed {
 		key = identityKey(buf[:0], identity)
 	}
 	return a.lookup(fp, func(id map[string]string) bool { return !typed && maps.Equal(id, identity) }, key)
@@ -107,17 +161,31 @@ func (a *admission) admitRaw(identity string, fp string) *schema.Device {
 }
 
 // lookup is the search of admit: the manifests with key fp whose identity
-// is none or the device's (equal), and the trust-on-first-use manifests
-// with the device's identityKey (idKey; nil for none), the first of them.
+// is none or the device's, and the trust-on-first-use manifests with the
+// device's identityKey (idKey; nil when no identity can equal), the first
+// of them. The usual manifest (its key's only one) is compared by idHash;
+// equal compares the rare others.
 func (a *admission) lookup(fp string, equal func(map[string]string) bool, idKey []byte) *schema.Device {
 	var best *schema.Device
 	keyed := func(d *schema.Device) {
-		if len(d.Spec.Identity) == 0 || equal(d.Spec.Identity) {
+		if len(d.Spec.Identity) == 0 || idKey != nil && equal(d.Spec.Identity) {
 			best = first(best, d)
 		}
 	}
-	if d := a.byKey[strings.ToLower(fp)]; d != nil {
-		keyed(d)
+	var d *schema.Device
+	if k, ok := fingerprint(fp); ok {
+		if e, ok := a.byKey[k]; ok {
+			d = e.d
+			if e.id == 0 || idKey != nil && e.id == idHash(idKey) {
+				best = d
+			}
+		}
+	} else if a.oddKeys != nil {
+		if d = a.oddKeys[strings.ToLower(fp)]; d != nil {
+			keyed(d)
+		}
+	}
+	if d != nil && a.more != nil {
 		for _, o := range a.more[d] {
 			keyed(o)
 		}

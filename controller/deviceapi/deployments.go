@@ -136,7 +136,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			"device_type", req.DeviceType, "declared", want)
 		return c.NoContent(http.StatusNoContent)
 	}
-	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides}
+	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides, Declared: s.manifest}
 	declared := 0
 	if s.snap.Fleet != nil {
 		declared = len(s.snap.Fleet.Devices)
@@ -148,7 +148,7 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 	}
 	// The stored inventory matters only when a rollout selects on it; most
 	// polls skip the read (one store round trip fewer on the hot path).
-	if ni, ok := plan.(interface{ NeedsInventory(string) bool }); !ok || ni.NeedsInventory(name) {
+	if ni, ok := plan.(interface{ NeedsInventoryOf(*rollout.Device) bool }); !ok || ni.NeedsInventoryOf(dev) {
 		rec, err := a.opts.Store.Device(ctx, s.claims.Subject)
 		switch {
 		case errors.Is(err, store.ErrNotFound):

@@ -396,6 +396,16 @@ func readBody(c *echo.Context, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 	}
+	if n := r.ContentLength; n >= 0 {
+		// The usual body, of a declared length (the server reads no
+		// more of it): one buffer of its size, where io.ReadAll's first
+		// is 512 bytes and a poll's body some 100.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, echo.NewHTTPError(http.StatusBadRequest, "the request body could not be read completely")
+		}
+		return b, nil
+	}
 	b, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, limit))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 	_ "time/tzdata" // windows decide the same on every machine, whatever its zoneinfo
+	"unsafe"
 
 	"github.com/gitfleet/gitfleet/controller/store"
 	"github.com/gitfleet/gitfleet/schema"
@@ -21,6 +22,7 @@ import (
 type Plan struct {
 	fleet    *schema.Fleet    // what it was compiled from (CompileFrom)
 	devices  map[string]int32 // declared device name → index
+	unique   bool             // no name declared twice: Device.Declared is trusted (index)
 	certs    bool             // the fleet declares DeviceCAs: see deviceca.go
 	rollouts []*plan          // priority order: highest first, then by name
 	byName   map[string]*plan
@@ -127,6 +129,7 @@ func CompileFrom(prev *Plan, fleet *schema.Fleet, records []store.RolloutRecord)
 			}
 		}
 	}
+	p.unique = len(p.devices) == len(fleet.Devices)
 	recs := make(map[string]*store.RolloutRecord, len(records))
 	for i := range records {
 		recs[records[i].Name] = &records[i]
@@ -402,11 +405,16 @@ func (pl *plan) targets(d *Device, i int) bool {
 // When it returns false, Route and Next ignore Device.Inventory, so a
 // caller can skip reading it.
 func (p *Plan) NeedsInventory(id string) bool {
-	x, ok := p.devices[id]
-	if !ok {
+	return p.NeedsInventoryOf(&Device{ID: id})
+}
+
+// NeedsInventoryOf is NeedsInventory for d, which it finds by
+// d.Declared when set.
+func (p *Plan) NeedsInventoryOf(d *Device) bool {
+	i := p.index(d)
+	if i < 0 {
 		return p.certs // a device admitted by a DeviceCA: selectors decide
 	}
-	i := int(x)
 	for _, pl := range p.rollouts {
 		if pl.yes.has(i) {
 			return false
@@ -423,12 +431,26 @@ func (p *Plan) NeedsInventory(id string) bool {
 	return false
 }
 
+// index returns d's position among the fleet's declared devices, or -1
+// when none declares it: by d.Declared when it is the fleet's own
+// declaration of d.ID (no lookup), by name otherwise.
+func (p *Plan) index(d *Device) int {
+	if m := d.Declared; m != nil && p.unique && len(p.fleet.Devices) > 0 {
+		ds := p.fleet.Devices
+		off := uintptr(unsafe.Pointer(m)) - uintptr(unsafe.Pointer(&ds[0]))
+		if i := off / unsafe.Sizeof(ds[0]); i < uintptr(len(ds)) && &ds[i] == m && m.Name == d.ID {
+			return int(i)
+		}
+	}
+	if x, ok := p.devices[d.ID]; ok {
+		return int(x)
+	}
+	return -1
+}
+
 // route returns the rollout d follows, or nil.
 func (p *Plan) route(d *Device) *plan {
-	i := -1
-	if x, ok := p.devices[d.ID]; ok {
-		i = int(x)
-	}
+	i := p.index(d)
 	if i < 0 {
 		return p.routeUndeclared(d)
 	}

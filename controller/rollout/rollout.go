@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gitfleet/gitfleet/controller/store"
+	"github.com/gitfleet/gitfleet/schema"
 )
 
 // A Device is what a polling device is known by and what it said.
@@ -28,6 +29,12 @@ type Device struct {
 	// other provides such as rootfs-image.version (device_provides of
 	// deployments/next, or the inventory when the client sends none).
 	Provides map[string]string
+
+	// Declared, when set, is the Device manifest that admitted the
+	// device: a Plan of the fleet it belongs to finds the device by it,
+	// without looking ID up among a million names. (Any other value is
+	// ignored: the Plan then looks ID up.)
+	Declared *schema.Device
 }
 
 // Action says what the caller does with a [Decision].
