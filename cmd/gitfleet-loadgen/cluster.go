@@ -104,11 +104,11 @@ func runCluster(ctx context.Context, c config, dir string, procs *procs) error {
 	for _, s := range reps {
 		s.pool = pool
 	}
-	deps, err := seedDeployments(ctx, addr, f, c.seeders)
+	deps, err := seedDeployments(ctx, addr, f, c.seeders, strings.TrimPrefix(repo, "file://"))
 	if err != nil {
 		return err
 	}
-	toks, err := prepareTokens(ctx, addr, reps[0], f, deps.probe, c.authSample)
+	toks, err := prepareTokens(ctx, addr, reps[0], nil, f, deps.probe, c.authSample)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ type driveOptions struct {
 	// addrs, when set, are several servers (replicas behind a
 	// round-robin balancer): client w polls addrs[w%len(addrs)].
 	addrs []string
-	// pki gives client certificates (mtls) to servers that ask.
+	// pki gives client certificates (mtls; every mode with pki.always)
+	// to servers that ask.
 	pki      *clientPKI
 	ca       *x509.CertPool
 	clients  int
@@ -74,7 +75,7 @@ func transport(o driveOptions, dials *atomic.Int64) *http.Transport {
 		t.DisableKeepAlives = true
 		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
-	if o.mode == "mtls" && o.pki != nil {
+	if o.pki != nil && (o.mode == "mtls" || o.pki.always) {
 		t.TLSClientConfig.GetClientCertificate = o.pki.getClientCertificate
 	}
 	return t

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,9 +27,16 @@ import (
 // fleet names the simulated devices: device i is declared as d<i> with
 // the identity {mac: 02:xx:xx:xx:xx:xx} (i in the last three bytes) and
 // an Ed25519 key derived from its name.
+//
+// In a DeviceCA fleet (ca set, -device-ca) no device is declared: device
+// i holds a client certificate of the DeviceCA ca with subject serial
+// number d<i> and certificate serial certBase+i, for its Ed25519 key, so
+// the controller admits it as "<ca>-d<i>" with the identity {serial: d<i>}
+// (deviceCAYAML).
 type fleet struct {
 	n      int
-	lists  bool // declared in device-list files (*.devices) rather than Device manifests
+	lists  bool   // declared in device-list files (*.devices) rather than Device manifests
+	ca     string // the DeviceCA that admits every device; "" when they are declared in Git
 	fpOnce sync.Once
 	fps    [][sha256.Size]byte // by device, computed once
 }
@@ -44,7 +52,43 @@ func (f *fleet) name(i int) string { return fmt.Sprintf("d%07d", i) }
 func (f *fleet) mac(i int) string {
 	return fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)
 }
-func (f *fleet) identity(i int) deviceapi.Attributes { return deviceapi.Attributes{"mac": f.mac(i)} }
+
+// identity is device i's id_data: its MAC address, or in a DeviceCA fleet
+// the attribute the DeviceCA reads from its certificate.
+func (f *fleet) identity(i int) deviceapi.Attributes {
+	if f.ca != "" {
+		return deviceapi.Attributes{caIdentityAttr: f.name(i)}
+	}
+	return deviceapi.Attributes{"mac": f.mac(i)}
+}
+
+// device is the name the controller knows device i by (rollout.Device.ID,
+// the device argument of store.Admit and Report, what rollout.Key hashes):
+// its name in Git, or "<DeviceCA>-<serial>" as schema.DeviceCA.Identify
+// names a device a DeviceCA admits.
+func (f *fleet) device(i int) string {
+	if f.ca != "" {
+		return f.ca + "-" + f.name(i)
+	}
+	return f.name(i)
+}
+
+// certBase is the certificate serial number of device 0 of a DeviceCA
+// fleet (the polling clients' certificates have serials from 1000).
+const certBase = 1 << 32
+
+// certSerial is device i's certificate serial number in a DeviceCA fleet.
+func (f *fleet) certSerial(i int) *big.Int { return big.NewInt(certBase + int64(i)) }
+
+// certClaim is the gf.crt claim of device i's token in a DeviceCA fleet,
+// "<DeviceCA>/<serial in lowercase hex>" as the device API writes it after
+// admitting the certificate; "" in a fleet declared in Git.
+func (f *fleet) certClaim(i int) string {
+	if f.ca == "" {
+		return ""
+	}
+	return f.ca + "/" + schema.SerialHex(f.certSerial(i))
+}
 
 // id is the controller's device ID (deviceapi.DeviceID of the identity).
 func (f *fleet) id(i int) string { return deviceapi.DeviceID(f.identity(i)) }
@@ -125,9 +169,10 @@ func checksYAML(n int) []byte {
 
 // writeRepo writes the fleet repository (Device manifests, a signing key,
 // a signed artifact's manifest, the rollout and, with checks > 0, that
-// many MonitorChecks) and commits it with git; the artifact file goes to a
-// separate artifact store. It returns the repository's file:// URL and the
-// store directory.
+// many MonitorChecks; with pki, the test CA as a DeviceCA) and commits it
+// with git; the artifact file goes to a separate artifact store. A
+// DeviceCA fleet (f.ca) declares no device at all. It returns the
+// repository's file:// URL and the store directory.
 func writeRepo(ctx context.Context, dir string, f *fleet, checks int, pki *clientPKI) (repoURL, storeDir string, err error) {
 	repo, storeDir := filepath.Join(dir, "repo"), filepath.Join(dir, "artifacts")
 	for _, d := range []string{filepath.Join(repo, "devices"), filepath.Join(repo, "fleet"), storeDir} {
@@ -136,8 +181,15 @@ func writeRepo(ctx context.Context, dir string, f *fleet, checks int, pki *clien
 		}
 	}
 	write := func(name string, data []byte) error { return os.WriteFile(filepath.Join(repo, name), data, 0o644) }
+	if f.ca != "" && pki == nil {
+		return "", "", fmt.Errorf("a DeviceCA fleet needs the test CA (clientPKI)")
+	}
+	declared := f.n
+	if f.ca != "" {
+		declared = 0 // admitted by the DeviceCA, declared nowhere
+	}
 	var b bytes.Buffer
-	for i := 0; i < f.n; i++ {
+	for i := 0; i < declared; i++ {
 		switch {
 		case i%devicesPerManifest != 0:
 		case f.lists:
@@ -150,7 +202,7 @@ func writeRepo(ctx context.Context, dir string, f *fleet, checks int, pki *clien
 		} else {
 			fmt.Fprintf(&b, "    - {name: %s, identity: {mac: %q}, trustOnFirstUse: true, deviceType: sim}\n", f.name(i), f.mac(i))
 		}
-		if (i+1)%devicesPerManifest == 0 || i+1 == f.n {
+		if (i+1)%devicesPerManifest == 0 || i+1 == declared {
 			ext := ".yaml"
 			if f.lists {
 				ext = schema.DeviceListExt

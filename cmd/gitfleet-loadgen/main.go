@@ -183,6 +183,7 @@ type config struct {
 	startTimeout   time.Duration
 	reloads        int
 	deviceLists    bool
+	deviceCA       bool
 	cluster        bool
 	restart        bool
 	warmTokens     bool
@@ -219,6 +220,7 @@ func main() {
 	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn,mtls", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll), mtls (a TLS handshake with a client certificate per poll)")
 	flag.IntVar(&c.reloads, "reloads", 3, "commits changing the rollout after the polls, each timed until gitfleet serve serves it (0: none)")
 	flag.BoolVar(&c.deviceLists, "device-lists", false, "declare the devices in device-list files (devices/*.devices, one device a line) instead of Device manifests")
+	flag.BoolVar(&c.deviceCA, "device-ca", false, "declare no device in Git but a DeviceCA (a test CA) admitting every device by its client certificate; Redis holds the devices as the controller records certificate-admitted ones, and every device connection presents a client certificate (see the package doc)")
 	flag.BoolVar(&c.warmTokens, "warm-tokens", false, "before the modes, poll every device once, so that the controller has seen every token (a fleet that has been polling for a while) instead of mostly first polls")
 	flag.BoolVar(&c.restart, "restart", true, "after the reloads, restart gitfleet serve on its data directory (the clone already there) and report how long until it serves the fleet, its CPU and peak RSS")
 	flag.StringVar(&c.profile, "profile", "", "directory where gitfleet serve's CPU profile of each mode (MODE.pprof), of the restart (restart.pprof) and its heap after the polls (heap.pprof) are saved")
@@ -262,6 +264,10 @@ func main() {
 		}
 	} else {
 		c.checks = 0
+	}
+	if c.deviceCA && (c.cluster || c.alerts || c.deviceLists) {
+		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -device-ca measures the poll benchmark of one controller; leave out -cluster, -alerts and -device-lists (the DeviceCA fleet declares no device)")
+		os.Exit(2)
 	}
 	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 {
 		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -devices, -clients, -seeders and -duration must be positive")
@@ -332,6 +338,9 @@ type env struct {
 func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error) {
 	e := &env{fleet: newFleet(c.devices)}
 	e.fleet.lists = c.deviceLists
+	if c.deviceCA {
+		e.fleet.ca = caName
+	}
 
 	// 1. Redis and the device records.
 	rd, err := startRedis(ctx, procs, filepath.Join(dir, "redis"), "--hash-max-listpack-value", "1024")
@@ -347,7 +356,9 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 		if err != nil {
 			return nil, err
 		}
-		m, err := seed(ctx, rd2.addr, newFleet(min(c.compareDevices, c.devices)), c.seeders, "Redis defaults")
+		cf := newFleet(min(c.compareDevices, c.devices))
+		cf.ca = e.fleet.ca
+		m, err := seed(ctx, rd2.addr, cf, c.seeders, "Redis defaults")
 		if err != nil {
 			return nil, err
 		}
@@ -357,16 +368,21 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 
 	// 2. The fleet repository and artifact store.
 	start := time.Now()
-	if !c.alerts && slices.Contains(strings.Split(strings.ReplaceAll(c.modes, " ", ""), ","), "mtls") {
+	if c.deviceCA || !c.alerts && slices.Contains(strings.Split(strings.ReplaceAll(c.modes, " ", ""), ","), "mtls") {
 		if e.pki, err = newClientPKI(dir, c.clients); err != nil {
 			return nil, err
 		}
+		e.pki.always = c.deviceCA
 	}
 	repo, store, err := writeRepo(ctx, filepath.Join(dir, "fleet"), e.fleet, c.checks, e.pki)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("fleet repository with %d declared devices written and committed in %s\n", c.devices, time.Since(start).Round(time.Millisecond))
+	if c.deviceCA {
+		fmt.Printf("fleet repository with DeviceCA %s and no declared device written and committed in %s\n", caName, time.Since(start).Round(time.Millisecond))
+	} else {
+		fmt.Printf("fleet repository with %d declared devices written and committed in %s\n", c.devices, time.Since(start).Round(time.Millisecond))
+	}
 
 	// 3. gitfleet serve.
 	bin := c.gitfleet
@@ -380,12 +396,12 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 	}
 
 	// The rollout's progress: canary and half done, a few in flight.
-	if e.deps, err = seedDeployments(ctx, rd.addr, e.fleet, c.seeders); err != nil {
+	if e.deps, err = seedDeployments(ctx, rd.addr, e.fleet, c.seeders, e.srv.repo); err != nil {
 		return nil, err
 	}
 
 	// 4. Tokens.
-	if e.toks, err = prepareTokens(ctx, rd.addr, e.srv, e.fleet, e.deps.probe, c.authSample); err != nil {
+	if e.toks, err = prepareTokens(ctx, rd.addr, e.srv, e.pki, e.fleet, e.deps.probe, c.authSample); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -393,14 +409,20 @@ func setup(ctx context.Context, c config, dir string, procs *procs) (*env, error
 
 // runPolls is step 5 of the package doc and the poll benchmark's report.
 func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
-	ceil, err := startCeiling(ctx, procs, e.srv.certFile, e.srv.keyFile, "")
+	rd, srv, deps, toks := e.rd, e.srv, e.deps, e.toks
+	pki := e.pki
+	// With -device-ca every device presents its certificate, so the
+	// ceiling asks for and verifies one in every mode, as gitfleet does.
+	clientCA := ""
+	if c.deviceCA {
+		clientCA = pki.caFile
+	}
+	ceil, err := startCeiling(ctx, procs, e.srv.certFile, e.srv.keyFile, clientCA)
 	if err != nil {
 		return err
 	}
-	rd, srv, deps, toks := e.rd, e.srv, e.deps, e.toks
-	pki := e.pki
 	if c.warmTokens {
-		if err := warmTokens(ctx, srv, toks, c.clients); err != nil {
+		if err := warmTokens(ctx, srv, pki, toks, c.clients); err != nil {
 			return err
 		}
 	}
@@ -412,7 +434,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			return fmt.Errorf("unknown mode %q (give %s)", mode, strings.Join(pollModes, ", "))
 		}
 		ceilAddr := ceil.addr
-		if mode == "mtls" {
+		if mode == "mtls" && !c.deviceCA {
 			if mceil == nil {
 				if mceil, err = startCeiling(ctx, procs, srv.certFile, srv.keyFile, pki.caFile); err != nil {
 					return err
@@ -444,7 +466,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 				perPoll = fmt.Sprintf(", %d answered 200, gitfleet serve CPU %s per poll, Redis per poll: %s",
 					r.offered, fmtDur(r.cpuPerPoll), perPollStats(before, after, r.all))
 			}
-			if mode == "mtls" {
+			if mode == "mtls" || c.deviceCA {
 				perPoll += fmt.Sprintf(", client certificate asked for in %d of %d handshakes", r.asked, r.conns)
 			}
 			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
@@ -455,8 +477,8 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			if target.name == "gitfleet" && r.offered == 0 && r.all*int64(deps.inFlight) >= 20*int64(c.devices) {
 				return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
 			}
-			if mode == "mtls" && target.name == "ceiling" && r.asked < r.conns {
-				return fmt.Errorf("mtls: the ceiling server asked for a client certificate in only %d of %d handshakes", r.asked, r.conns)
+			if (mode == "mtls" || c.deviceCA) && target.name == "ceiling" && r.asked < r.conns {
+				return fmt.Errorf("%s: the ceiling server asked for a client certificate in only %d of %d handshakes", mode, r.asked, r.conns)
 			}
 			results = append(results, r)
 		}
@@ -465,7 +487,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	if c.profile != "" {
 		profileAsync(ctx, srv.debug, "heap", filepath.Join(c.profile, "heap.pprof"))()
 	}
-	reports, err := measureReports(ctx, srv, rd.addr, toks, deps.inFlightIdx)
+	reports, err := measureReports(ctx, srv, pki, rd.addr, toks, deps.inFlightIdx)
 	if err != nil {
 		return err
 	}
@@ -489,8 +511,12 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	// Report.
 	srv = &first
 	fmt.Println()
-	fmt.Printf("gitfleet-loadgen report: %d devices registered in Redis and declared in Git, %d clients, %s per run, %d CPUs\n",
-		c.devices, c.clients, c.duration, runtime.NumCPU())
+	fleetIs := fmt.Sprintf("%d devices registered in Redis and declared in Git", c.devices)
+	if c.deviceCA {
+		fleetIs = fmt.Sprintf("behind a DeviceCA, %d devices registered in Redis", c.devices)
+	}
+	fmt.Printf("gitfleet-loadgen report: %s, %d clients, %s per run, %d CPUs\n",
+		fleetIs, c.clients, c.duration, runtime.NumCPU())
 	fmt.Printf("%-10s %12s %12s %7s %9s %9s %9s %9s  %s\n", "mode", "ceiling/s", "gitfleet/s", "ratio", "p50", "p99", "CPU/poll", "goal", "")
 	for i := 0; i+1 < len(results); i += 2 {
 		ce, gf := results[i], results[i+1]
@@ -505,7 +531,7 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			verdict = "NOT met"
 		}
 		note := ""
-		if gf.mode == "mtls" && gf.asked < gf.conns {
+		if (gf.mode == "mtls" || c.deviceCA) && gf.asked < gf.conns {
 			note = fmt.Sprintf("; gitfleet asked for the client certificate in %d of %d handshakes", gf.asked, gf.conns)
 		}
 		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
@@ -516,8 +542,12 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		fmt.Printf("                         %s\n", e.memDefault)
 	}
 	fmt.Printf("                         + %s\n", deps)
-	fmt.Printf("gitfleet serve: ready in %s with %d declared devices; RSS %d MiB after the polls (peak %d MiB)\n",
-		srv.ready.Round(time.Millisecond), c.devices, rss>>20, peak>>20)
+	declared := fmt.Sprintf("%d declared devices", c.devices)
+	if c.deviceCA {
+		declared = fmt.Sprintf("a DeviceCA and %d devices in Redis", c.devices)
+	}
+	fmt.Printf("gitfleet serve: ready in %s with %s; RSS %d MiB after the polls (peak %d MiB)\n",
+		srv.ready.Round(time.Millisecond), declared, rss>>20, peak>>20)
 	if restart != nil {
 		verdict := "met"
 		if restart.ready >= 5*time.Second || restart.hwm >= 1<<30 {
@@ -529,12 +559,23 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	fmt.Printf("status reports (%d, installing, rebooting, success): %.0f/s from 8 clients, gitfleet serve CPU %s each, Redis %s\n",
 		reports.n, reports.rate, fmtDur(reports.cpu), reports.cmds)
 	for i, r := range reloads {
-		fmt.Printf("commit %d changing the rollout: live after %s (gitfleet serve CPU %s; RSS peak %d MiB)\n",
-			i+1, r.took.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.peak>>20)
+		goal := ""
+		if c.deviceCA {
+			goal = "; goal < 0.5s: met"
+			if r.took >= 500*time.Millisecond {
+				goal = "; goal < 0.5s: NOT met"
+			}
+		}
+		fmt.Printf("commit %d changing the rollout: live after %s (gitfleet serve CPU %s; RSS peak %d MiB)%s\n",
+			i+1, r.took.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.peak>>20, goal)
 	}
 	if toks.authRate > 0 {
-		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients): %.0f/s, gitfleet serve CPU %s each\n",
-			toks.authN, authClients, toks.authRate, fmtDur(toks.authCPU))
+		how := ""
+		if c.deviceCA {
+			how = ", each on a new mutual-TLS connection with the device's certificate"
+		}
+		fmt.Printf("signed auth requests (Ed25519, %d devices, %d clients%s): %.0f/s, gitfleet serve CPU %s each\n",
+			toks.authN, authClients, how, toks.authRate, fmtDur(toks.authCPU))
 	}
 	return nil
 }

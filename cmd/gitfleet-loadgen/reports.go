@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,10 +27,11 @@ type reportCost struct {
 // poll for its deployment ID, then the reports of reportStates, from 8
 // clients over kept-alive connections. The CPU gitfleet serve spends
 // meanwhile, polls included (one per device), over the reports is the
-// per-report cost.
-func measureReports(ctx context.Context, srv *server, redisAddr string, toks *tokens, idx []int) (reportCost, error) {
+// per-report cost. With pki.always (-device-ca) the connections present
+// client certificates of the test CA.
+func measureReports(ctx context.Context, srv *server, pki *clientPKI, redisAddr string, toks *tokens, idx []int) (reportCost, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: srv.pool}, MaxIdleConnsPerHost: 8}}
+		TLSClientConfig: deviceTLS(srv.pool, pki), MaxIdleConnsPerHost: 8}}
 	base := "https://" + srv.addr
 	before, _ := commandStats(ctx, redisAddr)
 	cpu0 := cpuOf(srv.proc.Process.Pid)

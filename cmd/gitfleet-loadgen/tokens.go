@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -46,14 +47,36 @@ type tokens struct {
 // requests (and checks that probe, a device in flight, is offered the
 // artifact, so the artifact is synced), then mints a token for every
 // device as the device API issues them, with the key it shares through
-// the store, and checks that the controller takes a minted token.
-func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet, probe, sample int) (*tokens, error) {
+// the store, and checks that a minted token carries exactly the claims of
+// the token the controller issued to the same device and that the
+// controller takes a minted token.
+//
+// In a DeviceCA fleet (f.ca) each device of the sample authenticates over
+// a TLS connection of its own on which it presents its certificate
+// (pki.deviceCert: its key, its serial), as a device the DeviceCA admits
+// does, and the tokens carry the gf.crt claim the controller then issues.
+func prepareTokens(ctx context.Context, redisAddr string, srv *server, pki *clientPKI, f *fleet, probe, sample int) (*tokens, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: srv.pool}, MaxIdleConnsPerHost: authClients}}
+		TLSClientConfig: deviceTLS(srv.pool, pki), MaxIdleConnsPerHost: authClients}}
 	base := "https://" + srv.addr
 	out := &tokens{all: make([]string, f.n)}
+	auth := func(i int) (string, error) { return authenticate(ctx, client, base, f, i) }
+	if f.ca != "" {
+		if pki == nil {
+			return nil, fmt.Errorf("a DeviceCA fleet needs the test CA to issue device certificates")
+		}
+		auth = func(i int) (string, error) {
+			cert, err := pki.deviceCert(f, i)
+			if err != nil {
+				return "", err
+			}
+			tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: srv.pool, Certificates: []tls.Certificate{cert}}}
+			defer tr.CloseIdleConnections()
+			return authenticate(ctx, &http.Client{Timeout: 10 * time.Second, Transport: tr}, base, f, i)
+		}
+	}
 
-	tok, err := authenticate(ctx, client, base, f, probe)
+	tok, err := auth(probe)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +116,7 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 					if j >= len(idx) {
 						return
 					}
-					t, err := authenticate(ctx, client, base, f, idx[j])
+					t, err := auth(idx[j])
 					if err != nil {
 						once.Do(func() { firstErr = err })
 						return
@@ -140,6 +163,11 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 	}
 	wg.Wait()
 	fmt.Printf("%d tokens minted in %s\n", f.n, time.Since(start).Round(time.Millisecond))
+	// The probe's token is the controller's own: a token minted for the
+	// same device must say the same.
+	if err := sameClaims(tok, mint(key, f, probe, time.Now())); err != nil {
+		return nil, fmt.Errorf("a minted token is not what the controller issues to device %s: %w; has the device API's token format changed?", f.name(probe), err)
+	}
 	minted := slices.IndexFunc(out.all, func(t string) bool { return t != "" && t != tok })
 	if minted < 0 {
 		minted = 0
@@ -153,7 +181,8 @@ func prepareTokens(ctx context.Context, redisAddr string, srv *server, f *fleet,
 
 // mint makes the token the device API issues to device i (see
 // controller/deviceapi/token.go): HS256 over the claims, with identity and
-// key fingerprint as private claims.
+// key fingerprint as private claims, and in a DeviceCA fleet the
+// certificate's "<DeviceCA>/<serial>" (gf.crt) as admitCert returns it.
 func mint(key []byte, f *fleet, i int, now time.Time) string {
 	id := f.id(i)
 	jti := make([]byte, 16)
@@ -163,7 +192,7 @@ func mint(key []byte, f *fleet, i int, now time.Time) string {
 	// a map would give, is still accepted, by the slower encoding/json).
 	claims, _ := json.Marshal(deviceapi.Claims{
 		Subject: id, ID: hex.EncodeToString(jti), IssuedAt: now.Unix(), Expires: now.Add(7 * 24 * time.Hour).Unix(),
-		Issuer: "gitfleet", Device: true, Identity: f.identity(i), Key: f.fingerprint(i),
+		Issuer: "gitfleet", Device: true, Identity: f.identity(i), Key: f.fingerprint(i), Cert: f.certClaim(i),
 	})
 	header, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT"})
 	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
@@ -215,4 +244,55 @@ func poll(ctx context.Context, c *http.Client, base, token string) (int, []byte,
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return resp.StatusCode, b, err
+}
+
+// sameClaims checks that two tokens have the same header and the same
+// claims but for the ones that differ between any two tokens of a device
+// (jti, iat, exp), and the same lifetime (exp − iat).
+func sameClaims(issued, minted string) error {
+	decode := func(tok string) (string, map[string]any, error) {
+		parts := strings.Split(tok, ".")
+		if len(parts) != 3 {
+			return "", nil, fmt.Errorf("token %.20q… is not three dot-separated parts", tok)
+		}
+		b, err := base64.RawURLEncoding.DecodeString(parts[1])
+		if err != nil {
+			return "", nil, fmt.Errorf("token payload: %w", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			return "", nil, fmt.Errorf("token payload: %w", err)
+		}
+		return parts[0], m, nil
+	}
+	h1, c1, err := decode(issued)
+	if err != nil {
+		return err
+	}
+	h2, c2, err := decode(minted)
+	if err != nil {
+		return err
+	}
+	if h1 != h2 {
+		return fmt.Errorf("header %s, minted %s", h1, h2)
+	}
+	life := func(c map[string]any) float64 {
+		exp, _ := c["exp"].(float64)
+		iat, _ := c["iat"].(float64)
+		return exp - iat
+	}
+	if l1, l2 := life(c1), life(c2); l1 != l2 {
+		return fmt.Errorf("lifetime %.0f s, minted %.0f s", l1, l2)
+	}
+	for _, c := range []map[string]any{c1, c2} {
+		delete(c, "jti")
+		delete(c, "iat")
+		delete(c, "exp")
+	}
+	if !reflect.DeepEqual(c1, c2) {
+		j1, _ := json.Marshal(c1)
+		j2, _ := json.Marshal(c2)
+		return fmt.Errorf("claims %s, minted %s", j1, j2)
+	}
+	return nil
 }

@@ -18,8 +18,11 @@ import (
 // polling for a while (devices keep a token for a week and poll every 30
 // minutes), instead of the first poll of nearly every device that a short
 // run at 1,000,000 devices otherwise measures.
-func warmTokens(ctx context.Context, srv *server, toks *tokens, clients int) error {
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: srv.pool}, MaxIdleConnsPerHost: clients, ForceAttemptHTTP2: false,
+//
+// With pki.always (-device-ca) the connections present client
+// certificates of the test CA, as the devices' do.
+func warmTokens(ctx context.Context, srv *server, pki *clientPKI, toks *tokens, clients int) error {
+	tr := &http.Transport{TLSClientConfig: deviceTLS(srv.pool, pki), MaxIdleConnsPerHost: clients, ForceAttemptHTTP2: false,
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
