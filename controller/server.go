@@ -219,14 +219,26 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 }
 
 // stallWriter moves the connection's write deadline forward before every
-// write, so a response may take as long as it needs while bytes flow.
+// write, so a response may take as long as it needs while bytes flow:
+// every write has at least three quarters of the stall allowance. (It
+// moves the deadline only when a quarter of the allowance has passed
+// since it last did: setting a deadline costs a timer update, and a poll
+// writes its header and body within microseconds.)
 type stallWriter struct {
 	http.ResponseWriter
 	rc    *http.ResponseController
 	stall time.Duration
+	set   time.Time // when the deadline was last moved
 }
 
-func (w *stallWriter) extend() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.stall)) }
+func (w *stallWriter) extend() {
+	now := time.Now()
+	if !w.set.IsZero() && now.Sub(w.set) < w.stall/4 {
+		return
+	}
+	w.set = now
+	_ = w.rc.SetWriteDeadline(now.Add(w.stall))
+}
 
 func (w *stallWriter) WriteHeader(code int) {
 	w.extend()

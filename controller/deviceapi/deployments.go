@@ -136,7 +136,8 @@ func (a *API) next(c *echo.Context, req NextRequest) error {
 			"device_type", req.DeviceType, "declared", want)
 		return c.NoContent(http.StatusNoContent)
 	}
-	dev := &rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides, Declared: s.manifest}
+	s.dev = rollout.Device{ID: name, Identity: s.claims.Identity, DeviceType: req.DeviceType, Provides: req.Provides, Declared: s.manifest}
+	dev := &s.dev
 	declared := 0
 	if s.snap.Fleet != nil {
 		declared = len(s.snap.Fleet.Devices)

@@ -337,6 +337,7 @@ type session struct {
 	claims   Claims
 	manifest *schema.Device
 	snap     *reconcile.Snapshot
+	dev      rollout.Device // a poll's device (next), allocated with the session
 }
 
 const sessionKey = "gitfleet.device"
