@@ -10,19 +10,31 @@
 //     Mender inventory, -seeders at once), measuring INFO used_memory
 //     before and after; then the same for -compare-devices devices in a
 //     second redis-server with Redis's default hash-max-listpack-value
-//     (64), so both figures are reported;
+//     (64), so both figures are reported; with -device-ca, each device
+//     is recorded as the device API records one a DeviceCA admitted by
+//     its client certificate: identity {serial: d<i>} (the certificate's
+//     subject serial number), its ID derived from it, the certificate's
+//     key bound, accepted;
 //  2. writes a fleet repository declaring every device (Device manifests
 //     with spec.devices lists of 10,000, admitted by identity; with
 //     -device-lists, device-list files of 10,000 lines instead), a signed
 //     artifact and a rollout targeting the whole fleet in three phases:
 //     canary (10 devices), half (50 %), all (100 %, needs an approval);
 //     with the mtls mode, also a DeviceCA (a test CA made for the run);
+//     with -device-ca, that DeviceCA and no Device manifest or device
+//     list at all: the rollout's target (all) is then open to the
+//     devices the DeviceCA admits, each called loadgen-d<i>;
 //  3. starts `gitfleet serve` on 127.0.0.1 with that repository and Redis,
 //     waits until it serves the commit, then records the rollout's
 //     progress through the store API as the controller would have: every
 //     device of the canary and half phases (the ones the controller ranks
 //     there, by rollout.Key) admitted, all but 100 finished with success,
-//     and measures the Redis memory this adds. So a poll is by device:
+//     and measures the Redis memory this adds. With -device-ca the
+//     controller's own plan (rollout.Compile of the repository) decides,
+//     for devices asking in index order, who is admitted where: the
+//     canary (a count phase) takes the first ten that ask, the half phase
+//     (50 %) every later device whose rollout.Position is below 0.5, about
+//     half of them. So a poll is by device:
 //     finished (204), in flight (200 and the deployment again, with a
 //     presigned URL) or waiting for the approval of the last phase (204),
 //     each through the whole decision (route, progress, deployment,
@@ -31,7 +43,12 @@
 //     auth_requests; gitfleet serve's CPU per request is reported) and
 //     mints a token for every device with the key the controller shares
 //     through the store (the same JWT the device API issues), checking
-//     that the controller accepts minted tokens;
+//     that a minted token has the claims of the one the controller issued
+//     to the same device and that the controller accepts minted tokens;
+//     with -device-ca, each device of the sample authenticates on a TLS
+//     connection of its own presenting its certificate (its key, its
+//     serial), and the tokens carry the certificate as the controller
+//     issues them (gf.crt "loadgen/<serial in hex>");
 //  5. for each mode — kept-alive HTTP/1.1 connections, kept-alive HTTP/2,
 //     a new TLS connection (full handshake) per poll, and a new mutual-TLS
 //     connection per poll (mtls: each client presents a client
@@ -44,7 +61,14 @@
 //     latency, the ratio to the ceiling, gitfleet serve's CPU per poll
 //     and, for mtls, in how many handshakes each server asked for the
 //     client certificate (a controller that does not ask measures plain
-//     TLS: the report says so);
+//     TLS: the report says so); with -device-ca, every connection of
+//     every mode presents a client certificate of the test CA, as a
+//     device the DeviceCA admits presents its certificate on each TLS
+//     connection, and the ceiling asks for and verifies one in every
+//     mode too (newconn and mtls are then the same measurement). The
+//     controller does not bind a token to the connection's certificate
+//     (a token is enough on any connection), so the clients' certificates
+//     are the test CA's client certificates, not each polled device's;
 //  6. lets the 100 in-flight devices finish (a poll, then the status
 //     reports installing, rebooting, success): gitfleet serve's CPU and
 //     Redis commands per report;
@@ -57,6 +81,13 @@
 //     (the first start's "ready" includes cloning the repository), with
 //     its CPU and peak RSS until then, against the goal of < 5 s and
 //     < 1 GiB.
+//
+// With -device-ca the report's header says "behind a DeviceCA, N devices
+// registered in Redis", and each rollout commit is held against the goal
+// of being live in < 0.5 s. For the goal of a 1,000,000-device fleet
+// behind a DeviceCA:
+//
+//	go run ./cmd/gitfleet-loadgen -device-ca -devices 1000000
 //
 // With -warm-tokens, every device polls once before the modes, so that
 // the measured polls carry tokens the controller has seen, as in a fleet
