@@ -634,6 +634,51 @@ func TestVerifyDirectRefuses(t *testing.T) {
 	}
 }
 
+// A client certificate's token verifies directly too: not cached, its
+// identity its own, refused at its next call once its certificate is
+// revoked.
+func TestCertTokensVerifyDirectly(t *testing.T) {
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	now := time.Unix(1_800_000_000, 0)
+	snap := &reconcile.Snapshot{Fleet: &schema.Fleet{}}
+	a := newTokenAPI(now)
+	a.opts.Live = func() *reconcile.Snapshot { return snap }
+	claims := Claims{Subject: strings.Repeat("ef", 32), ID: "0123456789abcdef", IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(),
+		Issuer: tokenIssuer, Device: true, Identity: Attributes{"serial": "SN1", "site": "b"}, Key: strings.Repeat("cd", 32), Cert: "factory/1f"}
+	tok, err := signToken(key, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]bool{}
+	a.tokens.setRevoked(func(cert string) bool { return revoked[cert] })
+	for range 2 {
+		got, err := a.verify(key, tok)
+		if err != nil || !reflect.DeepEqual(got, claims) {
+			t.Fatalf("certificate token: %+v, %v; want %+v", got, err, claims)
+		}
+	}
+	if c := a.tokens.len(); c != 0 {
+		t.Errorf("%d certificate tokens cached, want 0", c)
+	}
+	if n := testing.AllocsPerRun(500, func() {
+		if _, err := a.verify(key, tok); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 3 {
+		t.Errorf("a certificate token costs %v allocations, want at most 3 (its strings, its identity map)", n)
+	}
+	other := claims
+	other.Expires++
+	forged := strings.Split(tok, ".")
+	if _, err := a.verify(key, forged[0]+"."+b64(mustJSON(other))+"."+forged[2]); !errors.Is(err, ErrToken) {
+		t.Errorf("a certificate token's signature over another payload: %v", err)
+	}
+	revoked["factory/1f"] = true
+	if _, err := a.verify(key, tok); !errors.Is(err, ErrToken) {
+		t.Errorf("revoked certificate: %v", err)
+	}
+}
+
 // admitRaw finds what admit finds, from the identity as a token writes it.
 func TestAdmitRawMatchesAdmit(t *testing.T) {
 	fp := strings.Repeat("ab", 32)

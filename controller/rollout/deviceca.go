@@ -52,3 +52,28 @@ func (p *Plan) routeUndeclared(d *Device) *plan {
 	}
 	return nil
 }
+
+// undeclaredNeedsInventory is NeedsInventory for a device no Device
+// manifest declares: whether routeUndeclared may ask a selector over
+// inventory attributes before it reaches a rollout that takes every
+// device. (A fleet of a million certificate-admitted devices would
+// otherwise read each device's inventory from the store at every poll.)
+func (p *Plan) undeclaredNeedsInventory() bool {
+	if !p.certs {
+		return false
+	}
+	for _, pl := range p.rollouts {
+		if !pl.open {
+			continue
+		}
+		if pl.ro.Spec.Target.All {
+			return false
+		}
+		for _, s := range pl.selectors {
+			if len(s.Inventory) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -106,8 +106,8 @@ func TestDeviceCARouting(t *testing.T) {
 			}
 		}
 	}
-	if !with.NeedsInventory("factory-SN1") || without.NeedsInventory("factory-SN1") {
-		t.Error("NeedsInventory of an undeclared device: want true only with a DeviceCA")
+	if with.NeedsInventory("factory-SN1") || without.NeedsInventory("factory-SN1") {
+		t.Error("NeedsInventory of an undeclared device: want false, no open target selects on inventory")
 	}
 	if info := with.byName["a-named"]; !info.exact || info.open {
 		t.Error("a target of named devices must stay closed")
@@ -130,5 +130,50 @@ func TestDeviceCARouting(t *testing.T) {
 	}
 	if in < 60 || out < 60 {
 		t.Errorf("canary of 200 devices: %d admitted, %d not; want about half each", in, out)
+	}
+}
+
+// An undeclared device's inventory is needed only when an open target
+// that routing may ask before one that takes every device selects on
+// inventory: a fleet of certificate-admitted devices rolled out to all
+// reads no inventory at its polls.
+func TestUndeclaredNeedsInventory(t *testing.T) {
+	rollout := func(name string, priority int, target string) string {
+		return fmt.Sprintf(`---
+apiVersion: gitfleet.io/v1
+kind: Rollout
+metadata: {name: %s}
+spec:
+  artifact: app
+  priority: %d
+  target: %s
+  phases: [{name: all, percent: 100, abort: {maxFailures: 0}}]
+`, name, priority, target)
+	}
+	const byInventory = `---
+apiVersion: gitfleet.io/v1
+kind: DeviceGroup
+metadata: {name: berlin}
+spec: {selector: {inventory: {site: berlin}}}
+`
+	ca := caDoc(t)
+	for _, tc := range []struct {
+		name  string
+		fleet string
+		want  bool
+	}{
+		{"identity selector only", certFleet + "---\n" + ca, false},
+		{"all", certFleet + rollout("c-all", 5, "{all: true}") + "---\n" + ca, false},
+		{"inventory selector", certFleet + byInventory + rollout("c-berlin", 5, "{groups: [berlin]}") + "---\n" + ca, true},
+		{"inventory selector after all", certFleet + byInventory + rollout("c-all", 5, "{all: true}") + rollout("d-berlin", 4, "{groups: [berlin]}") + "---\n" + ca, false},
+		{"inventory selector, no DeviceCA", certFleet + byInventory + rollout("c-berlin", 5, "{groups: [berlin]}"), false},
+	} {
+		p := Compile(loadFleet(t, tc.fleet), nil)
+		if len(p.Problems()) > 0 {
+			t.Fatalf("%s: %v", tc.name, p.Problems())
+		}
+		if got := p.NeedsInventory("factory-SN1"); got != tc.want {
+			t.Errorf("%s: NeedsInventory of an undeclared device = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

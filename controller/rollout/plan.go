@@ -413,7 +413,7 @@ func (p *Plan) NeedsInventory(id string) bool {
 func (p *Plan) NeedsInventoryOf(d *Device) bool {
 	i := p.index(d)
 	if i < 0 {
-		return p.certs // a device admitted by a DeviceCA: selectors decide
+		return p.undeclaredNeedsInventory() // a device admitted by a DeviceCA
 	}
 	for _, pl := range p.rollouts {
 		if pl.yes.has(i) {
