@@ -89,10 +89,13 @@
 //
 //	go run ./cmd/gitfleet-loadgen -device-ca -devices 1000000
 //
-// With -warm-tokens, every device polls once before the modes, so that
-// the measured polls carry tokens the controller has seen, as in a fleet
-// that has been polling for a while; without it, a short run at 1,000,000
-// devices measures mostly first polls.
+// By default (-warm), every device polls once before the modes, as in
+// a fleet that has been polling for a poll interval: the modes then
+// measure a controller that has seen its fleet (its deployment index
+// caught up, its heap at its working size); that first pass, the first
+// poll of every device after a start, is measured and reported on its
+// own line. With -warm=false a short run at 1,000,000 devices measures
+// mostly first polls.
 //
 // With -profile DIR, gitfleet serve also serves Go's pprof profiles on a
 // loopback port, and the run saves its CPU profile in each mode
@@ -252,7 +255,8 @@ func main() {
 	flag.IntVar(&c.reloads, "reloads", 3, "commits changing the rollout after the polls, each timed until gitfleet serve serves it (0: none)")
 	flag.BoolVar(&c.deviceLists, "device-lists", false, "declare the devices in device-list files (devices/*.devices, one device a line) instead of Device manifests")
 	flag.BoolVar(&c.deviceCA, "device-ca", false, "declare no device in Git but a DeviceCA (a test CA) admitting every device by its client certificate; Redis holds the devices as the controller records certificate-admitted ones, and every device connection presents a client certificate (see the package doc)")
-	flag.BoolVar(&c.warmTokens, "warm-tokens", false, "before the modes, poll every device once, so that the controller has seen every token (a fleet that has been polling for a while) instead of mostly first polls")
+	flag.BoolVar(&c.warmTokens, "warm", true, "before the modes, poll every device once (measured and reported as the first polls after a start), so that the modes measure a controller that has seen its fleet, as one that has run for a poll interval has; -warm=false measures mostly first polls")
+	flag.BoolVar(&c.warmTokens, "warm-tokens", true, "the same as -warm")
 	flag.BoolVar(&c.restart, "restart", true, "after the reloads, restart gitfleet serve on its data directory (the clone already there) and report how long until it serves the fleet, its CPU and peak RSS")
 	flag.StringVar(&c.profile, "profile", "", "directory where gitfleet serve's CPU profile of each mode (MODE.pprof), of the restart (restart.pprof) and its heap after the polls (heap.pprof) are saved")
 	flag.DurationVar(&c.restartProfile, "restart-profile", 20*time.Second, "with -profile: how long the restart's CPU profile runs")
@@ -452,10 +456,13 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	if err != nil {
 		return err
 	}
+	var warm *warmResult
 	if c.warmTokens {
-		if err := warmTokens(ctx, srv, pki, toks, c.clients); err != nil {
+		w, err := warmTokens(ctx, srv, pki, toks, c.clients)
+		if err != nil {
 			return err
 		}
+		warm = &w
 	}
 	var mceil *server
 	var results []result
@@ -567,6 +574,16 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		}
 		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
 			fmtDur(gf.p50), fmtDur(gf.p99), fmtDur(gf.cpuPerPoll), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99), note)
+	}
+	if warm != nil {
+		ratio := ""
+		for i := 0; i+1 < len(results); i += 2 {
+			if results[i].mode == "keepalive" {
+				ratio = fmt.Sprintf(", %.2f of the kept-alive ceiling", warm.rate()/results[i].rate)
+			}
+		}
+		fmt.Printf("first polls after the start (every device once, kept-alive, before the modes): %.0f polls/s%s, gitfleet serve CPU %s per poll\n",
+			warm.rate(), ratio, fmtDur(warm.cpu))
 	}
 	fmt.Printf("Redis memory per device: %s\n", e.mem)
 	if e.memDefault != nil {
