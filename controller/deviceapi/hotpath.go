@@ -16,7 +16,9 @@ import (
 	"github.com/gitfleet/gitfleet/schema"
 )
 
-// tokenCache remembers tokens that verified, so that a device polling
+// tokenCache remembers the tokens verifyDirect leaves to it (tokens of
+// key-only manifests, identities with values that are not strings,
+// payloads of an older layout: few in a fleet), so that a device polling
 // again pays for neither the HMAC nor the payload: a poll with a token
 // already seen costs a base64 decode of its 43-character signature, a
 // keyed 64-bit hash of the token and one map read, and allocates nothing
@@ -47,11 +49,9 @@ type tokenCache struct {
 	revoked atomic.Pointer[func(cert string) bool]
 }
 
-// maxTokens bounds the tokens cached, about 360 B each for a device a
-// manifest admits (TestCachedTokenMemory; compactClaims; docs/scale.md),
-// some 300 B more for one whose identity map is its own (a DeviceCA's
-// devices): enough for 1,000,000 devices polling with one token each, and
-// their re-authentications.
+// maxTokens bounds the tokens cached, some 400–700 B each (compactClaims):
+// enough for 1,000,000 devices polling with one token each, and their
+// re-authentications, though most tokens are never cached.
 const maxTokens = 1_500_000
 
 const tokenShards = 64
