@@ -49,6 +49,38 @@ type result struct {
 	perAddr       []int64 // measured polls by addrs
 	asked         int64   // handshakes in which the server asked for a client certificate
 	cpuPerPoll    time.Duration
+	cpu           time.Duration // gitfleet serve's CPU over the run
+
+	// Of a combined result (combine): the median of the rounds' ratios
+	// to the ceiling (set by the caller), and each round's.
+	ratio  float64
+	ratios []float64
+}
+
+// combine sums the rounds of one mode and target: polls/s over the time
+// measured in all, the median p50 and the highest p99 of the rounds, the
+// CPU per poll over all polls.
+func combine(rs []result) result {
+	out := rs[0]
+	out.polls, out.errors, out.all, out.offered, out.conns, out.asked, out.measured, out.cpu = 0, 0, 0, 0, 0, 0, 0, 0
+	var p50s []time.Duration
+	for _, r := range rs {
+		out.polls += r.polls
+		out.errors += r.errors
+		out.all += r.all
+		out.offered += r.offered
+		out.conns += r.conns
+		out.asked += r.asked
+		out.measured += r.measured
+		out.cpu += r.cpu
+		out.p99 = max(out.p99, r.p99)
+		p50s = append(p50s, r.p50)
+	}
+	slices.Sort(p50s)
+	out.p50 = p50s[len(p50s)/2]
+	out.rate = float64(out.polls) / out.measured.Seconds()
+	out.cpuPerPoll = out.cpu / time.Duration(max(out.all, 1))
+	return out
 }
 
 // transport returns the client side of a mode, counting the connections

@@ -57,8 +57,11 @@
 //     for a random device, for -duration, first against a trivial HTTPS
 //     handler (a separate process serving 204 with the controller's
 //     certificate; for mtls it asks for and verifies client certificates
-//     of the test CA), then against gitfleet; and prints polls/s, p50/p99
-//     latency, the ratio to the ceiling, gitfleet serve's CPU per poll
+//     of the test CA), then against gitfleet, in turn -rounds times
+//     (default 3); and prints polls/s, p50 (the median round's) and p99
+//     (the highest round's) latency, the ratio to the ceiling (the
+//     median of the rounds' ratios: one ceiling run and one gitfleet run
+//     on a shared machine can be ±0.1 apart), gitfleet serve's CPU per poll
 //     and, for mtls, in how many handshakes each server asked for the
 //     client certificate (a controller that does not ask measures plain
 //     TLS: the report says so); with -device-ca, every connection of
@@ -221,6 +224,7 @@ type config struct {
 	cluster        bool
 	restart        bool
 	warmTokens     bool
+	rounds         int           // ceiling and gitfleet measured in turn this many times per mode
 	profile        string        // directory for gitfleet serve's profiles (profile.go)
 	restartProfile time.Duration // how long restart.pprof profiles
 	debugAddr      string        // gitfleet serve's --debug-listen, with -profile
@@ -248,7 +252,8 @@ func main() {
 	flag.IntVar(&c.compareDevices, "compare-devices", 100_000, "devices registered in a second Redis with default hash settings, for its memory figure (0: skip)")
 	flag.IntVar(&c.seeders, "seeders", 128, "concurrent store writers while registering devices")
 	flag.IntVar(&c.clients, "clients", 32, "concurrent polling clients")
-	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured duration of each mode and target")
+	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured duration of each mode and target, in each round")
+	flag.IntVar(&c.rounds, "rounds", 3, "measure the ceiling and gitfleet in turn this many times per mode; the ratio reported is the median of the rounds' ratios (one ceiling run and one gitfleet run on a shared machine can be ±0.1 apart)")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured polling before each measurement")
 	flag.IntVar(&c.authSample, "auth-sample", 1000, "devices that authenticate with signed auth requests")
 	flag.StringVar(&c.modes, "modes", "keepalive,h2,newconn,mtls", "modes to run: keepalive (HTTP/1.1), h2, newconn (a TLS handshake per poll), mtls (a TLS handshake with a client certificate per poll)")
@@ -304,7 +309,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -device-ca measures the poll benchmark of one controller; leave out -cluster, -alerts and -device-lists (the DeviceCA fleet declares no device)")
 		os.Exit(2)
 	}
-	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 {
+	if c.devices < 1 || c.clients < 1 || c.duration <= 0 || c.seeders < 1 || c.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "gitfleet-loadgen: -devices, -clients, -seeders and -duration must be positive")
 		os.Exit(2)
 	}
@@ -480,46 +485,62 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 			}
 			ceilAddr = mceil.addr
 		}
-		for _, target := range []struct{ name, addr string }{{"ceiling", ceilAddr}, {"gitfleet", srv.addr}} {
-			before, _ := commandStats(ctx, rd.addr)
-			cpu0 := cpuOf(srv.proc.Process.Pid)
-			var waitProfile func()
-			if c.profile != "" && target.name == "gitfleet" {
-				waitProfile = profileAsync(ctx, srv.debug, fmt.Sprintf("profile?seconds=%d", int((c.warmup+c.duration).Seconds())),
-					filepath.Join(c.profile, mode+".pprof"))
+		var rounds [2][]result // ceiling, gitfleet
+		for round := range c.rounds {
+			for ti, target := range []struct{ name, addr string }{{"ceiling", ceilAddr}, {"gitfleet", srv.addr}} {
+				before, _ := commandStats(ctx, rd.addr)
+				cpu0 := cpuOf(srv.proc.Process.Pid)
+				var waitProfile func()
+				if c.profile != "" && target.name == "gitfleet" && round == 0 {
+					waitProfile = profileAsync(ctx, srv.debug, fmt.Sprintf("profile?seconds=%d", int((c.warmup+c.duration).Seconds())),
+						filepath.Join(c.profile, mode+".pprof"))
+				}
+				r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool, pki: pki,
+					clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
+				if err != nil {
+					return err
+				}
+				after, _ := commandStats(ctx, rd.addr)
+				if waitProfile != nil {
+					waitProfile()
+				}
+				perPoll := ""
+				if target.name == "gitfleet" {
+					// CPU over every poll, the warm-up's included.
+					r.cpu = cpuOf(srv.proc.Process.Pid) - cpu0
+					r.cpuPerPoll = r.cpu / time.Duration(max(r.all, 1))
+					perPoll = fmt.Sprintf(", %d answered 200, gitfleet serve CPU %s per poll, Redis per poll: %s",
+						r.offered, fmtDur(r.cpuPerPoll), perPollStats(before, after, r.all))
+				}
+				if mode == "mtls" || c.deviceCA {
+					perPoll += fmt.Sprintf(", client certificate asked for in %d of %d handshakes", r.asked, r.conns)
+				}
+				fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (round %d: %d polls, %d errors, %d connections%s)\n",
+					mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), round+1, r.polls, r.errors, r.conns, perPoll)
+				// In flight are deps.inFlight of the devices: a run expected
+				// to hit them 20 times or more and never offered the artifact
+				// is wrong (fewer hits may be chance).
+				if target.name == "gitfleet" && r.offered == 0 && r.all*int64(deps.inFlight) >= 20*int64(c.devices) {
+					return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
+				}
+				if (mode == "mtls" || c.deviceCA) && target.name == "ceiling" && r.asked < r.conns {
+					return fmt.Errorf("%s: the ceiling server asked for a client certificate in only %d of %d handshakes", mode, r.asked, r.conns)
+				}
+				rounds[ti] = append(rounds[ti], r)
 			}
-			r, err := drive(ctx, driveOptions{mode: mode, target: target.name, addr: target.addr, ca: srv.pool, pki: pki,
-				clients: c.clients, duration: c.duration, warmup: c.warmup, tokens: toks})
-			if err != nil {
-				return err
-			}
-			after, _ := commandStats(ctx, rd.addr)
-			if waitProfile != nil {
-				waitProfile()
-			}
-			perPoll := ""
-			if target.name == "gitfleet" {
-				// CPU over every poll, the warm-up's included.
-				r.cpuPerPoll = (cpuOf(srv.proc.Process.Pid) - cpu0) / time.Duration(max(r.all, 1))
-				perPoll = fmt.Sprintf(", %d answered 200, gitfleet serve CPU %s per poll, Redis per poll: %s",
-					r.offered, fmtDur(r.cpuPerPoll), perPollStats(before, after, r.all))
-			}
-			if mode == "mtls" || c.deviceCA {
-				perPoll += fmt.Sprintf(", client certificate asked for in %d of %d handshakes", r.asked, r.conns)
-			}
-			fmt.Printf("  %-9s %-8s %9.0f polls/s  p50 %7s  p99 %7s  (%d polls, %d errors, %d connections%s)\n",
-				mode, target.name, r.rate, fmtDur(r.p50), fmtDur(r.p99), r.polls, r.errors, r.conns, perPoll)
-			// In flight are deps.inFlight of the devices: a run expected
-			// to hit them 20 times or more and never offered the artifact
-			// is wrong (fewer hits may be chance).
-			if target.name == "gitfleet" && r.offered == 0 && r.all*int64(deps.inFlight) >= 20*int64(c.devices) {
-				return fmt.Errorf("%s: no poll was answered with a deployment, though %d devices are in flight", mode, deps.inFlight)
-			}
-			if (mode == "mtls" || c.deviceCA) && target.name == "ceiling" && r.asked < r.conns {
-				return fmt.Errorf("%s: the ceiling server asked for a client certificate in only %d of %d handshakes", mode, r.asked, r.conns)
-			}
-			results = append(results, r)
 		}
+		ce, gf := combine(rounds[0]), combine(rounds[1])
+		var ratios []float64
+		for i := range rounds[0] {
+			ratios = append(ratios, rounds[1][i].rate/rounds[0][i].rate)
+		}
+		slices.Sort(ratios)
+		gf.ratio = ratios[len(ratios)/2]
+		if len(ratios)%2 == 0 {
+			gf.ratio = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
+		}
+		gf.ratios = ratios
+		results = append(results, ce, gf)
 	}
 	rss, peak := rssOf(srv.proc.Process.Pid)
 	if c.profile != "" {
@@ -553,12 +574,13 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 	if c.deviceCA {
 		fleetIs = fmt.Sprintf("behind a DeviceCA, %d devices registered in Redis", c.devices)
 	}
-	fmt.Printf("gitfleet-loadgen report: %s, %d clients, %s per run, %d CPUs\n",
-		fleetIs, c.clients, c.duration, runtime.NumCPU())
+	fmt.Printf("gitfleet-loadgen report: %s, %d clients, %s per run, %d rounds per mode (ceiling and gitfleet in turn; ratio: the median round's), %d CPUs\n",
+		fleetIs, c.clients, c.duration, c.rounds, runtime.NumCPU())
 	fmt.Printf("%-10s %12s %12s %7s %9s %9s %9s %9s  %s\n", "mode", "ceiling/s", "gitfleet/s", "ratio", "p50", "p99", "CPU/poll", "goal", "")
 	for i := 0; i+1 < len(results); i += 2 {
 		ce, gf := results[i], results[i+1]
-		ratio := gf.rate / ce.rate
+		ratio := gf.ratio // the median of the rounds'
+
 		goal, ok := 0.8, gf.p99 < 20*time.Millisecond
 		p99goal := ", p99 < 20ms"
 		if gf.mode == "newconn" || gf.mode == "mtls" {
@@ -571,6 +593,13 @@ func runPolls(ctx context.Context, c config, e *env, procs *procs) error {
 		note := ""
 		if (gf.mode == "mtls" || c.deviceCA) && gf.asked < gf.conns {
 			note = fmt.Sprintf("; gitfleet asked for the client certificate in %d of %d handshakes", gf.asked, gf.conns)
+		}
+		if len(gf.ratios) > 1 {
+			var rs []string
+			for _, r := range gf.ratios {
+				rs = append(rs, fmt.Sprintf("%.2f", r))
+			}
+			note += "; ratio of each round, sorted: " + strings.Join(rs, " ")
 		}
 		fmt.Printf("%-10s %12.0f %12.0f %7.2f %9s %9s %9s  ≥ %.1f%s: %s (ceiling p50 %s p99 %s%s)\n", gf.mode, ce.rate, gf.rate, ratio,
 			fmtDur(gf.p50), fmtDur(gf.p99), fmtDur(gf.cpuPerPoll), goal, p99goal, verdict, fmtDur(ce.p50), fmtDur(ce.p99), note)
