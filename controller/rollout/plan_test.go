@@ -7,8 +7,9 @@ import (
 	"github.com/gitfleet/gitfleet/schema"
 )
 
-func TestNeedsInventory(t *testing.T) {
-	fleet := loadFleet(t, `
+// inventoryFleet has a rollout for a static group and, below it, one
+// selecting on inventory.
+const inventoryFleet = `
 apiVersion: gitfleet.io/v1
 kind: Artifact
 metadata: {name: app}
@@ -45,7 +46,10 @@ spec:
   priority: 1
   target: {selector: {inventory: {site: berlin}}}
   phases: [{name: all, percent: 100, abort: {maxFailures: 0}}]
-`)
+`
+
+func TestNeedsInventory(t *testing.T) {
+	fleet := loadFleet(t, inventoryFleet)
 	p := Compile(fleet, nil)
 	for id, want := range map[string]bool{
 		"static-1": false, // the higher-priority static rollout takes it first
@@ -71,33 +75,7 @@ func loadFleet(t *testing.T, yaml string) *schema.Fleet {
 // routed exactly as one found by name; a Declared that is not the
 // fleet's own declaration of the device is ignored.
 func TestDeclaredHint(t *testing.T) {
-	fleet := loadFleet(t, `
-apiVersion: gitfleet.io/v1
-kind: Artifact
-metadata: {name: app}
-spec: {source: a.mender, deviceTypes: [board]}
----
-apiVersion: gitfleet.io/v1
-kind: Device
-metadata: {name: lab}
-spec:
-  devices:
-    - {name: static-1, identity: {mac: "01"}, deviceType: board, trustOnFirstUse: true}
-    - {name: open-1, identity: {mac: "02"}, deviceType: board, trustOnFirstUse: true}
----
-apiVersion: gitfleet.io/v1
-kind: DeviceGroup
-metadata: {name: statics}
-spec: {members: [static-1]}
----
-apiVersion: gitfleet.io/v1
-kind: Rollout
-metadata: {name: a-static}
-spec:
-  artifact: app
-  target: {groups: [statics]}
-  phases: [{name: all, percent: 100, abort: {maxFailures: 0}}]
-`)
+	fleet := loadFleet(t, inventoryFleet)
 	p := Compile(fleet, nil)
 	static, open := fleet.Device("static-1"), fleet.Device("open-1")
 	if static == nil || open == nil {
