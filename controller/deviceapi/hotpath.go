@@ -134,8 +134,9 @@ func (c *tokenCache) len() int {
 
 // verify checks a device token, and that its client certificate (if any)
 // is not revoked. A token of a device that a Device manifest admits by its
-// key and identity verifies directly (verifyDirect); any other token
-// comes from the cache when it verified before.
+// key and identity, or of a client certificate, verifies directly
+// (verifyDirect); any other token comes from the cache when it verified
+// before.
 func (a *API) verify(key []byte, tok string) (Claims, error) {
 	now := a.opts.Now()
 	signed, payload, sig, err := splitToken(tok)
