@@ -2,10 +2,13 @@ package schema
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -80,10 +83,82 @@ func (l *loader) deviceIndex() map[string]*Device {
 	}
 	n := l.errs.count()
 	ix := indexNames(l, l.fleet.Devices)
+	l.checkIdentities(l.fleet.Devices)
 	if d := l.shared; d != nil && l.errs.count() == n {
 		d.index = ix
 	}
 	return ix
+}
+
+// checkIdentities reports a device whose identity another device has
+// already: a device's ID is derived from its identity, so the controller
+// records the two as one device, and the later manifest would either
+// never be admitted (trust on first use: the first declared wins) or
+// clash with the key the other bound. Identities are indexed by a keyed
+// hash of their canonical form, so a million devices cost one small map
+// entry each for the length of the check; equal hashes are compared.
+func (l *loader) checkIdentities(devs []Device) {
+	seed := maphash.MakeSeed()
+	byHash := make(map[uint64]int32, len(devs))
+	var more map[uint64][]int32 // the rare identities with a hash already taken by another
+	var buf []byte
+	var names []string
+	for i := range devs {
+		id := devs[i].Spec.Identity
+		if len(id) == 0 {
+			continue
+		}
+		names = names[:0]
+		for k := range id {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		buf = buf[:0]
+		for _, k := range names {
+			buf = binary.AppendUvarint(buf, uint64(len(k)))
+			buf = append(buf, k...)
+			buf = binary.AppendUvarint(buf, uint64(len(id[k])))
+			buf = append(buf, id[k]...)
+		}
+		h := maphash.Bytes(seed, buf)
+		j, ok := byHash[h]
+		if !ok {
+			byHash[h] = int32(i)
+			continue
+		}
+		same := -1
+		for _, k := range append([]int32{j}, more[h]...) {
+			if maps.Equal(devs[k].Spec.Identity, id) {
+				same = int(k)
+				break
+			}
+		}
+		if same < 0 {
+			if more == nil {
+				more = map[uint64][]int32{}
+			}
+			more[h] = append(more[h], int32(i))
+			continue
+		}
+		if devs[same].Name == devs[i].Name {
+			continue // a duplicate name, reported already
+		}
+		l.errs.at(&devs[i].Meta, "spec.identity", "device %q: identity %s is already device %q's (%s); a device's ID is derived from its identity, "+
+			"so both would be one device: give each device its own identity, or declare the device once",
+			devs[i].Name, identityString(id, names), devs[same].Name, devs[same].Source)
+	}
+}
+
+// identityString writes an identity as name=value pairs in names' order.
+func identityString(id map[string]string, names []string) string {
+	var b strings.Builder
+	for i, k := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%q", k, id[k])
+	}
+	return b.String()
 }
 
 // indexNames maps names to manifests, reporting duplicates.
