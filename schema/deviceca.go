@@ -288,6 +288,37 @@ func (l *loader) checkDeviceCAs(now time.Time) {
 		}
 	}
 	f.DeviceCAs = keep
+	l.checkCANames()
+}
+
+// checkCANames reports names a DeviceCA's devices could also have: a
+// DeviceCA names the devices it admits "<its name>-<value>", so a Device
+// declared with such a name, or another DeviceCA whose names begin the
+// same way ("line" and "line-b": is line-b-7 the first's b-7 or the
+// second's 7?), would make one name two devices — to rollouts, groups and
+// operators' access alike.
+func (l *loader) checkCANames() {
+	cas := l.fleet.DeviceCAs
+	if len(cas) == 0 {
+		return
+	}
+	for i := range cas {
+		for j := range cas {
+			if i != j && strings.HasPrefix(cas[j].Name+"-", cas[i].Name+"-") {
+				l.errs.at(&cas[j].Meta, "metadata.name", "DeviceCA %q names its devices %s-…, which DeviceCA %q (%s) names its devices too (%s-…): give the DeviceCAs names that do not begin with one another followed by \"-\"",
+					cas[j].Name, cas[j].Name, cas[i].Name, cas[i].Source, cas[i].Name)
+			}
+		}
+	}
+	for i := range l.fleet.Devices {
+		d := &l.fleet.Devices[i]
+		for j := range cas {
+			if rest, ok := strings.CutPrefix(d.Name, cas[j].Name+"-"); ok && rest != "" {
+				l.errs.at(&d.Meta, "metadata.name", "device %q has a name DeviceCA %q (%s) gives the devices it admits (%s-<%s>): rename the device, or the DeviceCA",
+					d.Name, cas[j].Name, cas[j].Source, cas[j].Name, cas[j].nameAttribute())
+			}
+		}
+	}
 }
 
 // checkDeviceCA checks one DeviceCA and returns its parsed data.

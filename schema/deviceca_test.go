@@ -147,6 +147,15 @@ func TestDeviceCAErrors(t *testing.T) {
 			[]string{"ca.yaml:", "nameAttribute \"mac\" is not one of the identity attributes (serial)"}},
 		{"unknown certificate field", fstest.MapFS{"ca.yaml": {Data: []byte(strings.Replace(caManifest("a", inlineCert(good), ""), "subject.commonName", "subject.email", 1))}},
 			[]string{"ca.yaml:", "identity.serial"}},
+		{"a device named as the DeviceCA names its devices", fstest.MapFS{
+			"ca.yaml":      {Data: []byte(caManifest("factory", inlineCert(good), ""))},
+			"devs.devices": {Data: []byte(DeviceListHeader + "\nfactory 	tofu mac=1\nfactory-lab1 tofu mac=2\nfactoryx-1 tofu mac=3\n")}},
+			[]string{"devs.devices:3:1: metadata.name: device \"factory-lab1\" has a name DeviceCA \"factory\" (ca.yaml:1:1) gives the devices it admits (factory-<serial>): rename the device, or the DeviceCA"}},
+		{"DeviceCA names overlap", fstest.MapFS{
+			"a.yaml": {Data: []byte(caManifest("line", inlineCert(good), ""))},
+			"b.yaml": {Data: []byte(caManifest("line-b", inlineCert(validCA(t, "Other")), ""))},
+			"c.yaml": {Data: []byte(caManifest("lineb", inlineCert(validCA(t, "Third")), ""))}},
+			[]string{"b.yaml:4:", "DeviceCA \"line-b\" names its devices line-b-…, which DeviceCA \"line\" (a.yaml:1:1) names its devices too (line-…)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := Load(tc.files)
@@ -162,7 +171,11 @@ func TestDeviceCAErrors(t *testing.T) {
 				}
 				at += i
 			}
-			if tc.name != "duplicate names" && tc.name != "same certificate twice" && len(f.DeviceCAs) != 0 {
+			if n := strings.Count(msg, "\n") + 1; strings.HasPrefix(tc.name, "a device named") && n != 1 {
+				t.Errorf("%d errors, want 1 (factory and factoryx-1 are not a DeviceCA's names): %s", n, msg)
+			}
+			kept := map[string]bool{"duplicate names": true, "same certificate twice": true, "a device named as the DeviceCA names its devices": true, "DeviceCA names overlap": true}
+			if !kept[tc.name] && len(f.DeviceCAs) != 0 {
 				t.Errorf("an invalid DeviceCA is in the fleet: %v", f.DeviceCAs)
 			}
 		})
