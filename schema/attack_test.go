@@ -146,8 +146,8 @@ spec: {algorithm: ed25519, publicKeyFile: ../secret.yaml}
 		t.Errorf("valid file reported:\n%s", got)
 	}
 	for _, tc := range []struct{ name, want string }{
-		{"binary file → refused as not text", "binary.yaml: not a text file"},
-		{"Latin-1 file → refused as not UTF-8", "latin1.yml: not a text file"},
+		{"binary file → refused as not text, at the NUL byte", "binary.yaml:2:1: not a text file: a NUL byte"},
+		{"Latin-1 file → refused as not UTF-8, at the byte", "latin1.yml:2:7: not UTF-8 text: byte 0xe9; save the file as UTF-8"},
 		{"file over 1 MiB → refused unread", "huge.yaml: file is "},
 		{"1,001 documents in one file → refused", "many.yaml: more than 1000 documents in one file"},
 		{"manifest that is a symbolic link out of the tree → refused unread", "link.yaml: manifest is a symbolic link"},

@@ -496,7 +496,11 @@ func (l *loader) walk() []file {
 		}
 		data, err := l.read(p)
 		if err != nil {
-			l.errs.add(Source{File: p}, "", "%v", err)
+			at := Source{File: p}
+			if be, ok := err.(*binaryError); ok {
+				at.Line, at.Col = be.line, be.col
+			}
+			l.errs.add(at, "", "%v", err)
 			if l.total > MaxTotalSize {
 				return fs.SkipAll
 			}
@@ -512,7 +516,39 @@ func (l *loader) walk() []file {
 	return files
 }
 
-var errBinary = errors.New("not a text file (binary or not UTF-8)")
+// binaryError is a manifest file that is not UTF-8 text, at the first
+// byte that makes it so.
+type binaryError struct {
+	line, col int // 1-based; col counts bytes
+	b         byte
+}
+
+func (e *binaryError) Error() string {
+	if e.b == 0 {
+		return "not a text file: a NUL byte (binary data?)"
+	}
+	return fmt.Sprintf("not UTF-8 text: byte 0x%02x; save the file as UTF-8", e.b)
+}
+
+// checkText returns a *binaryError for data with a NUL byte or invalid
+// UTF-8, nil for text.
+func checkText(data []byte) error {
+	bad := bytes.IndexByte(data, 0)
+	if bad < 0 && utf8.Valid(data) {
+		return nil
+	}
+	for i := 0; i < len(data) && (bad < 0 || i < bad); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n == 1 {
+			bad = i
+			break
+		}
+		i += n
+	}
+	line := bytes.Count(data[:bad], []byte("\n")) + 1
+	col := bad - (bytes.LastIndexByte(data[:bad], '\n') + 1) + 1
+	return &binaryError{line: line, col: col, b: data[bad]}
+}
 
 // read returns the contents of the manifest file p, enforcing the size
 // limits.
@@ -558,8 +594,8 @@ func (l *loader) read(p string) ([]byte, error) {
 	if l.total > MaxTotalSize {
 		return nil, fmt.Errorf("manifests total more than %d bytes; stopped reading", MaxTotalSize)
 	}
-	if bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data) {
-		return nil, errBinary
+	if err := checkText(data); err != nil {
+		return nil, err
 	}
 	return data, nil
 }

@@ -123,3 +123,32 @@ func TestCompactKeepsValuesDropsSyntax(t *testing.T) {
 		}
 	}
 }
+
+// A file that is not text is refused at the line and column (in bytes) of
+// its first NUL byte or invalid UTF-8.
+func TestCheckTextPosition(t *testing.T) {
+	for _, tc := range []struct {
+		data      string
+		line, col int
+		b         byte
+	}{
+		{"a: b\nc: d\n", 0, 0, 0},
+		{"név: é\nx: \xff\n", 2, 4, 0xff},
+		{"\x00", 1, 1, 0},
+		{"ok\nok\nab\xc3", 3, 3, 0xc3},      // a truncated two-byte sequence
+		{"a\x00\n\xff", 1, 2, 0},            // the NUL comes first
+		{"\xe9t\xc3\xa9\n\x00", 1, 1, 0xe9}, // Latin-1 before the NUL
+	} {
+		err := checkText([]byte(tc.data))
+		if tc.line == 0 {
+			if err != nil {
+				t.Errorf("%q: %v", tc.data, err)
+			}
+			continue
+		}
+		be, ok := err.(*binaryError)
+		if !ok || be.line != tc.line || be.col != tc.col || be.b != tc.b {
+			t.Errorf("%q: got %#v, want line %d col %d byte %#x", tc.data, err, tc.line, tc.col, tc.b)
+		}
+	}
+}
