@@ -46,6 +46,9 @@ func (l *loader) loadDeviceList(file string, data []byte) {
 	// without a copy saves the file's size again, and a string per
 	// field.
 	text := unsafe.String(unsafe.SliceData(data), len(data))
+	// A byte-order mark, which some editors write, is not part of the
+	// header (YAML manifests allow it too).
+	text = strings.TrimPrefix(text, "\uFEFF")
 	if cap(l.fleet.Devices) == 0 {
 		l.fleet.Devices = make([]Device, 0, countDeviceLines(data))
 	}
