@@ -399,6 +399,7 @@ func (l *loader) checkDeviceCA(c *DeviceCA, now time.Time) (*caData, bool) {
 // readRevoked adds the serials of a revoked file to set, reporting bad
 // lines at file:line.
 func (l *loader) readRevoked(file string, b []byte, set map[string]struct{}) {
+	b = bytes.TrimPrefix(b, []byte("\uFEFF")) // a byte-order mark some editors write
 	for line := 1; len(b) > 0; line++ {
 		var s []byte
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -406,8 +407,11 @@ func (l *loader) readRevoked(file string, b []byte, set map[string]struct{}) {
 		} else {
 			s, b = b, nil
 		}
+		if i := bytes.IndexByte(s, '#'); i >= 0 {
+			s = s[:i] // a comment, on a line of its own or after the serial
+		}
 		s = bytes.TrimSpace(s)
-		if len(s) == 0 || s[0] == '#' {
+		if len(s) == 0 {
 			continue
 		}
 		h, err := ParseSerial(string(s))

@@ -72,7 +72,7 @@ func TestDeviceCALoad(t *testing.T) {
 			"  deviceType: board-x\n  revoked: [\"0x0A\", \"1f:02\", \"255\", 0x77, 4096]\n  revokedFile: pki/revoked.txt\n"))},
 		"fleet/ca2.yaml":    {Data: []byte(caManifest("factory-b", inlineCert(validCA(t, "Factory B")), ""))},
 		"pki/factory-a.pem": {Data: []byte(caPEM)},
-		"pki/revoked.txt":   {Data: []byte("# revoked in 2026\n\n0xDEADbeef\n  1234  \n00:ff\n")},
+		"pki/revoked.txt":   {Data: []byte("\uFEFF# revoked in 2026\n\n0xDEADbeef\n  1234  \n00:ff # lost in transit\n")},
 	}
 	f, err := Load(fsys)
 	if err != nil {
