@@ -77,19 +77,28 @@ func AppendTar(t *testing.T, data []byte, pairs ...string) []byte {
 // tarEntries reads every entry (name and content) of the tar archive data.
 func tarEntries(t *testing.T, data []byte) []entry {
 	t.Helper()
+	out, err := readTarEntries(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readTarEntries is tarEntries returning its error.
+func readTarEntries(data []byte) ([]entry, error) {
 	var out []entry
 	tr := tar.NewReader(bytes.NewReader(data))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return out
+			return out, nil
 		}
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		b, err := io.ReadAll(tr)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		out = append(out, entry{h.Name, b, 0})
 	}

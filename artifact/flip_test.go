@@ -1,7 +1,6 @@
 package artifact
 
 import (
-	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -43,22 +42,22 @@ func TestFlipEveryByte(t *testing.T) {
 func TestSameUnpacked(t *testing.T) {
 	s := testKey(t, ECDSAP256)
 	gz := build(t, moduleSpec(Gzip, s))
-	if !sameUnpacked(t, gz, bytes.Clone(gz)) {
+	if !sameUnpacked(gz, bytes.Clone(gz)) {
 		t.Error("an artifact differs from its copy")
 	}
 	spec := moduleSpec(Gzip, s)
 	spec.Payloads[0].Files[1] = memFile("data.bin", bytes.Repeat([]byte{1, 2, 3, 4, 6}, 300))
-	if sameUnpacked(t, gz, build(t, spec)) {
+	if sameUnpacked(gz, build(t, spec)) {
 		t.Error("a changed payload file unpacks the same")
 	}
-	if sameUnpacked(t, gz, build(t, moduleSpec(Zstd, s))) {
+	if sameUnpacked(gz, build(t, moduleSpec(Zstd, s))) {
 		t.Error("entries of other names (data/0000.tar.zst) unpack the same")
 	}
 	plain := build(t, moduleSpec(None, s))
 	i := bytes.Index(plain, []byte("echo hello"))
 	flipped := bytes.Clone(plain)
 	flipped[i] ^= 0x20
-	if i < 0 || sameUnpacked(t, plain, flipped) {
+	if i < 0 || sameUnpacked(plain, flipped) {
 		t.Errorf("a flipped byte of a stored payload file (at %d) unpacks the same", i)
 	}
 }
@@ -85,7 +84,7 @@ func checkFlips(t *testing.T, orig []byte, keys ReaderOptions, c Compression, st
 			continue
 		}
 		accepted = append(accepted, i)
-		if !harmless[i] && c != XZ && !sameUnpacked(t, orig, mut) {
+		if !harmless[i] && c != XZ && !sameUnpacked(orig, mut) {
 			t.Errorf("flip at offset %d of %d accepted", i, len(orig))
 		}
 		if diff := cmp.Diff(want, snapshot(h, files)); diff != "" {
@@ -127,32 +126,26 @@ func harmlessOffsets(a []byte, c Compression) map[int]bool {
 // sameUnpacked reports whether every entry of the artifacts a and b has
 // the same name and, once unpacked (a compressed entry decompressed), the
 // same bytes.
-func sameUnpacked(t *testing.T, a, b []byte) bool {
-	ua, ub := unpacked(t, a), unpacked(t, b)
-	return ua != nil && ub != nil && slices.EqualFunc(ua, ub, func(x, y [2][]byte) bool {
-		return bytes.Equal(x[0], y[0]) && bytes.Equal(x[1], y[1])
+func sameUnpacked(a, b []byte) bool {
+	ua, ub := unpacked(a), unpacked(b)
+	return ua != nil && ub != nil && slices.EqualFunc(ua, ub, func(x, y entry) bool {
+		return x.name == y.name && bytes.Equal(x.data, y.data)
 	})
 }
 
-// unpacked returns the name and unpacked bytes of each entry of an
-// artifact (and of each archive within it); nil if anything fails to read.
-func unpacked(t *testing.T, a []byte) [][2][]byte {
-	t.Helper()
-	var out [][2][]byte
-	tr := tar.NewReader(bytes.NewReader(a))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			return nil
-		}
+// unpacked returns the entries of an artifact, each archive within it
+// decompressed; nil if anything fails to read.
+func unpacked(a []byte) []entry {
+	es, err := readTarEntries(a)
+	if err != nil {
+		return nil
+	}
+	for i, e := range es {
 		comp := None
-		if i := strings.Index(h.Name, ".tar"); i >= 0 {
-			comp, _ = compressionFor(h.Name, h.Name[:i+len(".tar")])
+		if k := strings.Index(e.name, ".tar"); k >= 0 {
+			comp, _ = compressionFor(e.name, e.name[:k+len(".tar")])
 		}
-		d, err := decompress(comp, tr)
+		d, err := decompress(comp, bytes.NewReader(e.data))
 		if err != nil {
 			return nil
 		}
@@ -161,6 +154,7 @@ func unpacked(t *testing.T, a []byte) [][2][]byte {
 		if err != nil {
 			return nil
 		}
-		out = append(out, [2][]byte{[]byte(h.Name), body})
+		es[i].data = body
 	}
+	return es
 }
