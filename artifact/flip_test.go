@@ -55,9 +55,12 @@ func TestSameUnpacked(t *testing.T) {
 	}
 	plain := build(t, moduleSpec(None, s))
 	i := bytes.Index(plain, []byte("echo hello"))
+	if i < 0 {
+		t.Fatal("the stored artifact does not hold run.sh's text")
+	}
 	flipped := bytes.Clone(plain)
 	flipped[i] ^= 0x20
-	if i < 0 || sameUnpacked(plain, flipped) {
+	if sameUnpacked(plain, flipped) {
 		t.Errorf("a flipped byte of a stored payload file (at %d) unpacks the same", i)
 	}
 }
