@@ -310,6 +310,19 @@ func (l *loader) checkCANames() {
 			}
 		}
 	}
+	// Devices shared with an earlier load were checked against the same
+	// names already when the DeviceCAs were not renamed (a commit that
+	// changes a rollout reads no device name).
+	names := make([]string, len(cas))
+	for i := range cas {
+		names[i] = cas[i].Name
+	}
+	slices.Sort(names)
+	sh := l.shared
+	if sh != nil && sh.caNames != nil && slices.Equal(sh.caNames, names) {
+		return
+	}
+	n := l.errs.count()
 	for i := range l.fleet.Devices {
 		d := &l.fleet.Devices[i]
 		for j := range cas {
@@ -318,6 +331,9 @@ func (l *loader) checkCANames() {
 					d.Name, cas[j].Name, cas[j].Source, cas[j].Name, cas[j].nameAttribute())
 			}
 		}
+	}
+	if sh != nil && l.errs.count() == n {
+		sh.caNames = names
 	}
 }
 

@@ -303,3 +303,44 @@ func TestDeviceCABigSerial(t *testing.T) {
 		t.Error("quoted big serial not revoked")
 	}
 }
+
+// The check that no device is named as a DeviceCA names its devices is
+// remembered with the devices shared between loads, and made again when
+// the DeviceCAs' names change: a rename that puts a listed device under a
+// DeviceCA's names is refused though no device file changed, and the
+// next valid load is served.
+func TestDeviceCANamesCheckedOnRename(t *testing.T) {
+	c := NewCache()
+	ca := inlineCert(validCA(t, "A"))
+	fsys := newHashFS(fstest.MapFS{
+		"ca.yaml":       {Data: []byte(caManifest("factory", ca, ""))},
+		"devs.devices":  {Data: []byte(DeviceListHeader + "\nline-7 tofu mac=1\nline-8 tofu mac=2\n")},
+		"rollout.yaml":  rolloutFile(1),
+		"artifact.yaml": {Data: []byte("apiVersion: gitfleet.io/v1\nkind: Artifact\nmetadata: {name: app}\nspec:\n  source: app.mender\n  deviceTypes: [sim]\n")},
+	})
+	if _, err := LoadCached(fsys, c); err != nil {
+		t.Fatal(err)
+	}
+	for step, tc := range []struct {
+		file, ca string
+		want     string // "" for a valid load
+	}{
+		{"rollout.yaml", "", ""},
+		{"ca.yaml", "line", `devs.devices:2:1: metadata.name: device "line-7" has a name DeviceCA "line"`},
+		{"ca.yaml", "factory", ""},
+		{"ca.yaml", "line", `devs.devices:3:1: metadata.name: device "line-8" has a name DeviceCA "line"`},
+	} {
+		if tc.file == "rollout.yaml" {
+			fsys.set("rollout.yaml", rolloutFile(2))
+		} else {
+			fsys.set("ca.yaml", &fstest.MapFile{Data: []byte(caManifest(tc.ca, ca, ""))})
+		}
+		f, err := LoadCached(fsys, c)
+		switch {
+		case tc.want == "" && (err != nil || f.Device("line-7") == nil):
+			t.Fatalf("step %d: %v", step, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Fatalf("step %d: got %v, want %s", step, err, tc.want)
+		}
+	}
+}

@@ -187,6 +187,9 @@ type sharedDevices struct {
 	from    []*Fleet
 	devices []Device
 	index   map[string]*Device
+	// caNames are the DeviceCA names no device name falls under
+	// (checkCANames), as last checked: nil before any check.
+	caNames []string
 }
 
 // NewCache returns an empty Cache.
